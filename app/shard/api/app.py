@@ -1,0 +1,47 @@
+"""The aiohttp application factory: middlewares and routes, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+from aiohttp import web
+
+from shard.api import middlewares, openai_routes, system_routes
+from shard.api.keys import NODE
+
+if TYPE_CHECKING:
+    from shard.node import Node
+
+
+def metrics_middleware(node: "Node") -> web.middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        route = request.match_info.route.name or "unmatched"
+        try:
+            response = await handler(request)
+        except (ConnectionResetError, asyncio.CancelledError):
+            node.metrics.requests.labels(route, "499").inc()  # the client went away
+            raise
+        node.metrics.requests.labels(route, str(response.status)).inc()
+        return response
+
+    return middleware
+
+
+def create_app(node: "Node") -> web.Application:
+    s = node.settings
+    app = web.Application(
+        client_max_size=s.max_body_bytes,
+        middlewares=[
+            metrics_middleware(node),
+            middlewares.error_middleware(s),
+            middlewares.host_origin_middleware(s),
+            middlewares.auth_middleware(s),
+            middlewares.rate_limit_middleware(s),
+        ],
+    )
+    app[NODE] = node
+    openai_routes.add_routes(app)
+    system_routes.add_routes(app)
+    return app

@@ -1,0 +1,186 @@
+"""OpenAI request bodies -> the verifier's GenerateRequest, with a clear 400 for anything wrong.
+
+Parsing is strict about what would change the answer (n > 1, logprobs, tools are refused, not
+ignored) and lenient about what does not (user, metadata, store).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+
+from shard.api.errors import ApiError
+from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST, GenerateRequest, Sampling
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+UNSUPPORTED = {
+    "logprobs": "logprobs are not supported",
+    "top_logprobs": "logprobs are not supported",
+    "tools": "tool calls are not supported by this node",
+    "functions": "function calls are not supported by this node",
+    "logit_bias": "logit_bias is not supported",
+}
+
+
+@dataclass
+class ParsedRequest:
+    model: str
+    generate: GenerateRequest
+    stream: bool
+    include_usage: bool
+    prompt_chars: int
+
+
+def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
+    return ApiError(400, message, code, param)
+
+
+def _number(body: dict[str, Any], key: str, lo: float, hi: float) -> float | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise _bad(f"'{key}' must be a number", key)
+    if not lo <= v <= hi:
+        raise _bad(f"'{key}' must be between {lo:g} and {hi:g}, got {v}", key)
+    return float(v)
+
+
+def _integer(body: dict[str, Any], key: str, lo: int, hi: int) -> int | None:
+    v = body.get(key)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"'{key}' must be an integer", key)
+    if not lo <= v <= hi:
+        raise _bad(f"'{key}' must be between {lo} and {hi}, got {v}", key)
+    return v
+
+
+def _stop(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        stop = [stop]
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 4:
+        raise _bad("'stop' must be a string or a list of at most 4 strings", "stop")
+    return [s for s in stop if s]
+
+
+def _grammar(body: dict[str, Any]) -> str | None:
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'response_format.type' must be 'text', 'json_object' or 'json_schema'", "response_format")
+    if fmt["type"] == "text":
+        return None
+    if fmt["type"] == "json_object":
+        return JSON_GBNF
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise _bad("'response_format.json_schema.schema' must be a JSON Schema object", "response_format")
+    try:
+        return json_schema_to_gbnf(json.dumps(schema))
+    except Exception as exc:
+        raise _bad(f"the JSON schema cannot be turned into a grammar: {exc}", "response_format") from None
+
+
+def _common(body: Any, settings_max_chars: int) -> tuple[str, Sampling, bool, bool, int, list[str]]:
+    if not isinstance(body, dict):
+        raise _bad("the request body must be a JSON object")
+    for key, why in UNSUPPORTED.items():
+        if body.get(key) not in (None, False, [], {}):
+            raise _bad(why, key, "unsupported_parameter")
+    n = _integer(body, "n", 1, 128)
+    if n not in (None, 1):
+        raise _bad("only n=1 is supported: ask several times for several answers", "n", "unsupported_parameter")
+    model = body.get("model", "")
+    if not isinstance(model, str):
+        raise _bad("'model' must be a string", "model")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("'stream' must be true or false", "stream")
+    opts = body.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        raise _bad("'stream_options' must be an object", "stream_options")
+    seed = _integer(body, "seed", -(2**63), 2**64 - 1)
+    defaults = Sampling()
+    sampling = Sampling(
+        temperature=_v(_number(body, "temperature", 0.0, 2.0), defaults.temperature),
+        top_p=_v(_number(body, "top_p", 0.0, 1.0), defaults.top_p),
+        top_k=_v(_integer(body, "top_k", 0, 1 << 20), defaults.top_k),
+        min_p=_v(_number(body, "min_p", 0.0, 1.0), defaults.min_p),
+        presence_penalty=_v(_number(body, "presence_penalty", -2.0, 2.0), 0.0),
+        frequency_penalty=_v(_number(body, "frequency_penalty", -2.0, 2.0), 0.0),
+        seed=None if seed is None else seed & 0xFFFFFFFFFFFFFFFF,
+        grammar=_grammar(body),
+    )
+    max_tokens = _integer(body, "max_completion_tokens", 1, MAX_TOKENS_PER_REQUEST)
+    if max_tokens is None:
+        max_tokens = _integer(body, "max_tokens", 1, MAX_TOKENS_PER_REQUEST)
+    return model, sampling, stream, bool(opts.get("include_usage")), max_tokens or 0, _stop(body)
+
+
+def _v(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def _message_text(content: Any, i: int) -> str:
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise _bad(f"messages[{i}].content: only text parts are supported", "messages")
+            parts.append(part["text"])
+        return "".join(parts)
+    raise _bad(f"messages[{i}].content must be a string or a list of text parts", "messages")
+
+
+def _check_size(chars: int, limit: int) -> None:
+    if chars > limit:
+        raise ApiError(400, f"the prompt is {chars} characters; this node accepts at most {limit} (max_prompt_chars)",
+                       "context_length_exceeded", "messages")
+
+
+def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
+    model, sampling, stream, include_usage, max_tokens, stop = _common(body, max_prompt_chars)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list", "messages")
+    clean: list[dict[str, str]] = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise _bad(f"messages[{i}] must be an object", "messages")
+        role = m.get("role")
+        if role not in ROLES:
+            raise _bad(f"messages[{i}].role must be one of {', '.join(ROLES)}", "messages")
+        # Templates know 'system'; 'developer' is OpenAI's newer name for it.
+        clean.append({"role": "system" if role == "developer" else role, "content": _message_text(m.get("content"), i)})
+    chars = sum(len(m["content"]) for m in clean)
+    _check_size(chars, max_prompt_chars)
+    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling)
+    return ParsedRequest(model, gen, stream, include_usage, chars)
+
+
+def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
+    model, sampling, stream, include_usage, max_tokens, stop = _common(body, max_prompt_chars)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise _bad("'prompt' must be a string (one prompt per request)", "prompt")
+    if body.get("echo") or body.get("suffix") or (body.get("best_of") or 1) != 1:
+        raise _bad("echo, suffix and best_of are not supported", None, "unsupported_parameter")
+    _check_size(len(prompt), max_prompt_chars)
+    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling)
+    return ParsedRequest(model, gen, stream, include_usage, len(prompt))

@@ -1,0 +1,39 @@
+"""GET /health, GET /metrics, GET /v1/system/{status,topology,peers}."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from shard.api.keys import NODE
+from shard.api.metrics import CONTENT_TYPE
+
+
+async def health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    status = node.status()
+    return web.json_response(status, status=200 if status["status"] == "ok" else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[NODE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def system_status(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE].status(detail=True))
+
+
+async def topology(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].topology())
+
+
+async def peers(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].peers())
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_get("/v1/system/status", system_status, name="system_status")
+    app.router.add_get("/v1/system/topology", topology, name="topology")
+    app.router.add_get("/v1/system/peers", peers, name="peers")

@@ -1,0 +1,160 @@
+"""Settings: defaults < config file (TOML) < environment (SHARD_*) < command-line flags.
+
+Every setting is one field of `Settings`; its environment variable is `SHARD_` plus the field name
+in capitals, and its TOML key is the field name. Lists come from the environment comma-separated.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from shard import paths
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message says which and why."""
+
+
+@dataclass
+class Settings:
+    # OpenAI-compatible endpoint
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: list[str] = field(default_factory=list)
+    rate_limit_per_minute: int = 60
+    max_prompt_chars: int = 16000
+    max_body_bytes: int = 2 * 1024 * 1024
+    max_queue: int = 64
+    request_timeout_s: float = 600.0
+    # Extra origins allowed to call the API from a browser (the node's own origin always is).
+    allowed_origins: list[str] = field(default_factory=list)
+    # Extra Host header values accepted (DNS rebinding guard); loopback names always are.
+    allowed_hosts: list[str] = field(default_factory=list)
+
+    # Model and verifier
+    model: str = ""
+    model_alias: str = ""
+    n_gpu_layers: int = -1
+    n_ctx: int = 4096
+    parallel: int = 4
+    n_threads: int = 0
+    verifier_start_timeout_s: float = 300.0
+
+    # Sidecar (shard-daemon)
+    sidecar: bool = True
+    daemon_path: str = ""
+    control_port: int = 9091
+    tcp_port: int = 4001
+    ws_port: int = 0
+    bootstrap: list[str] = field(default_factory=list)
+
+    # Files and logs
+    data_dir: str = ""
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            self.data_dir = str(paths.default_data_dir())
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.port}/v1"
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0-65535, got {self.port}")
+        for name in ("rate_limit_per_minute", "max_prompt_chars", "max_body_bytes", "n_ctx", "parallel"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_queue < 0:
+            raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def env_name(field_name: str) -> str:
+    return "SHARD_" + field_name.upper()
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a TOML or environment value into the field's type, or say clearly what is wrong."""
+    default = _FIELDS[name].default
+    if _FIELDS[name].default_factory is not dataclasses.MISSING:  # list fields
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return list(value)
+        raise ConfigError(f"{name} must be a list of strings")
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: cannot use {value!r} as {type(default).__name__}") from None
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"config file {path} has unknown settings: {', '.join(unknown)}")
+    return {k: _coerce(k, v) for k, v in data.items()}
+
+
+def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    return {name: _coerce(name, environ[env_name(name)]) for name in _FIELDS if env_name(name) in environ}
+
+
+def load_settings(
+    flags: Mapping[str, Any] | None = None,
+    *,
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Layer the sources in order; flags whose value is None were not given and change nothing."""
+    environ = os.environ if environ is None else environ
+    if config_file is None:
+        config_file = Path(environ.get("SHARD_CONFIG", "") or paths.default_config_file())
+    values: dict[str, Any] = {}
+    values.update(read_config_file(config_file))
+    values.update(read_environment(environ))
+    for name, value in (flags or {}).items():
+        if value is not None and name in _FIELDS:
+            values[name] = value
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,1 @@
+"""Priority and credit: who is served first, and what contributing earns."""

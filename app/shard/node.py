@@ -1,0 +1,228 @@
+"""The node's core: wires settings, the verifier, the scheduler and the API, and publishes state
+events that a UI observes. Plain asyncio; it never imports Qt (the tray runs this same core)."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from aiohttp import web
+
+from shard import __version__, models
+from shard.api.app import create_app
+from shard.api.errors import ApiError
+from shard.api.metrics import Metrics
+from shard.config import Settings
+from shard.credit.scheduler import Scheduler
+from shard.supervisor import ChildState, SupervisorEvent
+from shard.verifier.client import VerifierClient
+from shard.verifier.model import ModelLoadError, check_gguf_file
+
+log = logging.getLogger("shard.node")
+
+
+class NodeStartError(Exception):
+    """The node cannot start as configured; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class NodeEvent:
+    kind: str  # "state", "child"
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Node:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(self._live_metrics)
+        self.scheduler = Scheduler(settings.parallel, settings.max_queue)
+        self.verifier: VerifierClient | None = None
+        self.model_path: Path | None = None
+        self.port = settings.port
+        self.started_at = int(time.time())
+        self._runner: web.AppRunner | None = None
+        self._listeners: list[Callable[[NodeEvent], None]] = []
+
+    # -- events for observers (the tray, tests) ---------------------------------------------------
+
+    def subscribe(self, listener: Callable[[NodeEvent], None]) -> None:
+        self._listeners.append(listener)
+
+    def _publish(self, event: NodeEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("an event listener failed")
+
+    def _on_child(self, event: SupervisorEvent) -> None:
+        level = logging.WARNING if event.state in (ChildState.BACKOFF, ChildState.FAILED) else logging.INFO
+        log.log(level, "%s: %s%s", event.name, event.state.value, f" ({event.message})" if event.message else "")
+        self._publish(NodeEvent("child", {"name": event.name, "state": event.state.value, "pid": event.pid,
+                                          "restarts": event.restarts, "message": event.message}))
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def _resolve_model_path(self) -> Path | None:
+        if self.settings.model:
+            path = Path(self.settings.model).expanduser()
+            try:
+                check_gguf_file(path)
+            except ModelLoadError as exc:
+                raise NodeStartError(str(exc)) from None
+            return path.resolve()
+        default = models.default_model_path(self.settings.data_path)
+        return default if default.exists() else None
+
+    async def start(self) -> None:
+        s = self.settings
+        try:
+            s.data_path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NodeStartError(f"cannot create the data dir {s.data_path}: {exc}") from None
+        self.model_path = self._resolve_model_path()
+        await self._start_api()
+        if self.model_path is None:
+            log.warning("no model: pass --model PATH or run `shard models install-default`; "
+                        "requests get 503 until a model is loaded")
+        else:
+            self.verifier = VerifierClient(s, self.model_path, self._on_child)
+            self.verifier.start()
+            log.info("loading %s", self.model_path)
+        self._publish(NodeEvent("state", self.status()))
+
+    async def _start_api(self) -> None:
+        s = self.settings
+        # handler_cancellation: a client that disconnects cancels its handler, and so its generation.
+        self._runner = web.AppRunner(create_app(self), handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.port, reuse_address=sys.platform != "win32")
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            self._runner = None
+            if exc.errno == errno.EADDRINUSE:
+                raise NodeStartError(f"port {s.port} on {s.host} is in use (another Shard, Ollama or server?); "
+                                     f"choose another with --port or SHARD_PORT") from None
+            raise NodeStartError(f"cannot listen on {s.host}:{s.port}: {exc}") from None
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info("OpenAI-compatible API on %s", self.api_url)
+
+    async def wait_ready(self, timeout: float | None = None) -> bool:
+        return self.verifier is not None and await self.verifier.supervisor.wait_ready(timeout)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self.verifier is not None:
+            await self.verifier.stop()
+        self._publish(NodeEvent("state", {"status": "stopped"}))
+
+    # -- what the API needs -----------------------------------------------------------------------
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.settings.host in ("0.0.0.0", "::") else self.settings.host
+        return f"http://{host}:{self.port}/v1"
+
+    def model_id(self) -> str | None:
+        if self.model_path is None:
+            return None
+        return self.settings.model_alias or self.model_path.stem
+
+    def model_ids(self) -> list[str]:
+        mid = self.model_id()
+        return [mid] if mid else []
+
+    def resolve_model(self, name: str, allow_default: bool = True) -> str:
+        """The served model's id for a requested name; an empty name or 'default' means it."""
+        mid = self.model_id()
+        if mid is None:
+            raise ApiError(503, "no model is loaded on this node: start it with --model PATH, or run "
+                                "`shard models install-default`", "no_model")
+        accepted = {mid, self.model_path.name if self.model_path else mid}
+        if allow_default:
+            accepted |= {"", "default"}
+        if name not in accepted:
+            raise ApiError(404, f"the model {name!r} does not exist on this node; it serves {mid!r}", "model_not_found", "model")
+        return mid
+
+    def require_verifier(self) -> VerifierClient:
+        if self.verifier is None:
+            raise ApiError(503, "no model is loaded on this node", "no_model")
+        return self.verifier
+
+    def status(self, detail: bool = False) -> dict[str, Any]:
+        v = self.verifier
+        if v is None:
+            status, message = "no_model", "no model loaded"
+        elif v.supervisor.ready:
+            status, message = "ok", "ready"
+        elif v.supervisor.state is ChildState.FAILED:
+            status, message = "error", v.describe_state()
+        else:
+            status, message = "loading", v.describe_state()
+        out: dict[str, Any] = {"status": status, "message": message, "model": self.model_id(), "version": __version__}
+        if detail:
+            out.update({
+                "api_url": self.api_url,
+                "model_path": str(self.model_path) if self.model_path else None,
+                "model_info": v.model_info if v else {},
+                "verifier": {"state": v.supervisor.state.value, "pid": v.supervisor.pid, "restarts": v.supervisor.restarts,
+                             "last_error": v.supervisor.last_error} if v else None,
+                "sidecar": {"state": "disabled"},
+                "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
+            })
+        return out
+
+    def _live_metrics(self) -> dict[str, float]:
+        v = self.verifier
+        return {
+            "queue_depth": self.scheduler.depth,
+            "requests_in_flight": self.scheduler.in_flight,
+            "verifier_up": 1.0 if v is not None and v.supervisor.ready else 0.0,
+            "verifier_restarts": float(v.supervisor.restarts) if v else 0.0,
+        }
+
+    async def topology(self) -> dict[str, Any]:
+        return {"sidecar": "not running", "message": "this node runs without its libp2p sidecar, so it has no network "
+                "addresses; it serves only local requests", "peer_id": None, "listen_addrs": []}
+
+    async def peers(self) -> dict[str, Any]:
+        return {"sidecar": "not running", "message": "this node runs without its libp2p sidecar, so it has no peers",
+                "peers": []}
+
+
+async def run_headless(settings: Settings) -> int:
+    """`shard serve`: start the node, run until SIGINT/SIGTERM, stop it cleanly."""
+    node = Node(settings)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: Ctrl-C raises KeyboardInterrupt instead
+            pass
+
+    async def announce() -> None:
+        if await node.wait_ready(settings.verifier_start_timeout_s):
+            log.info("ready: point your apps at %s (model %s)", node.api_url, node.model_id())
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await stop.wait()
+    finally:
+        announcer.cancel()
+        log.info("stopping")
+        await node.stop()
+    return 0

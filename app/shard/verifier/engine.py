@@ -1,0 +1,366 @@
+"""The generation loop: slots over one llama.cpp context, continuous batching, batched verification.
+
+Each slot owns one KV sequence. Every step packs into ONE batch, for every active job, the tokens
+not yet in its KV cache (a prompt chunk, or the last sampled token) followed by its draft tokens,
+decodes once, and then walks each job's rows: choose the target's token at each position, keep
+drafts while they equal it, stop at the first mismatch. Accepted prefix plus one token goes out;
+the KV cache is cut back to what was accepted. With no drafts this is plain decoding, so drafting
+can only add tokens per step, never change which tokens come out (see sampling.py for the seed).
+
+Generation without drafts and `verify(context, draft)` are the same step, so there is one code path.
+Jobs are served side by side; none is cut off when another arrives (llama_cpp.server does that).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+import llama_cpp
+from llama_cpp import _internals
+
+from shard.verifier.model import Model, default_threads
+from shard.verifier.protocol import Sampling
+from shard.verifier.sampling import GrammarMask, TokenChooser
+from shard.verifier.textstream import TextStream
+
+log = logging.getLogger("shard.verifier.engine")
+
+MAX_DRAFT = 16
+
+
+class DraftSource(Protocol):
+    def propose(self, tokens: list[int], limit: int) -> list[int]: ...
+
+    def feedback(self, proposed: int, accepted: int) -> None: ...
+
+
+@dataclass
+class JobStats:
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    draft_proposed: int = 0
+    draft_accepted: int = 0
+    steps: int = 0
+    queued_at: float = field(default_factory=time.monotonic)
+    started_at: float = 0.0
+    first_token_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@dataclass
+class Job:
+    prompt: list[int]
+    params: Sampling
+    emit: Callable[[dict[str, Any]], None]
+    max_tokens: int = 0  # 0: until the context is full
+    stop: list[str] = field(default_factory=list)
+    draft: list[int] = field(default_factory=list)  # offered once, at the first decode step
+    draft_source: DraftSource | None = None
+    max_steps: int = 0  # 0: no limit; verify() uses 1
+    id: int = field(default_factory=itertools.count(1).__next__)
+    cancelled: bool = False
+    # engine-owned state
+    tokens: list[int] = field(default_factory=list)
+    n_past: int = 0
+    stats: JobStats = field(default_factory=JobStats)
+    chooser: TokenChooser | None = None
+    text: TextStream | None = None
+
+
+@dataclass
+class Slot:
+    seq_id: int
+    cached: list[int] = field(default_factory=list)
+    job: Job | None = None
+    last_used: float = 0.0
+
+
+class EngineError(Exception):
+    pass
+
+
+class Engine:
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        opts = model.options
+        self.n_ctx = opts.n_ctx
+        self.n_batch = opts.n_batch
+        threads = opts.n_threads or default_threads()
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = opts.n_ctx * opts.parallel
+        params.n_batch = opts.n_batch
+        params.n_ubatch = opts.n_batch
+        params.n_seq_max = opts.parallel
+        params.kv_unified = False  # each slot gets its own n_ctx
+        params.n_threads = threads
+        params.n_threads_batch = max(threads, os.cpu_count() or 1)
+        params.no_perf = True
+        self.ctx = _internals.LlamaContext(model=model.model, params=params, verbose=False)
+        self.batch = _internals.LlamaBatch(n_tokens=opts.n_batch, embd=0, n_seq_max=1, verbose=False)
+        self.slots = [Slot(seq_id=i) for i in range(opts.parallel)]
+        self.drafts_supported = not model.recurrent
+        self._waiting: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._running = True
+        self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
+        self.counters = {"tokens_generated": 0, "prompt_tokens": 0, "draft_proposed": 0, "draft_accepted": 0, "steps": 0}
+        self._thread = threading.Thread(target=self._loop, name="shard-engine", daemon=True)
+        self._thread.start()
+
+    # -- API used from other threads ------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        if not job.prompt:
+            raise EngineError("the prompt is empty")
+        if len(job.prompt) >= self.n_ctx:
+            raise EngineError(f"the prompt is {len(job.prompt)} tokens; the context holds {self.n_ctx}")
+        bad = [t for t in itertools.chain(job.prompt, job.draft) if not self.model.valid_token(t)]
+        if bad:
+            raise EngineError(f"token ids out of range 0..{self.model.n_vocab - 1}: {bad[:5]}")
+        grammar = GrammarMask(self.model.model, job.params.grammar) if job.params.grammar else None
+        job.chooser = TokenChooser(job.params, grammar)
+        job.text = TextStream(job.stop)
+        job.tokens = list(job.prompt)
+        job.stats.prompt_tokens = len(job.prompt)
+        with self._cond:
+            self._waiting.append(job)
+            self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        job.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def load(self) -> dict[str, int]:
+        with self._cond:
+            return {"active": sum(1 for s in self.slots if s.job), "waiting": len(self._waiting), "slots": len(self.slots)}
+
+    def close(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify()
+        self._thread.join(timeout=10)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while self._running and not self._waiting and not any(s.job for s in self.slots):
+                    self._cond.wait()
+                if not self._running:
+                    break
+                self._admit()
+            try:
+                self._step()
+            except Exception as exc:  # never let one bad step kill the loop silently
+                log.exception("engine step failed")
+                for slot in self.slots:
+                    if slot.job is not None:
+                        self._finish(slot, "error", error=f"internal error: {exc}")
+        for slot in self.slots:
+            if slot.job is not None:
+                self._finish(slot, "error", error="the verifier is shutting down")
+
+    def _admit(self) -> None:
+        while self._waiting:
+            job = self._waiting[0]
+            if job.cancelled:
+                self._waiting.popleft()
+                job.emit({"type": "end", "finish_reason": "cancelled", "usage": self._usage(job)})
+                continue
+            free = [s for s in self.slots if s.job is None]
+            if not free:
+                return
+            self._waiting.popleft()
+            slot = max(free, key=lambda s: (_common_prefix(s.cached, job.prompt), -s.last_used))
+            keep = min(_common_prefix(slot.cached, job.prompt), len(job.prompt) - 1)
+            if not self._truncate(slot, keep):
+                keep = 0
+            job.n_past = keep
+            job.stats.cached_tokens = keep
+            job.stats.started_at = time.monotonic()
+            slot.job = job
+            job.emit({"type": "start", "prompt_tokens": len(job.prompt), "cached_tokens": keep})
+
+    def _truncate(self, slot: Slot, keep: int) -> bool:
+        """Drop the slot's KV cells from position `keep` on; recurrent models can only drop all."""
+        ok = llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, keep, -1)
+        if not ok:
+            llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, 0, -1)
+            slot.cached = []
+            return False
+        del slot.cached[keep:]
+        return True
+
+    def _step(self) -> None:
+        active = [s for s in self.slots if s.job is not None]
+        for slot in active:
+            if slot.job.cancelled:
+                self._finish(slot, "cancelled")
+        active = [s for s in active if s.job is not None]
+        if not active:
+            return
+        self._rr = (self._rr + 1) % len(active)
+        active = active[self._rr:] + active[: self._rr]
+        b = self.batch.batch
+        n = 0
+        plan: list[tuple[Slot, int, int, list[int]]] = []  # slot, first batch row, pending count, draft
+        for slot in active:
+            job = slot.job
+            pending = job.tokens[job.n_past:]
+            room = self.n_batch - n
+            if room <= 0:
+                break
+            if len(pending) > room:  # a prompt chunk; no logits needed yet
+                pending, draft = pending[:room], None
+            else:
+                draft = self._draft_for(job, room - len(pending))
+            first = n
+            for i, tok in enumerate(itertools.chain(pending, draft or ())):
+                b.token[n] = tok
+                b.pos[n] = job.n_past + i
+                b.n_seq_id[n] = 1
+                b.seq_id[n][0] = slot.seq_id
+                b.logits[n] = draft is not None and i >= len(pending) - 1
+                n += 1
+            plan.append((slot, first, len(pending), draft))
+        b.n_tokens = n
+        rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        if rc != 0:
+            reason = "the KV cache is full" if rc == 1 else f"llama_decode failed with code {rc}"
+            for slot, *_ in plan:
+                self._truncate(slot, 0)
+                self._finish(slot, "error", error=reason)
+            return
+        self.counters["steps"] += 1
+        for slot, first, n_pending, draft in plan:
+            job = slot.job
+            if draft is None:
+                job.n_past += n_pending
+                slot.cached = job.tokens[: job.n_past]
+                continue
+            self._accept(slot, first + n_pending - 1, n_pending, draft)
+
+    def _draft_for(self, job: Job, room: int) -> list[int]:
+        limit = min(room, MAX_DRAFT, self.n_ctx - len(job.tokens) - 1)
+        if job.max_tokens:
+            limit = min(limit, job.max_tokens - job.stats.completion_tokens - 1)
+        if limit <= 0 or not self.drafts_supported:
+            return []
+        if job.draft:
+            draft, job.draft = job.draft[:limit], []
+            return draft
+        if job.draft_source is not None and job.n_past >= len(job.prompt):
+            return job.draft_source.propose(job.tokens, limit)[:limit]
+        return []
+
+    def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
+        job = slot.job
+        chooser = job.chooser
+        n_vocab = self.model.n_vocab
+        accepted: list[int] = []
+        for i in range(len(draft) + 1):
+            ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, row + i)
+            logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
+            tok = chooser.choose(logits, len(job.tokens) + len(accepted))
+            chooser.accept(tok)
+            accepted.append(tok)
+            if i == len(draft) or tok != draft[i] or self.model.is_eog(tok):
+                break
+        n_draft_ok = len(accepted) - 1
+        job.n_past += n_pending + n_draft_ok
+        if len(draft) > n_draft_ok:
+            llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
+        if draft:
+            job.stats.draft_proposed += len(draft)
+            job.stats.draft_accepted += n_draft_ok
+            self.counters["draft_proposed"] += len(draft)
+            self.counters["draft_accepted"] += n_draft_ok
+            if job.draft_source is not None:
+                job.draft_source.feedback(len(draft), n_draft_ok)
+        job.stats.steps += 1
+        self._emit_tokens(slot, accepted)
+
+    def _emit_tokens(self, slot: Slot, tokens: list[int]) -> None:
+        job = slot.job
+        if not job.stats.first_token_at:
+            job.stats.first_token_at = time.monotonic()
+            self.counters["prompt_tokens"] += len(job.prompt) - job.stats.cached_tokens
+        text, ids, reason = [], [], ""
+        for tok in tokens:
+            job.tokens.append(tok)
+            if self.model.is_eog(tok):  # kept in tokens (verify reports it), never in text or counts
+                reason = "stop"
+                break
+            ids.append(tok)
+            job.stats.completion_tokens += 1
+            text.append(job.text.push(self.model.piece(tok)))
+            if job.text.stopped:
+                reason = "stop"
+                break
+            if job.max_tokens and job.stats.completion_tokens >= job.max_tokens:
+                reason = "length"
+                break
+            if len(job.tokens) >= self.n_ctx:
+                reason = "length"
+                break
+        if not reason and job.max_steps and job.stats.steps >= job.max_steps:
+            reason = "verified"
+        self.counters["tokens_generated"] += len(ids)
+        if ids:
+            job.emit({"type": "token", "text": "".join(text), "ids": ids})
+        slot.cached = job.tokens[: job.n_past]
+        if reason:
+            if reason != "stop" or not job.text.stopped:
+                tail = job.text.flush()
+                if tail:
+                    job.emit({"type": "token", "text": tail, "ids": []})
+            self._finish(slot, reason)
+
+    def _finish(self, slot: Slot, reason: str, error: str = "") -> None:
+        job = slot.job
+        slot.job = None
+        slot.last_used = time.monotonic()
+        if job is None:
+            return
+        job.stats.finished_at = time.monotonic()
+        if job.chooser is not None:
+            job.chooser.close()
+        if error:
+            job.emit({"type": "error", "message": error})
+        job.emit({"type": "end", "finish_reason": reason, "usage": self._usage(job), "tokens": job.tokens[len(job.prompt):]})
+
+    @staticmethod
+    def _usage(job: Job) -> dict[str, Any]:
+        s = job.stats
+        gen_s = (s.finished_at - s.first_token_at) if s.first_token_at and s.finished_at else 0.0
+        return {
+            "prompt_tokens": s.prompt_tokens,
+            "completion_tokens": s.completion_tokens,
+            "total_tokens": s.prompt_tokens + s.completion_tokens,
+            "cached_tokens": s.cached_tokens,
+            "draft_proposed": s.draft_proposed,
+            "draft_accepted": s.draft_accepted,
+            "queue_ms": round(((s.started_at or s.queued_at) - s.queued_at) * 1000, 2),
+            "ttft_ms": round((s.first_token_at - s.queued_at) * 1000, 2) if s.first_token_at else None,
+            "tokens_per_s": round((s.completion_tokens - 1) / gen_s, 2) if gen_s > 0 and s.completion_tokens > 1 else None,
+        }
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i

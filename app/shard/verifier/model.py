@@ -1,0 +1,159 @@
+"""A loaded GGUF model: weights, tokenizer, chat template. No generation state lives here."""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import llama_cpp
+from llama_cpp import _internals
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+log = logging.getLogger("shard.verifier.model")
+# llama.cpp prints every graph tensor at INFO; warnings and errors are what a person needs to see.
+logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
+
+GGUF_MAGIC = b"GGUF"
+
+# Used when a GGUF carries no chat template (ChatML is what most small instruct models use).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+class ModelLoadError(Exception):
+    """The file is missing, is not a GGUF model, or llama.cpp refused it."""
+
+
+def check_gguf_file(path: Path) -> None:
+    """Cheap checks before handing a file to llama.cpp, so a wrong path gets a clear message."""
+    if not path.exists():
+        raise ModelLoadError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelLoadError(f"model path is not a file: {path}")
+    try:
+        with path.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc}") from None
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(f"{path} is not a GGUF model file (it starts with {magic!r}, not b'GGUF')")
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    path: str
+    n_ctx: int = 4096  # per slot
+    parallel: int = 4
+    n_gpu_layers: int = -1
+    n_threads: int = 0  # 0: one per physical core, as llama-cpp-python does
+    n_batch: int = 512
+
+
+def default_threads() -> int:
+    return max((os.cpu_count() or 2) // 2, 1)
+
+
+class Model:
+    def __init__(self, options: ModelOptions, progress: Callable[[float], None] | None = None) -> None:
+        path = Path(options.path)
+        check_gguf_file(path)
+        self.options = options
+        llama_cpp.llama_backend_init()
+        params = llama_cpp.llama_model_default_params()
+        self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        params.n_gpu_layers = (0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers) if self.gpu_offload else 0
+
+        def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
+            if progress is not None:
+                progress(float(fraction))
+            return True
+
+        self._progress_cb = llama_cpp.llama_progress_callback(on_progress)  # keep a reference
+        params.progress_callback = self._progress_cb
+        try:
+            self.model = _internals.LlamaModel(path_model=str(path), params=params, verbose=False)
+        except ValueError as exc:
+            raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from None
+        self.path = path
+        self.n_vocab = self.model.n_vocab()
+        self.metadata: dict[str, str] = self.model.metadata()
+        self.name = self.metadata.get("general.name") or path.stem
+        self.bos = self.model.token_bos()
+        self.eos = self.model.token_eos()
+        self.add_bos = self.model.add_bos_token()
+        self.recurrent = bool(
+            llama_cpp.llama_model_is_recurrent(self.model.model) or llama_cpp.llama_model_is_hybrid(self.model.model)
+        )
+        self._pieces: dict[int, bytes] = {}
+        template = self.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
+        self.has_chat_template = "tokenizer.chat_template" in self.metadata
+        self._chat = Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self.eos),
+            bos_token=self._token_text(self.bos),
+        )
+
+    def _token_text(self, token: int) -> str:
+        return self.model.token_get_text(token) if 0 <= token < self.n_vocab else ""
+
+    def tokenize(self, text: str, *, add_bos: bool | None = None, special: bool = True) -> list[int]:
+        add = self.add_bos if add_bos is None else add_bos
+        tokens = self.model.tokenize(text.encode("utf-8"), add, special)
+        if add and len(tokens) >= 2 and tokens[0] == tokens[1] == self.bos:
+            tokens = tokens[1:]  # the template already wrote the BOS text
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        """The bytes a token stands for in output (control tokens give none)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            buf = ctypes.create_string_buffer(64)
+            n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buf, len(buf), 0, False)
+            if n < 0:
+                buf = ctypes.create_string_buffer(-n)
+                n = llama_cpp.llama_token_to_piece(self.model.vocab, token, buf, len(buf), 0, False)
+            cached = self._pieces[token] = buf.raw[: max(n, 0)]
+        return cached
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def valid_token(self, token: int) -> bool:
+        return 0 <= token < self.n_vocab
+
+    def is_eog(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.model.vocab, token))
+
+    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+        try:
+            return self._chat(messages=messages).prompt
+        except Exception as exc:  # a template that raises on these messages (e.g. roles out of order)
+            raise ValueError(f"the model's chat template rejected the messages: {exc}") from None
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "size_bytes": self.path.stat().st_size,
+            "n_params": self.model.n_params(),
+            "n_vocab": self.n_vocab,
+            "n_ctx_train": self.model.n_ctx_train(),
+            "n_ctx": self.options.n_ctx,
+            "parallel": self.options.parallel,
+            "gpu_offload": self.gpu_offload,
+            "n_gpu_layers": self.options.n_gpu_layers if self.gpu_offload else 0,
+            "chat_template": self.has_chat_template,
+            "drafts_supported": not self.recurrent,
+            "bos": self.bos,
+            "eos": self.eos,
+            "description": self.model.desc(),
+        }
+
+    def close(self) -> None:
+        self.model.close()

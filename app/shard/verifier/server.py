@@ -1,0 +1,249 @@
+"""The verifier child process (`shard verifier`): loads the model, serves the engine on 127.0.0.1.
+
+It binds a free port first and announces it (READY_PREFIX + JSON on stdout), so the node can show
+load progress from /health while the weights load. A model that cannot load ends the process with
+EXIT_MODEL_UNUSABLE and a one-line reason, so the supervisor stops retrying. It exits when its
+stdin closes: a node killed outright leaves no verifier behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import sys
+import threading
+from typing import Any
+
+from aiohttp import web
+
+from shard.verifier import protocol
+from shard.verifier.engine import Engine, EngineError, Job
+from shard.verifier.lookup import PromptLookup
+from shard.verifier.model import Model, ModelLoadError, ModelOptions
+
+log = logging.getLogger("shard.verifier")
+
+STATE = web.AppKey("state", "VerifierState")
+MAX_BODY = 8 * 1024 * 1024
+
+
+class VerifierState:
+    def __init__(self, options: ModelOptions, token: str) -> None:
+        self.options = options
+        self.token = token
+        self.status = "loading"
+        self.progress = 0.0
+        self.error = ""
+        self.model: Model | None = None
+        self.engine: Engine | None = None
+
+
+def _error(status: int, message: str, code: str = "invalid_request") -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status=status)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    if request.path != "/health":
+        state = request.app[STATE]
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), state.token.encode()):
+            return _error(401, "missing or wrong verifier token", "unauthorized")
+    return await handler(request)
+
+
+def _ready_engine(request: web.Request) -> Engine:
+    state = request.app[STATE]
+    if state.engine is None:
+        raise web.HTTPServiceUnavailable(
+            text=json.dumps({"error": {"message": f"the model is {state.status}", "type": "unavailable", "code": "model_loading"}}),
+            content_type="application/json",
+        )
+    return state.engine
+
+
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": {"message": "the body is not valid JSON", "type": "invalid_request_error", "code": "bad_json"}}),
+            content_type="application/json",
+        ) from None
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    body: dict[str, Any] = {"status": state.status, "progress": round(state.progress, 3)}
+    if state.error:
+        body["error"] = state.error
+    if state.engine is not None:
+        body["load"] = state.engine.load()
+    return web.json_response(body)
+
+
+async def info(request: web.Request) -> web.Response:
+    engine = _ready_engine(request)
+    return web.json_response({**engine.model.info(), "counters": engine.counters, "load": engine.load()})
+
+
+async def tokenize(request: web.Request) -> web.Response:
+    engine = _ready_engine(request)
+    body = await _json_body(request)
+    if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+        return _error(400, "'text' must be a string")
+    special = bool(body.get("special", False))
+    return web.json_response({"tokens": engine.model.tokenize(body["text"], add_bos=bool(body.get("add_bos", False)), special=special)})
+
+
+async def detokenize(request: web.Request) -> web.Response:
+    engine = _ready_engine(request)
+    body = await _json_body(request)
+    try:
+        tokens = protocol._tokens(body if isinstance(body, dict) else {}, "tokens")
+    except protocol.ProtocolError as exc:
+        return _error(400, str(exc))
+    if not all(engine.model.valid_token(t) for t in tokens):
+        return _error(400, "token id out of range")
+    return web.json_response({"text": engine.model.detokenize(tokens)})
+
+
+def _prompt_tokens(engine: Engine, req: protocol.GenerateRequest) -> list[int]:
+    if req.tokens is not None:
+        return req.tokens
+    text = engine.model.render_chat(req.messages) if req.messages is not None else req.prompt or ""
+    # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
+    return engine.model.tokenize(text, special=req.messages is not None)
+
+
+def _start_job(request: web.Request, job: Job) -> tuple[Engine, asyncio.Queue[dict[str, Any]]]:
+    engine = _ready_engine(request)
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    job.emit = lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
+    engine.submit(job)
+    return engine, queue
+
+
+async def generate(request: web.Request) -> web.StreamResponse:
+    engine = _ready_engine(request)
+    try:
+        req = protocol.GenerateRequest.from_dict(await _json_body(request))
+        prompt = _prompt_tokens(engine, req)
+        job = Job(
+            prompt=prompt,
+            params=req.sampling,
+            emit=lambda e: None,
+            max_tokens=req.max_tokens,
+            stop=req.stop,
+            draft_source=PromptLookup() if req.drafter == "lookup" else None,
+        )
+        engine, queue = _start_job(request, job)
+    except (protocol.ProtocolError, EngineError, ValueError) as exc:
+        return _error(400, str(exc))
+    resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+    await resp.prepare(request)
+    try:
+        while True:
+            event = await queue.get()
+            # Several events may be waiting: write them in one go (one syscall per batch).
+            events = [event]
+            while not queue.empty():
+                events.append(queue.get_nowait())
+            await resp.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
+            if any(e["type"] == "end" for e in events):
+                break
+    except (asyncio.CancelledError, ConnectionResetError):
+        engine.cancel(job)  # the node went away: free the slot at once
+        raise
+    return resp
+
+
+async def verify(request: web.Request) -> web.Response:
+    engine = _ready_engine(request)
+    try:
+        req = protocol.VerifyRequest.from_dict(await _json_body(request))
+        job = Job(prompt=req.context, params=req.sampling, emit=lambda e: None, draft=req.draft, max_steps=1)
+        engine, queue = _start_job(request, job)
+    except (protocol.ProtocolError, EngineError, ValueError) as exc:
+        return _error(400, str(exc))
+    try:
+        while True:
+            event = await queue.get()
+            if event["type"] == "error":
+                return _error(500, event["message"], "engine_error")
+            if event["type"] == "end":
+                result = protocol.VerifyResult(accepted=event["tokens"], n_draft_accepted=event["usage"]["draft_accepted"])
+                return web.json_response(result.to_dict())
+    except asyncio.CancelledError:
+        engine.cancel(job)
+        raise
+
+
+def create_app(state: VerifierState) -> web.Application:
+    app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY)
+    app[STATE] = state
+    app.router.add_get("/health", health)
+    app.router.add_get("/info", info)
+    app.router.add_post("/tokenize", tokenize)
+    app.router.add_post("/detokenize", detokenize)
+    app.router.add_post("/generate", generate)
+    app.router.add_post("/verify", verify)
+    return app
+
+
+def _load(state: VerifierState) -> None:
+    def progress(fraction: float) -> None:
+        state.progress = fraction
+
+    try:
+        state.model = Model(state.options, progress)
+        state.engine = Engine(state.model)
+    except (ModelLoadError, ValueError, OSError) as exc:
+        state.status, state.error = "failed", str(exc)
+        return
+    state.status, state.progress = "ok", 1.0
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    try:
+        while sys.stdin.buffer.read(1024):
+            pass
+    except (OSError, ValueError):
+        pass
+    loop.call_soon_threadsafe(stop.set)
+
+
+async def serve(options: ModelOptions, host: str = "127.0.0.1", port: int = 0) -> int:
+    token = os.environ.get(protocol.TOKEN_ENV, "")
+    if not token:
+        print(f"error: {protocol.TOKEN_ENV} must hold the per-launch token", file=sys.stderr)
+        return 2
+    state = VerifierState(options, token)
+    runner = web.AppRunner(create_app(state), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    print(protocol.READY_PREFIX + json.dumps({"port": bound, "pid": os.getpid()}), flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    if sys.stdin is not None and not sys.stdin.isatty():
+        threading.Thread(target=_watch_stdin, args=(loop, stop), daemon=True).start()
+    await loop.run_in_executor(None, _load, state)
+    if state.status == "failed":
+        print(f"error: {state.error}", file=sys.stderr, flush=True)
+        await runner.cleanup()
+        return protocol.EXIT_MODEL_UNUSABLE
+    log.info("model loaded: %s", state.model.info() if state.model else "")
+    print(f"model ready: {options.path}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        if state.engine is not None:
+            state.engine.close()
+    return 0
