@@ -1,0 +1,112 @@
+"""Shared fixtures: real models (the tiny random GGUF written here, SmolLM2 from its PyPI wheel)
+and real `shard serve` processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import requests
+import pytest
+
+from shard import models
+
+sys.path.insert(0, str(Path(__file__).parent))
+from tiny_gguf import write_tiny_gguf  # noqa: E402
+
+# Where scripts/test puts the default model (outside the clone, so reruns are fast).
+MODEL_CACHE = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf", seed=1)
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    path = models.default_model_path(MODEL_CACHE)
+    if not path.exists():
+        pytest.fail(f"SmolLM2 is not at {path}: run `bash scripts/test` (it installs it), or "
+                    f"`shard models install-default --data-dir {MODEL_CACHE}`")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServedNode:
+    proc: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api(self) -> str:
+        return self.url + "/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def status(self) -> dict:
+        return requests.get(self.url + "/v1/system/status", timeout=5).json()
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"shard serve exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if requests.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"shard serve not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> ServedNode:
+    port = free_port()
+    data_dir = tmp / f"data-{port}"
+    log_path = tmp / f"serve-{port}.log"
+    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), "--no-sidecar", *extra]
+    if model is not None:
+        args += ["--model", str(model)]
+    full_env = {**os.environ, "SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_CONFIG": str(tmp / "none.toml"), **(env or {})}
+    proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)
+    node = ServedNode(proc, port, data_dir, log_path)
+    if wait:
+        node.wait_ready()
+    return node
+
+
+@pytest.fixture(scope="module")
+def tiny_node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(tiny_model, tmp_path_factory.mktemp("tiny-node"), "--parallel", "2", "--ctx-size", "512")
+    yield node
+    node.stop()

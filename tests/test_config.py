@@ -1,0 +1,51 @@
+"""Settings layer as documented: defaults < config file < environment < flags; bad values are named."""
+
+from pathlib import Path
+
+import pytest
+
+from shard.config import ConfigError, load_settings
+
+
+def test_layers_override_in_order(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('port = 9000\nrate_limit_per_minute = 10\napi_keys = ["from-file"]\nlog_level = "DEBUG"\n')
+    env = {"SHARD_PORT": "9100", "SHARD_API_KEYS": "a, b", "SHARD_SIDECAR": "false"}
+    s = load_settings({"port": 9200, "model": None}, config_file=cfg, environ=env)
+    assert s.port == 9200  # flag beats env beats file
+    assert s.rate_limit_per_minute == 10  # file beats default
+    assert s.api_keys == ["a", "b"]  # env list, comma separated
+    assert s.sidecar is False
+    assert s.log_level == "DEBUG"
+    assert s.max_prompt_chars == 16000 and s.host == "127.0.0.1"  # defaults
+
+
+def test_defaults_without_any_source(tmp_path: Path) -> None:
+    s = load_settings(config_file=tmp_path / "missing.toml", environ={})
+    assert (s.host, s.port, s.rate_limit_per_minute, s.max_prompt_chars) == ("127.0.0.1", 8000, 60, 16000)
+    assert s.api_url == "http://127.0.0.1:8000/v1"
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"SHARD_PORT": "eighty"}, "port"),
+        ({"SHARD_PORT": "70000"}, "port must be"),
+        ({"SHARD_RATE_LIMIT_PER_MINUTE": "0"}, "rate_limit_per_minute must be positive"),
+        ({"SHARD_LOG_LEVEL": "LOUD"}, "log_level"),
+        ({"SHARD_SIDECAR": "maybe"}, "sidecar"),
+    ],
+)
+def test_bad_environment_values_are_named(tmp_path: Path, env: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_settings(config_file=tmp_path / "none.toml", environ=env)
+
+
+def test_bad_config_file_is_reported(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("port = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(config_file=cfg, environ={})
+    cfg.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown settings: prot"):
+        load_settings(config_file=cfg, environ={})

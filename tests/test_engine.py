@@ -1,0 +1,217 @@
+"""The verifier's engine on real llama.cpp models: batched verification never changes the output
+(right, wrong and random drafts give exactly the greedy text), slots serve side by side, stops
+and grammars hold, and bad input is refused before it reaches llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from shard.verifier.engine import Engine, EngineError, Job
+from shard.verifier.lookup import PromptLookup
+from shard.verifier.model import Model, ModelLoadError, ModelOptions
+from shard.verifier.protocol import Sampling
+
+GREEDY = Sampling(temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Iterator[Engine]:
+    eng = Engine(Model(ModelOptions(str(tiny_model), n_ctx=512, parallel=3)))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def smol_engine(smollm2: Path) -> Iterator[Engine]:
+    eng = Engine(Model(ModelOptions(str(smollm2), n_ctx=1024, parallel=2)))
+    yield eng
+    eng.close()
+
+
+def run(engine: Engine, timeout: float = 60, **kw: Any) -> dict[str, Any]:
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    job = Job(emit=events.put, **kw)
+    engine.submit(job)
+    text, ids = [], []
+    while True:
+        e = events.get(timeout=timeout)
+        if e["type"] == "token":
+            text.append(e["text"])
+            ids += e["ids"]
+        elif e["type"] == "error":
+            raise AssertionError(e["message"])
+        elif e["type"] == "end":
+            return {"text": "".join(text), "ids": ids, "tokens": e["tokens"], "reason": e["finish_reason"], "usage": e["usage"]}
+
+
+def verify(engine: Engine, context: list[int], draft: list[int], sampling: Sampling = GREEDY) -> list[int]:
+    return run(engine, prompt=context, params=sampling, draft=draft, max_steps=1)["tokens"]
+
+
+def greedy_reference(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    return run(engine, prompt=prompt, params=GREEDY, max_tokens=n)["tokens"]
+
+
+def test_verify_keeps_longest_accepted_prefix_plus_one(engine: Engine) -> None:
+    prompt = engine.model.tokenize("the quick brown fox")
+    ref = greedy_reference(engine, prompt, 12)
+    assert len(ref) == 12
+    # A right draft: all accepted, plus the target's next token.
+    assert verify(engine, prompt, ref[:5]) == ref[:6]
+    # A draft wrong at position 2: the first two kept, then the target's own token.
+    wrong = ref[:2] + [(ref[2] + 1) % engine.model.n_vocab] + ref[3:6]
+    assert verify(engine, prompt, wrong) == ref[:3]
+    # No draft is plain decoding of one token.
+    assert verify(engine, prompt, []) == ref[:1]
+    # After a rejected draft the KV cache was rolled back: continuing from the accepted text
+    # gives the reference again.
+    assert verify(engine, prompt + ref[:3], ref[3:8]) == ref[3:9]
+
+
+@pytest.mark.parametrize("kind", ["right", "wrong", "random", "adversarial"])
+def test_generation_through_verify_equals_plain_greedy(engine: Engine, kind: str) -> None:
+    """Verify, don't trust: decode only through verify() calls with drafts of every kind."""
+    rng = random.Random(kind)
+    prompt = engine.model.tokenize("once upon a time there was a")
+    ref = greedy_reference(engine, prompt, 40)
+    out: list[int] = []
+    while len(out) < len(ref):
+        pos = len(out)
+        k = rng.randint(1, 8)
+        if kind == "right":
+            draft = ref[pos:pos + k]
+        elif kind == "wrong":
+            draft = [(t + 1) % engine.model.n_vocab for t in ref[pos:pos + k]]
+        elif kind == "random":
+            draft = [rng.randrange(engine.model.n_vocab) for _ in range(k)]
+        else:  # right for a while, then a trap: the token most likely to be confused
+            draft = ref[pos:pos + k - 1] + [ref[min(pos + k, len(ref) - 1)]]
+        out += verify(engine, prompt + out, draft)
+    assert out[:len(ref)] == ref
+
+
+def test_seeded_sampling_is_the_same_with_and_without_drafts(engine: Engine) -> None:
+    """With temperature > 0 a draft is a fixed guess: the draw at each position depends only on the
+    logits and the seed, so a seeded request comes out the same whether drafts were offered or not."""
+    prompt = engine.model.tokenize("a b c")
+    params = Sampling(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234)
+    plain = run(engine, prompt=prompt, params=params, max_tokens=30)["tokens"]
+    assert plain != greedy_reference(engine, prompt, 30)  # it really sampled
+    drafted = run(engine, prompt=prompt, params=params, max_tokens=30, draft_source=_Oracle(len(prompt), plain, wrong_every=3))
+    assert drafted["tokens"] == plain
+    assert drafted["usage"]["draft_accepted"] > 0
+
+
+class _Oracle:
+    """A drafter that knows the answer but lies now and then."""
+
+    def __init__(self, prompt_len: int, answer: list[int], wrong_every: int) -> None:
+        self.prompt_len, self.answer, self.wrong_every, self.calls = prompt_len, answer, wrong_every, 0
+
+    def propose(self, tokens: list[int], limit: int) -> list[int]:
+        self.calls += 1
+        pos = len(tokens) - self.prompt_len
+        draft = self.answer[pos:pos + min(limit, 4)]
+        if draft and self.calls % self.wrong_every == 0:
+            draft[len(draft) // 2] = (draft[len(draft) // 2] + 7) % 50
+        return draft
+
+    def feedback(self, proposed: int, accepted: int) -> None:
+        pass
+
+
+def test_parallel_jobs_all_complete_without_cutting_each_other(engine: Engine) -> None:
+    prompts = [engine.model.tokenize(t) for t in ("alpha beta", "gamma delta epsilon", "zeta")]
+    solo = [greedy_reference(engine, p, 30) for p in prompts]
+    results: list[dict[str, Any]] = [{}] * 3
+
+    def worker(i: int) -> None:
+        results[i] = run(engine, prompt=prompts[i], params=GREEDY, max_tokens=30)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert [r["reason"] for r in results] == ["length"] * 3
+    assert [len(r["tokens"]) for r in results] == [30] * 3
+    matches = sum(r["tokens"] == s for r, s in zip(results, solo))
+    assert matches >= 2, "batched decoding should give the solo result (up to float rounding in rare ties)"
+
+
+def test_prompt_cache_reuses_a_shared_prefix(engine: Engine) -> None:
+    prompt = engine.model.tokenize("the same long prefix " * 10)
+    run(engine, prompt=prompt, params=GREEDY, max_tokens=2)
+    again = run(engine, prompt=prompt + engine.model.tokenize(" and more"), params=GREEDY, max_tokens=2)
+    assert again["usage"]["cached_tokens"] >= len(prompt) - 1
+
+
+def test_stop_string_and_max_tokens(engine: Engine) -> None:
+    prompt = engine.model.tokenize("hello")
+    full = run(engine, prompt=prompt, params=GREEDY, max_tokens=30)
+    assert full["reason"] == "length" and full["usage"]["completion_tokens"] == 30
+    stop = full["text"][5:8]
+    cut = run(engine, prompt=prompt, params=GREEDY, max_tokens=30, stop=[stop])
+    assert cut["reason"] == "stop"
+    assert cut["text"] == full["text"][: full["text"].index(stop)]
+
+
+def test_bad_jobs_are_refused_before_llama_cpp(engine: Engine) -> None:
+    with pytest.raises(EngineError, match="empty"):
+        engine.submit(Job(prompt=[], params=GREEDY, emit=lambda e: None))
+    with pytest.raises(EngineError, match="context holds 512"):
+        engine.submit(Job(prompt=[5] * 600, params=GREEDY, emit=lambda e: None))
+    with pytest.raises(EngineError, match="out of range"):
+        engine.submit(Job(prompt=[1, 10**7], params=GREEDY, emit=lambda e: None))
+    # the engine still works
+    assert len(greedy_reference(engine, engine.model.tokenize("ok"), 3)) == 3
+
+
+def test_cancel_frees_the_slot(engine: Engine) -> None:
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+    job = Job(prompt=engine.model.tokenize("x"), params=GREEDY, emit=events.put, max_tokens=400)
+    engine.submit(job)
+    while events.get(timeout=30)["type"] != "token":
+        pass
+    engine.cancel(job)
+    while (e := events.get(timeout=30))["type"] != "end":
+        pass
+    assert e["finish_reason"] == "cancelled" and len(e["tokens"]) < 400
+    assert engine.load()["active"] == 0
+
+
+def test_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"this is not a model at all" * 100)
+    with pytest.raises(ModelLoadError, match="not a GGUF model file"):
+        Model(ModelOptions(str(junk)))
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\x00" * 10)
+    with pytest.raises(ModelLoadError, match="could not load"):
+        Model(ModelOptions(str(truncated)))
+    with pytest.raises(ModelLoadError, match="not found"):
+        Model(ModelOptions(str(tmp_path / "missing.gguf")))
+
+
+def test_smollm2_json_grammar_and_drafted_greedy_equality(smol_engine: Engine) -> None:
+    model = smol_engine.model
+    prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Describe a cat as JSON with name and age."}]))
+    from llama_cpp.llama_grammar import JSON_GBNF
+
+    out = run(smol_engine, prompt=prompt, params=Sampling(temperature=0.0, grammar=JSON_GBNF), max_tokens=80)
+    assert out["reason"] == "stop"
+    assert isinstance(json.loads(out["text"]), dict)
+    # Prompt lookup drafting on an edit task gives exactly the greedy text, with drafts accepted.
+    text = "The cat sat on the mat. The dog sat on the log. The bird sat on the branch."
+    edit = model.tokenize(model.render_chat([{"role": "user", "content": f"Repeat this text exactly: {text}"}]))
+    plain = run(smol_engine, prompt=edit, params=GREEDY, max_tokens=40)
+    drafted = run(smol_engine, prompt=edit, params=GREEDY, max_tokens=40, draft_source=PromptLookup())
+    assert drafted["tokens"] == plain["tokens"]
+    assert drafted["usage"]["draft_accepted"] > 0
