@@ -116,8 +116,13 @@ def test_corrupt_gguf_fails_the_verifier_once_with_a_clear_error(tmp_path: Path)
         assert health.status_code == 503 and "could not be loaded" in health.json()["message"]
         r = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10)
         assert r.status_code == 503 and "could not be loaded" in r.json()["error"]["message"]
-        time.sleep(1.0)
-        assert node.status()["verifier"]["restarts"] == 0  # no restart loop on a file that will never load
+        time.sleep(1.5)
+        # No restart loop on a file that will never load: llama.cpp either refuses it (one try) or
+        # crashes on it natively (three tries, then the supervisor gives up).
+        restarts = node.status()["verifier"]["restarts"]
+        assert restarts in (0, 2), restarts
+        time.sleep(1.5)
+        assert node.status()["verifier"]["restarts"] == restarts
     finally:
         node.stop()
 

@@ -114,3 +114,23 @@ async def test_backoff_grows_between_crashes(tmp_path: Path) -> None:
     delays = [float(e.message.rsplit("in ", 1)[1].rstrip("s")) for e in events if e.state is ChildState.BACKOFF]
     assert delays[:4] == [0.1, 0.2, 0.4, 0.4]
     assert "boom" in sup.tail()
+
+
+async def test_gives_up_after_repeated_crashes_while_starting(tmp_path: Path) -> None:
+    events: list[SupervisorEvent] = []
+    script = tmp_path / "abort.py"
+    script.write_text("import os; os.abort()\n")  # like a native crash while loading a damaged model
+
+    async def never(info: dict[str, Any]) -> bool:
+        return False
+
+    sup = Supervisor(ChildSpec(name="aborter", argv=[sys.executable, str(script)], health=never,
+                               backoff_initial_s=0.05, max_start_failures=3), events.append)
+    sup.start()
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if sup.state is ChildState.FAILED:
+            break
+    assert sup.state is ChildState.FAILED and sup.restarts == 2
+    assert "3 times in a row" in sup.last_error and "-6" in sup.last_error
+    await sup.stop()

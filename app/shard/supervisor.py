@@ -66,6 +66,9 @@ class ChildSpec:
     ring_lines: int = 2000
     # Exit codes that mean "do not restart me" (a model file that is not a model, say).
     fatal_exit_codes: tuple[int, ...] = ()
+    # Give up after this many incarnations in a row died before ever being healthy (0: never give
+    # up). A native crash while loading a damaged file would otherwise loop forever.
+    max_start_failures: int = 0
 
 
 class Supervisor:
@@ -80,6 +83,7 @@ class Supervisor:
         self._proc: asyncio.subprocess.Process | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._was_healthy = False
         self._ready = asyncio.Event()
         self._file_log: logging.Logger | None = None
         if spec.log_path is not None:
@@ -129,13 +133,6 @@ class Supervisor:
         self._task = None
         self._set_state(ChildState.STOPPED, "stopped")
 
-    async def restart(self) -> None:
-        """Kill the current child; the run loop starts a new one at once (no backoff)."""
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            self.last_error = "restart requested"
-            await self._terminate()
-
     def tail(self, n: int = 50) -> list[str]:
         return list(self.lines)[-n:]
 
@@ -143,11 +140,11 @@ class Supervisor:
 
     async def _run(self) -> None:
         backoff = self.spec.backoff_initial_s
+        start_failures = 0
         while not self._stopping:
             started = time.monotonic()
-            requested = False
             try:
-                requested = await self._run_once()
+                await self._run_once()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # failing to spawn at all (missing binary, bad argv)
@@ -158,19 +155,23 @@ class Supervisor:
             if self._proc is not None and self._proc.returncode in self.spec.fatal_exit_codes:
                 self._set_state(ChildState.FAILED, self.last_error)
                 return
-            if time.monotonic() - started >= self.spec.stable_after_s or requested:
+            start_failures = 0 if self._was_healthy else start_failures + 1
+            if self.spec.max_start_failures and start_failures >= self.spec.max_start_failures:
+                self.last_error = f"{self.last_error} ({start_failures} times in a row before it became healthy; not restarting)"
+                self._set_state(ChildState.FAILED, self.last_error)
+                return
+            if time.monotonic() - started >= self.spec.stable_after_s:
                 backoff = self.spec.backoff_initial_s
             self.restarts += 1
-            delay = 0.0 if requested else backoff
-            self._set_state(ChildState.BACKOFF, f"{self.last_error}; restarting in {delay:.1f}s")
-            await asyncio.sleep(delay)
-            if not requested:
-                backoff = min(backoff * 2, self.spec.backoff_max_s)
+            self._set_state(ChildState.BACKOFF, f"{self.last_error}; restarting in {backoff:.1f}s")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.spec.backoff_max_s)
 
-    async def _run_once(self) -> bool:
-        """Run one incarnation of the child; returns True if it ended by request (restart())."""
+    async def _run_once(self) -> None:
+        """Run one incarnation of the child, until it exits or is found unresponsive."""
         self.info = {}
         self._ready.clear()
+        self._was_healthy = False
         self._set_state(ChildState.STARTING, "starting")
         env = {**os.environ, **self.spec.env, "PYTHONUNBUFFERED": "1"}
         kwargs: dict[str, Any] = {}
@@ -188,6 +189,7 @@ class Supervisor:
         reader = asyncio.create_task(self._read_output(proc))
         try:
             if await self._wait_healthy(proc):
+                self._was_healthy = True
                 self._ready.set()
                 self._set_state(ChildState.RUNNING, "healthy")
                 await self._watch(proc)
@@ -196,16 +198,13 @@ class Supervisor:
             await asyncio.wait([reader], timeout=2.0)
             reader.cancel()
         self._ready.clear()
-        requested = self.last_error == "restart requested"
-        if not self._stopping and not requested:
-            last = "\n    ".join(self.tail(15))
+        if not self._stopping:
             if proc.returncode in self.spec.fatal_exit_codes:
                 # The child's own last "error:" line says why better than an exit code can.
                 errors = [line for line in self.tail(50) if line.startswith("error: ")]
                 self.last_error = errors[-1][len("error: "):] if errors else f"exited with code {proc.returncode}"
             self.last_error = self.last_error or f"exited with code {proc.returncode}"
-            log.error("%s: %s; last output:\n    %s", self.spec.name, self.last_error, last)
-        return requested
+            log.error("%s: %s; last output:\n    %s", self.spec.name, self.last_error, "\n    ".join(self.tail(15)))
 
     async def _wait_healthy(self, proc: asyncio.subprocess.Process) -> bool:
         deadline = time.monotonic() + self.spec.start_timeout_s

@@ -20,7 +20,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def system_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE].status(detail=True))
+    node = request.app[NODE]
+    if node.verifier is not None:
+        await node.verifier.live_info()  # fresh counters and slot load
+    return web.json_response(node.status(detail=True))
 
 
 async def topology(request: web.Request) -> web.Response:

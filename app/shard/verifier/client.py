@@ -57,6 +57,7 @@ class VerifierClient:
             log_path=settings.data_path / "logs" / "verifier.log",
             start_timeout_s=settings.verifier_start_timeout_s,
             fatal_exit_codes=(protocol.EXIT_MODEL_UNUSABLE,),
+            max_start_failures=3,
         )
         self.supervisor = Supervisor(spec, on_event)
 
@@ -96,11 +97,21 @@ class VerifierClient:
         async with self._session.get(f"http://127.0.0.1:{info['port']}{path}", headers=self.headers) as r:
             return await r.json()
 
+    async def live_info(self) -> dict[str, Any]:
+        """The verifier's model info with its current counters and slot load (empty if not ready)."""
+        if not self.supervisor.ready:
+            return {}
+        try:
+            self.model_info = await self._get_json("/info", self.supervisor.info)
+        except (aiohttp.ClientError, ValueError):
+            pass
+        return self.model_info
+
     def describe_state(self) -> str:
         """Why requests cannot be served now, in words for an error message."""
         sup = self.supervisor
         if sup.state is ChildState.FAILED:
-            return f"the model could not be loaded: {sup.last_error}"
+            return f"the model could not be loaded from {self.model_path.name}: {sup.last_error}"
         if sup.state is ChildState.STARTING:
             pct = float(self.last_status.get("progress", 0.0)) * 100
             return f"the model is loading ({pct:.0f}%)"
