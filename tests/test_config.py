@@ -49,3 +49,18 @@ def test_bad_config_file_is_reported(tmp_path: Path) -> None:
     cfg.write_text("prot = 1\n")
     with pytest.raises(ConfigError, match="unknown settings: prot"):
         load_settings(config_file=cfg, environ={})
+
+
+def test_save_merges_atomically_and_validates(tmp_path: Path) -> None:
+    from shard.config import save_settings
+
+    cfg = tmp_path / "sub" / "config.toml"
+    save_settings({"port": 8100, "bootstrap": ["/ip4/127.0.0.1/tcp/4001"]}, cfg)
+    save_settings({"n_gpu_layers": 10}, cfg)
+    s = load_settings(config_file=cfg, environ={})
+    assert (s.port, s.n_gpu_layers, s.bootstrap) == (8100, 10, ["/ip4/127.0.0.1/tcp/4001"])
+    with pytest.raises(ConfigError):
+        save_settings({"port": 99999}, cfg)
+    with pytest.raises(ConfigError, match="unknown"):
+        save_settings({"colour": "blue"}, cfg)
+    assert load_settings(config_file=cfg, environ={}).port == 8100  # the failed saves changed nothing

@@ -139,6 +139,27 @@ def read_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return {name: _coerce(name, environ[env_name(name)]) for name in _FIELDS if env_name(name) in environ}
 
 
+def config_file_path(environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(environ.get("SHARD_CONFIG", "") or paths.default_config_file())
+
+
+def save_settings(changes: Mapping[str, Any], path: Path) -> None:
+    """Merge `changes` into the TOML file at `path`, atomically (a crash leaves the old file)."""
+    import tomli_w
+
+    unknown = sorted(set(changes) - set(_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+    current = read_config_file(path)
+    current.update({k: _coerce(k, v) for k, v in changes.items()})
+    Settings(**current).validate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(tomli_w.dumps(current), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def load_settings(
     flags: Mapping[str, Any] | None = None,
     *,
@@ -148,7 +169,7 @@ def load_settings(
     """Layer the sources in order; flags whose value is None were not given and change nothing."""
     environ = os.environ if environ is None else environ
     if config_file is None:
-        config_file = Path(environ.get("SHARD_CONFIG", "") or paths.default_config_file())
+        config_file = config_file_path(environ)
     values: dict[str, Any] = {}
     values.update(read_config_file(config_file))
     values.update(read_environment(environ))

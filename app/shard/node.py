@@ -21,6 +21,7 @@ from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.credit.scheduler import Scheduler
+from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient
 from shard.verifier.model import ModelLoadError, check_gguf_file
@@ -49,6 +50,9 @@ class Node:
         self.started_at = int(time.time())
         self._runner: web.AppRunner | None = None
         self._listeners: list[Callable[[NodeEvent], None]] = []
+        self.secrets = SecretStore(settings.data_path)
+        self.contributing = True  # the user may pause sharing compute with the network
+        self.running = False
 
     # -- events for observers (the tray, tests) ---------------------------------------------------
 
@@ -87,16 +91,44 @@ class Node:
             s.data_path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise NodeStartError(f"cannot create the data dir {s.data_path}: {exc}") from None
+        if self.secrets.warning:
+            log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
         await self._start_api()
+        self.running = True
         if self.model_path is None:
             log.warning("no model: pass --model PATH or run `shard models install-default`; "
                         "requests get 503 until a model is loaded")
         else:
-            self.verifier = VerifierClient(s, self.model_path, self._on_child)
-            self.verifier.start()
-            log.info("loading %s", self.model_path)
+            self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
+
+    def _start_verifier(self, path: Path) -> None:
+        self.verifier = VerifierClient(self.settings, path, self._on_child)
+        self.verifier.start()
+        log.info("loading %s", path)
+
+    async def switch_model(self, path: Path) -> None:
+        """Serve another GGUF: checked first, so a wrong pick leaves the current model serving."""
+        try:
+            check_gguf_file(path)
+        except ModelLoadError as exc:
+            raise NodeStartError(str(exc)) from None
+        if self.verifier is not None:
+            await self.verifier.stop()
+        self.model_path = path.resolve()
+        self._start_verifier(self.model_path)
+        self._publish(NodeEvent("state", self.status()))
+
+    def set_contributing(self, on: bool) -> None:
+        self.contributing = on
+        log.info("contributing to the network %s", "resumed" if on else "paused")
+        self._publish(NodeEvent("state", self.status()))
+
+    def api_keys(self) -> list[str]:
+        """Keys from settings (file, environment, flags) and from the OS keyring, read per request
+        so that keys changed in the UI take effect at once."""
+        return [*self.settings.api_keys, *self.secrets.api_keys()]
 
     async def _start_api(self) -> None:
         s = self.settings
@@ -125,7 +157,9 @@ class Node:
             self._runner = None
         if self.verifier is not None:
             await self.verifier.stop()
-        self._publish(NodeEvent("state", {"status": "stopped"}))
+            self.verifier = None
+        self.running = False
+        self._publish(NodeEvent("state", self.status()))
 
     # -- what the API needs -----------------------------------------------------------------------
 
@@ -163,7 +197,9 @@ class Node:
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier
-        if v is None:
+        if not self.running:
+            status, message = "stopped", "the node is stopped"
+        elif v is None:
             status, message = "no_model", "no model loaded"
         elif v.supervisor.ready:
             status, message = "ok", "ready"
@@ -171,7 +207,8 @@ class Node:
             status, message = "error", v.describe_state()
         else:
             status, message = "loading", v.describe_state()
-        out: dict[str, Any] = {"status": status, "message": message, "model": self.model_id(), "version": __version__}
+        out: dict[str, Any] = {"status": status, "message": message, "model": self.model_id(), "version": __version__,
+                               "contributing": self.contributing}
         if detail:
             out.update({
                 "api_url": self.api_url,

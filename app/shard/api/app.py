@@ -37,7 +37,7 @@ def create_app(node: "Node") -> web.Application:
             metrics_middleware(node),
             middlewares.error_middleware(s),
             middlewares.host_origin_middleware(s),
-            middlewares.auth_middleware(s),
+            middlewares.auth_middleware(node.api_keys),
             middlewares.rate_limit_middleware(s),
         ],
     )

@@ -109,11 +109,12 @@ def presented_key(request: web.Request) -> str:
     return request.headers.get("X-API-Key", "").strip()
 
 
-def auth_middleware(settings: Settings) -> web.middleware:
-    keys = [k.encode() for k in settings.api_keys if k]
+def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
+    """`current_keys` is read per request: keys changed in the UI apply at once."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        keys = [k.encode() for k in current_keys() if k]
         if keys and request.path not in OPEN_PATHS:
             given = presented_key(request).encode()
             # Compare with every key, always: the time taken says nothing about which one is close.
