@@ -1,6 +1,8 @@
 """The `shard` command.
 
+  shard            the tray app (dashboard window where there is no tray), with the same flags as serve
   shard serve      run the node headless: the OpenAI endpoint, the verifier and the sidecar
+  shard scout      run a headless scout: draft for Oracles with a small model
   shard verifier   the verifier child process (started by the node, not by people)
   shard models     install the default model, list the models folder
 """
@@ -38,9 +40,23 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", type=int, help="requests generated side by side " + _env_help("parallel", d.parallel))
     p.add_argument("--gpu-layers", dest="n_gpu_layers", type=int, help="layers on the GPU, -1 for all " + _env_help("n_gpu_layers", d.n_gpu_layers))
     p.add_argument("--threads", dest="n_threads", type=int, help="CPU threads for decoding, 0 for auto " + _env_help("n_threads", d.n_threads))
+    p.add_argument("--no-lookup", dest="draft_lookup", action="store_const", const=False,
+                   help="do not draft by prompt lookup (on by default; it adapts to how often it is right) " + _env_help("draft_lookup", d.draft_lookup))
     p.add_argument("--no-sidecar", dest="sidecar", action="store_const", const=False, help="do not start the libp2p sidecar")
-    p.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join the network through (repeatable)")
+    _add_network_flags(p)
     p.add_argument("--log-level", dest="log_level", help=_env_help("log_level", d.log_level))
+
+
+def _add_network_flags(p: argparse.ArgumentParser) -> None:
+    d = Settings(data_dir="-")
+    p.add_argument("--bootstrap", action="append", help="multiaddr of a peer to join the network through (repeatable) " + _env_help("bootstrap", []))
+    p.add_argument("--control-port", dest="control_port", type=int, help="the sidecar's control API port, 0 for any " + _env_help("control_port", d.control_port))
+    p.add_argument("--tcp-port", dest="tcp_port", type=int, help="the sidecar's libp2p TCP and QUIC port, 0 for any " + _env_help("tcp_port", d.tcp_port))
+    p.add_argument("--ws-port", dest="ws_port", type=int, help="the sidecar's WebSocket port (browsers); default TCP port + 100 " + _env_help("ws_port", d.ws_port))
+    p.add_argument("--p2p-host", dest="p2p_host", help="address the sidecar listens on for peers " + _env_help("p2p_host", d.p2p_host))
+    p.add_argument("--no-mdns", dest="mdns", action="store_const", const=False, help="do not look for peers on the local network")
+    p.add_argument("--privacy", dest="prompt_privacy", choices=["local", "lan", "peers", "anyone"],
+                   help="who may receive your prompts as draft work " + _env_help("prompt_privacy", d.prompt_privacy))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,10 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
         "and a peer-to-peer network. Settings come from defaults < config file < SHARD_* environment < flags.",
     )
     parser.add_argument("--version", action="version", version=f"shard {__version__}")
+    _add_node_flags(parser)  # `shard` alone runs the tray app with the same node flags as `serve`
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the node headless (API, verifier, sidecar)")
     _add_node_flags(serve)
+
+    scout = sub.add_parser("scout", help="run a headless scout that drafts for Oracles on the network")
+    scout.add_argument("--model", required=True, help="a small GGUF to draft with (best: the Oracle's model family)")
+    scout.add_argument("--data-dir", dest="data_dir", help="folder for the scout's identity, logs and ledger " + _env_help("data_dir", "<platform data dir>"))
+    scout.add_argument("--config", help="TOML settings file")
+    scout.add_argument("--log-level", dest="log_level")
+    _add_network_flags(scout)
 
     verifier = sub.add_parser("verifier", help="the verifier child process (started by the node)")
     verifier.add_argument("--model", required=True)
@@ -106,6 +130,25 @@ def _run_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_scout(args: argparse.Namespace) -> int:
+    from shard.coop.scout import run_scout
+    from shard.logs import setup_logging
+
+    # Beside a node on the same machine: any free ports, unless given.
+    args.control_port = 0 if args.control_port is None else args.control_port
+    args.tcp_port = 0 if args.tcp_port is None else args.tcp_port
+    model = Path(args.model).expanduser()
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.data_path, "scout.log")
+    try:
+        return asyncio.run(run_scout(settings, model))
+    except (RuntimeError, ValueError, OSError) as exc:
+        log.error("%s", exc)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     from shard.logs import setup_logging
     from shard.node import NodeStartError, run_headless
@@ -121,6 +164,21 @@ def _run_serve(args: argparse.Namespace) -> int:
         return 0
 
 
+def _run_ui(args: argparse.Namespace) -> int:
+    from shard.config import config_file_path
+    from shard.logs import setup_logging
+
+    settings = _settings(args)
+    setup_logging(settings.log_level, settings.data_path)
+    try:
+        from shard.ui.app import run
+    except ImportError as exc:  # installed without the `ui` extra
+        log.error("the tray app needs PySide6 and qasync (pip install 'shard[ui]'): %s; "
+                  "`shard serve` runs the node without a UI", exc)
+        return 2
+    return run(settings, Path(args.config) if args.config else config_file_path())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -131,8 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_models(args)
         if args.command == "serve":
             return _run_serve(args)
-        parser.print_help()
-        return 0
+        if args.command == "scout":
+            return _run_scout(args)
+        return _run_ui(args)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

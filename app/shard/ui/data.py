@@ -1,0 +1,109 @@
+"""What the pages show, read from the core in one place (no Qt here): status, counters, peers, credit.
+
+Everything the node offers is read through its public methods; parts that a given build lacks (no
+sidecar, no credit ledger yet) come back as empty data with a sentence that says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from shard.node import Node
+
+log = logging.getLogger("shard.ui")
+
+GENERATION_ROUTES = ("chat_completions", "completions")
+
+
+def metric_totals(node: "Node") -> dict[str, float]:
+    """The node's Prometheus counters, summed over labels, plus requests per route."""
+    out: dict[str, float] = {"requests": 0.0, "errors": 0.0}
+    for family in node.metrics.registry.collect():
+        for s in family.samples:
+            if s.name == "shard_requests_total":
+                if s.labels.get("endpoint") in GENERATION_ROUTES:
+                    out["requests"] += s.value
+                    if not s.labels.get("status", "").startswith("2"):
+                        out["errors"] += s.value
+                continue
+            out[s.name] = out.get(s.name, 0.0) + s.value
+    return out
+
+
+def device_text(status: dict[str, Any]) -> str:
+    info = status.get("model_info") or {}
+    if not info:
+        return "—"
+    if info.get("gpu_offload"):
+        layers = info.get("n_gpu_layers", -1)
+        return "GPU (all layers)" if layers is None or layers < 0 else f"GPU ({layers} layers)"
+    return "CPU"
+
+
+@dataclass
+class Snapshot:
+    """One poll of the core."""
+
+    t: float = field(default_factory=time.time)
+    status: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    peers: dict[str, Any] = field(default_factory=dict)
+    credit: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def peer_list(self) -> list[dict[str, Any]]:
+        return list(self.peers.get("peers", []))
+
+    def credit_by_peer(self) -> dict[str, dict[str, Any]]:
+        return {p.get("peer_id", ""): p for p in self.credit.get("peers", [])}
+
+
+async def _call(node: "Node", name: str) -> dict[str, Any]:
+    fn = getattr(node, name, None)
+    if fn is None:
+        return {"unavailable": f"this build of the node has no {name} data yet"}
+    try:
+        result = fn()
+        if asyncio.iscoroutine(result):
+            result = await asyncio.wait_for(result, 5.0)
+        return dict(result or {})
+    except Exception as exc:  # a sidecar that went away must not stop the dashboard refreshing
+        log.debug("reading %s failed: %s", name, exc)
+        return {"unavailable": f"cannot read {name}: {exc}"}
+
+
+async def snapshot(node: "Node", *, peers: bool = True, credit: bool = True) -> Snapshot:
+    snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node))
+    tasks = []
+    if peers:
+        tasks.append(("peers", _call(node, "peers")))
+    if credit:
+        tasks.append(("credit", _call(node, "credit")))
+    results = await asyncio.gather(*(t for _, t in tasks))
+    for (name, _), value in zip(tasks, results):
+        setattr(snap, name, value)
+    return snap
+
+
+def tray_state(status: dict[str, Any]) -> tuple[str, str]:
+    """The tray icon's state (one of icons.TRAY_STATES) and a status line for the menu."""
+    s = status.get("status")
+    model = status.get("model") or "no model"
+    sidecar = (status.get("sidecar") or {}).get("state", "disabled")
+    networked = sidecar in ("running", "ok", "ready", "connected")
+    if s == "error":
+        return "error", "Error: " + str(status.get("message", "the model could not be loaded"))
+    if s == "stopped":
+        return "paused", "Node stopped"
+    if s == "loading":
+        return "starting", "Starting: " + str(status.get("message", "loading the model"))
+    if not status.get("contributing", True):
+        return "paused", f"Paused: serving {model} locally, not sharing" if s == "ok" else "Paused: no model loaded"
+    if s == "ok":
+        return ("contributing", f"Contributing: serving {model}") if networked else ("ready", f"Ready: serving {model}")
+    return "ready", "Ready: no model loaded (requests go to the network)" if networked else "Ready: no model loaded"

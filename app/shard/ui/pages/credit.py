@@ -1,0 +1,180 @@
+"""Credit: balance, earned and spent, per-peer work, and the balance over time (drawn with QPainter;
+QtCharts is not in PySide6-Essentials)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
+                               QTableWidgetItem, QVBoxLayout, QWidget)
+
+from shard.ui import data
+
+if TYPE_CHECKING:
+    from shard.ui.app import ShardApp
+
+PEER_COLUMNS = ("Peer ID", "Proposed", "Accepted", "Acceptance", "Earned")
+
+
+class BalanceChart(QWidget):
+    """A line of the balance over time, with its range on the left and its time span below."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[tuple[float, float]] = []
+        self.setMinimumHeight(160)
+
+    def set_history(self, history: list[dict[str, Any]]) -> None:
+        points = [(float(h["t"]), float(h["balance"])) for h in history if "t" in h and "balance" in h]
+        points.sort()
+        if points != self.points:
+            self.points = points
+            self.update()
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 (Qt's name)
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        pal = self.palette()
+        p.fillRect(self.rect(), pal.base())
+        font = QFont(self.font())
+        font.setPointSizeF(max(7.0, font.pointSizeF() * 0.85))
+        p.setFont(font)
+        fm = p.fontMetrics()
+        text_color = pal.text().color()
+        if len(self.points) < 2:
+            p.setPen(text_color)
+            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
+                       "No credit history yet: it grows as this node serves peers or its scouts' drafts are accepted")
+            return
+        lo = min(b for _, b in self.points)
+        hi = max(b for _, b in self.points)
+        if hi - lo < 1e-9:
+            lo, hi = lo - 1, hi + 1
+        labels = (f"{hi:,.1f}", f"{lo:,.1f}")
+        left = max(fm.horizontalAdvance(s) for s in labels) + 10
+        plot = QRectF(left, 8, self.width() - left - 10, self.height() - 16 - fm.height() - 4)
+        t0, t1 = self.points[0][0], self.points[-1][0]
+        span = max(t1 - t0, 1e-9)
+
+        def at(t: float, b: float) -> QPointF:
+            return QPointF(plot.left() + (t - t0) / span * plot.width(), plot.bottom() - (b - lo) / (hi - lo) * plot.height())
+
+        grid = QColor(text_color)
+        grid.setAlpha(50)
+        p.setPen(QPen(grid, 1))
+        for i in range(5):
+            y = plot.top() + plot.height() * i / 4
+            p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
+        if lo < 0 < hi:  # the zero line, where a balance turns into a debt
+            zero = QColor(text_color)
+            zero.setAlpha(120)
+            p.setPen(QPen(zero, 1, Qt.PenStyle.DashLine))
+            y = at(t0, 0).y()
+            p.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
+        path = QPainterPath(at(*self.points[0]))
+        for t, b in self.points[1:]:
+            path.lineTo(at(t, b))
+        fill = QPainterPath(path)
+        fill.lineTo(QPointF(plot.right(), plot.bottom()))
+        fill.lineTo(QPointF(plot.left(), plot.bottom()))
+        fill.closeSubpath()
+        accent = pal.highlight().color()
+        shade = QColor(accent)
+        shade.setAlpha(45)
+        p.fillPath(fill, shade)
+        p.setPen(QPen(accent, 2))
+        p.drawPath(path)
+        p.setPen(text_color)
+        p.drawText(QRectF(0, plot.top() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[0])
+        p.drawText(QRectF(0, plot.bottom() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[1])
+        fmt = "%H:%M" if span < 86400 else "%b %d"
+        y = plot.bottom() + 4
+        p.drawText(QRectF(plot.left(), y, 200, fm.height()), Qt.AlignmentFlag.AlignLeft, time.strftime(fmt, time.localtime(t0)))
+        p.drawText(QRectF(plot.right() - 200, y, 200, fm.height()), Qt.AlignmentFlag.AlignRight, time.strftime(fmt, time.localtime(t1)))
+
+
+class CreditPage(QWidget):
+    needs_peers = False
+    needs_credit = True
+
+    def __init__(self, shell: "ShardApp") -> None:
+        super().__init__()
+        self.shell = shell
+        layout = QVBoxLayout(self)
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.hide()
+        layout.addWidget(self.message)
+        totals = QHBoxLayout()
+        self.values: dict[str, QLabel] = {}
+        for key, title in (("balance", "Balance"), ("earned", "Earned"), ("spent", "Spent")):
+            box = QGroupBox(title)
+            inner = QVBoxLayout(box)
+            value = QLabel("—")
+            font = value.font()
+            font.setPointSizeF(font.pointSizeF() * 1.8)
+            font.setBold(True)
+            value.setFont(font)
+            inner.addWidget(value)
+            self.values[key] = value
+            totals.addWidget(box)
+        layout.addLayout(totals)
+        chart_box = QGroupBox("Balance over time")
+        chart_layout = QVBoxLayout(chart_box)
+        self.chart = BalanceChart()
+        chart_layout.addWidget(self.chart)
+        layout.addWidget(chart_box, 1)
+        peers_box = QGroupBox("Work by peer (draft tokens proposed and accepted, credit earned)")
+        peers_layout = QVBoxLayout(peers_box)
+        self.table = QTableWidget(0, len(PEER_COLUMNS))
+        self.table.setHorizontalHeaderLabels(PEER_COLUMNS)
+        self.table.setSortingEnabled(True)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        peers_layout.addWidget(self.table)
+        layout.addWidget(peers_box, 1)
+        self._last_peers: list[Any] | None = None
+
+    def refresh(self, snap: data.Snapshot) -> None:
+        c = snap.credit
+        if c.get("unavailable"):
+            self.message.setText(c["unavailable"])
+            self.message.show()
+        else:
+            self.message.hide()
+        for key, label in self.values.items():
+            value = c.get(key)
+            label.setText("—" if value is None else f"{float(value):,.2f}")
+        self.chart.set_history(list(c.get("history") or []))
+        peers = list(c.get("peers") or [])
+        if peers == self._last_peers:
+            return
+        self._last_peers = peers
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(peers))
+        for row, p in enumerate(peers):
+            rate = p.get("acceptance_rate")
+            cells = [(str(p.get("peer_id", "")), None), (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
+                     (f"{int(p.get('accepted') or 0):,}", p.get("accepted") or 0),
+                     ("—" if rate is None else f"{rate * 100:.0f}%", -1 if rate is None else rate),
+                     (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0)]
+            for col, (text, number) in enumerate(cells):
+                item = _NumberItem(text, number) if number is not None else QTableWidgetItem(text)
+                if number is not None:
+                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                self.table.setItem(row, col, item)
+        self.table.setSortingEnabled(True)
+
+
+class _NumberItem(QTableWidgetItem):
+    def __init__(self, text: str, number: float) -> None:
+        super().__init__(text)
+        self.number = float(number)
+
+    def __lt__(self, other: QTableWidgetItem) -> bool:
+        return self.number < getattr(other, "number", 0.0)

@@ -1,0 +1,103 @@
+"""Overview: where to point apps, what is served, how fast, and the state of the node's parts."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from shard.ui import data
+
+if TYPE_CHECKING:
+    from shard.ui.app import ShardApp
+
+FIELDS = {
+    "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
+    "Activity": [("requests", "Requests served"), ("completion_tokens", "Tokens generated"),
+                 ("prompt_tokens", "Prompt tokens"), ("tokens_per_s", "Tokens/s (last request)"), ("queue", "Queue")],
+    "Network and processes": [("verifier", "Verifier"), ("sidecar", "Sidecar"), ("peers", "Peers"),
+                              ("uptime", "Up since")],
+}
+
+
+def _fmt_int(value: float) -> str:
+    return f"{int(value):,}"
+
+
+def sidecar_text(sc: dict) -> str:
+    state = str(sc.get("state", "—"))
+    if state == "disabled":
+        return "disabled" + (f" — {sc['message']}" if sc.get("message") else "")
+    parts = [state]
+    if sc.get("pid"):
+        parts.append(f"pid {sc['pid']}")
+    if sc.get("restarts"):
+        parts.append(f"{sc['restarts']} restarts")
+    if sc.get("peer_id"):
+        parts.append(f"peer id {str(sc['peer_id'])[:16]}…")
+    text = ", ".join(parts)
+    if sc.get("last_error") and state != "running":
+        text += f" — {sc['last_error']}"
+    return text
+
+
+class OverviewPage(QWidget):
+    needs_peers = True
+    needs_credit = False
+
+    def __init__(self, shell: "ShardApp") -> None:
+        super().__init__()
+        self.shell = shell
+        self.fields: dict[str, QLabel] = {}
+        outer = QVBoxLayout(self)
+        for title, rows in FIELDS.items():
+            box = QGroupBox(title)
+            form = QFormLayout(box)
+            form.setLabelAlignment(Qt.AlignmentFlag.AlignRight)
+            for key, label in rows:
+                value = QLabel("—")
+                value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+                self.fields[key] = value
+                if key == "api_url":
+                    row = QHBoxLayout()
+                    row.addWidget(value, 1)
+                    copy = QPushButton("Copy")
+                    copy.setToolTip("Copy the API URL to the clipboard")
+                    copy.clicked.connect(shell.copy_api_url)
+                    row.addWidget(copy)
+                    form.addRow(label, row)
+                else:
+                    form.addRow(label, value)
+            outer.addWidget(box)
+        outer.addStretch(1)
+
+    def refresh(self, snap: data.Snapshot) -> None:
+        st, m = snap.status, snap.metrics
+        f = self.fields
+        f["status"].setText(self.shell.status_line)
+        f["api_url"].setText(st.get("api_url", "—") if st.get("status") != "stopped" else "— (node stopped)")
+        f["model"].setText(st.get("model") or "none loaded")
+        f["device"].setText(data.device_text(st))
+        f["requests"].setText(_fmt_int(m.get("requests", 0)) + (f"  ({int(m['errors'])} failed)" if m.get("errors") else ""))
+        f["completion_tokens"].setText(_fmt_int(m.get("shard_completion_tokens_total", 0)))
+        f["prompt_tokens"].setText(_fmt_int(m.get("shard_prompt_tokens_total", 0)))
+        f["tokens_per_s"].setText(f"{m.get('shard_tokens_per_second', 0):.1f}")
+        q = st.get("queue") or {}
+        f["queue"].setText(f"{q.get('in_flight', 0)} generating, {q.get('waiting', 0)} waiting")
+        v = st.get("verifier")
+        if v:
+            text = v["state"] + (f", pid {v['pid']}" if v.get("pid") else "") + (f", {v['restarts']} restarts" if v.get("restarts") else "")
+            if v.get("last_error") and v["state"] != "running":
+                text += f" — {v['last_error']}"
+            f["verifier"].setText(text)
+        else:
+            f["verifier"].setText("not running (no model)")
+        f["sidecar"].setText(sidecar_text(st.get("sidecar") or {}))
+        if snap.peers.get("unavailable") or (not snap.peer_list and snap.peers.get("message")):
+            f["peers"].setText(f"{len(snap.peer_list)} ({snap.peers.get('message') or snap.peers.get('unavailable')})")
+        else:
+            f["peers"].setText(str(len(snap.peer_list)))
+        node = self.shell.node
+        f["uptime"].setText(time.strftime("%Y-%m-%d %H:%M", time.localtime(node.started_at)))

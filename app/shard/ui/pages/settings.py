@@ -1,0 +1,299 @@
+"""Settings: the model (with load progress), GPU layers, ports, bootstrap peers, who receives my
+prompts, API keys (in the OS keyring) and start at login. Saved to the config file; applied at once
+where the core allows it (model switch, privacy, keys), and said plainly where a restart is needed."""
+
+from __future__ import annotations
+
+import logging
+import secrets as pysecrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
+                               QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
+                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+
+from shard import autostart
+from shard.config import PRIVACY_LEVELS, ConfigError, save_settings
+from shard.node import NodeStartError
+from shard.supervisor import ChildState
+from shard.ui import data
+
+if TYPE_CHECKING:
+    from shard.ui.app import ShardApp
+
+log = logging.getLogger("shard.ui")
+
+PRIVACY_TEXT = {
+    "local": "Only scouts on this machine (my own browser tabs)",
+    "lan": "Scouts on my local network",
+    "peers": "Only the trusted peers listed below",
+    "anyone": "Any scout on the network",
+}
+PORTS = (("port", "OpenAI API port"), ("tcp_port", "Peer-to-peer TCP port"), ("ws_port", "WebSocket port (browser scouts; 0: auto)"),
+         ("control_port", "Sidecar control port"))
+RESTART_NOTE = "Port changes take effect when Shard restarts (Quit, then start it again)."
+
+
+def mask(key: str) -> str:
+    return key if len(key) <= 8 else f"{key[:3]}…{key[-4:]}"
+
+
+def _lines(edit: QPlainTextEdit) -> list[str]:
+    return [line.strip() for line in edit.toPlainText().splitlines() if line.strip()]
+
+
+class SettingsPage(QWidget):
+    needs_peers = False
+    needs_credit = False
+
+    def __init__(self, shell: "ShardApp") -> None:
+        super().__init__()
+        self.shell = shell
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        body = QWidget()
+        scroll.setWidget(body)
+        outer.addWidget(scroll, 1)
+        layout = QVBoxLayout(body)
+
+        # Model
+        box = QGroupBox("Model")
+        form = QFormLayout(box)
+        row = QHBoxLayout()
+        self.model_path = QLineEdit()
+        self.model_path.setPlaceholderText("the installed default model")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(self.browse_model)
+        row.addWidget(self.model_path, 1)
+        row.addWidget(browse)
+        form.addRow("GGUF file", row)
+        self.gpu_layers = QSpinBox()
+        self.gpu_layers.setRange(-1, 999)
+        self.gpu_layers.setSpecialValueText("all layers")
+        self.gpu_layers.setToolTip("Layers put on the GPU when the build can offload (-1: all); 0 runs on the CPU")
+        form.addRow("GPU layers", self.gpu_layers)
+        self.load_progress = QProgressBar()
+        self.load_progress.setRange(0, 100)
+        self.load_state = QLabel()
+        self.load_state.setWordWrap(True)
+        form.addRow("Load", self.load_progress)
+        form.addRow("", self.load_state)
+        layout.addWidget(box)
+
+        # Network
+        box = QGroupBox("Network")
+        form = QFormLayout(box)
+        self.ports: dict[str, QSpinBox] = {}
+        for key, label in PORTS:
+            spin = QSpinBox()
+            spin.setRange(0, 65535)
+            self.ports[key] = spin
+            form.addRow(label, spin)
+        note = QLabel(RESTART_NOTE)
+        note.setWordWrap(True)
+        note.setStyleSheet("color: palette(mid);")
+        form.addRow("", note)
+        self.bootstrap = QPlainTextEdit()
+        self.bootstrap.setPlaceholderText("/dns4/example.org/tcp/4001/p2p/12D3KooW…  (one multiaddr per line)")
+        self.bootstrap.setFixedHeight(64)
+        form.addRow("Bootstrap peers", self.bootstrap)
+        layout.addWidget(box)
+
+        # Privacy
+        box = QGroupBox("Who receives my prompts (as draft work for scouts)")
+        form = QFormLayout(box)
+        self.privacy = QComboBox()
+        for level in PRIVACY_LEVELS:
+            self.privacy.addItem(PRIVACY_TEXT[level], level)
+        form.addRow("Send to", self.privacy)
+        self.trusted = QPlainTextEdit()
+        self.trusted.setPlaceholderText("12D3KooW…  (one peer id per line)")
+        self.trusted.setFixedHeight(56)
+        form.addRow("Trusted peers", self.trusted)
+        self.privacy.currentIndexChanged.connect(lambda _i: self.trusted.setEnabled(self.privacy.currentData() == "peers"))
+        layout.addWidget(box)
+
+        # API keys
+        box = QGroupBox("API keys (needed by apps calling the endpoint; none: no key needed on localhost)")
+        keys_layout = QVBoxLayout(box)
+        self.keys_store = QLabel()
+        self.keys_store.setWordWrap(True)
+        keys_layout.addWidget(self.keys_store)
+        self.keys = QListWidget()
+        self.keys.setFixedHeight(72)
+        keys_layout.addWidget(self.keys)
+        row = QHBoxLayout()
+        self.new_key = QLineEdit()
+        self.new_key.setPlaceholderText("paste a key, or generate one")
+        self.new_key.setEchoMode(QLineEdit.EchoMode.Password)
+        add = QPushButton("Add")
+        add.clicked.connect(lambda: self.add_key(self.new_key.text()))
+        gen = QPushButton("Generate")
+        gen.clicked.connect(lambda: self.add_key("sk-shard-" + pysecrets.token_urlsafe(24)))
+        copy = QPushButton("Copy")
+        copy.clicked.connect(self.copy_key)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(lambda: [self.keys.takeItem(self.keys.row(i)) for i in self.keys.selectedItems()])
+        row.addWidget(self.new_key, 1)
+        for b in (add, gen, copy, remove):
+            row.addWidget(b)
+        keys_layout.addLayout(row)
+        layout.addWidget(box)
+
+        # System
+        box = QGroupBox("System")
+        form = QFormLayout(box)
+        self.autostart = QCheckBox("Start Shard when I log in")
+        form.addRow("", self.autostart)
+        self.config_path = QLabel(str(shell.config_file))
+        self.config_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("Settings file", self.config_path)
+        layout.addWidget(box)
+        layout.addStretch(1)
+
+        bar = QHBoxLayout()
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        bar.addWidget(self.result, 1)
+        revert = QPushButton("Revert")
+        revert.clicked.connect(self.load)
+        self.save_button = QPushButton("Save and apply")
+        self.save_button.setDefault(True)
+        self.save_button.clicked.connect(lambda: shell.spawn(self.save(), "save the settings"))
+        bar.addWidget(revert)
+        bar.addWidget(self.save_button)
+        outer.addLayout(bar)
+        self.load()
+
+    # -- form <-> settings ------------------------------------------------------------------------
+
+    def load(self) -> None:
+        s = self.shell.settings
+        self.model_path.setText(s.model)
+        self.gpu_layers.setValue(s.n_gpu_layers)
+        for key, spin in self.ports.items():
+            spin.setValue(int(getattr(s, key)))
+        self.bootstrap.setPlainText("\n".join(s.bootstrap))
+        self.privacy.setCurrentIndex(max(0, self.privacy.findData(s.prompt_privacy)))
+        self.trusted.setPlainText("\n".join(s.trusted_peers))
+        self.trusted.setEnabled(s.prompt_privacy == "peers")
+        store = self.shell.node.secrets
+        self.keys.clear()
+        for key in store.api_keys():
+            self.add_key(key)
+        if store.backend == "file":
+            self.keys_store.setText("⚠ " + store.warning)
+            self.keys_store.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c060; padding: 6px;")
+        else:
+            import keyring
+
+            self.keys_store.setText(f"Kept in the OS keyring ({type(keyring.get_keyring()).__name__}); "
+                                    "changes apply to the next request.")
+            self.keys_store.setStyleSheet("")
+        self.autostart.setChecked(autostart.is_enabled())
+        self.result.clear()
+
+    def add_key(self, key: str) -> None:
+        key = key.strip()
+        if not key or key in self.key_values():
+            return
+        item = QListWidgetItem(mask(key))
+        item.setData(Qt.ItemDataRole.UserRole, key)
+        self.keys.addItem(item)
+        self.new_key.clear()
+
+    def key_values(self) -> list[str]:
+        return [self.keys.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.keys.count())]
+
+    def copy_key(self) -> None:
+        items = self.keys.selectedItems() or ([self.keys.item(self.keys.count() - 1)] if self.keys.count() else [])
+        if items:
+            QGuiApplication.clipboard().setText(items[0].data(Qt.ItemDataRole.UserRole))
+
+    def browse_model(self) -> None:
+        start = self.model_path.text() or str(self.shell.settings.data_path / "models")
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", start, "GGUF models (*.gguf);;All files (*)")
+        if path:
+            self.model_path.setText(path)
+
+    def form_values(self) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "model": self.model_path.text().strip(),
+            "n_gpu_layers": self.gpu_layers.value(),
+            "bootstrap": _lines(self.bootstrap),
+            "prompt_privacy": self.privacy.currentData(),
+            "trusted_peers": _lines(self.trusted),
+        }
+        values.update({key: spin.value() for key, spin in self.ports.items()})
+        return values
+
+    async def save(self) -> list[str]:
+        """Save what changed, apply it, and say what happened (also returned, for tests)."""
+        s = self.shell.settings
+        node = self.shell.node
+        changes = {k: v for k, v in self.form_values().items() if v != getattr(s, k)}
+        notes: list[str] = []
+        error = ""
+        if "model" in changes and changes["model"] and node.running:
+            try:
+                await node.switch_model(Path(changes["model"]).expanduser())
+                notes.append("loading the new model")
+            except NodeStartError as exc:
+                error = f"Model not changed: {exc}"
+                del changes["model"]
+        elif "n_gpu_layers" in changes and node.running and node.model_path is not None:
+            s.n_gpu_layers = changes["n_gpu_layers"]
+            await node.switch_model(node.model_path)
+            notes.append("reloading the model with the new GPU layers")
+        if changes:
+            try:
+                save_settings(changes, self.shell.config_file)
+            except (ConfigError, OSError) as exc:
+                self._show(f"Not saved: {exc}", error=True)
+                return [str(exc)]
+            for key, value in changes.items():
+                if key not in dict(PORTS):
+                    setattr(s, key, value)  # read live by the core (privacy, bootstrap on next start)
+            if any(k in changes for k in dict(PORTS)):
+                notes.append(RESTART_NOTE)
+        keys = self.key_values()
+        if keys != node.secrets.api_keys():
+            node.secrets.set_api_keys(keys)
+            notes.append(f"{len(keys)} API key{'s' if len(keys) != 1 else ''} in use from the next request")
+        if self.autostart.isChecked() != autostart.is_enabled():
+            try:
+                autostart.set_enabled(self.autostart.isChecked())
+                notes.append("start at login " + ("on" if self.autostart.isChecked() else "off"))
+            except OSError as exc:
+                error = error or f"Start at login not changed: {exc}"
+        if changes:
+            log.info("settings saved to %s: %s", self.shell.config_file, ", ".join(sorted(changes)))
+        message = ("Saved. " if changes or len(notes) else "Nothing changed. ") + " ".join(n[0].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in notes)
+        self._show((error + " " + message).strip() if error else message, error=bool(error))
+        return [error, *notes] if error else notes
+
+    def _show(self, text: str, error: bool = False) -> None:
+        self.result.setText(text)
+        self.result.setStyleSheet("color: #b02a37;" if error else "")
+
+    def refresh(self, _snap: data.Snapshot | None = None) -> None:
+        v = self.shell.node.verifier
+        if v is None:
+            self.load_progress.setValue(0)
+            self.load_state.setText("No model loaded" if self.shell.node.running else "The node is stopped")
+            return
+        state = v.supervisor.state
+        if state is ChildState.RUNNING:
+            self.load_progress.setValue(100)
+            self.load_state.setText(f"Loaded: {v.model_path.name}")
+        elif state is ChildState.STARTING:
+            self.load_progress.setValue(int(float(v.last_status.get("progress", 0.0)) * 100))
+            self.load_state.setText(v.describe_state())
+        else:
+            self.load_progress.setValue(0)
+            self.load_state.setText(v.describe_state())

@@ -1,0 +1,533 @@
+"""The tray app (pytest-qt, offscreen): the real core with the tiny model under qasync, the pages
+showing its data, the menu's actions acting on it, settings that persist, the keyring fallback,
+and one instance per data dir."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import stat  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Awaitable, Callable, Iterator  # noqa: E402
+
+import PySide6  # noqa: E402,F401  (before qasync)
+import keyring  # noqa: E402
+import keyring.backend  # noqa: E402
+import openai  # noqa: E402
+import psutil  # noqa: E402
+import pytest  # noqa: E402
+import qasync  # noqa: E402
+import requests  # noqa: E402
+from keyring.backends import fail  # noqa: E402
+from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
+from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from conftest import free_port  # noqa: E402
+from shard.config import load_settings  # noqa: E402
+from shard.ui import data  # noqa: E402
+from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
+from shard.ui.log_capture import RingHandler  # noqa: E402
+from shard.ui.pages.logs import LEVELS  # noqa: E402
+from shard.ui.single_instance import SingleInstance  # noqa: E402
+from tiny_gguf import write_tiny_gguf  # noqa: E402
+
+
+# -- harness: one qasync loop on pytest-qt's QApplication --------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
+    lp = qasync.QEventLoop(qapp)
+    asyncio.set_event_loop(lp)
+    yield lp
+    asyncio.set_event_loop(None)
+
+
+def run(loop: asyncio.AbstractEventLoop, aw: Awaitable[Any], timeout: float = 60) -> Any:
+    return loop.run_until_complete(asyncio.wait_for(aw, timeout))
+
+
+async def until(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(autouse=True)
+def no_real_keyring_or_autostart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Never touch the user's keyring or login items: no keyring backend, autostart under tmp."""
+    previous = keyring.get_keyring()
+    keyring.set_keyring(fail.Keyring())
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    yield
+    keyring.set_keyring(previous)
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.store.pop((service, username), None)
+
+
+class UrlSink(QObject):
+    """Catches what QDesktopServices.openUrl would open in the browser or the file manager."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[QUrl] = []
+
+    @Slot(QUrl)
+    def open(self, url: QUrl) -> None:
+        self.urls.append(url)
+
+
+def make_shell(tmp: Path, model: Path | None, *, port: int | None = None, config: Path | None = None,
+               extra: dict[str, Any] | None = None) -> ShardApp:
+    config = config or tmp / "config.toml"
+    flags = {"port": port or free_port(), "data_dir": str(tmp / "data"), "sidecar": False, "model": str(model) if model else None,
+             "parallel": 2, "n_ctx": 512, "rate_limit_per_minute": 100000, **(extra or {})}
+    settings = load_settings(flags, config_file=config, environ={})
+    ring = RingHandler()
+    logging.getLogger().addHandler(ring)
+    logging.getLogger().setLevel(logging.INFO)
+    return ShardApp(settings, config, ring)
+
+
+def close_shell(loop: asyncio.AbstractEventLoop, shell: ShardApp) -> None:
+    run(loop, shell.shutdown())
+    logging.getLogger().removeHandler(shell.ring)
+
+
+def children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
+
+
+@pytest.fixture(scope="module")
+def shell(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShardApp]:
+    keyring.set_keyring(fail.Keyring())
+    s = make_shell(tmp_path_factory.mktemp("ui"), tiny_model)
+    run(loop, s.start())
+    run(loop, until(lambda: s.node.status()["status"] == "ok", 120, "the tiny model to load"))
+    yield s
+    close_shell(loop, s)
+
+
+def chat(shell: ShardApp, text: str = "hello", key: str = "unused") -> str:
+    client = openai.OpenAI(base_url=shell.node.api_url, api_key=key, max_retries=0, timeout=60)
+    r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0)
+    return r.choices[0].message.content or ""
+
+
+# -- the app with the real core -------------------------------------------------------------------
+
+
+def test_no_tray_shows_dashboard_with_banner_and_logs_why(shell: ShardApp) -> None:
+    assert QApplication.instance().platformName() == "offscreen"
+    assert shell.tray_available is False
+    assert shell.window.isVisible(), "without a tray the dashboard must be shown"
+    assert shell.window.banner.isVisible() and shell.window.banner.text() == NO_TRAY_REASON
+    assert any("no system tray is available" in text for _, text in shell.ring.records)
+    assert any("window shown at" in text for _, text in shell.ring.records)
+
+
+def test_ready_state_and_notification(shell: ShardApp) -> None:
+    assert shell.tray_state == "ready"  # no sidecar: serving locally, not on the network
+    assert shell.tray_icon_state == "ready"
+    assert shell.actions["status"].text().startswith("Ready: serving tiny")
+    assert ("Shard is ready", f"Serving tiny at {shell.node.api_url}") in shell.notifications
+    assert shell.window.state_text.text() == shell.status_line
+
+
+def test_request_shows_in_overview_counters(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    w = shell.window
+    w.show_page("overview")
+    before = run(loop, w.refresh()).metrics.get("requests", 0)
+    text = run(loop, asyncio.to_thread(chat, shell))
+    assert isinstance(text, str)
+    snap = run(loop, w.refresh())
+    assert snap.metrics["requests"] == before + 1
+    f = w.pages["overview"].fields
+    assert f["requests"].text() == f"{int(before) + 1:,}"
+    assert int(f["completion_tokens"].text().replace(",", "")) > 0
+    assert float(f["tokens_per_s"].text()) > 0
+    assert f["api_url"].text() == shell.node.api_url
+    assert f["model"].text() == "tiny"
+    assert f["device"].text() in ("CPU", "GPU (all layers)")
+    assert f["verifier"].text().startswith(f"running, pid {shell.node.verifier.supervisor.pid}")
+    assert f["sidecar"].text().startswith("disabled")
+    assert f["peers"].text().startswith("0")
+
+
+def test_polling_runs_only_while_visible(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    w = shell.window
+    assert w.timer.isActive()
+    w.hide()
+    try:
+        assert not w.timer.isActive()
+        refreshed = []
+        original = w.pages["overview"].refresh
+        w.pages["overview"].refresh = lambda snap: refreshed.append(snap)  # type: ignore[method-assign]
+        run(loop, asyncio.sleep(1.5))
+        assert refreshed == [], "a hidden window must not poll the core"
+    finally:
+        w.pages["overview"].refresh = original  # type: ignore[method-assign]
+        w.show()
+    assert w.timer.isActive()
+    run(loop, until(lambda: w.pages["overview"].fields["status"].text() == shell.status_line, 5, "a poll"))
+
+
+def test_logs_page_tails_app_and_verifier_with_filters(shell: ShardApp, loop: asyncio.AbstractEventLoop, qapp: QApplication) -> None:
+    w = shell.window
+    page = w.pages["logs"]
+    w.show_page("logs")
+    page.search.clear()
+    page.level.setCurrentIndex(0)
+    page.source.setCurrentText("Shard")
+    marker = f"ui-test-marker-{time.time()}"
+    logging.getLogger("shard.test").warning(marker)
+    run(loop, until(lambda: marker in page.view.toPlainText(), 5, "the app's log line on the Logs page"))
+    assert "OpenAI-compatible API on" in page.view.toPlainText()
+    page.source.setCurrentText("Verifier")
+    page.render()
+    assert "model loaded" in page.view.toPlainText()
+    # Level filter: errors only hides INFO lines; search narrows to matching lines.
+    page.source.setCurrentText("Shard")
+    page.level.setCurrentIndex([lv for _, lv in LEVELS].index(logging.ERROR))
+    assert marker not in page.view.toPlainText()
+    page.level.setCurrentIndex([lv for _, lv in LEVELS].index(logging.WARNING))
+    assert marker in page.view.toPlainText()
+    page.search.setText(marker)
+    shown = page.view.toPlainText().splitlines()
+    assert len(shown) == 1 and marker in shown[0]
+    page.copy.click()
+    assert QGuiApplication.clipboard().text() == page.view.toPlainText()
+    page.search.clear()
+    # The sidecar source says why it is empty.
+    page.source.setCurrentText("Sidecar")
+    assert page.view.toPlainText() == "" and "sidecar is not running" in page.count.text()
+
+
+def test_peers_page_without_sidecar_says_so(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    w = shell.window
+    w.show_page("peers")
+    run(loop, w.refresh())
+    page = w.pages["peers"]
+    assert page.model.rowCount() == 0
+    assert page.message.text().startswith("0 peers connected — ") and "sidecar" in page.message.text()
+
+
+def test_peers_table_merges_credit_and_sorts(shell: ShardApp) -> None:
+    page = shell.window.pages["peers"]
+    now = time.time()
+    snap = data.Snapshot(
+        peers={"peers": [
+            {"peer_id": "12D3KooWtab", "addrs": ["/ip4/127.0.0.1/tcp/4101/ws"], "roles": ["scout"], "local": True, "latency_ms": 1.0},
+            {"peer_id": "12D3KooWaaa", "addrs": ["/ip4/10.0.0.2/tcp/4001"], "roles": ["scout"], "latency_ms": 80.0, "connected_since": now - 4000},
+            {"peer_id": "12D3KooWbbb", "addrs": ["/ip4/10.0.0.3/tcp/4001"], "roles": ["oracle"], "latency_ms": 12.0, "connected_since": now - 60},
+            {"peer_id": "12D3KooWccc", "addrs": [], "roles": ["scout", "consumer"], "latency_ms": None},
+        ]},
+        credit={"peers": [{"peer_id": "12D3KooWaaa", "proposed": 100, "accepted": 90, "acceptance_rate": 0.9, "earned": 9.0},
+                          {"peer_id": "12D3KooWccc", "proposed": 1000, "accepted": 250, "acceptance_rate": 0.25, "earned": 25.0}]})
+    page.refresh(snap)
+    proxy = page.proxy
+    assert proxy.rowCount() == 4
+
+    def column(c: int) -> list[str]:
+        return [proxy.index(r, c).data() for r in range(proxy.rowCount())]
+
+    page.table.sortByColumn(5, PySide6.QtCore.Qt.SortOrder.DescendingOrder)  # accepted tokens
+    assert column(0)[:2] == ["12D3KooWccc", "12D3KooWaaa"]
+    assert column(5)[:2] == ["250", "90"] and column(4)[:2] == ["25%", "90%"] and column(5)[2:] == ["—", "—"]
+    page.table.sortByColumn(3, PySide6.QtCore.Qt.SortOrder.AscendingOrder)  # latency, numerically (not "12" < "1")
+    assert column(3) == ["—", "1", "12", "80"]
+    assert column(1)[1] == "scout (this machine)"
+    assert column(6)[2:] == ["1 min", "1 h 6 min"]
+    page.filter.setText("oracle")
+    assert column(0) == ["12D3KooWbbb"]
+    page.filter.clear()
+
+
+def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    w = shell.window
+    w.show_page("credit")
+    page = w.pages["credit"]
+    snap = run(loop, w.refresh())
+    if hasattr(shell.node, "credit"):  # the real ledger: what the node says is what the page shows
+        c = snap.credit
+        assert "unavailable" not in c, c
+        assert page.values["balance"].text() == f"{float(c['balance']):,.2f}"
+        assert page.table.rowCount() == len(c["peers"])
+    else:
+        assert page.message.isVisible() and "credit" in page.message.text()
+    now = time.time()
+    fake = data.Snapshot(credit={"balance": 12.5, "earned": 20.0, "spent": 7.5,
+                                 "peers": [{"peer_id": "12D3KooWaaa", "proposed": 10, "accepted": 8, "acceptance_rate": 0.8, "earned": 2.0},
+                                           {"peer_id": "12D3KooWbbb", "proposed": 300, "accepted": 30, "acceptance_rate": 0.1, "earned": 18.0}],
+                                 "history": [{"t": now - 3600, "balance": 0.0}, {"t": now - 1800, "balance": 20.0}, {"t": now, "balance": 12.5}]})
+    page.refresh(fake)
+    assert [page.values[k].text() for k in ("balance", "earned", "spent")] == ["12.50", "20.00", "7.50"]
+    page.table.sortByColumn(4, PySide6.QtCore.Qt.SortOrder.DescendingOrder)
+    assert [page.table.item(r, 0).text() for r in range(2)] == ["12D3KooWbbb", "12D3KooWaaa"]
+    assert page.chart.points[-1] == (now, 12.5)
+    # The chart is drawn: the line's colour appears in a rendering of the widget.
+    image = page.chart.grab().toImage()
+    accent = page.chart.palette().highlight().color().rgb()
+    hits = sum(1 for x in range(0, image.width(), 2) for y in range(0, image.height(), 2) if image.pixel(x, y) == accent)
+    assert hits > 20
+
+
+def test_copy_url_scout_and_logs_folder_actions(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    shell.actions["copy_url"].trigger()
+    assert QGuiApplication.clipboard().text() == shell.node.api_url
+    sink = UrlSink()
+    QDesktopServices.setUrlHandler("http", sink, b"open")
+    QDesktopServices.setUrlHandler("file", sink, b"open")
+    try:
+        shell.actions["scout"].trigger()
+        shell.actions["logs"].trigger()
+    finally:
+        QDesktopServices.unsetUrlHandler("http")
+        QDesktopServices.unsetUrlHandler("file")
+    assert sink.urls[0].toString() == f"http://127.0.0.1:{shell.node.port}/scout"
+    assert Path(sink.urls[1].toLocalFile()) == shell.settings.data_path / "logs"
+    assert (shell.settings.data_path / "logs" / "shard.log").parent.is_dir()
+
+
+def test_pause_and_resume_contributing(shell: ShardApp) -> None:
+    assert shell.node.contributing is True
+    shell.actions["pause"].trigger()
+    assert shell.node.contributing is False
+    assert shell.tray_state == "paused" and shell.tray_icon_state == "paused"
+    assert shell.actions["pause"].text() == "Resume contributing"
+    assert shell.window.buttons["pause"].text() == "Resume contributing"
+    shell.actions["pause"].trigger()
+    assert shell.node.contributing is True and shell.tray_state == "ready"
+
+
+def test_stop_and_start_node(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    pid = shell.node.verifier.supervisor.pid
+    shell.actions["start_stop"].trigger()
+    run(loop, until(lambda: not shell.node.running, 30, "the node to stop"))
+    assert shell.tray_state == "paused" and shell.status_line == "Node stopped"
+    assert shell.actions["start_stop"].text() == "Start node"
+    run(loop, until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the verifier to exit"))
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{shell.node.port}/health", timeout=2)
+    shell.actions["start_stop"].trigger()
+    run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the node to be ready again"))
+    assert shell.tray_state == "ready" and shell.actions["start_stop"].text() == "Stop node"
+    assert run(loop, asyncio.to_thread(requests.get, f"http://127.0.0.1:{shell.node.port}/health", timeout=5)).status_code == 200
+
+
+def test_keyring_fallback_keeps_keys_in_private_file_and_api_uses_them(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    store = shell.node.secrets
+    assert store.backend == "file"
+    w = shell.window
+    w.show_page("settings")
+    page = w.pages["settings"]
+    page.load()
+    assert page.keys_store.isVisible() and "no OS keyring is available" in page.keys_store.text()
+    assert str(store.fallback_file) in page.keys_store.text()
+    page.add_key("sk-test-123456789")
+    notes = run(loop, page.save())
+    assert any("1 API key in use" in n for n in notes)
+    assert json.loads(json.loads(store.fallback_file.read_text())["api_keys"]) == ["sk-test-123456789"]
+    assert stat.S_IMODE(store.fallback_file.stat().st_mode) == 0o600
+    url = f"http://127.0.0.1:{shell.node.port}/v1/models"
+    assert run(loop, asyncio.to_thread(requests.get, url, timeout=5)).status_code == 401
+    ok = run(loop, asyncio.to_thread(requests.get, url, headers={"Authorization": "Bearer sk-test-123456789"}, timeout=5))
+    assert ok.status_code == 200
+    page.keys.clear()
+    run(loop, page.save())
+    assert run(loop, asyncio.to_thread(requests.get, url, timeout=5)).status_code == 200
+
+
+def test_second_launch_brings_first_window_forward(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    first = SingleInstance(shell.settings.data_path)
+    assert first.acquire()
+    try:
+        first.activated.connect(lambda: shell.show_window())
+        shell.window.hide()
+        second = SingleInstance(shell.settings.data_path)
+        assert not second.acquire(), "a second instance on the same data dir must not start"
+        # The real second launch: `shard` with the same data dir exits at once and wakes the first.
+        env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SHARD_CONFIG": str(shell.config_file)}
+
+        async def launch() -> tuple[int, bytes]:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "shard", "--no-sidecar", "--data-dir", str(shell.settings.data_path),
+                "--port", str(free_port()), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+            out, _ = await proc.communicate()
+            return proc.returncode, out
+
+        code, out = run(loop, launch(), 60)
+        assert code == 0, out.decode()
+        assert b"already running" in out
+        run(loop, until(shell.window.isVisible, 10, "the first instance's window to come forward"))
+    finally:
+        first.release()
+
+
+# -- settings that persist, applied live where they can be ------------------------------------------
+
+
+def test_settings_persist_and_apply(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path) -> None:
+    other = write_tiny_gguf(tmp_path / "other.gguf", seed=2)
+    port = free_port()
+    shell = make_shell(tmp_path, tiny_model, port=port)
+    try:
+        run(loop, shell.start())
+        run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the model"))
+        page = shell.window.pages["settings"]
+        shell.window.show_page("settings")
+        assert page.ports["port"].value() == port and page.gpu_layers.value() == -1
+        # A file that is not a model: refused, the current model keeps serving, nothing saved.
+        bad = tmp_path / "notes.gguf"
+        bad.write_text("not a model")
+        page.model_path.setText(str(bad))
+        notes = run(loop, page.save())
+        assert notes[0].startswith("Model not changed") and page.result.text().startswith("Model not changed")
+        assert shell.node.model_path == tiny_model.resolve() and not (tmp_path / "config.toml").exists()
+        # A real one: switched live, with load progress, and saved with the rest.
+        page.model_path.setText(str(other))
+        page.ports["port"].setValue(port + 1)
+        page.ports["tcp_port"].setValue(4555)
+        page.bootstrap.setPlainText("/ip4/10.1.2.3/tcp/4001/p2p/12D3KooWboot\n\n")
+        page.privacy.setCurrentIndex(page.privacy.findData("peers"))
+        page.trusted.setPlainText("12D3KooWfriend")
+        page.autostart.setChecked(True)
+        notes = run(loop, page.save())
+        assert "loading the new model" in notes
+        assert any("restart" in n for n in notes) and "restarts" in page.result.text()
+        assert shell.node.model_path == other.resolve()
+        run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the new model"))
+        page.refresh()
+        assert page.load_progress.value() == 100 and page.load_state.text() == "Loaded: other.gguf"
+        assert shell.node.port == port, "the port changes only at the next start"
+        assert shell.settings.prompt_privacy == "peers" and shell.settings.trusted_peers == ["12D3KooWfriend"]
+        desktop = tmp_path / "xdg-config" / "autostart" / "shard.desktop"
+        assert desktop.exists() and "-m shard" in desktop.read_text()
+        saved = load_settings({}, config_file=tmp_path / "config.toml", environ={})
+        assert (saved.model, saved.port, saved.tcp_port) == (str(other), port + 1, 4555)
+        assert saved.bootstrap == ["/ip4/10.1.2.3/tcp/4001/p2p/12D3KooWboot"]
+        assert (saved.prompt_privacy, saved.trusted_peers) == ("peers", ["12D3KooWfriend"])
+        assert "data_dir" not in (tmp_path / "config.toml").read_text(), "only what the user changed is written"
+    finally:
+        close_shell(loop, shell)
+    # After a restart (settings from the file, as `shard` loads them), the page shows what was saved.
+    again = make_shell(tmp_path, None, port=0, extra={"model": None, "port": None})
+    try:
+        page = again.window.pages["settings"]
+        assert page.model_path.text() == str(other) and page.ports["port"].value() == port + 1
+        assert page.ports["tcp_port"].value() == 4555 and page.privacy.currentData() == "peers"
+        assert page.trusted.toPlainText() == "12D3KooWfriend" and page.trusted.isEnabled()
+        assert page.autostart.isChecked()
+        page.autostart.setChecked(False)
+        run(loop, page.save())
+        assert not desktop.exists()
+    finally:
+        close_shell(loop, again)
+
+
+def test_keys_go_to_the_os_keyring_when_there_is_one(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    backend = MemoryKeyring()
+    keyring.set_keyring(backend)
+    shell = make_shell(tmp_path, None)
+    try:
+        page = shell.window.pages["settings"]
+        assert shell.node.secrets.backend == "keyring"
+        assert "OS keyring (MemoryKeyring)" in page.keys_store.text() and "no OS keyring" not in page.keys_store.text()
+        page.add_key("sk-kept-in-keyring")
+        run(loop, page.save())
+        assert json.loads(backend.store[("shard", "api_keys")]) == ["sk-kept-in-keyring"]
+        assert not shell.node.secrets.fallback_file.exists()
+        assert [page.keys.item(0).text()] == ["sk-…ring"], "keys are shown masked"
+    finally:
+        close_shell(loop, shell)
+
+
+def test_bad_model_shows_error_state_and_notifies(loop: asyncio.AbstractEventLoop, tmp_path: Path, tiny_model: Path) -> None:
+    shell = make_shell(tmp_path, tiny_model)
+    try:
+        run(loop, shell.start())
+        run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the model"))
+        # A truncated GGUF passes the header check but fails in llama.cpp: the child exits, the tray says so.
+        broken = tmp_path / "broken.gguf"
+        broken.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+        run(loop, shell.node.switch_model(broken))
+        run(loop, until(lambda: shell.tray_state == "error", 120, "the error state"))
+        assert shell.tray_icon_state == "error" and shell.status_line.startswith("Error: ")
+        assert any(title == "The model failed to load" for title, _ in shell.notifications)
+    finally:
+        close_shell(loop, shell)
+
+
+def test_port_in_use_shows_error(loop: asyncio.AbstractEventLoop, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        shell = make_shell(tmp_path, None, port=busy.getsockname()[1])
+        try:
+            assert run(loop, shell.start_node()) is False
+            assert shell.tray_state == "error" and "in use" in shell.status_line
+            assert shell.notifications[-1][0] == "Shard cannot start"
+        finally:
+            close_shell(loop, shell)
+
+
+# -- quitting ---------------------------------------------------------------------------------------
+
+
+def test_quit_stops_node_and_leaves_no_child(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path) -> None:
+    before = {p.pid for p in children()}  # the module's own app may have its verifier running
+    shell = make_shell(tmp_path, tiny_model)
+    run(loop, shell.start())
+    run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the model"))
+    pid = shell.node.verifier.supervisor.pid
+    assert pid in [p.pid for p in children()] and pid not in before
+    shell.actions["quit"].trigger()
+    run(loop, shell.done.wait(), 30)
+    assert not shell.node.running and shell.node.verifier is None
+    left = [p for p in children() if p.pid not in before]
+    assert left == [], [p.cmdline() for p in left]
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not shell.window.isVisible()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{shell.node.port}/health", timeout=2)
+    logging.getLogger().removeHandler(shell.ring)
+
+
+def test_tray_state_mapping() -> None:
+    ok = {"status": "ok", "model": "m", "contributing": True}
+    assert data.tray_state({**ok, "sidecar": {"state": "running"}})[0] == "contributing"
+    assert data.tray_state(ok)[0] == "ready"
+    assert data.tray_state({**ok, "contributing": False})[0] == "paused"
+    assert data.tray_state({"status": "loading", "message": "the model is loading (40%)"}) == ("starting", "Starting: the model is loading (40%)")
+    assert data.tray_state({"status": "error", "message": "bad file"}) == ("error", "Error: bad file")
+    assert data.tray_state({"status": "stopped"}) == ("paused", "Node stopped")
