@@ -1,0 +1,1047 @@
+//! The libp2p swarm and the one event loop task that owns it.
+
+use crate::util::{self, LocalInfo, RateLimiter, ResultStore, StoredResult};
+use futures::StreamExt;
+use libp2p::{
+    core::ConnectedPoint,
+    dcutr, gossipsub, identify, identity, kad, mdns, multiaddr::Protocol, noise, ping, relay,
+    request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
+    swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
+};
+use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+pub const TOPIC_WORK: &str = "shard-work";
+pub const TOPIC_RESULT: &str = "shard-work-result";
+pub const PROTO_HANDSHAKE: &str = "/shard/1.0.0/handshake";
+pub const PROTO_VERIFY: &str = "/shard/oracle/verify/1.0.0";
+pub const PROTO_WORK: &str = "/shard/work/1.0.0";
+pub const PROTO_KAD: &str = "/shard/kad/1.0.0";
+pub const IDENTIFY_PROTOCOL: &str = "/shard/id/1.0.0";
+/// How long an Oracle waits for the node's `POST /verify-response`.
+pub const VERIFY_ANSWER_DEADLINE: Duration = Duration::from_secs(5);
+/// Most inbound verify requests waiting for the node at once.
+pub const MAX_PENDING_VERIFY: usize = 1024;
+/// Most outbound requests (verify, work) in flight at once.
+pub const MAX_PENDING_OUTBOUND: usize = 4096;
+/// Most connected peers; more are disconnected.
+pub const MAX_PEERS: usize = 256;
+/// Per-source rate of incoming work/results: messages per second, burst.
+pub const PEER_RATE: f64 = 100.0;
+pub const PEER_BURST: f64 = 200.0;
+
+#[derive(NetworkBehaviour)]
+pub struct Behaviour {
+    relay_client: relay::client::Behaviour,
+    ping: ping::Behaviour,
+    identify: identify::Behaviour,
+    gossipsub: gossipsub::Behaviour,
+    kad: kad::Behaviour<kad::store::MemoryStore>,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    handshake: request_response::json::Behaviour<Value, Value>,
+    verify: request_response::json::Behaviour<Value, Value>,
+    work: request_response::json::Behaviour<Value, Value>,
+}
+
+/// Counters shown by `GET /stats`.
+#[derive(Default)]
+pub struct Stats {
+    pub dropped_oversize: AtomicU64,
+    pub dropped_rate: AtomicU64,
+    pub dropped_invalid: AtomicU64,
+    pub work_received: AtomicU64,
+    pub results_received: AtomicU64,
+    pub verify_requests: AtomicU64,
+    pub verify_timeouts: AtomicU64,
+    pub events_lagged: AtomicU64,
+}
+
+impl Stats {
+    pub fn to_json(&self) -> Value {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        json!({
+            "dropped_oversize": g(&self.dropped_oversize),
+            "dropped_rate": g(&self.dropped_rate),
+            "dropped_invalid": g(&self.dropped_invalid),
+            "work_received": g(&self.work_received),
+            "results_received": g(&self.results_received),
+            "verify_requests": g(&self.verify_requests),
+            "verify_timeouts": g(&self.verify_timeouts),
+            "events_lagged": g(&self.events_lagged),
+        })
+    }
+}
+
+pub type Reply<T> = oneshot::Sender<T>;
+/// Result of one outbound request: the response, or an error text.
+pub type Pending = oneshot::Receiver<Result<Value, String>>;
+
+pub enum Command {
+    Health(Reply<Value>),
+    Topology(Reply<Value>),
+    Peers(Reply<Value>),
+    SetLocalInfo(LocalInfo, Reply<()>),
+    /// Publish on a topic; replies `{"published","delivered_to","reason"?}`.
+    Publish {
+        topic: &'static str,
+        data: Vec<u8>,
+        reply: Reply<Value>,
+    },
+    /// Direct work to peers: replies with a pending ack per connected peer and the others.
+    SendWork {
+        peers: Vec<PeerId>,
+        work: Value,
+        reply: Reply<(Vec<(PeerId, Pending)>, Vec<PeerId>)>,
+    },
+    SendVerify {
+        peer: PeerId,
+        request: Value,
+        reply: Reply<Result<Pending, String>>,
+    },
+    VerifyResponse {
+        request_id: String,
+        response: Value,
+        reply: Reply<Result<(), String>>,
+    },
+    PopResults(String, Reply<Vec<StoredResult>>),
+    Shutdown,
+}
+
+struct PeerState {
+    /// connection id -> remote address
+    conns: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
+    connected_since: u64,
+    latency_ms: Option<f64>,
+    info: Option<LocalInfo>,
+}
+
+pub struct Ports {
+    pub tcp: u16,
+    pub ws: u16,
+    pub quic: u16,
+}
+
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: broadcast::Sender<Value>,
+    stats: Arc<Stats>,
+    local_info: LocalInfo,
+    peers: HashMap<PeerId, PeerState>,
+    listen_addrs: Vec<Multiaddr>,
+    bootstrap: Vec<Multiaddr>,
+    reconnect: Duration,
+    results: ResultStore,
+    limiter: RateLimiter,
+    pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Value, String>>>,
+    pending_verify: HashMap<String, (ResponseChannel<Value>, Instant)>,
+    next_verify_id: u64,
+    version: &'static str,
+    pub ports: Ports,
+}
+
+pub struct NetConfig {
+    pub keypair: identity::Keypair,
+    pub listen_host: IpAddr,
+    pub tcp_port: u16,
+    pub ws_port: u16,
+    pub strict_ports: bool,
+    pub mdns: bool,
+    pub bootstrap: Vec<Multiaddr>,
+    pub reconnect: Duration,
+    pub version: &'static str,
+}
+
+fn rr_config(timeout: Duration) -> request_response::Config {
+    request_response::Config::default()
+        .with_request_timeout(timeout)
+        .with_max_concurrent_streams(256)
+}
+
+async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
+    let mdns_on = cfg.mdns;
+    let version = cfg.version;
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| format!("tcp transport: {e}"))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| format!("dns: {e}"))?;
+    let swarm = swarm
+        .with_websocket(noise::Config::new, yamux::Config::default)
+        .await
+        .map_err(|e| format!("websocket transport: {e}"))?
+    .with_relay_client(noise::Config::new, yamux::Config::default)
+    .map_err(|e| format!("relay client: {e}"))?
+    .with_behaviour(|key, relay_client| {
+        let peer_id = key.public().to_peer_id();
+        let gs_config = gossipsub::ConfigBuilder::default()
+            .max_transmit_size(util::MAX_MESSAGE_BYTES)
+            .validation_mode(gossipsub::ValidationMode::Strict)
+            .validate_messages()
+            .heartbeat_interval(Duration::from_millis(700))
+            .build()
+            .map_err(|e| format!("gossipsub config: {e}"))?;
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
+                .map_err(|e| format!("gossipsub: {e}"))?;
+        let (params, thresholds) = score_params();
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(|e| format!("peer score: {e}"))?;
+        let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
+        kad_cfg.set_query_timeout(Duration::from_secs(30));
+        let mut kad = kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad_cfg,
+        );
+        kad.set_mode(Some(kad::Mode::Server));
+        let mdns = if mdns_on {
+            match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::warn!("mDNS unavailable, continuing without it: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let rr = |p: &'static str, t: u64| {
+            request_response::json::Behaviour::<Value, Value>::new(
+                [(StreamProtocol::new(p), ProtocolSupport::Full)],
+                rr_config(Duration::from_secs(t)),
+            )
+        };
+        Ok(Behaviour {
+            relay_client,
+            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+            identify: identify::Behaviour::new(
+                identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                    .with_agent_version(format!("shard-daemon/{version}")),
+            ),
+            gossipsub,
+            kad,
+            mdns: Toggle::from(mdns),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            handshake: rr(PROTO_HANDSHAKE, 10),
+            verify: rr(PROTO_VERIFY, 15),
+            work: rr(PROTO_WORK, 10),
+        })
+    })
+    .map_err(|e| format!("behaviour: {e}"))?
+    .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+    .build();
+    Ok(swarm)
+}
+
+/// Peer scoring: a mild reward for time in the mesh and first deliveries, a strong penalty
+/// for invalid messages. Mesh delivery-rate penalties are off (traffic is bursty and low).
+fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let mut params = gossipsub::PeerScoreParams::default();
+    // many local peers (tests, a browser tab) share 127.0.0.1
+    params.ip_colocation_factor_whitelist.insert("127.0.0.1".parse().unwrap());
+    params.ip_colocation_factor_whitelist.insert("::1".parse().unwrap());
+    for t in [TOPIC_WORK, TOPIC_RESULT] {
+        let tp = gossipsub::TopicScoreParams {
+            topic_weight: 1.0,
+            time_in_mesh_weight: 0.01,
+            time_in_mesh_quantum: Duration::from_secs(1),
+            time_in_mesh_cap: 3600.0,
+            first_message_deliveries_weight: 1.0,
+            first_message_deliveries_decay: 0.5,
+            first_message_deliveries_cap: 100.0,
+            mesh_message_deliveries_weight: 0.0,
+            mesh_failure_penalty_weight: 0.0,
+            invalid_message_deliveries_weight: -10.0,
+            invalid_message_deliveries_decay: 0.5,
+            ..Default::default()
+        };
+        params
+            .topics
+            .insert(gossipsub::IdentTopic::new(t).hash(), tp);
+    }
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
+fn is_loopback(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| match p {
+        Protocol::Ip4(ip) => ip.is_loopback(),
+        Protocol::Ip6(ip) => ip.is_loopback(),
+        _ => false,
+    })
+}
+
+fn strip_p2p(addr: &Multiaddr) -> (Multiaddr, Option<PeerId>) {
+    let mut out = Multiaddr::empty();
+    let mut peer = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::P2p(id) => peer = Some(id),
+            other => out.push(other),
+        }
+    }
+    (out, peer)
+}
+
+#[derive(PartialEq, Eq, Hash, Clone, Copy, Debug)]
+enum Kind {
+    Tcp,
+    Ws,
+    Quic,
+    Other,
+}
+
+fn addr_kind(addr: &Multiaddr) -> (Kind, u16) {
+    let mut port = 0;
+    let mut kind = Kind::Other;
+    for p in addr.iter() {
+        match p {
+            Protocol::Tcp(n) => {
+                port = n;
+                kind = Kind::Tcp
+            }
+            Protocol::Udp(n) => port = n,
+            Protocol::Ws(_) => kind = Kind::Ws,
+            Protocol::QuicV1 => kind = Kind::Quic,
+            Protocol::P2pCircuit => return (Kind::Other, 0),
+            _ => {}
+        }
+    }
+    (kind, port)
+}
+
+impl EventLoop {
+    /// Builds the swarm and binds all listeners (falling back to OS ports when busy).
+    pub async fn new(
+        cfg: NetConfig,
+        commands: mpsc::Receiver<Command>,
+        events: broadcast::Sender<Value>,
+        stats: Arc<Stats>,
+    ) -> Result<EventLoop, (i32, String)> {
+        let mut swarm = build_swarm(&cfg).await.map_err(|e| (1, e))?;
+        for t in [TOPIC_WORK, TOPIC_RESULT] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&gossipsub::IdentTopic::new(t))
+                .map_err(|e| (1, format!("subscribe {t}: {e}")))?;
+        }
+        let ip = match cfg.listen_host {
+            IpAddr::V4(v) => Protocol::Ip4(v),
+            IpAddr::V6(v) => Protocol::Ip6(v),
+        };
+        let mk = |kind: Kind, port: u16| -> Multiaddr {
+            let a = Multiaddr::empty().with(ip.clone());
+            match kind {
+                Kind::Tcp => a.with(Protocol::Tcp(port)),
+                Kind::Ws => a.with(Protocol::Tcp(port)).with(Protocol::Ws("/".into())),
+                _ => a.with(Protocol::Udp(port)).with(Protocol::QuicV1),
+            }
+        };
+        let mut listeners = HashMap::new();
+        for (kind, port, name) in [
+            (Kind::Tcp, cfg.tcp_port, "tcp"),
+            (Kind::Ws, cfg.ws_port, "ws"),
+            (Kind::Quic, cfg.tcp_port, "quic (udp)"),
+        ] {
+            let id = match swarm.listen_on(mk(kind, port)) {
+                Ok(id) => id,
+                Err(e) if port != 0 => {
+                    if cfg.strict_ports {
+                        return Err((
+                            2,
+                            format!(
+                                "{name} port {port} is not available ({e}); \
+                                 --strict-ports is set, so not falling back"
+                            ),
+                        ));
+                    }
+                    let id = swarm
+                        .listen_on(mk(kind, 0))
+                        .map_err(|e| (1, format!("cannot listen for {name}: {e}")))?;
+                    tracing::warn!(
+                        "{name} port {port} is not available ({e}); using an OS-chosen port instead"
+                    );
+                    id
+                }
+                Err(e) => return Err((1, format!("cannot listen for {name}: {e}"))),
+            };
+            listeners.insert(id, kind);
+        }
+        // Wait until every listener reports its address.
+        let mut ports: HashMap<Kind, u16> = HashMap::new();
+        let mut listen_addrs = vec![];
+        let deadline = tokio::time::sleep(Duration::from_secs(10));
+        tokio::pin!(deadline);
+        let mut settle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        loop {
+            tokio::select! {
+                ev = swarm.select_next_some() => {
+                    match ev {
+                        SwarmEvent::NewListenAddr { listener_id, address } => {
+                            if let Some(kind) = listeners.get(&listener_id) {
+                                let (_, port) = addr_kind(&address);
+                                ports.insert(*kind, port);
+                                if !listen_addrs.contains(&address) { listen_addrs.push(address); }
+                            }
+                            if ports.len() == 3 && settle.is_none() {
+                                settle = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                            }
+                        }
+                        SwarmEvent::ListenerError { error, .. } => {
+                            return Err((1, format!("listener error: {error}")));
+                        }
+                        SwarmEvent::ListenerClosed { reason: Err(e), .. } => {
+                            return Err((1, format!("listener closed: {e}")));
+                        }
+                        _ => {}
+                    }
+                }
+                _ = async { settle.as_mut().unwrap().await }, if settle.is_some() => break,
+                _ = &mut deadline => return Err((1, "listeners did not report addresses within 10 s".into())),
+            }
+        }
+        let ports = Ports {
+            tcp: ports[&Kind::Tcp],
+            ws: ports[&Kind::Ws],
+            quic: ports[&Kind::Quic],
+        };
+        let mut el = EventLoop {
+            swarm,
+            commands,
+            events,
+            stats,
+            local_info: LocalInfo::default_for(cfg.version),
+            peers: HashMap::new(),
+            listen_addrs,
+            bootstrap: cfg.bootstrap,
+            reconnect: cfg.reconnect,
+            results: ResultStore::default(),
+            limiter: RateLimiter::new(PEER_RATE, PEER_BURST, 4096),
+            pending_out: HashMap::new(),
+            pending_verify: HashMap::new(),
+            next_verify_id: 1,
+            version: cfg.version,
+            ports,
+        };
+        el.dial_bootstrap();
+        Ok(el)
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        *self.swarm.local_peer_id()
+    }
+
+    fn with_p2p(&self, a: &Multiaddr) -> Multiaddr {
+        a.clone().with(Protocol::P2p(self.peer_id()))
+    }
+
+    pub fn listen_addrs_p2p(&self) -> Vec<String> {
+        let mut v: Vec<&Multiaddr> = self.listen_addrs.iter().collect();
+        v.sort_by_key(|a| !is_loopback(a));
+        v.into_iter().map(|a| self.with_p2p(a).to_string()).collect()
+    }
+
+    fn dial_bootstrap(&mut self) {
+        let addrs = self.bootstrap.clone();
+        for a in addrs {
+            let (bare, peer) = strip_p2p(&a);
+            if let Some(p) = peer {
+                if p == self.peer_id() {
+                    continue;
+                }
+                self.swarm.behaviour_mut().kad.add_address(&p, bare.clone());
+                if self.swarm.is_connected(&p) {
+                    continue;
+                }
+            } else if self
+                .peers
+                .values()
+                .any(|s| s.conns.values().any(|c| c == &bare))
+            {
+                continue;
+            }
+            if let Err(e) = self.swarm.dial(a.clone()) {
+                tracing::debug!("dial bootstrap {a}: {e}");
+            }
+        }
+    }
+
+    fn emit(&self, v: Value) {
+        // No receivers is fine; lagging receivers are handled by the SSE side.
+        let _ = self.events.send(v);
+    }
+
+    pub async fn run(mut self) {
+        let mut reconnect = tokio::time::interval(self.reconnect);
+        reconnect.tick().await;
+        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        let mut kad_bootstrap = tokio::time::interval(Duration::from_secs(300));
+        let mut kad_bootstrapped = false;
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => {
+                    let first_conn = matches!(ev, SwarmEvent::ConnectionEstablished { .. });
+                    self.on_swarm_event(ev);
+                    if first_conn && !kad_bootstrapped {
+                        kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    Some(Command::Shutdown) | None => {
+                        tracing::info!("event loop stopping");
+                        return;
+                    }
+                    Some(c) => self.on_command(c),
+                },
+                _ = reconnect.tick() => self.dial_bootstrap(),
+                _ = housekeeping.tick() => self.housekeeping(),
+                _ = kad_bootstrap.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+            }
+        }
+    }
+
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .pending_verify
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) >= VERIFY_ANSWER_DEADLINE)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for id in expired {
+            if let Some((ch, _)) = self.pending_verify.remove(&id) {
+                self.stats.verify_timeouts.fetch_add(1, Ordering::Relaxed);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .verify
+                    .send_response(ch, json!({"error": "timeout"}));
+            }
+        }
+        self.results.expire(now);
+        if self.limiter.len() > 1024 {
+            self.limiter.prune(now);
+        }
+        self.pending_out.retain(|_, tx| !tx.is_closed());
+    }
+
+    fn local_info_value(&self) -> Value {
+        self.local_info.to_value()
+    }
+
+    fn peer_json(&self, id: &PeerId, s: &PeerState) -> Value {
+        let info = s.info.clone();
+        let addrs: Vec<String> = s.conns.values().map(|a| a.to_string()).collect();
+        json!({
+            "peer_id": id.to_string(),
+            "addrs": addrs,
+            "roles": info.as_ref().map(|i| i.roles.clone()).unwrap_or_default(),
+            "models": info.as_ref().map(|i| i.models.clone()).unwrap_or_default(),
+            "capacity": info.as_ref().map(|i| i.capacity),
+            "load": info.as_ref().map(|i| i.load),
+            "agent": info.as_ref().map(|i| i.agent.clone()),
+            "protocol_version": info.as_ref().map(|i| i.protocol_version),
+            "handshake": info.is_some(),
+            "latency_ms": s.latency_ms,
+            "connected_since": s.connected_since,
+            "local": s.conns.values().any(is_loopback),
+        })
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Health(r) => {
+                let _ = r.send(json!({
+                    "status": "ok",
+                    "peer_id": self.peer_id().to_string(),
+                    "version": self.version,
+                    "peers": self.peers.len(),
+                    "pending_results": self.results.total(),
+                    "pending_verify": self.pending_verify.len(),
+                }));
+            }
+            Command::Topology(r) => {
+                let me = self.peer_id();
+                let all = self.listen_addrs_p2p();
+                let pick = |k: Kind| -> Vec<String> {
+                    let mut v: Vec<&Multiaddr> = self
+                        .listen_addrs
+                        .iter()
+                        .filter(|a| addr_kind(a).0 == k)
+                        .collect();
+                    v.sort_by_key(|a| !is_loopback(a));
+                    v.into_iter()
+                        .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
+                        .collect()
+                };
+                let _ = r.send(json!({
+                    "peer_id": me.to_string(),
+                    "listen_addrs": all,
+                    "tcp_addrs": pick(Kind::Tcp),
+                    "ws_addrs": pick(Kind::Ws),
+                    "quic_addrs": pick(Kind::Quic),
+                    "tcp_port": self.ports.tcp,
+                    "ws_port": self.ports.ws,
+                    "quic_port": self.ports.quic,
+                }));
+            }
+            Command::Peers(r) => {
+                let mut v: Vec<(&PeerId, &PeerState)> = self.peers.iter().collect();
+                v.sort_by_key(|(_, s)| s.connected_since);
+                let list: Vec<Value> = v.into_iter().map(|(id, s)| self.peer_json(id, s)).collect();
+                let _ = r.send(json!({ "peers": list }));
+            }
+            Command::SetLocalInfo(info, r) => {
+                self.local_info = info;
+                let body = self.local_info_value();
+                let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+                for p in peers {
+                    self.swarm
+                        .behaviour_mut()
+                        .handshake
+                        .send_request(&p, body.clone());
+                }
+                let _ = r.send(());
+            }
+            Command::Publish { topic, data, reply } => {
+                let t = gossipsub::IdentTopic::new(topic);
+                let hash = t.hash();
+                let subscribed: Vec<String> = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .all_peers()
+                    .filter(|(_, ts)| ts.contains(&&hash))
+                    .map(|(p, _)| p.to_string())
+                    .collect();
+                let out = match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+                    Ok(_) => json!({"published": true, "delivered_to": subscribed}),
+                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => json!({
+                        "published": false, "delivered_to": [], "reason": "no peers subscribed"
+                    }),
+                    Err(gossipsub::PublishError::AllQueuesFull(n)) => json!({
+                        "published": false, "delivered_to": [],
+                        "reason": format!("send queues of all {n} peers are full")
+                    }),
+                    Err(gossipsub::PublishError::Duplicate) => json!({
+                        "published": false, "delivered_to": [], "reason": "duplicate message"
+                    }),
+                    Err(gossipsub::PublishError::MessageTooLarge) => json!({
+                        "published": false, "delivered_to": [], "reason": "message too large"
+                    }),
+                    Err(e) => json!({"published": false, "delivered_to": [], "reason": e.to_string()}),
+                };
+                let _ = reply.send(out);
+            }
+            Command::SendWork { peers, work, reply } => {
+                let mut pending = vec![];
+                let mut not_connected = vec![];
+                let mut seen = HashSet::new();
+                for p in peers {
+                    if !seen.insert(p) {
+                        continue;
+                    }
+                    if !self.peers.contains_key(&p) || self.pending_out.len() >= MAX_PENDING_OUTBOUND {
+                        not_connected.push(p);
+                        continue;
+                    }
+                    let id = self.swarm.behaviour_mut().work.send_request(&p, work.clone());
+                    let (tx, rx) = oneshot::channel();
+                    self.pending_out.insert(id, tx);
+                    pending.push((p, rx));
+                }
+                let _ = reply.send((pending, not_connected));
+            }
+            Command::SendVerify { peer, request, reply } => {
+                if self.pending_out.len() >= MAX_PENDING_OUTBOUND {
+                    let _ = reply.send(Err("too many requests in flight".into()));
+                    return;
+                }
+                if peer == self.peer_id() {
+                    let _ = reply.send(Err("cannot send a verify request to this node itself".into()));
+                    return;
+                }
+                let id = self.swarm.behaviour_mut().verify.send_request(&peer, request);
+                let (tx, rx) = oneshot::channel();
+                self.pending_out.insert(id, tx);
+                let _ = reply.send(Ok(rx));
+            }
+            Command::VerifyResponse { request_id, response, reply } => {
+                let out = match self.pending_verify.remove(&request_id) {
+                    None => Err("unknown or expired request_id".to_string()),
+                    Some((ch, _)) => self
+                        .swarm
+                        .behaviour_mut()
+                        .verify
+                        .send_response(ch, response)
+                        .map_err(|_| "the requesting peer is gone".to_string()),
+                };
+                let _ = reply.send(out);
+            }
+            Command::PopResults(w, r) => {
+                let _ = r.send(self.results.pop(&w));
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!("listening on {}", self.with_p2p(&address));
+                if !self.listen_addrs.contains(&address) {
+                    self.listen_addrs.push(address);
+                }
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let addr = match &endpoint {
+                    ConnectedPoint::Dialer { address, .. } => address.clone(),
+                    ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
+                };
+                if !self.peers.contains_key(&peer_id) && self.peers.len() >= MAX_PEERS {
+                    tracing::warn!("peer limit {MAX_PEERS} reached, closing connection to {peer_id}");
+                    let _ = self.swarm.close_connection(connection_id);
+                    return;
+                }
+                let new_peer = !self.peers.contains_key(&peer_id);
+                let st = self.peers.entry(peer_id).or_insert_with(|| PeerState {
+                    conns: HashMap::new(),
+                    connected_since: util::now_s(),
+                    latency_ms: None,
+                    info: None,
+                });
+                st.conns.insert(connection_id, addr.clone());
+                if new_peer || num_established.get() == 1 {
+                    tracing::info!("peer connected: {peer_id} via {addr}");
+                    self.emit(json!({
+                        "type": "peer_connected",
+                        "peer_id": peer_id.to_string(),
+                        "addr": addr.to_string(),
+                        "local": is_loopback(&addr),
+                    }));
+                    let body = self.local_info_value();
+                    self.swarm.behaviour_mut().handshake.send_request(&peer_id, body);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(st) = self.peers.get_mut(&peer_id) {
+                    st.conns.remove(&connection_id);
+                }
+                if num_established == 0 && self.peers.remove(&peer_id).is_some() {
+                    tracing::info!("peer disconnected: {peer_id}");
+                    self.emit(json!({"type": "peer_disconnected", "peer_id": peer_id.to_string()}));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!("dial {peer_id:?} failed: {error}");
+            }
+            SwarmEvent::Behaviour(b) => self.on_behaviour_event(b),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source,
+                message_id,
+                message,
+            }) => {
+                let acceptance = self.on_gossip(message);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let kad_proto = StreamProtocol::new(PROTO_KAD);
+                if info.protocols.contains(&kad_proto) {
+                    for a in info.listen_addrs.into_iter().take(16) {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+                if peer != self.peer_id()
+                    && !self.swarm.is_connected(&peer)
+                    && self.peers.len() < MAX_PEERS / 2
+                {
+                    let _ = self.swarm.dial(peer);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                for (peer, addr) in list {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    if !self.swarm.is_connected(&peer) && self.peers.len() < MAX_PEERS / 2 {
+                        let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
+                    }
+                }
+            }
+            BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.latency_ms = Some((rtt.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+                }
+            }
+            BehaviourEvent::Handshake(ev) => self.on_handshake(ev),
+            BehaviourEvent::Verify(ev) => self.on_verify(ev),
+            BehaviourEvent::Work(ev) => self.on_work(ev),
+            _ => {}
+        }
+    }
+
+    fn store_handshake(&mut self, peer: PeerId, v: &Value) {
+        match LocalInfo::parse(v, false) {
+            Ok(info) => {
+                if let Some(st) = self.peers.get_mut(&peer) {
+                    st.info = Some(info.clone());
+                }
+                self.emit(json!({
+                    "type": "handshake",
+                    "peer_id": peer.to_string(),
+                    "info": info.to_value(),
+                }));
+            }
+            Err(e) => {
+                self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!("invalid handshake from {peer}: {e}");
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, ev: request_response::Event<Value, Value>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                self.store_handshake(peer, &request);
+                let body = self.local_info_value();
+                let _ = self.swarm.behaviour_mut().handshake.send_response(channel, body);
+            }
+            Event::Message { peer, message: Message::Response { response, .. }, .. } => {
+                self.store_handshake(peer, &response);
+            }
+            Event::OutboundFailure { peer, error, .. } => {
+                tracing::debug!("handshake with {peer} failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_verify(&mut self, ev: request_response::Event<Value, Value>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                if let Err(e) = util::validate_object(&request, "request") {
+                    self.count_invalid(&e);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .verify
+                        .send_response(channel, json!({"error": format!("invalid request: {e}")}));
+                    return;
+                }
+                if !self.limiter.allow(&peer, Instant::now()) {
+                    self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .verify
+                        .send_response(channel, json!({"error": "rate limited"}));
+                    return;
+                }
+                if self.pending_verify.len() >= MAX_PENDING_VERIFY {
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .verify
+                        .send_response(channel, json!({"error": "busy"}));
+                    return;
+                }
+                let id = format!("v{}", self.next_verify_id);
+                self.next_verify_id += 1;
+                self.pending_verify.insert(id.clone(), (channel, Instant::now()));
+                self.stats.verify_requests.fetch_add(1, Ordering::Relaxed);
+                self.emit(json!({
+                    "type": "verify_request",
+                    "request_id": id,
+                    "from": peer.to_string(),
+                    "received_at_ms": util::now_ms(),
+                    "request": request,
+                }));
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let _ = tx.send(match util::validate_object(&response, "response") {
+                        Ok(()) => Ok(response),
+                        Err(e) => Err(format!("invalid response from peer: {e}")),
+                    });
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!("inbound verify from {peer} failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_work(&mut self, ev: request_response::Event<Value, Value>) {
+        use request_response::{Event, Message};
+        match ev {
+            Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
+                let answer = match util::validate_work_object(&request, "work") {
+                    Err(e) => {
+                        self.count_invalid(&e);
+                        json!({"ok": false, "error": e})
+                    }
+                    Ok(_) if !self.limiter.allow(&peer, Instant::now()) => {
+                        self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
+                        json!({"ok": false, "error": "rate limited"})
+                    }
+                    Ok(_) => {
+                        self.stats.work_received.fetch_add(1, Ordering::Relaxed);
+                        self.emit(json!({
+                            "type": "work",
+                            "via": "direct",
+                            "from": peer.to_string(),
+                            "received_at_ms": util::now_ms(),
+                            "work": request,
+                        }));
+                        json!({"ok": true})
+                    }
+                };
+                let _ = self.swarm.behaviour_mut().work.send_response(channel, answer);
+            }
+            Event::Message { message: Message::Response { request_id, response }, .. } => {
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let ok = response.get("ok").and_then(Value::as_bool) == Some(true);
+                    let _ = tx.send(if ok {
+                        Ok(response)
+                    } else {
+                        Err(response
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .unwrap_or("peer refused the work")
+                            .to_string())
+                    });
+                }
+            }
+            Event::OutboundFailure { request_id, error, .. } => {
+                if let Some(tx) = self.pending_out.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                }
+            }
+            Event::InboundFailure { peer, error, .. } => {
+                if matches!(error, request_response::InboundFailure::Io(_)) {
+                    self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::debug!("inbound work from {peer} failed: {error}");
+            }
+            _ => {}
+        }
+    }
+
+    fn count_invalid(&self, e: &str) {
+        if e.contains("limit of") {
+            self.stats.dropped_oversize.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn on_gossip(&mut self, message: gossipsub::Message) -> gossipsub::MessageAcceptance {
+        use gossipsub::MessageAcceptance::*;
+        let Some(source) = message.source else {
+            self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+            return Reject;
+        };
+        if message.data.len() > util::MAX_MESSAGE_BYTES {
+            self.stats.dropped_oversize.fetch_add(1, Ordering::Relaxed);
+            return Reject;
+        }
+        let value: Value = match serde_json::from_slice(&message.data) {
+            Ok(v) => v,
+            Err(_) => {
+                self.stats.dropped_invalid.fetch_add(1, Ordering::Relaxed);
+                return Reject;
+            }
+        };
+        let is_work = message.topic == gossipsub::IdentTopic::new(TOPIC_WORK).hash();
+        let is_result = message.topic == gossipsub::IdentTopic::new(TOPIC_RESULT).hash();
+        if !is_work && !is_result {
+            return Ignore;
+        }
+        let work_id = match util::validate_work_object(&value, if is_work { "work" } else { "result" }) {
+            Ok(w) => w,
+            Err(e) => {
+                self.count_invalid(&e);
+                return Reject;
+            }
+        };
+        if !self.limiter.allow(&source, Instant::now()) {
+            self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
+            return Ignore;
+        }
+        let now = util::now_ms();
+        if is_work {
+            self.stats.work_received.fetch_add(1, Ordering::Relaxed);
+            self.emit(json!({
+                "type": "work",
+                "via": "gossip",
+                "from": source.to_string(),
+                "received_at_ms": now,
+                "work": value,
+            }));
+        } else {
+            self.stats.results_received.fetch_add(1, Ordering::Relaxed);
+            self.emit(json!({
+                "type": "result",
+                "work_id": work_id,
+                "from": source.to_string(),
+                "received_at_ms": now,
+                "result": value,
+            }));
+            self.results.push(StoredResult {
+                work_id,
+                from: source.to_string(),
+                received_at_ms: now,
+                result: value,
+                at: Some(Instant::now()),
+            });
+        }
+        Accept
+    }
+}

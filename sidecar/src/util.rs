@@ -1,0 +1,435 @@
+//! Validation, bounded stores and rate limiting. Pure code, unit-tested.
+
+use serde_json::{Map, Value};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Largest work / result / verify payload (serialized JSON), bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Longest `work_id`.
+pub const MAX_WORK_ID_CHARS: usize = 128;
+/// Results kept per work id (oldest dropped first).
+pub const MAX_RESULTS_PER_WORK: usize = 256;
+/// Results kept in total (oldest work ids dropped first).
+pub const MAX_RESULTS_TOTAL: usize = 10_000;
+/// Results older than this are dropped.
+pub const RESULT_TTL: Duration = Duration::from_secs(600);
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// Checks a work or result object: a JSON object with a non-empty string `work_id`
+/// of at most 128 characters, serialized size at most 256 KiB.
+pub fn validate_work_object(v: &Value, what: &str) -> Result<String, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| format!("`{what}` must be a JSON object"))?;
+    let id = match obj.get("work_id") {
+        Some(Value::String(s)) => s,
+        Some(_) => return Err(format!("`{what}.work_id` must be a string")),
+        None => return Err(format!("`{what}.work_id` is required")),
+    };
+    if id.is_empty() {
+        return Err(format!("`{what}.work_id` must not be empty"));
+    }
+    if id.chars().count() > MAX_WORK_ID_CHARS {
+        return Err(format!(
+            "`{what}.work_id` is longer than {MAX_WORK_ID_CHARS} characters"
+        ));
+    }
+    check_size(v, what)?;
+    Ok(id.clone())
+}
+
+/// Checks that a value is a JSON object of at most 256 KiB serialized.
+pub fn validate_object(v: &Value, what: &str) -> Result<(), String> {
+    if !v.is_object() {
+        return Err(format!("`{what}` must be a JSON object"));
+    }
+    check_size(v, what)
+}
+
+fn check_size(v: &Value, what: &str) -> Result<(), String> {
+    let n = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+    if n > MAX_MESSAGE_BYTES {
+        return Err(format!(
+            "`{what}` is {n} bytes serialized, more than the limit of {MAX_MESSAGE_BYTES}"
+        ));
+    }
+    Ok(())
+}
+
+/// What a node advertises in the handshake.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct LocalInfo {
+    pub protocol_version: u64,
+    pub roles: Vec<String>,
+    pub models: Vec<String>,
+    pub capacity: u64,
+    pub load: u64,
+    pub agent: String,
+}
+
+pub const PROTOCOL_VERSION: u64 = 1;
+const MAX_ROLES: usize = 16;
+const MAX_MODELS: usize = 64;
+const MAX_NAME_CHARS: usize = 256;
+
+impl LocalInfo {
+    pub fn default_for(version: &str) -> Self {
+        LocalInfo {
+            protocol_version: PROTOCOL_VERSION,
+            roles: vec![],
+            models: vec![],
+            capacity: 0,
+            load: 0,
+            agent: format!("shard-daemon/{version}"),
+        }
+    }
+
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+
+    /// Parses handshake info. `from_api`: the `PUT /local-info` body, where
+    /// `protocol_version` is optional (the daemon sets it); on the wire it is required.
+    pub fn parse(v: &Value, from_api: bool) -> Result<LocalInfo, String> {
+        let obj: &Map<String, Value> = v.as_object().ok_or("body must be a JSON object")?;
+        let protocol_version = match obj.get("protocol_version") {
+            None if from_api => PROTOCOL_VERSION,
+            None => return Err("`protocol_version` is required".into()),
+            Some(x) => x
+                .as_u64()
+                .ok_or("`protocol_version` must be a non-negative integer")?,
+        };
+        let roles = string_list(obj, "roles", MAX_ROLES, 64)?;
+        let models = string_list(obj, "models", MAX_MODELS, MAX_NAME_CHARS)?;
+        let capacity = uint(obj, "capacity")?;
+        let load = uint(obj, "load")?;
+        let agent = match obj.get("agent") {
+            None => String::new(),
+            Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => s.clone(),
+            Some(Value::String(_)) => {
+                return Err(format!("`agent` is longer than {MAX_NAME_CHARS} characters"))
+            }
+            Some(_) => return Err("`agent` must be a string".into()),
+        };
+        Ok(LocalInfo {
+            protocol_version,
+            roles,
+            models,
+            capacity,
+            load,
+            agent,
+        })
+    }
+}
+
+fn string_list(
+    obj: &Map<String, Value>,
+    key: &str,
+    max_items: usize,
+    max_chars: usize,
+) -> Result<Vec<String>, String> {
+    match obj.get(key) {
+        None => Ok(vec![]),
+        Some(Value::Array(items)) => {
+            if items.len() > max_items {
+                return Err(format!("`{key}` has more than {max_items} items"));
+            }
+            items
+                .iter()
+                .map(|i| match i {
+                    Value::String(s) if !s.is_empty() && s.chars().count() <= max_chars => {
+                        Ok(s.clone())
+                    }
+                    Value::String(_) => Err(format!(
+                        "`{key}` items must be 1 to {max_chars} characters long"
+                    )),
+                    _ => Err(format!("`{key}` must be a list of strings")),
+                })
+                .collect()
+        }
+        Some(_) => Err(format!("`{key}` must be a list of strings")),
+    }
+}
+
+fn uint(obj: &Map<String, Value>, key: &str) -> Result<u64, String> {
+    match obj.get(key) {
+        None => Ok(0),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= u32::MAX as u64)
+            .ok_or_else(|| format!("`{key}` must be an integer from 0 to {}", u32::MAX)),
+    }
+}
+
+/// A token bucket per peer: `rate` tokens per second, at most `burst`.
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    max_peers: usize,
+    buckets: HashMap<libp2p::PeerId, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: f64, burst: f64, max_peers: usize) -> Self {
+        RateLimiter {
+            rate,
+            burst,
+            max_peers,
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Takes one token for `peer`; false when the peer is over its rate.
+    pub fn allow(&mut self, peer: &libp2p::PeerId, now: Instant) -> bool {
+        if !self.buckets.contains_key(peer) && self.buckets.len() >= self.max_peers {
+            self.prune(now);
+            if self.buckets.len() >= self.max_peers {
+                return false;
+            }
+        }
+        let (rate, burst) = (self.rate, self.burst);
+        let entry = self.buckets.entry(*peer).or_insert((burst, now));
+        let elapsed = now.saturating_duration_since(entry.1).as_secs_f64();
+        entry.0 = (entry.0 + elapsed * rate).min(burst);
+        entry.1 = now;
+        if entry.0 >= 1.0 {
+            entry.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forgets buckets that are full again (idle peers).
+    pub fn prune(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
+        self.buckets.retain(|_, (tokens, at)| {
+            *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StoredResult {
+    pub work_id: String,
+    pub from: String,
+    pub received_at_ms: u64,
+    pub result: Value,
+    #[serde(skip)]
+    pub at: Option<Instant>,
+}
+
+/// Results by work id, bounded per work id and in total, with a time to live.
+#[derive(Default)]
+pub struct ResultStore {
+    by_work: HashMap<String, VecDeque<StoredResult>>,
+    order: VecDeque<String>,
+    total: usize,
+}
+
+impl ResultStore {
+    pub fn push(&mut self, r: StoredResult) {
+        let q = self.by_work.entry(r.work_id.clone()).or_insert_with(|| {
+            self.order.push_back(r.work_id.clone());
+            VecDeque::new()
+        });
+        q.push_back(r);
+        self.total += 1;
+        if q.len() > MAX_RESULTS_PER_WORK {
+            q.pop_front();
+            self.total -= 1;
+        }
+        while self.total > MAX_RESULTS_TOTAL {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(q) = self.by_work.remove(&oldest) {
+                self.total -= q.len();
+            }
+        }
+    }
+
+    pub fn pop(&mut self, work_id: &str) -> Vec<StoredResult> {
+        match self.by_work.remove(work_id) {
+            Some(q) => {
+                self.total -= q.len();
+                self.order.retain(|w| w != work_id);
+                q.into_iter().collect()
+            }
+            None => vec![],
+        }
+    }
+
+    pub fn expire(&mut self, now: Instant) {
+        let mut emptied = vec![];
+        for (w, q) in self.by_work.iter_mut() {
+            let before = q.len();
+            q.retain(|r| r.at.map_or(true, |t| now.saturating_duration_since(t) < RESULT_TTL));
+            self.total -= before - q.len();
+            if q.is_empty() {
+                emptied.push(w.clone());
+            }
+        }
+        for w in emptied {
+            self.by_work.remove(&w);
+            self.order.retain(|x| x != &w);
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total
+    }
+}
+
+/// Constant-time comparison of the presented token with the expected one.
+pub fn token_matches(presented: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if presented.len() != expected.len() {
+        return false;
+    }
+    presented.ct_eq(expected).into()
+}
+
+/// Extracts the public key embedded in an identity-multihash peer id (ed25519 keys).
+pub fn public_key_from_peer_id(peer: &libp2p::PeerId) -> Option<libp2p::identity::PublicKey> {
+    let bytes = peer.to_bytes();
+    // identity multihash: code 0x00, then a one-byte varint length (< 128), then the key
+    if bytes.len() >= 2 && bytes[0] == 0x00 && (bytes[1] as usize) < 0x80 {
+        let len = bytes[1] as usize;
+        if bytes.len() == 2 + len {
+            return libp2p::identity::PublicKey::try_decode_protobuf(&bytes[2..]).ok();
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn work_object_validation() {
+        assert_eq!(
+            validate_work_object(&json!({"work_id": "w1", "x": 1}), "work").unwrap(),
+            "w1"
+        );
+        assert!(validate_work_object(&json!([1]), "work").is_err());
+        assert!(validate_work_object(&json!({"x": 1}), "work").is_err());
+        assert!(validate_work_object(&json!({"work_id": 5}), "work").is_err());
+        assert!(validate_work_object(&json!({"work_id": ""}), "work").is_err());
+        let long = "x".repeat(129);
+        assert!(validate_work_object(&json!({"work_id": long}), "work").is_err());
+        let ok = "é".repeat(128);
+        assert!(validate_work_object(&json!({"work_id": ok}), "work").is_ok());
+        let big = "y".repeat(MAX_MESSAGE_BYTES);
+        let e = validate_work_object(&json!({"work_id": "a", "p": big}), "work").unwrap_err();
+        assert!(e.contains("limit"), "{e}");
+    }
+
+    #[test]
+    fn local_info_parse() {
+        let i = LocalInfo::parse(
+            &json!({"roles": ["oracle"], "models": ["m"], "capacity": 4, "load": 1, "agent": "a"}),
+            true,
+        )
+        .unwrap();
+        assert_eq!(i.protocol_version, 1);
+        assert_eq!(i.roles, vec!["oracle"]);
+        assert!(LocalInfo::parse(&json!({"roles": "oracle"}), true).is_err());
+        assert!(LocalInfo::parse(&json!({"roles": [1]}), true).is_err());
+        assert!(LocalInfo::parse(&json!({"capacity": -1}), true).is_err());
+        assert!(LocalInfo::parse(&json!({"capacity": 1.5}), true).is_err());
+        assert!(LocalInfo::parse(&json!({"agent": 3}), true).is_err());
+        assert!(LocalInfo::parse(&json!({}), false).is_err());
+        assert!(LocalInfo::parse(&json!({"protocol_version": 1}), false).is_ok());
+        let roles: Vec<String> = (0..17).map(|i| format!("r{i}")).collect();
+        assert!(LocalInfo::parse(&json!({ "roles": roles }), true).is_err());
+        // round trip through the wire shape
+        let v = i.to_value();
+        assert_eq!(LocalInfo::parse(&v, false).unwrap(), i);
+    }
+
+    #[test]
+    fn rate_limiter_bucket() {
+        let mut rl = RateLimiter::new(10.0, 5.0, 2);
+        let p = libp2p::PeerId::random();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            assert!(rl.allow(&p, t0));
+        }
+        assert!(!rl.allow(&p, t0));
+        assert!(rl.allow(&p, t0 + Duration::from_millis(150)));
+        // bounded number of tracked peers
+        let q = libp2p::PeerId::random();
+        let r = libp2p::PeerId::random();
+        assert!(rl.allow(&q, t0));
+        assert!(!rl.allow(&r, t0));
+        rl.prune(t0 + Duration::from_secs(10));
+        assert_eq!(rl.len(), 0);
+    }
+
+    fn res(w: &str, i: u64) -> StoredResult {
+        StoredResult {
+            work_id: w.into(),
+            from: "p".into(),
+            received_at_ms: i,
+            result: json!({"work_id": w, "i": i}),
+            at: Some(Instant::now()),
+        }
+    }
+
+    #[test]
+    fn result_store_bounds() {
+        let mut s = ResultStore::default();
+        for i in 0..(MAX_RESULTS_PER_WORK as u64 + 10) {
+            s.push(res("a", i));
+        }
+        s.push(res("b", 0));
+        assert_eq!(s.total(), MAX_RESULTS_PER_WORK + 1);
+        let a = s.pop("a");
+        assert_eq!(a.len(), MAX_RESULTS_PER_WORK);
+        assert_eq!(a[0].received_at_ms, 10);
+        assert!(s.pop("a").is_empty());
+        assert_eq!(s.pop("b").len(), 1);
+        assert_eq!(s.total(), 0);
+        for i in 0..(MAX_RESULTS_TOTAL as u64 + 5) {
+            s.push(res(&format!("w{i}"), i));
+        }
+        assert_eq!(s.total(), MAX_RESULTS_TOTAL);
+        assert!(s.pop("w0").is_empty());
+        assert_eq!(s.pop(&format!("w{}", MAX_RESULTS_TOTAL + 4)).len(), 1);
+        s.expire(Instant::now() + RESULT_TTL + Duration::from_secs(1));
+        assert_eq!(s.total(), 0);
+    }
+
+    #[test]
+    fn token_compare() {
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abd", b"abc"));
+        assert!(!token_matches(b"ab", b"abc"));
+        assert!(!token_matches(b"", b"abc"));
+    }
+
+    #[test]
+    fn peer_id_key_extraction() {
+        let kp = libp2p::identity::Keypair::generate_ed25519();
+        let pid = kp.public().to_peer_id();
+        assert_eq!(public_key_from_peer_id(&pid), Some(kp.public()));
+    }
+}

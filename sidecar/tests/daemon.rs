@@ -1,0 +1,626 @@
+//! Integration tests: run several `shard-daemon` processes on 127.0.0.1 and drive them
+//! through the control API.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "test-token-0123456789";
+const BIN: &str = env!("CARGO_BIN_EXE_shard-daemon");
+
+struct Daemon {
+    child: Child,
+    ready: Value,
+    port: u16,
+    peer_id: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn base_args() -> Vec<String> {
+    [
+        "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
+        "--log-level", "warn",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn spawn_cmd(extra: &[String], stdin: Stdio) -> Child {
+    let mut args = base_args();
+    args.extend(extra.iter().cloned());
+    Command::new(BIN)
+        .args(&args)
+        .env("SHARD_CONTROL_TOKEN", TOKEN)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shard-daemon")
+}
+
+/// Reads stdout until the READY line; returns it parsed, or the stderr text on exit.
+fn wait_ready(child: &mut Child) -> Result<Value, String> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::new(stdout);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            match r.read_line(&mut line) {
+                Ok(0) | Err(_) => {
+                    let _ = tx.send(None);
+                    return;
+                }
+                Ok(_) => {
+                    if let Some(j) = line.trim_end().strip_prefix("SHARD_SIDECAR_READY ") {
+                        let _ = tx.send(Some(j.to_string()));
+                        // keep draining so the child never blocks on a full pipe
+                        let mut sink = vec![];
+                        let _ = r.read_to_end(&mut sink);
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Some(j)) => Ok(serde_json::from_str(&j).expect("READY json")),
+        _ => {
+            let _ = child.kill();
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn drain_stderr(child: &mut Child) {
+    if let Some(mut e) = child.stderr.take() {
+        std::thread::spawn(move || {
+            let mut sink = vec![];
+            let _ = e.read_to_end(&mut sink);
+        });
+    }
+}
+
+fn start(extra: &[String]) -> Daemon {
+    let mut child = spawn_cmd(extra, Stdio::null());
+    let ready = wait_ready(&mut child).unwrap_or_else(|e| panic!("daemon did not start: {e}"));
+    drain_stderr(&mut child);
+    Daemon {
+        child,
+        port: ready["control_port"].as_u64().unwrap() as u16,
+        peer_id: ready["peer_id"].as_str().unwrap().to_string(),
+        ready,
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(20))
+        .build()
+}
+
+impl Daemon {
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    fn req_tok(&self, method: &str, path: &str, body: Option<&str>, token: Option<&str>) -> (u16, Value) {
+        let mut r = agent().request(method, &self.url(path));
+        if let Some(t) = token {
+            r = r.set("Authorization", &format!("Bearer {t}"));
+        }
+        let res = match body {
+            Some(b) => r.set("Content-Type", "application/json").send_string(b),
+            None => r.call(),
+        };
+        let resp = match res {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => panic!("{method} {path}: {e}"),
+        };
+        let status = resp.status();
+        let text = resp.into_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.req_tok("GET", path, None, Some(TOKEN))
+    }
+
+    fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.req_tok("POST", path, Some(&body.to_string()), Some(TOKEN))
+    }
+
+    fn tcp_addr(&self) -> String {
+        self.ready["listen_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .find(|a| a.contains("/tcp/") && !a.contains("/ws"))
+            .expect("a tcp listen addr")
+    }
+
+    fn peer_ids(&self) -> Vec<String> {
+        let (s, v) = self.get("/peers");
+        assert_eq!(s, 200, "{v}");
+        v["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["peer_id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn events(&self) -> Events {
+        let resp = ureq::AgentBuilder::new()
+            .build()
+            .get(&self.url("/events"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .call()
+            .expect("events");
+        assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+        let (tx, rx) = mpsc::channel();
+        let reader = resp.into_reader();
+        std::thread::spawn(move || {
+            let r = BufReader::new(reader);
+            for line in r.lines() {
+                let Ok(line) = line else { return };
+                if let Some(d) = line.strip_prefix("data: ").or_else(|| line.strip_prefix("data:")) {
+                    if let Ok(v) = serde_json::from_str::<Value>(d) {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Events { rx }
+    }
+}
+
+struct Events {
+    rx: mpsc::Receiver<Value>,
+}
+
+impl Events {
+    fn wait(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Option<Value> {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(v) if pred(&v) => return Some(v),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "shard-daemon-test-{name}-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Publishes fresh work from `from` until `events` sees it with the right `from`.
+fn gossip_until_seen(from: &Daemon, events: &Events, tag: &str) -> Value {
+    for i in 0..30 {
+        let work_id = format!("{tag}-{i}");
+        let (s, v) = from.post(
+            "/broadcast-work",
+            json!({"work": {"work_id": work_id, "prompt": "hello", "position": 3}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        if v["published"] == json!(true) {
+            let wid = work_id.clone();
+            if let Some(ev) = events.wait(Duration::from_millis(1500), |e| {
+                e["type"] == "work" && e["work"]["work_id"] == json!(wid)
+            }) {
+                return ev;
+            }
+        } else {
+            assert_eq!(v["reason"], "no peers subscribed", "{v}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+    panic!("gossiped work never arrived");
+}
+
+#[test]
+fn mesh_gossip_results_handshake_verify_direct() {
+    let a = start(&[]);
+    let b = start(&["--bootstrap".into(), a.tcp_addr()]);
+    let dir = tmpdir("bootfile");
+    let bootfile = dir.join("peers.txt");
+    std::fs::write(&bootfile, format!("# the first node\n\n{}  # inline comment\n", a.tcp_addr())).unwrap();
+    let c = start(&["--bootstrap-file".into(), bootfile.display().to_string()]);
+    assert!(
+        wait_until(Duration::from_secs(15), || a.peer_ids().len() >= 2
+            && b.peer_ids().contains(&a.peer_id)
+            && c.peer_ids().contains(&a.peer_id)),
+        "mesh did not form: a={:?}",
+        a.peer_ids()
+    );
+
+    // handshake: B advertises roles, A sees them in /peers
+    let (s, v) = b.req_tok(
+        "PUT",
+        "/local-info",
+        Some(&json!({"roles": ["oracle", "scout"], "models": ["tiny"], "capacity": 4, "load": 1, "agent": "test-b"}).to_string()),
+        Some(TOKEN),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let (_, v) = a.get("/peers");
+            v["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == json!(b.peer_id)
+                    && p["roles"] == json!(["oracle", "scout"])
+                    && p["agent"] == "test-b"
+                    && p["capacity"] == 4
+                    && p["local"] == true
+                    && !p["addrs"].as_array().unwrap().is_empty()
+            })
+        }),
+        "handshake info not seen: {}",
+        a.get("/peers").1
+    );
+
+    // gossip work from C reaches B with from = C
+    let bev = b.events();
+    let ev = gossip_until_seen(&c, &bev, "g");
+    assert_eq!(ev["from"], json!(c.peer_id));
+    assert_eq!(ev["via"], "gossip");
+    let work_id = ev["work"]["work_id"].as_str().unwrap().to_string();
+
+    // B publishes the result, C gets it from /events and /pop-result with from = B
+    let cev = c.events();
+    let mut got = vec![];
+    for _ in 0..20 {
+        let (s, v) = b.post(
+            "/publish-result",
+            json!({"result": {"work_id": work_id, "tokens": [1, 2, 3], "from": "forged"}}),
+        );
+        assert_eq!(s, 200, "{v}");
+        if v["published"] == true {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let ev = cev
+        .wait(Duration::from_secs(10), |e| e["type"] == "result" && e["work_id"] == json!(work_id))
+        .expect("result event");
+    assert_eq!(ev["from"], json!(b.peer_id));
+    assert!(wait_until(Duration::from_secs(5), || {
+        let (s, v) = c.get(&format!("/pop-result?work_id={work_id}"));
+        assert_eq!(s, 200);
+        got.extend(v["results"].as_array().unwrap().iter().cloned());
+        !got.is_empty()
+    }));
+    assert_eq!(got[0]["from"], json!(b.peer_id));
+    assert_eq!(got[0]["result"]["tokens"], json!([1, 2, 3]));
+    assert_eq!(got[0]["work_id"], json!(work_id));
+    let (_, v) = c.get(&format!("/pop-result?work_id={work_id}"));
+    assert!(v["results"].as_array().unwrap().is_empty(), "popped twice: {v}");
+    let (_, v) = c.get("/pop-result?work_id=other");
+    assert!(v["results"].as_array().unwrap().is_empty());
+
+    // direct work: A -> B only; C does not get it
+    let (s, v) = a.post(
+        "/broadcast-work",
+        json!({"work": {"work_id": "direct-1", "prompt": "secret"}, "peers": [b.peer_id]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["published"], true, "{v}");
+    assert_eq!(v["delivered_to"], json!([b.peer_id]));
+    let ev = bev
+        .wait(Duration::from_secs(5), |e| e["type"] == "work" && e["work"]["work_id"] == "direct-1")
+        .expect("direct work on B");
+    assert_eq!(ev["from"], json!(a.peer_id));
+    assert_eq!(ev["via"], "direct");
+    assert!(cev
+        .wait(Duration::from_millis(1000), |e| e["type"] == "work" && e["work"]["work_id"] == "direct-1")
+        .is_none());
+    // a peer that is not connected is reported as failed
+    let stranger = "12D3KooWGRUVh9ZKmLnPDrSNfrcXBfbkwAKfNkJtANxXM8x9oHk5";
+    let (s, v) = a.post(
+        "/broadcast-work",
+        json!({"work": {"work_id": "direct-2"}, "peers": [stranger]}),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["published"], false);
+    assert_eq!(v["failed"][0]["error"], "not connected");
+
+    // verify round trip: A asks B, B's node answers through the control API
+    let a_port = a.port;
+    let b_id = b.peer_id.clone();
+    let asker = std::thread::spawn(move || {
+        let r = agent()
+            .post(&format!("http://127.0.0.1:{a_port}/send-verify"))
+            .set("Authorization", &format!("Bearer {TOKEN}"))
+            .send_json(json!({"peer_id": b_id, "request": {"work_id": "w9", "position": 7, "draft": [5, 6, 7]}}));
+        match r {
+            Ok(r) => (r.status(), r.into_json::<Value>().unwrap()),
+            Err(ureq::Error::Status(s, r)) => (s, r.into_json::<Value>().unwrap()),
+            Err(e) => panic!("{e}"),
+        }
+    });
+    let ev = bev
+        .wait(Duration::from_secs(10), |e| e["type"] == "verify_request")
+        .expect("verify_request event");
+    assert_eq!(ev["from"], json!(a.peer_id));
+    assert_eq!(ev["request"]["draft"], json!([5, 6, 7]));
+    let rid = ev["request_id"].as_str().unwrap().to_string();
+    let (s, v) = b.post(
+        "/verify-response",
+        json!({"request_id": rid, "response": {"accepted": 2, "token": 9}}),
+    );
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = asker.join().unwrap();
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["response"], json!({"accepted": 2, "token": 9}));
+    // answering twice: unknown request id
+    let (s, v) = b.post("/verify-response", json!({"request_id": rid, "response": {}}));
+    assert_eq!(s, 404, "{v}");
+
+    // topology and stats
+    let (s, v) = a.get("/topology");
+    assert_eq!(s, 200);
+    let ws = v["ws_addrs"][0].as_str().unwrap();
+    assert!(ws.starts_with("/ip4/127.0.0.1/tcp/") && ws.contains("/ws/p2p/"), "{ws}");
+    assert!(v["quic_addrs"][0].as_str().unwrap().contains("/quic-v1/p2p/"));
+    let (s, v) = b.get("/stats");
+    assert_eq!(s, 200);
+    assert!(v["work_received"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(v["dropped_invalid"], 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn auth_validation_and_signing() {
+    let d = start(&[]);
+    // health needs no token
+    let (s, v) = d.req_tok("GET", "/health", None, None);
+    assert_eq!(s, 200);
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["peer_id"], json!(d.peer_id));
+    assert_eq!(v["peers"], 0);
+    // everything else does
+    for (m, p) in [("GET", "/peers"), ("GET", "/topology"), ("GET", "/events"), ("POST", "/shutdown"), ("GET", "/stats")] {
+        let (s, v) = d.req_tok(m, p, None, None);
+        assert_eq!(s, 401, "{m} {p}: {v}");
+        assert!(v["error"].as_str().unwrap().contains("token"));
+        let (s, _) = d.req_tok(m, p, None, Some("wrong-token-0123456789"));
+        assert_eq!(s, 401, "{m} {p} with a wrong token");
+    }
+    let bad: Vec<(&str, &str, &str)> = vec![
+        ("POST", "/broadcast-work", "not json"),
+        ("POST", "/broadcast-work", ""),
+        ("POST", "/broadcast-work", "[1]"),
+        ("POST", "/broadcast-work", r#"{"work": {"x": 1}}"#),
+        ("POST", "/broadcast-work", r#"{"work": {"work_id": 7}}"#),
+        ("POST", "/broadcast-work", r#"{"work": "s"}"#),
+        ("POST", "/broadcast-work", r#"{"work": {"work_id": "a"}, "peers": "x"}"#),
+        ("POST", "/broadcast-work", r#"{"work": {"work_id": "a"}, "peers": []}"#),
+        ("POST", "/broadcast-work", r#"{"work": {"work_id": "a"}, "peers": ["nope"]}"#),
+        ("POST", "/broadcast-work", r#"{"work": {"work_id": "a"}, "extra": 1}"#),
+        ("POST", "/publish-result", r#"{"result": {"no_id": 1}}"#),
+        ("POST", "/send-verify", r#"{"peer_id": "bad", "request": {}}"#),
+        ("POST", "/send-verify", r#"{"request": {}}"#),
+        ("POST", "/verify-response", r#"{"request_id": 5, "response": {}}"#),
+        ("POST", "/verify-response", r#"{"request_id": "v1", "response": 5}"#),
+        ("PUT", "/local-info", r#"{"roles": "oracle"}"#),
+        ("PUT", "/local-info", r#"{"capacity": -3}"#),
+        ("POST", "/sign", r#"{"payload_b64": "***"}"#),
+        ("POST", "/verify-signature", r#"{"payload_b64": "", "signature_b64": ""}"#),
+        ("GET", "/pop-result", ""),
+    ];
+    for (m, p, b) in bad {
+        let body = if m == "GET" { None } else { Some(b) };
+        let (s, v) = d.req_tok(m, p, body, Some(TOKEN));
+        assert_eq!(s, 400, "{m} {p} {b:?}: {v}");
+        assert!(v["error"].is_string(), "{m} {p} {b:?}: {v}");
+    }
+    let long = "x".repeat(129);
+    let (s, _) = d.get(&format!("/pop-result?work_id={long}"));
+    assert_eq!(s, 400);
+    let (s, v) = d.post("/broadcast-work", json!({"work": {"work_id": long}}));
+    assert_eq!(s, 400, "{v}");
+    // oversize body
+    let big = format!(r#"{{"work": {{"work_id": "a", "p": "{}"}}}}"#, "y".repeat(600 * 1024));
+    let (s, v) = d.req_tok("POST", "/broadcast-work", Some(&big), Some(TOKEN));
+    assert_eq!(s, 413, "{v}");
+    // over the 256 KiB message limit, under the body limit
+    let mid = json!({"work": {"work_id": "a", "p": "y".repeat(300 * 1024)}});
+    let (s, v) = d.post("/broadcast-work", mid);
+    assert_eq!(s, 400, "{v}");
+    // unknown path
+    let (s, _) = d.get("/nope");
+    assert_eq!(s, 404);
+    // publishing with nobody subscribed is not an error
+    let (s, v) = d.post("/broadcast-work", json!({"work": {"work_id": "lonely"}}));
+    assert_eq!(s, 200);
+    assert_eq!(v, json!({"published": false, "delivered_to": [], "reason": "no peers subscribed"}));
+    // verify to an unreachable peer: a clear 502
+    let (s, v) = d.post(
+        "/send-verify",
+        json!({"peer_id": "12D3KooWGRUVh9ZKmLnPDrSNfrcXBfbkwAKfNkJtANxXM8x9oHk5", "request": {"work_id": "w"}}),
+    );
+    assert_eq!(s, 502, "{v}");
+    // sign and verify
+    let (s, v) = d.post("/sign", json!({"payload_b64": "aGVsbG8="}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["peer_id"], json!(d.peer_id));
+    let sig = v["signature_b64"].as_str().unwrap().to_string();
+    let pk = v["public_key_b64"].as_str().unwrap().to_string();
+    let (_, v) = d.post(
+        "/verify-signature",
+        json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "public_key_b64": pk}),
+    );
+    assert_eq!(v["valid"], true, "{v}");
+    assert_eq!(v["peer_id"], json!(d.peer_id));
+    let (_, v) = d.post(
+        "/verify-signature",
+        json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "peer_id": d.peer_id}),
+    );
+    assert_eq!(v["valid"], true, "{v}");
+    let (_, v) = d.post(
+        "/verify-signature",
+        json!({"payload_b64": "aGVsbG9v", "signature_b64": sig, "peer_id": d.peer_id}),
+    );
+    assert_eq!(v["valid"], false, "{v}");
+    let other = "12D3KooWGRUVh9ZKmLnPDrSNfrcXBfbkwAKfNkJtANxXM8x9oHk5";
+    let (_, v) = d.post(
+        "/verify-signature",
+        json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "public_key_b64": pk, "peer_id": other}),
+    );
+    assert_eq!(v["valid"], false, "{v}");
+    // local info round trip
+    let (s, v) = d.req_tok("PUT", "/local-info", Some(r#"{"roles": ["scout"]}"#), Some(TOKEN));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["local_info"]["protocol_version"], 1);
+}
+
+#[test]
+fn identity_survives_restart() {
+    let dir = tmpdir("identity");
+    let args = vec!["--data-dir".to_string(), dir.display().to_string()];
+    let first = start(&args).peer_id.clone();
+    let second = start(&args).peer_id.clone();
+    assert_eq!(first, second);
+    let key = dir.join("identity.key");
+    assert!(key.exists());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let other = start(&[]).peer_id.clone();
+    assert_ne!(first, other);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn port_of(d: &Daemon, k: &str) -> u16 {
+    d.ready[k].as_u64().unwrap() as u16
+}
+
+#[test]
+fn busy_ports_fall_back_unless_strict() {
+    let a = start(&[]);
+    let (tcp, ws, ctl) = (port_of(&a, "tcp_port"), port_of(&a, "ws_port"), a.port);
+    assert_eq!(port_of(&a, "quic_port") > 0, true);
+    let b = start(&[
+        "--tcp-port".into(), tcp.to_string(), "--ws-port".into(), ws.to_string(),
+        "--control-port".into(), ctl.to_string(),
+    ]);
+    assert_ne!(port_of(&b, "tcp_port"), tcp);
+    assert_ne!(port_of(&b, "ws_port"), ws);
+    assert_ne!(b.port, ctl);
+    assert_eq!(b.get("/health").0, 200);
+    let mut child = spawn_cmd(
+        &["--tcp-port".into(), tcp.to_string(), "--strict-ports".into()],
+        Stdio::null(),
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("not available"), "{err}");
+}
+
+#[test]
+fn refuses_to_start_without_token() {
+    let out = Command::new(BIN)
+        .args(base_args())
+        .env_remove("SHARD_CONTROL_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("control token"));
+    // token from a file works
+    let dir = tmpdir("tokenfile");
+    let f = dir.join("token");
+    std::fs::write(&f, format!("{TOKEN}\n")).unwrap();
+    let mut args = base_args();
+    args.extend(["--control-token-file".to_string(), f.display().to_string()]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .env_remove("SHARD_CONTROL_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = wait_ready(&mut child).unwrap();
+    drain_stderr(&mut child);
+    let d = Daemon {
+        child,
+        port: ready["control_port"].as_u64().unwrap() as u16,
+        peer_id: ready["peer_id"].as_str().unwrap().to_string(),
+        ready,
+    };
+    assert_eq!(d.get("/peers").0, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> Option<i32> {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn clean_exit_on_stdin_close_and_shutdown() {
+    let mut child = spawn_cmd(&["--exit-with-stdin".into()], Stdio::piped());
+    wait_ready(&mut child).unwrap();
+    drain_stderr(&mut child);
+    drop(child.stdin.take());
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), Some(0));
+
+    let mut d = start(&[]);
+    let (s, v) = d.post("/shutdown", json!({}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(wait_exit(&mut d.child, Duration::from_secs(10)), Some(0));
+}
+
+#[allow(dead_code)]
+fn exists(p: &Path) -> bool {
+    p.exists()
+}
