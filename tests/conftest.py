@@ -90,11 +90,17 @@ class ServedNode:
         return self.proc.returncode
 
 
-def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True) -> ServedNode:
+# The sidecar on loopback only, on free ports, without mDNS: tests never reach past 127.0.0.1.
+SIDECAR_FLAGS = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
+
+
+def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True,
+               sidecar: bool = False) -> ServedNode:
     port = free_port()
     data_dir = tmp / f"data-{port}"
     log_path = tmp / f"serve-{port}.log"
-    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), "--no-sidecar", *extra]
+    network = SIDECAR_FLAGS if sidecar else ("--no-sidecar",)
+    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), *network, *extra]
     if model is not None:
         args += ["--model", str(model)]
     full_env = {**os.environ, "SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_CONFIG": str(tmp / "none.toml"), **(env or {})}

@@ -16,6 +16,9 @@ from typing import Any, Mapping
 from shard import paths
 
 
+PRIVACY_LEVELS = ("local", "lan", "peers", "anyone")
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message says which and why."""
 
@@ -44,6 +47,7 @@ class Settings:
     parallel: int = 4
     n_threads: int = 0
     verifier_start_timeout_s: float = 300.0
+    draft_lookup: bool = True  # the verifier's own prompt-lookup drafter (adapts to what it gets accepted)
 
     # Sidecar (shard-daemon)
     sidecar: bool = True
@@ -52,6 +56,12 @@ class Settings:
     tcp_port: int = 4001
     ws_port: int = 0
     bootstrap: list[str] = field(default_factory=list)
+    p2p_host: str = "0.0.0.0"  # where peers reach the sidecar (the control API is always 127.0.0.1)
+    mdns: bool = True  # find peers on the local network
+    # Who may receive this user's prompts as draft work: "local" (scouts on this machine),
+    # "lan" (the local network), "peers" (the peer ids in trusted_peers), "anyone".
+    prompt_privacy: str = "local"
+    trusted_peers: list[str] = field(default_factory=list)
 
     # Files and logs
     data_dir: str = ""
@@ -77,6 +87,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
+        if self.prompt_privacy not in PRIVACY_LEVELS:
+            raise ConfigError(f"prompt_privacy must be one of {', '.join(PRIVACY_LEVELS)}, got {self.prompt_privacy!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 

@@ -20,7 +20,11 @@ from shard.api.app import create_app
 from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
+from shard.coop.generator import CoopGenerator
+from shard.credit.ledger import Ledger
 from shard.credit.scheduler import Scheduler
+from shard.network.peers import PeerTable
+from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient
@@ -53,6 +57,12 @@ class Node:
         self.secrets = SecretStore(settings.data_path)
         self.contributing = True  # the user may pause sharing compute with the network
         self.running = False
+        self.ledger: Ledger | None = None
+        self.sidecar: Sidecar | None = None
+        self.sidecar_note = "disabled (--no-sidecar)" if not settings.sidecar else "not started"
+        self.peer_table = PeerTable()
+        self.coop = CoopGenerator(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- events for observers (the tray, tests) ---------------------------------------------------
 
@@ -94,14 +104,85 @@ class Node:
         if self.secrets.warning:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
+        self.ledger = Ledger(s.data_path / "ledger.db")
         await self._start_api()
         self.running = True
+        self._start_sidecar()
         if self.model_path is None:
             log.warning("no model: pass --model PATH or run `shard models install-default`; "
                         "requests get 503 until a model is loaded")
         else:
             self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
+
+    def _start_sidecar(self) -> None:
+        if not self.settings.sidecar:
+            return
+        binary = find_daemon(self.settings)
+        if binary is None:
+            self.sidecar_note = ("not found: build it with `cargo build --release --manifest-path sidecar/Cargo.toml` "
+                                 "or set SHARD_DAEMON; the node serves local requests only")
+            log.warning("the shard-daemon sidecar is %s", self.sidecar_note)
+            return
+        self.sidecar = Sidecar(self.settings, binary, self._on_sidecar_child, self._on_network_event)
+        self.sidecar.start()
+
+    def _on_sidecar_child(self, event: SupervisorEvent) -> None:
+        self._on_child(event)
+        if event.state is ChildState.RUNNING and self.sidecar is not None:
+            info = self.sidecar.info
+            log.info("sidecar: peer id %s, p2p %s", info.get("peer_id"), " ".join(info.get("listen_addrs", [])[:3]))
+            self._spawn(self._sync_network())
+        elif event.state is not ChildState.RUNNING:
+            self.peer_table.replace([])
+
+    async def _sync_network(self) -> None:
+        """After the daemon (re)starts: tell it what this node offers, and read its peers."""
+        if self.sidecar is None:
+            return
+        try:
+            await self.sidecar.call("PUT", "/local-info", self.local_info())
+            self.peer_table.replace((await self.sidecar.call("GET", "/peers"))["peers"])
+        except SidecarError as exc:
+            log.warning("sidecar: %s", exc)
+
+    def local_info(self) -> dict[str, Any]:
+        """What the handshake tells peers about this node."""
+        oracle = self.model_path is not None and self.contributing
+        return {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
+                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight, "agent": f"shard/{__version__}"}
+
+    def _on_network_event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "peer_connected":
+            self.peer_table.upsert({"peer_id": event.get("peer_id"), "addrs": [event.get("addr")], "local": event.get("local")})
+        elif kind == "handshake":
+            self.peer_table.upsert({**(event.get("info") or {}), "peer_id": event.get("peer_id")})
+        elif kind == "peer_disconnected":
+            self.peer_table.remove(str(event.get("peer_id")))
+        elif kind == "result":
+            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result")))
+        elif kind == "verify_request":
+            self._spawn(self._answer_verify(event))
+
+    async def _answer_verify(self, event: dict[str, Any]) -> None:
+        verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
+        if self.sidecar is not None:
+            try:
+                await self.sidecar.call("POST", "/verify-response", {"request_id": event.get("request_id"), "response": verdict.to_dict()})
+            except SidecarError as exc:
+                log.debug("sidecar: cannot answer a verify request: %s", exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a strong reference: the loop keeps only weak ones
+        task.add_done_callback(self._tasks.discard)
+
+    def admitted_scouts(self) -> list[str]:
+        """Connected scouts that may receive this user's prompts (none while the sidecar is down)."""
+        if self.sidecar is None or not self.sidecar.ready:
+            return []
+        return self.peer_table.scouts(self.settings.prompt_privacy, self.settings.trusted_peers)
 
     def _start_verifier(self, path: Path) -> None:
         self.verifier = VerifierClient(self.settings, path, self._on_child)
@@ -155,9 +236,20 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.coop.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.verifier is not None:
             await self.verifier.stop()
             self.verifier = None
+        if self.sidecar is not None:
+            await self.sidecar.stop()
+            self.sidecar = None
+            self.peer_table.replace([])
+        if self.ledger is not None:
+            self.ledger.close()
+            self.ledger = None
         self.running = False
         self._publish(NodeEvent("state", self.status()))
 
@@ -216,7 +308,7 @@ class Node:
                 "model_info": v.model_info if v else {},
                 "verifier": {"state": v.supervisor.state.value, "pid": v.supervisor.pid, "restarts": v.supervisor.restarts,
                              "last_error": v.supervisor.last_error} if v else None,
-                "sidecar": {"state": "disabled"},
+                "sidecar": self._sidecar_status(),
                 "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
             })
         return out
@@ -230,13 +322,47 @@ class Node:
             "verifier_restarts": float(v.supervisor.restarts) if v else 0.0,
         }
 
+    def _sidecar_status(self) -> dict[str, Any]:
+        sc = self.sidecar
+        if sc is None:
+            return {"state": "disabled", "message": self.sidecar_note}
+        sup = sc.supervisor
+        return {"state": sup.state.value, "pid": sup.pid, "restarts": sup.restarts, "last_error": sup.last_error,
+                "peer_id": sc.info.get("peer_id"), "peers": len(self.peer_table.peers)}
+
+    def _no_network(self) -> dict[str, Any] | None:
+        if self.sidecar is not None and self.sidecar.ready:
+            return None
+        why = self.sidecar_note if self.sidecar is None else f"the sidecar is {self.sidecar.supervisor.state.value}"
+        return {"sidecar": "not running", "message": f"the libp2p sidecar is {why}: this node has no network "
+                "addresses and no peers; it serves only local requests"}
+
     async def topology(self) -> dict[str, Any]:
-        return {"sidecar": "not running", "message": "this node runs without its libp2p sidecar, so it has no network "
-                "addresses; it serves only local requests", "peer_id": None, "listen_addrs": []}
+        down = self._no_network()
+        if down is not None:
+            return {**down, "peer_id": None, "listen_addrs": [], "ws_addrs": []}
+        assert self.sidecar is not None
+        try:
+            topo = await self.sidecar.call("GET", "/topology")
+        except SidecarError as exc:
+            return {"sidecar": "error", "message": str(exc), "peer_id": None, "listen_addrs": [], "ws_addrs": []}
+        return {"sidecar": "running", **topo}
 
     async def peers(self) -> dict[str, Any]:
-        return {"sidecar": "not running", "message": "this node runs without its libp2p sidecar, so it has no peers",
-                "peers": []}
+        down = self._no_network()
+        if down is not None:
+            return {**down, "peers": []}
+        ledger = self.ledger
+        peers = []
+        for p in self.peer_table.listing():
+            credit = ledger.peer(p["peer_id"]) if ledger else None
+            peers.append({**p, "reputation": round(credit.reputation, 4) if credit else 0.0,
+                          "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0})
+        return {"sidecar": "running", "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None, "peers": peers}
+
+    def credit(self) -> dict[str, Any]:
+        """Balance, earned, spent and per-peer figures from the ledger."""
+        return self.ledger.summary() if self.ledger else {"balance": 0.0, "earned": 0.0, "spent": 0.0, "peers": [], "history": []}
 
 
 async def run_headless(settings: Settings) -> int:

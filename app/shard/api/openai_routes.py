@@ -80,10 +80,10 @@ def _finish_reason(reason: str) -> str:
 
 async def _events(request: web.Request, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
     node = request.app[NODE]
-    verifier = node.require_verifier()
+    node.require_verifier()
     try:
         async with node.scheduler.admit(Priority.OWNER):
-            async with contextlib.aclosing(verifier.generate(parsed.generate)) as events:
+            async with contextlib.aclosing(node.coop.generate(parsed.generate)) as events:
                 async for event in events:
                     if event["type"] == "error":
                         raise VerifierUnavailable(event["message"])

@@ -1,4 +1,4 @@
-"""GET /health, GET /metrics, GET /v1/system/{status,topology,peers}."""
+"""GET /health, GET /metrics, GET /v1/system/{status,topology,peers,credit}."""
 
 from __future__ import annotations
 
@@ -34,9 +34,14 @@ async def peers(request: web.Request) -> web.Response:
     return web.json_response(await request.app[NODE].peers())
 
 
+async def credit(request: web.Request) -> web.Response:
+    return web.json_response(request.app[NODE].credit())
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health, name="health")
     app.router.add_get("/metrics", metrics, name="metrics")
     app.router.add_get("/v1/system/status", system_status, name="system_status")
     app.router.add_get("/v1/system/topology", topology, name="topology")
     app.router.add_get("/v1/system/peers", peers, name="peers")
+    app.router.add_get("/v1/system/credit", credit, name="credit")

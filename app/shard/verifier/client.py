@@ -140,23 +140,25 @@ class VerifierClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise VerifierUnavailable(f"the verifier stopped during the request ({exc.__class__.__name__}); it is being restarted") from None
 
-    async def verify(self, request: protocol.VerifyRequest) -> protocol.VerifyResult:
+    async def _post(self, path: str, body: dict[str, Any]) -> Any:
         session = self._require_ready()
         try:
-            async with session.post(f"{self.base_url}/verify", json=request.to_dict(), headers=self.headers) as r:
+            async with session.post(f"{self.base_url}{path}", json=body, headers=self.headers) as r:
                 if r.status != 200:
                     raise await _request_error(r)
-                body = await r.json()
+                return await r.json()
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             raise VerifierUnavailable(f"the verifier stopped during the request ({exc.__class__.__name__})") from None
-        return protocol.VerifyResult(**body)
+
+    async def verify(self, request: protocol.VerifyRequest) -> protocol.VerifyResult:
+        return protocol.VerifyResult(**await self._post("/verify", request.to_dict()))
+
+    async def draft(self, request: protocol.DraftRequest) -> protocol.DraftVerdict:
+        """Hand a draft to a running generation; returns once a step has checked it (or the job ended)."""
+        return protocol.DraftVerdict(**await self._post("/draft", request.to_dict()))
 
     async def tokenize(self, text: str, special: bool = False) -> list[int]:
-        session = self._require_ready()
-        async with session.post(f"{self.base_url}/tokenize", json={"text": text, "special": special}, headers=self.headers) as r:
-            if r.status != 200:
-                raise await _request_error(r)
-            return (await r.json())["tokens"]
+        return (await self._post("/tokenize", {"text": text, "special": special}))["tokens"]
 
 
 async def _request_error(r: aiohttp.ClientResponse) -> Exception:

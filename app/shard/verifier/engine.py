@@ -44,6 +44,17 @@ class DraftSource(Protocol):
 
 
 @dataclass
+class ExternalDraft:
+    """A draft from outside the verifier (a scout), for the tokens from `position` on. It may have
+    been made for an older position: it is used only if its start agrees with what was generated
+    since. `done(proposed, accepted, outcome)` is called exactly once, from the engine thread."""
+
+    position: int
+    tokens: list[int]
+    done: Callable[[int, int, str], None]
+
+
+@dataclass
 class JobStats:
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -67,6 +78,8 @@ class Job:
     draft: list[int] = field(default_factory=list)  # offered once, at the first decode step
     draft_source: DraftSource | None = None
     max_steps: int = 0  # 0: no limit; verify() uses 1
+    # Drafts handed in while the job runs (scouts); appended from other threads (deque is atomic).
+    inbox: deque[ExternalDraft] = field(default_factory=deque)
     id: int = field(default_factory=itertools.count(1).__next__)
     cancelled: bool = False
     # engine-owned state
@@ -75,6 +88,7 @@ class Job:
     stats: JobStats = field(default_factory=JobStats)
     chooser: TokenChooser | None = None
     text: TextStream | None = None
+    external: ExternalDraft | None = None  # the external draft in the current step, if any
 
 
 @dataclass
@@ -113,7 +127,8 @@ class Engine:
         self._cond = threading.Condition()
         self._running = True
         self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
-        self.counters = {"tokens_generated": 0, "prompt_tokens": 0, "draft_proposed": 0, "draft_accepted": 0, "steps": 0}
+        self.counters = {"tokens_generated": 0, "prompt_tokens": 0, "draft_proposed": 0, "draft_accepted": 0,
+                         "external_proposed": 0, "external_accepted": 0, "steps": 0}
         self._thread = threading.Thread(target=self._loop, name="shard-engine", daemon=True)
         self._thread.start()
 
@@ -191,7 +206,7 @@ class Engine:
             job.stats.cached_tokens = keep
             job.stats.started_at = time.monotonic()
             slot.job = job
-            job.emit({"type": "start", "prompt_tokens": len(job.prompt), "cached_tokens": keep})
+            job.emit({"type": "start", "job": job.id, "prompt_tokens": len(job.prompt), "cached_tokens": keep})
 
     def _truncate(self, slot: Slot, keep: int) -> bool:
         """Drop the slot's KV cells from position `keep` on; recurrent models can only drop all."""
@@ -261,8 +276,26 @@ class Engine:
         if job.draft:
             draft, job.draft = job.draft[:limit], []
             return draft
+        if job.inbox:
+            draft = self._take_external(job, limit)
+            if draft:
+                return draft
         if job.draft_source is not None and job.n_past >= len(job.prompt):
             return job.draft_source.propose(job.tokens, limit)[:limit]
+        return []
+
+    @staticmethod
+    def _take_external(job: Job, limit: int) -> list[int]:
+        """The first draft in the inbox that still fits what was generated, cut to what is new."""
+        have = len(job.tokens)
+        while job.inbox:
+            ext = job.inbox.popleft()
+            offset = have - ext.position
+            if offset < 0 or ext.tokens[:offset] != job.tokens[ext.position:have] or offset >= len(ext.tokens):
+                ext.done(0, 0, "stale")  # made for a past the generation did not take, or nothing new
+                continue
+            job.external = ext
+            return ext.tokens[offset : offset + limit]
         return []
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
@@ -282,7 +315,12 @@ class Engine:
         job.n_past += n_pending + n_draft_ok
         if len(draft) > n_draft_ok:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
-        if draft:
+        if job.external is not None:
+            self.counters["external_proposed"] += len(draft)
+            self.counters["external_accepted"] += n_draft_ok
+            job.external.done(len(draft), n_draft_ok, "verified")
+            job.external = None
+        elif draft:
             job.stats.draft_proposed += len(draft)
             job.stats.draft_accepted += n_draft_ok
             self.counters["draft_proposed"] += len(draft)
@@ -335,6 +373,8 @@ class Engine:
         if job is None:
             return
         job.stats.finished_at = time.monotonic()
+        while job.inbox:  # drafts that arrived too late for this job
+            job.inbox.popleft().done(0, 0, "finished")
         if job.chooser is not None:
             job.chooser.close()
         if error:

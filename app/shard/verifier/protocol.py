@@ -93,6 +93,7 @@ class GenerateRequest:
     stop: list[str] = field(default_factory=list)
     sampling: Sampling = field(default_factory=Sampling)
     drafter: str = "none"  # "none" or "lookup" (prompt lookup inside the verifier)
+    share_context: bool = False  # put the prompt as text in the "start" event (work for scouts)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +124,7 @@ class GenerateRequest:
             stop=stop,
             sampling=Sampling.from_dict(d.get("sampling") or {}),
             drafter=drafter,
+            share_context=bool(d.get("share_context", False)),
         )
 
 
@@ -145,6 +147,45 @@ class VerifyRequest:
         if not context:
             raise ProtocolError("'context' must hold at least one token")
         return cls(context=context, draft=_tokens(d, "draft"), sampling=Sampling.from_dict(d.get("sampling") or {"temperature": 0.0}))
+
+
+MAX_DRAFT_CHARS = 4096
+
+
+@dataclass
+class DraftRequest:
+    """POST /draft: a draft for a running generation (`job` from its "start" event), for the tokens
+    from `position` on, as text (the verifier tokenizes it) or token ids. Answered when checked."""
+
+    job: int
+    position: int
+    text: str | None = None
+    tokens: list[int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "DraftRequest":
+        if not isinstance(d, dict):
+            raise ProtocolError("the body must be a JSON object")
+        text = d.get("text")
+        if (text is None) == (d.get("tokens") is None):
+            raise ProtocolError("give exactly one of 'text' or 'tokens'")
+        if text is not None and (not isinstance(text, str) or not text or len(text) > MAX_DRAFT_CHARS):
+            raise ProtocolError(f"'text' must be a non-empty string of at most {MAX_DRAFT_CHARS} characters")
+        return cls(job=_int(d, "job", 0, 1, 1 << 62), position=_int(d, "position", 0, 0, 1 << 30), text=text,
+                   tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None)
+
+
+@dataclass
+class DraftVerdict:
+    proposed: int  # draft tokens that were checked (0 if the draft was not used)
+    accepted: int  # of those, how many the target model kept
+    outcome: str  # "verified", "stale" (did not fit what was generated), "finished" (too late), "invalid"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 @dataclass

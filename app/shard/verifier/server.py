@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from shard.verifier import protocol
-from shard.verifier.engine import Engine, EngineError, Job
+from shard.verifier.engine import Engine, EngineError, ExternalDraft, Job
 from shard.verifier.lookup import PromptLookup
 from shard.verifier.model import Model, ModelLoadError, ModelOptions
 
@@ -39,6 +39,7 @@ class VerifierState:
         self.error = ""
         self.model: Model | None = None
         self.engine: Engine | None = None
+        self.jobs: dict[int, Job] = {}  # running generations, by id: where /draft delivers
 
 
 def _error(status: int, message: str, code: str = "invalid_request") -> web.Response:
@@ -111,12 +112,13 @@ async def detokenize(request: web.Request) -> web.Response:
     return web.json_response({"text": engine.model.detokenize(tokens)})
 
 
-def _prompt_tokens(engine: Engine, req: protocol.GenerateRequest) -> list[int]:
+def _prompt(engine: Engine, req: protocol.GenerateRequest) -> tuple[list[int], str]:
+    """The prompt's tokens and its text (as a scout must see it to continue it)."""
     if req.tokens is not None:
-        return req.tokens
+        return req.tokens, engine.model.detokenize(req.tokens) if req.share_context else ""
     text = engine.model.render_chat(req.messages) if req.messages is not None else req.prompt or ""
     # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
-    return engine.model.tokenize(text, special=req.messages is not None)
+    return engine.model.tokenize(text, special=req.messages is not None), text
 
 
 def _start_job(request: web.Request, job: Job) -> tuple[Engine, asyncio.Queue[dict[str, Any]]]:
@@ -132,7 +134,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
     engine = _ready_engine(request)
     try:
         req = protocol.GenerateRequest.from_dict(await _json_body(request))
-        prompt = _prompt_tokens(engine, req)
+        prompt, prompt_text = _prompt(engine, req)
         job = Job(
             prompt=prompt,
             params=req.sampling,
@@ -144,6 +146,8 @@ async def generate(request: web.Request) -> web.StreamResponse:
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
         return _error(400, str(exc))
+    jobs = request.app[STATE].jobs
+    jobs[job.id] = job
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     await resp.prepare(request)
     try:
@@ -153,13 +157,49 @@ async def generate(request: web.Request) -> web.StreamResponse:
             events = [event]
             while not queue.empty():
                 events.append(queue.get_nowait())
+            if req.share_context:
+                for e in events:
+                    if e["type"] == "start":
+                        e["context_text"] = prompt_text
             await resp.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
             if any(e["type"] == "end" for e in events):
                 break
     except (asyncio.CancelledError, ConnectionResetError):
         engine.cancel(job)  # the node went away: free the slot at once
         raise
+    finally:
+        jobs.pop(job.id, None)
+        while job.inbox:  # drafts that raced the job's end
+            job.inbox.popleft().done(0, 0, "finished")
     return resp
+
+
+async def draft(request: web.Request) -> web.Response:
+    """Hand a draft to a running generation; answer with its verdict once a step has checked it."""
+    engine = _ready_engine(request)
+    try:
+        req = protocol.DraftRequest.from_dict(await _json_body(request))
+    except protocol.ProtocolError as exc:
+        return _error(400, str(exc))
+    job = request.app[STATE].jobs.get(req.job)
+    if job is None:
+        return web.json_response(protocol.DraftVerdict(0, 0, "finished").to_dict())
+    tokens = req.tokens if req.tokens is not None else engine.model.tokenize(req.text or "", special=False)
+    if not tokens or not all(engine.model.valid_token(t) for t in tokens):
+        return web.json_response(protocol.DraftVerdict(0, 0, "invalid").to_dict())
+    loop = asyncio.get_running_loop()
+    verdict: asyncio.Future[protocol.DraftVerdict] = loop.create_future()
+
+    def done(proposed: int, accepted: int, outcome: str) -> None:
+        def settle() -> None:
+            if not verdict.done():
+                verdict.set_result(protocol.DraftVerdict(proposed, accepted, outcome))
+        loop.call_soon_threadsafe(settle)
+
+    job.inbox.append(ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done))
+    if req.job not in request.app[STATE].jobs:  # the job ended while this draft was being queued
+        done(0, 0, "finished")
+    return web.json_response((await verdict).to_dict())
 
 
 async def verify(request: web.Request) -> web.Response:
@@ -192,6 +232,7 @@ def create_app(state: VerifierState) -> web.Application:
     app.router.add_post("/detokenize", detokenize)
     app.router.add_post("/generate", generate)
     app.router.add_post("/verify", verify)
+    app.router.add_post("/draft", draft)
     return app
 
 

@@ -1,0 +1,1 @@
+"""Cooperative generation: scouts draft, the verifier checks, the ledger credits."""

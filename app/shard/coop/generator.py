@@ -1,0 +1,196 @@
+"""Cooperative generation: one request decoded by the verifier, with drafts from scouts.
+
+The verifier decodes at full speed on its own (with its prompt-lookup drafter); this module only
+adds to it. When the privacy setting admits some connected scouts, it publishes work for the
+request (its text so far and the token position: once at the start, then again when the position
+has moved on by REPUBLISH_TOKENS or a scout has answered), takes the drafts that come back, checks
+who sent them and whether they belong to live work, and hands them to the verifier, which checks
+them in its next batched step (reconciling a draft made for an older position with what was
+generated since). Nothing here ever waits for the network: with no drafts, it is plain decoding.
+
+A draft's verdict is credited to its sender (the signed libp2p source the sidecar reports) in the
+ledger, once per work id and sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from shard.credit.ledger import LedgerError
+from shard.network import messages
+from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.sidecar import SidecarError
+from shard.verifier.client import VerifierRequestError, VerifierUnavailable
+from shard.verifier.protocol import DraftRequest, GenerateRequest
+
+if TYPE_CHECKING:
+    from shard.node import Node
+
+log = logging.getLogger("shard.coop")
+
+REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
+MAX_DRAFT = 16
+DEADLINE_MS = 2000
+LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
+
+
+@dataclass
+class _Session:
+    """One request's cooperative state."""
+
+    key: str
+    job: int
+    model: str
+    context: str
+    position: int
+    generated: list[str] = field(default_factory=list)
+    seq: int = 0
+    published_position: int = -1  # position of the newest published work
+    works: dict[str, tuple[int, float]] = field(default_factory=dict)  # live work id -> (position, published at)
+    senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
+    texts: set[tuple[str, str]] = field(default_factory=set)  # (work id, draft text) already heard
+    publishing: bool = False
+
+    def next_work(self, model_max: int) -> Work:
+        self.seq += 1
+        work_id = f"{self.key}.{self.seq}"
+        self.works[work_id] = (self.position, time.monotonic())
+        while len(self.works) > LIVE_WORKS:
+            self.works.pop(next(iter(self.works)))
+        self.published_position = self.position
+        return Work(work_id=work_id, model=self.model, context=self.context + "".join(self.generated),
+                    position=self.position, max_draft=model_max, deadline_ms=int(time.time() * 1000) + DEADLINE_MS)
+
+
+class Ignored(Exception):
+    """A draft that is not checked; the text is the reason (a metrics label)."""
+
+
+class CoopGenerator:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        self._sessions: dict[str, _Session] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- a request ------------------------------------------------------------------------------
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+        """The verifier's event stream for `request`, with scouts' drafts fed in when admitted."""
+        verifier = self.node.require_verifier()
+        share = bool(self.node.admitted_scouts())
+        drafter = "lookup" if self.node.settings.draft_lookup else "none"
+        request = dataclasses.replace(request, share_context=share, drafter=drafter)
+        session: _Session | None = None
+        try:
+            async with contextlib.aclosing(verifier.generate(request)) as events:
+                async for event in events:
+                    kind = event["type"]
+                    if kind == "start" and share and event.get("context_text"):
+                        session = _Session(secrets.token_hex(8), event["job"], self.node.model_id() or "",
+                                           event["context_text"], event["prompt_tokens"])
+                        self._sessions[session.key] = session
+                        self._publish(session)
+                    elif kind == "token" and session is not None:
+                        session.generated.append(event["text"])
+                        session.position += len(event["ids"])
+                        if session.position - session.published_position >= REPUBLISH_TOKENS:
+                            self._publish(session)
+                    yield event
+        finally:
+            if session is not None:
+                self._sessions.pop(session.key, None)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _publish(self, session: _Session) -> None:
+        if session.publishing:  # one publish at a time per request; the next picks up the newest text
+            return
+        scouts = self.node.admitted_scouts()
+        sidecar = self.node.sidecar
+        if not scouts or sidecar is None:
+            return
+        work = session.next_work(MAX_DRAFT)
+        peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
+        session.publishing = True
+
+        async def send() -> None:
+            try:
+                await sidecar.call("POST", "/broadcast-work", {"work": work.to_dict(), **({"peers": peers} if peers else {})})
+            except SidecarError as exc:
+                log.debug("publishing work %s failed: %s", work.work_id, exc)
+            finally:
+                session.publishing = False
+
+        self._spawn(send())
+
+    # -- drafts from scouts ---------------------------------------------------------------------
+
+    async def on_draft(self, sender: str, payload: Any) -> Verdict:
+        """Check one draft from `sender` (the sidecar's authenticated source), have the verifier
+        check it, credit the sender. Never raises for bad input: it is ignored and counted."""
+        work_id = payload.get("work_id", "") if isinstance(payload, dict) else ""
+        try:
+            session, draft = self._admit(sender, payload)
+        except Ignored as why:
+            self.node.metrics.drafts_ignored.labels(str(why)).inc()
+            log.debug("draft from %s ignored: %s", sender, why)
+            return Verdict(work_id=str(work_id)[: messages.MAX_WORK_ID], outcome="ignored", reason=str(why))
+        verifier = self.node.verifier
+        try:
+            if verifier is None:
+                raise VerifierUnavailable("no verifier")
+            result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text))
+        except (VerifierUnavailable, VerifierRequestError) as exc:
+            log.debug("draft %s not checked: %s", draft.work_id, exc)
+            return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
+        metrics = self.node.metrics
+        metrics.draft_proposed.labels("scout").inc(result.proposed)
+        metrics.draft_accepted.labels("scout").inc(result.accepted)
+        if result.proposed:
+            try:
+                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", result.proposed, result.accepted)
+            except LedgerError as exc:
+                log.error("%s", exc)
+        if self._sessions.get(session.key) is session:
+            self._publish(session)  # that scout is free again: give it the newest position
+        return Verdict(work_id=draft.work_id, outcome=result.outcome, proposed=result.proposed, accepted=result.accepted)
+
+    def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
+        if isinstance(payload, dict) and isinstance(payload.get("text"), str) and len(payload["text"]) > messages.MAX_DRAFT_CHARS:
+            raise Ignored("oversize")
+        try:
+            draft = Draft.from_dict(payload)
+        except MessageError:
+            raise Ignored("invalid") from None
+        session = self._sessions.get(draft.work_id.split(".", 1)[0])
+        if session is None or draft.work_id not in session.works:
+            raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
+        s = self.node.settings
+        if self.node.peer_table.peers.get(sender) is None or not self.node.peer_table.admitted(sender, s.prompt_privacy, s.trusted_peers):
+            raise Ignored("not_admitted")
+        position, published = session.works[draft.work_id]
+        if draft.position != position:
+            raise Ignored("wrong_position")
+        if (draft.work_id, sender) in session.senders:
+            raise Ignored("duplicate")
+        if (draft.work_id, draft.text) in session.texts:
+            raise Ignored("replay")  # another sender's draft, copied: only the first earns
+        self.node.metrics.draft_round_trip.observe(time.monotonic() - published)
+        session.senders.add((draft.work_id, sender))
+        session.texts.add((draft.work_id, draft.text))
+        return session, draft
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,139 @@
+"""The headless scout (`shard scout`): a node in scout role that drafts for Oracles.
+
+It runs its own sidecar, announces the role "scout" in the handshake, takes work from the network
+(gossip or direct), drafts a continuation with a small llama.cpp model, and hands the draft straight
+to the Oracle that sent the work over `/shard/oracle/verify/1.0.0`, which answers with the verdict.
+Only the newest work of each request is drafted: older positions would be stale on arrival.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from shard import __version__
+from shard.config import Settings
+from shard.credit.ledger import Ledger, LedgerError
+from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.sidecar import Sidecar, SidecarError, find_daemon
+from shard.supervisor import ChildState, SupervisorEvent
+
+log = logging.getLogger("shard.scout")
+
+
+class LlamaDrafter:
+    """Greedy continuation with llama-cpp-python; its prompt cache makes a repeated prefix cheap."""
+
+    def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 0) -> None:
+        from llama_cpp import Llama
+
+        self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
+        self.name = model_path.name
+
+    def draft(self, context: str, n_tokens: int) -> str:
+        out = self.llm.create_completion(prompt=context, max_tokens=n_tokens, temperature=0.0, top_k=1)
+        return out["choices"][0]["text"]
+
+
+class Scout:
+    def __init__(self, settings: Settings, drafter: LlamaDrafter) -> None:
+        self.settings = settings
+        self.drafter = drafter
+        self.ledger = Ledger(settings.data_path / "ledger.db")
+        self.latest: dict[str, tuple[str, Work]] = {}  # request key -> (oracle peer id, newest work)
+        self._wake = asyncio.Event()
+        self.stats = {"work": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
+        binary = find_daemon(settings)
+        if binary is None:
+            raise RuntimeError("the shard-daemon sidecar was not found: build it (`cargo build --release "
+                               "--manifest-path sidecar/Cargo.toml`) or set SHARD_DAEMON")
+        self.sidecar = Sidecar(settings, binary, self._on_child, self._on_event)
+
+    def _on_child(self, event: SupervisorEvent) -> None:
+        log.info("sidecar: %s%s", event.state.value, f" ({event.message})" if event.message else "")
+        if event.state is ChildState.RUNNING:
+            info = self.sidecar.info
+            log.info("scout ready: peer id %s, control port %s, p2p %s", info.get("peer_id"), info.get("control_port"),
+                     " ".join(info.get("listen_addrs", [])))
+            asyncio.get_running_loop().create_task(self._announce())
+
+    async def _announce(self) -> None:
+        try:
+            await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name], "capacity": 1,
+                                                           "load": 0, "agent": f"shard-scout/{__version__}"})
+        except SidecarError as exc:
+            log.warning("sidecar: %s", exc)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        if event.get("type") != "work":
+            return
+        try:
+            work = Work.from_dict(event.get("work"))
+        except MessageError as exc:
+            log.debug("bad work from %s: %s", event.get("from"), exc)
+            return
+        self.stats["work"] += 1
+        self.latest[work.work_id.split(".", 1)[0]] = (str(event.get("from")), work)
+        while len(self.latest) > 64:  # bounded: the oldest requests go first
+            self.latest.pop(next(iter(self.latest)))
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self.sidecar.start()
+        waiter = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                wake = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait([wake, waiter], return_when=asyncio.FIRST_COMPLETED)
+                wake.cancel()
+                self._wake.clear()
+                while self.latest and not stop.is_set():
+                    oracle, work = self.latest.pop(next(iter(self.latest)))
+                    await self._draft_and_send(oracle, work)
+        finally:
+            waiter.cancel()
+            await self.sidecar.stop()
+            self.ledger.close()
+
+    async def _draft_and_send(self, oracle: str, work: Work) -> None:
+        if work.deadline_ms < time.time() * 1000:
+            self.stats["stale"] += 1
+            return
+        text = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work.context, work.max_draft)
+        if not text:
+            return
+        self.stats["drafts"] += 1
+        try:
+            answer = await self.sidecar.call("POST", "/send-verify", {"peer_id": oracle, "request": Draft(work.work_id, work.position, text).to_dict()})
+            verdict = Verdict.from_dict(answer.get("response"))
+        except (SidecarError, MessageError) as exc:
+            log.debug("draft for %s not delivered: %s", work.work_id, exc)
+            return
+        self.stats["proposed"] += verdict.proposed
+        self.stats["accepted"] += verdict.accepted
+        if verdict.accepted:
+            try:  # the Oracle's word for now; signed receipts make it provable
+                self.ledger.record("earned", oracle, f"draft:{work.work_id}", amount=float(verdict.accepted))
+            except LedgerError as exc:
+                log.error("%s", exc)
+        log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)
+
+
+async def run_scout(settings: Settings, model_path: Path) -> int:
+    loop = asyncio.get_running_loop()
+    log.info("loading the draft model %s", model_path)
+    drafter = await loop.run_in_executor(None, LlamaDrafter, model_path)
+    scout = Scout(settings, drafter)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    await scout.run(stop)
+    log.info("scout stopped: %s", scout.stats)
+    return 0

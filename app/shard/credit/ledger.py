@@ -1,0 +1,168 @@
+"""The credit ledger: an append-only SQLite journal (WAL) in the data dir.
+
+Every verified piece of work is one row, written in its own transaction before it counts, so a
+SIGKILL loses nothing that was acknowledged. Each row has a unique `ref` (work id + sender), so the
+same work is never counted twice. Per-peer figures (drafts, acceptance, reputation) are derived by
+replaying the journal at open and then kept up to date in memory; nothing else is stored.
+
+Kinds of rows:
+  draft    a scout's draft verified here: `proposed` tokens offered, `accepted` kept; the scout is
+           credited `accepted` (its priority with this node)
+  earned   credit this node earned with a peer (its drafts accepted there, or tokens served to it)
+  spent    credit this node spent with a peer (inference it asked of that peer)
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("shard.credit")
+
+KINDS = ("draft", "earned", "spent")
+REPUTATION_ALPHA = 0.1  # weight of the newest draft in the moving acceptance rate
+HISTORY_POINTS = 200
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('draft', 'earned', 'spent')),
+    peer TEXT NOT NULL,
+    proposed INTEGER NOT NULL DEFAULT 0,
+    accepted INTEGER NOT NULL DEFAULT 0,
+    amount REAL NOT NULL DEFAULT 0,
+    ref TEXT NOT NULL UNIQUE
+);
+CREATE TRIGGER IF NOT EXISTS journal_append_only_update BEFORE UPDATE ON journal
+BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS journal_append_only_delete BEFORE DELETE ON journal
+BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
+"""
+
+
+class LedgerError(Exception):
+    """The ledger cannot be written (full or read-only disk); the text says why."""
+
+
+@dataclass
+class PeerCredit:
+    peer_id: str
+    drafts: int = 0
+    proposed: int = 0
+    accepted: int = 0
+    reputation: float = 0.0  # moving acceptance rate of its drafts, 0..1
+    credit: float = 0.0  # what this peer earned with this node (its priority here)
+    earned: float = 0.0  # what this node earned with this peer
+    spent: float = 0.0  # what this node spent with this peer
+    last_seen: float = 0.0
+
+    @property
+    def acceptance_rate(self) -> float:
+        return self.accepted / self.proposed if self.proposed else 0.0
+
+
+class Ledger:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()  # sqlite3 connections are not shared across threads safely
+        self._peers: dict[str, PeerCredit] = {}
+        self._history: list[tuple[float, float]] = []  # (ts, this node's balance)
+        self._balance = 0.0
+        self._db = self._open(path)
+        for row in self._db.execute("SELECT ts, kind, peer, proposed, accepted, amount FROM journal ORDER BY id"):
+            self._apply(*row)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
+            db.executescript(_SCHEMA)
+            db.execute("SELECT count(*) FROM journal").fetchone()
+            return db
+        except sqlite3.DatabaseError as exc:
+            # A damaged file must not stop the node: keep it for inspection, start a new journal.
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.error("the credit ledger %s is unreadable (%s); moved it to %s and started a new one", path, exc, aside)
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    src.rename(Path(str(aside) + suffix))
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            return db
+
+    def _apply(self, ts: float, kind: str, peer: str, proposed: int, accepted: int, amount: float) -> None:
+        p = self._peers.setdefault(peer, PeerCredit(peer))
+        p.last_seen = max(p.last_seen, ts)
+        if kind == "draft":
+            p.drafts += 1
+            p.proposed += proposed
+            p.accepted += accepted
+            p.credit += amount
+            rate = accepted / proposed if proposed else 0.0
+            p.reputation = rate if p.drafts == 1 else (1 - REPUTATION_ALPHA) * p.reputation + REPUTATION_ALPHA * rate
+            return
+        if kind == "earned":
+            p.earned += amount
+            self._balance += amount
+        else:
+            p.spent += amount
+            self._balance -= amount
+        self._history.append((ts, self._balance))
+        del self._history[:-HISTORY_POINTS]
+
+    def record(self, kind: str, peer: str, ref: str, *, proposed: int = 0, accepted: int = 0, amount: float = 0.0) -> bool:
+        """Append one entry; False if an entry with this `ref` exists (it is never counted twice)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown ledger kind {kind!r}")
+        if min(proposed, accepted, amount) < 0 or accepted > proposed:
+            raise ValueError("ledger amounts must be non-negative and accepted <= proposed")
+        ts = time.time()
+        with self._lock:
+            try:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (ts, kind, peer, proposed, accepted, amount, ref))
+            except sqlite3.OperationalError as exc:  # disk full, read-only, locked
+                raise LedgerError(f"cannot write the credit ledger {self.path}: {exc}") from None
+            if cur.rowcount == 0:
+                return False
+            self._apply(ts, kind, peer, proposed, accepted, amount)
+            return True
+
+    def record_draft(self, peer: str, ref: str, proposed: int, accepted: int) -> bool:
+        """A scout's draft, verified: the scout earns one credit per accepted token."""
+        return self.record("draft", peer, ref, proposed=proposed, accepted=accepted, amount=float(accepted))
+
+    def peer(self, peer_id: str) -> PeerCredit:
+        with self._lock:
+            return self._peers.get(peer_id) or PeerCredit(peer_id)
+
+    def summary(self) -> dict[str, Any]:
+        """Balance, earned, spent, per-peer figures and a balance history (the Credit page's data)."""
+        with self._lock:
+            peers = sorted(self._peers.values(), key=lambda p: -p.last_seen)
+            earned = sum(p.earned for p in peers)
+            spent = sum(p.spent for p in peers)
+            return {
+                "balance": round(self._balance, 3),
+                "earned": round(earned, 3),
+                "spent": round(spent, 3),
+                "peers": [{**asdict(p), "acceptance_rate": round(p.acceptance_rate, 4), "reputation": round(p.reputation, 4)}
+                          for p in peers],
+                "history": [{"t": t, "balance": b} for t, b in self._history],
+            }
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,111 @@
+"""The payloads that travel between nodes through the sidecar: work for scouts, their drafts, and
+the Oracle's verdicts. One place for this wire format (docs/protocol.md, "Cooperative generation");
+the sidecar carries them as opaque JSON and adds the authenticated sender (`from`) itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+VERSION = 1
+MAX_WORK_ID = 128
+MAX_CONTEXT_CHARS = 64_000
+MAX_DRAFT_TOKENS = 16
+MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
+
+
+class MessageError(ValueError):
+    """A payload that does not follow this format; the text says which field and why."""
+
+
+def _str(d: dict[str, Any], key: str, limit: int, allow_empty: bool = False) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or (not v and not allow_empty) or len(v) > limit:
+        raise MessageError(f"'{key}' must be a {'' if allow_empty else 'non-empty '}string of at most {limit} characters")
+    return v
+
+
+def _int(d: dict[str, Any], key: str, lo: int, hi: int) -> int:
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise MessageError(f"'{key}' must be an integer between {lo} and {hi}")
+    return v
+
+
+def _object(d: Any) -> dict[str, Any]:
+    if not isinstance(d, dict):
+        raise MessageError("the payload must be a JSON object")
+    if d.get("v", VERSION) != VERSION:
+        raise MessageError(f"unsupported message version {d.get('v')!r} (this node speaks {VERSION})")
+    return d
+
+
+@dataclass(frozen=True)
+class Work:
+    """Sent to scouts (gossip topic `shard-work`, or direct `/shard/work/1.0.0`): continue `context`,
+    whose last token is number `position`, by up to `max_draft` tokens, before `deadline_ms`."""
+
+    work_id: str
+    model: str
+    context: str
+    position: int
+    max_draft: int
+    deadline_ms: int
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Work":
+        d = _object(d)
+        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), model=_str(d, "model", 256, allow_empty=True),
+                   context=_str(d, "context", MAX_CONTEXT_CHARS), position=_int(d, "position", 1, 1 << 30),
+                   max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS), deadline_ms=_int(d, "deadline_ms", 0, 1 << 53))
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A scout's answer to a Work (gossip `shard-work-result`, or the request of
+    `/shard/oracle/verify/1.0.0`): text that continues the work's context at `position`.
+    Who sent it is never a field: the sidecar reports the signed sender."""
+
+    work_id: str
+    position: int
+    text: str
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Draft":
+        d = _object(d)
+        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), position=_int(d, "position", 1, 1 << 30),
+                   text=_str(d, "text", MAX_DRAFT_CHARS))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The Oracle's answer to a draft sent over `/shard/oracle/verify/1.0.0`. `outcome` is
+    "verified" (checked: `accepted` of `proposed` tokens kept), "stale", "finished", or "ignored"
+    with `reason` (unknown work, not admitted, duplicate, replay, oversize, ...)."""
+
+    work_id: str
+    outcome: str
+    proposed: int = 0
+    accepted: int = 0
+    reason: str = ""
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "Verdict":
+        d = _object(d)
+        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), outcome=_str(d, "outcome", 32),
+                   proposed=_int(d, "proposed", 0, 1 << 20), accepted=_int(d, "accepted", 0, 1 << 20),
+                   reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "")

@@ -1,0 +1,190 @@
+"""Verify, don't trust, for drafts from outside the verifier (scouts): whatever drafts arrive while a
+generation runs (right, stale, random, adversarial, for old positions), greedy output is exactly
+the plain output, and sampled output keeps the target model's distribution."""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from shard.verifier.engine import Engine, ExternalDraft, Job
+from shard.verifier.model import Model, ModelOptions
+from shard.verifier.protocol import Sampling
+
+GREEDY = Sampling(temperature=0.0)
+N = 24
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model: Path) -> Iterator[Engine]:
+    eng = Engine(Model(ModelOptions(str(tiny_model), n_ctx=512, parallel=2)))
+    yield eng
+    eng.close()
+
+
+@pytest.fixture(scope="module")
+def reference(engine: Engine) -> tuple[list[int], list[int]]:
+    prompt = engine.model.tokenize("one two three four")
+    return prompt, _run(engine, Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N))["tokens"]
+
+
+def _run(engine: Engine, job: Job, on_token: Any = None) -> dict[str, Any]:
+    events: queue.Queue[dict[str, Any]] = queue.Queue()
+
+    def emit(e: dict[str, Any]) -> None:
+        if e["type"] == "token" and on_token is not None:
+            on_token(job)  # runs on the engine thread, before its next step: a draft "arriving" mid-run
+        events.put(e)
+
+    job.emit = emit
+    engine.submit(job)
+    while True:
+        e = events.get(timeout=60)
+        if e["type"] == "error":
+            raise AssertionError(e["message"])
+        if e["type"] == "end":
+            return {"tokens": e["tokens"], "usage": e["usage"]}
+
+
+class Verdicts:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seen: list[tuple[int, int, str]] = []
+
+    def done(self, proposed: int, accepted: int, outcome: str) -> None:
+        with self.lock:
+            self.seen.append((proposed, accepted, outcome))
+
+
+# A draft "kind" and where it starts relative to the generation's current end (0: now, -k: k back).
+draft_kinds = st.tuples(st.sampled_from(["right", "random", "adversarial", "garbage_prefix"]),
+                        st.integers(min_value=-6, max_value=0), st.integers(min_value=1, max_value=10))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(plan=st.lists(draft_kinds, min_size=1, max_size=12), seed=st.integers(0, 2**16))
+def test_any_external_drafts_leave_greedy_output_unchanged(engine: Engine, reference: tuple[list[int], list[int]],
+                                                           plan: list[tuple[str, int, int]], seed: int) -> None:
+    prompt, ref = reference
+    answer = prompt + ref
+    rng = np.random.default_rng(seed)
+    verdicts = Verdicts()
+    steps = iter(plan)
+    handed = [1]
+
+    def make(kind: str, back: int, length: int, have: int) -> ExternalDraft:
+        pos = max(len(prompt), have + back)
+        truth = answer[pos:pos + length]
+        if kind == "right":
+            tokens = truth or [1]
+        elif kind == "random":
+            tokens = [int(t) for t in rng.integers(0, engine.model.n_vocab, length)]
+        elif kind == "adversarial":  # right but for one token: the most tempting lie
+            tokens = list(truth) or [1]
+            tokens[len(tokens) // 2] = (tokens[len(tokens) // 2] + 1) % engine.model.n_vocab
+        else:  # disagrees with what was generated before its start: must be dropped as stale
+            tokens = [(answer[pos - 1] + 1) % engine.model.n_vocab] + list(truth)
+            pos -= 1
+        return ExternalDraft(pos, tokens, verdicts.done)
+
+    def arrive(job: Job) -> None:
+        step = next(steps, None)
+        if step is not None:
+            handed[0] += 1
+            job.inbox.append(make(*step, have=len(job.tokens)))
+
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    job.inbox.append(make(*plan[0], have=len(prompt)))
+    out = _run(engine, job, on_token=arrive)
+    assert out["tokens"] == ref
+    # Every draft got exactly one verdict, and a verdict never claims more than was proposed.
+    assert len(verdicts.seen) == handed[0]
+    assert all(0 <= a <= p for p, a, _ in verdicts.seen)
+    assert {o for *_, o in verdicts.seen} <= {"verified", "stale", "finished"}
+
+
+def test_right_external_drafts_are_accepted_and_counted(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
+    prompt, ref = reference
+    verdicts = Verdicts()
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    job.inbox.append(ExternalDraft(len(prompt), ref[:10], verdicts.done))
+    out = _run(engine, job)
+    assert out["tokens"] == ref
+    assert verdicts.seen == [(10, 10, "verified")]
+    # Scouts' drafts are not the verifier's own (lookup) drafts: usage does not count them.
+    assert out["usage"]["draft_proposed"] == 0
+
+
+def test_a_draft_for_an_older_position_is_reconciled(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
+    """A draft made when the generation was 3 tokens back still helps with what is new in it."""
+    prompt, ref = reference
+    verdicts = Verdicts()
+    sent = []
+
+    def arrive(job: Job) -> None:
+        have = len(job.tokens) - len(prompt)
+        if not sent and have >= 4:
+            sent.append(have)
+            job.inbox.append(ExternalDraft(len(prompt) + have - 3, ref[have - 3:have + 6], verdicts.done))
+
+    out = _run(engine, Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N), on_token=arrive)
+    assert out["tokens"] == ref
+    proposed, accepted, outcome = verdicts.seen[0]
+    assert outcome == "verified" and proposed == 6 and accepted == 6  # the 3 old tokens were skipped
+
+
+def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> None:
+    """Temperature 0.4, no truncation: over many seeds, the first sampled token with an adversarial
+    draft follows the target's softmax (chi-square test), and equals the draw without drafts."""
+    prompt = engine.model.tokenize("seven eight")
+    temperature = 0.4  # sharp enough that several tokens carry real mass
+    params = dict(temperature=temperature, top_k=0, top_p=1.0, min_p=0.0)
+    logits = _first_logits(engine, prompt)
+    p = np.exp((logits - logits.max()) / temperature)
+    p /= p.sum()
+    mode = int(p.argmax())  # the adversary always proposes the likeliest token: a claimed q = p
+    n = 800
+    counts: Counter[int] = Counter()
+    for seed in range(n):
+        sampling = Sampling(**params, seed=seed)
+        drafted = Job(prompt=prompt, params=sampling, emit=lambda e: None, max_tokens=1)
+        drafted.inbox.append(ExternalDraft(len(prompt), [mode, mode], lambda *a: None))
+        tok = _run(engine, drafted)["tokens"][0]
+        counts[tok] += 1
+        if seed < 40:  # the draw is the same as without the draft
+            assert _run(engine, Job(prompt=prompt, params=sampling, emit=lambda e: None, max_tokens=1))["tokens"][0] == tok
+    # Chi-square over bins with expected count >= 5 (the rest pooled).
+    order = np.argsort(-p)
+    bins, rest_p, rest_c = [], 0.0, 0
+    for t in order:
+        if p[t] * n >= 5:
+            bins.append((p[t] * n, counts[int(t)]))
+        else:
+            rest_p += p[t]
+            rest_c += counts[int(t)]
+    bins.append((rest_p * n, rest_c))
+    chi2 = sum((obs - exp) ** 2 / exp for exp, obs in bins if exp > 0)
+    df = len(bins) - 1
+    assert df >= 3, "the test distribution is too flat to test anything"
+    critical = df + 3.1 * math.sqrt(2 * df)  # about the 0.1% upper tail for these df
+    assert chi2 < critical, f"chi2 {chi2:.1f} over {df} df: the drafted samples do not follow the target"
+    assert counts[mode] < n * (p[mode] + 0.1)  # the adversary did not pull the mass its way
+
+
+def _first_logits(engine: Engine, prompt: list[int]) -> np.ndarray:
+    """The target's logits after the prompt, from llama.cpp directly (a separate context)."""
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=engine.model.options.path, n_ctx=128, logits_all=True, verbose=False)
+    llm.eval(prompt)
+    out = np.array(llm.scores[len(prompt) - 1], dtype=np.float64)
+    llm.close()
+    return out

@@ -1,0 +1,147 @@
+"""The node with its real libp2p sidecar on loopback: supervision through a SIGKILL, two nodes
+meshing from one bootstrap address, and a real headless scout whose drafts the Oracle verifies
+and credits (and which gets no work when the privacy setting does not admit it)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import psutil
+import pytest
+import requests
+from openai import OpenAI
+
+from conftest import SIDECAR_FLAGS, ServedNode, start_node
+
+
+def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (requests.RequestException, KeyError, ValueError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(node: ServedNode, name: str, labels: str = "") -> float:
+    text = requests.get(node.url + "/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def sidecar_pid(node: ServedNode) -> int | None:
+    return node.status()["sidecar"].get("pid")
+
+
+@pytest.fixture(scope="module")
+def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(tiny_model, tmp_path_factory.mktemp("oracle"), "--parallel", "2", "--ctx-size", "1024", sidecar=True)
+    wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+    yield node
+    node.stop()
+
+
+def test_topology_shows_the_sidecar_addresses(oracle: ServedNode) -> None:
+    topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
+    assert topo["sidecar"] == "running"
+    peer_id = topo["peer_id"]
+    assert any(a.startswith("/ip4/127.0.0.1/tcp/") and a.endswith(f"/p2p/{peer_id}") for a in topo["listen_addrs"])
+    assert any("/ws/" in a for a in topo["ws_addrs"])
+
+
+def test_sidecar_killed_is_restarted_with_the_same_peer_id(oracle: ServedNode) -> None:
+    before = oracle.status()["sidecar"]
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_for(lambda: (s := oracle.status()["sidecar"])["state"] == "running" and s["pid"] != before["pid"] and s,
+                     what="the sidecar's restart")
+    assert after["peer_id"] == before["peer_id"]  # the identity is kept in the data dir
+    assert after["restarts"] >= before["restarts"] + 1
+    # The API kept serving throughout.
+    assert requests.get(oracle.url + "/health", timeout=5).status_code == 200
+
+
+def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path: Path) -> None:
+    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    other = start_node(None, tmp_path, "--bootstrap", addr, sidecar=True, wait=False)
+    try:
+        oracle_id = requests.get(oracle.api + "/system/topology", timeout=5).json()["peer_id"]
+        peers = wait_for(lambda: [p for p in requests.get(other.api + "/system/peers", timeout=5).json()["peers"] if p["peer_id"] == oracle_id],
+                         what="the second node to see the first")
+        assert "oracle" in peers[0]["roles"]  # from the handshake
+        other_id = requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"]
+        wait_for(lambda: any(p["peer_id"] == other_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
+                 what="the first node to see the second")
+    finally:
+        other.stop()
+
+
+def start_scout(model: Path, bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
+    log = (tmp / "scout.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
+                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
+
+
+def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
+    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    scout = start_scout(tiny_model, addr, tmp_path)
+    try:
+        scout_peer = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]],
+                              what="the scout's handshake")[0]
+        assert scout_peer["local"] is True  # on this machine: admitted by the default privacy setting
+        client = OpenAI(base_url=oracle.api, api_key="x")
+        plain = client.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
+        before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
+        for _ in range(6):
+            drafted = client.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
+            assert drafted.choices[0].text == plain.choices[0].text  # drafts never change the output
+            if metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
+                break
+        assert metric(oracle, "shard_draft_tokens_proposed_total", '{source="scout"}') > 0
+        assert metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before
+        credit = requests.get(oracle.api + "/system/credit", timeout=5).json()
+        mine = [p for p in credit["peers"] if p["peer_id"] == scout_peer["peer_id"]]
+        assert mine and mine[0]["accepted"] > 0 and mine[0]["credit"] == mine[0]["accepted"]
+        peers = requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+        assert next(p for p in peers if p["peer_id"] == scout_peer["peer_id"])["accepted"] > 0
+    finally:
+        scout.send_signal(signal.SIGTERM)
+        scout.wait(20)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "shard-daemon" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+
+
+def test_a_scout_not_admitted_gets_no_prompt(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path, "--privacy", "peers", sidecar=True)  # trusted_peers is empty
+    try:
+        wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+        addr = next(a for a in requests.get(node.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+        scout = start_scout(tiny_model, addr, tmp_path)
+        try:
+            wait_for(lambda: any("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]),
+                     what="the scout's handshake")
+            OpenAI(base_url=node.api, api_key="x").completions.create(model="default", prompt="secret words", max_tokens=60, temperature=0)
+            assert metric(node, "shard_draft_tokens_proposed_total", '{source="scout"}') == 0
+        finally:
+            scout.send_signal(signal.SIGTERM)
+            scout.wait(20)
+        assert "'work': 0," in (tmp_path / "scout.log").read_text()  # the scout never received any work
+    finally:
+        node.stop()
+
+
+def test_stopping_the_node_leaves_no_sidecar(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path, sidecar=True)
+    pid = wait_for(lambda: sidecar_pid(node), what="the sidecar's pid")
+    assert node.stop() == 0
+    assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
