@@ -21,7 +21,7 @@ const COMMAND_CAPACITY: usize = 256;
 const EVENT_CAPACITY: usize = 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "shard-daemon", version, about = "Shard libp2p sidecar")]
+#[command(name = "shard-daemon", version, about = "Shard libp2p sidecar", args_override_self = true)]
 struct Cli {
     /// Control API port on 127.0.0.1 (0: OS-chosen)
     #[arg(long, default_value_t = 9091)]

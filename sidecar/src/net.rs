@@ -277,6 +277,21 @@ fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds
     (params, gossipsub::PeerScoreThresholds::default())
 }
 
+fn port_free(ip: IpAddr, port: u16, kind: Kind) -> std::io::Result<()> {
+    if port == 0 {
+        return Ok(());
+    }
+    match kind {
+        Kind::Quic => std::net::UdpSocket::bind((ip, port)).map(drop),
+        _ => std::net::TcpListener::bind((ip, port)).map(drop),
+    }
+}
+
+fn free_tcp_port(ip: IpAddr) -> std::io::Result<u16> {
+    let l = std::net::TcpListener::bind((ip, 0))?;
+    Ok(l.local_addr()?.port())
+}
+
 fn is_loopback(addr: &Multiaddr) -> bool {
     addr.iter().any(|p| match p {
         Protocol::Ip4(ip) => ip.is_loopback(),
@@ -353,15 +368,43 @@ impl EventLoop {
             }
         };
         let mut listeners = HashMap::new();
-        for (kind, port, name) in [
+        // The TCP port actually used; QUIC takes the same number on UDP when it can.
+        let mut tcp_chosen = 0u16;
+        for (kind, requested, name) in [
             (Kind::Tcp, cfg.tcp_port, "tcp"),
             (Kind::Ws, cfg.ws_port, "ws"),
             (Kind::Quic, cfg.tcp_port, "quic (udp)"),
         ] {
-            let id = match swarm.listen_on(mk(kind, port)) {
+            // QUIC: try the TCP port number first; only an explicit request is strict.
+            let (port, strict) = match kind {
+                Kind::Quic if tcp_chosen != requested => (tcp_chosen, false),
+                _ => (requested, cfg.strict_ports),
+            };
+            // libp2p's TCP listener sets SO_REUSEPORT, so a second process could bind the
+            // same port and share its connections: probe with a plain socket first.
+            let try_port = |swarm: &mut Swarm<Behaviour>, port: u16| {
+                port_free(cfg.listen_host, port, kind).and_then(|_| {
+                    swarm
+                        .listen_on(mk(kind, port))
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                })
+            };
+            let first = if port == 0 && kind == Kind::Tcp {
+                // pick the number ourselves so QUIC can follow it
+                free_tcp_port(cfg.listen_host).and_then(|p| {
+                    tcp_chosen = p;
+                    try_port(&mut swarm, p)
+                })
+            } else {
+                if kind == Kind::Tcp {
+                    tcp_chosen = port;
+                }
+                try_port(&mut swarm, port)
+            };
+            let id = match first {
                 Ok(id) => id,
                 Err(e) if port != 0 => {
-                    if cfg.strict_ports {
+                    if strict {
                         return Err((
                             2,
                             format!(
@@ -370,12 +413,22 @@ impl EventLoop {
                             ),
                         ));
                     }
-                    let id = swarm
-                        .listen_on(mk(kind, 0))
+                    let fallback = if kind == Kind::Tcp {
+                        free_tcp_port(cfg.listen_host).unwrap_or(0)
+                    } else {
+                        0
+                    };
+                    let id = try_port(&mut swarm, fallback)
+                        .or_else(|_| try_port(&mut swarm, 0))
                         .map_err(|e| (1, format!("cannot listen for {name}: {e}")))?;
-                    tracing::warn!(
-                        "{name} port {port} is not available ({e}); using an OS-chosen port instead"
-                    );
+                    if kind == Kind::Tcp {
+                        tcp_chosen = fallback;
+                    }
+                    if kind != Kind::Quic || requested == port {
+                        tracing::warn!(
+                            "{name} port {port} is not available ({e}); using an OS-chosen port instead"
+                        );
+                    }
                     id
                 }
                 Err(e) => return Err((1, format!("cannot listen for {name}: {e}"))),

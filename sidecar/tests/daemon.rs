@@ -546,8 +546,11 @@ fn busy_ports_fall_back_unless_strict() {
         "--tcp-port".into(), tcp.to_string(), "--ws-port".into(), ws.to_string(),
         "--control-port".into(), ctl.to_string(),
     ]);
+    // QUIC follows the TCP port number when that UDP port is free
+    assert_eq!(port_of(&b, "quic_port"), port_of(&b, "tcp_port"));
     assert_ne!(port_of(&b, "tcp_port"), tcp);
     assert_ne!(port_of(&b, "ws_port"), ws);
+    assert_ne!(port_of(&b, "quic_port"), port_of(&a, "quic_port"));
     assert_ne!(b.port, ctl);
     assert_eq!(b.get("/health").0, 200);
     let mut child = spawn_cmd(
