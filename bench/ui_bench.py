@@ -10,7 +10,10 @@ e.g. under xvfb-run), timed from just before the spawn to
   - /health 200 (the model loaded and the verifier healthy; with --model only).
 Idle: the app with no model (--model unset, an empty data dir), sampled with psutil over the whole
 process tree for --idle-seconds: mean CPU % (of one core) and peak RSS; once with the dashboard
-visible (it polls the core once a second) and once with it hidden (as when it sits in the tray).
+visible (no tray: it polls the core once a second), and, under X with Debian's `trayer` installed,
+once in a real system tray (the window hidden, as on a desktop):
+
+    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python bench/ui_bench.py
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -153,15 +157,34 @@ def main() -> int:
             print(f"| {label} | {s:.2f} | {a:.2f} | {'—' if o is None else f'{o:.2f}'} |")
 
         idle_rows = []
-        for label, env in (("dashboard visible (polls 1/s)", {}), ("dashboard hidden (in the tray)", {"SHARD_UI_HIDDEN": "1"})):
-            app = App(tmp, None, env)
+        cases = [("dashboard visible, no tray (polls 1/s)", False)]
+        if os.environ.get("DISPLAY") and shutil.which("trayer"):
+            cases.append(("in the system tray (trayer), window hidden", True))
+        for label, tray in cases:
+            panel = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "120"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if tray else None
             try:
-                app.wait(60, want_ok=False) if not env else _wait_api(app)
-                time.sleep(2)  # let start-up settle
-                cpu, rss = idle(app, args.idle_seconds)
+                time.sleep(1 if tray else 0)
+                app = App(tmp, None)
+                try:
+                    if tray:
+                        _wait_api(app)
+                        time.sleep(1)
+                        assert app.shown_at() is None, "with a tray the window must stay hidden"
+                        assert b"no system tray" not in app.output, app.output.decode(errors="replace")
+                    else:
+                        app.wait(60, want_ok=False)
+                    time.sleep(2)  # let start-up settle
+                    cpu, rss = idle(app, args.idle_seconds)
+                finally:
+                    app.stop()
             finally:
-                app.stop()
+                if panel is not None:
+                    panel.terminate()
+                    panel.wait()
             idle_rows.append((label, cpu, rss))
+        if len(cases) == 1:
+            print("\n(no X display with `trayer`: the in-tray idle case is skipped; run under xvfb-run to get it)")
         print(f"\nIdle, no model, empty data dir, {args.idle_seconds:.0f} s (CPU % of one core; whole process tree)\n")
         print("| state | CPU % | peak RSS MB |")
         print("|---|---|---|")

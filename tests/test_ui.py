@@ -49,6 +49,7 @@ def loop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
     lp = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(lp)
     yield lp
+    lp.close()  # joins its executor thread (asyncio.to_thread)
     asyncio.set_event_loop(None)
 
 
@@ -304,8 +305,8 @@ def test_copy_url_scout_and_logs_folder_actions(shell: ShardApp, loop: asyncio.A
     shell.actions["copy_url"].trigger()
     assert QGuiApplication.clipboard().text() == shell.node.api_url
     sink = UrlSink()
-    QDesktopServices.setUrlHandler("http", sink, b"open")
-    QDesktopServices.setUrlHandler("file", sink, b"open")
+    QDesktopServices.setUrlHandler("http", sink, "open")
+    QDesktopServices.setUrlHandler("file", sink, "open")
     try:
         shell.actions["scout"].trigger()
         shell.actions["logs"].trigger()

@@ -5,7 +5,11 @@
 It starts the tray app in-process on a free port with a throwaway data dir, waits for the model,
 sends a few chat requests through the OpenAI API so the counters and logs have something to show,
 then saves one PNG per page (and the tray menu) here. Without --model it uses the installed default
-model (SmolLM2), else the tiny test model written by tests/tiny_gguf.py.
+model (SmolLM2), else the tiny test model written by tests/tiny_gguf.py (--tiny forces it).
+
+With --network (needs the shard-daemon sidecar built), it also starts a second node (`shard serve`)
+and a headless scout (`shard scout`) on this machine, joined to the app's sidecar, so the Peers and
+Credit pages show a real network: the scout drafts for the app's requests and earns credit.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import logging
 import os
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,6 +49,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def tiny_model(tmp: Path) -> Path:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_gguf import write_tiny_gguf
+
+    return write_tiny_gguf(tmp / "tiny-test-model.gguf", seed=1)
+
+
 def pick_model(arg: str | None, tmp: Path) -> Path:
     if arg:
         return Path(arg)
@@ -52,10 +64,7 @@ def pick_model(arg: str | None, tmp: Path) -> Path:
         path = models.default_model_path(data_dir)
         if path.exists():
             return path
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_gguf import write_tiny_gguf
-
-    return write_tiny_gguf(tmp / "tiny.gguf", seed=1)
+    return tiny_model(tmp)
 
 
 def save(widget: QWidget, name: str) -> Path:
@@ -69,20 +78,43 @@ def save(widget: QWidget, name: str) -> Path:
     return path
 
 
-async def chat(port: int, text: str) -> None:
+async def chat(port: int, text: str, tokens: int = 48) -> None:
     import aiohttp
 
     async with aiohttp.ClientSession() as session:
-        body = {"messages": [{"role": "user", "content": text}], "max_tokens": 48, "temperature": 0}
+        body = {"messages": [{"role": "user", "content": text}], "max_tokens": tokens, "temperature": 0}
         async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
+            if r.status != 200:
+                raise SystemExit(f"the node did not answer a chat request ({r.status}: {await r.text()}); the "
+                                 "screenshots would show an error state: try another --model")
             await r.read()
 
 
-async def take(model: Path, tmp: Path, sidecar: bool) -> None:
+def spawn(args: list[str], tmp: Path, name: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")}
+    return subprocess.Popen([sys.executable, "-m", "shard", *args, "--data-dir", str(tmp / name)],
+                            stdout=(tmp / f"{name}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
+
+
+async def tcp_addr(node_status: callable, timeout: float = 60) -> str:  # type: ignore[valid-type]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        topo = await node_status()
+        addrs = [a for a in topo.get("listen_addrs", []) if "/127.0.0.1/tcp/" in a and "/ws" not in a]
+        if addrs:
+            return addrs[0]
+        await asyncio.sleep(0.3)
+    raise SystemExit("a sidecar did not come up: is shard-daemon built?")
+
+
+async def take(model: Path, tmp: Path, network: bool) -> None:
     app = QApplication.instance()
     port = free_port()
-    settings = load_settings({"model": str(model), "port": port, "data_dir": str(tmp / "data"), "sidecar": sidecar},
-                             config_file=tmp / "config.toml", environ={})
+    flags: dict[str, object] = {"model": str(model), "port": port, "data_dir": str(tmp / "data"), "sidecar": network}
+    procs: list[subprocess.Popen[bytes]] = []
+    if network:
+        flags.update({"tcp_port": 0, "control_port": 0})
+    settings = load_settings(flags, config_file=tmp / "config.toml", environ={})
     ring = RingHandler()
     logging.getLogger().addHandler(ring)
     shell = ShardApp(settings, tmp / "config.toml", ring, tray_available=False)
@@ -91,8 +123,35 @@ async def take(model: Path, tmp: Path, sidecar: bool) -> None:
     deadline = time.monotonic() + 300
     while shell.node.status()["status"] != "ok" and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
-    for text in ("What is the capital of France?", "Write a haiku about peers.", "Name three prime numbers."):
-        await chat(port, text)
+    try:
+        if network:
+            own = await tcp_addr(shell.node.topology)
+            small = tiny_model(tmp)
+            procs.append(spawn(["serve", "--port", str(free_port()), "--tcp-port", "0", "--control-port", "0",
+                                "--model", str(small), "--bootstrap", own], tmp, "oracle-peer"))
+            procs.append(spawn(["scout", "--model", str(model), "--bootstrap", own], tmp, "scout"))
+            deadline = time.monotonic() + 90
+            while len((await shell.node.peers()).get("peers", [])) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+            log.info("peers: %s", [p.get("peer_id") for p in (await shell.node.peers()).get("peers", [])])
+        for text in ("What is the capital of France?", "Write a haiku about peers.", "Name three prime numbers.",
+                     "Count from one to twenty in words.", "List the days of the week."):
+            await chat(port, text, 96 if network else 48)
+            await asyncio.sleep(0.5 if network else 0)
+        await shoot(shell)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    await shell.shutdown()
+
+
+async def shoot(shell: ShardApp) -> None:
+    app = QApplication.instance()
     shell.window.banner.hide()  # the screenshots show the window as it looks next to a tray
     for page in PAGES:
         shell.window.show_page(page)
@@ -112,21 +171,21 @@ async def take(model: Path, tmp: Path, sidecar: bool) -> None:
     await asyncio.sleep(0.3)
     save(shell.menu, "tray-menu")
     shell.menu.hide()
-    await shell.shutdown()
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="GGUF file to serve (default: SmolLM2 if installed, else the tiny test model)")
-    parser.add_argument("--sidecar", action="store_true", help="start the libp2p sidecar too (when built)")
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny test model (random weights: the replies are noise)")
+    parser.add_argument("--network", action="store_true", help="start the sidecar, a second node and a scout (needs shard-daemon)")
     args = parser.parse_args()
     setup_logging("INFO", None)
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Shard")
     with tempfile.TemporaryDirectory(prefix="shard-shots-") as tmp:
-        model = pick_model(args.model, Path(tmp))
+        model = tiny_model(Path(tmp)) if args.tiny else pick_model(args.model, Path(tmp))
         log.info("platform %s, model %s", app.platformName(), model)
-        qasync.run(take(model, Path(tmp), args.sidecar))
+        qasync.run(take(model, Path(tmp), args.network))
     return 0
 
 

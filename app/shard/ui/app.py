@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 import sys
-import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -276,7 +275,9 @@ class ShardApp(QObject):
 
 def run(settings: Settings, config_file: Path) -> int:
     """`shard` with no subcommand: the tray app, or bring the running one forward."""
-    launched = time.time()
+    import psutil
+
+    launched = psutil.Process().create_time()  # the process's start, not this function's
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Shard")
     app.setApplicationDisplayName("Shard")
@@ -311,6 +312,9 @@ def run(settings: Settings, config_file: Path) -> int:
     try:
         return qasync.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
+        return 0
+    except RuntimeError as exc:  # Qt's loop ended under us (the session is ending): children exit with our pipes
+        log.warning("the event loop ended early: %s", exc)
         return 0
     finally:
         single.release()

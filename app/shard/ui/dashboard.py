@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSize, Qt, QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QToolButton,
                                QVBoxLayout, QWidget)
@@ -72,7 +72,7 @@ class Dashboard(QMainWindow):
         body = QHBoxLayout()
         self.nav = QListWidget()
         self.nav.setFixedWidth(150)
-        self.nav.setIconSize(QSize(16, 16))
+        self.nav.setStyleSheet("QListWidget { font-size: 11pt; } QListWidget::item { padding: 7px 10px; }")
         self.stack = QStackedWidget()
         self.pages: dict[str, Any] = {}
         for key, title, cls in PAGES:

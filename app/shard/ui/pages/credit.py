@@ -166,7 +166,7 @@ class CreditPage(QWidget):
             for col, (text, number) in enumerate(cells):
                 item = _NumberItem(text, number) if number is not None else QTableWidgetItem(text)
                 if number is not None:
-                    item.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)
         self.table.setSortingEnabled(True)
 

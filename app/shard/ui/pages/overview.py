@@ -29,7 +29,8 @@ def _fmt_int(value: float) -> str:
 def sidecar_text(sc: dict) -> str:
     state = str(sc.get("state", "—"))
     if state == "disabled":
-        return "disabled" + (f" — {sc['message']}" if sc.get("message") else "")
+        message = str(sc.get("message") or "")
+        return message if message.startswith("disabled") else "disabled" + (f" — {message}" if message else "")
     parts = [state]
     if sc.get("pid"):
         parts.append(f"pid {sc['pid']}")
