@@ -31,7 +31,7 @@ from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
 from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import free_port  # noqa: E402
+from conftest import free_port, start_node  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.ui import data  # noqa: E402
 from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
@@ -277,13 +277,11 @@ def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: async
     w.show_page("credit")
     page = w.pages["credit"]
     snap = run(loop, w.refresh())
-    if hasattr(shell.node, "credit"):  # the real ledger: what the node says is what the page shows
-        c = snap.credit
-        assert "unavailable" not in c, c
-        assert page.values["balance"].text() == f"{float(c['balance']):,.2f}"
-        assert page.table.rowCount() == len(c["peers"])
-    else:
-        assert page.message.isVisible() and "credit" in page.message.text()
+    c = snap.credit  # the real ledger: what the node says is what the page shows
+    assert "unavailable" not in c, c
+    assert c == shell.node.credit()
+    assert page.values["balance"].text() == f"{float(c['balance']):,.2f}"
+    assert page.table.rowCount() == len(c["peers"]) and not page.message.isVisible()
     now = time.time()
     fake = data.Snapshot(credit={"balance": 12.5, "earned": 20.0, "spent": 7.5,
                                  "peers": [{"peer_id": "12D3KooWaaa", "proposed": 10, "accepted": 8, "acceptance_rate": 0.8, "earned": 2.0},
@@ -500,6 +498,70 @@ def test_port_in_use_shows_error(loop: asyncio.AbstractEventLoop, tmp_path: Path
             assert shell.notifications[-1][0] == "Shard cannot start"
         finally:
             close_shell(loop, shell)
+
+
+# -- with the libp2p sidecar ---------------------------------------------------------------------
+
+NETWORK = {"sidecar": True, "control_port": 0, "tcp_port": 0, "p2p_host": "127.0.0.1", "mdns": False}
+
+
+def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path) -> None:
+    before = {p.pid for p in children()}
+    shell = make_shell(tmp_path, tiny_model, extra=NETWORK)
+    peer = None
+    try:
+        run(loop, shell.start())
+        node = shell.node
+        run(loop, until(lambda: node.status()["status"] == "ok" and node.sidecar is not None and node.sidecar.ready, 120, "model and sidecar"))
+        assert shell.tray_state == "contributing" and shell.tray_icon_state == "contributing"
+        shell.actions["pause"].trigger()
+        assert shell.tray_state == "paused"
+        shell.actions["pause"].trigger()
+        assert shell.tray_state == "contributing"
+        w = shell.window
+        w.show_page("overview")
+        run(loop, w.refresh())
+        sidecar_pid = node.sidecar.supervisor.pid
+        assert w.pages["overview"].fields["sidecar"].text().startswith(f"running, pid {sidecar_pid}")
+        # Logs: the sidecar's own lines
+        logs = w.pages["logs"]
+        w.show_page("logs")
+        logs.level.setCurrentIndex(0)
+        logs.search.clear()
+        logs.source.setCurrentText("Sidecar")
+        run(loop, until(lambda: logs.render() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
+        assert list(node.sidecar.supervisor.lines)[-1] in logs.view.toPlainText()
+        # Peers: a second node that joins through this one shows up in the table, by its peer id.
+        topo = run(loop, node.topology())
+        own = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+        peer = run(loop, asyncio.to_thread(start_node, tiny_model, tmp_path, "--bootstrap", own, sidecar=True), 180)
+        peer_id = run(loop, until(lambda: requests.get(peer.api + "/system/topology", timeout=5).json().get("peer_id"), 60, "peer id"))
+        w.show_page("peers")
+        page = w.pages["peers"]
+
+        async def listed() -> bool:
+            await w.refresh()
+            return any(row[0] == peer_id for row in page.model.rows)
+
+        async def until_listed() -> None:
+            while not await listed():
+                await asyncio.sleep(0.3)
+
+        run(loop, until_listed(), 60)
+        assert page.message.text().startswith("1 peer connected")
+        # Quit: verifier and sidecar stop cleanly; no child is left.
+        verifier_pid = node.verifier.supervisor.pid
+        shell.actions["quit"].trigger()
+        run(loop, shell.done.wait(), 30)
+        for pid in (verifier_pid, sidecar_pid):
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        left = [p for p in children() if p.pid not in before and (peer is None or p.pid != peer.proc.pid)
+                and p.pid not in {c.pid for c in psutil.Process(peer.proc.pid).children(recursive=True)}]
+        assert left == [], [p.cmdline() for p in left]
+    finally:
+        if peer is not None:
+            peer.stop()
+        close_shell(loop, shell)
 
 
 # -- quitting ---------------------------------------------------------------------------------------

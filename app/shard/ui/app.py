@@ -255,16 +255,20 @@ class ShardApp(QObject):
         await self._done.wait()
         if self.node.running:
             await self.node.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._cancel_tasks()
         return 0
+
+    async def _cancel_tasks(self) -> None:
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def shutdown(self) -> None:
         """Stop everything (tests, and the end of run())."""
         self.window.stop_polling()
         await self.node.stop()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._cancel_tasks()
         self.tray.hide()
         self.window.close_for_good()
 
