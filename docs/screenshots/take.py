@@ -180,6 +180,9 @@ def main() -> int:
     parser.add_argument("--network", action="store_true", help="start the sidecar, a second node and a scout (needs shard-daemon)")
     args = parser.parse_args()
     setup_logging("INFO", None)
+    logging.getLogger("gguf").setLevel(logging.WARNING)
+    log.propagate = False  # this script's own lines stay out of the app's Logs page
+    log.addHandler(logging.getLogger().handlers[0])
     app = QApplication(sys.argv[:1])
     app.setApplicationName("Shard")
     with tempfile.TemporaryDirectory(prefix="shard-shots-") as tmp:

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 FIELDS = {
     "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
     "Activity": [("requests", "Requests served"), ("completion_tokens", "Tokens generated"),
-                 ("prompt_tokens", "Prompt tokens"), ("tokens_per_s", "Tokens/s (last request)"), ("queue", "Queue")],
+                 ("prompt_tokens", "Prompt tokens"), ("tokens_per_s", "Tokens/s (last request)"), ("drafts", "Draft tokens accepted"),
+                 ("queue", "Queue")],
     "Network and processes": [("verifier", "Verifier"), ("sidecar", "Sidecar"), ("peers", "Peers"),
                               ("uptime", "Up since")],
 }
@@ -85,6 +86,10 @@ class OverviewPage(QWidget):
         f["completion_tokens"].setText(_fmt_int(m.get("shard_completion_tokens_total", 0)))
         f["prompt_tokens"].setText(_fmt_int(m.get("shard_prompt_tokens_total", 0)))
         f["tokens_per_s"].setText(f"{m.get('shard_tokens_per_second', 0):.1f}")
+        proposed = m.get("shard_draft_tokens_proposed_total", 0)
+        accepted = m.get("shard_draft_tokens_accepted_total", 0)
+        f["drafts"].setText(f"{int(accepted):,} of {int(proposed):,}" + (f" ({accepted / proposed:.0%})" if proposed else "")
+                            + "  (prompt lookup and scouts)")
         q = st.get("queue") or {}
         f["queue"].setText(f"{q.get('in_flight', 0)} generating, {q.get('waiting', 0)} waiting")
         v = st.get("verifier")
