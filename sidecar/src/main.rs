@@ -62,6 +62,15 @@ struct Cli {
     /// Exit with code 2 when a requested port is busy instead of using an OS-chosen one
     #[arg(long)]
     strict_ports: bool,
+    /// Incoming work/results/verify requests accepted per second from one peer
+    #[arg(long, default_value_t = 200.0)]
+    peer_rate: f64,
+    /// Burst size of the per-peer rate limit
+    #[arg(long, default_value_t = 400.0)]
+    peer_burst: f64,
+    /// Runtime worker threads (the daemon is I/O bound; 1 keeps latency and memory low)
+    #[arg(long, default_value_t = 1)]
+    worker_threads: usize,
 }
 
 fn fail(code: i32, msg: &str) -> ! {
@@ -196,6 +205,9 @@ fn main() {
         .init();
     let token = read_token(&cli).unwrap_or_else(|e| fail(2, &e));
     let bootstrap = parse_bootstrap(&cli).unwrap_or_else(|e| fail(2, &e));
+    if !(cli.peer_rate > 0.0 && cli.peer_burst >= 1.0) {
+        fail(2, "--peer-rate must be > 0 and --peer-burst at least 1");
+    }
     if cli.reconnect_seconds == 0 {
         fail(2, "--reconnect-seconds must be at least 1");
     }
@@ -204,7 +216,7 @@ fn main() {
         None => identity::Keypair::generate_ed25519(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(cli.worker_threads.max(1))
         .enable_all()
         .build()
         .unwrap_or_else(|e| fail(1, &format!("cannot start the runtime: {e}")));
@@ -234,6 +246,8 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         bootstrap,
         reconnect: Duration::from_secs(cli.reconnect_seconds),
         version: VERSION,
+        peer_rate: cli.peer_rate,
+        peer_burst: cli.peer_burst,
     };
     let el = match net::EventLoop::new(cfg, cmd_rx, ev_tx.clone(), stats.clone()).await {
         Ok(el) => el,

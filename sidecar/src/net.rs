@@ -32,9 +32,6 @@ pub const MAX_PENDING_VERIFY: usize = 1024;
 pub const MAX_PENDING_OUTBOUND: usize = 4096;
 /// Most connected peers; more are disconnected.
 pub const MAX_PEERS: usize = 256;
-/// Per-source rate of incoming work/results: messages per second, burst.
-pub const PEER_RATE: f64 = 100.0;
-pub const PEER_BURST: f64 = 200.0;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -157,6 +154,8 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     pub reconnect: Duration,
     pub version: &'static str,
+    pub peer_rate: f64,
+    pub peer_burst: f64,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -370,6 +369,7 @@ impl EventLoop {
         let mut listeners = HashMap::new();
         // The TCP port actually used; QUIC takes the same number on UDP when it can.
         let mut tcp_chosen = 0u16;
+        let mut fallbacks = vec![];
         for (kind, requested, name) in [
             (Kind::Tcp, cfg.tcp_port, "tcp"),
             (Kind::Ws, cfg.ws_port, "ws"),
@@ -424,11 +424,7 @@ impl EventLoop {
                     if kind == Kind::Tcp {
                         tcp_chosen = fallback;
                     }
-                    if kind != Kind::Quic || requested == port {
-                        tracing::warn!(
-                            "{name} port {port} is not available ({e}); using an OS-chosen port instead"
-                        );
-                    }
+                    fallbacks.push((kind, name, port, e.to_string()));
                     id
                 }
                 Err(e) => return Err((1, format!("cannot listen for {name}: {e}"))),
@@ -468,6 +464,15 @@ impl EventLoop {
                 _ = &mut deadline => return Err((1, "listeners did not report addresses within 10 s".into())),
             }
         }
+        for (kind, name, port, e) in fallbacks {
+            tracing::warn!(
+                "{name} port {port} is not available ({e}); using port {} instead",
+                ports[&kind]
+            );
+        }
+        for a in &listen_addrs {
+            tracing::info!("listening on {a}");
+        }
         let ports = Ports {
             tcp: ports[&Kind::Tcp],
             ws: ports[&Kind::Ws],
@@ -484,7 +489,7 @@ impl EventLoop {
             bootstrap: cfg.bootstrap,
             reconnect: cfg.reconnect,
             results: ResultStore::default(),
-            limiter: RateLimiter::new(PEER_RATE, PEER_BURST, 4096),
+            limiter: RateLimiter::new(cfg.peer_rate, cfg.peer_burst, 4096),
             pending_out: HashMap::new(),
             pending_verify: HashMap::new(),
             next_verify_id: 1,
