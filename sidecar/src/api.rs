@@ -273,6 +273,9 @@ async fn send_verify(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiR
     let peer = parse_peer_id(m.get("peer_id"), "peer_id")?;
     let request = m.get("request").ok_or_else(|| ApiError::bad("`request` is required"))?;
     util::validate_object(request, "request").map_err(ApiError::bad)?;
+    if peer == st.keypair.public().to_peer_id() {
+        return Err(ApiError::bad("`peer_id` is this node itself"));
+    }
     let request = request.clone();
     let rx = call(&st, |reply| Command::SendVerify { peer, request, reply })
         .await?

@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long)]
     ws_port: Option<u16>,
     /// Address the libp2p listeners bind (the control API is always on 127.0.0.1)
-    #[arg(long, default_value = "0.0.0.0")]
+    #[arg(long, alias = "p2p-host", default_value = "0.0.0.0")]
     listen_host: IpAddr,
     /// Bootstrap peer multiaddr (repeatable)
     #[arg(long = "bootstrap", value_name = "MULTIADDR")]

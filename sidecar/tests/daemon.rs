@@ -623,6 +623,52 @@ fn clean_exit_on_stdin_close_and_shutdown() {
     assert_eq!(wait_exit(&mut d.child, Duration::from_secs(10)), Some(0));
 }
 
+#[test]
+fn rate_limit_and_verify_timeout() {
+    let a = start(&[]);
+    let b = start(&[
+        "--bootstrap".into(), a.tcp_addr(), "--peer-rate".into(), "0.5".into(),
+        "--peer-burst".into(), "3".into(),
+    ]);
+    assert!(wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)));
+    // B takes 3 work items from A at once, then refuses and counts the rest
+    let mut ok = 0;
+    for i in 0..6 {
+        let (s, v) = a.post(
+            "/broadcast-work",
+            json!({"work": {"work_id": format!("flood-{i}")}, "peers": [b.peer_id]}),
+        );
+        assert_eq!(s, 200, "{v}");
+        if v["published"] == true {
+            ok += 1;
+        } else {
+            assert_eq!(v["failed"][0]["error"], "rate limited", "{v}");
+        }
+    }
+    assert_eq!(ok, 3);
+    let (_, st) = b.get("/stats");
+    assert_eq!(st["dropped_rate"], 3, "{st}");
+    // an Oracle whose node never answers replies {"error": "timeout"} after 5 s
+    let a_port = a.port;
+    let bev = a.events();
+    let b_id = b.peer_id.clone();
+    let t0 = Instant::now();
+    // (B is now rate limited for A's requests, so ask from B to A instead)
+    let (s, v) = b.post("/send-verify", json!({"peer_id": a.peer_id, "request": {"work_id": "t"}}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["response"], json!({"error": "timeout"}));
+    assert!(t0.elapsed() >= Duration::from_secs(4), "{:?}", t0.elapsed());
+    let ev = bev.wait(Duration::from_secs(1), |e| e["type"] == "verify_request").expect("event");
+    assert_eq!(ev["from"], json!(b_id));
+    let (_, st) = agent()
+        .get(&format!("http://127.0.0.1:{a_port}/stats"))
+        .set("Authorization", &format!("Bearer {TOKEN}"))
+        .call()
+        .map(|r| (0, r.into_json::<Value>().unwrap()))
+        .unwrap();
+    assert_eq!(st["verify_timeouts"], 1, "{st}");
+}
+
 #[allow(dead_code)]
 fn exists(p: &Path) -> bool {
     p.exists()
