@@ -627,10 +627,11 @@ fn clean_exit_on_stdin_close_and_shutdown() {
 fn rate_limit_and_verify_timeout() {
     let a = start(&[]);
     let b = start(&[
-        "--bootstrap".into(), a.tcp_addr(), "--peer-rate".into(), "0.5".into(),
+        "--bootstrap".into(), a.tcp_addr(), "--peer-rate".into(), "0.1".into(),
         "--peer-burst".into(), "3".into(),
     ]);
-    assert!(wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)));
+    assert!(wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)
+        && a.peer_ids().contains(&b.peer_id)));
     // B takes 3 work items from A at once, then refuses and counts the rest
     let mut ok = 0;
     for i in 0..6 {
@@ -672,4 +673,27 @@ fn rate_limit_and_verify_timeout() {
 #[allow(dead_code)]
 fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+#[test]
+fn peers_connect_over_websocket_and_quic() {
+    let a = start(&[]);
+    let (_, topo) = a.get("/topology");
+    let ws = topo["ws_addrs"][0].as_str().unwrap().to_string();
+    let quic = topo["quic_addrs"][0].as_str().unwrap().to_string();
+    let b = start(&["--bootstrap".into(), ws]);
+    let c = start(&["--bootstrap".into(), quic]);
+    for (d, proto) in [(&b, "/ws"), (&c, "/quic-v1")] {
+        assert!(
+            wait_until(Duration::from_secs(15), || {
+                let (_, v) = d.get("/peers");
+                v["peers"].as_array().unwrap().iter().any(|p| {
+                    p["peer_id"] == json!(a.peer_id)
+                        && p["addrs"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().contains(proto))
+                })
+            }),
+            "no {proto} connection: {}",
+            d.get("/peers").1
+        );
+    }
 }
