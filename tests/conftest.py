@@ -31,6 +31,13 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def slow_twin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with idle layers: the same logits, several times slower (a target that its
+    scouts, running the tiny model, can draft ahead of)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-slow.gguf", seed=1, idle_layers=48)
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> Path:
     path = models.default_model_path(MODEL_CACHE)
     if not path.exists():

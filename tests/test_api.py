@@ -138,7 +138,7 @@ def test_system_endpoints_say_plainly_there_is_no_sidecar(tiny_node: ServedNode)
     assert health["status"] == "ok" and health["model"] == "tiny"
     for path in ("/v1/system/topology", "/v1/system/peers"):
         body = requests.get(tiny_node.url + path, timeout=10).json()
-        assert body["sidecar"] == "not running" and "without its libp2p sidecar" in body["message"]
+        assert body["sidecar"] == "not running" and "sidecar is disabled (--no-sidecar)" in body["message"]
 
 
 def test_metrics_count_requests_and_tokens(tiny_node: ServedNode) -> None:

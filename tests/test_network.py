@@ -45,8 +45,8 @@ def sidecar_pid(node: ServedNode) -> int | None:
 
 
 @pytest.fixture(scope="module")
-def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    node = start_node(tiny_model, tmp_path_factory.mktemp("oracle"), "--parallel", "2", "--ctx-size", "1024", sidecar=True)
+def oracle(slow_twin_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(slow_twin_model, tmp_path_factory.mktemp("oracle"), "--parallel", "2", "--ctx-size", "1024", "--no-lookup", sidecar=True)
     wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
     yield node
     node.stop()

@@ -41,7 +41,10 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
-                    n_ff: int = 128, n_ctx_train: int = 8192) -> Path:
+                    n_ff: int = 128, n_ctx_train: int = 8192, idle_layers: int = 0) -> Path:
+    """`idle_layers` appends layers whose outputs are zero: the model computes the same logits as
+    without them, only slower. The pair (fast, slow) is a drafter that agrees with its target
+    exactly, and a target slow enough for network drafts to arrive in time, as a big model is."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tokens, scores, types = _vocab()
@@ -55,7 +58,7 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int 
     w.add_name("shard-tiny")
     w.add_context_length(n_ctx_train)
     w.add_embedding_length(n_embd)
-    w.add_block_count(n_layer)
+    w.add_block_count(n_layer + idle_layers)
     w.add_feed_forward_length(n_ff)
     w.add_head_count(n_head)
     w.add_head_count_kv(n_head)
@@ -87,6 +90,15 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int 
         w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd, std=0.15))
         w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd, std=0.15))
         w.add_tensor(f"blk.{i}.ffn_down.weight", rand(n_embd, n_ff, std=0.15))
+    for i in range(n_layer, n_layer + idle_layers):  # residual + 0: they change nothing
+        w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        for name in ("attn_q", "attn_k", "attn_v"):
+            w.add_tensor(f"blk.{i}.{name}.weight", rand(n_embd, n_embd, std=0.15))
+        w.add_tensor(f"blk.{i}.attn_output.weight", np.zeros((n_embd, n_embd), dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(n_embd, dtype=np.float32))
+        w.add_tensor(f"blk.{i}.ffn_gate.weight", rand(n_ff, n_embd, std=0.15))
+        w.add_tensor(f"blk.{i}.ffn_up.weight", rand(n_ff, n_embd, std=0.15))
+        w.add_tensor(f"blk.{i}.ffn_down.weight", np.zeros((n_embd, n_ff), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()

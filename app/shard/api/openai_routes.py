@@ -88,7 +88,10 @@ async def _events(request: web.Request, parsed: ParsedRequest) -> AsyncIterator[
                     if event["type"] == "error":
                         raise VerifierUnavailable(event["message"])
                     if event["type"] == "end":
-                        node.metrics.record_usage(event["usage"])
+                        usage = event["usage"]
+                        node.metrics.record_usage(usage)
+                        log.info("%s: %d prompt + %d completion tokens, %s tok/s, finish %s", request.path, usage.get("prompt_tokens", 0),
+                                 usage.get("completion_tokens", 0), usage.get("tokens_per_s") or "-", event["finish_reason"])
                         yield event
                         return
                     yield event

@@ -48,15 +48,20 @@ class _Session:
     key: str
     job: int
     model: str
+    vocab: str
     context: str
-    position: int
+    tokens: list[int]  # the context's token ids, kept in step with `position`
     generated: list[str] = field(default_factory=list)
     seq: int = 0
     published_position: int = -1  # position of the newest published work
     works: dict[str, tuple[int, float]] = field(default_factory=dict)  # live work id -> (position, published at)
     senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
-    texts: set[tuple[str, str]] = field(default_factory=set)  # (work id, draft text) already heard
+    contents: set[tuple[str, Any]] = field(default_factory=set)  # (work id, draft text or tokens) already heard
     publishing: bool = False
+
+    @property
+    def position(self) -> int:
+        return len(self.tokens)
 
     def next_work(self, model_max: int) -> Work:
         self.seq += 1
@@ -66,7 +71,8 @@ class _Session:
             self.works.pop(next(iter(self.works)))
         self.published_position = self.position
         return Work(work_id=work_id, model=self.model, context=self.context + "".join(self.generated),
-                    position=self.position, max_draft=model_max, deadline_ms=int(time.time() * 1000) + DEADLINE_MS)
+                    position=self.position, max_draft=model_max, deadline_ms=int(time.time() * 1000) + DEADLINE_MS,
+                    vocab=self.vocab, tokens=list(self.tokens))
 
 
 class Ignored(Exception):
@@ -94,12 +100,12 @@ class CoopGenerator:
                     kind = event["type"]
                     if kind == "start" and share and event.get("context_text"):
                         session = _Session(secrets.token_hex(8), event["job"], self.node.model_id() or "",
-                                           event["context_text"], event["prompt_tokens"])
+                                           verifier.model_info.get("vocab", ""), event["context_text"], list(event["context_tokens"]))
                         self._sessions[session.key] = session
                         self._publish(session)
                     elif kind == "token" and session is not None:
                         session.generated.append(event["text"])
-                        session.position += len(event["ids"])
+                        session.tokens += event["ids"]
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
                     yield event
@@ -149,7 +155,7 @@ class CoopGenerator:
         try:
             if verifier is None:
                 raise VerifierUnavailable("no verifier")
-            result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text))
+            result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens))
         except (VerifierUnavailable, VerifierRequestError) as exc:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
@@ -166,7 +172,8 @@ class CoopGenerator:
         return Verdict(work_id=draft.work_id, outcome=result.outcome, proposed=result.proposed, accepted=result.accepted)
 
     def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
-        if isinstance(payload, dict) and isinstance(payload.get("text"), str) and len(payload["text"]) > messages.MAX_DRAFT_CHARS:
+        if isinstance(payload, dict) and (len(payload.get("text") or "") > messages.MAX_DRAFT_CHARS
+                                          or len(payload.get("tokens") or []) > messages.MAX_DRAFT_TOKENS):
             raise Ignored("oversize")
         try:
             draft = Draft.from_dict(payload)
@@ -183,11 +190,12 @@ class CoopGenerator:
             raise Ignored("wrong_position")
         if (draft.work_id, sender) in session.senders:
             raise Ignored("duplicate")
-        if (draft.work_id, draft.text) in session.texts:
+        content = (draft.work_id, draft.text or tuple(draft.tokens or ()))
+        if content in session.contents:
             raise Ignored("replay")  # another sender's draft, copied: only the first earns
         self.node.metrics.draft_round_trip.observe(time.monotonic() - published)
         session.senders.add((draft.work_id, sender))
-        session.texts.add((draft.work_id, draft.text))
+        session.contents.add(content)
         return session, draft
 
     async def close(self) -> None:

@@ -21,22 +21,35 @@ from shard.credit.ledger import Ledger, LedgerError
 from shard.network.messages import Draft, MessageError, Verdict, Work
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
+from shard.verifier.model import vocab_fingerprint
 
 log = logging.getLogger("shard.scout")
 
 
 class LlamaDrafter:
-    """Greedy continuation with llama-cpp-python; its prompt cache makes a repeated prefix cheap."""
+    """Greedy continuation with llama-cpp-python; its prompt cache makes a repeated prefix cheap.
+    With the Oracle's tokenizer it drafts in token ids (exact); otherwise in text."""
 
     def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 0) -> None:
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
         self.name = model_path.name
+        self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 
-    def draft(self, context: str, n_tokens: int) -> str:
-        out = self.llm.create_completion(prompt=context, max_tokens=n_tokens, temperature=0.0, top_k=1)
-        return out["choices"][0]["text"]
+    def draft(self, work: Work) -> Draft | None:
+        if work.tokens is not None and work.vocab == self.vocab:
+            if len(work.tokens) + work.max_draft >= self.llm.n_ctx():
+                return None
+            tokens: list[int] = []
+            for tok in self.llm.generate(work.tokens, top_k=1, temp=0.0, reset=True):
+                if self.llm.token_eos() == tok or len(tokens) >= work.max_draft:
+                    break
+                tokens.append(int(tok))
+            return Draft(work.work_id, work.position, tokens=tokens) if tokens else None
+        out = self.llm.create_completion(prompt=work.context, max_tokens=work.max_draft, temperature=0.0, top_k=1)
+        text = out["choices"][0]["text"]
+        return Draft(work.work_id, work.position, text=text) if text else None
 
 
 class Scout:
@@ -103,12 +116,12 @@ class Scout:
         if work.deadline_ms < time.time() * 1000:
             self.stats["stale"] += 1
             return
-        text = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work.context, work.max_draft)
-        if not text:
+        draft = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work)
+        if draft is None:
             return
         self.stats["drafts"] += 1
         try:
-            answer = await self.sidecar.call("POST", "/send-verify", {"peer_id": oracle, "request": Draft(work.work_id, work.position, text).to_dict()})
+            answer = await self.sidecar.call("POST", "/send-verify", {"peer_id": oracle, "request": draft.to_dict()})
             verdict = Verdict.from_dict(answer.get("response"))
         except (SidecarError, MessageError) as exc:
             log.debug("draft for %s not delivered: %s", work.work_id, exc)

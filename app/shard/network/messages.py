@@ -12,6 +12,7 @@ from typing import Any
 VERSION = 1
 MAX_WORK_ID = 128
 MAX_CONTEXT_CHARS = 64_000
+MAX_CONTEXT_TOKENS = 32_768
 MAX_DRAFT_TOKENS = 16
 MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
 
@@ -34,6 +35,15 @@ def _int(d: dict[str, Any], key: str, lo: int, hi: int) -> int:
     return v
 
 
+def _token_list(d: dict[str, Any], key: str, limit: int) -> list[int] | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if not isinstance(v, list) or not v or len(v) > limit or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 24 for t in v):
+        raise MessageError(f"'{key}' must be a non-empty list of at most {limit} token ids")
+    return v
+
+
 def _object(d: Any) -> dict[str, Any]:
     if not isinstance(d, dict):
         raise MessageError("the payload must be a JSON object")
@@ -45,7 +55,9 @@ def _object(d: Any) -> dict[str, Any]:
 @dataclass(frozen=True)
 class Work:
     """Sent to scouts (gossip topic `shard-work`, or direct `/shard/work/1.0.0`): continue `context`,
-    whose last token is number `position`, by up to `max_draft` tokens, before `deadline_ms`."""
+    which is `position` tokens long, by up to `max_draft` tokens, before `deadline_ms`. `tokens` are
+    the context's token ids and `vocab` the id of the tokenizer they belong to: a scout with the same
+    tokenizer drafts in tokens (exact), any other in text."""
 
     work_id: str
     model: str
@@ -53,6 +65,8 @@ class Work:
     position: int
     max_draft: int
     deadline_ms: int
+    vocab: str = ""
+    tokens: list[int] | None = None
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,18 +77,22 @@ class Work:
         d = _object(d)
         return cls(work_id=_str(d, "work_id", MAX_WORK_ID), model=_str(d, "model", 256, allow_empty=True),
                    context=_str(d, "context", MAX_CONTEXT_CHARS), position=_int(d, "position", 1, 1 << 30),
-                   max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS), deadline_ms=_int(d, "deadline_ms", 0, 1 << 53))
+                   max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS), deadline_ms=_int(d, "deadline_ms", 0, 1 << 53),
+                   vocab=_str(d, "vocab", 64, allow_empty=True) if "vocab" in d else "",
+                   tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS))
 
 
 @dataclass(frozen=True)
 class Draft:
     """A scout's answer to a Work (gossip `shard-work-result`, or the request of
-    `/shard/oracle/verify/1.0.0`): text that continues the work's context at `position`.
+    `/shard/oracle/verify/1.0.0`): what continues the work's context at `position`, as `text` or,
+    from a scout with the work's tokenizer, as `tokens` (exactly one of them).
     Who sent it is never a field: the sidecar reports the signed sender."""
 
     work_id: str
     position: int
-    text: str
+    text: str | None = None
+    tokens: list[int] | None = None
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,8 +101,11 @@ class Draft:
     @classmethod
     def from_dict(cls, d: Any) -> "Draft":
         d = _object(d)
+        if (d.get("text") is None) == (d.get("tokens") is None):
+            raise MessageError("give exactly one of 'text' or 'tokens'")
         return cls(work_id=_str(d, "work_id", MAX_WORK_ID), position=_int(d, "position", 1, 1 << 30),
-                   text=_str(d, "text", MAX_DRAFT_CHARS))
+                   text=_str(d, "text", MAX_DRAFT_CHARS) if d.get("text") is not None else None,
+                   tokens=_token_list(d, "tokens", MAX_DRAFT_TOKENS))
 
 
 @dataclass(frozen=True)

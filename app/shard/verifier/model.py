@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -24,6 +25,17 @@ FALLBACK_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+def vocab_fingerprint(vocab: Any, n_vocab: int) -> str:
+    """A short id of a tokenizer: models with the same one can exchange token ids (a scout of the
+    same family drafts in tokens, so nothing is lost to re-tokenizing text)."""
+    h = hashlib.sha256(str(n_vocab).encode())
+    buf = ctypes.create_string_buffer(256)
+    for t in range(n_vocab):
+        n = llama_cpp.llama_token_to_piece(vocab, t, buf, len(buf), 0, True)
+        h.update(buf.raw[: max(n, 0)] + b"\x00")
+    return h.hexdigest()[:16]
 
 
 class ModelLoadError(Exception):
@@ -82,6 +94,7 @@ class Model:
             raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from None
         self.path = path
         self.n_vocab = self.model.n_vocab()
+        self.vocab_id = vocab_fingerprint(self.model.vocab, self.n_vocab)
         self.metadata: dict[str, str] = self.model.metadata()
         self.name = self.metadata.get("general.name") or path.stem
         self.bos = self.model.token_bos()
@@ -124,6 +137,26 @@ class Model:
     def detokenize(self, tokens: list[int]) -> str:
         return b"".join(self.piece(t) for t in tokens).decode("utf-8", "replace")
 
+    def tokenize_continuation(self, before: list[int], text: str) -> list[int]:
+        """Tokens for `text` as it would be tokenized right after the tokens `before`: a drafter's
+        text tokenized alone can split differently at its start (a merge across the boundary, or
+        the space a SentencePiece tokenizer puts before a text). The last tokens before it are the
+        anchor: tokenize anchor + text, and keep what follows the tokens that spell the anchor
+        (with or without that leading space); without such an anchor, tokenize the text alone."""
+        for k in (4, 2, 1):
+            anchor_text = self.detokenize(before[-k:]) if len(before) >= k else ""
+            if not anchor_text:  # control tokens have no text
+                continue
+            tokens = self.tokenize(anchor_text + text, add_bos=False, special=False)
+            spelled = ""
+            for j, tok in enumerate(tokens):
+                spelled += self.piece(tok).decode("utf-8", "replace")
+                if spelled in (anchor_text, " " + anchor_text):
+                    return tokens[j + 1:]
+                if len(spelled) > len(anchor_text) + 1:
+                    break  # a token spans the boundary: try a shorter anchor
+        return self.tokenize(text, add_bos=False, special=False)
+
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
 
@@ -143,6 +176,7 @@ class Model:
             "size_bytes": self.path.stat().st_size,
             "n_params": self.model.n_params(),
             "n_vocab": self.n_vocab,
+            "vocab": self.vocab_id,
             "n_ctx_train": self.model.n_ctx_train(),
             "n_ctx": self.options.n_ctx,
             "parallel": self.options.parallel,

@@ -160,7 +160,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
             if req.share_context:
                 for e in events:
                     if e["type"] == "start":
-                        e["context_text"] = prompt_text
+                        e["context_text"], e["context_tokens"] = prompt_text, prompt
             await resp.write(b"".join(json.dumps(e).encode() + b"\n" for e in events))
             if any(e["type"] == "end" for e in events):
                 break
@@ -184,7 +184,10 @@ async def draft(request: web.Request) -> web.Response:
     job = request.app[STATE].jobs.get(req.job)
     if job is None:
         return web.json_response(protocol.DraftVerdict(0, 0, "finished").to_dict())
-    tokens = req.tokens if req.tokens is not None else engine.model.tokenize(req.text or "", special=False)
+    if req.tokens is not None:
+        tokens = req.tokens
+    else:  # tokenized as it would be after the tokens before its position
+        tokens = engine.model.tokenize_continuation(job.tokens[max(0, req.position - 4):req.position], req.text or "")
     if not tokens or not all(engine.model.valid_token(t) for t in tokens):
         return web.json_response(protocol.DraftVerdict(0, 0, "invalid").to_dict())
     loop = asyncio.get_running_loop()
