@@ -1,0 +1,189 @@
+// The scout's libp2p side: js-libp2p over a plain WebSocket to the node's shard-daemon, speaking
+// the daemon's protocols (docs/protocol.md, "Sidecar (shard-daemon)" > "libp2p"):
+//   /shard/1.0.0/handshake      request-response: our info for theirs (role "scout")
+//   /shard/work/1.0.0           request-response: work pushed to us, answered {"ok":true}
+//   /shard/oracle/verify/1.0.0  request-response: our draft out, the Oracle's verdict back
+//   gossipsub shard-work, shard-work-result
+// rust-libp2p's JSON request-response codec: one JSON value per stream, no length prefix, the
+// writer closes its side after the message, the reader reads to the end.
+
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { gossipsub } from '@libp2p/gossipsub'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { webSockets } from '@libp2p/websockets'
+import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import { createLibp2p, type Libp2p } from 'libp2p'
+import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import { decodeJson, encodeJson, MessageError, parseHandshake, parseWork, type HandshakeInfo, type Work } from './messages'
+
+export const PROTO_HANDSHAKE = '/shard/1.0.0/handshake'
+export const PROTO_WORK = '/shard/work/1.0.0'
+export const PROTO_VERIFY = '/shard/oracle/verify/1.0.0'
+export const TOPIC_WORK = 'shard-work'
+export const TOPIC_RESULT = 'shard-work-result'
+export const MAX_REQUEST_BYTES = 1024 * 1024 // the codec's limits
+export const MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+
+export type Via = 'direct' | 'gossip'
+
+export interface NetEvents {
+  onWork?: (from: string, work: Work, via: Via) => void
+  onHandshake?: (from: string, info: HandshakeInfo) => void
+  onPeer?: (peer: string, connected: boolean) => void
+  onLog?: (line: string) => void
+}
+
+function concat (chunks: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const c of chunks) { out.set(c, at); at += c.length }
+  return out
+}
+
+/** Everything the remote writes until it closes its side, at most `limit` bytes. */
+export async function readAll (stream: Stream, limit: number): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = []
+  let total = 0
+  for await (const chunk of stream) {
+    const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+    total += bytes.length
+    if (total > limit) {
+      stream.abort(new Error('message too large'))
+      throw new MessageError(`message over ${limit} bytes`)
+    }
+    chunks.push(bytes)
+  }
+  return concat(chunks, total)
+}
+
+async function writeAndClose (stream: Stream, bytes: Uint8Array): Promise<void> {
+  if (!stream.send(bytes)) await stream.onDrain()
+  await stream.close()
+}
+
+export interface ScoutNetOptions {
+  info: () => HandshakeInfo
+  events: NetEvents
+  /** addresses this page may dial (the node's own): plain ws and loopback are refused by default in browsers */
+  allowDial?: (ma: Multiaddr) => boolean
+}
+
+export class ScoutNet {
+  node!: Libp2p<{ pubsub: ReturnType<ReturnType<typeof gossipsub>>, identify: unknown, ping: unknown }>
+  readonly peerInfo = new Map<string, HandshakeInfo>()
+  constructor (private readonly opts: ScoutNetOptions) {}
+
+  private log (line: string): void { this.opts.events.onLog?.(line) }
+
+  async start (): Promise<void> {
+    const allow = this.opts.allowDial ?? (() => true)
+    this.node = await createLibp2p({
+      transports: [webSockets()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      connectionGater: { denyDialMultiaddr: (ma: Multiaddr) => !allow(ma) },
+      services: {
+        identify: identify(),
+        ping: ping(),
+        pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false, fallbackToFloodsub: false })
+      }
+    }) as unknown as ScoutNet['node']
+    await this.node.handle(PROTO_HANDSHAKE, (s, c) => this.onHandshakeStream(s, c))
+    await this.node.handle(PROTO_WORK, (s, c) => this.onWorkStream(s, c))
+    const pubsub = this.node.services.pubsub
+    pubsub.subscribe(TOPIC_WORK)
+    pubsub.subscribe(TOPIC_RESULT)
+    pubsub.addEventListener('message', (evt) => {
+      const msg = evt.detail
+      if (msg.topic !== TOPIC_WORK || msg.type !== 'signed') return
+      try {
+        this.opts.events.onWork?.(msg.from.toString(), parseWork(decodeJson(msg.data, MAX_REQUEST_BYTES)), 'gossip')
+      } catch (err) {
+        this.log(`bad gossip work from ${msg.from.toString()}: ${(err as Error).message}`)
+      }
+    })
+    this.node.addEventListener('peer:connect', (evt) => this.opts.events.onPeer?.(evt.detail.toString(), true))
+    this.node.addEventListener('peer:disconnect', (evt) => {
+      this.peerInfo.delete(evt.detail.toString())
+      this.opts.events.onPeer?.(evt.detail.toString(), false)
+    })
+  }
+
+  get peerId (): string { return this.node.peerId.toString() }
+
+  /** Dial the node's sidecar and exchange handshakes; returns its peer id. */
+  async dial (addr: string): Promise<string> {
+    const conn = await this.node.dial(multiaddr(addr))
+    const peer = conn.remotePeer.toString()
+    // The daemon sends its handshake on a new connection; send ours too, so it knows our role at once.
+    void this.sendHandshake(conn.remotePeer).catch((err) => this.log(`handshake to ${peer} failed: ${(err as Error).message}`))
+    return peer
+  }
+
+  async sendHandshake (peer: PeerId): Promise<void> {
+    const answer = await this.request(peer, PROTO_HANDSHAKE, this.opts.info())
+    const info = parseHandshake(answer)
+    this.peerInfo.set(peer.toString(), info)
+    this.opts.events.onHandshake?.(peer.toString(), info)
+  }
+
+  /** One request-response exchange: write the JSON, close our side, read the answer to the end. */
+  async request (peer: PeerId | string, protocol: string, body: unknown, timeoutMs = 15_000): Promise<unknown> {
+    const target = typeof peer === 'string' ? this.connectedPeer(peer) : peer
+    const signal = AbortSignal.timeout(timeoutMs)
+    const stream = await this.node.dialProtocol(target, protocol, { signal })
+    try {
+      await writeAndClose(stream, encodeJson(body))
+      return decodeJson(await readAll(stream, MAX_RESPONSE_BYTES))
+    } catch (err) {
+      stream.abort(err as Error)
+      throw err
+    }
+  }
+
+  private connectedPeer (id: string): PeerId {
+    const conn = this.node.getConnections().find(c => c.remotePeer.toString() === id)
+    if (conn === undefined) throw new Error(`not connected to ${id}`)
+    return conn.remotePeer
+  }
+
+  private async onHandshakeStream (stream: Stream, conn: Connection): Promise<void> {
+    const peer = conn.remotePeer.toString()
+    try {
+      const info = parseHandshake(decodeJson(await readAll(stream, MAX_REQUEST_BYTES)))
+      this.peerInfo.set(peer, info)
+      await writeAndClose(stream, encodeJson(this.opts.info()))
+      this.opts.events.onHandshake?.(peer, info)
+    } catch (err) {
+      this.log(`handshake from ${peer}: ${(err as Error).message}`)
+      stream.abort(err as Error)
+    }
+  }
+
+  private async onWorkStream (stream: Stream, conn: Connection): Promise<void> {
+    const peer = conn.remotePeer.toString()
+    let work: Work | null = null
+    let answer: Record<string, unknown>
+    try {
+      work = parseWork(decodeJson(await readAll(stream, MAX_REQUEST_BYTES)))
+      answer = { ok: true }
+    } catch (err) {
+      answer = { ok: false, error: `invalid work: ${(err as Error).message}` }
+    }
+    try {
+      await writeAndClose(stream, encodeJson(answer))
+    } catch (err) {
+      stream.abort(err as Error)
+    }
+    if (work !== null) this.opts.events.onWork?.(peer, work, 'direct')
+  }
+
+  async publishResult (result: unknown): Promise<number> {
+    const res = await this.node.services.pubsub.publish(TOPIC_RESULT, encodeJson(result))
+    return res.recipients.length
+  }
+
+  async stop (): Promise<void> { await this.node?.stop() }
+}
