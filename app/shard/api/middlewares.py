@@ -18,7 +18,7 @@ from shard.config import Settings
 log = logging.getLogger("shard.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/health"})  # answered without an API key (liveness checks, the tray)
+OPEN_PATHS = frozenset({"/health", "/openapi.json"})  # answered without an API key (liveness checks, the tray, API docs)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
