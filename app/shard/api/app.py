@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from shard.api import middlewares, openai_routes, openapi, system_routes
+from shard.api import middlewares, openai_routes, openapi, scout_routes, system_routes
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
@@ -44,5 +44,6 @@ def create_app(node: "Node") -> web.Application:
     app[NODE] = node
     openai_routes.add_routes(app)
     system_routes.add_routes(app)
+    scout_routes.add_routes(app)
     openapi.add_routes(app)
     return app

@@ -102,6 +102,11 @@ def host_origin_middleware(settings: Settings) -> web.middleware:
     return middleware
 
 
+def _is_scout_path(path: str) -> bool:
+    """The web scout's page, assets and models (api/scout_routes.py): open on this machine's origin."""
+    return path == "/scout" or path.startswith("/scout/")
+
+
 def presented_key(request: web.Request) -> str:
     auth = request.headers.get("Authorization", "")
     if auth[:7].lower() == "bearer ":
@@ -115,7 +120,7 @@ def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         keys = [k.encode() for k in current_keys() if k]
-        if keys and request.path not in OPEN_PATHS:
+        if keys and request.path not in OPEN_PATHS and not _is_scout_path(request.path):
             given = presented_key(request).encode()
             # Compare with every key, always: the time taken says nothing about which one is close.
             matched = False

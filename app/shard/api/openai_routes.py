@@ -78,12 +78,11 @@ def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def _events(request: web.Request, parsed: ParsedRequest) -> AsyncIterator[dict[str, Any]]:
+async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> AsyncIterator[dict[str, Any]]:
     node = request.app[NODE]
-    node.require_verifier()
     try:
         async with node.scheduler.admit(Priority.OWNER):
-            async with contextlib.aclosing(node.coop.generate(parsed.generate)) as events:
+            async with contextlib.aclosing(node.generation(parsed.generate, model)) as events:
                 async for event in events:
                     if event["type"] == "error":
                         raise VerifierUnavailable(event["message"])
@@ -109,7 +108,7 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
     node = request.app[NODE]
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
-    events = _events(request, parsed)
+    events = _events(request, parsed, shape.model)
     try:
         first = await anext(events)  # errors before any output become a plain HTTP error
         if not parsed.stream:

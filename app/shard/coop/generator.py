@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from shard.coop.golden import Finished, GoldenTickets
+from shard.credit import receipts
 from shard.credit.ledger import LedgerError
 from shard.network import messages
 from shard.network.messages import Draft, MessageError, Verdict, Work
@@ -52,12 +54,16 @@ class _Session:
     context: str
     tokens: list[int]  # the context's token ids, kept in step with `position`
     generated: list[str] = field(default_factory=list)
+    events: list[tuple[list[int], str]] = field(default_factory=list)  # (ids, text) of each token event
     seq: int = 0
     published_position: int = -1  # position of the newest published work
     works: dict[str, tuple[int, float]] = field(default_factory=dict)  # live work id -> (position, published at)
     senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
     contents: set[tuple[str, Any]] = field(default_factory=set)  # (work id, draft text or tokens) already heard
     publishing: bool = False
+
+    def __post_init__(self) -> None:
+        self.prompt_len = len(self.tokens)
 
     @property
     def position(self) -> int:
@@ -84,13 +90,15 @@ class CoopGenerator:
         self.node = node
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.golden = GoldenTickets()
 
     # -- a request ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[dict[str, Any]]:
-        """The verifier's event stream for `request`, with scouts' drafts fed in when admitted."""
+    async def generate(self, request: GenerateRequest, share_allowed: bool = True) -> AsyncIterator[dict[str, Any]]:
+        """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
+        (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
         verifier = self.node.require_verifier()
-        share = bool(self.node.admitted_scouts())
+        share = share_allowed and bool(self.node.admitted_scouts())
         drafter = "lookup" if self.node.settings.draft_lookup else "none"
         request = dataclasses.replace(request, share_context=share, drafter=drafter)
         session: _Session | None = None
@@ -105,9 +113,14 @@ class CoopGenerator:
                         self._publish(session)
                     elif kind == "token" and session is not None:
                         session.generated.append(event["text"])
+                        session.events.append((event["ids"], event["text"]))
                         session.tokens += event["ids"]
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
+                    elif kind == "end" and session is not None and request.sampling.temperature == 0 and not request.sampling.grammar:
+                        self.golden.remember(Finished(session.model, session.vocab, session.context,
+                                                      session.tokens[: session.prompt_len],
+                                                      session.events))
                     yield event
         finally:
             if session is not None:
@@ -126,12 +139,15 @@ class CoopGenerator:
         if not scouts or sidecar is None:
             return
         work = session.next_work(MAX_DRAFT)
+        golden = self.golden.maybe_ticket(MAX_DRAFT, work.deadline_ms)
         peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
         session.publishing = True
 
         async def send() -> None:
             try:
-                await sidecar.call("POST", "/broadcast-work", {"work": work.to_dict(), **({"peers": peers} if peers else {})})
+                for w in (work, golden):
+                    if w is not None:
+                        await sidecar.call("POST", "/broadcast-work", {"work": w.to_dict(), **({"peers": peers} if peers else {})})
             except SidecarError as exc:
                 log.debug("publishing work %s failed: %s", work.work_id, exc)
             finally:
@@ -145,33 +161,49 @@ class CoopGenerator:
         """Check one draft from `sender` (the sidecar's authenticated source), have the verifier
         check it, credit the sender. Never raises for bad input: it is ignored and counted."""
         work_id = payload.get("work_id", "") if isinstance(payload, dict) else ""
+        metrics = self.node.metrics
         try:
             session, draft = self._admit(sender, payload)
         except Ignored as why:
-            self.node.metrics.drafts_ignored.labels(str(why)).inc()
+            metrics.drafts_ignored.labels(str(why)).inc()
             log.debug("draft from %s ignored: %s", sender, why)
             return Verdict(work_id=str(work_id)[: messages.MAX_WORK_ID], outcome="ignored", reason=str(why))
-        verifier = self.node.verifier
-        try:
-            if verifier is None:
-                raise VerifierUnavailable("no verifier")
-            result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens))
-        except (VerifierUnavailable, VerifierRequestError) as exc:
-            log.debug("draft %s not checked: %s", draft.work_id, exc)
-            return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-        metrics = self.node.metrics
-        metrics.draft_proposed.labels("scout").inc(result.proposed)
-        metrics.draft_accepted.labels("scout").inc(result.accepted)
-        if result.proposed:
+        if session is None:  # a golden ticket: scored against the known continuation
+            proposed, accepted = self.golden.score(sender, draft) or (0, 0)
+        elif self.golden.paused(sender):  # shadow-paused: looks checked, earns nothing, costs nothing
+            metrics.drafts_ignored.labels("shadow_paused").inc()
+            return Verdict(work_id=draft.work_id, outcome="verified", proposed=len(draft.tokens or ()) or 1, accepted=0)
+        else:
+            verifier = self.node.verifier
             try:
-                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", result.proposed, result.accepted)
+                if verifier is None:
+                    raise VerifierUnavailable("no verifier")
+                result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens))
+            except (VerifierUnavailable, VerifierRequestError) as exc:
+                log.debug("draft %s not checked: %s", draft.work_id, exc)
+                return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
+            if result.outcome != "verified":
+                return Verdict(work_id=draft.work_id, outcome=result.outcome)
+            proposed, accepted = result.proposed, result.accepted
+            metrics.draft_proposed.labels("scout").inc(proposed)
+            metrics.draft_accepted.labels("scout").inc(accepted)
+            if self._sessions.get(session.key) is session:
+                self._publish(session)  # that scout is free again: give it the newest position
+        receipt = None
+        if proposed and not self.golden.paused(sender):
+            try:
+                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
-        if self._sessions.get(session.key) is session:
-            self._publish(session)  # that scout is free again: give it the newest position
-        return Verdict(work_id=draft.work_id, outcome=result.outcome, proposed=result.proposed, accepted=result.accepted)
+            if accepted and self.node.sidecar is not None:
+                try:
+                    receipt = await receipts.issue(self.node.sidecar, "draft", sender, draft.work_id, accepted)
+                except SidecarError as exc:
+                    log.debug("cannot sign a receipt: %s", exc)
+        return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
 
-    def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
+    def _admit(self, sender: str, payload: Any) -> tuple[_Session | None, Draft]:
+        """The draft's live session (None for a golden ticket), or Ignored with the reason."""
         if isinstance(payload, dict) and (len(payload.get("text") or "") > messages.MAX_DRAFT_CHARS
                                           or len(payload.get("tokens") or []) > messages.MAX_DRAFT_TOKENS):
             raise Ignored("oversize")
@@ -179,12 +211,15 @@ class CoopGenerator:
             draft = Draft.from_dict(payload)
         except MessageError:
             raise Ignored("invalid") from None
-        session = self._sessions.get(draft.work_id.split(".", 1)[0])
-        if session is None or draft.work_id not in session.works:
-            raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
         s = self.node.settings
+        golden = draft.work_id in self.golden.tickets
+        session = self._sessions.get(draft.work_id.split(".", 1)[0])
+        if not golden and (session is None or draft.work_id not in session.works):
+            raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
         if self.node.peer_table.peers.get(sender) is None or not self.node.peer_table.admitted(sender, s.prompt_privacy, s.trusted_peers):
             raise Ignored("not_admitted")
+        if golden:
+            return None, draft
         position, published = session.works[draft.work_id]
         if draft.position != position:
             raise Ignored("wrong_position")

@@ -17,6 +17,7 @@ from typing import Any
 
 from shard import __version__
 from shard.config import Settings
+from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
 from shard.network.messages import Draft, MessageError, Verdict, Work
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
@@ -128,11 +129,16 @@ class Scout:
             return
         self.stats["proposed"] += verdict.proposed
         self.stats["accepted"] += verdict.accepted
-        if verdict.accepted:
-            try:  # the Oracle's word for now; signed receipts make it provable
-                self.ledger.record("earned", oracle, f"draft:{work.work_id}", amount=float(verdict.accepted))
-            except LedgerError as exc:
-                log.error("%s", exc)
+        if verdict.accepted:  # counted only with the Oracle's signed receipt for it
+            receipt = await receipts.check(self.sidecar, verdict.receipt, kind="draft", issuer=oracle,
+                                           subject=str(self.sidecar.info.get("peer_id")), ref=work.work_id)
+            if receipt is None:
+                log.warning("the verdict for %s from %s has no valid receipt: not counted", work.work_id, oracle)
+            else:
+                try:
+                    self.ledger.record("earned", oracle, f"draft:{work.work_id}", amount=receipt.amount, proof=receipts.proof(verdict.receipt or {}))
+                except LedgerError as exc:
+                    log.error("%s", exc)
         log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)
 
 

@@ -5,11 +5,18 @@ SIGKILL loses nothing that was acknowledged. Each row has a unique `ref` (work i
 same work is never counted twice. Per-peer figures (drafts, acceptance, reputation) are derived by
 replaying the journal at open and then kept up to date in memory; nothing else is stored.
 
+A peer's `credit` here is what it did for this node minus what this node did for it: it orders
+this node's queue when that peer asks for inference. This node's `balance` is what it earned with
+others minus what it spent with them.
+
 Kinds of rows:
-  draft    a scout's draft verified here: `proposed` tokens offered, `accepted` kept; the scout is
-           credited `accepted` (its priority with this node)
-  earned   credit this node earned with a peer (its drafts accepted there, or tokens served to it)
-  spent    credit this node spent with a peer (inference it asked of that peer)
+  draft    a scout's draft verified here: `proposed` tokens offered, `accepted` kept; the scout's
+           credit here grows by `accepted`
+  earned   this node earned `amount` with a peer (its drafts accepted there, tokens it served to
+           the peer): its balance grows, the peer's credit here shrinks
+  spent    this node spent `amount` with a peer (tokens the peer served to it): its balance
+           shrinks, the peer's credit here grows
+`proof` keeps the signed receipt that made an `earned` or `spent` row count (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -37,7 +44,8 @@ CREATE TABLE IF NOT EXISTS journal (
     proposed INTEGER NOT NULL DEFAULT 0,
     accepted INTEGER NOT NULL DEFAULT 0,
     amount REAL NOT NULL DEFAULT 0,
-    ref TEXT NOT NULL UNIQUE
+    ref TEXT NOT NULL UNIQUE,
+    proof TEXT NOT NULL DEFAULT ''
 );
 CREATE TRIGGER IF NOT EXISTS journal_append_only_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
@@ -57,7 +65,7 @@ class PeerCredit:
     proposed: int = 0
     accepted: int = 0
     reputation: float = 0.0  # moving acceptance rate of its drafts, 0..1
-    credit: float = 0.0  # what this peer earned with this node (its priority here)
+    credit: float = 0.0  # what this peer did for this node minus what this node did for it (its priority here)
     earned: float = 0.0  # what this node earned with this peer
     spent: float = 0.0  # what this node spent with this peer
     last_seen: float = 0.0
@@ -114,14 +122,17 @@ class Ledger:
             return
         if kind == "earned":
             p.earned += amount
+            p.credit -= amount
             self._balance += amount
         else:
             p.spent += amount
+            p.credit += amount
             self._balance -= amount
         self._history.append((ts, self._balance))
         del self._history[:-HISTORY_POINTS]
 
-    def record(self, kind: str, peer: str, ref: str, *, proposed: int = 0, accepted: int = 0, amount: float = 0.0) -> bool:
+    def record(self, kind: str, peer: str, ref: str, *, proposed: int = 0, accepted: int = 0, amount: float = 0.0,
+               proof: str = "") -> bool:
         """Append one entry; False if an entry with this `ref` exists (it is never counted twice)."""
         if kind not in KINDS:
             raise ValueError(f"unknown ledger kind {kind!r}")
@@ -131,8 +142,8 @@ class Ledger:
         with self._lock:
             try:
                 cur = self._db.execute(
-                    "INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (ts, kind, peer, proposed, accepted, amount, ref))
+                    "INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (ts, kind, peer, proposed, accepted, amount, ref, proof))
             except sqlite3.OperationalError as exc:  # disk full, read-only, locked
                 raise LedgerError(f"cannot write the credit ledger {self.path}: {exc}") from None
             if cur.rowcount == 0:

@@ -31,6 +31,7 @@ class _Waiter:
     priority: Priority
     credit: float
     seq: int
+    tag: object = None
     since: float = field(default_factory=time.monotonic)
     future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -61,17 +62,23 @@ class Scheduler:
                 self.in_flight += 1
                 best.future.set_result(None)
 
+    def position(self, tag: object) -> int:
+        """1-based place in the queue of the request admitted with `tag` (0: not waiting)."""
+        now = time.monotonic()
+        order = sorted(self._waiting, key=lambda w: self._key(w, now))
+        return next((i + 1 for i, w in enumerate(order) if w.tag is tag), 0)
+
     def retry_after(self) -> int:
         return max(1, round(self._avg_duration_s * (1 + len(self._waiting)) / self.concurrency))
 
     @asynccontextmanager
-    async def admit(self, priority: Priority = Priority.OWNER, credit: float = 0.0) -> AsyncIterator[None]:
+    async def admit(self, priority: Priority = Priority.OWNER, credit: float = 0.0, tag: object = None) -> AsyncIterator[None]:
         if self.in_flight < self.concurrency and not self._waiting:
             self.in_flight += 1
         else:
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(self.retry_after())
-            waiter = _Waiter(priority, credit, next(self._seq))
+            waiter = _Waiter(priority, credit, next(self._seq), tag)
             self._waiting.append(waiter)
             try:
                 await waiter.future

@@ -119,6 +119,7 @@ class Verdict:
     proposed: int = 0
     accepted: int = 0
     reason: str = ""
+    receipt: dict[str, Any] | None = None  # signed by the Oracle when tokens were accepted
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,4 +130,30 @@ class Verdict:
         d = _object(d)
         return cls(work_id=_str(d, "work_id", MAX_WORK_ID), outcome=_str(d, "outcome", 32),
                    proposed=_int(d, "proposed", 0, 1 << 20), accepted=_int(d, "accepted", 0, 1 << 20),
-                   reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "")
+                   reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "",
+                   receipt=d.get("receipt") if isinstance(d.get("receipt"), dict) else None)
+
+
+@dataclass(frozen=True)
+class InferRequest:
+    """A node without the model asks an Oracle to generate (`/shard/infer/1.0.0`, one line).
+    `generate` is the verifier's GenerateRequest (docs/protocol.md, "Verifier"); `continuation`
+    is text another Oracle already produced for it (failover: the new Oracle goes on from there).
+    The Oracle answers with lines: `queued` {position, eta_s}, `start`, `token` {text, n},
+    `end` {finish_reason, usage, receipt}, or `error` {message}."""
+
+    generate: dict[str, Any]
+    model: str = ""
+    continuation: str = ""
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "InferRequest":
+        d = _object(d)
+        if not isinstance(d.get("generate"), dict):
+            raise MessageError("'generate' must be an object")
+        return cls(generate=d["generate"], model=_str(d, "model", 256, allow_empty=True) if "model" in d else "",
+                   continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "")

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, AsyncIterator, Callable
 
 import aiohttp
 
@@ -130,18 +130,57 @@ class Sidecar:
 
     # -- control API ----------------------------------------------------------------------------
 
+    @staticmethod
+    async def _raise_for_status(r: aiohttp.ClientResponse, method: str, path: str) -> None:
+        if r.status >= 400:
+            data = await r.json(content_type=None)
+            raise SidecarError(f"{method} {path}: {data.get('error', r.status) if isinstance(data, dict) else r.status}")
+
     async def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 15.0) -> dict[str, Any]:
         if not self.ready or self._session is None:
             raise SidecarError(f"the sidecar is {self.supervisor.state.value}")
         try:
             async with self._session.request(method, self._url(path), json=body, timeout=aiohttp.ClientTimeout(total=timeout),
                                              headers={"Authorization": f"Bearer {self.token}"}) as r:
-                data = await r.json(content_type=None)
-                if r.status >= 400:
-                    raise SidecarError(f"{method} {path}: {data.get('error', r.status) if isinstance(data, dict) else r.status}")
-                return data
+                await self._raise_for_status(r, method, path)
+                return await r.json(content_type=None)
         except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
             raise SidecarError(f"{method} {path} failed: {exc.__class__.__name__}: {exc}") from None
+
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """POST `body`, then yield the NDJSON lines of the answer as they arrive (`/infer`)."""
+        if not self.ready or self._session is None:
+            raise SidecarError(f"the sidecar is {self.supervisor.state.value}")
+        try:
+            async with self._session.post(self._url(path), json=body, headers={"Authorization": f"Bearer {self.token}"},
+                                          timeout=aiohttp.ClientTimeout(total=None, sock_read=180)) as r:
+                await self._raise_for_status(r, "POST", path)
+                async for raw in r.content:
+                    if raw.strip():
+                        try:
+                            line = json.loads(raw)
+                        except json.JSONDecodeError:
+                            raise SidecarError(f"POST {path}: an unreadable line from the peer") from None
+                        if isinstance(line, dict):
+                            yield line
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise SidecarError(f"POST {path} failed: {exc.__class__.__name__}: {exc}") from None
+
+    async def send_stream(self, path: str, lines: AsyncIterator[dict[str, Any]]) -> None:
+        """POST an NDJSON body written line by line as `lines` yields (`/infer-response`)."""
+        if not self.ready or self._session is None:
+            raise SidecarError(f"the sidecar is {self.supervisor.state.value}")
+
+        async def body() -> AsyncIterator[bytes]:
+            async for line in lines:
+                yield json.dumps(line, ensure_ascii=False).encode() + b"\n"
+
+        try:
+            async with self._session.post(self._url(path), data=body(), timeout=aiohttp.ClientTimeout(total=None),
+                                          headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/x-ndjson"}) as r:
+                await self._raise_for_status(r, "POST", path)
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+            raise SidecarError(f"POST {path} failed: {exc.__class__.__name__}: {exc}") from None
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -82,6 +82,13 @@ class Sampling:
         )
 
 
+def _continuation(d: dict[str, Any]) -> str:
+    v = d.get("continuation") or ""
+    if not isinstance(v, str) or len(v) > 1_000_000:
+        raise ProtocolError("'continuation' must be a string")
+    return v
+
+
 @dataclass
 class GenerateRequest:
     """POST /generate. Exactly one of prompt (text), messages (chat) or tokens is given."""
@@ -94,6 +101,7 @@ class GenerateRequest:
     sampling: Sampling = field(default_factory=Sampling)
     drafter: str = "none"  # "none" or "lookup" (prompt lookup inside the verifier)
     share_context: bool = False  # put the prompt as text in the "start" event (work for scouts)
+    continuation: str = ""  # text already generated for this request elsewhere: go on after it
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -125,6 +133,7 @@ class GenerateRequest:
             sampling=Sampling.from_dict(d.get("sampling") or {}),
             drafter=drafter,
             share_context=bool(d.get("share_context", False)),
+            continuation=_continuation(d),
         )
 
 

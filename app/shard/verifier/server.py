@@ -113,12 +113,19 @@ async def detokenize(request: web.Request) -> web.Response:
 
 
 def _prompt(engine: Engine, req: protocol.GenerateRequest) -> tuple[list[int], str]:
-    """The prompt's tokens and its text (as a scout must see it to continue it)."""
+    """The prompt's tokens and its text (as a scout must see it to continue it), followed by the
+    continuation (text generated elsewhere, tokenized as if this model had produced it)."""
+    model = engine.model
     if req.tokens is not None:
-        return req.tokens, engine.model.detokenize(req.tokens) if req.share_context else ""
-    text = engine.model.render_chat(req.messages) if req.messages is not None else req.prompt or ""
-    # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
-    return engine.model.tokenize(text, special=req.messages is not None), text
+        tokens, text = req.tokens, model.detokenize(req.tokens) if req.share_context else ""
+    else:
+        text = model.render_chat(req.messages) if req.messages is not None else req.prompt or ""
+        # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
+        tokens = model.tokenize(text, special=req.messages is not None)
+    if req.continuation:
+        tokens = tokens + model.tokenize_continuation(tokens[-4:], req.continuation)
+        text += req.continuation
+    return tokens, text
 
 
 def _start_job(request: web.Request, job: Job) -> tuple[Engine, asyncio.Queue[dict[str, Any]]]:

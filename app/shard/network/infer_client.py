@@ -1,0 +1,104 @@
+"""The asker's side of remote inference: a node with no model of its own has an Oracle peer
+generate, over `/shard/infer/1.0.0` through the sidecar, and passes the stream on as if the local
+verifier had produced it. If the Oracle fails mid-stream, another one continues from the text
+produced so far; when none is left, the stream ends with a clear error. Tokens served are paid
+for only with the Oracle's signed receipt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, AsyncIterator
+
+from shard.credit import receipts
+from shard.credit.ledger import LedgerError
+from shard.network.messages import InferRequest
+from shard.network.peers import Peer
+from shard.network.sidecar import SidecarError
+from shard.verifier.protocol import GenerateRequest
+
+if TYPE_CHECKING:
+    from shard.node import Node
+
+log = logging.getLogger("shard.infer")
+
+MAX_ORACLES = 3  # Oracles tried for one request before giving up
+
+
+class RemoteUnavailable(Exception):
+    """No Oracle on the network can serve the request; the text says why."""
+
+
+class InferClient:
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+
+    def oracles(self, model: str = "") -> list[Peer]:
+        """Connected Oracles serving `model` (any model for "" or "default"), least loaded and
+        nearest first."""
+        if self.node.sidecar is None or not self.node.sidecar.ready:
+            return []
+        found = [p for p in self.node.peer_table.peers.values()
+                 if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)]
+        return sorted(found, key=lambda p: (p.load / max(p.capacity, 1), p.latency_ms if p.latency_ms is not None else 1e9))
+
+    def models(self) -> list[str]:
+        return sorted({m for p in self.oracles() for m in p.models})
+
+    async def generate(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+        sidecar = self.node.sidecar
+        produced: list[str] = []
+        n_done, started, tried, last_error = 0, False, set(), "no Oracle on the network serves this model"
+        for _ in range(MAX_ORACLES):
+            candidates = [p for p in self.oracles(model) if p.peer_id not in tried]
+            if not candidates or sidecar is None:
+                break
+            oracle = candidates[0].peer_id
+            tried.add(oracle)
+            left = max(request.max_tokens - n_done, 1) if request.max_tokens else 0
+            ask = InferRequest(generate=dataclasses.replace(request, max_tokens=left).to_dict(), model=model,
+                               continuation="".join(produced))
+            try:
+                async for line in sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()}):
+                    kind = line.get("type")
+                    if kind == "queued":
+                        log.info("queued at %s: place %s, about %ss", oracle, line.get("position"), line.get("eta_s"))
+                    elif kind == "start" and not started:
+                        started = True
+                        yield {"type": "start", "prompt_tokens": line.get("prompt_tokens", 0), "cached_tokens": 0, "oracle": oracle}
+                    elif kind == "token":
+                        text = str(line.get("text", ""))
+                        produced.append(text)
+                        n_done += int(line.get("n") or 0)
+                        yield {"type": "token", "text": text, "ids": []}
+                    elif kind == "end":
+                        usage = dict(line.get("usage") or {})
+                        usage["completion_tokens"] = n_done
+                        await self._pay(oracle, line.get("receipt"), int((line.get("usage") or {}).get("completion_tokens") or 0))
+                        yield {"type": "end", "finish_reason": line.get("finish_reason", "stop"), "usage": usage, "oracle": oracle}
+                        return
+                    elif kind == "error":
+                        raise SidecarError(str(line.get("message", "the Oracle failed")))
+                raise SidecarError("the Oracle closed the stream before the end")
+            except SidecarError as exc:
+                last_error = f"Oracle {oracle[-8:]}: {exc}"
+                self.node.metrics.remote_failovers.inc()
+                log.warning("remote inference: %s; %s", last_error, "trying another Oracle" if len(tried) < MAX_ORACLES else "giving up")
+        raise RemoteUnavailable(last_error)
+
+    async def _pay(self, oracle: str, signed: Any, tokens: int) -> None:
+        """Record what the Oracle served, if its receipt checks out."""
+        node = self.node
+        if not tokens or node.sidecar is None or node.ledger is None:
+            return
+        ref = signed.get("id", "") if isinstance(signed, dict) else ""
+        receipt = await receipts.check(node.sidecar, signed, kind="served", issuer=oracle,
+                                       subject=str(node.sidecar.info.get("peer_id")), ref=ref)
+        if receipt is None:
+            log.warning("Oracle %s sent no valid receipt for %d tokens: not recorded", oracle, tokens)
+            return
+        try:
+            node.ledger.record("spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed))
+        except LedgerError as exc:
+            log.error("%s", exc)
