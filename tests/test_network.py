@@ -19,6 +19,7 @@ import requests
 from openai import OpenAI
 
 from conftest import SIDECAR_FLAGS, ServedNode, start_node
+from shard.credit.ledger import Ledger
 
 
 def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
@@ -118,6 +119,11 @@ def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny
     finally:
         scout.send_signal(signal.SIGTERM)
         scout.wait(20)
+    # The scout counted what it earned only from the Oracle's signed receipts: both sides agree.
+    scout_books = Ledger(tmp_path / "scout-data" / "ledger.db").summary()
+    oracle_books = requests.get(oracle.api + "/system/credit", timeout=5).json()
+    oracle_side = next(p for p in oracle_books["peers"] if p["peer_id"] == scout_peer["peer_id"])
+    assert 0 < scout_books["earned"] <= oracle_side["credit"]
     assert not [p for p in psutil.process_iter(["cmdline"]) if "shard-daemon" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
 
 

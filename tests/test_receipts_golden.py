@@ -1,0 +1,97 @@
+"""Receipts signed by a real sidecar hold only for their issuer and their exact content; golden
+tickets score drafts against a known continuation and shadow-pause scouts that fail them."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import random
+from pathlib import Path
+from typing import AsyncIterator
+
+import pytest
+
+from shard.config import Settings
+from shard.coop.golden import MIN_GOLDEN, Finished, GoldenTickets
+from shard.credit import receipts
+from shard.network.messages import Draft, Work
+from shard.network.sidecar import Sidecar, find_daemon
+
+
+async def _sidecar(tmp: Path, name: str) -> Sidecar:
+    settings = Settings(data_dir=str(tmp / name), control_port=0, tcp_port=0, p2p_host="127.0.0.1", mdns=False)
+    binary = find_daemon(settings)
+    assert binary is not None, "build the sidecar first (bash scripts/setup)"
+    sc = Sidecar(settings, binary, lambda e: None, lambda e: None)
+    sc.start()
+    assert await sc.supervisor.wait_ready(30)
+    return sc
+
+
+@pytest.fixture
+async def two_sidecars(tmp_path: Path) -> AsyncIterator[tuple[Sidecar, Sidecar]]:
+    a, b = await asyncio.gather(_sidecar(tmp_path, "a"), _sidecar(tmp_path, "b"))
+    yield a, b
+    await asyncio.gather(a.stop(), b.stop())
+
+
+async def test_a_receipt_holds_only_for_its_issuer_and_content(two_sidecars: tuple[Sidecar, Sidecar]) -> None:
+    oracle, scout = two_sidecars
+    oracle_id, scout_id = oracle.info["peer_id"], scout.info["peer_id"]
+    signed = await receipts.issue(oracle, "draft", scout_id, "w1.3", 7)
+    # The scout checks it through its own sidecar: valid, and the amount is what was signed.
+    r = await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3")
+    assert r is not None and r.amount == 7.0
+    # Claimed as another node's receipt (a forged issuer): refused.
+    assert await receipts.check(scout, signed, kind="draft", issuer=scout_id, subject=scout_id, ref="w1.3") is None
+    # Inflated amount: the signature no longer matches.
+    inflated = copy.deepcopy(signed)
+    inflated["receipt"]["amount"] = 700.0
+    assert await receipts.check(scout, inflated, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3") is None
+    # Someone else's receipt (another subject, another work): refused.
+    assert await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject="12D3KooWsomeoneelse", ref="w1.3") is None
+    assert await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.4") is None
+    assert await receipts.check(scout, {"junk": 1}, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3") is None
+
+
+def _finished() -> Finished:
+    events = [([10 + i], f" t{i}") for i in range(20)]
+    return Finished(model="m", vocab="v", context="ctx", prompt=[1, 2, 3], events=events)
+
+
+def test_golden_tickets_look_like_work_and_score_drafts() -> None:
+    golden = GoldenTickets(rate=1.0, rng=random.Random(3))
+    assert golden.maybe_ticket(8, 0) is None  # nothing remembered yet
+    golden.remember(_finished())
+    ticket = golden.maybe_ticket(8, 123)
+    assert isinstance(ticket, Work)
+    assert Work.from_dict(ticket.to_dict()) == ticket  # the same shape as real work
+    first_key = ticket.work_id.split(".")[0]
+    assert len(first_key) == 16 and ticket.tokens is not None and ticket.position == len(ticket.tokens)
+    expected = golden.tickets[ticket.work_id].expected
+    # An honest scout: the known continuation, accepted in full.
+    assert golden.score("honest", Draft(ticket.work_id, ticket.position, tokens=expected[:6])) == (6, 6)
+    # A second answer by the same scout to the same ticket earns nothing.
+    assert golden.score("honest", Draft(ticket.work_id, ticket.position, tokens=expected[:6])) == (0, 0)
+    # A text draft is scored by the token texts it spells out.
+    text = "".join(golden.tickets[ticket.work_id].expected_text[:3]) + " nonsense"
+    assert golden.score("texty", Draft(ticket.work_id, ticket.position, text=text))[1] == 3
+    # Not a golden ticket: None (the draft goes to the verifier as usual).
+    assert golden.score("x", Draft("other.1", 4, tokens=[1])) is None
+    # Never reused: every ticket has its own id.
+    ids = {golden.maybe_ticket(8, 0).work_id for _ in range(50)}  # type: ignore[union-attr]
+    assert len(ids) == 50
+
+
+def test_a_scout_that_fails_golden_tickets_is_shadow_paused() -> None:
+    golden = GoldenTickets(rate=1.0, rng=random.Random(5))
+    golden.remember(_finished())
+    for i in range(MIN_GOLDEN):
+        t = golden.maybe_ticket(8, 0)
+        assert t is not None
+        assert not golden.paused("cheater")
+        golden.score("cheater", Draft(t.work_id, t.position, tokens=[999] * 8))  # random junk
+        t2 = golden.maybe_ticket(8, 0)
+        golden.score("honest", Draft(t2.work_id, t2.position, tokens=golden.tickets[t2.work_id].expected[:8]))
+    assert golden.paused("cheater")
+    assert not golden.paused("honest")
