@@ -1,0 +1,108 @@
+// The page: find the node that served it (same origin), dial its sidecar, load a drafter, scout.
+import type { Multiaddr } from '@multiformats/multiaddr'
+import wasmUrl from '@wllama/wllama/esm/wasm/wllama.wasm?url'
+import type { DrafterConfig } from './drafters'
+import { Scout, type ScoutState } from './scout'
+
+interface NodeInfo {
+  sidecar?: string
+  message?: string
+  peer_id: string | null
+  ws_addrs: string[]
+  models?: Array<{ name: string, url: string, bytes: number }>
+  model?: string | null
+}
+
+const params = new URLSearchParams(location.search)
+const $ = (id: string): HTMLElement => document.getElementById(id)!
+
+async function nodeInfo (): Promise<NodeInfo> {
+  // /scout/node.json needs no API key (the page is public to this machine); the topology does
+  for (const path of ['/scout/node.json', '/v1/system/topology']) {
+    try {
+      const res = await fetch(path, { cache: 'no-store' })
+      if (res.ok) return await res.json()
+    } catch { /* try the next */ }
+  }
+  throw new Error('the node did not answer /scout/node.json or /v1/system/topology')
+}
+
+function isLoopbackOrHere (ma: Multiaddr): boolean {
+  const host = ma.getComponents().find(c => ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(c.name))?.value
+  return host === location.hostname || host === '127.0.0.1' || host === '::1' || host === 'localhost'
+}
+
+function pickModel (info: NodeInfo): string | null {
+  if (params.get('model') !== null) return params.get('model')
+  const models = info.models ?? []
+  const served = models.find(m => m.name === info.model) ?? models.find(m => /smollm2/i.test(m.name)) ?? models[0]
+  return served !== undefined ? new URL(served.url, location.href).href : null
+}
+
+function render (s: ScoutState): void {
+  const d = s.drafter
+  $('status').textContent = s.status
+  $('status').className = s.connected ? 'ok' : 'warn'
+  $('peer').textContent = s.peerId ?? '…'
+  $('node').textContent = s.nodePeer !== null ? `${s.nodePeer} (${s.nodeAddr ?? ''}) ${s.nodeInfo !== null ? `roles: ${s.nodeInfo.roles.join(', ')}, agent ${s.nodeInfo.agent}` : ''}` : '…'
+  $('drafter').textContent = d.loaded
+    ? `${d.name} (loaded in ${d.loadMs} ms)`
+    : `loading ${d.kind}… ${Math.round(d.progress * 100)}%`
+  $('speed').textContent = d.tokensPerSecond !== null ? `${d.tokensPerSecond} tokens/s (model drafts)` : '–'
+  $('work').textContent = `${s.work.received} (direct ${s.work.direct}, gossip ${s.work.gossip}; skipped: ${s.work.stale} past deadline, ${s.work.superseded} superseded)`
+  $('drafts').textContent = `${s.drafts.sent} (${Object.entries(s.drafts.bySource).map(([k, v]) => `${k} ${v}`).join(', ') || 'none yet'})${s.drafts.failed > 0 ? `, ${s.drafts.failed} undelivered` : ''}`
+  $('accepted').textContent = `${s.accepted} of ${s.proposed} proposed tokens`
+  $('credit').textContent = `${s.credit}`
+  $('verdicts').textContent = Object.entries(s.verdicts).map(([k, v]) => `${k} ${v}`).join(', ') || '–'
+  $('last').textContent = s.last !== null ? `${s.last.work_id}: ${JSON.stringify(s.last.text)} via ${s.last.source} → ${s.last.outcome}, ${s.last.accepted}/${s.last.proposed}` : '–'
+  $('log').textContent = s.log.slice(-12).join('\n')
+}
+
+async function main (): Promise<void> {
+  $('origin').textContent = location.origin
+  $('isolated').textContent = crossOriginIsolated ? 'yes (wllama can use threads)' : 'no (wllama runs single-threaded or not at all)'
+  const info = await nodeInfo().catch(() => ({ peer_id: null, ws_addrs: [] }) as NodeInfo)
+  const hc = navigator.hardwareConcurrency ?? 2
+  const prefer = (params.get('drafter') ?? 'auto') as DrafterConfig['prefer']
+  const config: DrafterConfig = {
+    prefer,
+    ggufUrl: pickModel(info),
+    wllamaWasmUrl: new URL(wasmUrl, location.href).href,
+    nThreads: Number(params.get('threads') ?? Math.max(1, Math.min(4, Math.floor(hc / 2)))),
+    nCtx: Number(params.get('ctx') ?? 4096),
+    webllmModel: params.get('webllm_model') ?? 'SmolLM2-135M-Instruct-q0f32-MLC',
+    webllmModelUrl: params.get('webllm_url'),
+    webllmLibUrl: params.get('webllm_lib'),
+    lookupFirst: params.get('lookup_first') !== '0'
+  }
+  const model = config.ggufUrl !== null ? decodeURIComponent(config.ggufUrl.split('/').pop() ?? '') : 'prompt lookup'
+  const scout = new Scout(config, [prefer === 'lookup' ? 'prompt-lookup' : model])
+  ;(window as any).shardScout = scout.state
+  ;(window as any).shardScoutConfig = config
+  scout.onChange(render)
+  render(scout.state)
+  scout.startDrafter()
+  await scout.startNet(isLoopbackOrHere)
+
+  // dial the node's sidecar, and again whenever the connection drops
+  for (;;) {
+    if (!scout.state.connected) {
+      try {
+        scout.state.status = 'finding the node'
+        const fresh = await nodeInfo()
+        const addr = fresh.ws_addrs?.find(a => a.includes('/ip4/127.0.0.1/')) ?? fresh.ws_addrs?.[0]
+        if (addr === undefined) throw new Error(fresh.message ?? `the node has no WebSocket address (sidecar: ${fresh.sidecar ?? 'unknown'})`)
+        await scout.connect(addr)
+      } catch (err) {
+        scout.state.status = `not connected: ${(err as Error).message}`
+        scout.log(scout.state.status)
+      }
+    }
+    await new Promise(resolve => setTimeout(resolve, 3000))
+  }
+}
+
+main().catch((err) => {
+  $('status').textContent = `failed: ${(err as Error).message}`
+  ;(window as any).shardScoutError = String(err)
+})

@@ -1,0 +1,239 @@
+// The scout: takes work from the node's sidecar (direct or gossip), keeps only the newest work of
+// each request, skips work past its deadline, drafts in the worker, and sends each draft to the
+// Oracle that sent the work over /shard/oracle/verify/1.0.0; the verdict says how many tokens were
+// accepted (each one a unit of credit at that Oracle). Mirrors app/shard/coop/scout.py.
+
+import type { Multiaddr } from '@multiformats/multiaddr'
+import type { DrafterConfig, DraftResult } from './drafters'
+import { makeDraft, MessageError, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { PROTO_VERIFY, ScoutNet, type Via } from './net'
+
+export const AGENT = 'shard-web-scout/0.1.0'
+const MAX_REQUESTS = 64 // newest work kept for at most this many requests
+const MAX_IN_FLIGHT = 8 // drafts awaiting a verdict
+
+export interface ScoutState {
+  status: string // 'starting' | 'finding the node' | 'connecting' | 'connected' | 'disconnected' | error text
+  sameOrigin: string // the node that served this page
+  peerId: string | null
+  connected: boolean
+  nodePeer: string | null
+  nodeAddr: string | null
+  nodeInfo: HandshakeInfo | null
+  drafter: { name: string, kind: string, loaded: boolean, loadMs: number, progress: number, notes: string[], tokensPerSecond: number | null, modelTokens: number, modelMs: number }
+  work: { received: number, direct: number, gossip: number, stale: number, superseded: number }
+  drafts: { sent: number, bySource: Record<string, number>, failed: number, lastMs: number | null }
+  verdicts: Record<string, number>
+  proposed: number
+  accepted: number
+  credit: number // accepted tokens, one unit each, as the Oracles' verdicts say
+  last: { work_id: string, text: string, source: string, outcome: string, accepted: number, proposed: number } | null
+  log: string[]
+}
+
+type Listener = (s: ScoutState) => void
+
+interface DraftReply extends DraftResult { id: number, error?: string }
+
+export class Scout {
+  readonly state: ScoutState
+  private readonly latest = new Map<string, { from: string, work: Work }>()
+  private net!: ScoutNet
+  private worker!: Worker
+  private drafting = false
+  private inFlight = 0
+  private nextId = 1
+  private readonly pending = new Map<number, (r: DraftReply) => void>()
+  private readonly listeners: Listener[] = []
+
+  constructor (private readonly config: DrafterConfig, private readonly models: string[]) {
+    this.state = {
+      status: 'starting',
+      sameOrigin: location.origin,
+      peerId: null,
+      connected: false,
+      nodePeer: null,
+      nodeAddr: null,
+      nodeInfo: null,
+      drafter: { name: 'none', kind: 'none', loaded: false, loadMs: 0, progress: 0, notes: [], tokensPerSecond: null, modelTokens: 0, modelMs: 0 },
+      work: { received: 0, direct: 0, gossip: 0, stale: 0, superseded: 0 },
+      drafts: { sent: 0, bySource: {}, failed: 0, lastMs: null },
+      verdicts: {},
+      proposed: 0,
+      accepted: 0,
+      credit: 0,
+      last: null,
+      log: []
+    }
+  }
+
+  onChange (fn: Listener): void { this.listeners.push(fn) }
+  private changed (): void { for (const fn of this.listeners) fn(this.state) }
+  log (line: string): void {
+    this.state.log.push(`${new Date().toISOString().slice(11, 19)} ${line}`)
+    if (this.state.log.length > 50) this.state.log.shift()
+    this.changed()
+  }
+
+  info (): HandshakeInfo {
+    return {
+      protocol_version: 1,
+      roles: ['scout'],
+      models: this.models,
+      capacity: 1,
+      load: this.latest.size,
+      agent: AGENT
+    }
+  }
+
+  startDrafter (): void {
+    this.worker = new Worker(new URL('./drafter-worker.ts', import.meta.url), { type: 'module' })
+    this.worker.onmessage = (e: MessageEvent) => {
+      const m = e.data
+      if (m.type === 'progress') {
+        this.state.drafter.kind = m.what
+        this.state.drafter.progress = m.total > 0 ? m.loaded / m.total : 0
+        this.changed()
+      } else if (m.type === 'ready') {
+        Object.assign(this.state.drafter, { name: m.name, kind: m.kind, loaded: true, loadMs: Math.round(m.loadMs), notes: m.notes, progress: 1 })
+        for (const n of m.notes as string[]) this.log(n)
+        this.log(`drafter ready: ${m.name as string} (${Math.round(m.loadMs)} ms)`)
+        void this.pump()
+      } else if (m.type === 'draft') {
+        const done = this.pending.get(m.id)
+        this.pending.delete(m.id)
+        done?.(m as DraftReply)
+      }
+    }
+    this.worker.onerror = (e) => this.log(`drafter worker error: ${e.message}`)
+    this.worker.postMessage({ type: 'init', config: this.config })
+  }
+
+  async startNet (allowDial: (ma: Multiaddr) => boolean): Promise<void> {
+    this.net = new ScoutNet({
+      info: () => this.info(),
+      allowDial,
+      events: {
+        onWork: (from, work, via) => this.onWork(from, work, via),
+        onHandshake: (from, info) => {
+          if (from === this.state.nodePeer) { this.state.nodeInfo = info; this.changed() }
+        },
+        onPeer: (peer, connected) => {
+          if (peer === this.state.nodePeer && !connected) {
+            this.state.connected = false
+            this.state.status = 'disconnected'
+            this.log(`disconnected from ${peer}`)
+          }
+        },
+        onLog: (line) => this.log(line)
+      }
+    })
+    await this.net.start()
+    this.state.peerId = this.net.peerId
+    this.changed()
+  }
+
+  async connect (addr: string): Promise<void> {
+    this.state.status = 'connecting'
+    this.state.nodeAddr = addr
+    this.changed()
+    const peer = await this.net.dial(addr)
+    this.state.nodePeer = peer
+    this.state.connected = true
+    this.state.status = 'connected'
+    this.log(`connected to ${peer}`)
+  }
+
+  private onWork (from: string, work: Work, via: Via): void {
+    const st = this.state.work
+    st.received++
+    st[via]++
+    const key = requestKey(work.work_id)
+    const old = this.latest.get(key)
+    if (old !== undefined) {
+      if (old.work.position > work.position) return // an older work arriving late
+      st.superseded++
+    }
+    this.latest.set(key, { from, work })
+    while (this.latest.size > MAX_REQUESTS) this.latest.delete(this.latest.keys().next().value as string)
+    this.changed()
+    void this.pump()
+  }
+
+  /** Draft the newest work of each request in turn, one at a time. */
+  private async pump (): Promise<void> {
+    if (this.drafting || !this.state.drafter.loaded) return
+    this.drafting = true
+    try {
+      while (this.latest.size > 0) {
+        const key = this.latest.keys().next().value as string
+        const { from, work } = this.latest.get(key)!
+        this.latest.delete(key)
+        if (work.deadline_ms < Date.now()) {
+          this.state.work.stale++
+          continue
+        }
+        const reply = await this.draftInWorker(work)
+        if (reply.error !== undefined) {
+          this.log(`draft failed: ${reply.error}`)
+          continue
+        }
+        this.noteSpeed(reply)
+        const draft = makeDraft(work, reply.text)
+        if (draft === null) continue
+        if (this.inFlight >= MAX_IN_FLIGHT) continue
+        void this.send(from, draft, reply.source)
+      }
+    } finally {
+      this.drafting = false
+    }
+  }
+
+  private draftInWorker (work: Work): Promise<DraftReply> {
+    const id = this.nextId++
+    return new Promise((resolve) => {
+      this.pending.set(id, resolve)
+      this.worker.postMessage({ type: 'draft', id, context: work.context, maxTokens: work.max_draft })
+    })
+  }
+
+  private noteSpeed (r: DraftReply): void {
+    this.state.drafts.lastMs = Math.round(r.ms)
+    if (r.source !== 'lookup' && r.tokens > 0) {
+      const d = this.state.drafter
+      d.modelTokens += r.tokens
+      d.modelMs += r.ms
+      d.tokensPerSecond = Math.round((d.modelTokens / d.modelMs) * 1000 * 10) / 10
+    }
+  }
+
+  private async send (oracle: string, draft: ReturnType<typeof makeDraft> & object, source: string): Promise<void> {
+    this.inFlight++
+    this.state.drafts.sent++
+    this.state.drafts.bySource[source] = (this.state.drafts.bySource[source] ?? 0) + 1
+    this.changed()
+    try {
+      let verdict: Verdict
+      try {
+        verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
+      } catch (err) {
+        if (err instanceof MessageError || !String((err as Error).message).startsWith('not connected')) throw err
+        // the work came by gossip from an Oracle we have no connection to: answer on gossip
+        await this.net.publishResult(draft)
+        return
+      }
+      this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
+      this.state.proposed += verdict.proposed
+      this.state.accepted += verdict.accepted
+      this.state.credit += verdict.accepted
+      this.state.last = { work_id: draft.work_id, text: draft.text ?? '', source, outcome: verdict.outcome, accepted: verdict.accepted, proposed: verdict.proposed }
+      if (verdict.outcome === 'ignored') this.log(`draft ${draft.work_id} ignored: ${verdict.reason}`)
+    } catch (err) {
+      this.state.drafts.failed++
+      this.log(`draft ${draft.work_id} not delivered: ${(err as Error).message}`)
+    } finally {
+      this.inFlight--
+      this.changed()
+    }
+  }
+}
