@@ -22,7 +22,7 @@ from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
-from shard.credit.ledger import Ledger
+from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PeerTable
@@ -109,7 +109,10 @@ class Node:
         if self.secrets.warning:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
-        self.ledger = Ledger(s.data_path / "ledger.db")
+        try:
+            self.ledger = Ledger(s.data_path / "ledger.db")
+        except LedgerError as exc:
+            raise NodeStartError(str(exc)) from None
         await self._start_api()
         self.running = True
         self._start_sidecar()

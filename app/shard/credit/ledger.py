@@ -88,15 +88,25 @@ class Ledger:
 
     @staticmethod
     def _open(path: Path) -> sqlite3.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        db: sqlite3.Connection | None = None
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
             db.executescript(_SCHEMA)
             db.execute("SELECT count(*) FROM journal").fetchone()
             return db
+        except (OSError, sqlite3.OperationalError) as exc:
+            # Locked by another process, a full or read-only disk: the journal itself may be sound,
+            # so it stays where it is (setting it aside would hide its credit) and the node says why.
+            if db is not None:
+                db.close()
+            raise LedgerError(f"cannot open the credit ledger {path}: {exc} (is another Shard node using this data dir, "
+                              "or is the disk full or read-only?)") from None
         except sqlite3.DatabaseError as exc:
+            if db is not None:
+                db.close()
             # A damaged file must not stop the node: keep it for inspection, start a new journal.
             aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
             log.error("the credit ledger %s is unreadable (%s); moved it to %s and started a new one", path, exc, aside)
