@@ -1,7 +1,7 @@
 """What the pages show, read from the core in one place (no Qt here): status, counters, peers, credit.
 
-Everything the node offers is read through its public methods; parts that a given build lacks (no
-sidecar, no credit ledger yet) come back as empty data with a sentence that says why.
+Everything is read through the node's public methods; a sidecar that is down gives empty peers
+with the node's own sentence saying why.
 """
 
 from __future__ import annotations
@@ -63,30 +63,20 @@ class Snapshot:
         return {p.get("peer_id", ""): p for p in self.credit.get("peers", [])}
 
 
-async def _call(node: "Node", name: str) -> dict[str, Any]:
-    fn = getattr(node, name, None)
-    if fn is None:
-        return {"unavailable": f"this build of the node has no {name} data yet"}
+async def _peers(node: "Node") -> dict[str, Any]:
     try:
-        result = fn()
-        if asyncio.iscoroutine(result):
-            result = await asyncio.wait_for(result, 5.0)
-        return dict(result or {})
+        return await asyncio.wait_for(node.peers(), 5.0)
     except Exception as exc:  # a sidecar that went away must not stop the dashboard refreshing
-        log.debug("reading %s failed: %s", name, exc)
-        return {"unavailable": f"cannot read {name}: {exc}"}
+        log.debug("reading peers failed: %s", exc)
+        return {"unavailable": f"cannot read peers: {exc}"}
 
 
 async def snapshot(node: "Node", *, peers: bool = True, credit: bool = True) -> Snapshot:
     snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node))
-    tasks = []
     if peers:
-        tasks.append(("peers", _call(node, "peers")))
+        snap.peers = await _peers(node)
     if credit:
-        tasks.append(("credit", _call(node, "credit")))
-    results = await asyncio.gather(*(t for _, t in tasks))
-    for (name, _), value in zip(tasks, results):
-        setattr(snap, name, value)
+        snap.credit = node.credit()
     return snap
 
 

@@ -104,10 +104,6 @@ class CreditPage(QWidget):
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)
-        self.message = QLabel()
-        self.message.setWordWrap(True)
-        self.message.hide()
-        layout.addWidget(self.message)
         totals = QHBoxLayout()
         self.values: dict[str, QLabel] = {}
         for key, title in (("balance", "Balance"), ("earned", "Earned"), ("spent", "Spent")):
@@ -142,11 +138,6 @@ class CreditPage(QWidget):
 
     def refresh(self, snap: data.Snapshot) -> None:
         c = snap.credit
-        if c.get("unavailable"):
-            self.message.setText(c["unavailable"])
-            self.message.show()
-        else:
-            self.message.hide()
         for key, label in self.values.items():
             value = c.get(key)
             label.setText("—" if value is None else f"{float(value):,.2f}")
