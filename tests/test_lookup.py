@@ -26,3 +26,21 @@ def test_index_is_incremental_and_prefers_latest_occurrence() -> None:
     assert d.propose(seq, 1) == []  # [8, 2] never seen before
     seq += [7, 8]
     assert d.propose(seq, 1) == [2]  # the latest [7, 8] was followed by 2
+
+
+def test_silent_after_misses_and_back_at_once_after_a_hit() -> None:
+    d = PromptLookup()
+    tokens = [1, 2, 3, 4, 1, 2, 3]
+    assert d.propose(tokens, 16) == [4, 1, 2, 3]
+    d.feedback(4, 0)  # a miss: quiet for 1 step
+    assert d.propose(tokens, 16) == []
+    assert d.propose(tokens, 16) == [4]
+    d.feedback(1, 0)  # another miss: quiet for 2 steps
+    assert [d.propose(tokens, 16) for _ in range(3)] == [[], [], [4]]
+    d.feedback(1, 1)  # a hit: the next miss is forgiven after 1 step again
+    d.propose(tokens, 16)
+    d.feedback(2, 0)
+    assert d.quiet == 1
+    for _ in range(10):  # the silence is capped
+        d.feedback(1, 0)
+    assert d.quiet <= 64

@@ -3,10 +3,15 @@ guess that what followed them then follows them now. Free to compute, and strong
 work (rewrite, fix, summarize with quotes), where the answer repeats the prompt.
 
 The draft length adapts to what was accepted: checking k drafts costs several single steps on a
-CPU, so a drafter that keeps missing offers less, down to nothing worth checking.
+CPU, so a drafter that keeps missing offers less, down to nothing worth checking. After a draft
+that got nothing accepted it also stays silent for a while (1, 2, 4 ... up to 64 steps), so on
+text that does not repeat its cost is a few percent at most, and one hit brings it back at once.
 """
 
 from __future__ import annotations
+
+
+MAX_QUIET = 64
 
 
 class PromptLookup:
@@ -15,6 +20,8 @@ class PromptLookup:
         self.ngram_min = ngram_min
         self.max_len = max_len
         self.limit = 4
+        self.quiet = 0  # steps to stay silent after a miss
+        self._backoff = 1
         self._index: list[dict[tuple[int, ...], int]] = [{} for _ in range(ngram_max + 1)]
         self._indexed = 0  # tokens[:_indexed] are in the index
 
@@ -28,6 +35,9 @@ class PromptLookup:
 
     def propose(self, tokens: list[int], limit: int) -> list[int]:
         self._update(tokens)
+        if self.quiet > 0:
+            self.quiet -= 1
+            return []
         limit = min(limit, self.limit)
         if limit <= 0:
             return []
@@ -40,6 +50,10 @@ class PromptLookup:
         return []
 
     def feedback(self, proposed: int, accepted: int) -> None:
+        if accepted == 0:
+            self.quiet, self._backoff = self._backoff, min(self._backoff * 2, MAX_QUIET)
+        else:
+            self._backoff = 1
         if accepted == proposed:
             self.limit = min(self.limit * 2, self.max_len)
         else:

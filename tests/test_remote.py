@@ -1,0 +1,114 @@
+"""Inference over the network: a node without a model answers its user's apps through Oracle peers
+(streamed as if local), pays for it with the Oracle's signed receipt, waits its turn behind the
+Oracle's own user, and fails over to another Oracle when the first dies mid-stream."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from openai import OpenAI
+
+from conftest import ServedNode, start_node
+from test_network import metric, wait_for
+
+
+def tcp_addr(node: ServedNode) -> str:
+    topo = wait_for(lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+                    what="the sidecar")
+    return next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+
+
+def peer_id(node: ServedNode) -> str:
+    return requests.get(node.api + "/system/topology", timeout=5).json()["peer_id"]
+
+
+def credit_with(node: ServedNode, peer: str) -> dict:
+    return next((p for p in requests.get(node.api + "/system/credit", timeout=5).json()["peers"] if p["peer_id"] == peer), {})
+
+
+def test_a_node_without_a_model_is_served_by_an_oracle(tiny_model: Path, tmp_path: Path) -> None:
+    oracle = start_node(tiny_model, tmp_path / "o", "--parallel", "2", sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(oracle), sidecar=True)  # ready = an Oracle is in sight
+    try:
+        direct = OpenAI(base_url=oracle.api, api_key="x").chat.completions.create(
+            model="default", messages=[{"role": "user", "content": "tell me"}], max_tokens=40, temperature=0)
+        client = OpenAI(base_url=consumer.api, api_key="x")
+        assert [m.id for m in client.models.list()] == ["tiny"]  # the Oracle's model, from the handshake
+        chunks = list(client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "tell me"}],
+                                                     max_tokens=40, temperature=0, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == direct.choices[0].message.content  # streamed through the network unchanged
+        assert chunks[-1].choices[0].finish_reason == "length"
+        # Both books agree, and the asker's entry rests on the Oracle's signed receipt.
+        spent = credit_with(consumer, peer_id(oracle))
+        earned = credit_with(oracle, peer_id(consumer))
+        assert spent["spent"] == earned["earned"] == 40
+        assert requests.get(consumer.api + "/system/credit", timeout=5).json()["balance"] == -40
+        # An unknown model is a clear 404, not a hang.
+        with pytest.raises(Exception, match="does not exist"):
+            client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}], max_tokens=2)
+    finally:
+        consumer.stop()
+        oracle.stop()
+
+
+def test_no_oracle_is_a_clear_503(tmp_path: Path) -> None:
+    lonely = start_node(None, tmp_path, sidecar=True, wait=False)
+    try:
+        wait_for(lambda: requests.get(lonely.url + "/health", timeout=2).status_code == 503, what="the node")
+        r = requests.post(lonely.api + "/chat/completions", json={"messages": [{"role": "user", "content": "hi"}]}, timeout=10)
+        assert r.status_code == 503 and "no Oracle" in r.json()["error"]["message"]
+    finally:
+        lonely.stop()
+
+
+def test_remote_asker_waits_behind_the_owner_and_hears_its_place(slow_twin_model: Path, tmp_path: Path) -> None:
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(oracle), sidecar=True)
+    try:
+        owner = OpenAI(base_url=oracle.api, api_key="x")
+        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=300, temperature=0))
+        busy.start()
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        out = OpenAI(base_url=consumer.api, api_key="x", timeout=120).completions.create(
+            model="default", prompt="c d", max_tokens=5, temperature=0)
+        waited = time.monotonic() - t0
+        busy.join()
+        assert out.choices[0].text
+        assert "queued at" in consumer.log()  # the Oracle told it its place while it waited
+        assert waited > 1.0
+    finally:
+        consumer.stop()
+        oracle.stop()
+
+
+def test_an_oracle_dying_mid_stream_is_replaced(slow_twin_model: Path, tmp_path: Path) -> None:
+    a = start_node(slow_twin_model, tmp_path / "a", "--no-lookup", sidecar=True)
+    b = start_node(slow_twin_model, tmp_path / "b", "--no-lookup", "--bootstrap", tcp_addr(a), sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(a), "--bootstrap", tcp_addr(b), sidecar=True)
+    try:
+        wait_for(lambda: len([p for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]
+                              if "oracle" in p["roles"]]) == 2, what="both Oracles")
+        stream = OpenAI(base_url=consumer.api, api_key="x", timeout=120).completions.create(
+            model="default", prompt="one two", max_tokens=300, temperature=0, stream=True)
+        before, after, killed, finish = [], [], None, None
+        for chunk in stream:
+            piece = chunk.choices[0].text if chunk.choices else ""
+            (after if killed else before).append(piece)
+            finish = chunk.choices[0].finish_reason if chunk.choices else finish
+            if killed is None and len(before) >= 5:
+                serving = next(n for n in (a, b) if "serving a request from" in n.log())
+                serving.proc.send_signal(signal.SIGKILL)  # its sidecar and verifier go with it (stdin closes)
+                killed = serving
+        assert killed is not None and finish == "length"  # the stream went on to the end
+        assert "".join(after)  # ...with text from the other Oracle
+        assert metric(consumer, "shard_remote_failovers_total") >= 1
+    finally:
+        for n in (consumer, a, b):
+            n.stop()
