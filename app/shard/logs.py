@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import sys
 from pathlib import Path
 
 from shard import paths
@@ -13,9 +14,33 @@ MAX_BYTES = 5 * 1024 * 1024
 BACKUPS = 3
 
 
+class _FileHandler(logging.handlers.RotatingFileHandler):
+    """A log file that a full or read-only disk cannot turn into a traceback per log line: the first
+    failed write says so once on stderr, later ones are dropped until a write succeeds again."""
+
+    _failing = False
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)  # calls handleError when the write fails
+        if not self._failed_now:
+            self._failing = False  # writing works (again)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_now = True
+        if not self._failing:
+            self._failing = True
+            exc = sys.exc_info()[1]
+            try:
+                sys.stderr.write(f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it works again\n")
+            except (OSError, ValueError):
+                pass
+
+
 def rotating_file_handler(path: Path) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
+    handler = _FileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     return handler
 
