@@ -81,8 +81,15 @@ def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path:
                          what="the second node to see the first")
         assert "oracle" in peers[0]["roles"]  # from the handshake
         other_id = requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"]
-        wait_for(lambda: any(p["peer_id"] == other_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
-                 what="the first node to see the second")
+
+        def oracle_sees_other() -> bool:
+            return any(p["peer_id"] == other_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"])
+
+        wait_for(oracle_sees_other, what="the first node to see the second")
+        # The second node's sidecar dies: it is restarted, dials its bootstrap peer, the mesh re-forms.
+        os.kill(sidecar_pid(other), signal.SIGKILL)
+        wait_for(lambda: not oracle_sees_other(), what="the first node to notice")
+        wait_for(oracle_sees_other, what="the mesh to re-form")
     finally:
         other.stop()
 
