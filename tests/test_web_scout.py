@@ -1,0 +1,203 @@
+"""The browser web scout (web-scout/): the node serves its page, assets and models at /scout/;
+the page's unit tests and its js-libp2p <-> rust-libp2p interop test (vitest); and end to end, a
+real headless Chromium (Debian's, driven by playwright-core) opening the page from a real
+`shard serve` with SmolLM2 and its sidecar: it dials the sidecar, loads wllama, takes work and
+sends drafts that the Oracle verifies and credits to the browser's peer id.
+
+Needs Node.js with `web-scout/node_modules` and `web-scout/dist` (scripts/setup builds them) and
+/usr/bin/chromium (.ci/run installs it); the tests that need them skip with the reason otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+from openai import OpenAI
+
+from conftest import ServedNode, start_node
+from test_network import metric, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+WEB = ROOT / "web-scout"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
+             "Cross-Origin-Resource-Policy": "same-origin"}
+
+# An edit-style request: the answer repeats text of the prompt, which a scout can draft ahead.
+EDIT_TEXT = ("The quick brown fox jumps over the lazy dog. Peer to peer networks let many small machines share "
+             "their compute, and every contributor earns priority for its own requests. A browser tab can draft "
+             "tokens that a desktop node verifies, so the tab earns credit while it is open. Drafts are checked "
+             "before they are used, so a wrong draft costs a little time and never changes the answer.")
+EDIT_PROMPT = "Repeat this text exactly, word for word, then stop:\n\n" + EDIT_TEXT
+
+
+def need_node_tools(*, browser: bool = False) -> None:
+    if shutil.which("node") is None or not (WEB / "node_modules").is_dir():
+        pytest.skip("Node.js and web-scout/node_modules are needed (bash scripts/setup runs npm ci there)")
+    if not (WEB / "dist" / "index.html").is_file():
+        pytest.skip("web-scout/dist is not built (bash scripts/setup runs npm run build)")
+    if browser and not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium; .ci/run does)")
+
+
+# -- the node's /scout routes --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def keyed_node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    tmp = tmp_path_factory.mktemp("scout-routes")
+    node = start_node(tiny_model, tmp, "--api-key", "sekret", "--ctx-size", "256")
+    (node.data_dir / "models").mkdir(parents=True, exist_ok=True)
+    (node.data_dir / "models" / "extra.gguf").write_bytes(b"GGUF" + bytes(range(256)) * 4)
+    yield node
+    node.stop()
+
+
+def test_the_page_and_its_node_info_are_served_without_an_api_key(keyed_node: ServedNode) -> None:
+    need_node_tools()
+    page = requests.get(keyed_node.url + "/scout/", timeout=5)
+    assert page.status_code == 200 and "Shard web scout" in page.text
+    for k, v in ISOLATION.items():
+        assert page.headers[k] == v
+    assert requests.get(keyed_node.url + "/scout", timeout=5, allow_redirects=False).headers["Location"] == "/scout/"
+    # every asset the page names is there, with the isolation headers and the right types
+    import re
+    for src in re.findall(r'(?:src|href)="(/scout/assets/[^"]+)"', page.text):
+        res = requests.get(keyed_node.url + src, timeout=5)
+        assert res.status_code == 200 and res.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        assert res.headers["Content-Type"].startswith("text/javascript" if src.endswith(".js") else "text/css")
+    wasm = [p.name for p in (WEB / "dist" / "assets").glob("*.wasm")]
+    assert wasm, "the build has wllama's wasm"
+    res = requests.get(f"{keyed_node.url}/scout/assets/{wasm[0]}", timeout=5, stream=True)
+    assert res.headers["Content-Type"] == "application/wasm"
+    res.close()
+    info = requests.get(keyed_node.url + "/scout/node.json", timeout=5).json()
+    assert info["sidecar"] == "off" or "ws_addrs" in info
+    names = {m["name"]: m for m in info["models"]}
+    assert set(names) == {"tiny.gguf", "extra.gguf"}  # the running model and the models folder
+    assert names["extra.gguf"]["url"] == "/scout/models/extra.gguf"
+    # the API itself still wants its key
+    assert requests.get(keyed_node.api + "/system/topology", timeout=5).status_code == 401
+
+
+def test_models_are_served_whole_and_in_ranges_and_nothing_else(keyed_node: ServedNode) -> None:
+    body = b"GGUF" + bytes(range(256)) * 4
+    whole = requests.get(keyed_node.url + "/scout/models/extra.gguf", timeout=5)
+    assert whole.status_code == 200 and whole.content == body
+    assert whole.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+    part = requests.get(keyed_node.url + "/scout/models/extra.gguf", headers={"Range": "bytes=4-11"}, timeout=5)
+    assert part.status_code == 206 and part.content == body[4:12]
+    for bad in ("nope.gguf", "..%2Fsecrets.json", "%2E%2E/secrets.json", "..%2F..%2F..%2Fetc%2Fpasswd"):
+        assert requests.get(keyed_node.url + "/scout/models/" + bad, timeout=5).status_code == 404
+    # a plain ../ is resolved by the client: it leaves /scout/ and meets the API key
+    assert requests.get(keyed_node.url + "/scout/models/../../etc/passwd", timeout=5).status_code == 401
+    for bad in ("..%2Findex.html", "nope.js"):
+        assert requests.get(keyed_node.url + "/scout/assets/" + bad, timeout=5).status_code == 404
+
+
+def test_a_missing_build_is_explained(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path, "--ctx-size", "256", env={"SHARD_WEB_SCOUT_DIR": str(tmp_path / "nowhere")})
+    try:
+        res = requests.get(node.url + "/scout/", timeout=5)
+        assert res.status_code == 503 and "npm run build" in res.text
+    finally:
+        node.stop()
+
+
+# -- the page's own tests: units, and js-libp2p against the real shard-daemon ------------------------
+
+def test_vitest_units_and_the_libp2p_interop_with_shard_daemon() -> None:
+    need_node_tools()
+    daemon = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/shard/cargo-target")) / "release" / "shard-daemon"
+    env = {**os.environ, "SHARD_DAEMON": str(daemon)}
+    out = subprocess.run(["npx", "vitest", "run", "--reporter=verbose"], cwd=WEB, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+    if daemon.exists():
+        assert "skipped" not in out.stdout.split("Tests")[-1], "the interop test must run when the daemon is built"
+        assert "publishes a result on shard-work-result that the daemon attributes to our peer id" in out.stdout
+
+
+# -- end to end in Chromium ------------------------------------------------------------------------
+
+class BrowserScout:
+    """e2e/scout.mjs: Chromium on the page; the newest window.shardScout state is kept here."""
+
+    def __init__(self, url: str, log: Path) -> None:
+        self.state: dict[str, Any] = {}
+        self.log = log
+        self.proc = subprocess.Popen(["node", "e2e/scout.mjs", "--url", url, "--seconds", "900"], cwd=WEB, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.state = json.loads(line)
+            except ValueError:
+                pass
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def smol_oracle(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(smollm2, tmp_path_factory.mktemp("web-scout-oracle"), "--parallel", "2", sidecar=True)
+    wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+    yield node
+    node.stop()
+
+
+def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedNode, tmp_path: Path) -> None:
+    need_node_tools(browser=True)
+    browser = BrowserScout(smol_oracle.url + "/scout/", tmp_path / "chromium.log")
+    try:
+        state = wait_for(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
+                         timeout=120, what="the page to connect and load its drafter")
+        assert state["isolated"] is True  # COOP/COEP: wllama may use threads
+        assert state["drafter"]["kind"] == "wllama", state["drafter"]  # no WebGPU in headless Chromium: wllama, not lookup alone
+        assert state["nodeInfo"]["roles"] == ["oracle"]
+        me = state["peerId"]
+        peer = wait_for(lambda: [p for p in requests.get(smol_oracle.api + "/system/peers", timeout=5).json()["peers"]
+                                 if p["peer_id"] == me and p["roles"] == ["scout"]], what="the browser's handshake at the node")[0]
+        assert peer["local"] is True  # a tab on this machine: admitted by the default privacy setting
+
+        client = OpenAI(base_url=smol_oracle.api, api_key="unused", max_retries=0, timeout=300)
+        before = metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
+        answers = []
+        for _ in range(6):
+            r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": EDIT_PROMPT}],
+                                               max_tokens=320, temperature=0)
+            answers.append(r.choices[0].message.content)
+            if metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
+                break
+        assert browser.state["work"]["received"] > 0, browser.state
+        assert browser.state["drafts"]["sent"] > 0, browser.state
+        assert metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before, (browser.state, (tmp_path / "chromium.log").read_text()[-3000:])
+        # greedy: the same answer every time, drafts or not
+        assert len(set(answers)) == 1
+        credit = wait_for(lambda: [p for p in requests.get(smol_oracle.api + "/system/credit", timeout=5).json()["peers"]
+                                   if p["peer_id"] == me and p["accepted"] > 0], what="the browser's credit")[0]
+        assert credit["credit"] >= credit["accepted"] > 0
+        # the page counts what the verdicts said
+        final = wait_for(lambda: browser.state["accepted"] > 0 and browser.state, what="the page to see accepted tokens")
+        assert final["credit"] == final["accepted"]
+        assert final["verdicts"].get("verified", 0) > 0
+    finally:
+        browser.stop()
