@@ -121,7 +121,8 @@ def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         keys = [k.encode() for k in current_keys() if k]
         if keys and request.path not in OPEN_PATHS and not _is_scout_path(request.path):
-            given = presented_key(request).encode()
+            # Header bytes that are not UTF-8 arrive as surrogates: back to the bytes sent, never a 500.
+            given = presented_key(request).encode("utf-8", "surrogateescape")
             # Compare with every key, always: the time taken says nothing about which one is close.
             matched = False
             for key in keys:

@@ -50,8 +50,9 @@ def _error(status: int, message: str, code: str = "invalid_request") -> web.Resp
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if request.path != "/health":
         state = request.app[STATE]
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), state.token.encode()):
+        auth = request.headers.get("Authorization", "")
+        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""  # the token alone, without "Bearer ", is not enough
+        if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), state.token.encode()):
             return _error(401, "missing or wrong verifier token", "unauthorized")
     return await handler(request)
 
