@@ -102,11 +102,12 @@ SIDECAR_FLAGS = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.
 
 
 def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True,
-               sidecar: bool = False) -> ServedNode:
+               sidecar: bool = False, sidecar_flags: tuple[str, ...] = SIDECAR_FLAGS) -> ServedNode:
+    tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     data_dir = tmp / f"data-{port}"
     log_path = tmp / f"serve-{port}.log"
-    network = SIDECAR_FLAGS if sidecar else ("--no-sidecar",)
+    network = sidecar_flags if sidecar else ("--no-sidecar",)
     args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), *network, *extra]
     if model is not None:
         args += ["--model", str(model)]

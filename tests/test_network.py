@@ -158,3 +158,22 @@ def test_stopping_the_node_leaves_no_sidecar(tiny_model: Path, tmp_path: Path) -
     pid = wait_for(lambda: sidecar_pid(node), what="the sidecar's pid")
     assert node.stop() == 0
     assert not psutil.pid_exists(int(pid)) or psutil.Process(int(pid)).status() == psutil.STATUS_ZOMBIE
+
+
+def test_two_nodes_on_one_machine_with_default_ports(tiny_model: Path, tmp_path: Path) -> None:
+    """`shard serve` twice with only --port and --data-dir differing: the second sidecar finds the
+    default ports taken, takes free ones, and says which."""
+    loopback = ("--p2p-host", "127.0.0.1", "--no-mdns")  # keep the test's traffic on this machine
+    first = start_node(tiny_model, tmp_path / "1", sidecar=True, sidecar_flags=loopback)
+    second = start_node(tiny_model, tmp_path / "2", sidecar=True, sidecar_flags=loopback)
+    try:
+        for n in (first, second):
+            wait_for(lambda n=n: n.status()["sidecar"]["state"] == "running", what="both sidecars")
+        ports = [{a.split("/tcp/")[1].split("/")[0] for a in requests.get(n.api + "/system/topology", timeout=5).json()["tcp_addrs"]}
+                 for n in (first, second)]
+        assert ports[0].isdisjoint(ports[1])
+        logs = first.log() + second.log()
+        assert "instead" in logs  # "port 4001 is not available (...); using port N instead", or the same for 9091
+    finally:
+        first.stop()
+        second.stop()

@@ -138,8 +138,14 @@ class Node:
     def _on_sidecar_child(self, event: SupervisorEvent) -> None:
         self._on_child(event)
         if event.state is ChildState.RUNNING and self.sidecar is not None:
-            info = self.sidecar.info
-            log.info("sidecar: peer id %s, p2p %s", info.get("peer_id"), " ".join(info.get("listen_addrs", [])[:3]))
+            info, st = self.sidecar.info, self.settings
+            log.info("sidecar: peer id %s, control port %s, TCP/QUIC port %s, WebSocket port %s", info.get("peer_id"),
+                     info.get("control_port"), info.get("tcp_port"), info.get("ws_port"))
+            wanted = {"control": st.control_port, "TCP": st.tcp_port, "WebSocket": st.ws_port or (st.tcp_port + 100 if st.tcp_port else 0)}
+            got = {"control": info.get("control_port"), "TCP": info.get("tcp_port"), "WebSocket": info.get("ws_port")}
+            for name, port in wanted.items():
+                if port and got[name] != port:
+                    log.warning("sidecar: the %s port %d was taken; it uses %s instead", name, port, got[name])
             self._spawn(self._sync_network())
         elif event.state is not ChildState.RUNNING:
             self.peer_table.replace([])
