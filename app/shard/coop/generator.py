@@ -81,6 +81,10 @@ class _Session:
                     vocab=self.vocab, tokens=list(self.tokens))
 
 
+def _size(value: Any) -> int:
+    return len(value) if isinstance(value, (str, list)) else 0
+
+
 class Ignored(Exception):
     """A draft that is not checked; the text is the reason (a metrics label)."""
 
@@ -204,9 +208,9 @@ class CoopGenerator:
 
     def _admit(self, sender: str, payload: Any) -> tuple[_Session | None, Draft]:
         """The draft's live session (None for a golden ticket), or Ignored with the reason."""
-        if isinstance(payload, dict) and (len(payload.get("text") or "") > messages.MAX_DRAFT_CHARS
-                                          or len(payload.get("tokens") or []) > messages.MAX_DRAFT_TOKENS):
-            raise Ignored("oversize")
+        if isinstance(payload, dict) and (_size(payload.get("text")) > messages.MAX_DRAFT_CHARS
+                                          or _size(payload.get("tokens")) > messages.MAX_DRAFT_TOKENS):
+            raise Ignored("oversize")  # a peer's junk of any other type (5, true, {}) is "invalid" below
         try:
             draft = Draft.from_dict(payload)
         except MessageError:
