@@ -289,7 +289,11 @@ async def serve(options: ModelOptions, host: str = "127.0.0.1", port: int = 0) -
     if state.status == "failed":
         print(f"error: {state.error}", file=sys.stderr, flush=True)
         await runner.cleanup()
-        return protocol.EXIT_MODEL_UNUSABLE
+        sys.stdout.flush()
+        # Not a normal interpreter shutdown: the stdin watcher thread holds stdin's buffer lock, and
+        # shutdown aborts on it ("Fatal Python error: _enter_buffered_busy", SIGABRT), which the
+        # supervisor took for a crash: three restarts, and the reason lost behind "exit code -6".
+        os._exit(protocol.EXIT_MODEL_UNUSABLE)
     log.info("model loaded: %s", state.model.info() if state.model else "")
     print(f"model ready: {options.path}", flush=True)
     try:
