@@ -279,6 +279,7 @@ def test_a_flooding_peer_is_rate_limited_and_the_node_serves_on(oracle: ServedNo
                                  range(600)))
     stats = wait_for(lambda: (s := requests.get(url + "/stats", headers=auth, timeout=5).json())["dropped_rate"] > before["dropped_rate"] and s,
                      what="the oracle's daemon to drop the flood")
+    print({k: stats[k] - before[k] for k in stats}, sum(1 for v in verdicts if v.get("response", {}).get("error") == "rate limited"))
     assert stats["results_received"] - before["results_received"] < 1500
     assert any(v.get("response", {}).get("error") == "rate limited" for v in verdicts) or stats["dropped_rate"] > 0
     # The node still answers its own user at once.
