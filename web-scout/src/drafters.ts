@@ -10,6 +10,7 @@ export interface DraftResult {
   source: string // 'lookup' | 'wllama' | 'webllm'
   tokens: number // tokens the model generated (pieces for lookup)
   ms: number
+  timings?: Record<string, number> // the model's own figures (wllama: prompt_n, prompt_ms, predicted_n, predicted_ms, ...)
 }
 
 export interface Drafter {
@@ -95,7 +96,7 @@ export class WllamaDrafter implements Drafter {
     })
     const text: string = out?.choices?.[0]?.text ?? ''
     const tokens: number = out?.usage?.completion_tokens ?? 0
-    return { text, source: this.name, tokens, ms: now() - t0 }
+    return { text, source: this.name, tokens, ms: now() - t0, timings: out?.timings }
   }
 }
 

@@ -79,6 +79,7 @@ async function main (): Promise<void> {
   const scout = new Scout(config, [prefer === 'lookup' ? 'prompt-lookup' : model])
   ;(window as any).shardScout = scout.state
   ;(window as any).shardScoutConfig = config
+  ;(window as any).shardScoutDraft = async (context: string, maxTokens: number) => await scout.draftText(context, maxTokens)
   scout.onChange(render)
   render(scout.state)
   scout.startDrafter()

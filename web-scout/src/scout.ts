@@ -189,11 +189,16 @@ export class Scout {
     }
   }
 
-  private draftInWorker (work: Work): Promise<DraftReply> {
+  private async draftInWorker (work: Work): Promise<DraftReply> {
+    return await this.draftText(work.context, work.max_draft)
+  }
+
+  /** A draft of `context` by the loaded drafter (also window.shardScoutDraft, for tests and the bench). */
+  draftText (context: string, maxTokens: number): Promise<DraftReply> {
     const id = this.nextId++
     return new Promise((resolve) => {
       this.pending.set(id, resolve)
-      this.worker.postMessage({ type: 'draft', id, context: work.context, maxTokens: work.max_draft })
+      this.worker.postMessage({ type: 'draft', id, context, maxTokens })
     })
   }
 
