@@ -33,7 +33,8 @@ class Settings:
     max_prompt_chars: int = 16000
     max_body_bytes: int = 2 * 1024 * 1024
     max_queue: int = 64
-    request_timeout_s: float = 600.0
+    # A streaming client that reads nothing for this long is treated as gone: its slot is freed.
+    stall_timeout_s: float = 60.0
     # Extra origins allowed to call the API from a browser (the node's own origin always is).
     allowed_origins: list[str] = field(default_factory=list)
     # Extra Host header values accepted (DNS rebinding guard); loopback names always are.

@@ -136,8 +136,14 @@ async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], ev
         resp.headers.update({"Access-Control-Allow-Origin": cors, "Vary": "Origin"})
     await resp.prepare(request)
 
+    stall_s = request.app[NODE].settings.stall_timeout_s
+
     async def send(obj: dict[str, Any]) -> None:
-        await resp.write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
+        try:  # a client that stops reading fills the socket; past the limit it counts as gone
+            await asyncio.wait_for(resp.write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"), stall_s)
+        except asyncio.TimeoutError:
+            log.warning("stream %s: the client read nothing for %.0fs; ending it", shape.id, stall_s)
+            raise ConnectionResetError("client stalled") from None
 
     await send(shape.chunk("", None, first=True))
     try:
