@@ -12,7 +12,8 @@
 #
 # Environment: PYTHON (default .venv/bin/python, which needs the `ui` and `installer` extras),
 # SHARD_DAEMON_BIN (else cargo builds sidecar/), SHARD_WEB_SCOUT (default web-scout/dist),
-# SHARD_SKIP_BUNDLE=1 (package the dist/shard already there), SHARD_BUNDLE_NO_SIDECAR=1.
+# SHARD_SKIP_BUNDLE=1 (package the dist/shard already there), SHARD_BUNDLE_NO_SIDECAR=1,
+# SHARD_DEB_COMPRESSION (xz, the default, or gzip: 12 s instead of minutes, a 40% larger .deb).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -89,11 +90,12 @@ Homepage: https://github.com/shard-network/shard
 Description: Shard node: local AI, shared peer to peer
  A tray app that runs a local llama.cpp model behind an OpenAI-compatible
  endpoint on http://127.0.0.1:8000/v1 and joins a libp2p network where browser
- scouts draft tokens and contributors are served first. `shard serve` runs the
+ scouts draft tokens and contributors are served first. "shard serve" runs the
  same node headless.
 EOF
   deb="dist/shard_${VERSION}_${debarch}.deb"
-  dpkg-deb --root-owner-group -Zxz --build "$stage" "$deb" >/dev/null
+  # xz: the smallest .deb (the release default; minutes on 2 busy cores); SHARD_DEB_COMPRESSION=gzip for quick test builds
+  dpkg-deb --root-owner-group "-Z${SHARD_DEB_COMPRESSION:-xz}" --build "$stage" "$deb" >/dev/null
   log "$deb: $(du -h "$deb" | cut -f1)"
 
   # Portable tarball: unpack anywhere and run shard-<v>/Shard.

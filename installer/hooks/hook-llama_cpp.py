@@ -9,7 +9,13 @@ templates, py.typed) come along; the optional server (FastAPI) is not imported b
 
 from PyInstaller.utils.hooks import collect_data_files, collect_dynamic_libs
 
-binaries = collect_dynamic_libs("llama_cpp")  # -> [(".../llama_cpp/lib/libllama.so", "llama_cpp/lib"), ...]
-datas = collect_data_files("llama_cpp", excludes=["**/__pycache__", "server/**"])
+import re
+
+# -> [(".../llama_cpp/lib/libllama.so", "llama_cpp/lib"), ...]. The wheel holds each Linux library three
+# times (libllama.so, .so.0, .so.0.5.0: pip does not keep symlinks): the fully versioned copy is never
+# looked up (ctypes opens lib*.so, the loader wants the soname lib*.so.0), so it stays out; the spec
+# turns lib*.so into a link to lib*.so.0 after collecting.
+binaries = [b for b in collect_dynamic_libs("llama_cpp") if not re.search(r"\.so\.\d+\.\d+", b[0])]
+datas = collect_data_files("llama_cpp", excludes=["**/__pycache__", "server/**", "lib/**"])
 hiddenimports = ["llama_cpp.llama_chat_format", "llama_cpp.llama_grammar", "llama_cpp.llama_cpp", "llama_cpp._ggml"]
 excludedimports = ["llama_cpp.server"]
