@@ -42,14 +42,15 @@ pub struct AppState {
     pub token: Vec<u8>,
     pub keypair: identity::Keypair,
     pub shutdown: mpsc::Sender<()>,
+    pub infer: Arc<crate::infer::Infer>,
 }
 
 type St = State<Arc<AppState>>;
 
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl ApiError {
-    fn bad(msg: impl Into<String>) -> Self {
+    pub fn bad(msg: impl Into<String>) -> Self {
         ApiError(StatusCode::BAD_REQUEST, msg.into())
     }
 }
@@ -72,6 +73,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/publish-result", post(publish_result))
         .route("/send-verify", post(send_verify))
         .route("/verify-response", post(verify_response))
+        .route("/infer", post(crate::infer::infer))
+        .route("/infer-response", post(crate::infer::infer_response))
         .route("/pop-result", get(pop_result))
         .route("/events", get(events))
         .route("/sign", post(sign))
@@ -104,7 +107,7 @@ async fn auth(State(st): St, headers: HeaderMap, req: Request, next: Next) -> Re
 }
 
 /// Sends a command to the event loop and waits for its reply.
-async fn call<T>(st: &AppState, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+pub(crate) async fn call<T>(st: &AppState, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     let busy = || ApiError(StatusCode::SERVICE_UNAVAILABLE, "network event loop is busy or stopped".into());
     tokio::time::timeout(Duration::from_secs(5), st.commands.send(make(tx)))
@@ -118,7 +121,7 @@ async fn call<T>(st: &AppState, make: impl FnOnce(Reply<T>) -> Command) -> Resul
 }
 
 /// Parses a JSON object body, rejecting unknown fields.
-fn parse_body(
+pub(crate) fn parse_body(
     body: Result<Bytes, BytesRejection>,
     allowed: &[&str],
 ) -> Result<Map<String, Value>, ApiError> {
@@ -147,7 +150,7 @@ fn parse_body(
     Ok(map)
 }
 
-fn parse_peer_id(v: Option<&Value>, field: &str) -> Result<PeerId, ApiError> {
+pub(crate) fn parse_peer_id(v: Option<&Value>, field: &str) -> Result<PeerId, ApiError> {
     match v {
         None => Err(ApiError::bad(format!("`{field}` is required"))),
         Some(Value::String(s)) => s
@@ -169,7 +172,9 @@ fn b64_field(m: &Map<String, Value>, field: &str) -> Result<Option<Vec<u8>>, Api
 }
 
 async fn health(State(st): St) -> Result<Json<Value>, ApiError> {
-    Ok(Json(call(&st, Command::Health).await?))
+    let mut v = call(&st, Command::Health).await?;
+    v["pending_infer"] = json!(st.infer.pending_len());
+    Ok(Json(v))
 }
 
 async fn topology(State(st): St) -> ApiResult {

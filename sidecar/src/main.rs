@@ -1,6 +1,7 @@
 //! shard-daemon: the Shard node's libp2p sidecar.
 
 mod api;
+mod infer;
 mod net;
 mod util;
 
@@ -236,6 +237,11 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, _) = broadcast::channel(EVENT_CAPACITY);
     let stats = Arc::new(net::Stats::default());
+    let limiter = Arc::new(std::sync::Mutex::new(util::RateLimiter::new(
+        cli.peer_rate,
+        cli.peer_burst,
+        4096,
+    )));
     let cfg = net::NetConfig {
         keypair: keypair.clone(),
         listen_host: cli.listen_host,
@@ -246,8 +252,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         bootstrap,
         reconnect: Duration::from_secs(cli.reconnect_seconds),
         version: VERSION,
-        peer_rate: cli.peer_rate,
-        peer_burst: cli.peer_burst,
+        limiter: limiter.clone(),
     };
     let el = match net::EventLoop::new(cfg, cmd_rx, ev_tx.clone(), stats.clone()).await {
         Ok(el) => el,
@@ -264,6 +269,8 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         "version": VERSION,
     });
     let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<()>(4);
+    let infer = infer::Infer::new(el.stream_control(), limiter, stats.clone(), ev_tx.clone());
+    tokio::spawn(infer.clone().serve());
     let state = Arc::new(api::AppState {
         commands: cmd_tx.clone(),
         events: ev_tx,
@@ -271,6 +278,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         token: token.into_bytes(),
         keypair,
         shutdown: shutdown_tx.clone(),
+        infer,
     });
     let app = api::router(state);
     let loop_task = tokio::spawn(el.run());

@@ -45,6 +45,7 @@ pub struct Behaviour {
     handshake: request_response::json::Behaviour<Value, Value>,
     verify: request_response::json::Behaviour<Value, Value>,
     work: request_response::json::Behaviour<Value, Value>,
+    infer: libp2p_stream::Behaviour,
 }
 
 /// Counters shown by `GET /stats`.
@@ -58,6 +59,11 @@ pub struct Stats {
     pub verify_requests: AtomicU64,
     pub verify_timeouts: AtomicU64,
     pub events_lagged: AtomicU64,
+    pub infer_requests: AtomicU64,
+    pub infer_dropped: AtomicU64,
+    pub infer_unanswered: AtomicU64,
+    pub infer_asker_gone: AtomicU64,
+    pub infer_outbound: AtomicU64,
 }
 
 impl Stats {
@@ -72,6 +78,11 @@ impl Stats {
             "verify_requests": g(&self.verify_requests),
             "verify_timeouts": g(&self.verify_timeouts),
             "events_lagged": g(&self.events_lagged),
+            "infer_requests": g(&self.infer_requests),
+            "infer_dropped": g(&self.infer_dropped),
+            "infer_unanswered": g(&self.infer_unanswered),
+            "infer_asker_gone": g(&self.infer_asker_gone),
+            "infer_outbound": g(&self.infer_outbound),
         })
     }
 }
@@ -108,6 +119,8 @@ pub enum Command {
         reply: Reply<Result<(), String>>,
     },
     PopResults(String, Reply<Vec<StoredResult>>),
+    /// Whether a connection to the peer is open.
+    IsConnected(PeerId, Reply<bool>),
     Shutdown,
 }
 
@@ -136,7 +149,7 @@ pub struct EventLoop {
     bootstrap: Vec<Multiaddr>,
     reconnect: Duration,
     results: ResultStore,
-    limiter: RateLimiter,
+    limiter: Arc<std::sync::Mutex<RateLimiter>>,
     pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Value, String>>>,
     pending_verify: HashMap<String, (ResponseChannel<Value>, Instant)>,
     next_verify_id: u64,
@@ -154,8 +167,7 @@ pub struct NetConfig {
     pub bootstrap: Vec<Multiaddr>,
     pub reconnect: Duration,
     pub version: &'static str,
-    pub peer_rate: f64,
-    pub peer_burst: f64,
+    pub limiter: Arc<std::sync::Mutex<RateLimiter>>,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -239,6 +251,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             handshake: rr(PROTO_HANDSHAKE, 10),
             verify: rr(PROTO_VERIFY, 15),
             work: rr(PROTO_WORK, 10),
+            infer: libp2p_stream::Behaviour::new(),
         })
     })
     .map_err(|e| format!("behaviour: {e}"))?
@@ -489,7 +502,7 @@ impl EventLoop {
             bootstrap: cfg.bootstrap,
             reconnect: cfg.reconnect,
             results: ResultStore::default(),
-            limiter: RateLimiter::new(cfg.peer_rate, cfg.peer_burst, 4096),
+            limiter: cfg.limiter.clone(),
             pending_out: HashMap::new(),
             pending_verify: HashMap::new(),
             next_verify_id: 1,
@@ -498,6 +511,11 @@ impl EventLoop {
         };
         el.dial_bootstrap();
         Ok(el)
+    }
+
+    /// A handle for opening and accepting raw streams (`/shard/infer/1.0.0`).
+    pub fn stream_control(&self) -> libp2p_stream::Control {
+        self.swarm.behaviour().infer.new_control()
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -592,8 +610,11 @@ impl EventLoop {
             }
         }
         self.results.expire(now);
-        if self.limiter.len() > 1024 {
-            self.limiter.prune(now);
+        {
+            let mut l = self.limiter.lock().unwrap();
+            if l.len() > 1024 {
+                l.prune(now);
+            }
         }
         self.pending_out.retain(|_, tx| !tx.is_closed());
     }
@@ -750,6 +771,9 @@ impl EventLoop {
                         .map_err(|_| "the requesting peer is gone".to_string()),
                 };
                 let _ = reply.send(out);
+            }
+            Command::IsConnected(p, r) => {
+                let _ = r.send(self.swarm.is_connected(&p));
             }
             Command::PopResults(w, r) => {
                 let _ = r.send(self.results.pop(&w));
@@ -927,7 +951,7 @@ impl EventLoop {
                         .send_response(channel, json!({"error": format!("invalid request: {e}")}));
                     return;
                 }
-                if !self.limiter.allow(&peer, Instant::now()) {
+                if !self.limiter.lock().unwrap().allow(&peer, Instant::now()) {
                     self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                     let _ = self
                         .swarm
@@ -985,7 +1009,7 @@ impl EventLoop {
                         self.count_invalid(&e);
                         json!({"ok": false, "error": e})
                     }
-                    Ok(_) if !self.limiter.allow(&peer, Instant::now()) => {
+                    Ok(_) if !self.limiter.lock().unwrap().allow(&peer, Instant::now()) => {
                         self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                         json!({"ok": false, "error": "rate limited"})
                     }
@@ -1069,7 +1093,7 @@ impl EventLoop {
                 return Reject;
             }
         };
-        if !self.limiter.allow(&source, Instant::now()) {
+        if !self.limiter.lock().unwrap().allow(&source, Instant::now()) {
             self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
             return Ignore;
         }

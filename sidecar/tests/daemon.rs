@@ -697,3 +697,399 @@ fn peers_connect_over_websocket_and_quic() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// /shard/infer/1.0.0: streaming remote inference. A raw HTTP/1.1 client over TCP, so that both
+// the request body (the Oracle node's answer) and the response body (the asker's lines) stream.
+
+use std::io::Write;
+use std::net::TcpStream;
+
+/// Decodes a chunked HTTP body as it arrives.
+struct Dechunk<R: BufRead> {
+    r: R,
+    left: usize,
+    done: bool,
+}
+
+impl<R: BufRead> Read for Dechunk<R> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.done {
+            return Ok(0);
+        }
+        if self.left == 0 {
+            let mut size = String::new();
+            self.r.read_line(&mut size)?;
+            let size = size.trim();
+            if size.is_empty() {
+                // the CRLF after the previous chunk
+                let mut again = String::new();
+                self.r.read_line(&mut again)?;
+                return self.parse_size(again.trim(), out);
+            }
+            return self.parse_size(size, out);
+        }
+        self.read_data(out)
+    }
+}
+
+impl<R: BufRead> Dechunk<R> {
+    fn parse_size(&mut self, size: &str, out: &mut [u8]) -> std::io::Result<usize> {
+        if size.is_empty() {
+            self.done = true;
+            return Ok(0);
+        }
+        let n = usize::from_str_radix(size.split(';').next().unwrap(), 16)
+            .map_err(|_| std::io::Error::other(format!("bad chunk size {size:?}")))?;
+        if n == 0 {
+            self.done = true;
+            return Ok(0);
+        }
+        self.left = n;
+        self.read_data(out)
+    }
+
+    fn read_data(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        let k = out.len().min(self.left);
+        let n = self.r.read(&mut out[..k])?;
+        if n == 0 {
+            return Err(std::io::Error::other("connection closed mid-chunk"));
+        }
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+struct RawResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    reader: BufReader<TcpStream>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body's lines as they arrive, each with the time it arrived.
+    fn lines(self) -> mpsc::Receiver<(Instant, String)> {
+        let chunked = self.header("transfer-encoding").is_some_and(|v| v.contains("chunked"));
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let r: Box<dyn BufRead + Send> = if chunked {
+                Box::new(BufReader::new(Dechunk { r: self.reader, left: 0, done: false }))
+            } else {
+                Box::new(self.reader)
+            };
+            for line in r.lines() {
+                let Ok(line) = line else { return };
+                if tx.send((Instant::now(), line)).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    fn json(mut self) -> Value {
+        if let Some(n) = self.header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+            let mut body = vec![0u8; n];
+            self.reader.read_exact(&mut body).expect("response body");
+            let text = String::from_utf8_lossy(&body).to_string();
+            return serde_json::from_str(&text).unwrap_or(Value::String(text));
+        }
+        let lines: Vec<String> = self.lines().iter().map(|(_, l)| l).collect();
+        serde_json::from_str(&lines.join("\n")).unwrap_or(Value::String(lines.join("\n")))
+    }
+}
+
+fn read_head(mut reader: BufReader<TcpStream>) -> std::io::Result<RawResponse> {
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut headers = vec![];
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            headers.push((k.trim().to_string(), v.trim().to_string()));
+        }
+    }
+    Ok(RawResponse { status, headers, reader })
+}
+
+impl Daemon {
+    /// Sends a request head (and a JSON body if given); returns the socket.
+    fn raw_send(&self, path: &str, token: Option<&str>, body: Option<&Value>, chunked: bool) -> TcpStream {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_nodelay(true).unwrap();
+        let mut head = format!("POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+        if let Some(t) = token {
+            head += &format!("Authorization: Bearer {t}\r\n");
+        }
+        let b = body.map(|b| b.to_string()).unwrap_or_default();
+        if chunked {
+            head += "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n";
+        } else {
+            head += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len());
+        }
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    }
+
+    /// `POST /infer`; returns the response head and a reader for the streamed lines.
+    fn infer(&self, peer: &str, request: Value) -> (RawResponse, TcpStream) {
+        let s = self.raw_send("/infer", Some(TOKEN), Some(&json!({"peer_id": peer, "request": request})), false);
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let r = read_head(BufReader::new(s.try_clone().unwrap())).expect("infer response head");
+        (r, s)
+    }
+}
+
+fn write_chunk(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    if data.is_empty() {
+        return Ok(());
+    }
+    s.write_all(format!("{:x}\r\n", data.len()).as_bytes())?;
+    s.write_all(data)?;
+    s.write_all(b"\r\n")?;
+    s.flush()
+}
+
+fn end_chunks(s: &mut TcpStream) -> std::io::Result<()> {
+    s.write_all(b"0\r\n\r\n")?;
+    s.flush()
+}
+
+fn meshed_pair() -> (Daemon, Daemon) {
+    let a = start(&[]);
+    let b = start(&["--bootstrap".into(), a.tcp_addr()]);
+    assert!(
+        wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)
+            && a.peer_ids().contains(&b.peer_id)),
+        "the two daemons did not connect"
+    );
+    (a, b)
+}
+
+fn collect(rx: &mpsc::Receiver<(Instant, String)>, timeout: Duration) -> Vec<(Instant, Value)> {
+    let end = Instant::now() + timeout;
+    let mut out = vec![];
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((t, l)) => out.push((t, serde_json::from_str(&l).unwrap_or_else(|_| panic!("not JSON: {l:?}")))),
+            Err(mpsc::RecvTimeoutError::Disconnected) => return out,
+            Err(mpsc::RecvTimeoutError::Timeout) => panic!("the stream did not end; got {out:?}"),
+        }
+    }
+}
+
+#[test]
+fn infer_streams_lines_as_they_are_produced() {
+    let (a, b) = meshed_pair();
+    let bev = b.events();
+    let request = json!({"prompt": "hello", "max_tokens": 4, "model": "tiny"});
+    let (resp, _sock) = a.infer(&b.peer_id, request.clone());
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.header("content-type"), Some("application/x-ndjson"));
+    let lines = resp.lines();
+    let ev = bev
+        .wait(Duration::from_secs(10), |e| e["type"] == "infer_request")
+        .expect("infer_request event");
+    assert_eq!(ev["from"], json!(a.peer_id));
+    assert_eq!(ev["request"], request);
+    assert!(ev["received_at_ms"].as_u64().unwrap() > 0);
+    let id = ev["request_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with('i'), "{id}");
+
+    // B's node answers in chunks with pauses; a line is split across two chunks and the last
+    // one has no newline
+    let mut s = b.raw_send(&format!("/infer-response?request_id={id}"), Some(TOKEN), None, true);
+    write_chunk(&mut s, b"{\"type\":\"token\",\"text\":\"a\"}\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    write_chunk(&mut s, b"{\"type\":\"tok").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    write_chunk(&mut s, b"en\",\"text\":\"b\"}\n\n{\"type\":\"token\",\"text\":\"c\"}\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    write_chunk(&mut s, b"{\"type\":\"done\"}").unwrap();
+    let body_done = Instant::now();
+    end_chunks(&mut s).unwrap();
+    let r = read_head(BufReader::new(s)).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"ok": true, "lines": 4}));
+
+    let got = collect(&lines, Duration::from_secs(10));
+    let values: Vec<Value> = got.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(
+        values,
+        vec![
+            json!({"type": "token", "text": "a"}),
+            json!({"type": "token", "text": "b"}),
+            json!({"type": "token", "text": "c"}),
+            json!({"type": "done"}),
+        ]
+    );
+    // real streaming: the first line reached A's client long before B's body ended
+    assert!(got[0].0 + Duration::from_millis(1000) < body_done, "first line was not streamed");
+
+    let (_, sa) = a.get("/stats");
+    let (_, sb) = b.get("/stats");
+    assert_eq!(sa["infer_outbound"], 1, "{sa}");
+    assert_eq!(sb["infer_requests"], 1, "{sb}");
+    assert_eq!(sb["infer_dropped"], 0, "{sb}");
+    // the request id is spent
+    let mut s = b.raw_send(&format!("/infer-response?request_id={id}"), Some(TOKEN), None, true);
+    end_chunks(&mut s).unwrap();
+    assert_eq!(read_head(BufReader::new(s)).unwrap().status, 404);
+}
+
+#[test]
+fn infer_asker_disconnect_stops_the_oracle() {
+    let (a, b) = meshed_pair();
+    let bev = b.events();
+    let (resp, sock) = a.infer(&b.peer_id, json!({"prompt": "long"}));
+    assert_eq!(resp.status, 200);
+    let lines = resp.lines();
+    let ev = bev
+        .wait(Duration::from_secs(10), |e| e["type"] == "infer_request")
+        .expect("infer_request event");
+    let id = ev["request_id"].as_str().unwrap().to_string();
+    let mut s = b.raw_send(&format!("/infer-response?request_id={id}"), Some(TOKEN), None, true);
+    // B's answer arrives on another thread as soon as the daemon sends it
+    let (htx, hrx) = mpsc::channel();
+    let reader = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = htx.send(read_head(BufReader::new(reader)).map(|r| (r.status, r.json())).ok());
+    });
+    let mut disconnected_at = None;
+    let mut outcome = None;
+    for i in 0..200 {
+        if write_chunk(&mut s, format!("{{\"type\":\"token\",\"i\":{i}}}\n").as_bytes()).is_err() {
+            outcome = Some("write failed".to_string());
+            break;
+        }
+        if i == 2 {
+            // A's client saw the first lines, then goes away
+            let first = lines.recv_timeout(Duration::from_secs(10)).expect("a line");
+            assert!(first.1.contains("token"), "{first:?}");
+            sock.shutdown(std::net::Shutdown::Both).unwrap();
+            disconnected_at = Some(Instant::now());
+        }
+        if let Ok(head) = hrx.try_recv() {
+            outcome = Some(format!("{head:?}"));
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let disconnected_at = disconnected_at.expect("disconnected");
+    let outcome = outcome.or_else(|| hrx.recv_timeout(Duration::from_secs(2)).ok().map(|h| format!("{h:?}")));
+    let outcome = outcome.expect("B's /infer-response never ended");
+    assert!(disconnected_at.elapsed() < Duration::from_secs(10), "took {:?}", disconnected_at.elapsed());
+    assert!(
+        outcome.contains("410") || outcome == "write failed",
+        "unexpected end of /infer-response: {outcome}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || b.get("/stats").1["infer_asker_gone"] == 1),
+        "{}",
+        b.get("/stats").1
+    );
+}
+
+#[test]
+fn infer_errors_limits_and_auth() {
+    let (a, b) = meshed_pair();
+    let c = start(&[]); // connected to nobody
+    let bev = b.events();
+
+    // auth
+    let s = a.raw_send("/infer", None, Some(&json!({"peer_id": b.peer_id, "request": {}})), false);
+    assert_eq!(read_head(BufReader::new(s)).unwrap().status, 401);
+    let s = b.raw_send("/infer-response?request_id=i1", Some("wrong"), None, false);
+    assert_eq!(read_head(BufReader::new(s)).unwrap().status, 401);
+    // validation
+    for (body, want) in [
+        (json!({"peer_id": b.peer_id, "request": {}, "extra": 1}), "unknown field"),
+        (json!({"peer_id": b.peer_id, "request": [1]}), "request"),
+        (json!({"peer_id": b.peer_id}), "`request` is required"),
+        (json!({"peer_id": "nope", "request": {}}), "peer id"),
+        (json!({"peer_id": a.peer_id, "request": {}}), "this node itself"),
+        (json!({"peer_id": b.peer_id, "request": {"x": "y".repeat(300 * 1024)}}), "limit"),
+    ] {
+        let (st, v) = a.post("/infer", body);
+        assert_eq!(st, 400, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(want), "{v} lacks {want}");
+    }
+    // not connected
+    let (st, v) = a.post("/infer", json!({"peer_id": c.peer_id, "request": {}}));
+    assert_eq!(st, 502, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("not connected"), "{v}");
+    // /infer-response: unknown id, missing id, unknown parameter
+    for (path, want) in [
+        ("/infer-response?request_id=i999", 404),
+        ("/infer-response", 400),
+        ("/infer-response?request_id=i1&x=1", 400),
+    ] {
+        let mut s = b.raw_send(path, Some(TOKEN), None, true);
+        end_chunks(&mut s).unwrap();
+        let r = read_head(BufReader::new(s)).unwrap();
+        assert_eq!(r.status, want, "{path}");
+        assert!(r.json()["error"].is_string());
+    }
+
+    // the Oracle's node never answers: after 10 s the asker gets the error line
+    let t0 = Instant::now();
+    let (resp, _s1) = a.infer(&b.peer_id, json!({"n": 1}));
+    assert_eq!(resp.status, 200);
+    let silent = resp.lines();
+    let ev1 = bev.wait(Duration::from_secs(10), |e| e["type"] == "infer_request").expect("event 1");
+    // an oversize line from the Oracle's node: the node gets 413, the asker an error line
+    let (resp, _s2) = a.infer(&b.peer_id, json!({"n": 2}));
+    assert_eq!(resp.status, 200);
+    let big = resp.lines();
+    let ev2 = bev.wait(Duration::from_secs(10), |e| e["type"] == "infer_request").expect("event 2");
+    assert_eq!(ev2["request"], json!({"n": 2}));
+    let id2 = ev2["request_id"].as_str().unwrap();
+    let mut s = b.raw_send(&format!("/infer-response?request_id={id2}"), Some(TOKEN), None, true);
+    write_chunk(&mut s, b"{\"type\":\"token\",\"text\":\"ok\"}\n").unwrap();
+    let huge = format!("{{\"type\":\"token\",\"text\":\"{}\"}}\n", "x".repeat(300 * 1024));
+    let _ = write_chunk(&mut s, huge.as_bytes());
+    let _ = end_chunks(&mut s);
+    let r = read_head(BufReader::new(s)).unwrap();
+    assert_eq!(r.status, 413);
+    assert!(r.json()["error"].as_str().unwrap().contains("longer than"));
+    let got = collect(&big, Duration::from_secs(10));
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert_eq!(got[0].1, json!({"type": "token", "text": "ok"}));
+    assert_eq!(got[1].1["type"], "error");
+    assert!(got[1].1["message"].as_str().unwrap().contains("longer than"), "{got:?}");
+
+    let got = collect(&silent, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].1, json!({"type": "error", "message": "the oracle did not answer"}));
+    let waited = got[0].0 - t0;
+    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(15), "{waited:?}");
+    // answering too late: 404
+    let id1 = ev1["request_id"].as_str().unwrap();
+    let mut s = b.raw_send(&format!("/infer-response?request_id={id1}"), Some(TOKEN), None, true);
+    end_chunks(&mut s).unwrap();
+    assert_eq!(read_head(BufReader::new(s)).unwrap().status, 404);
+
+    let (_, sb) = b.get("/stats");
+    assert_eq!(sb["infer_requests"], 2, "{sb}");
+    assert_eq!(sb["infer_unanswered"], 1, "{sb}");
+    let (_, h) = b.get("/health");
+    assert_eq!(h["pending_infer"], 0, "{h}");
+}
