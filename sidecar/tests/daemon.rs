@@ -977,7 +977,9 @@ fn infer_asker_disconnect_stops_the_oracle() {
     let mut outcome = None;
     for i in 0..200 {
         if write_chunk(&mut s, format!("{{\"type\":\"token\",\"i\":{i}}}\n").as_bytes()).is_err() {
-            outcome = Some("write failed".to_string());
+            // the daemon answered and closed; its answer may still be readable
+            let head = hrx.recv_timeout(Duration::from_secs(2)).ok().flatten();
+            outcome = Some(format!("write failed; answer {head:?}"));
             break;
         }
         if i == 2 {
@@ -996,9 +998,10 @@ fn infer_asker_disconnect_stops_the_oracle() {
     let disconnected_at = disconnected_at.expect("disconnected");
     let outcome = outcome.or_else(|| hrx.recv_timeout(Duration::from_secs(2)).ok().map(|h| format!("{h:?}")));
     let outcome = outcome.expect("B's /infer-response never ended");
+    eprintln!("asker went away; /infer-response ended after {:?}: {outcome}", disconnected_at.elapsed());
     assert!(disconnected_at.elapsed() < Duration::from_secs(10), "took {:?}", disconnected_at.elapsed());
     assert!(
-        outcome.contains("410") || outcome == "write failed",
+        outcome.contains("410") || outcome.starts_with("write failed"),
         "unexpected end of /infer-response: {outcome}"
     );
     assert!(
