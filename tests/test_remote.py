@@ -72,7 +72,7 @@ def test_remote_asker_waits_behind_the_owner_and_hears_its_place(slow_twin_model
     consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(oracle), sidecar=True)
     try:
         owner = OpenAI(base_url=oracle.api, api_key="x")
-        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=300, temperature=0))
+        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=1500, temperature=0))
         busy.start()
         time.sleep(0.5)
         t0 = time.monotonic()

@@ -91,11 +91,13 @@ class InferServer:
 
         task = asyncio.get_running_loop().create_task(run())
         log.info("serving a request from %s (credit %.1f, %s)", asker, credit, priority.name.lower())
+        wait_s = 0.1  # the first report comes at once, then one a second
         try:
             while True:
                 try:
-                    e = await asyncio.wait_for(queue.get(), QUEUE_REPORT_S)
+                    e = await asyncio.wait_for(queue.get(), wait_s)
                 except asyncio.TimeoutError:
+                    wait_s = QUEUE_REPORT_S
                     place = node.scheduler.position(tag)
                     if place:
                         yield {"type": "queued", "position": place, "eta_s": node.scheduler.retry_after()}
