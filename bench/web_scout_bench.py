@@ -6,7 +6,8 @@ playwright-core) drafting for a real `shard serve` with SmolLM2 on this machine,
    (the context grows by what was generated; 8-token drafts with `cache_prompt`).
 2. End-to-end tokens/s of chat requests (completion tokens / wall time, greedy, non-streamed) on
    the coop_bench workloads "chat" and "edit", with no browser, then with one browser tab as scout
-   using each drafter: wllama only, prompt lookup only, and both (lookup first, the page's default);
+   using each drafter: wllama forced on every work (`pace=0`), prompt lookup only, and the page's
+   default (lookup first; wllama only while it drafts faster than the Oracle decodes);
    with the acceptance the Oracle reports for the scout's drafts and the page's verdict counts.
    The Oracle runs with --no-lookup (so the scout's drafts are the only drafts), then with its
    own prompt lookup on (the default), where the scout competes with it.
@@ -135,8 +136,8 @@ def main() -> None:
                 if not oracle_lookup:
                     for t in sorted({1, 2}):
                         speed_rows.append(wllama_speed(node, t))
-                configs: list[tuple[str, str | None]] = [("no browser", None), ("browser: wllama", "drafter=wllama&lookup_first=0"),
-                                                         ("browser: lookup", "drafter=lookup"), ("browser: wllama + lookup", "")]
+                configs: list[tuple[str, str | None]] = [("no browser", None), ("browser: wllama (forced)", "drafter=wllama&lookup_first=0&pace=0"),
+                                                         ("browser: lookup", "drafter=lookup"), ("browser: default (lookup + paced wllama)", "")]
                 if oracle_lookup:
                     configs = [configs[0], configs[3]]
                 reference: dict[str, list[str]] = {}
@@ -166,7 +167,7 @@ def main() -> None:
                             verdicts = {k: v - page_before.get("verdicts", {}).get(k, 0) for k, v in page.get("verdicts", {}).items()}
                             sent = page.get("drafts", {}).get("sent", 0) - page_before.get("drafts", {}).get("sent", 0)
                             rows.append({"oracle": "lookup on" if oracle_lookup else "no lookup", "run": name, "workload": wl,
-                                         "tok_s": statistics.mean(speeds), "proposed": proposed, "accepted": accepted,
+                                         "tok_s": statistics.median(speeds), "proposed": proposed, "accepted": accepted,
                                          "sent": sent, "verdicts": verdicts, "same": texts == reference[wl],
                                          "wllama_tok_s": page.get("drafter", {}).get("tokensPerSecond")})
                     finally:
@@ -186,7 +187,7 @@ def main() -> None:
               f"{' '.join(str(x) for x in s['incremental_8_token_draft_ms'])} | {s['incremental_tok_s']} |")
     print(f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} "
           f"threads, wllama {args.browser_threads} thread(s))\n")
-    print("| Oracle | run | workload | tok/s | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |")
+    print("| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["workload"]): r["tok_s"] for r in rows if r["run"] == "no browser"}
     for r in rows:

@@ -12,7 +12,7 @@ scope.onmessage = (e: MessageEvent) => {
   if (msg.type === 'init') {
     void init(msg.config as DrafterConfig)
   } else if (msg.type === 'draft') {
-    void draft(msg.id as number, msg.context as string, msg.maxTokens as number)
+    void draft(msg.id as number, msg.context as string, msg.maxTokens as number, msg.modelAllowed !== false)
   }
 }
 
@@ -23,13 +23,13 @@ async function init (config: DrafterConfig): Promise<void> {
 }
 
 // one draft at a time, in order: the page sends the next only when this one is answered
-async function draft (id: number, context: string, maxTokens: number): Promise<void> {
+async function draft (id: number, context: string, maxTokens: number, modelAllowed: boolean): Promise<void> {
   if (drafter === null) {
     scope.postMessage({ type: 'draft', id, error: 'the drafter is not loaded yet' })
     return
   }
   try {
-    scope.postMessage({ type: 'draft', id, ...(await drafter.draft(context, maxTokens)) })
+    scope.postMessage({ type: 'draft', id, ...(await drafter.draft(context, maxTokens, modelAllowed)) })
   } catch (err) {
     scope.postMessage({ type: 'draft', id, error: (err as Error).message })
   }

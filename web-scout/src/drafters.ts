@@ -15,8 +15,9 @@ export interface DraftResult {
 
 export interface Drafter {
   readonly name: string
-  /** continue `context` greedily by up to `maxTokens` tokens */
-  draft: (context: string, maxTokens: number) => Promise<DraftResult>
+  /** continue `context` greedily by up to `maxTokens` tokens; `modelAllowed` false: only cheap
+   * drafting (prompt lookup), the model stays idle */
+  draft: (context: string, maxTokens: number, modelAllowed?: boolean) => Promise<DraftResult>
 }
 
 export interface DrafterConfig {
@@ -33,6 +34,8 @@ export interface DrafterConfig {
   webllmLibUrl: string | null
   /** use prompt lookup first and the model only when lookup finds nothing */
   lookupFirst: boolean
+  /** run the model only while it drafts faster than the Oracle decodes (see scout.ts) */
+  paceModel: boolean
 }
 
 export const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now())
@@ -55,10 +58,10 @@ export class HybridDrafter implements Drafter {
     this.name = lookupFirst ? `${model.name}+lookup` : model.name
   }
 
-  async draft (context: string, maxTokens: number): Promise<DraftResult> {
-    if (this.lookupFirst) {
+  async draft (context: string, maxTokens: number, modelAllowed = true): Promise<DraftResult> {
+    if (this.lookupFirst || !modelAllowed) {
       const quick = await this.lookup.draft(context, maxTokens)
-      if (quick.text.length > 0) return quick
+      if (quick.text.length > 0 || !modelAllowed) return quick
     }
     return await this.model.draft(context, maxTokens)
   }

@@ -48,7 +48,9 @@ function render (s: ScoutState): void {
   $('drafter').textContent = d.loaded
     ? `${d.name} (loaded in ${d.loadMs} ms)`
     : `loading ${d.kind}… ${Math.round(d.progress * 100)}%`
-  $('speed').textContent = d.tokensPerSecond !== null ? `${d.tokensPerSecond} tokens/s (model drafts)` : '–'
+  $('speed').textContent = (d.tokensPerSecond !== null ? `${d.tokensPerSecond} tokens/s (model drafts)` : '–') +
+    (s.oracleTokensPerSecond !== null ? `; the Oracle decodes ${s.oracleTokensPerSecond} tokens/s` : '')
+  $('inuse').textContent = d.kind === 'lookup' ? 'prompt lookup only' : (d.modelInUse ? 'yes' : 'resting') + (d.why !== '' ? ` (${d.why})` : '')
   $('work').textContent = `${s.work.received} (direct ${s.work.direct}, gossip ${s.work.gossip}; skipped: ${s.work.stale} past deadline, ${s.work.superseded} superseded)`
   $('drafts').textContent = `${s.drafts.sent} (${Object.entries(s.drafts.bySource).map(([k, v]) => `${k} ${v}`).join(', ') || 'none yet'})${s.drafts.failed > 0 ? `, ${s.drafts.failed} undelivered` : ''}`
   $('accepted').textContent = `${s.accepted} of ${s.proposed} proposed tokens`
@@ -73,7 +75,8 @@ async function main (): Promise<void> {
     webllmModel: params.get('webllm_model') ?? 'SmolLM2-135M-Instruct-q0f32-MLC',
     webllmModelUrl: params.get('webllm_url'),
     webllmLibUrl: params.get('webllm_lib'),
-    lookupFirst: params.get('lookup_first') !== '0'
+    lookupFirst: params.get('lookup_first') !== '0',
+    paceModel: params.get('pace') !== '0'
   }
   const model = config.ggufUrl !== null ? decodeURIComponent(config.ggufUrl.split('/').pop() ?? '') : 'prompt lookup'
   const scout = new Scout(config, [prefer === 'lookup' ? 'prompt-lookup' : model])

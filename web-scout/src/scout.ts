@@ -11,6 +11,11 @@ import { PROTO_VERIFY, ScoutNet, type Via } from './net'
 export const AGENT = 'shard-web-scout/0.1.0'
 const MAX_REQUESTS = 64 // newest work kept for at most this many requests
 const MAX_IN_FLIGHT = 8 // drafts awaiting a verdict
+// The model drafter runs only when it can keep ahead of the Oracle: a draft the Oracle has already
+// passed is stale, and on the Oracle's own machine the model's CPU time slows the Oracle down.
+// The Oracle's pace comes from the work stream (position gained per second of the same request).
+const PACE_MARGIN = 1.0 // model tokens/s must exceed the Oracle's tokens/s times this
+const PROBE_EVERY_MS = 30_000 // a model draft now and then, to measure its speed again
 
 export interface ScoutState {
   status: string // 'starting' | 'finding the node' | 'connecting' | 'connected' | 'disconnected' | error text
@@ -20,7 +25,8 @@ export interface ScoutState {
   nodePeer: string | null
   nodeAddr: string | null
   nodeInfo: HandshakeInfo | null
-  drafter: { name: string, kind: string, loaded: boolean, loadMs: number, progress: number, notes: string[], tokensPerSecond: number | null, modelTokens: number, modelMs: number }
+  drafter: { name: string, kind: string, loaded: boolean, loadMs: number, progress: number, notes: string[], tokensPerSecond: number | null, modelTokens: number, modelMs: number, modelInUse: boolean, why: string }
+  oracleTokensPerSecond: number | null // the Oracle's decoding pace, seen from its work stream
   work: { received: number, direct: number, gossip: number, stale: number, superseded: number }
   drafts: { sent: number, bySource: Record<string, number>, failed: number, lastMs: number | null }
   verdicts: Record<string, number>
@@ -38,6 +44,8 @@ interface DraftReply extends DraftResult { id: number, error?: string }
 export class Scout {
   readonly state: ScoutState
   private readonly latest = new Map<string, { from: string, work: Work }>()
+  private readonly seen = new Map<string, { position: number, at: number }>() // per request: the newest work's position and arrival
+  private lastProbe = 0
   private net!: ScoutNet
   private worker!: Worker
   private drafting = false
@@ -55,7 +63,8 @@ export class Scout {
       nodePeer: null,
       nodeAddr: null,
       nodeInfo: null,
-      drafter: { name: 'none', kind: 'none', loaded: false, loadMs: 0, progress: 0, notes: [], tokensPerSecond: null, modelTokens: 0, modelMs: 0 },
+      drafter: { name: 'none', kind: 'none', loaded: false, loadMs: 0, progress: 0, notes: [], tokensPerSecond: null, modelTokens: 0, modelMs: 0, modelInUse: true, why: '' },
+      oracleTokensPerSecond: null,
       work: { received: 0, direct: 0, gossip: 0, stale: 0, superseded: 0 },
       drafts: { sent: 0, bySource: {}, failed: 0, lastMs: null },
       verdicts: {},
@@ -149,6 +158,7 @@ export class Scout {
     st.received++
     st[via]++
     const key = requestKey(work.work_id)
+    this.notePace(key, work.position)
     const old = this.latest.get(key)
     if (old !== undefined) {
       if (old.work.position > work.position) return // an older work arriving late
@@ -158,6 +168,40 @@ export class Scout {
     while (this.latest.size > MAX_REQUESTS) this.latest.delete(this.latest.keys().next().value as string)
     this.changed()
     void this.pump()
+  }
+
+  private notePace (key: string, position: number): void {
+    const at = performance.now()
+    const prev = this.seen.get(key)
+    if (prev !== undefined && position > prev.position && at - prev.at > 20) {
+      const pace = (position - prev.position) / ((at - prev.at) / 1000)
+      const cur = this.state.oracleTokensPerSecond
+      this.state.oracleTokensPerSecond = Math.round((cur === null ? pace : 0.7 * cur + 0.3 * pace) * 10) / 10
+    }
+    if (prev === undefined || position >= prev.position) this.seen.set(key, { position, at })
+    while (this.seen.size > MAX_REQUESTS) this.seen.delete(this.seen.keys().next().value as string)
+  }
+
+  /** Whether the model drafter may run for the next work (prompt lookup always may). */
+  private modelAllowed (): boolean {
+    const d = this.state.drafter
+    if (d.kind === 'lookup') return false
+    if (!this.config.paceModel) return true
+    const model = d.tokensPerSecond
+    const oracle = this.state.oracleTokensPerSecond
+    if (model === null || oracle === null) { d.modelInUse = true; d.why = 'measuring'; return true }
+    if (model > oracle * PACE_MARGIN) {
+      d.modelInUse = true
+      d.why = `${d.kind} ${model} tok/s keeps ahead of the Oracle's ${oracle} tok/s`
+      return true
+    }
+    d.modelInUse = false
+    d.why = `${d.kind} ${model} tok/s is slower than the Oracle's ${oracle} tok/s: its drafts would be stale, so prompt lookup drafts alone and the model rests (a probe every ${PROBE_EVERY_MS / 1000} s)`
+    if (performance.now() - this.lastProbe > PROBE_EVERY_MS) {
+      this.lastProbe = performance.now()
+      return true
+    }
+    return false
   }
 
   /** Draft the newest work of each request in turn, one at a time. */
@@ -190,15 +234,15 @@ export class Scout {
   }
 
   private async draftInWorker (work: Work): Promise<DraftReply> {
-    return await this.draftText(work.context, work.max_draft)
+    return await this.draftText(work.context, work.max_draft, this.modelAllowed())
   }
 
   /** A draft of `context` by the loaded drafter (also window.shardScoutDraft, for tests and the bench). */
-  draftText (context: string, maxTokens: number): Promise<DraftReply> {
+  draftText (context: string, maxTokens: number, modelAllowed = true): Promise<DraftReply> {
     const id = this.nextId++
     return new Promise((resolve) => {
       this.pending.set(id, resolve)
-      this.worker.postMessage({ type: 'draft', id, context, maxTokens })
+      this.worker.postMessage({ type: 'draft', id, context, maxTokens, modelAllowed })
     })
   }
 

@@ -12,7 +12,7 @@ class FakeModel implements Drafter {
 
 const config: DrafterConfig = {
   prefer: 'auto', ggufUrl: null, wllamaWasmUrl: '/x.wasm', nThreads: 1, nCtx: 512,
-  webllmModel: 'm', webllmModelUrl: null, webllmLibUrl: null, lookupFirst: true
+  webllmModel: 'm', webllmModelUrl: null, webllmLibUrl: null, lookupFirst: true, paceModel: true
 }
 
 describe('drafter glue', () => {
@@ -30,6 +30,13 @@ describe('drafter glue', () => {
     const r = await hybrid.draft('nothing repeats', 2)
     expect(r).toMatchObject({ text: ' model model', source: 'fake' })
     expect(model.calls).toEqual(['nothing repeats'])
+  })
+  it('with the model not allowed, only lookup drafts', async () => {
+    const model = new FakeModel()
+    const hybrid = new HybridDrafter(model, false)
+    expect((await hybrid.draft('nothing repeats', 2, false)).text).toBe('')
+    expect((await hybrid.draft('red green blue. red green', 1, false)).source).toBe('lookup')
+    expect(model.calls).toEqual([])
   })
   it('without lookup first, the model drafts everything', async () => {
     const model = new FakeModel()
