@@ -44,8 +44,13 @@ def test_verifier_killed_mid_request_fails_cleanly_and_comes_back(tiny_model: Pa
         r = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}, timeout=30)
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "verifier_unavailable" and r.headers["Retry-After"]
-        node.wait_ready(60)
-        assert verifier_pid(node) != pid and node.status()["verifier"]["restarts"] == 1
+        # Wait for the new verifier itself (right after the kill, /health may still be 200 for an
+        # instant, before the supervisor has seen the child die).
+        deadline = time.monotonic() + 60
+        while not (node.status()["status"] == "ok" and node.status()["verifier"]["pid"] not in (None, pid)):
+            assert time.monotonic() < deadline, node.status()
+            time.sleep(0.1)
+        assert node.status()["verifier"]["restarts"] == 1
         again = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}], max_tokens=5)
         assert again.choices[0].message.content is not None
     finally:
