@@ -84,8 +84,15 @@ class Run:
         self.proc = subprocess.Popen([sys.executable, "-m", "shard", "serve", "--model", str(model), "--port", str(self.port),
                                       "--data-dir", str(data), "--parallel", "1", "--threads", str(threads), *flags],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what=f"{name} to load")
         self.scout: subprocess.Popen[bytes] | None = None
+        try:
+            self._start(name, model, tmp, env, scout)
+        except BaseException:
+            self.stop()  # never leave a server behind
+            raise
+
+    def _start(self, name: str, model: Path, tmp: Path, env: dict[str, str], scout: bool) -> None:
+        wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what=f"{name} to load")
         if scout:
             wait(lambda: requests.get(self.base + "/v1/system/status", timeout=2).json()["sidecar"]["state"] == "running", what="the sidecar")
             topo = requests.get(self.base + "/v1/system/topology", timeout=5).json()
