@@ -4,11 +4,13 @@ and credits (and which gets no work when the privacy setting does not admit it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,7 +21,9 @@ import requests
 from openai import OpenAI
 
 from conftest import SIDECAR_FLAGS, ServedNode, start_node
+from shard.config import Settings
 from shard.credit.ledger import Ledger
+from shard.network.sidecar import find_daemon
 
 
 def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
@@ -177,3 +181,47 @@ def test_two_nodes_on_one_machine_with_default_ports(tiny_model: Path, tmp_path:
     finally:
         first.stop()
         second.stop()
+
+
+def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode, tmp_path: Path) -> None:
+    """A second real daemon acting as a scout takes live work from the Oracle and answers it: once
+    (checked), again (duplicate), at another position (wrong_position); and a work id that is not
+    the Oracle's (unknown_work). Each is counted; none is credited twice."""
+    from test_security import Daemon, ignored
+
+    binary = find_daemon(Settings())
+    assert binary is not None
+    topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
+    d = Daemon(binary, tmp_path, next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
+    try:
+        assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1"}, timeout=5).ok
+        wait_for(lambda: any(p["peer_id"] == d.info["peer_id"] and "scout" in p["roles"]
+                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the probe's handshake")
+        events = d.session.get(d.url + "/events", stream=True, timeout=60)
+        busy = threading.Thread(target=lambda: OpenAI(base_url=oracle.api, api_key="x").completions.create(
+            model="default", prompt="five six", max_tokens=400, temperature=0))
+        busy.start()
+        work = None
+        for raw in events.iter_lines():
+            if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
+                work = e["work"]
+                break
+        events.close()
+        assert work is not None and work["tokens"] and work["position"] == len(work["tokens"])
+        before = ignored(oracle)
+
+        def send(**fields: object) -> dict:
+            draft = {"v": 1, "work_id": work["work_id"], "position": work["position"], "text": " seven", **fields}
+            r = d.post("/send-verify", {"peer_id": topo["peer_id"], "request": draft})
+            return r.json()["response"]
+
+        first = send()
+        assert first["outcome"] in ("verified", "stale", "finished"), first
+        assert send()["reason"] == "duplicate"
+        assert send(position=work["position"] + 1, text=" eight")["reason"] == "wrong_position"
+        assert send(work_id="feedfacecafe0000.1")["reason"] == "unknown_work"
+        busy.join()
+        after = ignored(oracle)
+        assert sum(after.values()) - sum(before.values()) >= 3
+    finally:
+        d.stop()
