@@ -188,3 +188,33 @@ def _first_logits(engine: Engine, prompt: list[int]) -> np.ndarray:
     out = np.array(llm.scores[len(prompt) - 1], dtype=np.float64)
     llm.close()
     return out
+
+
+def test_a_paced_draft_is_checked_only_up_to_its_limit(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
+    prompt, ref = reference
+    verdicts = Verdicts()
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    job.inbox.append(ExternalDraft(len(prompt), ref[:10], verdicts.done, limit=3))
+    assert _run(engine, job)["tokens"] == ref
+    assert verdicts.seen == [(3, 3, "verified")]
+
+
+def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
+    from shard.coop.generator import MAX_DRAFT, _Pace
+
+    p = _Pace()
+    p.update(4, 4)
+    assert p.limit == 8 and p.rest == 0
+    p.update(8, 8)
+    p.update(16, 16)
+    assert p.limit == MAX_DRAFT
+    p.update(16, 2)
+    assert p.limit == 3
+    p.update(3, 0)  # nothing accepted: the next draft rests, then 2, then 4 ...
+    assert (p.limit, p.rest) == (1, 1)
+    p.rest = 0
+    p.update(1, 0)
+    assert p.rest == 2
+    p.rest = 0
+    p.update(1, 1)  # one hit: forgiven
+    assert p.backoff == 1 and p.limit == 2

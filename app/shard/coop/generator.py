@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.coop")
 
 REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
+MIN_MOVE = 4  # ...or this far, when a scout has just answered (not a publish per answer)
 MAX_DRAFT = 16
 DEADLINE_MS = 2000
 LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
@@ -85,6 +86,24 @@ def _size(value: Any) -> int:
     return len(value) if isinstance(value, (str, list)) else 0
 
 
+@dataclass
+class _Pace:
+    """How much of a scout's drafts is worth checking: on a CPU each checked token costs nearly a
+    decode step, so a scout's draft length follows its acceptance (as the lookup drafter's does),
+    and after a draft with nothing accepted its next drafts rest unchecked (1, 2, 4 ... 64)."""
+
+    limit: int = 4
+    rest: int = 0
+    backoff: int = 1
+
+    def update(self, proposed: int, accepted: int) -> None:
+        self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
+        if accepted == 0:
+            self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
+        else:
+            self.backoff = 1
+
+
 class Ignored(Exception):
     """A draft that is not checked; the text is the reason (a metrics label)."""
 
@@ -95,6 +114,7 @@ class CoopGenerator:
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.golden = GoldenTickets()
+        self._pace: dict[str, _Pace] = {}  # per scout (bounded by the peer table's size)
 
     # -- a request ------------------------------------------------------------------------------
 
@@ -178,20 +198,27 @@ class CoopGenerator:
             metrics.drafts_ignored.labels("shadow_paused").inc()
             return Verdict(work_id=draft.work_id, outcome="verified", proposed=len(draft.tokens or ()) or 1, accepted=0)
         else:
+            pace = self._pace.setdefault(sender, _Pace())
+            if pace.rest > 0:  # its last drafts got nothing accepted: this one is not worth a check
+                pace.rest -= 1
+                metrics.drafts_ignored.labels("resting").inc()
+                return Verdict(work_id=draft.work_id, outcome="ignored", reason="resting")
             verifier = self.node.verifier
             try:
                 if verifier is None:
                     raise VerifierUnavailable("no verifier")
-                result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens))
+                result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text,
+                                                           tokens=draft.tokens, limit=pace.limit))
             except (VerifierUnavailable, VerifierRequestError) as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
             if result.outcome != "verified":
                 return Verdict(work_id=draft.work_id, outcome=result.outcome)
             proposed, accepted = result.proposed, result.accepted
+            pace.update(proposed, accepted)
             metrics.draft_proposed.labels("scout").inc(proposed)
             metrics.draft_accepted.labels("scout").inc(accepted)
-            if self._sessions.get(session.key) is session:
+            if self._sessions.get(session.key) is session and session.position - session.published_position >= MIN_MOVE:
                 self._publish(session)  # that scout is free again: give it the newest position
         receipt = None
         if proposed and not self.golden.paused(sender):

@@ -52,6 +52,7 @@ class ExternalDraft:
     position: int
     tokens: list[int]
     done: Callable[[int, int, str], None]
+    limit: int = 0  # check at most this many new tokens of it (0: as many as fit)
 
 
 @dataclass
@@ -295,7 +296,7 @@ class Engine:
                 ext.done(0, 0, "stale")  # made for a past the generation did not take, or nothing new
                 continue
             job.external = ext
-            return ext.tokens[offset : offset + limit]
+            return ext.tokens[offset : offset + min(limit, ext.limit or limit)]
         return []
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:

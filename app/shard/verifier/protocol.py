@@ -170,6 +170,7 @@ class DraftRequest:
     position: int
     text: str | None = None
     tokens: list[int] | None = None
+    limit: int = 0  # check at most this many of its tokens (0: no limit); the node paces each scout
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -184,7 +185,7 @@ class DraftRequest:
         if text is not None and (not isinstance(text, str) or not text or len(text) > MAX_DRAFT_CHARS):
             raise ProtocolError(f"'text' must be a non-empty string of at most {MAX_DRAFT_CHARS} characters")
         return cls(job=_int(d, "job", 0, 1, 1 << 62), position=_int(d, "position", 0, 0, 1 << 30), text=text,
-                   tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None)
+                   tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None, limit=_int(d, "limit", 0, 0, 1 << 16))
 
 
 @dataclass

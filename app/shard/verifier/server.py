@@ -207,7 +207,7 @@ async def draft(request: web.Request) -> web.Response:
                 verdict.set_result(protocol.DraftVerdict(proposed, accepted, outcome))
         loop.call_soon_threadsafe(settle)
 
-    job.inbox.append(ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done))
+    job.inbox.append(ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done, req.limit))
     if req.job not in request.app[STATE].jobs:  # the job ended while this draft was being queued
         done(0, 0, "finished")
     return web.json_response((await verdict).to_dict())
