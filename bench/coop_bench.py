@@ -7,7 +7,8 @@ on two workloads: "chat" (open questions) and "edit" (rewrite or fix a given tex
 repeats the prompt). Prints tokens/s per request (completion tokens / wall time, non-streamed),
 the ratio to plain, and for drafting runs the acceptance rate and the scout's round trip.
 
-    .venv/bin/python bench/coop_bench.py [--model PATH] [--tokens 128] [--rounds 2]
+    .venv/bin/python bench/coop_bench.py [--model PATH] [--scout-model PATH] [--tokens 128] [--rounds 2]
+    .venv/bin/python bench/coop_bench.py --twin     # a slow Oracle and a fast scout that agree exactly
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`) for the two network runs.
@@ -69,13 +70,13 @@ def wait(check, timeout: float = 300.0, what: str = "") -> object:  # type: igno
 def metric(base: str, name: str) -> float:
     text = requests.get(base + "/metrics", timeout=5).text
     total = 0.0
-    for m in re.finditer(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.M):
+    for m in re.finditer(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M):
         total += float(m.group(1))
     return total
 
 
 class Run:
-    def __init__(self, name: str, model: Path, tmp: Path, threads: int, flags: list[str], scout: bool) -> None:
+    def __init__(self, name: str, model: Path, tmp: Path, threads: int, flags: list[str], scout: Path | None) -> None:
         self.name, self.port = name, free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         data = tmp / f"data-{name.replace(' ', '-').replace(',', '')}"
@@ -91,14 +92,14 @@ class Run:
             self.stop()  # never leave a server behind
             raise
 
-    def _start(self, name: str, model: Path, tmp: Path, env: dict[str, str], scout: bool) -> None:
+    def _start(self, name: str, model: Path, tmp: Path, env: dict[str, str], scout: Path | None) -> None:
         wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what=f"{name} to load")
         if scout:
             wait(lambda: requests.get(self.base + "/v1/system/status", timeout=2).json()["sidecar"]["state"] == "running", what="the sidecar")
             topo = requests.get(self.base + "/v1/system/topology", timeout=5).json()
             addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-            self.scout = subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", addr,
-                                           "--data-dir", str(tmp / "scout"), *NET], stdout=(tmp / "scout.log").open("wb"),
+            self.scout = subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(scout), "--bootstrap", addr,
+                                           "--threads", "1", "--data-dir", str(tmp / "scout"), *NET], stdout=(tmp / "scout.log").open("wb"),
                                           stderr=subprocess.STDOUT, env=env)
             wait(lambda: any("scout" in p["roles"] for p in requests.get(self.base + "/v1/system/peers", timeout=2).json()["peers"]),
                  what="the scout's handshake")
@@ -125,17 +126,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
     ap.add_argument("--model", type=Path, default=models.default_model_path(cache))
+    ap.add_argument("--scout-model", type=Path, help="the scout's model (default: the Oracle's)")
+    ap.add_argument("--twin", action="store_true", help="the test models instead: a slow Oracle (the tiny model plus idle "
+                    "layers) and a scout running the tiny model, which agree exactly: a big model and its small drafter")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
     args = ap.parse_args()
-    configs = [
-        ("plain", ["--no-lookup", "--no-sidecar"], False),
-        ("coop, no scout", ["--no-lookup", *NET], False),
-        ("lookup", ["--no-sidecar"], False),
-        ("scout", ["--no-lookup", *NET], True),
-    ]
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
+    if args.twin:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_gguf import write_tiny_gguf
+
+        args.model = write_tiny_gguf(tmp / "slow-twin.gguf", seed=1, idle_layers=48)
+        args.scout_model = write_tiny_gguf(tmp / "tiny.gguf", seed=1)
+    scout_model = args.scout_model or args.model
+    configs = [
+        ("plain", ["--no-lookup", "--no-sidecar"], None),
+        ("coop, no scout", ["--no-lookup", *NET], None),
+        ("lookup", ["--no-sidecar"], None),
+        ("scout", ["--no-lookup", *NET], scout_model),
+    ]
     rows, reference = [], {}
     try:
         for name, flags, scout in configs:
@@ -164,8 +175,8 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     plain = {wl: s for n, wl, s, *_ in rows if n == "plain"}
-    print(f"\nSmolLM2-class model {args.model.name}, {args.tokens} tokens per request, {args.rounds} rounds x 3 prompts, "
-          f"greedy, 1 slot, {args.threads} threads\n")
+    print(f"\nOracle {args.model.name}, scout {scout_model.name}, {args.tokens} tokens per request, {args.rounds} rounds x 3 prompts, "
+          f"greedy, 1 slot, Oracle {args.threads} thread(s), scout 1 thread\n")
     print("| run | workload | tok/s | vs plain | drafts proposed | accepted | acceptance | scout round trip ms | same text as plain |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, wl, speed, proposed, accepted, rtt, same in rows:

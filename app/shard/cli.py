@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     scout.add_argument("--data-dir", dest="data_dir", help="folder for the scout's identity, logs and ledger " + _env_help("data_dir", "<platform data dir>"))
     scout.add_argument("--config", help="TOML settings file")
     scout.add_argument("--log-level", dest="log_level")
+    scout.add_argument("--threads", dest="n_threads", type=int, help="CPU threads for drafting, 0 for auto")
     _add_network_flags(scout)
 
     verifier = sub.add_parser("verifier", help="the verifier child process (started by the node)")

@@ -145,7 +145,7 @@ class Scout:
 async def run_scout(settings: Settings, model_path: Path) -> int:
     loop = asyncio.get_running_loop()
     log.info("loading the draft model %s", model_path)
-    drafter = await loop.run_in_executor(None, LlamaDrafter, model_path)
+    drafter = await loop.run_in_executor(None, lambda: LlamaDrafter(model_path, n_threads=settings.n_threads))
     scout = Scout(settings, drafter)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
