@@ -4,6 +4,7 @@ and real `shard serve` processes on loopback."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,8 +12,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
+import psutil
 import requests
 import pytest
 
@@ -44,6 +46,27 @@ def smollm2() -> Path:
         pytest.fail(f"SmolLM2 is not at {path}: run `bash scripts/test` (it installs it), or "
                     f"`shard models install-default --data-dir {MODEL_CACHE}`")
     return path
+
+
+def wait_for(check: Callable[[], object], timeout: float = 60.0, what: str = "condition") -> object:
+    """Poll `check` until it returns something true; a request or lookup that fails counts as 'not yet'."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+            if value:
+                return value
+        except (requests.RequestException, KeyError, ValueError, TypeError, psutil.Error):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def metric(node: "ServedNode", name: str, labels: str = "") -> float:
+    """One sample of the node's Prometheus metrics (0 when absent)."""
+    text = requests.get(node.url + "/metrics", timeout=5).text
+    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
 
 
 def free_port() -> int:

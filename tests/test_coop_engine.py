@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import queue
 import threading
-from collections import Counter, deque
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 

@@ -6,43 +6,24 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import psutil
 import pytest
 import requests
 from openai import OpenAI
 
-from conftest import SIDECAR_FLAGS, ServedNode, start_node
+from conftest import SIDECAR_FLAGS, ServedNode, metric, start_node, wait_for
 from shard.config import Settings
 from shard.credit.ledger import Ledger
 from shard.network.sidecar import find_daemon
 
 
-def wait_for(check: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, KeyError, ValueError):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def metric(node: ServedNode, name: str, labels: str = "") -> float:
-    text = requests.get(node.url + "/metrics", timeout=5).text
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
 
 
 def sidecar_pid(node: ServedNode) -> int | None:

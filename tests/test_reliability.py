@@ -14,7 +14,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -23,24 +22,12 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServedNode, start_node
+from conftest import ServedNode, start_node, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG = [{"role": "user", "content": "hello there"}]
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
-
-def wait_for(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, KeyError, ValueError, TypeError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------

@@ -13,8 +13,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, start_node
-from test_network import metric, wait_for
+from conftest import ServedNode, metric, start_node, wait_for
 
 
 def tcp_addr(node: ServedNode) -> str:

@@ -21,7 +21,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServedNode, free_port, start_node
+from conftest import ServedNode, metric, start_node, wait_for
 from shard.api import middlewares
 from shard.network.sidecar import find_daemon
 from shard.config import Settings
@@ -30,23 +30,6 @@ from shard.verifier import server as verifier_server
 MSG = [{"role": "user", "content": "hello there"}]
 
 
-def metric(node: ServedNode, name: str, labels: str = "") -> float:
-    text = requests.get(node.url + "/metrics", timeout=5).text
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def wait_for(check, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except (requests.RequestException, KeyError, ValueError, TypeError, psutil.Error):
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def listening_ports(pid: int) -> list[int]:

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -22,8 +21,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, start_node
-from test_network import metric, wait_for
+from conftest import ServedNode, metric, start_node, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web-scout"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from shard import models, paths
+from shard import models
 from shard.api.keys import NODE
 
 ISOLATION = {
