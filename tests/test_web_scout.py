@@ -156,7 +156,9 @@ class BrowserScout:
 
 @pytest.fixture(scope="module")
 def smol_oracle(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    node = start_node(smollm2, tmp_path_factory.mktemp("web-scout-oracle"), "--parallel", "2", sidecar=True)
+    # --no-lookup: the Oracle's own prompt lookup would draft the same repeated text first (and
+    # faster, with no network), leaving the tab's drafts stale; this test is about the tab's.
+    node = start_node(smollm2, tmp_path_factory.mktemp("web-scout-oracle"), "--parallel", "2", "--no-lookup", sidecar=True)
     wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
     yield node
     node.stop()
@@ -187,7 +189,8 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
                 break
         assert browser.state["work"]["received"] > 0, browser.state
         assert browser.state["drafts"]["sent"] > 0, browser.state
-        assert metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before, (browser.state, (tmp_path / "chromium.log").read_text()[-3000:])
+        assert metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before, (
+            json.dumps(browser.state)[:2000], [line for line in requests.get(smol_oracle.url + "/metrics", timeout=5).text.splitlines() if "draft" in line])
         # greedy: the same answer every time, drafts or not
         assert len(set(answers)) == 1
         credit = wait_for(lambda: [p for p in requests.get(smol_oracle.api + "/system/credit", timeout=5).json()["peers"]

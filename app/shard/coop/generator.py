@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.coop")
 
 REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
-MIN_MOVE = 4  # ...or this far, when a scout has just answered (not a publish per answer)
+MIN_MOVE = 1  # ...or at all, when a scout has just answered (so never twice for one position)
 MAX_DRAFT = 16
 DEADLINE_MS = 2000
 LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
@@ -212,7 +212,8 @@ class CoopGenerator:
             except (VerifierUnavailable, VerifierRequestError) as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-            if result.outcome != "verified":
+            if result.outcome != "verified":  # stale, or the generation ended: counted, not checked
+                metrics.drafts_ignored.labels(result.outcome).inc()
                 return Verdict(work_id=draft.work_id, outcome=result.outcome)
             proposed, accepted = result.proposed, result.accepted
             pace.update(proposed, accepted)
