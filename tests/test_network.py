@@ -206,3 +206,15 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
         assert sum(after.values()) - sum(before.values()) >= 3
     finally:
         d.stop()
+
+
+def test_a_node_killed_outright_leaves_no_sidecar(tiny_model: Path, tmp_path: Path) -> None:
+    """SIGKILL gives the node no chance to stop its children: they see their stdin close and exit."""
+    node = start_node(tiny_model, tmp_path, sidecar=True)
+    sidecar = int(wait_for(lambda: sidecar_pid(node), what="the sidecar's pid"))  # type: ignore[arg-type]
+    verifier = node.status()["verifier"]["pid"]
+    node.proc.send_signal(signal.SIGKILL)
+    node.proc.wait()
+    for pid in (sidecar, verifier):
+        wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15,
+                 what=f"child {pid} to exit")

@@ -299,8 +299,9 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
                     Ok(_) => {}
                 }
             }
-            tracing::info!("stdin closed, shutting down");
+            // Shut down first: with the parent gone, stderr may be a broken pipe too.
             let _ = tx.blocking_send(());
+            tracing::info!("stdin closed, shutting down");
         });
     }
     {
