@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.coop")
 
 REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
-MIN_MOVE = 1  # ...or at all, when a scout has just answered (so never twice for one position)
+MIN_MOVE = 4  # ...or this far, when a scout has just answered (not a publish per answer)
 MAX_DRAFT = 16
 DEADLINE_MS = 2000
 LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
