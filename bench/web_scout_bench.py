@@ -30,12 +30,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from test_web_scout import BrowserScout  # noqa: E402  (one driver of the page, for the test and this bench)
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB = ROOT / "web-scout"
@@ -82,33 +84,6 @@ class Node:
                 self.proc.kill()
 
 
-class Browser:
-    """web-scout/e2e/scout.mjs: Chromium on the page; keeps the page's newest state."""
-
-    def __init__(self, url: str, log: Path) -> None:
-        self.state: dict[str, Any] = {}
-        self.proc = subprocess.Popen(["node", "e2e/scout.mjs", "--url", url, "--seconds", "3600"], cwd=WEB, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.state = json.loads(line)
-            except ValueError:
-                pass
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def wllama_speed(node: Node, threads: int) -> dict[str, Any]:
     out = subprocess.run(["node", "e2e/wllama-speed.mjs", "--url", f"{node.base}/scout/?drafter=wllama&lookup_first=0&threads={threads}"],
                          cwd=WEB, capture_output=True, text=True, timeout=600)
@@ -144,7 +119,7 @@ def main() -> None:
                 for name, query in configs:
                     browser = None
                     if query is not None:
-                        browser = Browser(f"{node.base}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log")
+                        browser = BrowserScout(f"{node.base}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log", 3600)
                         wait(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"], timeout=180,  # noqa: B023
                              what="the page to connect and load its drafter")
                         wait(lambda: node.scouts(), what="the browser's handshake")

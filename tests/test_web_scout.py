@@ -128,10 +128,10 @@ def test_vitest_units_and_the_libp2p_interop_with_shard_daemon() -> None:
 class BrowserScout:
     """e2e/scout.mjs: Chromium on the page; the newest window.shardScout state is kept here."""
 
-    def __init__(self, url: str, log: Path) -> None:
+    def __init__(self, url: str, log: Path, seconds: int = 900) -> None:
         self.state: dict[str, Any] = {}
         self.log = log
-        self.proc = subprocess.Popen(["node", "e2e/scout.mjs", "--url", url, "--seconds", "900"], cwd=WEB, stdin=subprocess.PIPE,
+        self.proc = subprocess.Popen(["node", "e2e/scout.mjs", "--url", url, "--seconds", str(seconds)], cwd=WEB, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
