@@ -142,6 +142,13 @@ def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] |
     return node
 
 
+def start_scout(model: Path, bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
+    log = (tmp / "scout.log").open("wb")
+    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
+                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG"],
+                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
+
+
 @pytest.fixture(scope="module")
 def tiny_node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
     node = start_node(tiny_model, tmp_path_factory.mktemp("tiny-node"), "--parallel", "2", "--ctx-size", "512")

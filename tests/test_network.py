@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -18,12 +17,10 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import SIDECAR_FLAGS, ServedNode, metric, start_node, wait_for
+from conftest import ServedNode, metric, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.credit.ledger import Ledger
 from shard.network.sidecar import find_daemon
-
-
 
 
 def sidecar_pid(node: ServedNode) -> int | None:
@@ -77,13 +74,6 @@ def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path:
         wait_for(oracle_sees_other, what="the mesh to re-form")
     finally:
         other.stop()
-
-
-def start_scout(model: Path, bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
-    log = (tmp / "scout.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
-                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
 
 
 def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
@@ -218,3 +208,83 @@ def test_a_node_killed_outright_leaves_no_sidecar(tiny_model: Path, tmp_path: Pa
     for pid in (sidecar, verifier):
         wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15,
                  what=f"child {pid} to exit")
+
+
+def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(tiny_model: Path, tmp_path: Path) -> None:
+    """A real daemon posing as a scout answers every piece of work it gets (golden tickets among
+    them, which it cannot tell apart) with tokens the model never produced, copies another
+    scout's draft (replay), and claims another scout's peer id in its drafts (forged sender). The
+    Oracle shadow-pauses it, credits it nothing and keeps the pause across a restart."""
+    from test_security import Daemon, ignored
+
+    oracle_dir = tmp_path / "o"
+    oracle = start_node(tiny_model, oracle_dir, "--no-lookup", "--ctx-size", "1024", sidecar=True, env={"SHARD_GOLDEN_RATE": "1"})
+    binary = find_daemon(Settings())
+    assert binary is not None
+    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    oracle_id = requests.get(oracle.api + "/system/topology", timeout=5).json()["peer_id"]
+    (tmp_path / "c").mkdir()
+    (tmp_path / "v").mkdir()
+    cheater, victim = Daemon(binary, tmp_path / "c", addr), Daemon(binary, tmp_path / "v", addr)
+    client = OpenAI(base_url=oracle.api, api_key="x", timeout=120)
+    stop = threading.Event()
+    try:
+        for d in (cheater, victim):
+            assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1"}, timeout=5).ok
+        wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]) == 2,
+                 what="both probes' handshakes")
+        events = cheater.session.get(cheater.url + "/events", stream=True, timeout=120)
+        # The owner's greedy requests: finished ones become golden tickets' known continuations.
+        client.completions.create(model="default", prompt="alpha beta", max_tokens=40, temperature=0)
+
+        def owner() -> None:
+            while not stop.is_set():
+                client.completions.create(model="default", prompt="gamma delta", max_tokens=120, temperature=0)
+
+        busy = threading.Thread(target=owner, daemon=True)
+        busy.start()
+        seen: set[int] = set()  # every token id the model has shown in its work: the garbage avoids them all
+        verdicts: list[dict] = []
+        replays = victim_sent = 0
+        me: dict = {}
+        deadline = time.monotonic() + 150
+        for raw in events.iter_lines():
+            assert time.monotonic() < deadline, f"not shadow-paused: {me}, {ignored(oracle)}"
+            if not raw.startswith(b"data:") or (e := json.loads(raw[5:]))["type"] != "work":
+                continue
+            work = e["work"]
+            seen.update(work["tokens"])
+            garbage = [t for t in range(300, 5, -1) if t not in seen][:4]
+            draft = {"v": 1, "work_id": work["work_id"], "position": work["position"], "tokens": garbage}
+            if replays < 2:  # the victim drafts first; the cheater sends the very same draft
+                victim.post("/send-verify", {"peer_id": oracle_id, "request": {**draft, "tokens": garbage[:3]}})
+                victim_sent += 1
+                replays += cheater.post("/send-verify", {"peer_id": oracle_id, "request": {**draft, "tokens": garbage[:3]}}).json()["response"].get("reason") == "replay"
+                continue
+            forged = {**draft, "from": victim.info["peer_id"], "sender": victim.info["peer_id"]}
+            verdicts.append(cheater.post("/send-verify", {"peer_id": oracle_id, "request": forged}).json()["response"])
+            credit = requests.get(oracle.api + "/system/credit", timeout=5).json()
+            me = next((p for p in credit["peers"] if p["peer_id"] == cheater.info["peer_id"]), {})
+            if me.get("shadow_paused") and ignored(oracle).get("shadow_paused", 0) >= 1:
+                break
+        events.close()
+        stop.set()
+        busy.join(60)
+        assert replays == 2 and ignored(oracle)["replay"] >= 2  # the copies earned nothing
+        assert verdicts and all(v.get("accepted", 0) == 0 for v in verdicts)
+        assert me["accepted"] == 0 and me["credit"] == 0 and me["drafts"] > 0
+        # The forged "from" changed nothing: the victim's entries are the drafts it sent itself.
+        victim_row = next(p for p in credit["peers"] if p["peer_id"] == victim.info["peer_id"])
+        assert victim_row["drafts"] <= victim_sent and victim_row["credit"] == 0
+        oracle.stop()
+        again = start_node(tiny_model, oracle_dir, "--no-lookup", "--data-dir", str(oracle.data_dir), sidecar=True)
+        try:
+            row = next(p for p in requests.get(again.api + "/system/credit", timeout=5).json()["peers"] if p["peer_id"] == cheater.info["peer_id"])
+            assert row["shadow_paused"] is True  # the golden scores are in the ledger: a restart lifts nothing
+        finally:
+            again.stop()
+    finally:
+        stop.set()
+        for d in (cheater, victim):
+            d.stop()
+        oracle.stop()

@@ -1,5 +1,6 @@
-"""Receipts signed by a real sidecar hold only for their issuer and their exact content; golden
-tickets score drafts against a known continuation and shadow-pause scouts that fail them."""
+"""Receipts signed by a real sidecar hold only for their issuer and their exact content, and vouch
+for an asker at other Oracles only under their rules; golden tickets score drafts against a known
+continuation and shadow-pause scouts that fail them, across restarts."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pytest
 
 from shard.config import Settings
 from shard.coop.golden import MIN_GOLDEN, Finished, GoldenTickets
-from shard.credit import receipts
+from shard.credit import receipts, vouchers
+from shard.credit.ledger import Ledger
 from shard.network.messages import Draft, Work
 from shard.network.sidecar import Sidecar, find_daemon
 
@@ -95,3 +97,52 @@ def test_a_scout_that_fails_golden_tickets_is_shadow_paused() -> None:
         golden.score("honest", Draft(t2.work_id, t2.position, tokens=golden.tickets[t2.work_id].expected[:8]))
     assert golden.paused("cheater")
     assert not golden.paused("honest")
+
+
+async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) -> None:
+    """Oracle X signed draft receipts for asker P; Oracle Y counts them for P only once X has done
+    verified work for Y itself, only for P, once each, at half weight and under a cap."""
+    x, y, p = await asyncio.gather(*(_sidecar(tmp_path, n) for n in ("x", "y", "p")))
+    try:
+        xid, yid, pid = (s.info["peer_id"] for s in (x, y, p))
+        books = Ledger(tmp_path / "y.db")
+        signed = [await receipts.issue(x, "draft", pid, f"w{i}.1", 10) for i in range(3)]
+        assert await vouchers.vouched_credit(y, books, pid, signed) == 0  # X never worked for Y: its word is nothing here
+        books.record_draft(xid, f"wx.1:{xid}", 5, 5)  # X's drafts were accepted at Y
+        assert await vouchers.vouched_credit(y, books, pid, signed) == 15.0
+        assert await vouchers.vouched_credit(y, books, pid, signed + signed) == 15.0  # each receipt counts once
+        assert await vouchers.vouched_credit(y, books, "12D3KooWsomeoneelse", signed) == 0  # not theirs to show
+        inflated = copy.deepcopy(signed[0])
+        inflated["receipt"]["amount"] = 10_000.0
+        assert await vouchers.vouched_credit(y, books, pid, [inflated]) == 0
+        own = await receipts.issue(p, "draft", pid, "w9.1", 50)  # P vouching for itself
+        assert await vouchers.vouched_credit(y, books, pid, [own, {"receipt": 5}, {}]) == 0
+        big = [await receipts.issue(x, "draft", pid, f"b{i}.1", 400) for i in range(2)]
+        assert await vouchers.vouched_credit(y, books, pid, big) == vouchers.CAP
+        # The asker's side: what it shows Y are its draft receipts from others, not Y's own.
+        mine = Ledger(tmp_path / "p.db")
+        for i, s in enumerate(signed):
+            mine.record("earned", xid, f"draft:w{i}.1", amount=10, proof=receipts.proof(s))
+        mine.record("earned", yid, "draft:wy.1", amount=99, proof=receipts.proof(await receipts.issue(y, "draft", pid, "wy.1", 99)))
+        shown = vouchers.gather(mine, yid)
+        assert sorted(v["receipt"]["ref"] for v in shown) == ["w0.1", "w1.1", "w2.1"]
+        assert len(vouchers.gather(mine, xid)) == 1
+        books.close()
+        mine.close()
+    finally:
+        await asyncio.gather(x.stop(), y.stop(), p.stop())
+
+
+def test_a_shadow_pause_survives_a_restart(tmp_path: Path) -> None:
+    books = Ledger(tmp_path / "ledger.db")
+    golden = GoldenTickets(rate=1.0, rng=random.Random(7), on_score=books.record_golden)
+    golden.remember(_finished())
+    for _ in range(MIN_GOLDEN):
+        t = golden.maybe_ticket(8, 0)
+        assert t is not None
+        golden.score("cheater", Draft(t.work_id, t.position, tokens=[999] * 8))
+    assert golden.paused("cheater")
+    books.close()
+    reopened = GoldenTickets()
+    reopened.load(Ledger(tmp_path / "ledger.db").golden_scores())
+    assert reopened.paused("cheater") and not reopened.paused("someone")

@@ -13,7 +13,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, wait_for
+from conftest import ServedNode, metric, start_node, start_scout, wait_for
 
 
 def tcp_addr(node: ServedNode) -> str:
@@ -111,3 +111,53 @@ def test_an_oracle_dying_mid_stream_is_replaced(slow_twin_model: Path, tmp_path:
     finally:
         for n in (consumer, a, b):
             n.stop()
+
+
+def test_a_contributor_overtakes_a_consumer_in_the_oracles_queue(slow_twin_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A node whose identity has scouted for the Oracle (credit there, earned by accepted drafts)
+    asks after a consumer with none, while the Oracle's only slot is busy with its own user: when
+    the slot frees, the contributor is served first, and the consumer hears its place drop."""
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--ctx-size", "4096", sidecar=True)
+    addr = tcp_addr(oracle)
+    owner = OpenAI(base_url=oracle.api, api_key="x", timeout=120)
+    scout = start_scout(tiny_model, addr, tmp_path / "p")
+    try:
+        scout_id = wait_for(lambda: next((p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+                                          if "scout" in p["roles"]), None), what="the scout's handshake")
+        for _ in range(8):  # the owner's requests, drafted by the scout
+            owner.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
+            if credit_with(oracle, scout_id).get("credit", 0) > 0:
+                break
+        assert credit_with(oracle, scout_id)["credit"] > 0
+    finally:
+        scout.send_signal(signal.SIGTERM)
+        scout.wait(20)
+    # The same identity (its data dir) now runs as a node without a model; another one has no credit.
+    contributor = start_node(None, tmp_path / "p", "--data-dir", str(tmp_path / "p" / "scout-data"), "--bootstrap", addr, sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", addr, sidecar=True)
+    try:
+        assert peer_id(contributor) == scout_id
+        busy = owner.completions.create(model="default", prompt="a b", max_tokens=4000, temperature=0, stream=True)
+        next(iter(busy))  # the owner holds the only slot
+        done: dict[str, float] = {}
+
+        def ask(name: str, node: ServedNode) -> None:
+            OpenAI(base_url=node.api, api_key="x", timeout=180).completions.create(model="default", prompt="e f", max_tokens=20, temperature=0)
+            done[name] = time.monotonic()
+
+        asks = [threading.Thread(target=ask, args=("consumer", consumer))]
+        asks[0].start()
+        wait_for(lambda: "place 1" in consumer.log(), what="the consumer to be queued")
+        asks.append(threading.Thread(target=ask, args=("contributor", contributor)))
+        asks[1].start()
+        wait_for(lambda: "place 2" in consumer.log(), what="the contributor to be put ahead of the consumer")
+        assert "place 1" in contributor.log()
+        busy.close()  # the owner is done: the slot frees
+        for t in asks:
+            t.join(180)
+        assert done["contributor"] < done["consumer"]
+        assert "credit 0.0 here" in oracle.log() and "peer)" in oracle.log()
+    finally:
+        contributor.stop()
+        consumer.stop()
+        oracle.stop()

@@ -63,6 +63,8 @@ class Settings:
     # "lan" (the local network), "peers" (the peer ids in trusted_peers), "anyone".
     prompt_privacy: str = "local"
     trusted_peers: list[str] = field(default_factory=list)
+    # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
+    golden_rate: float = 0.1
 
     # Files and logs
     data_dir: str = ""
@@ -88,6 +90,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
+        if not 0.0 <= self.golden_rate <= 1.0:
+            raise ConfigError(f"golden_rate must be between 0 and 1, got {self.golden_rate}")
         if self.prompt_privacy not in PRIVACY_LEVELS:
             raise ConfigError(f"prompt_privacy must be one of {', '.join(PRIVACY_LEVELS)}, got {self.prompt_privacy!r}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -35,6 +35,8 @@ from shard.verifier.model import ModelLoadError, check_gguf_file
 
 log = logging.getLogger("shard.node")
 
+LOAD_ANNOUNCE_S = 2.0  # how often a change of load is told to peers (a handshake to each)
+
 
 class NodeStartError(Exception):
     """The node cannot start as configured; the message says what to change."""
@@ -68,6 +70,7 @@ class Node:
         self.infer_server = InferServer(self)
         self.infer_client = InferClient(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._announced: dict[str, Any] | None = None  # the local info peers have now
 
     # -- events for observers (the tray, tests) ---------------------------------------------------
 
@@ -113,6 +116,7 @@ class Node:
             self.ledger = Ledger(s.data_path / "ledger.db")
         except LedgerError as exc:
             raise NodeStartError(str(exc)) from None
+        self.coop.golden.load(self.ledger.golden_scores())
         await self._start_api()
         self.running = True
         self._start_sidecar()
@@ -133,6 +137,7 @@ class Node:
             log.warning("the shard-daemon sidecar is %s", self.sidecar_note)
             return
         self.sidecar = Sidecar(self.settings, binary, self._on_sidecar_child, self._on_network_event)
+        self._spawn(self._announce_load())
         self.sidecar.start()
 
     def _on_sidecar_child(self, event: SupervisorEvent) -> None:
@@ -155,16 +160,33 @@ class Node:
         if self.sidecar is None:
             return
         try:
-            await self.sidecar.call("PUT", "/local-info", self.local_info())
+            self._announced = self.local_info()
+            await self.sidecar.call("PUT", "/local-info", self._announced)
             self.peer_table.replace((await self.sidecar.call("GET", "/peers"))["peers"])
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
+
+    async def _announce_load(self) -> None:
+        """Keep peers' view of this node's load current (askers pick the least loaded Oracle):
+        a new handshake whenever it changed, at most one per LOAD_ANNOUNCE_S."""
+        while True:
+            await asyncio.sleep(LOAD_ANNOUNCE_S)
+            sidecar = self.sidecar
+            if sidecar is None or not sidecar.ready or self._announced is None:
+                continue
+            info = self.local_info()
+            if info != self._announced:
+                try:
+                    await sidecar.call("PUT", "/local-info", info)
+                    self._announced = info
+                except SidecarError as exc:
+                    log.debug("sidecar: %s", exc)
 
     def local_info(self) -> dict[str, Any]:
         """What the handshake tells peers about this node."""
         oracle = self.model_path is not None and self.contributing
         return {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
-                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight, "agent": f"shard/{__version__}"}
+                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight + self.scheduler.depth, "agent": f"shard/{__version__}"}
 
     def _on_network_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -389,12 +411,18 @@ class Node:
         for p in self.peer_table.listing():
             credit = ledger.peer(p["peer_id"]) if ledger else None
             peers.append({**p, "reputation": round(credit.reputation, 4) if credit else 0.0,
-                          "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0})
+                          "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0,
+                          "shadow_paused": self.coop.golden.paused(p["peer_id"])})
         return {"sidecar": "running", "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None, "peers": peers}
 
     def credit(self) -> dict[str, Any]:
         """Balance, earned, spent and per-peer figures from the ledger."""
-        return self.ledger.summary() if self.ledger else {"balance": 0.0, "earned": 0.0, "spent": 0.0, "peers": [], "history": []}
+        if self.ledger is None:
+            return {"balance": 0.0, "earned": 0.0, "spent": 0.0, "peers": [], "history": []}
+        summary = self.ledger.summary()
+        for p in summary["peers"]:  # a scout failing golden tickets: its drafts earn nothing here
+            p["shadow_paused"] = self.coop.golden.paused(p["peer_id"])
+        return summary
 
 
 async def run_headless(settings: Settings) -> int:

@@ -113,8 +113,16 @@ class CoopGenerator:
         self.node = node
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.golden = GoldenTickets()
+        self.golden = GoldenTickets(rate=node.settings.golden_rate, on_score=self._keep_golden_score)
         self._pace: dict[str, _Pace] = {}  # per scout (bounded by the peer table's size)
+
+    def _keep_golden_score(self, sender: str, proposed: int, accepted: int) -> None:
+        if self.node.ledger is None:
+            return
+        try:
+            self.node.ledger.record_golden(sender, proposed, accepted)
+        except LedgerError as exc:
+            log.error("%s", exc)
 
     # -- a request ------------------------------------------------------------------------------
 

@@ -3,6 +3,9 @@ real (same shape, a fresh work id, never reused). A scout's drafts for them are 
 the known continuation, without the verifier. Scouts whose golden drafts keep failing are
 shadow-paused: they still get work and verdicts, and earn nothing.
 
+Scores are kept in the node's ledger (`golden` table) through `on_score`, and read back at start,
+so that a restart of the Oracle does not lift a pause.
+
 Known continuations come from this node's own finished greedy generations (a sampled one would
 fail honest greedy scouts), and go only to the scouts that the privacy setting admits now.
 """
@@ -13,6 +16,7 @@ import random
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Callable
 
 from shard.network.messages import Draft, Work
 
@@ -51,12 +55,18 @@ class GoldenStats:
 
 
 class GoldenTickets:
-    def __init__(self, rate: float = 0.1, rng: random.Random | None = None) -> None:
+    def __init__(self, rate: float = 0.1, rng: random.Random | None = None,
+                 on_score: Callable[[str, int, int], None] | None = None) -> None:
         self.rate = rate  # share of published works followed by a golden ticket
         self.rng = rng or random.Random()
+        self.on_score = on_score  # (sender, proposed, accepted): keeps each score (the ledger)
         self.sources: deque[Finished] = deque(maxlen=KEEP)
         self.tickets: dict[str, Ticket] = {}  # work id -> ticket (bounded: oldest dropped)
         self.stats: dict[str, GoldenStats] = {}
+
+    def load(self, history: dict[str, tuple[int, int, int]]) -> None:
+        """Scores kept from earlier runs: per sender (drafts, proposed, accepted)."""
+        self.stats = {sender: GoldenStats(proposed, accepted, drafts) for sender, (drafts, proposed, accepted) in history.items()}
 
     def remember(self, finished: Finished) -> None:
         if sum(len(ids) for ids, _ in finished.events) >= 8:
@@ -100,6 +110,8 @@ class GoldenTickets:
         s.drafts += 1
         s.proposed += proposed
         s.accepted += accepted
+        if self.on_score is not None:
+            self.on_score(sender, proposed, accepted)
         return proposed, accepted
 
     def paused(self, sender: str) -> bool:

@@ -1,6 +1,6 @@
 """The Oracle's side of remote inference (`/shard/infer/1.0.0`): another node's request, run on the
-local model behind this node's own user, ordered by the asker's credit with this node (then by
-age), streamed back line by line through the sidecar, and paid for with a signed receipt.
+local model behind this node's own user, ordered by the asker's credit with this node plus what
+receipts from other Oracles vouch for it (then by age), streamed back line by line through the sidecar, and paid for with a signed receipt.
 
 A remote asker's prompt is never shared with this node's scouts: it is not this user's to share.
 """
@@ -14,7 +14,7 @@ import logging
 import secrets
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from shard.credit import receipts
+from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
 from shard.credit.scheduler import Priority, QueueFull
 from shard.network.messages import InferRequest, MessageError
@@ -71,14 +71,18 @@ class InferServer:
             yield {"type": "error", "message": refusal}
             return
         credit = node.ledger.peer(asker).credit if node.ledger else 0.0
-        priority = Priority.PEER if credit > 0 else Priority.CONSUMER
+        vouched = 0.0
+        if req.vouchers and node.ledger is not None and node.sidecar is not None:
+            vouched = await vouchers.vouched_credit(node.sidecar, node.ledger, asker, req.vouchers)
+        standing = credit + vouched
+        priority = Priority.PEER if standing > 0 else Priority.CONSUMER
         served_id = secrets.token_hex(8)
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=256)
         tag = object()
 
         async def run() -> None:
             try:
-                async with node.scheduler.admit(priority, credit, tag):
+                async with node.scheduler.admit(priority, standing, tag):
                     async with contextlib.aclosing(node.coop.generate(request, share_allowed=False)) as events:
                         async for e in events:
                             await queue.put(e)
@@ -90,7 +94,8 @@ class InferServer:
                 await queue.put(None)
 
         task = asyncio.get_running_loop().create_task(run())
-        log.info("serving a request from %s (credit %.1f, %s)", asker, credit, priority.name.lower())
+        log.info("serving a request from %s (credit %.1f here, %.1f vouched by others: %s)", asker, credit, vouched,
+                 priority.name.lower())
         wait_s = 0.1  # the first report comes at once, then one a second
         try:
             while True:

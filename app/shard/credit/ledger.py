@@ -17,6 +17,9 @@ Kinds of rows:
   spent    this node spent `amount` with a peer (tokens the peer served to it): its balance
            shrinks, the peer's credit here grows
 `proof` keeps the signed receipt that made an `earned` or `spent` row count (docs/protocol.md).
+
+A second append-only table, `golden`, keeps each scout's scores on golden tickets, so that a
+shadow-paused scout stays paused across a restart of the node.
 """
 
 from __future__ import annotations
@@ -51,6 +54,13 @@ CREATE TRIGGER IF NOT EXISTS journal_append_only_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS journal_append_only_delete BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
+CREATE TABLE IF NOT EXISTS golden (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    peer TEXT NOT NULL,
+    proposed INTEGER NOT NULL,
+    accepted INTEGER NOT NULL
+);
 """
 
 
@@ -150,16 +160,37 @@ class Ledger:
             raise ValueError("ledger amounts must be non-negative and accepted <= proposed")
         ts = time.time()
         with self._lock:
-            try:
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (ts, kind, peer, proposed, accepted, amount, ref, proof))
-            except sqlite3.OperationalError as exc:  # disk full, read-only, locked
-                raise LedgerError(f"cannot write the credit ledger {self.path}: {exc}") from None
-            if cur.rowcount == 0:
+            if not self._insert("INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref, proof) "
+                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (ts, kind, peer, proposed, accepted, amount, ref, proof)):
                 return False
             self._apply(ts, kind, peer, proposed, accepted, amount)
             return True
+
+    def _insert(self, sql: str, args: tuple[Any, ...]) -> int:
+        """One INSERT (the caller holds the lock): the number of rows written."""
+        try:
+            return self._db.execute(sql, args).rowcount
+        except sqlite3.OperationalError as exc:  # disk full, read-only, locked
+            raise LedgerError(f"cannot write the credit ledger {self.path}: {exc}") from None
+
+    def record_golden(self, peer: str, proposed: int, accepted: int) -> None:
+        """A scout's score on one golden ticket (kept so that a shadow pause survives a restart)."""
+        with self._lock:
+            self._insert("INSERT INTO golden (ts, peer, proposed, accepted) VALUES (?, ?, ?, ?)", (time.time(), peer, proposed, accepted))
+
+    def golden_scores(self) -> dict[str, tuple[int, int, int]]:
+        """Per scout: (golden drafts, tokens proposed, tokens accepted), over its whole history."""
+        with self._lock:
+            rows = self._db.execute("SELECT peer, count(*), sum(proposed), sum(accepted) FROM golden GROUP BY peer").fetchall()
+        return {peer: (n, proposed, accepted) for peer, n, proposed, accepted in rows}
+
+    def proofs(self, kind: str, limit: int, exclude: str = "") -> list[str]:
+        """The signed receipts behind the largest `kind` rows (not with peer `exclude`), newest
+        first among equals: what this node shows another as proof of its standing elsewhere."""
+        with self._lock:
+            rows = self._db.execute("SELECT proof FROM journal WHERE kind = ? AND proof != '' AND peer != ? "
+                                    "ORDER BY amount DESC, id DESC LIMIT ?", (kind, exclude, limit)).fetchall()
+        return [r[0] for r in rows]
 
     def record_draft(self, peer: str, ref: str, proposed: int, accepted: int) -> bool:
         """A scout's draft, verified: the scout earns one credit per accepted token."""

@@ -2,7 +2,8 @@
 generate, over `/shard/infer/1.0.0` through the sidecar, and passes the stream on as if the local
 verifier had produced it. If the Oracle fails mid-stream, another one continues from the text
 produced so far; when none is left, the stream ends with a clear error. Tokens served are paid
-for only with the Oracle's signed receipt.
+for only with the Oracle's signed receipt. The request shows the Oracle this node's receipts from
+other Oracles (credit/vouchers.py), which may lift it in that Oracle's queue.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
-from shard.credit import receipts
+from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
 from shard.network.messages import InferRequest
 from shard.network.peers import Peer
@@ -58,7 +59,8 @@ class InferClient:
             tried.add(oracle)
             left = max(request.max_tokens - n_done, 1) if request.max_tokens else 0
             ask = InferRequest(generate=dataclasses.replace(request, max_tokens=left).to_dict(), model=model,
-                               continuation="".join(produced))
+                               continuation="".join(produced),
+                               vouchers=vouchers.gather(self.node.ledger, oracle) if self.node.ledger else [])
             try:
                 async for line in sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()}):
                     kind = line.get("type")

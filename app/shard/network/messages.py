@@ -15,6 +15,7 @@ MAX_CONTEXT_CHARS = 64_000
 MAX_CONTEXT_TOKENS = 32_768
 MAX_DRAFT_TOKENS = 16
 MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
+MAX_VOUCHERS = 16  # receipts from other Oracles an asker may show with a request
 
 
 class MessageError(ValueError):
@@ -138,13 +139,15 @@ class Verdict:
 class InferRequest:
     """A node without the model asks an Oracle to generate (`/shard/infer/1.0.0`, one line).
     `generate` is the verifier's GenerateRequest (docs/protocol.md, "Verifier"); `continuation`
-    is text another Oracle already produced for it (failover: the new Oracle goes on from there).
-    The Oracle answers with lines: `queued` {position, eta_s}, `start`, `token` {text, n},
+    is text another Oracle already produced for it (failover: the new Oracle goes on from there);
+    `vouchers` are signed receipts other Oracles gave the asker for its accepted drafts (its
+    standing elsewhere; the Oracle checks them, credit/vouchers.py). The Oracle answers with lines: `queued` {position, eta_s}, `start`, `token` {text, n},
     `end` {finish_reason, usage, receipt}, or `error` {message}."""
 
     generate: dict[str, Any]
     model: str = ""
     continuation: str = ""
+    vouchers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -155,5 +158,9 @@ class InferRequest:
         d = _object(d)
         if not isinstance(d.get("generate"), dict):
             raise MessageError("'generate' must be an object")
+        vouchers = d.get("vouchers", [])
+        if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS or not all(isinstance(x, dict) for x in vouchers):
+            raise MessageError(f"'vouchers' must be a list of at most {MAX_VOUCHERS} objects")
         return cls(generate=d["generate"], model=_str(d, "model", 256, allow_empty=True) if "model" in d else "",
-                   continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "")
+                   continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "",
+                   vouchers=vouchers)

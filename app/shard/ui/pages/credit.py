@@ -150,7 +150,8 @@ class CreditPage(QWidget):
         self.table.setRowCount(len(peers))
         for row, p in enumerate(peers):
             rate = p.get("acceptance_rate")
-            cells = [(str(p.get("peer_id", "")), None), (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
+            who = str(p.get("peer_id", "")) + ("  (shadow-paused: failed golden tickets)" if p.get("shadow_paused") else "")
+            cells = [(who, None), (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
                      (f"{int(p.get('accepted') or 0):,}", p.get("accepted") or 0),
                      ("—" if rate is None else f"{rate * 100:.0f}%", -1 if rate is None else rate),
                      (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0)]
