@@ -143,6 +143,7 @@ def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] |
 
 
 def start_scout(model: Path, bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
+    tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
     return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
                              "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG"],

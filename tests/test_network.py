@@ -210,7 +210,7 @@ def test_a_node_killed_outright_leaves_no_sidecar(tiny_model: Path, tmp_path: Pa
                  what=f"child {pid} to exit")
 
 
-def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(tiny_model: Path, tmp_path: Path) -> None:
+def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: Path, tmp_path: Path) -> None:
     """A real daemon posing as a scout answers every piece of work it gets (golden tickets among
     them, which it cannot tell apart) with tokens the model never produced, copies another
     scout's draft (replay), and claims another scout's peer id in its drafts (forged sender). The
@@ -218,7 +218,7 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(tiny_model: Path, 
     from test_security import Daemon, ignored
 
     oracle_dir = tmp_path / "o"
-    oracle = start_node(tiny_model, oracle_dir, "--no-lookup", "--ctx-size", "1024", sidecar=True, env={"SHARD_GOLDEN_RATE": "1"})
+    oracle = start_node(slow_twin_model, oracle_dir, "--no-lookup", "--ctx-size", "1024", sidecar=True, env={"SHARD_GOLDEN_RATE": "1"})
     binary = find_daemon(Settings())
     assert binary is not None
     addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
@@ -254,6 +254,8 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(tiny_model: Path, 
                 continue
             work = e["work"]
             seen.update(work["tokens"])
+            if work["deadline_ms"] < time.time() * 1000:
+                continue  # stale: answering it would only be counted as unknown or late work
             garbage = [t for t in range(300, 5, -1) if t not in seen][:4]
             draft = {"v": 1, "work_id": work["work_id"], "position": work["position"], "tokens": garbage}
             if replays < 2:  # the victim drafts first; the cheater sends the very same draft
@@ -277,7 +279,7 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(tiny_model: Path, 
         victim_row = next(p for p in credit["peers"] if p["peer_id"] == victim.info["peer_id"])
         assert victim_row["drafts"] <= victim_sent and victim_row["credit"] == 0
         oracle.stop()
-        again = start_node(tiny_model, oracle_dir, "--no-lookup", "--data-dir", str(oracle.data_dir), sidecar=True)
+        again = start_node(slow_twin_model, oracle_dir, "--no-lookup", "--data-dir", str(oracle.data_dir), sidecar=True)
         try:
             row = next(p for p in requests.get(again.api + "/system/credit", timeout=5).json()["peers"] if p["peer_id"] == cheater.info["peer_id"])
             assert row["shadow_paused"] is True  # the golden scores are in the ledger: a restart lifts nothing

@@ -75,3 +75,19 @@ async def test_cancelled_waiter_leaves_no_trace() -> None:
     gate.set()
     await holder
     assert sched.in_flight == 0
+
+
+def test_an_asker_prefers_oracles_that_served_it_well_then_the_least_loaded_then_the_nearest() -> None:
+    from types import SimpleNamespace
+
+    from shard.network.infer_client import InferClient
+    from shard.network.peers import PeerTable
+
+    table = PeerTable()
+    for pid, load, latency in (("busy", 3, 1.0), ("far", 0, 50.0), ("near", 0, 2.0), ("flaky", 0, 1.0)):
+        table.upsert({"peer_id": pid, "roles": ["oracle"], "models": ["m"], "capacity": 4, "load": load, "latency_ms": latency})
+    table.upsert({"peer_id": "scout", "roles": ["scout"], "models": ["m"]})
+    client = InferClient(SimpleNamespace(sidecar=SimpleNamespace(ready=True), peer_table=table))  # type: ignore[arg-type]
+    client.failures["flaky"] = 1  # it broke a stream off before
+    assert [p.peer_id for p in client.oracles("m")] == ["near", "far", "busy", "flaky"]
+    assert client.oracles("other") == []

@@ -34,15 +34,18 @@ class RemoteUnavailable(Exception):
 class InferClient:
     def __init__(self, node: "Node") -> None:
         self.node = node
+        self.failures: dict[str, int] = {}  # per Oracle: streams it broke off (bounded by the peers seen)
 
     def oracles(self, model: str = "") -> list[Peer]:
-        """Connected Oracles serving `model` (any model for "" or "default"), least loaded and
-        nearest first."""
+        """Connected Oracles serving `model` (any model for "" or "default"): those that failed
+        this node least often first, then the least loaded (from their handshakes), then the
+        nearest."""
         if self.node.sidecar is None or not self.node.sidecar.ready:
             return []
         found = [p for p in self.node.peer_table.peers.values()
                  if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)]
-        return sorted(found, key=lambda p: (p.load / max(p.capacity, 1), p.latency_ms if p.latency_ms is not None else 1e9))
+        return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
+                                            p.latency_ms if p.latency_ms is not None else 1e9))
 
     def models(self) -> list[str]:
         return sorted({m for p in self.oracles() for m in p.models})
@@ -85,6 +88,9 @@ class InferClient:
                 raise SidecarError("the Oracle closed the stream before the end")
             except SidecarError as exc:
                 last_error = f"Oracle {oracle[-8:]}: {exc}"
+                self.failures[oracle] = self.failures.get(oracle, 0) + 1
+                while len(self.failures) > 1024:
+                    self.failures.pop(next(iter(self.failures)))
                 self.node.metrics.remote_failovers.inc()
                 log.warning("remote inference: %s; %s", last_error, "trying another Oracle" if len(tried) < MAX_ORACLES else "giving up")
         raise RemoteUnavailable(last_error)
