@@ -7,10 +7,12 @@
      N consumers (none), each sending requests back to back: time from request to first token
      (almost all of it queue wait) and requests served, per class.
 
-    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2]
+    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2] [--seed-credit 10000]
 
-Contributors' credit is written into the Oracle's ledger before it starts (100 accepted draft
-tokens each, as a scout earning it would leave), so that part 2 measures the queue, not scouting.
+Contributors' credit is written into the Oracle's ledger before it starts (--seed-credit accepted
+draft tokens each, as scouting for it would leave), so that part 2 measures the queue, not
+scouting. Credit is spent as it buys service (each token served costs the asker one): with less
+credit than the run consumes, contributors fall back to the consumers' class when it runs out.
 Greedy decoding; the remote texts are checked equal to the direct ones.
 """
 
@@ -122,7 +124,7 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         oracle.stop()
 
 
-async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers: int, threads: int) -> None:
+async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers: int, threads: int, seed_credit: int) -> None:
     # The askers first, without bootstrap (their identities are needed for the Oracle's ledger);
     # the Oracle then dials them.
     nodes = {f"{kind}{i}": Node(f"{kind}{i}", tmp) for kind in ("contributor", "consumer") for i in range(askers)}
@@ -130,7 +132,7 @@ async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers
     ledger = Ledger(tmp / "oracle-mixed" / "ledger.db")
     for name, pid in ids.items():
         if name.startswith("contributor"):
-            ledger.record_draft(pid, f"seed:{pid}", 100, 100)
+            ledger.record_draft(pid, f"seed:{pid}", seed_credit, seed_credit)
     ledger.close()
     oracle = Node("oracle-mixed", tmp, "--model", str(model), "--threads", str(threads), "--parallel", "1",
                   *(x for n in nodes.values() for x in ("--bootstrap", n.tcp_addr())))
@@ -177,12 +179,13 @@ def main() -> None:
     ap.add_argument("--mixed-s", type=float, default=90.0, help="length of the mixed-load part, seconds")
     ap.add_argument("--mixed-tokens", type=int, default=32)
     ap.add_argument("--askers", type=int, default=2, help="contributors, and as many consumers")
+    ap.add_argument("--seed-credit", type=int, default=10_000, help="each contributor's credit with the Oracle at the start")
     args = ap.parse_args()
     if not args.model.exists():
         raise SystemExit(f"no model at {args.model}: run `bash scripts/setup` or pass --model")
     with tempfile.TemporaryDirectory(prefix="shard-remote-bench-") as d:
         asyncio.run(direct_vs_remote(args.model, Path(d), args.tokens, args.rounds, args.threads))
-        asyncio.run(mixed_load(args.model, Path(d), args.mixed_tokens, args.mixed_s, args.askers, args.threads))
+        asyncio.run(mixed_load(args.model, Path(d), args.mixed_tokens, args.mixed_s, args.askers, args.threads, args.seed_credit))
 
 
 if __name__ == "__main__":
