@@ -4,6 +4,7 @@ Oracle's own user, and fails over to another Oracle when the first dies mid-stre
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
@@ -82,6 +83,18 @@ def test_remote_asker_waits_behind_the_owner_and_hears_its_place(slow_twin_model
         assert out.choices[0].text
         assert "queued at" in consumer.log()  # the Oracle told it its place while it waited
         assert waited > 1.0
+        # A streaming app hears it too, as SSE comments before the first token (clients skip them).
+        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=1500, temperature=0))
+        busy.start()
+        time.sleep(0.5)
+        with requests.post(consumer.api + "/completions", stream=True, timeout=120,
+                           json={"prompt": "c d", "max_tokens": 5, "temperature": 0, "stream": True}) as r:
+            lines = [line.decode() for line in r.iter_lines() if line]
+        busy.join()
+        first_token = next(i for i, line in enumerate(lines) if line.startswith("data: {") and '"text": ""' not in line)
+        assert any(line.startswith(": queued at Oracle ") and "place 1" in line for line in lines[:first_token])
+        assert lines[-1] == "data: [DONE]"
+        assert "".join(json.loads(line[6:])["choices"][0]["text"] for line in lines if line.startswith("data: {")) == out.choices[0].text
     finally:
         consumer.stop()
         oracle.stop()

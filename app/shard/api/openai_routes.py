@@ -138,17 +138,28 @@ async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], ev
 
     stall_s = request.app[NODE].settings.stall_timeout_s
 
-    async def send(obj: dict[str, Any]) -> None:
+    async def write(data: bytes) -> None:
         try:  # a client that stops reading fills the socket; past the limit it counts as gone
-            await asyncio.wait_for(resp.write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"), stall_s)
+            await asyncio.wait_for(resp.write(data), stall_s)
         except asyncio.TimeoutError:
             log.warning("stream %s: the client read nothing for %.0fs; ending it", shape.id, stall_s)
             raise ConnectionResetError("client stalled") from None
 
+    async def send(obj: dict[str, Any]) -> None:
+        await write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
+
+    async def note(event: dict[str, Any]) -> None:
+        # An SSE comment (clients skip it): where a request waiting at an Oracle stands.
+        await write(f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode())
+
     await send(shape.chunk("", None, first=True))
+    if first["type"] == "queued":
+        await note(first)
     try:
         async for event in events:
-            if event["type"] == "token" and event["text"]:
+            if event["type"] == "queued":
+                await note(event)
+            elif event["type"] == "token" and event["text"]:
                 await send(shape.chunk(event["text"], None))
             elif event["type"] == "end":
                 await send(shape.chunk(None if shape.chat else "", _finish_reason(event["finish_reason"])))

@@ -69,6 +69,7 @@ class InferClient:
                     kind = line.get("type")
                     if kind == "queued":
                         log.info("queued at %s: place %s, about %ss", oracle, line.get("position"), line.get("eta_s"))
+                        yield {"type": "queued", "oracle": oracle, "position": line.get("position"), "eta_s": line.get("eta_s")}
                     elif kind == "start" and not started:
                         started = True
                         yield {"type": "start", "prompt_tokens": line.get("prompt_tokens", 0), "cached_tokens": 0, "oracle": oracle}
