@@ -5,6 +5,7 @@ Oracle's own user, and fails over to another Oracle when the first dies mid-stre
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -126,51 +127,93 @@ def test_an_oracle_dying_mid_stream_is_replaced(slow_twin_model: Path, tmp_path:
             n.stop()
 
 
-def test_a_contributor_overtakes_a_consumer_in_the_oracles_queue(slow_twin_model: Path, tiny_model: Path, tmp_path: Path) -> None:
-    """A node whose identity has scouted for the Oracle (credit there, earned by accepted drafts)
-    asks after a consumer with none, while the Oracle's only slot is busy with its own user: when
-    the slot frees, the contributor is served first, and the consumer hears its place drop."""
-    oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--ctx-size", "4096", sidecar=True)
-    addr = tcp_addr(oracle)
+def scout_for(oracle: ServedNode, model: Path, tmp: Path) -> str:
+    """Run a headless scout with its own identity (tmp/scout-data) against `oracle` until its
+    drafts have earned credit there; stop it; its peer id."""
     owner = OpenAI(base_url=oracle.api, api_key="x", timeout=120)
-    scout = start_scout(tiny_model, addr, tmp_path / "p")
+    known = {p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]}
+    scout = start_scout(model, tcp_addr(oracle), tmp)
     try:
         scout_id = wait_for(lambda: next((p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
-                                          if "scout" in p["roles"]), None), what="the scout's handshake")
+                                          if "scout" in p["roles"] and p["peer_id"] not in known), None), what="the scout's handshake")
         for _ in range(8):  # the owner's requests, drafted by the scout
             owner.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
             if credit_with(oracle, scout_id).get("credit", 0) > 0:
                 break
         assert credit_with(oracle, scout_id)["credit"] > 0
+        return scout_id
     finally:
         scout.send_signal(signal.SIGTERM)
         scout.wait(20)
+
+
+def served_first(oracle: ServedNode, consumer: ServedNode, contributor: ServedNode) -> None:
+    """While the Oracle's only slot is busy with its own user, the consumer asks, then the
+    contributor: the contributor is put ahead (the consumer hears its place drop) and served first."""
+    busy = OpenAI(base_url=oracle.api, api_key="x", timeout=120).completions.create(
+        model="default", prompt="a b", max_tokens=4000, temperature=0, stream=True)
+    next(iter(busy))  # the owner holds the only slot
+    done: dict[str, float] = {}
+
+    def ask(name: str, node: ServedNode) -> None:
+        OpenAI(base_url=node.api, api_key="x", timeout=180).completions.create(model="default", prompt="e f", max_tokens=20, temperature=0)
+        done[name] = time.monotonic()
+
+    asks = [threading.Thread(target=ask, args=("consumer", consumer))]
+    asks[0].start()
+    wait_for(lambda: "place 1" in consumer.log(), what="the consumer to be queued")
+    asks.append(threading.Thread(target=ask, args=("contributor", contributor)))
+    asks[1].start()
+    wait_for(lambda: "place 2" in consumer.log(), what="the contributor to be put ahead of the consumer")
+    assert "place 1" in contributor.log()
+    busy.close()  # the owner is done: the slot frees
+    for t in asks:
+        t.join(180)
+    assert done["contributor"] < done["consumer"]
+
+
+def test_a_contributor_overtakes_a_consumer_in_the_oracles_queue(slow_twin_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """A node whose identity has scouted for the Oracle (credit there, earned by accepted drafts)
+    asks after a consumer with none: it is served first."""
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--ctx-size", "4096", sidecar=True)
+    scout_id = scout_for(oracle, tiny_model, tmp_path / "p")
     # The same identity (its data dir) now runs as a node without a model; another one has no credit.
-    contributor = start_node(None, tmp_path / "p", "--data-dir", str(tmp_path / "p" / "scout-data"), "--bootstrap", addr, sidecar=True)
-    consumer = start_node(None, tmp_path / "c", "--bootstrap", addr, sidecar=True)
+    contributor = start_node(None, tmp_path / "p", "--data-dir", str(tmp_path / "p" / "scout-data"), "--bootstrap", tcp_addr(oracle), sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(oracle), sidecar=True)
     try:
         assert peer_id(contributor) == scout_id
-        busy = owner.completions.create(model="default", prompt="a b", max_tokens=4000, temperature=0, stream=True)
-        next(iter(busy))  # the owner holds the only slot
-        done: dict[str, float] = {}
-
-        def ask(name: str, node: ServedNode) -> None:
-            OpenAI(base_url=node.api, api_key="x", timeout=180).completions.create(model="default", prompt="e f", max_tokens=20, temperature=0)
-            done[name] = time.monotonic()
-
-        asks = [threading.Thread(target=ask, args=("consumer", consumer))]
-        asks[0].start()
-        wait_for(lambda: "place 1" in consumer.log(), what="the consumer to be queued")
-        asks.append(threading.Thread(target=ask, args=("contributor", contributor)))
-        asks[1].start()
-        wait_for(lambda: "place 2" in consumer.log(), what="the contributor to be put ahead of the consumer")
-        assert "place 1" in contributor.log()
-        busy.close()  # the owner is done: the slot frees
-        for t in asks:
-            t.join(180)
-        assert done["contributor"] < done["consumer"]
-        assert "credit 0.0 here" in oracle.log() and "peer)" in oracle.log()
+        served_first(oracle, consumer, contributor)
+        log = oracle.log()
+        assert f"from {peer_id(consumer)} (credit 0.0 here, 0.0 vouched by others: consumer)" in log
+        placed = re.search(rf"from {scout_id} \(credit ([0-9.]+) here, 0.0 vouched by others: peer\)", log)
+        assert placed and float(placed.group(1)) > 0
     finally:
         contributor.stop()
         consumer.stop()
         oracle.stop()
+
+
+def test_receipts_from_another_oracle_lift_a_newcomer_above_a_consumer(slow_twin_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """Credit proven by receipts from others, end to end: X has scouted for Oracle Y (so Y trusts
+    X's word); P has scouted for X (so P holds X's signed receipts) but never worked for Y. Asking
+    Y, P shows X's receipts and is served before a consumer, though its own credit at Y is 0."""
+    y = start_node(slow_twin_model, tmp_path / "y", "--parallel", "1", "--no-lookup", "--ctx-size", "4096", sidecar=True)
+    x_id = scout_for(y, tiny_model, tmp_path / "x")
+    x = start_node(slow_twin_model, tmp_path / "x", "--data-dir", str(tmp_path / "x" / "scout-data"), "--no-lookup", sidecar=True)
+    try:
+        assert peer_id(x) == x_id
+        p_id = scout_for(x, tiny_model, tmp_path / "p")
+    finally:
+        x.stop()  # Y checks X's signatures with X's public key (in its peer id): X need not be online
+    contributor = start_node(None, tmp_path / "p", "--data-dir", str(tmp_path / "p" / "scout-data"), "--bootstrap", tcp_addr(y), sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(y), sidecar=True)
+    try:
+        assert peer_id(contributor) == p_id and credit_with(y, p_id) == {}
+        served_first(y, consumer, contributor)
+        placed = re.search(rf"from {p_id} \(credit 0.0 here, ([0-9.]+) vouched by others: peer\)", y.log())
+        assert placed and float(placed.group(1)) > 0
+        assert credit_with(y, p_id)["credit"] < 0  # vouchers lift, they do not pay: the tokens served are owed to Y
+    finally:
+        contributor.stop()
+        consumer.stop()
+        y.stop()
