@@ -160,11 +160,15 @@ class Node:
         if self.sidecar is None:
             return
         try:
-            self._announced = self.local_info()
-            await self.sidecar.call("PUT", "/local-info", self._announced)
+            await self._put_local_info(self.sidecar)
             self.peer_table.replace((await self.sidecar.call("GET", "/peers"))["peers"])
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
+
+    async def _put_local_info(self, sidecar: Sidecar) -> None:
+        info = self.local_info()
+        await sidecar.call("PUT", "/local-info", info)  # the daemon sends it to every peer as a new handshake
+        self._announced = info
 
     async def _announce_load(self) -> None:
         """Keep peers' view of this node's load current (askers pick the least loaded Oracle):
@@ -172,21 +176,19 @@ class Node:
         while True:
             await asyncio.sleep(LOAD_ANNOUNCE_S)
             sidecar = self.sidecar
-            if sidecar is None or not sidecar.ready or self._announced is None:
+            if sidecar is None or not sidecar.ready or self._announced is None or self.local_info() == self._announced:
                 continue
-            info = self.local_info()
-            if info != self._announced:
-                try:
-                    await sidecar.call("PUT", "/local-info", info)
-                    self._announced = info
-                except SidecarError as exc:
-                    log.debug("sidecar: %s", exc)
+            try:
+                await self._put_local_info(sidecar)
+            except SidecarError as exc:
+                log.debug("sidecar: %s", exc)
 
     def local_info(self) -> dict[str, Any]:
         """What the handshake tells peers about this node."""
         oracle = self.model_path is not None and self.contributing
         return {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
-                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight + self.scheduler.depth, "agent": f"shard/{__version__}"}
+                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight + self.scheduler.depth,
+                "agent": f"shard/{__version__}"}
 
     def _on_network_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

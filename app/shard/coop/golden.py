@@ -66,7 +66,7 @@ class GoldenTickets:
 
     def load(self, history: dict[str, tuple[int, int, int]]) -> None:
         """Scores kept from earlier runs: per sender (drafts, proposed, accepted)."""
-        self.stats = {sender: GoldenStats(proposed, accepted, drafts) for sender, (drafts, proposed, accepted) in history.items()}
+        self.stats = {sender: GoldenStats(proposed=proposed, accepted=accepted, drafts=drafts) for sender, (drafts, proposed, accepted) in history.items()}
 
     def remember(self, finished: Finished) -> None:
         if sum(len(ids) for ids, _ in finished.events) >= 8:

@@ -1,6 +1,7 @@
 """The Oracle's side of remote inference (`/shard/infer/1.0.0`): another node's request, run on the
 local model behind this node's own user, ordered by the asker's credit with this node plus what
-receipts from other Oracles vouch for it (then by age), streamed back line by line through the sidecar, and paid for with a signed receipt.
+receipts from other Oracles vouch for it (then by age), streamed back line by line through the
+sidecar, and paid for with a signed receipt.
 
 A remote asker's prompt is never shared with this node's scouts: it is not this user's to share.
 """

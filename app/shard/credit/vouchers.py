@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 
 from shard.credit import receipts
 from shard.credit.ledger import Ledger
 from shard.network.messages import MAX_VOUCHERS
 from shard.network.sidecar import Sidecar
-
-log = logging.getLogger("shard.credit")
 
 WEIGHT = 0.5  # one vouched token counts as half a token earned here
 CAP = 256.0  # at most this much vouched credit per request

@@ -141,8 +141,9 @@ class InferRequest:
     `generate` is the verifier's GenerateRequest (docs/protocol.md, "Verifier"); `continuation`
     is text another Oracle already produced for it (failover: the new Oracle goes on from there);
     `vouchers` are signed receipts other Oracles gave the asker for its accepted drafts (its
-    standing elsewhere; the Oracle checks them, credit/vouchers.py). The Oracle answers with lines: `queued` {position, eta_s}, `start`, `token` {text, n},
-    `end` {finish_reason, usage, receipt}, or `error` {message}."""
+    standing elsewhere; the Oracle checks them, credit/vouchers.py). The Oracle answers with lines:
+    `queued` {position, eta_s}, `start`, `token` {text, n}, `end` {finish_reason, usage, receipt},
+    or `error` {message}."""
 
     generate: dict[str, Any]
     model: str = ""
