@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 
 from shard.supervisor import ChildSpec, ChildState, Supervisor, SupervisorEvent
 
@@ -25,6 +26,9 @@ CHILD = textwrap.dedent(
         sys.exit(3)
     if mode == "stubborn":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "helper":  # a helper process that inherits (and so holds open) the child's output
+        import subprocess
+        print("HELPER %d" % subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]).pid, flush=True)
     class H(BaseHTTPRequestHandler):
         def do_GET(self):
             self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
@@ -41,6 +45,13 @@ async def http_health(info: dict[str, Any]) -> bool:
     async with aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{info['port']}/") as r:
             return r.status == 200
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE  # killed, not yet reaped by init
+    except psutil.NoSuchProcess:
+        return True
 
 
 def make(tmp_path: Path, mode: str, events: list[SupervisorEvent], **kw: Any) -> Supervisor:
@@ -133,4 +144,32 @@ async def test_gives_up_after_repeated_crashes_while_starting(tmp_path: Path) ->
             break
     assert sup.state is ChildState.FAILED and sup.restarts == 2
     assert "3 times in a row" in sup.last_error and "-6" in sup.last_error
+    await sup.stop()
+
+
+async def test_a_child_gone_while_its_output_stays_open_is_not_reported_running(tmp_path: Path) -> None:
+    """The child dies but a helper it left holds its output pipe, so the watch loop cannot see
+    the exit yet: the report says restarting, not running without a pid, until the restart; the
+    helper goes with the child's process group."""
+    events: list[SupervisorEvent] = []
+    sup = make(tmp_path, "helper", events, health_interval_s=0.2)
+    sup.start()
+    assert await sup.wait_ready(20)
+    helper = int(next(line for line in sup.tail() if line.startswith("HELPER ")).split()[1])
+    first_pid = sup.pid
+    os.kill(first_pid, signal.SIGKILL)
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if sup.pid is None:
+            break
+    assert sup.state is ChildState.RUNNING  # the watch loop has not noticed
+    assert sup.snapshot() == {"state": "restarting", "pid": None, "restarts": 0, "last_error": ""}
+    assert not sup.ready
+    for _ in range(200):
+        await asyncio.sleep(0.05)
+        if sup.ready and sup.pid not in (None, first_pid):
+            break
+    assert sup.ready and sup.restarts == 1
+    await asyncio.sleep(0.2)
+    assert gone(helper)  # killed with the child's group
     await sup.stop()

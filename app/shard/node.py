@@ -362,8 +362,7 @@ class Node:
                 "api_url": self.api_url,
                 "model_path": str(self.model_path) if self.model_path else None,
                 "model_info": v.model_info if v else {},
-                "verifier": {"state": v.supervisor.state.value, "pid": v.supervisor.pid, "restarts": v.supervisor.restarts,
-                             "last_error": v.supervisor.last_error} if v else None,
+                "verifier": v.supervisor.snapshot() if v else None,
                 "sidecar": self._sidecar_status(),
                 "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
             })
@@ -382,9 +381,7 @@ class Node:
         sc = self.sidecar
         if sc is None:
             return {"state": "disabled", "message": self.sidecar_note}
-        sup = sc.supervisor
-        return {"state": sup.state.value, "pid": sup.pid, "restarts": sup.restarts, "last_error": sup.last_error,
-                "peer_id": sc.info.get("peer_id"), "peers": len(self.peer_table.peers)}
+        return {**sc.supervisor.snapshot(), "peer_id": sc.info.get("peer_id"), "peers": len(self.peer_table.peers)}
 
     def _no_network(self) -> dict[str, Any] | None:
         if self.sidecar is not None and self.sidecar.ready:

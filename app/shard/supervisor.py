@@ -104,7 +104,8 @@ class Supervisor:
 
     @property
     def ready(self) -> bool:
-        return self.state is ChildState.RUNNING
+        # The process can be gone a moment before the watch loop notices: not ready then.
+        return self.state is ChildState.RUNNING and self.pid is not None
 
     def start(self) -> None:
         if self._task is not None and not self._task.done():
@@ -132,6 +133,14 @@ class Supervisor:
             pass
         self._task = None
         self._set_state(ChildState.STOPPED, "stopped")
+
+    def snapshot(self) -> dict[str, Any]:
+        """State, pid, restarts and last error for a status report. A child that died a moment
+        ago, before the watch loop noticed, reads as restarting rather than running without a pid."""
+        state = self.state
+        if state is ChildState.RUNNING and self.pid is None:
+            state = ChildState.BACKOFF
+        return {"state": state.value, "pid": self.pid, "restarts": self.restarts, "last_error": self.last_error}
 
     def tail(self, n: int = 50) -> list[str]:
         return list(self.lines)[-n:]
@@ -278,15 +287,16 @@ class Supervisor:
             await self._kill(proc)
 
     async def _kill(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            try:
-                if sys.platform != "win32":
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own children too
-                else:
-                    proc.kill()
-            except (ProcessLookupError, PermissionError):
-                pass
-            await proc.wait()
+        try:
+            if sys.platform != "win32":
+                # Its whole group, even once it has exited: helpers it left would hold its output
+                # open and live on. The group id cannot be reused while any member lives.
+                os.killpg(proc.pid, signal.SIGKILL)
+            elif proc.returncode is None:
+                proc.kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+        await proc.wait()
 
     def _set_state(self, state: ChildState, message: str) -> None:
         self.state = state
