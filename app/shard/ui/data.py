@@ -92,8 +92,18 @@ def tray_state(status: dict[str, Any]) -> tuple[str, str]:
         return "paused", "Node stopped"
     if s == "loading":
         return "starting", "Starting: " + str(status.get("message", "loading the model"))
-    if not status.get("contributing", True):
-        return "paused", f"Paused: serving {model} locally, not sharing" if s == "ok" else "Paused: no model loaded"
-    if s == "ok":
+    if not status.get("contributing", True) and s == "ok":
+        return "paused", f"Paused: serving {model} locally, not sharing"
+    if s == "ok" and status.get("model"):
         return ("contributing", f"Contributing: serving {model}") if networked else ("ready", f"Ready: serving {model}")
-    return "ready", "Ready: no model loaded (requests go to the network)" if networked else "Ready: no model loaded"
+    if s == "ok":  # no model here, but Oracles on the network answer
+        return "ready", "Ready: " + str(status.get("message", "requests go to Oracles on the network"))
+    # No model and no Oracle: requests would fail. A warning, never a green "Ready".
+    return "warning", ("No model: download one (Models) or wait for an Oracle on the network" if networked
+                       else "No model: download one in the dashboard (Models), or choose a GGUF file")
+
+
+def short_name(peer_id: str) -> str:
+    """A short, readable name for a peer id: its last six characters, as people quote ids aloud
+    (libp2p ids share the prefix 12D3KooW, so the start says nothing)."""
+    return f"…{peer_id[-6:]}" if len(peer_id) > 8 else peer_id
