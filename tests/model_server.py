@@ -22,7 +22,7 @@ class Served:
     data: bytes
     cut_after: int | None = None  # send only this many bytes of the next full response, then hang up
     etag: str = ""
-    throttle: bool = False  # send slowly (64 KiB at a time with a pause): a download that can be watched
+    throttle: bool = False  # send in steps (256 KiB, then a pause): a download that can be watched and cancelled
 
 
 @dataclass
@@ -81,13 +81,13 @@ class ModelServer:
                     self.wfile.flush()
                     self.close_connection = True
                     return
-                step = 64 * 1024 if served.throttle else len(body) or 1
+                step = 256 * 1024 if served.throttle else len(body) or 1
                 try:
                     for i in range(0, len(body), step):
                         self.wfile.write(body[i:i + step])
                         if served.throttle:
                             self.wfile.flush()
-                            threading.Event().wait(0.05)
+                            threading.Event().wait(0.01)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

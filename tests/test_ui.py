@@ -36,6 +36,7 @@ from shard.ui import data  # noqa: E402
 from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
 from shard.ui.log_capture import RingHandler  # noqa: E402
 from shard.ui.pages.logs import LEVELS  # noqa: E402
+from shard.ui.pages.peers import COLUMNS  # noqa: E402
 from shard.ui.single_instance import SingleInstance  # noqa: E402
 from tiny_gguf import write_tiny_gguf  # noqa: E402
 
@@ -171,7 +172,8 @@ def test_request_shows_in_overview_counters(shell: ShardApp, loop: asyncio.Abstr
     snap = run(loop, w.refresh())
     assert snap.metrics["requests"] == before + 1
     f = w.pages["overview"].fields
-    assert f["requests"].text() == f"{int(before) + 1:,}"
+    session = snap.counts["session"]["requests_local"]
+    assert session >= 1 and f["requests"].text().startswith(f"{session:,} · ")
     assert int(f["completion_tokens"].text().replace(",", "")) > 0
     assert float(f["tokens_per_s"].text()) > 0
     assert f["api_url"].text() == shell.node.api_url
@@ -247,7 +249,8 @@ def test_peers_table_merges_credit_and_sorts(shell: ShardApp) -> None:
         peers={"peers": [
             {"peer_id": "12D3KooWtab", "addrs": ["/ip4/127.0.0.1/tcp/4101/ws"], "roles": ["scout"], "local": True, "latency_ms": 1.0},
             {"peer_id": "12D3KooWaaa", "addrs": ["/ip4/10.0.0.2/tcp/4001"], "roles": ["scout"], "latency_ms": 80.0, "connected_since": now - 4000},
-            {"peer_id": "12D3KooWbbb", "addrs": ["/ip4/10.0.0.3/tcp/4001"], "roles": ["oracle"], "latency_ms": 12.0, "connected_since": now - 60},
+            {"peer_id": "12D3KooWbbb", "addrs": ["/ip4/10.0.0.3/tcp/4001"], "roles": ["oracle"], "latency_ms": 12.0, "connected_since": now - 60,
+             "models": ["smol"]},
             {"peer_id": "12D3KooWccc", "addrs": [], "roles": ["scout", "consumer"], "latency_ms": None},
         ]},
         credit={"peers": [{"peer_id": "12D3KooWaaa", "proposed": 100, "accepted": 90, "acceptance_rate": 0.9, "earned": 9.0},
@@ -260,14 +263,21 @@ def test_peers_table_merges_credit_and_sorts(shell: ShardApp) -> None:
         return [proxy.index(r, c).data() for r in range(proxy.rowCount())]
 
     page.table.sortByColumn(5, PySide6.QtCore.Qt.SortOrder.DescendingOrder)  # accepted tokens
-    assert column(0)[:2] == ["12D3KooWccc", "12D3KooWaaa"]
+    assert column(0)[:2] == ["…ooWccc", "…ooWaaa"], "short names: the end of the id"
+    assert proxy.index(0, 0).data(PySide6.QtCore.Qt.ItemDataRole.ToolTipRole) == "Peer id 12D3KooWccc"
     assert column(5)[:2] == ["250", "90"] and column(4)[:2] == ["25%", "90%"] and column(5)[2:] == ["—", "—"]
+    assert column(4)[2:] == ["—", "—"], "no drafts yet: no reputation, not 0%"
     page.table.sortByColumn(3, PySide6.QtCore.Qt.SortOrder.AscendingOrder)  # latency, numerically (not "12" < "1")
     assert column(3) == ["—", "1", "12", "80"]
     assert column(1)[1] == "scout (this machine)"
+    assert column(2)[2] == "smol"
     assert column(6)[2:] == ["1 min", "1 h 6 min"]
+    assert COLUMNS.index("Connected") < COLUMNS.index("Addresses") == len(COLUMNS) - 1, "addresses last, out of the way"
+    assert "Oracle" in page.roles_help.text() and "Scout" in page.roles_help.text() and "Consumer" in page.roles_help.text()
     page.filter.setText("oracle")
-    assert column(0) == ["12D3KooWbbb"]
+    assert column(0) == ["…ooWbbb"]
+    page.filter.setText("12D3KooWbb")  # the whole id matches, not only the short name shown
+    assert column(0) == ["…ooWbbb"]
     page.filter.clear()
 
 
@@ -288,13 +298,21 @@ def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: async
     page.refresh(fake)
     assert [page.values[k].text() for k in ("balance", "earned", "spent")] == ["12.50", "20.00", "7.50"]
     page.table.sortByColumn(4, PySide6.QtCore.Qt.SortOrder.DescendingOrder)
-    assert [page.table.item(r, 0).text() for r in range(2)] == ["12D3KooWbbb", "12D3KooWaaa"]
+    assert [page.table.item(r, 0).text() for r in range(2)] == ["…ooWbbb", "…ooWaaa"]
+    assert page.table.horizontalHeaderItem(4).text() == "You earned from them", "whose earning it is, said plainly"
+    assert "1 credit = 1 token" in page.units.text()
     assert page.chart.points[-1] == (now, 12.5)
     # The chart is drawn: the line's colour appears in a rendering of the widget.
     image = page.chart.grab().toImage()
     accent = page.chart.palette().highlight().color().rgb()
     hits = sum(1 for x in range(0, image.width(), 2) for y in range(0, image.height(), 2) if image.pixel(x, y) == accent)
     assert hits > 20
+    # The y-axis starts at 0 (9 -> 100 must not fill the chart), and the time labels differ over minutes.
+    page.refresh(data.Snapshot(credit={**fake.credit,
+                                       "history": [{"t": now - 150, "balance": 9.0}, {"t": now, "balance": 100.0}]}))
+    page.chart.grab()
+    assert page.chart.axis == (0.0, 100.0)
+    assert len(set(page.chart.time_labels)) == 3 and all(label.count(":") == 2 for label in page.chart.time_labels)
 
 
 def test_copy_url_scout_and_logs_folder_actions(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
@@ -347,7 +365,8 @@ def test_keyring_fallback_keeps_keys_in_private_file_and_api_uses_them(shell: Sh
     w.show_page("settings")
     page = w.pages["settings"]
     page.load()
-    assert page.keys_store.isVisible() and "no OS keyring is available" in page.keys_store.text()
+    assert page.keys_store.isVisible() and "no password store (keyring)" in page.keys_store.text()
+    assert "NoKeyringError" not in page.keys_store.text() and "no OS keyring" in page.keys_store.toolTip()
     assert str(store.fallback_file) in page.keys_store.text()
     page.add_key("sk-test-123456789")
     notes = run(loop, page.save())

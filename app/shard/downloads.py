@@ -210,8 +210,9 @@ async def download(source: Source, data_dir: Path, progress: DownloadProgress | 
             on_progress(prog)
 
     def report(done: int, total: int | None) -> None:
+        first_length = total is not None and prog.total is None
         prog.done, prog.total = done, total
-        tell()
+        tell(force=first_length or (total is not None and done >= total))  # the start and the end always show
 
     def state(name: str) -> None:
         prog.state = name

