@@ -297,7 +297,8 @@ class Downloads:
             return self.progress[source.name]
         prog = DownloadProgress(source.name, source.file)
         self.progress[source.name] = prog
-        self._tasks[source.name] = asyncio.get_running_loop().create_task(self._run(source, prog))
+        # ensure_future: also from a Qt slot that runs while qasync's loop is set but between callbacks
+        self._tasks[source.name] = asyncio.ensure_future(self._run(source, prog))
         return prog
 
     async def _run(self, source: Source, prog: DownloadProgress) -> Path | None:

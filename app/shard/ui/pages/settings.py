@@ -245,8 +245,7 @@ class SettingsPage(QWidget):
 
     def dirty(self) -> list[str]:
         """What differs from what is saved and applied (names of settings)."""
-        s = self.shell.settings
-        out = [k for k, v in self.form_values().items() if v != getattr(s, k)]
+        out = [k for k, v in self.form_values().items() if v != self._baseline.get(k)]
         if self.key_values() != self.shell.node.secrets.api_keys():
             out.append("api_keys")
         if self.autostart.isChecked() != autostart.is_enabled():
@@ -273,6 +272,7 @@ class SettingsPage(QWidget):
             self._load(self.shell.settings)
         finally:
             self._loading = False
+        self._baseline = self.form_values()  # what is saved: the form differs from it = unsaved changes
         self.save_button.setText("Save and apply")
 
     def _load(self, s: Settings) -> None:
@@ -393,6 +393,7 @@ class SettingsPage(QWidget):
         if changes:
             log.info("settings saved to %s: %s", self.shell.config_file, ", ".join(sorted(changes)))
         message = ("Saved. " if changes or len(notes) else "Nothing changed. ") + " ".join(n[0].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in notes)
+        self._baseline = {**self._baseline, **changes}
         self._show((error + " " + message).strip() if error else message, error=bool(error))
         self.save_button.setText("Save and apply" + (" •" if self.dirty() else ""))
         # A message about a model that is loading goes when the load ends; others after a while.
