@@ -32,7 +32,7 @@ from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
 from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import free_port, start_node  # noqa: E402
+from conftest import free_port, start_node, wait_for  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.ui import data  # noqa: E402
 from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
@@ -572,7 +572,10 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
         # Peers: a second node that joins through this one shows up in the table, by its peer id.
         topo = run(loop, node.topology())
         own = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-        peer = run(loop, asyncio.to_thread(start_node, tiny_model, tmp_path, "--bootstrap", own, sidecar=True), 180)
+        # The peer has no model: its apps' requests come to this node, an Oracle (served for a peer, and credit earned).
+        peer = run(loop, asyncio.to_thread(start_node, None, tmp_path, "--bootstrap", own, sidecar=True, wait=False), 180)
+        run(loop, asyncio.to_thread(wait_for, lambda: requests.get(peer.url + "/health", timeout=2).status_code == 200, 120,
+                                    "the peer to see this node as its Oracle"), 130)
         peer_id = run(loop, until(lambda: requests.get(peer.api + "/system/topology", timeout=5).json().get("peer_id"), 60, "peer id"))
         w.show_page("peers")
         page = w.pages["peers"]
@@ -587,6 +590,24 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
 
         run(loop, until_listed(), 60)
         assert page.message.text().startswith("1 peer connected")
+        assert any(t == "A peer joined" and data.short_name(peer_id) in m for t, m in shell.notifications)
+
+        def peer_chat() -> int:
+            r = requests.post(peer.api + "/chat/completions", timeout=60,
+                              json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0})
+            return r.status_code
+
+        assert run(loop, asyncio.to_thread(peer_chat), 90) == 200
+        counts = node.counts()["session"]
+        assert counts["requests_for_peers"] == 1 and counts["credit_earned"] > 0
+        w.show_page("overview")
+        snap = run(loop, w.refresh())
+        assert w.pages["overview"].fields["peer_requests"].text().startswith("1 · ")
+        assert snap.counts["lifetime"]["requests_for_peers"] >= 1
+        w.show_page("peers")
+        run(loop, w.refresh())
+        row = next(r for r in w.pages["peers"].model.rows if r[0] == peer_id)
+        assert "consumer" in row[1], "the peer's role, from its handshake"
         # Quit: verifier and sidecar stop cleanly; no child is left.
         verifier_pid = node.verifier.supervisor.pid
         shell.actions["quit"].trigger()
@@ -795,11 +816,7 @@ def test_window_does_not_widen_itself_and_copy_confirms(shell: ShardApp, loop: a
 
 
 def test_no_browser_is_a_visible_error_with_the_url(shell: ShardApp) -> None:
-    class Refuse(QObject):
-        @Slot(QUrl)
-        def open(self, url: QUrl) -> None:
-            raise RuntimeError("no browser")
-
+    # The offscreen platform has no browser to start: openUrl fails, as on a desktop without one.
     opened = shell.open_url("gopher://127.0.0.1:1/nothing-opens-this")
     assert opened is False
     title, message = shell.notifications[-1]
