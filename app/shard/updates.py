@@ -103,6 +103,10 @@ class UpdateChecker:
         self.last: UpdateResult | None = None
 
     async def check(self) -> UpdateResult:
+        if not self.public_key:  # nothing could be trusted: do not even fetch
+            result = UpdateResult("off", self.current, message="this build has no release key, so it cannot check for updates")
+            self.last = result
+            return result
         try:
             timeout = aiohttp.ClientTimeout(total=20)
             async with aiohttp.ClientSession(timeout=timeout) as session, session.get(self.feed_url) as resp:

@@ -102,7 +102,9 @@ class ShardApp(QObject):
         add("start_stop", "Stop node", self.toggle_running)
         add("scout", "Open Web Scout", self.open_scout)
         add("logs", "Open logs folder", self.open_logs_folder)
+        add("models", "Models…", lambda: self.show_window("models"))
         add("settings", "Settings…", lambda: self.show_window("settings"))
+        add("about", "About Shard", lambda: self.show_window("about"))
         self.menu.addSeparator()
         add("quit", "Quit Shard", self.quit)
 
