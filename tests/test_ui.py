@@ -175,7 +175,7 @@ def test_request_shows_in_overview_counters(shell: ShardApp, loop: asyncio.Abstr
     assert snap.metrics["requests"] == before + 1
     f = w.pages["overview"].fields
     session = snap.counts["session"]["requests_local"]
-    assert session >= 1 and f["requests"].text().startswith(f"{session:,} · ")
+    assert session >= 1 and f["requests"].text().startswith(f"{session:,} this session · ")
     assert int(f["completion_tokens"].text().replace(",", "")) > 0
     assert float(f["tokens_per_s"].text()) > 0
     assert f["api_url"].text() == shell.node.api_url
@@ -602,7 +602,7 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
         assert counts["requests_for_peers"] == 1 and counts["credit_earned"] > 0
         w.show_page("overview")
         snap = run(loop, w.refresh())
-        assert w.pages["overview"].fields["peer_requests"].text().startswith("1 · ")
+        assert w.pages["overview"].fields["peer_requests"].text().startswith("1 this session · ")
         assert snap.counts["lifetime"]["requests_for_peers"] >= 1
         w.show_page("peers")
         run(loop, w.refresh())

@@ -136,7 +136,8 @@ class Node:
         self._spawn(self._save_counters())
         self._start_sidecar()
         if self.model_path is None:
-            log.warning("no model: pass --model PATH or run `shard models install-default`; "
+            log.warning("no model: pass --model PATH or NAME, run `shard models pull smollm2-135m`, or drop a GGUF "
+                        "into the models folder (it is served at once); "
                         "requests get 503 until a model is loaded")
         else:
             self._start_verifier(self.model_path)

@@ -16,7 +16,7 @@ from shard.ui import data
 if TYPE_CHECKING:
     from shard.ui.app import ShardApp
 
-PEER_COLUMNS = ("Peer", "Their drafts: proposed", "accepted", "acceptance", "You earned from them", "You spent with them")
+PEER_COLUMNS = ("Peer", "Drafts proposed", "Accepted", "Acceptance", "You earned from them", "You spent with them")
 UNITS = ("1 credit = 1 token: a node earns one for each token it generates for a peer, and a scout one for each "
          "of its draft tokens an Oracle accepts. <b>Earned</b>: what this node got from peers; <b>Spent</b>: what its "
          "requests to Oracles cost; <b>Balance</b>: earned minus spent.")
@@ -148,6 +148,7 @@ class CreditPage(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         peers_layout.addWidget(self.table)
         layout.addWidget(peers_box, 1)

@@ -83,6 +83,9 @@ class ModelsPage(QWidget):
             self.bars[e.name] = bar
             self.pull_buttons[e.name] = button
             self.catalog.setCellWidget(r, 4, cell)
+        for col, width in ((0, 120), (1, 80), (2, 120)):
+            self.catalog.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+            self.catalog.setColumnWidth(col, width)
         inner.addWidget(self.catalog)
         layout.addWidget(box, 1)
         self._listing: Any = None
@@ -127,7 +130,9 @@ class ModelsPage(QWidget):
             elif progress is None or progress.finished:
                 self.pull_buttons[e.name].setEnabled(True)
                 self.pull_buttons[e.name].setText("Resume" if progress is not None and progress.state == "cancelled" else "Download")
-        if not names:
+        if in_use is not None and in_use.name not in now:
+            self.message.setText(f"In use: {in_use} (outside the models folder).")
+        elif not names:
             self.message.setText("No models yet: download one below, or copy a .gguf file into the folder above "
                                  "(it is noticed within seconds).")
 
@@ -200,3 +205,4 @@ class ModelsPage(QWidget):
 
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
         self._render_installed()
+        self.catalog.resizeRowsToContents()  # "good for" wraps: rows as tall as their text

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 FIELDS = {
     "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
-    "Activity (this session · since the first start)": [
+    "Activity": [
                  ("requests", "Requests from apps here"), ("peer_requests", "Requests served for peers"),
                  ("credit_earned", "Credit earned"), ("completion_tokens", "Tokens generated"),
                  ("prompt_tokens", "Prompt tokens"), ("tokens_per_s", "Tokens/s (last request)"), ("drafts", "Draft tokens accepted"),
@@ -94,10 +94,11 @@ class OverviewPage(QWidget):
         f["model"].setText(st.get("model") or "none loaded")
         f["device"].setText(data.device_text(st))
         session, life = snap.counts.get("session", {}), snap.counts.get("lifetime", {})
-        f["requests"].setText(f"{_fmt_int(session.get('requests_local', 0))} · {_fmt_int(life.get('requests_local', 0))}"
+        f["requests"].setText(f"{_fmt_int(session.get('requests_local', 0))} this session · {_fmt_int(life.get('requests_local', 0))} in all"
                               + (f"  ({int(m['errors'])} failed this session)" if m.get("errors") else ""))
-        f["peer_requests"].setText(f"{_fmt_int(session.get('requests_for_peers', 0))} · {_fmt_int(life.get('requests_for_peers', 0))}")
-        f["credit_earned"].setText(f"{session.get('credit_earned', 0):,.0f} · {life.get('credit_earned', 0):,.0f} credits "
+        f["peer_requests"].setText(f"{_fmt_int(session.get('requests_for_peers', 0))} this session · "
+                                   f"{_fmt_int(life.get('requests_for_peers', 0))} in all")
+        f["credit_earned"].setText(f"{session.get('credit_earned', 0):,.0f} this session · {life.get('credit_earned', 0):,.0f} in all "
                                    "(1 credit = 1 token served to a peer or drafted for one)")
         f["completion_tokens"].setText(_fmt_int(m.get("shard_completion_tokens_total", 0)))
         f["prompt_tokens"].setText(_fmt_int(m.get("shard_prompt_tokens_total", 0)))
