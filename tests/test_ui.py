@@ -659,7 +659,6 @@ def test_tray_state_mapping() -> None:
 
 from model_server import ModelServer, Served, model_server  # noqa: E402
 from shard import autostart, updates  # noqa: E402
-from shard.node import NodeEvent  # noqa: E402
 
 
 @pytest.fixture

@@ -348,8 +348,7 @@ class ShardApp(QObject):
             self.window.show_page("welcome")
             self.window.bring_forward()
         self.milestones.start()
-        if self.settings.update_check:
-            self.spawn(self.updates.run(), "check for updates")
+        self.spawn(self.updates.run(), "check for updates")  # it reads the on/off setting before each check
 
     async def run(self) -> int:
         app = QApplication.instance()
