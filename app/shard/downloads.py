@@ -137,7 +137,8 @@ async def _resume_into(session: aiohttp.ClientSession, url: str, partial: Path, 
                     report(done, total)
             if total is not None and done < total:
                 raise DownloadError(f"the connection ended after {done:,} of {total:,} bytes; pull it again to resume")
-            return _etag_sha(resp.headers)
+            # Hugging Face puts the sha256 on its redirect to the CDN (X-Linked-ETag), not on the file itself.
+            return next((sha for r in (resp, *reversed(resp.history)) if (sha := _etag_sha(r.headers))), None)
     except aiohttp.ClientPayloadError as exc:
         raise DownloadError(f"the download was interrupted ({exc}); pull it again to resume") from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
