@@ -891,3 +891,20 @@ def test_notifications_for_peers_and_credit_milestones(shell: ShardApp) -> None:
     shell.check_milestones()
     assert shell.notifications[-1][0] == "Credit milestone" and "10 credits" in shell.notifications[-1][1]
     assert shell.node.counts()["session"]["credit_earned"] >= 10
+
+
+def test_update_check_off_switch(loop: asyncio.AbstractEventLoop, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(updates, "CHECK_EVERY_S", 0.05)
+    server.files["/feed.json"] = Served(b"{}")
+    checker = updates.UpdateChecker(server.url + "/feed.json", "0.1.0", enabled=False, public_key="AAAA")
+    task = asyncio.ensure_future(checker.run(first_delay_s=0))
+    try:
+        run(loop, asyncio.sleep(0.3))
+        assert checker.last is None and not [p for p, _ in server.requests if p == "/feed.json"], "off: the feed is never read"
+        checker.enabled = True  # Settings turns it on: the running loop follows
+        run(loop, until(lambda: checker.last is not None, 5, "a check"))
+        assert checker.last.state == "error" and "signed envelope" in checker.last.message
+    finally:
+        task.cancel()
+    no_key = updates.UpdateChecker(server.url + "/feed.json", "0.1.0", public_key="")
+    assert run(loop, no_key.check()).state == "off", "without a release key nothing is trusted (or fetched)"
