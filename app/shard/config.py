@@ -70,6 +70,12 @@ class Settings:
     data_dir: str = ""
     log_level: str = "INFO"
 
+    # The tray app
+    network_only: bool = False  # the user chose to serve no model of their own (first-run choice)
+    update_check: bool = True  # look for new versions in a signed feed (a notification, never an install)
+    update_feed_url: str = "https://shard-node.github.io/updates/feed.json"
+    notifications: list[str] = field(default_factory=lambda: ["peer_joined", "credit", "model_downloaded", "update"])
+
     def __post_init__(self) -> None:
         if not self.data_dir:
             self.data_dir = str(paths.default_data_dir())

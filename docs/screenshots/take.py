@@ -2,7 +2,11 @@
 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python docs/screenshots/take.py [--model PATH]
 
-It starts the tray app in-process on a free port with a throwaway data dir, waits for the model,
+First, the first run: the app with an empty data dir (first-run.png), then the default model's
+download in progress (first-run-download.png), served from a local stand-in for the package index
+(tests/model_server.py) with the installed SmolLM2, so no network is needed.
+
+Then it starts the tray app in-process on a free port with a throwaway data dir, waits for the model,
 sends a few chat requests through the OpenAI API so the counters and logs have something to show,
 then saves one PNG per page (and the tray menu) here. Without --model it uses the installed default
 model (SmolLM2), else the tiny test model written by tests/tiny_gguf.py (--tiny forces it).
@@ -18,6 +22,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -40,7 +45,7 @@ from shard.ui.app import ShardApp  # noqa: E402
 from shard.ui.log_capture import RingHandler  # noqa: E402
 
 log = logging.getLogger("shard.screenshots")
-PAGES = ("overview", "peers", "credit", "logs", "settings")
+PAGES = ("overview", "models", "peers", "credit", "logs", "settings", "about")
 
 
 def free_port() -> int:
@@ -96,6 +101,22 @@ def spawn(args: list[str], tmp: Path, name: str) -> subprocess.Popen[bytes]:
                             stdout=(tmp / f"{name}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
+async def until_ok(port: int, timeout: float = 90) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/health") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.5)
+    raise SystemExit(f"the node on port {port} did not find an Oracle")
+
+
 async def tcp_addr(node_status: callable, timeout: float = 60) -> str:  # type: ignore[valid-type]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,10 +128,48 @@ async def tcp_addr(node_status: callable, timeout: float = 60) -> str:  # type: 
     raise SystemExit("a sidecar did not come up: is shard-daemon built?")
 
 
+async def first_run(tmp: Path) -> None:
+    """The first-run view, and the default model's download in progress (from a local index)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from model_server import ModelServer
+
+    smollm2 = next((p for p in (models.default_model_path(Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))),
+                                models.default_model_path(Path(load_settings({}, environ={}).data_dir))) if p.exists()), None)
+    if smollm2 is None:
+        log.warning("SmolLM2 is not installed: no first-run screenshots")
+        return
+    server = ModelServer().start()
+    os.environ["PIP_INDEX_URL"] = server.add_default_model_wheel(smollm2.read_bytes(), throttle=True)
+    settings = load_settings({"port": free_port(), "data_dir": str(tmp / "first-run"), "sidecar": False},
+                             config_file=tmp / "first-run.toml", environ={})
+    shell = ShardApp(settings, tmp / "first-run.toml", RingHandler(), tray_available=False)
+    shell.window.resize(1000, 680)
+    try:
+        await shell.start()
+        shell.window.banner.hide()
+        await asyncio.sleep(0.5)
+        save(shell.window, "first-run")
+        page = shell.window.pages["welcome"]
+        page.download.click()
+        deadline = time.monotonic() + 60
+        while page.progress.value() < 35 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        save(shell.window, "first-run-download")
+        page.cancel.click()
+        await asyncio.sleep(0.3)
+    finally:
+        await shell.shutdown()
+        server.stop()
+
+
 async def take(model: Path, tmp: Path, network: bool) -> None:
+    await first_run(tmp)
     app = QApplication.instance()
     port = free_port()
-    flags: dict[str, object] = {"model": str(model), "port": port, "data_dir": str(tmp / "data"), "sidecar": network}
+    in_folder = tmp / "data" / "models" / model.name  # the Models page lists it, in use
+    in_folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, in_folder)
+    flags: dict[str, object] = {"model": str(in_folder), "port": port, "data_dir": str(tmp / "data"), "sidecar": network}
     procs: list[subprocess.Popen[bytes]] = []
     if network:
         flags.update({"tcp_port": 0, "control_port": 0})
@@ -126,9 +185,9 @@ async def take(model: Path, tmp: Path, network: bool) -> None:
     try:
         if network:
             own = await tcp_addr(shell.node.topology)
-            small = tiny_model(tmp)
-            procs.append(spawn(["serve", "--port", str(free_port()), "--tcp-port", "0", "--control-port", "0",
-                                "--model", str(small), "--bootstrap", own], tmp, "oracle-peer"))
+            consumer_port = free_port()  # a node with no model: its requests come to the app's node
+            procs.append(spawn(["serve", "--port", str(consumer_port), "--tcp-port", "0", "--control-port", "0",
+                                "--bootstrap", own], tmp, "consumer-peer"))
             procs.append(spawn(["scout", "--model", str(model), "--bootstrap", own], tmp, "scout"))
             deadline = time.monotonic() + 90
             while len((await shell.node.peers()).get("peers", [])) < 2 and time.monotonic() < deadline:
@@ -138,6 +197,10 @@ async def take(model: Path, tmp: Path, network: bool) -> None:
                      "Count from one to twenty in words.", "List the days of the week."):
             await chat(port, text, 96 if network else 48)
             await asyncio.sleep(0.5 if network else 0)
+        if network:  # the consumer peer's apps: served by the app's node, which earns credit
+            await until_ok(consumer_port)
+            for text in ("Say hello.", "Name a colour."):
+                await chat(consumer_port, text, 24)
         await shoot(shell)
     finally:
         for p in procs:

@@ -15,17 +15,22 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import PySide6  # noqa: F401  (PySide6 before qasync, so qasync binds to it)
-from PySide6.QtCore import QObject, QUrl, Signal
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
-from shard import paths
-from shard.config import Settings
+from shard import __version__, autostart, models, paths
+from shard.config import ConfigError, Settings, save_settings
 from shard.node import Node, NodeEvent, NodeStartError
+from shard.updates import UpdateChecker, UpdateResult
 from shard.ui import data, icons
 from shard.ui.log_capture import RingHandler
 
 log = logging.getLogger("shard.ui")
+
+CREDIT_MILESTONES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
+NOTIFICATION_KINDS = {"peer_joined": "A peer joined", "credit": "Credit milestones", "model_downloaded": "A model was downloaded",
+                      "update": "A new version is available"}
 
 NO_TRAY_REASON = ("No system tray is available on this desktop (headless, or a Linux desktop without a "
                   "StatusNotifier host), so Shard shows this window instead. Closing it quits Shard.")
@@ -37,12 +42,15 @@ class ShardApp(QObject):
     state_changed = Signal(str, str)  # tray state, status line
     node_event = Signal(object)  # every NodeEvent, re-emitted for the pages
     notified = Signal(str, str)  # title, message
+    flashed = Signal(str)  # a short confirmation ("Copied …") for the window's status bar
 
     def __init__(self, settings: Settings, config_file: Path, ring: RingHandler | None = None,
-                 tray_available: bool | None = None) -> None:
+                 tray_available: bool | None = None, launch_args: list[str] | None = None) -> None:
         super().__init__()
         self.settings = settings
         self.config_file = config_file
+        # What start at login passes to `shard`, so that it starts this same node (see autostart).
+        self.launch_args = launch_args if launch_args is not None else autostart.node_args(settings.data_path, config_file)
         self.ring = ring or RingHandler()
         self.node = Node(settings)
         self.node.subscribe(self._on_node_event)
@@ -55,6 +63,11 @@ class ShardApp(QObject):
         self._done = asyncio.Event()
         self._last_status = ""
         self._busy = False  # a start or stop is under way
+        self.updates = UpdateChecker(settings.update_feed_url, __version__, settings.update_check, on_result=self._on_update)
+        self._credit_seen: float | None = None  # lifetime credit at the last milestone check
+        self.milestones = QTimer(self)
+        self.milestones.setInterval(15_000)
+        self.milestones.timeout.connect(self.check_milestones)
 
         from shard.ui.dashboard import Dashboard  # after the QApplication exists
 
@@ -89,13 +102,31 @@ class ShardApp(QObject):
         add("start_stop", "Stop node", self.toggle_running)
         add("scout", "Open Web Scout", self.open_scout)
         add("logs", "Open logs folder", self.open_logs_folder)
+        add("models", "Models…", lambda: self.show_window("models"))
         add("settings", "Settings…", lambda: self.show_window("settings"))
+        add("about", "About Shard", lambda: self.show_window("about"))
         self.menu.addSeparator()
         add("quit", "Quit Shard", self.quit)
 
     def copy_api_url(self) -> None:
-        QGuiApplication.clipboard().setText(self.node.api_url)
-        log.info("copied %s to the clipboard", self.node.api_url)
+        self.copy_text(self.node.api_url, "the API URL")
+
+    def copy_text(self, text: str, what: str) -> None:
+        QGuiApplication.clipboard().setText(text)
+        log.info("copied %s to the clipboard", what)
+        self.flash(f"Copied {what} to the clipboard: {text}" if len(text) < 80 else f"Copied {what} to the clipboard")
+
+    def flash(self, text: str) -> None:
+        self.flashed.emit(text)
+
+    def open_url(self, url: str) -> bool:
+        """Open a URL in the browser (or a folder in the file manager); say so, with the URL, when nothing opens."""
+        qurl = QUrl(url) if "://" in url else QUrl.fromLocalFile(url)
+        if url and QDesktopServices.openUrl(qurl):
+            return True
+        log.error("could not open %s: no browser or file manager answered; open it yourself", url or "(no URL)")
+        self.notify("Could not open a browser", f"Open this address yourself: {url}", critical=True)
+        return False
 
     def toggle_contributing(self) -> None:
         self.node.set_contributing(not self.node.contributing)
@@ -110,12 +141,49 @@ class ShardApp(QObject):
         return f"http://127.0.0.1:{self.node.port}/scout"
 
     def open_scout(self) -> None:
-        QDesktopServices.openUrl(QUrl(self.scout_url))
+        self.open_url(self.scout_url)
 
     def open_logs_folder(self) -> None:
         folder = paths.log_dir(self.settings.data_path)
         folder.mkdir(parents=True, exist_ok=True)
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder)))
+        self.open_url(str(folder))
+
+    # -- models and the first run -----------------------------------------------------------------
+
+    def first_run_needed(self) -> bool:
+        """No model anywhere and no choice made yet: the window opens on the first-run view."""
+        return (self.node.model_path is None and not self.settings.model and not self.settings.network_only
+                and not models.list_models(self.settings.data_path))
+
+    def _save(self, changes: dict[str, Any]) -> bool:
+        try:
+            save_settings(changes, self.config_file)
+        except (ConfigError, OSError) as exc:
+            log.error("cannot save %s to %s: %s", ", ".join(changes), self.config_file, exc)
+            return False
+        for key, value in changes.items():
+            setattr(self.settings, key, value)
+        log.info("settings saved to %s: %s", self.config_file, ", ".join(sorted(changes)))
+        return True
+
+    def use_model_file(self, path: Path) -> None:
+        """Serve this GGUF from now on (checked first: a wrong file leaves the current model serving)."""
+        self.spawn(self._use_model_file(path), f"use {path}")
+
+    async def _use_model_file(self, path: Path) -> None:
+        if self.node.running:
+            try:
+                await self.node.switch_model(path)
+            except NodeStartError as exc:
+                self.notify("Model not changed", str(exc), critical=True)
+                return
+        in_folder = path.resolve().parent == paths.models_dir(self.settings.data_path).resolve()
+        self._save({"model": path.stem if in_folder else str(path)})
+
+    def use_network_only(self) -> None:
+        self._save({"network_only": True})
+        self.window.show_page("overview")
+        self.refresh_state()
 
     def show_window(self, page: str | None = None) -> None:
         if page:
@@ -177,6 +245,7 @@ class ShardApp(QObject):
         self.window.stop_polling()
         self.tray.hide()
         try:
+            await self.node.downloads.close()
             await self.node.stop()
         finally:
             self.window.close_for_good()
@@ -184,6 +253,20 @@ class ShardApp(QObject):
 
     def _on_node_event(self, event: NodeEvent) -> None:
         # Called on the loop's thread (the Qt thread under qasync): safe to touch widgets.
+        if event.kind == "download":
+            d = event.data
+            if d.get("state") == "done" and d.get("done"):
+                self.notify("Model downloaded", f"{d.get('name')} is in the models folder", kind="model_downloaded")
+            elif d.get("state") == "failed":
+                self.notify("The download failed", str(d.get("error")), critical=True)
+            self.node_event.emit(event)
+            return
+        if event.kind == "peer_joined":
+            d = event.data
+            where = " on this machine" if d.get("local") else ""
+            self.notify("A peer joined", f"{data.short_name(str(d.get('peer_id')))}{where} is connected", kind="peer_joined")
+            self.node_event.emit(event)
+            return
         if event.kind == "child":
             d = event.data
             name, state, message = d.get("name"), d.get("state"), d.get("message") or ""
@@ -221,7 +304,28 @@ class ShardApp(QObject):
             self.tray_state, self.status_line = state, line
             self.state_changed.emit(state, line)
 
-    def notify(self, title: str, message: str, critical: bool = False) -> None:
+    def _on_update(self, result: UpdateResult) -> None:
+        if result.state == "available":
+            self.notify("A new version of Shard", f"{result.message}: {result.url}", kind="update")
+
+    def check_milestones(self) -> None:
+        """A notification when lifetime credit passes 10, 100, 1,000, …"""
+        if not self.node.running:
+            return
+        earned = float(self.node.counts()["lifetime"]["credit_earned"])
+        seen, self._credit_seen = self._credit_seen, earned
+        if seen is None:
+            return
+        passed = [m for m in CREDIT_MILESTONES if seen < m <= earned]
+        if passed:
+            self.notify("Credit milestone", f"This node has earned {passed[-1]:,} credits (one per accepted draft token "
+                        "or per token served to a peer)", kind="credit")
+
+    def notify(self, title: str, message: str, critical: bool = False, kind: str = "") -> None:
+        """Tell the user (tray balloon, status bar); `kind` names a notification the user may turn off."""
+        if kind and kind not in self.settings.notifications:
+            log.info("%s: %s", title, message)
+            return
         self.notifications.append((title, message))
         log.log(logging.WARNING if critical else logging.INFO, "notification: %s: %s", title, message)
         if self.tray_available and self.tray.isVisible() and self.tray.supportsMessages():
@@ -239,7 +343,12 @@ class ShardApp(QObject):
             log.warning("no system tray is available here: showing the dashboard window instead")
             self.window.set_banner(NO_TRAY_REASON)
             self.window.bring_forward()
-        await self.start_node()
+        ok = await self.start_node()
+        if ok and self.first_run_needed():
+            self.window.show_page("welcome")
+            self.window.bring_forward()
+        self.milestones.start()
+        self.spawn(self.updates.run(), "check for updates")  # it reads the on/off setting before each check
 
     async def run(self) -> int:
         app = QApplication.instance()
@@ -253,6 +362,7 @@ class ShardApp(QObject):
                 pass
         await self.start()
         await self._done.wait()
+        await self.node.downloads.close()  # their partial files stay: the next pull resumes
         if self.node.running:
             await self.node.stop()
         await self._cancel_tasks()
@@ -267,6 +377,8 @@ class ShardApp(QObject):
     async def shutdown(self) -> None:
         """Stop everything (tests, and the end of run())."""
         self.window.stop_polling()
+        self.milestones.stop()
+        await self.node.downloads.close()
         await self.node.stop()
         await self._cancel_tasks()
         self.tray.hide()
@@ -277,7 +389,7 @@ class ShardApp(QObject):
         return self._done
 
 
-def run(settings: Settings, config_file: Path) -> int:
+def run(settings: Settings, config_file: Path, launch_args: list[str] | None = None) -> int:
     """`shard` with no subcommand: the tray app, or bring the running one forward."""
     import psutil
 
@@ -308,7 +420,7 @@ def run(settings: Settings, config_file: Path) -> int:
 
     async def main() -> int:
         nonlocal shell
-        shell = ShardApp(settings, config_file, ring)
+        shell = ShardApp(settings, config_file, ring, launch_args=launch_args)
         shell.window.launched_at = launched
         single.activated.connect(lambda: shell.show_window() if shell else None)
         return await shell.run()

@@ -1,20 +1,26 @@
 """The dashboard window: a header with the node's state and controls, and the pages (Overview,
-Peers, Credit, Logs, Settings). It polls the core about once a second, only while it is visible."""
+Models, Peers, Credit, Logs, Settings, About), plus the first-run view shown while there is no model.
+It polls the core about once a second, only while it is visible."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QStackedWidget, QToolButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QSizePolicy, QStackedWidget,
+                               QToolButton, QVBoxLayout, QWidget)
 
+from shard import catalog, paths
+from shard.node import NodeEvent
 from shard.ui import data, icons
+from shard.ui.pages.about import AboutPage
 from shard.ui.pages.credit import CreditPage
+from shard.ui.pages.first_run import FirstRunPage
 from shard.ui.pages.logs import LogsPage
+from shard.ui.pages.models import ModelsPage
 from shard.ui.pages.overview import OverviewPage
 from shard.ui.pages.peers import PeersPage
 from shard.ui.pages.settings import SettingsPage
@@ -24,9 +30,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("shard.ui")
 
-PAGES = (("overview", "Overview", OverviewPage), ("peers", "Peers", PeersPage), ("credit", "Credit", CreditPage),
-         ("logs", "Logs", LogsPage), ("settings", "Settings", SettingsPage))
 POLL_MS = 1000
+
+
+def page_factories(shell: "ShardApp") -> list[tuple[str, str, Callable[[], QWidget]]]:
+    """(key, title, make) for each page in the navigation; the newer pages get narrow inputs."""
+    node = shell.node
+    return [
+        ("overview", "Overview", lambda: OverviewPage(shell)),
+        ("models", "Models", lambda: ModelsPage(node.downloads, shell.settings.data_path, lambda: node.model_path,
+                                                shell.use_model_file)),
+        ("peers", "Peers", lambda: PeersPage(shell)),
+        ("credit", "Credit", lambda: CreditPage(shell)),
+        ("logs", "Logs", lambda: LogsPage(shell)),
+        ("settings", "Settings", lambda: SettingsPage(shell)),
+        ("about", "About", lambda: AboutPage(shell.settings, shell.config_file, shell.updates, shell.open_url,
+                                              lambda: f"http://127.0.0.1:{node.port}")),
+    ]
 
 
 class Dashboard(QMainWindow):
@@ -54,6 +74,9 @@ class Dashboard(QMainWindow):
         self.state_icon = QLabel()
         self.state_icon.setFixedSize(24, 24)
         self.state_text = QLabel(shell.status_line)
+        # Ignored: a long state line is cut (its tooltip has it all) rather than widening the window.
+        self.state_text.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.state_text.setMinimumWidth(120)
         font = self.state_text.font()
         font.setPointSizeF(font.pointSizeF() * 1.15)
         font.setBold(True)
@@ -75,11 +98,18 @@ class Dashboard(QMainWindow):
         self.nav.setStyleSheet("QListWidget { font-size: 11pt; } QListWidget::item { padding: 7px 10px; }")
         self.stack = QStackedWidget()
         self.pages: dict[str, Any] = {}
-        for key, title, cls in PAGES:
-            page = cls(shell)
+        self.keys: list[str] = []
+        for key, title, make in page_factories(shell):
+            page = make()
             self.pages[key] = page
+            self.keys.append(key)
             self.stack.addWidget(page)
             self.nav.addItem(title)
+        # The first-run view: in the stack, not in the navigation.
+        self.pages["welcome"] = FirstRunPage(shell.node.downloads, catalog.DEFAULT, shell.use_model_file,
+                                             shell.use_network_only, paths.models_dir(shell.settings.data_path))
+        self.stack.addWidget(self.pages["welcome"])
+        self._current = "overview"
         self.nav.currentRowChanged.connect(self._on_page_changed)
         body.addWidget(self.nav)
         body.addWidget(self.stack, 1)
@@ -92,7 +122,8 @@ class Dashboard(QMainWindow):
         self.timer.timeout.connect(self._tick)
         shell.state_changed.connect(self._on_state)
         shell.notified.connect(lambda title, msg: self.statusBar().showMessage(f"{title}: {msg}", 15000))
-        shell.node_event.connect(lambda _e: self._tick() if self.isVisible() else None)
+        shell.flashed.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        shell.node_event.connect(self._on_node_event)
         self._on_state(shell.tray_state, shell.status_line)
         self.nav.setCurrentRow(0)
 
@@ -100,14 +131,37 @@ class Dashboard(QMainWindow):
 
     @property
     def current_page(self) -> str:
-        return PAGES[max(0, self.stack.currentIndex())][0]
+        return self._current
 
     def show_page(self, key: str) -> None:
-        self.nav.setCurrentRow([k for k, _, _ in PAGES].index(key))
+        if key == "welcome":
+            self._current = key
+            self.nav.blockSignals(True)
+            self.nav.setCurrentRow(-1)
+            self.nav.blockSignals(False)
+            self.stack.setCurrentWidget(self.pages[key])
+            return
+        if self.nav.currentRow() == self.keys.index(key):
+            self._on_page_changed(self.keys.index(key))
+        self.nav.setCurrentRow(self.keys.index(key))
 
     def _on_page_changed(self, row: int) -> None:
+        if row < 0:
+            return
+        self._current = self.keys[row]
         self.stack.setCurrentIndex(row)
         self._tick()
+
+    def _on_node_event(self, event: NodeEvent) -> None:
+        if event.kind == "download":
+            self.pages["welcome"].on_download(event.data)
+            self.pages["models"].on_download(event.data)
+        elif event.kind == "models":
+            self.pages["models"].refresh()
+        if self._current == "welcome" and (self.shell.node.model_path is not None or self.shell.settings.network_only):
+            self.show_page("overview")  # a model arrived (downloaded, chosen, or copied in): the first run is over
+        if self.isVisible():
+            self._tick()
 
     def _on_state(self, state: str, line: str) -> None:
         self.state_icon.setPixmap(icons.tray_icon(state).pixmap(24, 24))
@@ -159,7 +213,7 @@ class Dashboard(QMainWindow):
     def _log_shown(self) -> None:
         now = time.time()
         after = f" ({now - self.launched_at:.2f} s after launch)" if self.launched_at else ""
-        log.info("window shown at %.3f%s", now, after)
+        log.info("window shown at %s.%03d%s", time.strftime("%H:%M:%S", time.localtime(now)), int(now * 1000) % 1000, after)
 
     def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
         super().hideEvent(event)

@@ -54,6 +54,7 @@ class Snapshot:
     metrics: dict[str, float] = field(default_factory=dict)
     peers: dict[str, Any] = field(default_factory=dict)
     credit: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, Any] = field(default_factory=dict)  # requests and credit, this session and lifetime
 
     @property
     def peer_list(self) -> list[dict[str, Any]]:
@@ -72,12 +73,21 @@ async def _peers(node: "Node") -> dict[str, Any]:
 
 
 async def snapshot(node: "Node", *, peers: bool = True, credit: bool = True) -> Snapshot:
-    snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node))
+    snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node), counts=node.counts())
     if peers:
         snap.peers = await _peers(node)
     if credit:
         snap.credit = node.credit()
     return snap
+
+
+def since_text(started: float, now: float | None = None) -> str:
+    """'14:05 (2 h 10 min ago)': when, and how long, in words people read at a glance."""
+    now = time.time() if now is None else now
+    mins = max(0, int((now - started) // 60))
+    ago = f"{mins // 1440} d {mins // 60 % 24} h" if mins >= 1440 else f"{mins // 60} h {mins % 60} min" if mins >= 60 else f"{mins} min"
+    day = "%Y-%m-%d %H:%M" if now - started >= 86400 else "%H:%M"
+    return f"{time.strftime(day, time.localtime(started))} ({ago})"
 
 
 def tray_state(status: dict[str, Any]) -> tuple[str, str]:
@@ -92,8 +102,18 @@ def tray_state(status: dict[str, Any]) -> tuple[str, str]:
         return "paused", "Node stopped"
     if s == "loading":
         return "starting", "Starting: " + str(status.get("message", "loading the model"))
-    if not status.get("contributing", True):
-        return "paused", f"Paused: serving {model} locally, not sharing" if s == "ok" else "Paused: no model loaded"
-    if s == "ok":
+    if not status.get("contributing", True) and s == "ok":
+        return "paused", f"Paused: serving {model} locally, not sharing"
+    if s == "ok" and status.get("model"):
         return ("contributing", f"Contributing: serving {model}") if networked else ("ready", f"Ready: serving {model}")
-    return "ready", "Ready: no model loaded (requests go to the network)" if networked else "Ready: no model loaded"
+    if s == "ok":  # no model here, but Oracles on the network answer
+        return "ready", "Ready: " + str(status.get("message", "requests go to Oracles on the network"))
+    # No model and no Oracle: requests would fail. A warning, never a green "Ready".
+    return "warning", ("No model: download one (Models) or wait for an Oracle on the network" if networked
+                       else "No model: download one in the dashboard (Models), or choose a GGUF file")
+
+
+def short_name(peer_id: str) -> str:
+    """A short, readable name for a peer id: its last six characters, as people quote ids aloud
+    (libp2p ids share the prefix 12D3KooW, so the start says nothing)."""
+    return f"…{peer_id[-6:]}" if len(peer_id) > 8 else peer_id

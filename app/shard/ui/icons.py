@@ -8,7 +8,7 @@ from pathlib import Path
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QGuiApplication, QIcon
 
-TRAY_STATES = ("starting", "ready", "contributing", "paused", "error")
+TRAY_STATES = ("starting", "ready", "contributing", "paused", "warning", "error")
 
 
 def assets_dir() -> Path:

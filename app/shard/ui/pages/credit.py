@@ -16,7 +16,15 @@ from shard.ui import data
 if TYPE_CHECKING:
     from shard.ui.app import ShardApp
 
-PEER_COLUMNS = ("Peer ID", "Proposed", "Accepted", "Acceptance", "Earned")
+PEER_COLUMNS = ("Peer", "Drafts proposed", "Accepted", "Acceptance", "You earned from them", "You spent with them")
+UNITS = ("1 credit = 1 token: a node earns one for each token it generates for a peer, and a scout one for each "
+         "of its draft tokens an Oracle accepts. <b>Earned</b>: what this node got from peers; <b>Spent</b>: what its "
+         "requests to Oracles cost; <b>Balance</b>: earned minus spent.")
+
+
+def time_format(span: float) -> str:
+    """Labels that differ across the span: seconds for minutes, hours for a day, dates beyond."""
+    return "%H:%M:%S" if span < 1200 else "%H:%M" if span < 86400 else "%b %d %H:%M"
 
 
 class BalanceChart(QWidget):
@@ -25,6 +33,8 @@ class BalanceChart(QWidget):
     def __init__(self) -> None:
         super().__init__()
         self.points: list[tuple[float, float]] = []
+        self.time_labels: list[str] = []
+        self.axis = (0.0, 0.0)
         self.setMinimumHeight(160)
 
     def set_history(self, history: list[dict[str, Any]]) -> None:
@@ -49,11 +59,12 @@ class BalanceChart(QWidget):
             p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
                        "No credit history yet: it grows as this node serves peers or its scouts' drafts are accepted")
             return
-        lo = min(b for _, b in self.points)
-        hi = max(b for _, b in self.points)
+        lo = min(0.0, min(b for _, b in self.points))  # from 0: a small change must not look like a big one
+        hi = max(0.0, max(b for _, b in self.points))
         if hi - lo < 1e-9:
-            lo, hi = lo - 1, hi + 1
-        labels = (f"{hi:,.1f}", f"{lo:,.1f}")
+            hi = lo + 1
+        self.axis = (lo, hi)
+        labels = (f"{hi:,.0f}", f"{lo:,.0f}")
         left = max(fm.horizontalAdvance(s) for s in labels) + 10
         plot = QRectF(left, 8, self.width() - left - 10, self.height() - 16 - fm.height() - 4)
         t0, t1 = self.points[0][0], self.points[-1][0]
@@ -90,10 +101,12 @@ class BalanceChart(QWidget):
         p.setPen(text_color)
         p.drawText(QRectF(0, plot.top() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[0])
         p.drawText(QRectF(0, plot.bottom() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[1])
-        fmt = "%H:%M" if span < 86400 else "%b %d"
+        fmt = time_format(span)
         y = plot.bottom() + 4
-        p.drawText(QRectF(plot.left(), y, 200, fm.height()), Qt.AlignmentFlag.AlignLeft, time.strftime(fmt, time.localtime(t0)))
-        p.drawText(QRectF(plot.right() - 200, y, 200, fm.height()), Qt.AlignmentFlag.AlignRight, time.strftime(fmt, time.localtime(t1)))
+        self.time_labels = [time.strftime(fmt, time.localtime(t)) for t in (t0, t0 + span / 2, t1)]
+        p.drawText(QRectF(plot.left(), y, 200, fm.height()), Qt.AlignmentFlag.AlignLeft, self.time_labels[0])
+        p.drawText(QRectF(plot.center().x() - 100, y, 200, fm.height()), Qt.AlignmentFlag.AlignHCenter, self.time_labels[1])
+        p.drawText(QRectF(plot.right() - 200, y, 200, fm.height()), Qt.AlignmentFlag.AlignRight, self.time_labels[2])
 
 
 class CreditPage(QWidget):
@@ -118,12 +131,16 @@ class CreditPage(QWidget):
             self.values[key] = value
             totals.addWidget(box)
         layout.addLayout(totals)
-        chart_box = QGroupBox("Balance over time")
+        self.units = QLabel(UNITS)
+        self.units.setWordWrap(True)
+        self.units.setStyleSheet("color: palette(mid);")
+        layout.addWidget(self.units)
+        chart_box = QGroupBox("Balance over time (credits)")
         chart_layout = QVBoxLayout(chart_box)
         self.chart = BalanceChart()
         chart_layout.addWidget(self.chart)
         layout.addWidget(chart_box, 1)
-        peers_box = QGroupBox("Work by peer (draft tokens proposed and accepted, credit earned)")
+        peers_box = QGroupBox("By peer: the drafts they sent you, what you earned from them and spent with them")
         peers_layout = QVBoxLayout(peers_box)
         self.table = QTableWidget(0, len(PEER_COLUMNS))
         self.table.setHorizontalHeaderLabels(PEER_COLUMNS)
@@ -131,6 +148,7 @@ class CreditPage(QWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         peers_layout.addWidget(self.table)
         layout.addWidget(peers_box, 1)
@@ -150,13 +168,18 @@ class CreditPage(QWidget):
         self.table.setRowCount(len(peers))
         for row, p in enumerate(peers):
             rate = p.get("acceptance_rate")
-            who = str(p.get("peer_id", "")) + ("  (shadow-paused: failed golden tickets)" if p.get("shadow_paused") else "")
+            peer_id = str(p.get("peer_id", ""))
+            who = data.short_name(peer_id) + ("  (shadow-paused: failed golden tickets)" if p.get("shadow_paused") else "")
+            drafted = bool(p.get("proposed"))
             cells = [(who, None), (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
                      (f"{int(p.get('accepted') or 0):,}", p.get("accepted") or 0),
-                     ("—" if rate is None else f"{rate * 100:.0f}%", -1 if rate is None else rate),
-                     (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0)]
+                     ("—" if rate is None or not drafted else f"{rate * 100:.0f}%", -1 if rate is None or not drafted else rate),
+                     (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0),
+                     (f"{float(p.get('spent') or 0):,.2f}", p.get("spent") or 0)]
             for col, (text, number) in enumerate(cells):
                 item = _NumberItem(text, number) if number is not None else QTableWidgetItem(text)
+                if col == 0:
+                    item.setToolTip(f"Peer id {peer_id}")
                 if number is not None:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(row, col, item)

@@ -130,4 +130,8 @@ class LogsPage(QWidget):
         self.render()
 
     def copy_shown(self) -> None:
-        QGuiApplication.clipboard().setText(self.view.toPlainText())
+        lines = self.view.toPlainText()
+        QGuiApplication.clipboard().setText(lines)
+        n = len(lines.splitlines())
+        self.shell.flash(f"Copied {n} log line{'s' if n != 1 else ''} to the clipboard")
+        self.count.setText(f"Copied {n} line{'s' if n != 1 else ''}")

@@ -14,8 +14,12 @@ from shard.ui import data
 if TYPE_CHECKING:
     from shard.ui.app import ShardApp
 
-COLUMNS = ("Peer ID", "Role", "Addresses", "Latency (ms)", "Reputation", "Accepted tokens", "Connected")
+COLUMNS = ("Name", "Role", "Model", "Latency (ms)", "Reputation", "Accepted tokens", "Connected", "Addresses")
 SORT_ROLE = Qt.ItemDataRole.UserRole
+FILTER_ROLE = Qt.ItemDataRole.UserRole + 1
+ROLES_HELP = ("<b>Oracle</b>: serves a model and checks drafts. <b>Scout</b>: drafts tokens ahead for Oracles "
+              "(it earns credit for each accepted token). <b>Consumer</b>: uses the network's Oracles, serves nothing. "
+              "<b>Reputation</b>: how often a scout's drafts are accepted here (— before its first draft).")
 
 
 def peer_rows(snap: data.Snapshot) -> list[tuple[Any, ...]]:
@@ -28,13 +32,15 @@ def peer_rows(snap: data.Snapshot) -> list[tuple[Any, ...]]:
         c = credit.get(pid, {})
         roles = p.get("roles") or ([p["role"]] if p.get("role") else [])
         latency = p.get("latency_ms")
-        rate = p.get("reputation", c.get("reputation", c.get("acceptance_rate")))
+        drafted = bool(c.get("proposed") or p.get("accepted"))
+        rate = p.get("reputation", c.get("reputation", c.get("acceptance_rate"))) if drafted else None
         since = p.get("connected_since")
-        role = ", ".join(map(str, roles)) or "—"
+        role = ", ".join(map(str, roles)) or "not told yet"  # the handshake has not arrived
         if p.get("local"):
             role += " (this machine)"
-        rows.append((pid, role, ", ".join(map(str, p.get("addrs") or [])) or "—",
-                     latency, rate, p.get("accepted", c.get("accepted")), (now - since) if since else None))
+        accepted = p.get("accepted", c.get("accepted")) if drafted else None
+        rows.append((pid, role, ", ".join(map(str, p.get("models") or [])) or "—", latency, rate, accepted,
+                     (now - since) if since else None, ", ".join(map(str, p.get("addrs") or [])) or "—"))
     return rows
 
 
@@ -71,12 +77,16 @@ class PeersModel(QAbstractTableModel):
         value = self.rows[index.row()][index.column()]
         col = index.column()
         if role == SORT_ROLE:
-            if col >= 3:
+            if 3 <= col <= 6:
                 return -1.0 if value is None else float(value)
             return str(value).lower()
+        if role == FILTER_ROLE:  # the filter matches the whole peer id, not only its short name
+            return str(value) if col == 0 else self.data(index, Qt.ItemDataRole.DisplayRole)
         if role == Qt.ItemDataRole.DisplayRole:
             if value is None:
                 return "—"
+            if col == 0:
+                return data.short_name(str(value))
             if col == 3:
                 return f"{value:.0f}"
             if col == 4:
@@ -87,9 +97,13 @@ class PeersModel(QAbstractTableModel):
                 mins = int(value // 60)
                 return f"{mins // 60} h {mins % 60} min" if mins >= 60 else f"{mins} min"
             return str(value)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col >= 3:
+        if role == Qt.ItemDataRole.TextAlignmentRole and 3 <= col <= 6:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if role == Qt.ItemDataRole.ToolTipRole and col in (0, 2):
+        if role == Qt.ItemDataRole.ToolTipRole and col == 0:
+            return f"Peer id {value}"
+        if role == Qt.ItemDataRole.ToolTipRole and col == 4 and value is None:
+            return "No drafts from this peer yet"
+        if role == Qt.ItemDataRole.ToolTipRole and col in (2, 7):
             return str(value)
         return None
 
@@ -106,13 +120,18 @@ class PeersPage(QWidget):
         self.message.setWordWrap(True)
         layout.addWidget(self.message)
         self.filter = QLineEdit()
-        self.filter.setPlaceholderText("Filter by peer id, role or address")
+        self.filter.setPlaceholderText("Filter by peer id, role, model or address")
         layout.addWidget(self.filter)
+        self.roles_help = QLabel(ROLES_HELP)
+        self.roles_help.setWordWrap(True)
+        self.roles_help.setStyleSheet("color: palette(mid);")
+        layout.addWidget(self.roles_help)
         self.model = PeersModel()
         self.proxy = QSortFilterProxyModel(self)
         self.proxy.setSourceModel(self.model)
         self.proxy.setSortRole(SORT_ROLE)
         self.proxy.setFilterKeyColumn(-1)
+        self.proxy.setFilterRole(FILTER_ROLE)
         self.proxy.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
         self.proxy.setDynamicSortFilter(True)
         self.filter.textChanged.connect(self.proxy.setFilterFixedString)
@@ -126,9 +145,7 @@ class PeersPage(QWidget):
         self.table.setWordWrap(False)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
-        self.table.setColumnWidth(0, 200)
+        header.setSectionResizeMode(7, QHeaderView.ResizeMode.Stretch)  # addresses last: the rest stays in view
         layout.addWidget(self.table, 1)
 
     def refresh(self, snap: data.Snapshot) -> None:

@@ -9,14 +9,14 @@ import secrets as pysecrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QGuiApplication
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QGuiApplication, QWheelEvent
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
                                QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
                                QScrollArea, QSpinBox, QVBoxLayout, QWidget)
 
 from shard import autostart
-from shard.config import PRIVACY_LEVELS, ConfigError, save_settings
+from shard.config import PRIVACY_LEVELS, ConfigError, Settings, save_settings
 from shard.node import NodeStartError
 from shard.supervisor import ChildState
 from shard.ui import data
@@ -35,6 +35,40 @@ PRIVACY_TEXT = {
 PORTS = (("port", "OpenAI API port"), ("tcp_port", "Peer-to-peer TCP port"), ("ws_port", "WebSocket port (browser scouts; 0: auto)"),
          ("control_port", "Sidecar control port"))
 RESTART_NOTE = "Port changes take effect when Shard restarts (Quit, then start it again)."
+
+
+KEYRING_PLAIN = ("This computer has no password store (keyring) that Shard can use, so your API keys are "
+                 "saved in a private file that only your user account can read: {file}")
+NOTIFICATIONS = (("peer_joined", "A peer joins"), ("credit", "Credit passes a milestone (10, 100, 1,000, …)"),
+                 ("model_downloaded", "A model download finishes"), ("update", "A new version of Shard is available"))
+MESSAGE_TTL_MS = 15_000  # a success message goes away after this; errors stay until the next change
+
+
+class SpinBox(QSpinBox):
+    """A spin box that the mouse wheel changes only once it has focus: scrolling the page over it
+    scrolls the page (the wheel event goes up to the scroll area)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
+
+
+class ComboBox(QComboBox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+        if self.hasFocus():
+            super().wheelEvent(event)
+        else:
+            event.ignore()
 
 
 def mask(key: str) -> str:
@@ -72,7 +106,7 @@ class SettingsPage(QWidget):
         row.addWidget(self.model_path, 1)
         row.addWidget(browse)
         form.addRow("GGUF file", row)
-        self.gpu_layers = QSpinBox()
+        self.gpu_layers = SpinBox()
         self.gpu_layers.setRange(-1, 999)
         self.gpu_layers.setSpecialValueText("all layers")
         self.gpu_layers.setToolTip("Layers put on the GPU when the build can offload (-1: all); 0 runs on the CPU")
@@ -89,11 +123,19 @@ class SettingsPage(QWidget):
         box = QGroupBox("Network")
         form = QFormLayout(box)
         self.ports: dict[str, QSpinBox] = {}
+        self.ports_in_use: dict[str, QLabel] = {}
         for key, label in PORTS:
-            spin = QSpinBox()
+            spin = SpinBox()
             spin.setRange(0, 65535)
+            spin.setSpecialValueText("any free port")
+            in_use = QLabel()
+            in_use.setStyleSheet("color: palette(mid);")
+            row = QHBoxLayout()
+            row.addWidget(spin)
+            row.addWidget(in_use, 1)
             self.ports[key] = spin
-            form.addRow(label, spin)
+            self.ports_in_use[key] = in_use
+            form.addRow(label, row)
         note = QLabel(RESTART_NOTE)
         note.setWordWrap(True)
         note.setStyleSheet("color: palette(mid);")
@@ -107,7 +149,7 @@ class SettingsPage(QWidget):
         # Privacy
         box = QGroupBox("Who receives my prompts (as draft work for scouts)")
         form = QFormLayout(box)
-        self.privacy = QComboBox()
+        self.privacy = ComboBox()
         for level in PRIVACY_LEVELS:
             self.privacy.addItem(PRIVACY_TEXT[level], level)
         form.addRow("Send to", self.privacy)
@@ -149,7 +191,20 @@ class SettingsPage(QWidget):
         box = QGroupBox("System")
         form = QFormLayout(box)
         self.autostart = QCheckBox("Start Shard when I log in")
+        self.autostart.setToolTip("Starts this same node: " + " ".join(shell.launch_args))
         form.addRow("", self.autostart)
+        self.update_check = QCheckBox("Check for new versions once a day (a notification only; nothing is installed)")
+        form.addRow("", self.update_check)
+        self.feed_url = QLineEdit()
+        form.addRow("Update feed", self.feed_url)
+        layout.addWidget(box)
+
+        box = QGroupBox("Notify me when")
+        form = QFormLayout(box)
+        self.notify: dict[str, QCheckBox] = {}
+        for key, text in NOTIFICATIONS:
+            self.notify[key] = QCheckBox(text)
+            form.addRow("", self.notify[key])
         self.config_path = QLabel(str(shell.config_file))
         self.config_path.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         form.addRow("Settings file", self.config_path)
@@ -168,13 +223,62 @@ class SettingsPage(QWidget):
         bar.addWidget(revert)
         bar.addWidget(self.save_button)
         outer.addLayout(bar)
+        self._loading = False
+        self._clear_timer = QTimer(self)
+        self._clear_timer.setSingleShot(True)
+        self._clear_timer.timeout.connect(self.result.clear)
+        self._message_waits_for_load = False
         self.load()
+        for spin in (self.gpu_layers, *self.ports.values()):
+            spin.valueChanged.connect(self._changed)
+        for edit in (self.model_path, self.feed_url):
+            edit.textChanged.connect(self._changed)
+        for plain in (self.bootstrap, self.trusted):
+            plain.textChanged.connect(self._changed)
+        self.privacy.currentIndexChanged.connect(self._changed)
+        for box_ in (self.autostart, self.update_check, *self.notify.values()):
+            box_.toggled.connect(self._changed)
+        self.keys.model().rowsInserted.connect(self._changed)
+        self.keys.model().rowsRemoved.connect(self._changed)
+
+    # -- unsaved changes --------------------------------------------------------------------------
+
+    def dirty(self) -> list[str]:
+        """What differs from what is saved and applied (names of settings)."""
+        out = [k for k, v in self.form_values().items() if v != self._baseline.get(k)]
+        if self.key_values() != self.shell.node.secrets.api_keys():
+            out.append("api_keys")
+        if self.autostart.isChecked() != autostart.is_enabled():
+            out.append("start_at_login")
+        return out
+
+    def _changed(self, *_args: Any) -> None:
+        if self._loading:
+            return
+        changed = self.dirty()
+        self.save_button.setText("Save and apply" + (" •" if changed else ""))
+        if changed:
+            self._clear_timer.stop()
+            self._message_waits_for_load = False
+            self._show(f"Unsaved changes: {', '.join(c.replace('_', ' ') for c in changed)}")
+        elif self.result.text().startswith("Unsaved changes"):
+            self.result.clear()
 
     # -- form <-> settings ------------------------------------------------------------------------
 
     def load(self) -> None:
-        s = self.shell.settings
+        self._loading = True
+        try:
+            self._load(self.shell.settings)
+        finally:
+            self._loading = False
+        self._baseline = self.form_values()  # what is saved: the form differs from it = unsaved changes
+        self.save_button.setText("Save and apply")
+
+    def _load(self, s: Settings) -> None:
         self.model_path.setText(s.model)
+        self.model_path.setPlaceholderText("a model in the models folder (Models page)" if s.network_only is False
+                                           else "none: requests go to the network")
         self.gpu_layers.setValue(s.n_gpu_layers)
         for key, spin in self.ports.items():
             spin.setValue(int(getattr(s, key)))
@@ -187,7 +291,8 @@ class SettingsPage(QWidget):
         for key in store.api_keys():
             self.add_key(key)
         if store.backend == "file":
-            self.keys_store.setText("⚠ " + store.warning)
+            self.keys_store.setText("⚠ " + KEYRING_PLAIN.format(file=store.fallback_file))
+            self.keys_store.setToolTip(store.warning)  # the technical reason, for whoever wants it
             self.keys_store.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c060; padding: 6px;")
         else:
             import keyring
@@ -196,6 +301,10 @@ class SettingsPage(QWidget):
                                     "changes apply to the next request.")
             self.keys_store.setStyleSheet("")
         self.autostart.setChecked(autostart.is_enabled())
+        self.update_check.setChecked(s.update_check)
+        self.feed_url.setText(s.update_feed_url)
+        for key, box in self.notify.items():
+            box.setChecked(key in s.notifications)
         self.result.clear()
 
     def add_key(self, key: str) -> None:
@@ -214,6 +323,8 @@ class SettingsPage(QWidget):
         items = self.keys.selectedItems() or ([self.keys.item(self.keys.count() - 1)] if self.keys.count() else [])
         if items:
             QGuiApplication.clipboard().setText(items[0].data(Qt.ItemDataRole.UserRole))
+            self.shell.flash(f"Copied the API key {items[0].text()} to the clipboard")
+            self._show(f"Copied the API key {items[0].text()}.")
 
     def browse_model(self) -> None:
         start = self.model_path.text() or str(self.shell.settings.data_path / "models")
@@ -228,6 +339,9 @@ class SettingsPage(QWidget):
             "bootstrap": _lines(self.bootstrap),
             "prompt_privacy": self.privacy.currentData(),
             "trusted_peers": _lines(self.trusted),
+            "update_check": self.update_check.isChecked(),
+            "update_feed_url": self.feed_url.text().strip(),
+            "notifications": [key for key, box in self.notify.items() if box.isChecked()],
         }
         values.update({key: spin.value() for key, spin in self.ports.items()})
         return values
@@ -259,30 +373,60 @@ class SettingsPage(QWidget):
             for key, value in changes.items():
                 if key not in dict(PORTS):
                     setattr(s, key, value)  # read live by the core (privacy, bootstrap on next start)
+            self.shell.updates.enabled = s.update_check
+            self.shell.updates.feed_url = s.update_feed_url
             if any(k in changes for k in dict(PORTS)):
                 notes.append(RESTART_NOTE)
         keys = self.key_values()
         if keys != node.secrets.api_keys():
             node.secrets.set_api_keys(keys)
             notes.append(f"{len(keys)} API key{'s' if len(keys) != 1 else ''} in use from the next request")
+            log.info("API keys changed: %d key%s now (kept in the %s)", len(keys), "s" if len(keys) != 1 else "",
+                     "OS keyring" if node.secrets.backend == "keyring" else "private file")
         if self.autostart.isChecked() != autostart.is_enabled():
             try:
-                autostart.set_enabled(self.autostart.isChecked())
+                autostart.set_enabled(self.autostart.isChecked(), self.shell.launch_args)
                 notes.append("start at login " + ("on" if self.autostart.isChecked() else "off"))
+                log.info("start at login turned %s", "on" if self.autostart.isChecked() else "off")
             except OSError as exc:
                 error = error or f"Start at login not changed: {exc}"
         if changes:
             log.info("settings saved to %s: %s", self.shell.config_file, ", ".join(sorted(changes)))
         message = ("Saved. " if changes or len(notes) else "Nothing changed. ") + " ".join(n[0].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in notes)
+        self._baseline = {**self._baseline, **changes}
         self._show((error + " " + message).strip() if error else message, error=bool(error))
+        self.save_button.setText("Save and apply" + (" •" if self.dirty() else ""))
+        # A message about a model that is loading goes when the load ends; others after a while.
+        self._message_waits_for_load = any("model" in n for n in notes) and not error
+        if not error and not self._message_waits_for_load:
+            self._clear_timer.start(MESSAGE_TTL_MS)
         return [error, *notes] if error else notes
 
     def _show(self, text: str, error: bool = False) -> None:
         self.result.setText(text)
         self.result.setStyleSheet("color: #b02a37;" if error else "")
 
+    def _ports_in_use(self) -> None:
+        node = self.shell.node
+        info = node.sidecar.info if node.sidecar is not None and node.sidecar.ready else {}
+        used = {"port": node.port if node.running else None, "tcp_port": info.get("tcp_port"),
+                "ws_port": info.get("ws_port"), "control_port": info.get("control_port")}
+        for key, label in self.ports_in_use.items():
+            port = used.get(key)
+            if port is None:
+                label.setText("not in use now" if node.running else "node stopped")
+            else:
+                differs = port != self.ports[key].value() and self.ports[key].value() != 0
+                label.setText(f"in use now: {port}" + ("  (the configured port was taken)" if differs else ""))
+
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
+        self._ports_in_use()
         v = self.shell.node.verifier
+        if self._message_waits_for_load and v is not None and v.supervisor.state in (ChildState.RUNNING, ChildState.FAILED):
+            self._message_waits_for_load = False  # "Loading the new model" is stale now: say how it ended
+            self._show(f"Saved. The model {v.model_path.name} is loaded." if v.supervisor.state is ChildState.RUNNING
+                       else f"Saved, but the model did not load: {v.describe_state()}", error=v.supervisor.state is ChildState.FAILED)
+            self._clear_timer.start(MESSAGE_TTL_MS)
         if v is None:
             self.load_progress.setValue(0)
             self.load_state.setText("No model loaded" if self.shell.node.running else "The node is stopped")
