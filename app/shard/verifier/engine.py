@@ -29,6 +29,7 @@ import numpy as np
 import llama_cpp
 from llama_cpp import _internals
 
+from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
 from shard.verifier.policy import SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
 from shard.verifier.protocol import Sampling
@@ -126,6 +127,7 @@ class Engine:
         params.n_threads = threads
         params.n_threads_batch = max(threads, os.cpu_count() or 1)
         params.no_perf = True
+        mappings_before = anonymous_mappings()
         self.ctx = _internals.LlamaContext(model=model.model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(n_tokens=opts.n_batch, embd=0, n_seq_max=1, verbose=False)
         self.slots = [Slot(seq_id=i) for i in range(opts.parallel)]
@@ -143,6 +145,9 @@ class Engine:
         # the node already paces each one by its own record (the draft's `limit`).
         self.acceptance = {"lookup": Acceptance(0.5)}
         self.curve = self._calibrate() if self.drafts_supported else CostCurve()
+        # The KV cache was allocated for every slot's full context, and cleared: keep only what is
+        # used (in host memory: a GPU's buffers are not ours to scan).
+        self.released_bytes = 0 if model.gpu_offload else release_zero_pages(mappings_before)
         self._thread = threading.Thread(target=self._loop, name="shard-engine", daemon=True)
         self._thread.start()
 

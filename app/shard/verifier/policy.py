@@ -161,9 +161,9 @@ def calibrate(decode: Callable[[int], None], sizes: tuple[int, ...] = SIZES, bud
     """Measure C(k) for a few batch sizes, within a time budget (a big model on a slow CPU gets
     fewer points; the steps it runs fill in the rest). `decode(k)` runs one step of k tokens."""
     best: dict[int, float] = {}
-    start = time.perf_counter()
     decode(1)  # warm-up: the first decode faults in the weights,
     decode(min(2, max(sizes)))  # and the first batch starts the batch threads (slow on a busy machine)
+    start = time.perf_counter()
     for _ in range(2):  # the quicker of two runs: less noise from other processes
         for k in sizes:
             if time.perf_counter() - start > budget_s:
