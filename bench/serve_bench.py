@@ -1,6 +1,6 @@
 """Serving benchmark: `shard serve` against llama.cpp's own C++ `llama-server`, in one run.
 
-    .venv/bin/python bench/serve_bench.py [--model PATH] [--tokens 128] [--concurrency 4] [--rounds 2]
+    .venv/bin/python bench/serve_bench.py [--model PATH] [--tokens 128] [--concurrency 4] [--rounds 3]
 
 Rows: llama-server (built once from the llama.cpp sources that the pinned llama-cpp-python sdist
 vendors, with scripts/setup's CPU flags, cached in ~/.cache/shard/llama-server), shard serve with its
@@ -270,7 +270,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=str(Path.home() / ".cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
     ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4, help="streams at once, and slots on every server")
     ap.add_argument("--ctx-size", type=int, default=2048, help="context tokens per slot")
     ap.add_argument("--threads", type=int, default=1, help="decode threads (batches use every CPU, as shard does)")
