@@ -202,8 +202,7 @@ class Engine:
             llama_cpp.llama_synchronize(self.ctx.ctx)  # decoding is asynchronous on a GPU
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, seq, 0, -1)
 
-        sizes = tuple(k for k in (1, 2, 4, 8, 16, 32) if k <= self.n_batch)
-        curve = calibrate(decode, sizes)
+        curve = calibrate(decode, tuple(k for k in SIZES if k <= self.n_batch))
         log.info("verify cost (ms per step by batch tokens): %s", curve.table())
         return curve
 
@@ -285,7 +284,7 @@ class Engine:
             draft, source = self._offer(job, room - len(pending))
             n += len(pending) + (len(draft) if source == "given" else 0)
             rows.append((slot, pending, draft, source))
-        n += self._choose_drafts(rows, n)
+        self._choose_drafts(rows, n)
         b = self.batch.batch
         n = 0
         plan: list[tuple[Slot, int, int, list[int] | None]] = []  # slot, first batch row, pending count, draft
@@ -350,23 +349,20 @@ class Engine:
             acc = job.acceptance[source] = Acceptance(prior)
         return acc.rate
 
-    def _choose_drafts(self, rows: list[tuple[Slot, list[int], list[int] | None, str]], n: int) -> int:
-        """Cut each offered draft to what pays in this batch (see policy.py); the tokens added."""
+    def _choose_drafts(self, rows: list[tuple[Slot, list[int], list[int] | None, str]], n: int) -> None:
+        """Cut each offered draft to what pays in a batch that holds n tokens without them (policy.py)."""
         offered = [i for i, r in enumerate(rows) if r[3] in ("lookup", "external")]
         if not offered:
-            return 0
+            return
         emitting = sum(1 for r in rows if r[2] is not None)
         take = allot(self.curve, n, emitting, [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
                      self.n_batch - n)
-        added = 0
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)
-            added += k
             if source == "external" and k == 0 and slot.job.external is not None:
                 slot.job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
                 slot.job.external = None
-        return added
 
     def _learn(self, job: Job) -> None:
         """Score the job's waiting proposals against what the target produced: the acceptance
