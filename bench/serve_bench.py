@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
@@ -276,6 +277,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="decode threads (batches use every CPU, as shard does)")
     ap.add_argument("--only", default="", help="comma-separated subset of: llama-server, shard, shard-no-lookup")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the servers started here are stopped too
     cpus = os.cpu_count() or 1
     only = set(filter(None, args.only.split(",")))
     results: list[Result] = []
