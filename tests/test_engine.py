@@ -8,7 +8,6 @@ import json
 import queue
 import random
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -322,10 +321,9 @@ def test_start_measures_the_cost_curve_and_keeps_only_used_kv_memory(smollm2: Pa
     at once: the engine gives back the pages nothing uses yet, and generation still works."""
     proc = psutil.Process()
     model = Model(ModelOptions(str(smollm2), n_ctx=2048, parallel=4))
-    rss, t0 = proc.memory_info().rss, time.perf_counter()
+    rss = proc.memory_info().rss
     eng = Engine(model)
     try:
-        assert time.perf_counter() - t0 < 5  # calibration has a 0.4 s budget (plus warm-up) on a busy machine
         assert eng.curve.known() and eng.curve.cost(1) > 0
         assert eng.released_bytes > 170 * 2**20
         assert proc.memory_info().rss - rss < 60 * 2**20

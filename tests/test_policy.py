@@ -30,6 +30,13 @@ def test_a_full_batch_drafts_only_what_pays_for_every_stream() -> None:
     assert all(k >= 2 for k in flat) and all(0.5 ** k >= MIN_GAIN for k in flat)
 
 
+def test_now_and_then_one_token_is_checked_to_measure_its_cost_again() -> None:
+    dear = curve({1: 0.0096, 2: 0.5, 4: 0.6})  # C(2) measured once while the machine was busy
+    assert allot(dear, 1, 1, [(0.8, 16)], 500) == [0]
+    assert allot(dear, 1, 1, [(0.8, 16)], 500, explore=True) == [1]
+    assert allot(dear, 1, 1, [(0.01, 16)], 500, explore=True) == [0]  # not for drafts that never hit
+
+
 def test_room_and_prompt_chunks_limit_the_drafts() -> None:
     cpu = curve(CPU)
     assert sum(allot(cpu, 1, 1, [(0.99, 16), (0.99, 16)], 5)) <= 5

@@ -31,7 +31,7 @@ from llama_cpp import _internals
 
 from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
-from shard.verifier.policy import SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
+from shard.verifier.policy import EXPLORE_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
 from shard.verifier.protocol import Sampling
 from shard.verifier.sampling import GrammarMask, TokenChooser
 from shard.verifier.textstream import TextStream
@@ -356,7 +356,7 @@ class Engine:
             return
         emitting = sum(1 for r in rows if r[2] is not None)
         take = allot(self.curve, n, emitting, [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
-                     self.n_batch - n)
+                     self.n_batch - n, explore=self.counters["steps"] % EXPLORE_EVERY == 0)
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)

@@ -25,6 +25,7 @@ DECAY = 0.9  # per outcome: a source's acceptance is about its last ~10 outcomes
 PRIOR_WEIGHT = 2.0  # a new job starts from the engine-wide rate of its source, worth 2 outcomes
 EWMA = 0.2  # how fast a measured step cost moves the curve
 SIZES = (1, 2, 4, 8, 16, 32)  # batch sizes measured at start, as far as the time budget goes
+EXPLORE_EVERY = 64  # steps: one draft token that does not seem to pay is checked anyway (see allot)
 
 
 class CostCurve:
@@ -127,11 +128,14 @@ class Shadow:
         return kept, missed, missed or self.scored == len(self.tokens)
 
 
-def allot(curve: CostCurve, base_tokens: int, emitting: int, offers: list[tuple[float, int]], room: int) -> list[int]:
+def allot(curve: CostCurve, base_tokens: int, emitting: int, offers: list[tuple[float, int]], room: int,
+          explore: bool = False) -> list[int]:
     """How many tokens of each offer to check this step. `base_tokens`: tokens the batch holds
     anyway (prompt chunks, each stream's last token); `emitting`: streams that put out a token this
     step; offers: (per-token acceptance, tokens offered) per slot. Greedy by expected gain, keeping
-    the prefix that gives the most expected tokens per second."""
+    the prefix that gives the most expected tokens per second. `explore`: check at least the best
+    token worth MIN_GAIN, so that the cost of one more token is measured again now and then (a
+    size measured once on a busy moment would otherwise stay too dear forever)."""
     gains: list[tuple[float, int]] = []
     for i, (rate, length) in enumerate(offers):
         g = rate
@@ -152,12 +156,14 @@ def allot(curve: CostCurve, base_tokens: int, emitting: int, offers: list[tuple[
         v = tokens / curve.cost(base_tokens + k)
         if v > best:
             best, best_k = v, k
+    if explore and best_k == 0:
+        best_k = 1
     for _, i in gains[:best_k]:
         take[i] += 1
     return take
 
 
-def calibrate(decode: Callable[[int], None], sizes: tuple[int, ...] = SIZES, budget_s: float = 0.4) -> CostCurve:
+def calibrate(decode: Callable[[int], None], sizes: tuple[int, ...] = SIZES, budget_s: float = 0.25) -> CostCurve:
     """Measure C(k) for a few batch sizes, within a time budget (a big model on a slow CPU gets
     fewer points; the steps it runs fill in the rest). `decode(k)` runs one step of k tokens."""
     best: dict[int, float] = {}
