@@ -144,10 +144,10 @@ class Engine:
         # the kind of work). A scout's drafts start each job at EXTERNAL_PRIOR: scouts differ, and
         # the node already paces each one by its own record (the draft's `limit`).
         self.acceptance = {"lookup": Acceptance(0.5)}
-        self.curve = self._calibrate() if self.drafts_supported else CostCurve()
         # The KV cache was allocated for every slot's full context, and cleared: keep only what is
-        # used (in host memory: a GPU's buffers are not ours to scan).
+        # used (in host memory: a GPU's buffers are not ours to scan). At once, so the peak is brief.
         self.released_bytes = 0 if model.gpu_offload else release_zero_pages(mappings_before)
+        self.curve = self._calibrate() if self.drafts_supported else CostCurve()
         self._thread = threading.Thread(target=self._loop, name="shard-engine", daemon=True)
         self._thread.start()
 
