@@ -19,6 +19,8 @@ from shard.verifier.engine import Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
 
+from policy_helpers import FreeChecks
+
 GREEDY = Sampling(temperature=0.0)
 N = 24
 
@@ -26,6 +28,7 @@ N = 24
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path) -> Iterator[Engine]:
     eng = Engine(Model(ModelOptions(str(tiny_model), n_ctx=512, parallel=2)))
+    eng.curve = FreeChecks()  # these tests are about what checking does: let every draft be checked
     yield eng
     eng.close()
 

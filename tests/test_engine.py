@@ -11,11 +11,15 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
+import psutil
 import pytest
 
 from shard.verifier.engine import Engine, EngineError, Job
 from shard.verifier.lookup import PromptLookup
 from shard.verifier.model import Model, ModelLoadError, ModelOptions
+from shard.verifier.policy import Acceptance
+
+from policy_helpers import CPU, FreeChecks, curve
 from shard.verifier.protocol import Sampling
 
 GREEDY = Sampling(temperature=0.0)
@@ -24,6 +28,7 @@ GREEDY = Sampling(temperature=0.0)
 @pytest.fixture(scope="module")
 def engine(tiny_model: Path) -> Iterator[Engine]:
     eng = Engine(Model(ModelOptions(str(tiny_model), n_ctx=512, parallel=3)))
+    eng.curve = FreeChecks()  # these tests are about what checking does: let every draft be checked
     yield eng
     eng.close()
 
@@ -31,6 +36,7 @@ def engine(tiny_model: Path) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def smol_engine(smollm2: Path) -> Iterator[Engine]:
     eng = Engine(Model(ModelOptions(str(smollm2), n_ctx=1024, parallel=2)))
+    eng.curve = FreeChecks()
     yield eng
     eng.close()
 
@@ -215,3 +221,113 @@ def test_smollm2_json_grammar_and_drafted_greedy_equality(smol_engine: Engine) -
     drafted = run(smol_engine, prompt=edit, params=GREEDY, max_tokens=40, draft_source=PromptLookup())
     assert drafted["tokens"] == plain["tokens"]
     assert drafted["usage"]["draft_accepted"] > 0
+
+
+class _Liar:
+    """A drafter that always has a guess, and the guess is always wrong (a token never generated)."""
+
+    def __init__(self, token: int) -> None:
+        self.token, self.offered = token, 0
+
+    def propose(self, tokens: list[int], limit: int) -> list[int]:
+        self.offered += 1
+        return [self.token] * min(limit, 8)
+
+    def feedback(self, proposed: int, accepted: int) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def smol4(smollm2: Path) -> Iterator[Engine]:
+    eng = Engine(Model(ModelOptions(str(smollm2), n_ctx=256, parallel=4)))
+    yield eng
+    eng.close()
+
+
+def _side_by_side(engine: Engine, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+
+    def worker(i: int) -> None:
+        results[i] = run(engine, **jobs[i])
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def test_a_full_batch_of_missing_drafts_stops_drafting(smol4: Engine) -> None:
+    """Four streams whose drafter is always wrong: after a few steps nothing more is checked (the
+    verifier's counters show the drafts offered but not checked), and the output is unchanged."""
+    model = smol4.model
+    prompts = [model.tokenize(model.render_chat([{"role": "user", "content": c}]))
+               for c in ("Tell me about cats.", "Write a poem about rain.", "What is a CPU?", "Name three rivers.")]
+    plain = _side_by_side(smol4, [dict(prompt=p, params=GREEDY, max_tokens=48) for p in prompts])
+    before = dict(smol4.counters)
+    checked_midway: list[int] = []
+
+    def watch(events: queue.Queue[dict[str, Any]]) -> Any:
+        def emit(e: dict[str, Any]) -> None:
+            if e["type"] == "token" and not checked_midway and smol4.counters["tokens_generated"] - before["tokens_generated"] >= 4 * 16:
+                checked_midway.append(smol4.counters["draft_proposed"])
+            events.put(e)
+        return emit
+
+    # This CPU's curve as measured on a quiet machine (STACK-NOTES), so that a busy machine does not
+    # decide the test; and a history of good drafts, so the liars' first drafts are checked.
+    smol4.curve = curve(CPU)
+    smol4.acceptance["lookup"] = Acceptance(0.95)
+    liars = [_Liar(model.n_vocab - 1) for _ in prompts]
+    jobs = [dict(prompt=p, params=GREEDY, max_tokens=48, draft_source=d) for p, d in zip(prompts, liars)]
+    results: list[dict[str, Any]] = [{} for _ in jobs]
+
+    def worker(i: int) -> None:
+        events: queue.Queue[dict[str, Any]] = queue.Queue()
+        job = Job(emit=watch(events), **jobs[i])
+        smol4.submit(job)
+        while (e := events.get(timeout=120))["type"] != "end":
+            assert e["type"] != "error", e
+        results[i] = e
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [r["tokens"] for r in results] == [p["tokens"] for p in plain]
+    offered = smol4.counters["draft_offered"] - before["draft_offered"]
+    checked = smol4.counters["draft_proposed"] - before["draft_proposed"]
+    assert offered >= 4 * 8 * 30  # the drafter kept offering...
+    assert checked_midway and smol4.counters["draft_proposed"] == checked_midway[0]  # ...nothing checked after a few steps
+    assert 0 < checked <= 4 * 8 * 3  # checked at first, for a few steps at most
+    assert smol4.counters["draft_accepted"] == before["draft_accepted"]
+
+
+def test_a_single_stream_with_good_drafts_still_drafts(smol4: Engine) -> None:
+    model = smol4.model
+    text = "The cat sat on the mat. The dog sat on the log. The bird sat on the branch. The fish swam in the pond."
+    prompt = model.tokenize(model.render_chat([{"role": "user", "content": f"Repeat this text exactly: {text}"}]))
+    plain = run(smol4, prompt=prompt, params=GREEDY, max_tokens=40)
+    smol4.curve = curve(CPU)
+    drafted = run(smol4, prompt=prompt, params=GREEDY, max_tokens=40, draft_source=PromptLookup())
+    assert drafted["tokens"] == plain["tokens"]
+    assert drafted["usage"]["draft_accepted"] >= 10  # much of the answer came from checked drafts
+
+
+def test_start_measures_the_cost_curve_and_keeps_only_used_kv_memory(smollm2: Path) -> None:
+    """4 slots x 2048 tokens of SmolLM2 is 180 MiB of KV cache that llama.cpp allocates and clears
+    at once: the engine gives back the pages nothing uses yet, and generation still works."""
+    proc = psutil.Process()
+    model = Model(ModelOptions(str(smollm2), n_ctx=2048, parallel=4))
+    rss = proc.memory_info().rss
+    eng = Engine(model)
+    try:
+        assert eng.curve.known() and eng.curve.cost(1) > 0
+        assert eng.released_bytes > 170 * 2**20
+        assert proc.memory_info().rss - rss < 60 * 2**20
+        prompt = model.tokenize("The capital of France is")
+        assert run(eng, prompt=prompt, params=GREEDY, max_tokens=8)["usage"]["completion_tokens"] == 8
+    finally:
+        eng.close()

@@ -6,6 +6,8 @@ decodes once, and then walks each job's rows: choose the target's token at each 
 drafts while they equal it, stop at the first mismatch. Accepted prefix plus one token goes out;
 the KV cache is cut back to what was accepted. With no drafts this is plain decoding, so drafting
 can only add tokens per step, never change which tokens come out (see sampling.py for the seed).
+Which drafts go into a step is policy.py's call: only the tokens whose expected gain beats what they
+add to the step's cost, given every stream in the batch (a full batch of missing drafts drafts nothing).
 
 Generation without drafts and `verify(context, draft)` are the same step, so there is one code path.
 Jobs are served side by side; none is cut off when another arrives (llama_cpp.server does that).
@@ -27,7 +29,9 @@ import numpy as np
 import llama_cpp
 from llama_cpp import _internals
 
+from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
+from shard.verifier.policy import EXPLORE_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
 from shard.verifier.protocol import Sampling
 from shard.verifier.sampling import GrammarMask, TokenChooser
 from shard.verifier.textstream import TextStream
@@ -35,6 +39,7 @@ from shard.verifier.textstream import TextStream
 log = logging.getLogger("shard.verifier.engine")
 
 MAX_DRAFT = 16
+EXTERNAL_PRIOR = 0.9  # a scout drafts with a model of the same family: usually right at first
 
 
 class DraftSource(Protocol):
@@ -90,6 +95,8 @@ class Job:
     chooser: TokenChooser | None = None
     text: TextStream | None = None
     external: ExternalDraft | None = None  # the external draft in the current step, if any
+    acceptance: dict[str, Acceptance] = field(default_factory=dict)  # per draft source ("lookup", "external")
+    shadows: dict[str, Shadow] = field(default_factory=dict)  # per source, a proposal awaiting its score
 
 
 @dataclass
@@ -120,6 +127,7 @@ class Engine:
         params.n_threads = threads
         params.n_threads_batch = max(threads, os.cpu_count() or 1)
         params.no_perf = True
+        mappings_before = anonymous_mappings()
         self.ctx = _internals.LlamaContext(model=model.model, params=params, verbose=False)
         self.batch = _internals.LlamaBatch(n_tokens=opts.n_batch, embd=0, n_seq_max=1, verbose=False)
         self.slots = [Slot(seq_id=i) for i in range(opts.parallel)]
@@ -128,8 +136,18 @@ class Engine:
         self._cond = threading.Condition()
         self._running = True
         self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
+        # *_offered: draft tokens a source offered; *_proposed: those the policy had checked.
         self.counters = {"tokens_generated": 0, "prompt_tokens": 0, "draft_proposed": 0, "draft_accepted": 0,
-                         "external_proposed": 0, "external_accepted": 0, "steps": 0}
+                         "external_proposed": 0, "external_accepted": 0, "steps": 0,
+                         "draft_offered": 0, "external_offered": 0}
+        # Engine-wide acceptance of prompt lookup: where a new job's estimate starts (it depends on
+        # the kind of work). A scout's drafts start each job at EXTERNAL_PRIOR: scouts differ, and
+        # the node already paces each one by its own record (the draft's `limit`).
+        self.acceptance = {"lookup": Acceptance(0.5)}
+        # The KV cache was allocated for every slot's full context, and cleared: keep only what is
+        # used (in host memory: a GPU's buffers are not ours to scan). At once, so the peak is brief.
+        self.released_bytes = 0 if model.gpu_offload else release_zero_pages(mappings_before)
+        self.curve = self._calibrate() if self.drafts_supported else CostCurve()
         self._thread = threading.Thread(target=self._loop, name="shard-engine", daemon=True)
         self._thread.start()
 
@@ -166,6 +184,27 @@ class Engine:
             self._running = False
             self._cond.notify()
         self._thread.join(timeout=10)
+
+    def _calibrate(self) -> CostCurve:
+        """The verify-cost curve, measured on slot 0's empty sequence before any job runs."""
+        b = self.batch.batch
+        seq = self.slots[0].seq_id
+
+        def decode(k: int) -> None:
+            for i in range(k):
+                b.token[i] = i % self.model.n_vocab
+                b.pos[i] = i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = True
+            b.n_tokens = k
+            llama_cpp.llama_decode(self.ctx.ctx, b)
+            llama_cpp.llama_synchronize(self.ctx.ctx)  # decoding is asynchronous on a GPU
+            llama_cpp.llama_memory_seq_rm(self.ctx.memory, seq, 0, -1)
+
+        curve = calibrate(decode, tuple(k for k in SIZES if k <= self.n_batch))
+        log.info("verify cost (ms per step by batch tokens): %s", curve.table())
+        return curve
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -229,30 +268,42 @@ class Engine:
             return
         self._rr = (self._rr + 1) % len(active)
         active = active[self._rr:] + active[: self._rr]
-        b = self.batch.batch
         n = 0
-        plan: list[tuple[Slot, int, int, list[int]]] = []  # slot, first batch row, pending count, draft
+        # slot, pending tokens, draft (None: a prompt chunk, no logits needed yet), draft source
+        rows: list[tuple[Slot, list[int], list[int] | None, str]] = []
         for slot in active:
             job = slot.job
             pending = job.tokens[job.n_past:]
             room = self.n_batch - n
             if room <= 0:
                 break
-            if len(pending) > room:  # a prompt chunk; no logits needed yet
-                pending, draft = pending[:room], None
-            else:
-                draft = self._draft_for(job, room - len(pending))
+            if len(pending) > room:
+                rows.append((slot, pending[:room], None, ""))
+                n += room
+                continue
+            draft, source = self._offer(job, room - len(pending))
+            n += len(pending) + (len(draft) if source == "given" else 0)
+            rows.append((slot, pending, draft, source))
+        self._choose_drafts(rows, n)
+        b = self.batch.batch
+        n = 0
+        plan: list[tuple[Slot, int, int, list[int] | None]] = []  # slot, first batch row, pending count, draft
+        for slot, pending, draft, _ in rows:
             first = n
             for i, tok in enumerate(itertools.chain(pending, draft or ())):
                 b.token[n] = tok
-                b.pos[n] = job.n_past + i
+                b.pos[n] = slot.job.n_past + i
                 b.n_seq_id[n] = 1
                 b.seq_id[n][0] = slot.seq_id
                 b.logits[n] = draft is not None and i >= len(pending) - 1
                 n += 1
             plan.append((slot, first, len(pending), draft))
         b.n_tokens = n
+        t0 = time.perf_counter()
         rc = llama_cpp.llama_decode(self.ctx.ctx, b)
+        if rc == 0:
+            llama_cpp.llama_synchronize(self.ctx.ctx)  # decoding is asynchronous on a GPU
+            self.curve.observe(n, time.perf_counter() - t0)  # what a step of n tokens costs
         if rc != 0:
             reason = "the KV cache is full" if rc == 1 else f"llama_decode failed with code {rc}"
             for slot, *_ in plan:
@@ -268,22 +319,63 @@ class Engine:
                 continue
             self._accept(slot, first + n_pending - 1, n_pending, draft)
 
-    def _draft_for(self, job: Job, room: int) -> list[int]:
+    def _offer(self, job: Job, room: int) -> tuple[list[int], str]:
+        """The draft a job could check this step and its source: "given" (a verify request's own,
+        always checked), "external" (a scout's) or "lookup"; each proposal is scored later (Shadow)."""
         limit = min(room, MAX_DRAFT, self.n_ctx - len(job.tokens) - 1)
         if job.max_tokens:
             limit = min(limit, job.max_tokens - job.stats.completion_tokens - 1)
         if limit <= 0 or not self.drafts_supported:
-            return []
+            return [], ""
         if job.draft:
             draft, job.draft = job.draft[:limit], []
-            return draft
+            return draft, "given"
+        draft, source = [], ""
         if job.inbox:
-            draft = self._take_external(job, limit)
-            if draft:
-                return draft
-        if job.draft_source is not None and job.n_past >= len(job.prompt):
-            return job.draft_source.propose(job.tokens, limit)[:limit]
-        return []
+            draft, source = self._take_external(job, limit), "external"
+        if not draft and job.draft_source is not None and job.n_past >= len(job.prompt):
+            draft, source = job.draft_source.propose(job.tokens, limit)[:limit], "lookup"
+        if not draft:
+            return [], ""
+        if source not in job.shadows:
+            job.shadows[source] = Shadow(len(job.tokens), list(draft))
+        self.counters["draft_offered" if source == "lookup" else "external_offered"] += len(draft)
+        return draft, source
+
+    def _rate(self, job: Job, source: str) -> float:
+        acc = job.acceptance.get(source)
+        if acc is None:
+            prior = self.acceptance[source].rate if source in self.acceptance else EXTERNAL_PRIOR
+            acc = job.acceptance[source] = Acceptance(prior)
+        return acc.rate
+
+    def _choose_drafts(self, rows: list[tuple[Slot, list[int], list[int] | None, str]], n: int) -> None:
+        """Cut each offered draft to what pays in a batch that holds n tokens without them (policy.py)."""
+        offered = [i for i, r in enumerate(rows) if r[3] in ("lookup", "external")]
+        if not offered:
+            return
+        emitting = sum(1 for r in rows if r[2] is not None)
+        take = allot(self.curve, n, emitting, [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
+                     self.n_batch - n, explore=self.counters["steps"] % EXPLORE_EVERY == 0)
+        for i, k in zip(offered, take):
+            slot, pending, draft, source = rows[i]
+            rows[i] = (slot, pending, (draft or [])[:k], source)
+            if source == "external" and k == 0 and slot.job.external is not None:
+                slot.job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
+                slot.job.external = None
+
+    def _learn(self, job: Job) -> None:
+        """Score the job's waiting proposals against what the target produced: the acceptance
+        each source would have had, whether the policy had it checked or not."""
+        for source, shadow in list(job.shadows.items()):
+            kept, missed, decided = shadow.advance(job.tokens)
+            if decided:
+                del job.shadows[source]
+            if kept or missed:
+                self._rate(job, source)
+                job.acceptance[source].record(kept, missed)
+                if source in self.acceptance:
+                    self.acceptance[source].record(kept, missed)
 
     @staticmethod
     def _take_external(job: Job, limit: int) -> list[int]:
@@ -330,6 +422,8 @@ class Engine:
                 job.draft_source.feedback(len(draft), n_draft_ok)
         job.stats.steps += 1
         self._emit_tokens(slot, accepted)
+        if job.shadows:
+            self._learn(job)
 
     def _emit_tokens(self, slot: Slot, tokens: list[int]) -> None:
         job = slot.job
@@ -374,6 +468,9 @@ class Engine:
         if job is None:
             return
         job.stats.finished_at = time.monotonic()
+        if job.external is not None:  # taken for a step that never ran
+            job.external.done(0, 0, "finished")
+            job.external = None
         while job.inbox:  # drafts that arrived too late for this job
             job.inbox.popleft().done(0, 0, "finished")
         if job.chooser is not None:
