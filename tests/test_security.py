@@ -116,11 +116,11 @@ def test_the_verifier_needs_its_per_launch_token(tiny_node: ServedNode) -> None:
 class Daemon:
     """A bare shard-daemon driven through its control API: the hostile peer."""
 
-    def __init__(self, binary: Path, tmp: Path, bootstrap: str, *extra: str) -> None:
+    def __init__(self, binary: Path, tmp: Path, bootstrap: str | None, *extra: str, host: str = "127.0.0.1") -> None:
         self.token = "attacker-token-" + os.urandom(8).hex()
         self.log = (tmp / "attacker.log").open("wb")
-        self.proc = subprocess.Popen([str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
-                                      "--bootstrap", bootstrap, "--exit-with-stdin", *extra],
+        self.proc = subprocess.Popen([str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", host, "--no-mdns",
+                                      *(("--bootstrap", bootstrap) if bootstrap else ()), "--exit-with-stdin", *extra],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      env={**os.environ, "SHARD_CONTROL_TOKEN": self.token})
         line = self.proc.stdout.readline().decode()

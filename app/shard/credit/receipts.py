@@ -72,8 +72,9 @@ def canonical(receipt: Receipt, signature_b64: str) -> dict[str, Any]:
 
 
 def parse_signed(signed: Any) -> tuple[Receipt, str] | None:
-    """(receipt, signature) from a peer's `{"receipt": {...}, "signature_b64", "id"?}`, or None."""
-    if not isinstance(signed, dict) or not set(signed) <= {"receipt", "signature_b64", "id"}:
+    """(receipt, signature) from a peer's `{"receipt": {...}, "signature_b64", "id"?}`, or None.
+    Other fields next to these are not signed and are dropped (never stored: see `proof`)."""
+    if not isinstance(signed, dict):
         return None
     sig = signed.get("signature_b64")
     receipt = Receipt.parse(signed.get("receipt"))
