@@ -340,9 +340,12 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
                  what="the Oracle to see the asker")
         ended: list[str] = []
 
-        def remote(i: int) -> None:  # until the context is full: the longest job a peer may ask for
-            lines = peer.infer(oracle_id, infer_request(prompt=f"{i} a b", max_tokens=0), timeout=600)
-            ended.append(lines[-1]["type"] + ":" + str(lines[-1].get("message", "")))
+        def remote(i: int) -> None:  # long jobs
+            try:
+                lines = peer.infer(oracle_id, infer_request(prompt=f"{i} a b", max_tokens=1500), timeout=600)
+                ended.append(lines[-1]["type"] + ":" + str(lines[-1].get("message", "")))
+            except requests.RequestException as exc:
+                ended.append(f"broken: {exc}")
 
         remotes = [threading.Thread(target=remote, args=(i,)) for i in range(2)]
         for t in remotes:
@@ -363,9 +366,8 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
             t.join(300)
         assert sorted(done) == [0, 1]
         assert not any(e.startswith("end") for e in ended), ended  # the owner did not wait for the remote jobs to finish
-        for t in remotes:
-            t.join(600)
-        assert any("preempted" in e for e in ended), ended  # the remote job holding the owner's second slot gave way
+        # The remote job holding the slot the owner's second request needed gave way.
+        wait_for(lambda: any("preempted" in e for e in ended), 30, f"a preempted remote job (ended: {ended})")
     finally:
         peer.stop()
         oracle.stop()
