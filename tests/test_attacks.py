@@ -402,3 +402,84 @@ def test_15_the_ledger_and_logs_are_private(tiny_node: ServedNode) -> None:
     assert len(files) >= 3
     for f in files:
         assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f, oct(f.stat().st_mode))  # was 0644
+
+
+# -- 12, 14: the sidecar's memory and sockets ----------------------------------------------------
+
+
+def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
+    import psutil
+    victim = HostilePeer(tmp_path / "victim", roles=("oracle",))
+    flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("scout",))
+    try:
+        wait_for(lambda: flooder.post("/publish-result", {"result": {"work_id": "warmup", "text": "x"}}).json()["published"],
+                 what="the gossip mesh")
+        before = psutil.Process(victim.proc.pid).memory_info().rss
+        big = "x" * (250 * 1024)
+        for i in range(1000):
+            flooder.post("/publish-result", {"result": {"work_id": f"w{i}", "text": big}})
+            time.sleep(0.004)  # under the per-peer rate: every one is accepted
+        time.sleep(3)
+        health = victim.session.get(victim.url + "/health", timeout=5).json()
+        grown = psutil.Process(victim.proc.pid).memory_info().rss - before
+        print(health, grown // 2**20, "MB")
+        assert health["pending_results"] <= 40, health  # was every one of them, kept 10 minutes
+        assert grown < 150 * 2**20, grown // 2**20  # was about 300 MB
+    finally:
+        flooder.stop()
+        victim.stop()
+
+
+def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) -> None:
+    import socket
+    lan_ip = next((ip for ip in _own_ips() if not ip.startswith("127.")), None)
+    assert lan_ip is not None, "this test needs a non-loopback interface"
+    victim = HostilePeer(tmp_path / "victim", roles=("oracle",), host="0.0.0.0")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.prlimit(victim.proc.pid, resource.RLIMIT_NOFILE, (1024, hard))  # a common default
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this process holds the flood
+    port = int(victim.addr().split("/tcp/")[1].split("/")[0])
+    flood = []
+    try:
+        for _ in range(1100):  # from the LAN address: one host, idle sockets that never handshake
+            s = socket.create_connection((lan_ip, port), timeout=5)
+            flood.append(s)
+        peer = HostilePeer(tmp_path / "peer", bootstrap=victim.addr(), roles=("scout",))
+        try:
+            wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]),
+                     15, "a real peer to get through")
+        finally:
+            peer.stop()
+    finally:
+        for s in flood:
+            s.close()
+        victim.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_14_half_sent_requests_do_not_lock_the_api(tiny_node: ServedNode) -> None:
+    import socket
+    flood = []
+    try:
+        for _ in range(200):  # requests whose headers never end
+            s = socket.create_connection(("127.0.0.1", tiny_node.port), timeout=5)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            flood.append(s)
+        time.sleep(1)
+        assert requests.get(tiny_node.url + "/health", timeout=5).status_code == 200
+        # The node closes them once its header timeout has passed.
+        wait_for(lambda: all(_closed(s) for s in flood), 30, "the node to close the half-sent requests")
+    finally:
+        for s in flood:
+            s.close()
+
+
+def _closed(s: "socket.socket") -> bool:  # noqa: F821
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
