@@ -483,3 +483,48 @@ def _closed(s: "socket.socket") -> bool:  # noqa: F821
         return False
     except OSError:
         return True
+
+
+# -- 2: golden tickets under the caps of real work ----------------------------------------------
+
+
+def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_real_draft(smollm2: Path, tmp_path: Path) -> None:
+    """The fake scout remembers every work's text; a ticket (cut from an earlier generation) is
+    answered with what followed in it, as long a text as a draft may be. It scored 77 tokens."""
+    oracle = start_node(smollm2, tmp_path / "o", "--ctx-size", "1024", "--parallel", "1", "--privacy", "anyone", "--no-lookup",
+                        sidecar=True, env={"SHARD_GOLDEN_RATE": "1.0"})
+    peer = HostilePeer(tmp_path / "scout", bootstrap=tcp_addr(oracle), roles=("scout",))
+    try:
+        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+        works: list[dict[str, Any]] = []
+
+        def watch() -> None:
+            with requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r:
+                for raw in r.iter_lines():
+                    if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
+                        works.append(e["work"])
+
+        threading.Thread(target=watch, daemon=True).start()
+        time.sleep(0.5)
+        owner = {"prompt": "The history of the city of Rome began", "max_tokens": 120, "temperature": 0}
+        requests.post(oracle.api + "/completions", json=owner, timeout=60).raise_for_status()  # the source, seen as work
+        time.sleep(1)
+        source_key = works[0]["work_id"].split(".")[0]
+        known = max((w["context"] for w in works if w["work_id"].startswith(source_key)), key=len)  # all it knows of it
+        requests.post(oracle.api + "/completions", json={**owner, "prompt": "Paris is a city that"}, timeout=60).raise_for_status()
+        time.sleep(1)
+        scores = []
+        for w in works:
+            if not w["work_id"].startswith(source_key) and known.startswith(w["context"]):  # a ticket cut from the source
+                answer = known[len(w["context"]):][:512]
+                if answer:
+                    v = peer.post("/send-verify", {"peer_id": oracle_id, "request": {"v": 1, "work_id": w["work_id"], "position": w["position"],
+                                                                                     "text": answer}}).json()["response"]
+                    scores.append(v.get("accepted", 0))
+        assert scores, "no golden ticket was recognised"
+        assert max(scores) <= 16, scores  # a real draft is checked up to 16 tokens
+    finally:
+        peer.stop()
+        oracle.stop()
