@@ -1097,6 +1097,12 @@ impl EventLoop {
         if !is_work && !is_result {
             return Ignore;
         }
+        if is_result && message.data.len() > util::MAX_RESULT_MESSAGE_BYTES {
+            // A draft is a few hundred bytes; anything near the 256 KiB message limit is only
+            // ballast, and every accepted result is forwarded and buffered by each subscriber.
+            self.stats.dropped_oversize.fetch_add(1, Ordering::Relaxed);
+            return Reject;
+        }
         let work_id = match util::validate_work_object(&value, if is_work { "work" } else { "result" }) {
             Ok(w) => w,
             Err(e) => {

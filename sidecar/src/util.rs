@@ -14,6 +14,8 @@ pub const MAX_RESULTS_PER_WORK: usize = 256;
 pub const MAX_RESULTS_TOTAL: usize = 10_000;
 /// Results older than this are dropped (a draft is useful for about 2 s: its work's deadline).
 pub const RESULT_TTL: Duration = Duration::from_secs(60);
+/// Largest result (a scout's draft: at most 512 characters of text or 16 token ids) taken from gossip.
+pub const MAX_RESULT_MESSAGE_BYTES: usize = 16 * 1024;
 /// Bytes of results kept in total (oldest work ids dropped first): gossip from any peer lands
 /// here and nothing may make it grow with what peers send (1,000 results of 255 kB were 300 MB).
 pub const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
