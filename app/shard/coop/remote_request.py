@@ -56,14 +56,15 @@ def compile_schema(schema: dict[str, Any]) -> str:
         raise RemoteRequestError(f"'json_schema' is nested deeper than {MAX_SCHEMA_DEPTH} levels")
     try:
         return json_schema_to_gbnf(text)
-    except (Exception, RecursionError) as exc:  # the converter's own errors are of many kinds
+    except Exception as exc:  # the converter's own errors are of many kinds (RecursionError included)
         raise RemoteRequestError(f"'json_schema' cannot be compiled: {exc}") from None
 
 
 def bounded(req: InferRequest, settings: Settings) -> GenerateRequest:
     """The verifier request for a peer's `req`, every parameter within this node's limits."""
     raw = req.generate
-    if (raw.get("sampling") or {}).get("grammar") if isinstance(raw.get("sampling"), dict) else False:
+    sampling = raw.get("sampling")
+    if isinstance(sampling, dict) and sampling.get("grammar"):
         raise RemoteRequestError("peers may not send grammars: send 'json_schema' and this node compiles it")
     if raw.get("tokens") is not None:
         raise RemoteRequestError("peers send 'prompt' or 'messages', not token ids")
@@ -84,6 +85,6 @@ def bounded(req: InferRequest, settings: Settings) -> GenerateRequest:
         raise RemoteRequestError(f"the prompt is {chars} characters; this node accepts at most {settings.max_prompt_chars}")
     budget = settings.n_ctx  # 0 ("until the context is full") and anything larger end at the context anyway
     max_tokens = min(request.max_tokens or budget, budget)
-    sampling = dataclasses.replace(request.sampling, grammar=compile_schema(schema) if schema is not None else None)
-    return dataclasses.replace(request, max_tokens=max_tokens, sampling=sampling, continuation=req.continuation,
+    checked = dataclasses.replace(request.sampling, grammar=compile_schema(schema) if schema is not None else None)
+    return dataclasses.replace(request, max_tokens=max_tokens, sampling=checked, continuation=req.continuation,
                                json_schema=schema, share_context=False, drafter="none")
