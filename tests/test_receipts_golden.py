@@ -5,8 +5,11 @@ continuation and shadow-pause scouts that fail them, across restarts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import copy
+import json
 import random
+import time
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -108,25 +111,26 @@ async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) ->
         books = Ledger(tmp_path / "y.db")
         signed = [await receipts.issue(x, "draft", pid, f"w{i}.1", 10) for i in range(3)]
         assert await vouchers.vouched_credit(y, books, pid, signed) == 0  # X never worked for Y: its word is nothing here
-        books.record_draft(xid, f"wx.1:{xid}", 5, 5)  # X's drafts were accepted at Y
-        assert await vouchers.vouched_credit(y, books, pid, signed) == 15.0
-        assert await vouchers.vouched_credit(y, books, pid, signed + signed) == 15.0  # each receipt counts once
+        for i in range(4):
+            books.record_draft(xid, f"wx{i}.1:{xid}", 16, 16)  # X's drafts were accepted at Y: standing 64 there
         assert await vouchers.vouched_credit(y, books, "12D3KooWsomeoneelse", signed) == 0  # not theirs to show
         inflated = copy.deepcopy(signed[0])
-        inflated["receipt"]["amount"] = 10_000.0
+        inflated["receipt"]["amount"] = 16.0
         assert await vouchers.vouched_credit(y, books, pid, [inflated]) == 0
-        own = await receipts.issue(p, "draft", pid, "w9.1", 50)  # P vouching for itself
+        assert await vouchers.vouched_credit(y, books, pid, signed + signed) == 15.0  # each receipt counts once
+        assert await vouchers.vouched_credit(y, books, pid, signed) == 0  # ...and is spent: shown again, it is worth nothing
+        assert books.standing(xid) == 64 - 30  # what X vouched for is taken from its own standing at Y
+        own = await receipts.issue(p, "draft", pid, "w9.1", 16)  # P vouching for itself
         assert await vouchers.vouched_credit(y, books, pid, [own, {"receipt": 5}, {}]) == 0
-        big = [await receipts.issue(x, "draft", pid, f"b{i}.1", 400) for i in range(2)]
-        assert await vouchers.vouched_credit(y, books, pid, big) == vouchers.CAP
         # The asker's side: what it shows Y are its draft receipts from others, not Y's own.
         mine = Ledger(tmp_path / "p.db")
         for i, s in enumerate(signed):
             mine.record("earned", xid, f"draft:w{i}.1", amount=10, proof=receipts.proof(s))
-        mine.record("earned", yid, "draft:wy.1", amount=99, proof=receipts.proof(await receipts.issue(y, "draft", pid, "wy.1", 99)))
+        mine.record("earned", yid, "draft:wy.1", amount=9, proof=receipts.proof(await receipts.issue(y, "draft", pid, "wy.1", 9)))
         shown = vouchers.gather(mine, yid)
         assert sorted(v["receipt"]["ref"] for v in shown) == ["w0.1", "w1.1", "w2.1"]
         assert len(vouchers.gather(mine, xid)) == 1
+        assert books.standing(xid) > 0
         books.close()
         mine.close()
     finally:
@@ -146,3 +150,37 @@ def test_a_shadow_pause_survives_a_restart(tmp_path: Path) -> None:
     reopened = GoldenTickets()
     reopened.load(Ledger(tmp_path / "ledger.db").golden_scores())
     assert reopened.paused("cheater") and not reopened.paused("someone")
+
+
+async def test_3_a_vouching_ring_lifts_no_one_above_its_issuers_standing(tmp_path: Path) -> None:
+    """Item 3 of issue 19: an identity with a little credit at Oracle Y signs huge draft receipts
+    for fresh identities. Refused: amounts over one draft's tokens, vouchers older than the TTL,
+    and anything beyond the issuer's own standing at Y, which pays for what it vouched."""
+    y, ring, *sybils = await asyncio.gather(*(_sidecar(tmp_path, n) for n in ("y", "ring", "s1", "s2", "s3")))
+    try:
+        ring_id = ring.info["peer_id"]
+        books = Ledger(tmp_path / "y.db")
+        books.record_draft(ring_id, f"wr.1:{ring_id}", 8, 8)  # the issuer earned 8 at Y (say, from golden tickets)
+        huge = await _raw_receipt(ring, {"kind": "draft", "issuer": ring_id, "subject": sybils[0].info["peer_id"], "ref": "h.1",
+                                         "amount": 1e9, "ts": int(time.time())})
+        assert await vouchers.vouched_credit(y, books, sybils[0].info["peer_id"], [huge]) == 0  # was 256
+        old = await _raw_receipt(ring, {"kind": "draft", "issuer": ring_id, "subject": sybils[0].info["peer_id"], "ref": "o.1",
+                                        "amount": 16.0, "ts": int(time.time()) - vouchers.TTL_S - 60})
+        assert await vouchers.vouched_credit(y, books, sybils[0].info["peer_id"], [old]) == 0  # expired
+        lifted = 0.0
+        for s in sybils:  # each Sybil shows 16 full receipts from the ring
+            sid = s.info["peer_id"]
+            shown = [await receipts.issue(ring, "draft", sid, f"r{i}.1", 16) for i in range(16)]
+            lifted += await vouchers.vouched_credit(y, books, sid, shown)
+        assert lifted <= vouchers.WEIGHT * 8  # all of them together: no more than the issuer's own standing
+        assert books.standing(ring_id) <= 0  # ...which they used up
+        books.close()
+    finally:
+        await asyncio.gather(y.stop(), ring.stop(), *(s.stop() for s in sybils))
+
+
+async def _raw_receipt(sidecar: Sidecar, body: dict) -> dict:
+    """A receipt signed over exactly `body` (what a hostile issuer can sign)."""
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    signed = await sidecar.call("POST", "/sign", {"payload_b64": base64.b64encode(payload).decode()})
+    return {"receipt": body, "signature_b64": signed["signature_b64"]}

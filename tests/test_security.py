@@ -116,11 +116,11 @@ def test_the_verifier_needs_its_per_launch_token(tiny_node: ServedNode) -> None:
 class Daemon:
     """A bare shard-daemon driven through its control API: the hostile peer."""
 
-    def __init__(self, binary: Path, tmp: Path, bootstrap: str, *extra: str) -> None:
+    def __init__(self, binary: Path, tmp: Path, bootstrap: str | None, *extra: str, host: str = "127.0.0.1") -> None:
         self.token = "attacker-token-" + os.urandom(8).hex()
         self.log = (tmp / "attacker.log").open("wb")
-        self.proc = subprocess.Popen([str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
-                                      "--bootstrap", bootstrap, "--exit-with-stdin", *extra],
+        self.proc = subprocess.Popen([str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", host, "--no-mdns",
+                                      *(("--bootstrap", bootstrap) if bootstrap else ()), "--exit-with-stdin", *extra],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log,
                                      env={**os.environ, "SHARD_CONTROL_TOKEN": self.token})
         line = self.proc.stdout.readline().decode()
@@ -219,13 +219,19 @@ def ignored(oracle: ServedNode) -> dict[str, float]:
 
 def test_junk_results_over_gossip_are_refused_and_counted(oracle: ServedNode, attacker: Daemon) -> None:
     before = ignored(oracle)
+    url, auth = oracle_sidecar(oracle)
+    daemon_before = requests.get(url + "/stats", headers=auth, timeout=5).json()["dropped_oversize"]
     expected: dict[str, int] = {}
     for payload, reason in JUNK:
         r = attacker.post("/publish-result", {"result": payload})
         assert r.status_code == 200 and r.json()["published"], r.text
-        expected[reason] = expected.get(reason, 0) + 1
+        if reason != "oversize":  # results over 16 KiB stop at the oracle's daemon (a draft is far smaller)
+            expected[reason] = expected.get(reason, 0) + 1
     wait_for(lambda: all(ignored(oracle).get(k, 0) - before.get(k, 0) >= v for k, v in expected.items()), 20,
              f"the oracle to count {expected}")
+    oversize = sum(1 for _, reason in JUNK if reason == "oversize")
+    wait_for(lambda: requests.get(url + "/stats", headers=auth, timeout=5).json()["dropped_oversize"] - daemon_before >= oversize, 20,
+             "the oracle's daemon to drop the oversize results")
     assert "Traceback" not in oracle.log() and "Task exception" not in oracle.log()
     assert requests.post(oracle.api + "/chat/completions", json={"messages": MSG, "max_tokens": 3}, timeout=30).status_code == 200
 

@@ -65,6 +65,9 @@ class Settings:
     trusted_peers: list[str] = field(default_factory=list)
     # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
     golden_rate: float = 0.1
+    # A remote Oracle must send a first token within this long (however often it says "queued"),
+    # and may then be silent no longer than this; else the request goes to another Oracle.
+    remote_timeout_s: float = 300.0
 
     # Files and logs
     data_dir: str = ""
@@ -91,7 +94,7 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
-        for name in ("rate_limit_per_minute", "max_prompt_chars", "max_body_bytes", "n_ctx", "parallel"):
+        for name in ("rate_limit_per_minute", "max_prompt_chars", "max_body_bytes", "n_ctx", "parallel", "remote_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.max_queue < 0:

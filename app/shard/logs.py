@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.handlers
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from shard import paths
 
@@ -20,6 +22,13 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
 
     _failing = False
     _failed_now = False
+
+    def _open(self) -> TextIO:
+        """Only the user may read the logs (they name peers, models and prompts' sizes): 0600,
+        also for a file left by an older version and for each rotated file."""
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.chmod(self.baseFilename, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed_now = False
@@ -39,7 +48,7 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
 
 
 def rotating_file_handler(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     handler = _FileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     return handler

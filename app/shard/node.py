@@ -40,6 +40,7 @@ from shard.verifier.model import ModelLoadError, check_gguf_file
 
 log = logging.getLogger("shard.node")
 
+HEADER_TIMEOUT_S = 15.0  # a connection idle this long, or still sending its headers, is closed
 LOAD_ANNOUNCE_S = 2.0  # how often a change of load is told to peers (a handshake to each)
 
 
@@ -310,8 +311,10 @@ class Node:
         s = self.settings
         # handler_cancellation: a client that disconnects cancels its handler, and so its generation.
         # The access log records only refused and failed requests (401, 429, 503...), so they reach the Logs page.
+        # keepalive_timeout also bounds a connection that never finishes its request headers
+        # (aiohttp arms it at connect): a flood of half-sent requests is closed, not kept an hour.
         self._runner = web.AppRunner(create_app(self), handler_cancellation=True, access_log=logging.getLogger("shard.api"),
-                                     access_log_class=FailedRequestLog)
+                                     access_log_class=FailedRequestLog, keepalive_timeout=HEADER_TIMEOUT_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_address=sys.platform != "win32")
         try:

@@ -2,6 +2,7 @@
 
 mod api;
 mod infer;
+mod ip_limits;
 mod net;
 mod util;
 

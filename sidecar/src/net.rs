@@ -32,6 +32,8 @@ pub const MAX_PENDING_VERIFY: usize = 1024;
 pub const MAX_PENDING_OUTBOUND: usize = 4096;
 /// Most connected peers; more are disconnected.
 pub const MAX_PEERS: usize = 256;
+/// Most inbound connections still in their noise handshake at once.
+pub const MAX_PENDING_INCOMING: u32 = 128;
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
@@ -46,6 +48,10 @@ pub struct Behaviour {
     verify: request_response::json::Behaviour<Value, Value>,
     work: request_response::json::Behaviour<Value, Value>,
     infer: libp2p_stream::Behaviour,
+    /// Inbound connections per IP address (a flood of idle sockets from one host).
+    ip_limits: crate::ip_limits::Behaviour,
+    /// Handshakes in progress at once (a flood from many hosts); established peers are capped by MAX_PEERS.
+    limits: libp2p::connection_limits::Behaviour,
 }
 
 /// Counters shown by `GET /stats`.
@@ -252,6 +258,10 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             verify: rr(PROTO_VERIFY, 15),
             work: rr(PROTO_WORK, 10),
             infer: libp2p_stream::Behaviour::new(),
+            ip_limits: crate::ip_limits::Behaviour::default(),
+            limits: libp2p::connection_limits::Behaviour::new(
+                libp2p::connection_limits::ConnectionLimits::default().with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+            ),
         })
     })
     .map_err(|e| format!("behaviour: {e}"))?
@@ -651,6 +661,7 @@ impl EventLoop {
                     "version": self.version,
                     "peers": self.peers.len(),
                     "pending_results": self.results.total(),
+                    "pending_result_bytes": self.results.bytes(),
                     "pending_verify": self.pending_verify.len(),
                 }));
             }
@@ -1086,6 +1097,12 @@ impl EventLoop {
         if !is_work && !is_result {
             return Ignore;
         }
+        if is_result && message.data.len() > util::MAX_RESULT_MESSAGE_BYTES {
+            // A draft is a few hundred bytes; anything near the 256 KiB message limit is only
+            // ballast, and every accepted result is forwarded and buffered by each subscriber.
+            self.stats.dropped_oversize.fetch_add(1, Ordering::Relaxed);
+            return Reject;
+        }
         let work_id = match util::validate_work_object(&value, if is_work { "work" } else { "result" }) {
             Ok(w) => w,
             Err(e) => {
@@ -1122,6 +1139,7 @@ impl EventLoop {
                 received_at_ms: now,
                 result: value,
                 at: Some(Instant::now()),
+                bytes: 0,
             });
         }
         Accept

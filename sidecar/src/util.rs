@@ -12,8 +12,13 @@ pub const MAX_WORK_ID_CHARS: usize = 128;
 pub const MAX_RESULTS_PER_WORK: usize = 256;
 /// Results kept in total (oldest work ids dropped first).
 pub const MAX_RESULTS_TOTAL: usize = 10_000;
-/// Results older than this are dropped.
-pub const RESULT_TTL: Duration = Duration::from_secs(600);
+/// Results older than this are dropped (a draft is useful for about 2 s: its work's deadline).
+pub const RESULT_TTL: Duration = Duration::from_secs(60);
+/// Largest result (a scout's draft: at most 512 characters of text or 16 token ids) taken from gossip.
+pub const MAX_RESULT_MESSAGE_BYTES: usize = 16 * 1024;
+/// Bytes of results kept in total (oldest work ids dropped first): gossip from any peer lands
+/// here and nothing may make it grow with what peers send (1,000 results of 255 kB were 300 MB).
+pub const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
 
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -232,6 +237,9 @@ pub struct StoredResult {
     pub result: Value,
     #[serde(skip)]
     pub at: Option<Instant>,
+    /// Its size as JSON (set by the store).
+    #[serde(skip)]
+    pub bytes: usize,
 }
 
 /// Results by work id, bounded per work id and in total, with a time to live.
@@ -240,10 +248,13 @@ pub struct ResultStore {
     by_work: HashMap<String, VecDeque<StoredResult>>,
     order: VecDeque<String>,
     total: usize,
+    bytes: usize,
 }
 
 impl ResultStore {
-    pub fn push(&mut self, r: StoredResult) {
+    pub fn push(&mut self, mut r: StoredResult) {
+        r.bytes = r.result.to_string().len();
+        self.bytes += r.bytes;
         let q = self.by_work.entry(r.work_id.clone()).or_insert_with(|| {
             self.order.push_back(r.work_id.clone());
             VecDeque::new()
@@ -251,15 +262,18 @@ impl ResultStore {
         q.push_back(r);
         self.total += 1;
         if q.len() > MAX_RESULTS_PER_WORK {
-            q.pop_front();
+            if let Some(old) = q.pop_front() {
+                self.bytes -= old.bytes;
+            }
             self.total -= 1;
         }
-        while self.total > MAX_RESULTS_TOTAL {
+        while self.total > MAX_RESULTS_TOTAL || self.bytes > MAX_RESULT_BYTES {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
             if let Some(q) = self.by_work.remove(&oldest) {
                 self.total -= q.len();
+                self.bytes -= q.iter().map(|r| r.bytes).sum::<usize>();
             }
         }
     }
@@ -268,6 +282,7 @@ impl ResultStore {
         match self.by_work.remove(work_id) {
             Some(q) => {
                 self.total -= q.len();
+                self.bytes -= q.iter().map(|r| r.bytes).sum::<usize>();
                 self.order.retain(|w| w != work_id);
                 q.into_iter().collect()
             }
@@ -279,8 +294,16 @@ impl ResultStore {
         let mut emptied = vec![];
         for (w, q) in self.by_work.iter_mut() {
             let before = q.len();
-            q.retain(|r| r.at.map_or(true, |t| now.saturating_duration_since(t) < RESULT_TTL));
+            let mut freed = 0;
+            q.retain(|r| {
+                let keep = r.at.map_or(true, |t| now.saturating_duration_since(t) < RESULT_TTL);
+                if !keep {
+                    freed += r.bytes;
+                }
+                keep
+            });
             self.total -= before - q.len();
+            self.bytes -= freed;
             if q.is_empty() {
                 emptied.push(w.clone());
             }
@@ -293,6 +316,10 @@ impl ResultStore {
 
     pub fn total(&self) -> usize {
         self.total
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 }
 
@@ -391,6 +418,7 @@ mod tests {
             received_at_ms: i,
             result: json!({"work_id": w, "i": i}),
             at: Some(Instant::now()),
+            bytes: 0,
         }
     }
 
@@ -416,6 +444,20 @@ mod tests {
         assert_eq!(s.pop(&format!("w{}", MAX_RESULTS_TOTAL + 4)).len(), 1);
         s.expire(Instant::now() + RESULT_TTL + Duration::from_secs(1));
         assert_eq!(s.total(), 0);
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn result_store_is_bounded_in_bytes() {
+        let mut s = ResultStore::default();
+        for i in 0..1000u64 {
+            let mut r = res(&format!("w{i}"), i);
+            r.result = serde_json::json!({"work_id": format!("w{i}"), "text": "x".repeat(255 * 1024)});
+            s.push(r);
+        }
+        assert!(s.bytes() <= MAX_RESULT_BYTES, "{} bytes kept", s.bytes());
+        assert!(s.total() >= 30 && s.total() < 40);
+        assert_eq!(s.pop("w999").len(), 1);
     }
 
     #[test]

@@ -34,6 +34,7 @@ class Metrics:
         self.draft_round_trip = Histogram("shard_draft_round_trip_seconds", "from publishing work to a scout's draft arriving", registry=r,
                                           buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
         self.remote_failovers = Counter("shard_remote_failovers", "remote Oracles that failed a request, which another took over", registry=r)
+        self.oracles_dropped = Counter("shard_oracles_dropped", "remote Oracles caught lying and dropped, by reason", ["reason"], registry=r)
         self.drafts_ignored = Counter("shard_drafts_ignored", "scout drafts not checked, by reason", ["reason"], registry=r)
         self.tokens_per_second = Gauge("shard_tokens_per_second", "decode speed of the last finished request", registry=r)
         self.ttft = Histogram("shard_time_to_first_token_seconds", "time to first token", registry=r,

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from shard.api.errors import ApiError, error_response
+from shard.api.key_guesses import KeyGuesses
 from shard.config import Settings
 
 log = logging.getLogger("shard.api")
@@ -115,12 +116,19 @@ def presented_key(request: web.Request) -> str:
 
 
 def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
-    """`current_keys` is read per request: keys changed in the UI apply at once."""
+    """`current_keys` is read per request: keys changed in the UI apply at once. Wrong keys are
+    throttled per address (api/key_guesses.py)."""
+    guesses = KeyGuesses()
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         keys = [k.encode() for k in current_keys() if k]
         if keys and request.path not in OPEN_PATHS and not _is_scout_path(request.path):
+            wait = guesses.retry_after(request.remote or "")
+            if wait > 0:
+                retry = max(1, int(wait + 0.999))
+                raise ApiError(429, f"too many wrong API keys from this address; retry in {retry}s", "too_many_wrong_keys",
+                               headers={"Retry-After": str(retry)})
             # Header bytes that are not UTF-8 arrive as surrogates: back to the bytes sent, never a 500.
             given = presented_key(request).encode("utf-8", "surrogateescape")
             # Compare with every key, always: the time taken says nothing about which one is close.
@@ -130,6 +138,7 @@ def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
             if not given:
                 raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'", "missing_api_key")
             if not matched:
+                guesses.wrong(request.remote or "")
                 raise ApiError(401, "the API key is not valid", "invalid_api_key")
         return await handler(request)
 

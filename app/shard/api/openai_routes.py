@@ -27,6 +27,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the request body is not valid JSON: {exc}", "invalid_json") from None
+    except RecursionError:  # "[[[[..." 100,000 deep: Python's parser gives up; a client's error, not ours
+        raise ApiError(400, "the request body is nested too deeply", "invalid_json") from None
 
 
 def _usage(u: dict[str, Any]) -> dict[str, Any]:

@@ -91,6 +91,14 @@ def _grammar(body: dict[str, Any]) -> str | None:
         raise _bad(f"the JSON schema cannot be turned into a grammar: {exc}", "response_format") from None
 
 
+def _json_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema behind the grammar ({} for any JSON object), sent to remote Oracles instead of it."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("json_object", "json_schema"):
+        return None
+    return fmt["json_schema"]["schema"] if fmt["type"] == "json_schema" else {}
+
+
 def _common(body: Any, settings_max_chars: int) -> tuple[str, Sampling, bool, bool, int, list[str]]:
     if not isinstance(body, dict):
         raise _bad("the request body must be a JSON object")
@@ -168,7 +176,7 @@ def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
         clean.append({"role": "system" if role == "developer" else role, "content": _message_text(m.get("content"), i)})
     chars = sum(len(m["content"]) for m in clean)
     _check_size(chars, max_prompt_chars)
-    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling)
+    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling, json_schema=_json_schema(body))
     return ParsedRequest(model, gen, stream, include_usage, chars)
 
 
@@ -182,5 +190,5 @@ def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
     if body.get("echo") or body.get("suffix") or (body.get("best_of") or 1) != 1:
         raise _bad("echo, suffix and best_of are not supported", None, "unsupported_parameter")
     _check_size(len(prompt), max_prompt_chars)
-    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling)
+    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling, json_schema=_json_schema(body))
     return ParsedRequest(model, gen, stream, include_usage, len(prompt))

@@ -40,7 +40,9 @@ class Finished:
 class Ticket:
     expected: list[int]
     expected_text: list[str]  # the text of each expected token event
+    max_draft: int = 16  # the work's cap: no draft scores more tokens than a real one could
     used: set[str] = field(default_factory=set)  # senders already scored
+    contents: set[object] = field(default_factory=set)  # drafts already scored: a copy earns nothing (replay)
 
 
 @dataclass
@@ -81,7 +83,7 @@ class GoldenTickets:
         before, after = src.events[:cut], src.events[cut:]
         tokens = src.prompt + [t for ids, _ in before for t in ids]
         work_id = f"{secrets.token_hex(8)}.{self.rng.randrange(1, 40)}"  # like a real request's id
-        self.tickets[work_id] = Ticket([t for ids, _ in after for t in ids], [text for _, text in after])
+        self.tickets[work_id] = Ticket([t for ids, _ in after for t in ids], [text for _, text in after], max_draft)
         while len(self.tickets) > 256:
             self.tickets.pop(next(iter(self.tickets)))
         return Work(work_id=work_id, model=src.model, context=src.context + "".join(text for _, text in before),
@@ -92,20 +94,25 @@ class GoldenTickets:
         ticket = self.tickets.get(draft.work_id)
         if ticket is None:
             return None
-        if sender in ticket.used:
-            return (0, 0)
+        content = draft.text if draft.text is not None else tuple(draft.tokens or ())
+        if sender in ticket.used or content in ticket.contents:
+            return (0, 0)  # twice from one sender, or a copy of another's (the replay rule of real work)
         ticket.used.add(sender)
+        ticket.contents.add(content)
+        cap = ticket.max_draft  # the same cap as real work: the verifier checks at most this many
         if draft.tokens is not None:
-            proposed = len(draft.tokens)
-            accepted = next((i for i, (a, b) in enumerate(zip(draft.tokens, ticket.expected)) if a != b), min(proposed, len(ticket.expected)))
+            tokens = draft.tokens[:cap]
+            proposed = len(tokens)
+            accepted = next((i for i, (a, b) in enumerate(zip(tokens, ticket.expected)) if a != b), min(proposed, len(ticket.expected)))
         else:
             text, proposed, accepted, spelled = draft.text or "", 0, 0, ""
             for piece in ticket.expected_text:  # whole token events the draft's text spells out
-                if not text.startswith(spelled + piece):
+                if accepted >= cap or not text.startswith(spelled + piece):
                     break
                 spelled += piece
                 accepted += 1
-            proposed = max(accepted + 1, len(text) // 4)
+            proposed = min(max(accepted + 1, len(text) // 4), cap)
+            accepted = min(accepted, proposed)
         s = self.stats.setdefault(sender, GoldenStats())
         s.drafts += 1
         s.proposed += proposed

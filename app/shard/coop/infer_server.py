@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
+from shard.coop.remote_request import RemoteRequestError, bounded
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
 from shard.credit.scheduler import Priority, QueueFull
 from shard.network.messages import InferRequest, MessageError
 from shard.network.sidecar import SidecarError
 from shard.verifier.client import VerifierRequestError, VerifierUnavailable
-from shard.verifier.protocol import GenerateRequest, ProtocolError
+from shard.verifier.protocol import ProtocolError
 
 if TYPE_CHECKING:
     from shard.node import Node
@@ -63,15 +63,15 @@ class InferServer:
         node = self.node
         try:
             req = InferRequest.from_dict(payload)
-            request = dataclasses.replace(GenerateRequest.from_dict(req.generate), continuation=req.continuation)
-        except (MessageError, ProtocolError) as exc:
+            request = bounded(req, node.settings)
+        except (MessageError, ProtocolError, RemoteRequestError) as exc:
             yield {"type": "error", "message": f"bad request: {exc}"}
             return
         refusal = self._refusal(req)
         if refusal:
             yield {"type": "error", "message": refusal}
             return
-        credit = node.ledger.peer(asker).credit if node.ledger else 0.0
+        credit = node.ledger.standing(asker) if node.ledger else 0.0  # less what it vouched for others
         vouched = 0.0
         if req.vouchers and node.ledger is not None and node.sidecar is not None:
             vouched = await vouchers.vouched_credit(node.sidecar, node.ledger, asker, req.vouchers)
@@ -81,12 +81,25 @@ class InferServer:
         queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=256)
         tag = object()
 
+        preempted = False
+
+        def preempt() -> None:  # the owner needs the slot: this job ends, the asker may go elsewhere
+            nonlocal preempted
+            preempted = True
+            task.cancel()
+
         async def run() -> None:
             try:
-                async with node.scheduler.admit(priority, standing, tag):
+                async with node.scheduler.admit(priority, standing, tag, on_preempt=preempt):
                     async with contextlib.aclosing(node.coop.generate(request, share_allowed=False)) as events:
                         async for e in events:
                             await queue.put(e)
+            except asyncio.CancelledError:
+                if not preempted:
+                    raise
+                log.info("a request from %s was preempted: this node's owner needs the slot", asker)
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait({"type": "error", "message": "preempted: the Oracle's owner needs the slot"})
             except QueueFull as exc:
                 await queue.put({"type": "error", "message": str(exc)})
             except (VerifierUnavailable, VerifierRequestError) as exc:

@@ -19,7 +19,7 @@ from shard import __version__
 from shard.config import Settings
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
-from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.model import vocab_fingerprint
@@ -39,17 +39,24 @@ class LlamaDrafter:
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 
     def draft(self, work: Work) -> Draft | None:
-        if work.tokens is not None and work.vocab == self.vocab:
-            if len(work.tokens) + work.max_draft >= self.llm.n_ctx():
-                return None
-            tokens: list[int] = []
-            for tok in self.llm.generate(work.tokens, top_k=1, temp=0.0, reset=True):
-                if self.llm.token_eos() == tok or len(tokens) >= work.max_draft:
-                    break
-                tokens.append(int(tok))
-            return Draft(work.work_id, work.position, tokens=tokens) if tokens else None
-        out = self.llm.create_completion(prompt=work.context, max_tokens=work.max_draft, temperature=0.0, top_k=1)
-        text = out["choices"][0]["text"]
+        # A peer chooses the context's length: only its tail that fits this model's window is read
+        # (a draft continues the end of the context, so the tail is what matters).
+        room = self.llm.n_ctx() - work.max_draft - 1
+        exact = work.tokens is not None and work.vocab == self.vocab
+        context = work.tokens if exact and work.tokens is not None else self.llm.tokenize(work.context.encode(), special=True)
+        context = context[-room:]
+        if not context:
+            return None
+        tokens: list[int] = []
+        for tok in self.llm.generate(context, top_k=1, temp=0.0, reset=True):
+            if self.llm.token_eos() == tok or len(tokens) >= work.max_draft:
+                break
+            tokens.append(int(tok))
+        if not tokens:
+            return None
+        if exact:
+            return Draft(work.work_id, work.position, tokens=tokens)
+        text = self.llm.detokenize(tokens).decode("utf-8", "ignore")[: MAX_DRAFT_CHARS]
         return Draft(work.work_id, work.position, text=text) if text else None
 
 
@@ -107,7 +114,10 @@ class Scout:
                 self._wake.clear()
                 while self.latest and not stop.is_set():
                     oracle, work = self.latest.pop(next(iter(self.latest)))
-                    await self._draft_and_send(oracle, work)
+                    try:
+                        await self._draft_and_send(oracle, work)
+                    except Exception:  # a peer's work or verdict must never stop the scout
+                        log.exception("work %s from %s failed", work.work_id, oracle)
         finally:
             waiter.cancel()
             await self.sidecar.stop()
@@ -117,7 +127,11 @@ class Scout:
         if work.deadline_ms < time.time() * 1000:
             self.stats["stale"] += 1
             return
-        draft = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work)
+        try:
+            draft = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work)
+        except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
+            log.warning("cannot draft work %s from %s: %s", work.work_id, oracle, exc)
+            return
         if draft is None:
             return
         self.stats["drafts"] += 1
@@ -130,8 +144,9 @@ class Scout:
         self.stats["proposed"] += verdict.proposed
         self.stats["accepted"] += verdict.accepted
         if verdict.accepted:  # counted only with the Oracle's signed receipt for it
+            offered = len(draft.tokens) if draft.tokens is not None else work.max_draft  # no receipt may claim more
             receipt = await receipts.check(self.sidecar, verdict.receipt, kind="draft", issuer=oracle,
-                                           subject=str(self.sidecar.info.get("peer_id")), ref=work.work_id)
+                                           subject=str(self.sidecar.info.get("peer_id")), ref=work.work_id, max_amount=float(offered))
             if receipt is None:
                 log.warning("the verdict for %s from %s has no valid receipt: not counted", work.work_id, oracle)
             else:

@@ -18,13 +18,19 @@ Kinds of rows:
            shrinks, the peer's credit here grows
 `proof` keeps the signed receipt that made an `earned` or `spent` row count (docs/protocol.md).
 
-A second append-only table, `golden`, keeps each scout's scores on golden tickets, so that a
+A table `vouched` keeps the vouchers (other Oracles' receipts shown by an asker, credit/vouchers.py)
+this node has counted: each is counted once, and what it was worth is taken from its issuer's
+standing here (`standing` = credit - what it vouched for).
+
+An append-only table, `golden`, keeps each scout's scores on golden tickets, so that a
 shadow-paused scout stays paused across a restart of the node.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -54,6 +60,15 @@ CREATE TRIGGER IF NOT EXISTS journal_append_only_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS journal_append_only_delete BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'the credit journal is append-only'); END;
+CREATE TABLE IF NOT EXISTS vouched (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    issuer TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    asker TEXT NOT NULL,
+    amount REAL NOT NULL,
+    UNIQUE (issuer, ref)
+);
 CREATE TABLE IF NOT EXISTS golden (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     ts REAL NOT NULL,
@@ -62,6 +77,16 @@ CREATE TABLE IF NOT EXISTS golden (
     accepted INTEGER NOT NULL
 );
 """
+
+
+def _private(path: Path) -> None:
+    """The journal and its WAL files readable by this user only (they list every peer dealt with
+    and the receipts): created 0600 (SQLite gives the -wal and -shm files the database's mode),
+    and an older world-readable set tightened."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(str(path) + suffix, 0o600)
 
 
 class LedgerError(Exception):
@@ -93,6 +118,7 @@ class Ledger:
         self._history: list[tuple[float, float]] = []  # (ts, this node's balance)
         self._balance = 0.0
         self._db = self._open(path)
+        self._vouched_out: dict[str, float] = dict(self._db.execute("SELECT issuer, sum(amount) FROM vouched GROUP BY issuer").fetchall())
         for row in self._db.execute("SELECT ts, kind, peer, proposed, accepted, amount FROM journal ORDER BY id"):
             self._apply(*row)
 
@@ -101,6 +127,7 @@ class Ledger:
         db: sqlite3.Connection | None = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            _private(path)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across a process crash
@@ -124,6 +151,7 @@ class Ledger:
                 src = Path(str(path) + suffix)
                 if src.exists():
                     src.rename(Path(str(aside) + suffix))
+            _private(path)
             db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(_SCHEMA)
@@ -172,6 +200,22 @@ class Ledger:
             return self._db.execute(sql, args).rowcount
         except sqlite3.OperationalError as exc:  # disk full, read-only, locked
             raise LedgerError(f"cannot write the credit ledger {self.path}: {exc}") from None
+
+    def spend_voucher(self, issuer: str, ref: str, asker: str, amount: float) -> bool:
+        """Count `issuer`'s receipt `ref`, shown by `asker`, for `amount`, taken from the issuer's
+        standing; False if it was counted before (a voucher is spent once)."""
+        with self._lock:
+            if not self._insert("INSERT OR IGNORE INTO vouched (ts, issuer, ref, asker, amount) VALUES (?, ?, ?, ?, ?)",
+                                (time.time(), issuer, ref, asker, amount)):
+                return False
+            self._vouched_out[issuer] = self._vouched_out.get(issuer, 0.0) + amount
+            return True
+
+    def standing(self, peer_id: str) -> float:
+        """A peer's place here: its credit, less what it vouched for others."""
+        with self._lock:
+            p = self._peers.get(peer_id)
+            return (p.credit if p else 0.0) - self._vouched_out.get(peer_id, 0.0)
 
     def record_golden(self, peer: str, proposed: int, accepted: int) -> None:
         """A scout's score on one golden ticket (kept so that a shadow pause survives a restart)."""

@@ -2,59 +2,77 @@
 Oracles gave it for accepted drafts, and the Oracle counts part of them towards the asker's place
 in its queue, as if the asker had earned a little credit here.
 
-What keeps this from being forged or farmed:
-- each receipt is checked against its issuer's key (the sidecar), and must name the asker (the
-  authenticated sender of the request) as its subject, so receipts cannot be lent or stolen;
+What keeps this from being forged or farmed (identities are free, so rings of them are assumed):
+- each receipt is typed and bounded (a draft receipt holds at most one draft's tokens), checked
+  against its issuer's key (the sidecar), and must name the asker (the authenticated sender of the
+  request) as its subject, so receipts cannot be lent or stolen;
 - an issuer counts only if it has done verified work for this Oracle itself (drafts accepted here,
-  or tokens it served here with a receipt): a node cannot vouch for itself through puppets;
+  or tokens it served here with a receipt), and only up to its own standing here: what a voucher
+  is worth is taken from the issuer's standing (ledger `vouched`), so vouching for puppets costs
+  the voucher exactly what it gives them, and no ring can lift anyone above its best member;
+- a voucher is spent where it is shown: counted once by each Oracle, ever (not once per request);
+- vouchers expire (TTL_S after they were signed; one dated in the future is void);
 - vouched credit weighs half of credit earned here and is capped, so it lifts a newcomer above
   consumers without outranking the peers that work for this Oracle directly.
-Vouchers are shown, not spent: the Oracle records nothing for them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import time
 from typing import Any
 
 from shard.credit import receipts
-from shard.credit.ledger import Ledger
+from shard.credit.ledger import Ledger, LedgerError
 from shard.network.messages import MAX_VOUCHERS
 from shard.network.sidecar import Sidecar
 
 WEIGHT = 0.5  # one vouched token counts as half a token earned here
 CAP = 256.0  # at most this much vouched credit per request
+TTL_S = 7 * 24 * 3600  # a voucher older than this is worth nothing
+CLOCK_SKEW_S = 300
+
+
+def fresh(receipt: receipts.Receipt, now: float | None = None) -> bool:
+    now = time.time() if now is None else now
+    return now - TTL_S <= receipt.ts <= now + CLOCK_SKEW_S
 
 
 def gather(ledger: Ledger, oracle: str) -> list[dict[str, Any]]:
-    """The asker's side: its largest draft receipts from Oracles other than `oracle`."""
+    """The asker's side: its largest unexpired draft receipts from Oracles other than `oracle`."""
     found = []
-    for proof in ledger.proofs("earned", MAX_VOUCHERS, exclude=oracle):
-        signed = json.loads(proof)
-        if isinstance(signed, dict) and (signed.get("receipt") or {}).get("kind") == "draft":
-            found.append(signed)
-    return found
+    for proof in ledger.proofs("earned", MAX_VOUCHERS * 4, exclude=oracle):
+        parsed = receipts.parse_signed(json.loads(proof))
+        if parsed is not None and parsed[0].kind == "draft" and fresh(parsed[0]):
+            found.append(receipts.canonical(*parsed))
+    return found[:MAX_VOUCHERS]
 
 
 async def vouched_credit(sidecar: Sidecar, ledger: Ledger, asker: str, vouchers: list[dict[str, Any]]) -> float:
-    """The Oracle's side: what `vouchers` are worth for `asker` here (0 for any that fails)."""
+    """The Oracle's side: what `vouchers` are worth for `asker` here (0 for any that fails), each
+    spent: counted once here, and taken from its issuer's standing."""
     me = str(sidecar.info.get("peer_id", ""))
-    seen: set[tuple[str, str]] = set()
-
-    async def worth(signed: dict[str, Any]) -> float:
-        r = signed.get("receipt")
-        if not isinstance(r, dict) or not isinstance(r.get("issuer"), str) or not isinstance(r.get("ref"), str):
-            return 0.0
-        issuer, ref = r["issuer"], r["ref"]
-        if issuer in (asker, me) or (issuer, ref) in seen:
-            return 0.0  # its own word, this node's own receipts (its credit here counts them), or twice
-        seen.add((issuer, ref))
-        known = ledger.peer(issuer)
-        if known.accepted <= 0 and known.spent <= 0:
-            return 0.0  # an issuer that never did verified work here: its word is worth nothing here
-        checked = await receipts.check(sidecar, signed, kind="draft", issuer=issuer, subject=asker, ref=ref)
-        return checked.amount if checked is not None else 0.0
-
-    total = sum(await asyncio.gather(*(worth(v) for v in vouchers[:MAX_VOUCHERS])))
+    total = 0.0
+    for signed in vouchers[:MAX_VOUCHERS]:
+        if WEIGHT * total >= CAP:
+            break
+        parsed = receipts.parse_signed(signed)
+        if parsed is None:
+            continue
+        r, _ = parsed
+        if r.issuer in (asker, me) or r.kind != "draft" or not fresh(r):
+            continue  # its own word, this node's own receipts (its credit here counts them), or stale
+        known = ledger.peer(r.issuer)
+        budget = ledger.standing(r.issuer)
+        if (known.accepted <= 0 and known.spent <= 0) or budget <= 0:
+            continue  # an issuer that never did verified work here, or has vouched away its standing
+        checked = await receipts.check(sidecar, signed, kind="draft", issuer=r.issuer, subject=asker, ref=r.ref)
+        if checked is None:
+            continue
+        worth = min(checked.amount, budget)
+        try:
+            if ledger.spend_voucher(r.issuer, f"{r.ref}:{asker}", asker, worth):
+                total += worth
+        except LedgerError:
+            continue
     return min(CAP, WEIGHT * total)

@@ -4,12 +4,21 @@ verifier had produced it. If the Oracle fails mid-stream, another one continues 
 produced so far; when none is left, the stream ends with a clear error. Tokens served are paid
 for only with the Oracle's signed receipt. The request shows the Oracle this node's receipts from
 other Oracles (credit/vouchers.py), which may lift it in that Oracle's queue.
+
+An Oracle is a peer, so what it says is checked: only Oracles that the privacy setting admits
+get the prompt (the same rule as for scouts); its stream has deadlines (a first token within
+`remote_timeout_s`, however many "queued" lines it sends, and no silence longer than that after);
+it may not send more tokens than asked or claim a token count its text cannot hold; its receipt
+may not claim more than it delivered. An Oracle caught breaking these is dropped for good (this
+run) and reported in the log and in `shard_oracles_dropped_total{reason}`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from shard.credit import receipts, vouchers
@@ -25,6 +34,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.infer")
 
 MAX_ORACLES = 3  # Oracles tried for one request before giving up
+MAX_CHARS_PER_TOKEN = 64  # no tokenizer's piece is longer: a claimed token count must cover the text
+
+
+class OracleLied(Exception):
+    """The Oracle broke the protocol in a way only a dishonest one would; the text says how."""
 
 
 class RemoteUnavailable(Exception):
@@ -35,6 +49,7 @@ class InferClient:
     def __init__(self, node: "Node") -> None:
         self.node = node
         self.failures: dict[str, int] = {}  # per Oracle: streams it broke off (bounded by the peers seen)
+        self.dropped: dict[str, str] = {}  # Oracles caught lying -> why (never asked again)
 
     def oracles(self, model: str = "") -> list[Peer]:
         """Connected Oracles serving `model` (any model for "" or "default"): those that failed
@@ -42,8 +57,10 @@ class InferClient:
         nearest."""
         if self.node.sidecar is None or not self.node.sidecar.ready:
             return []
-        found = [p for p in self.node.peer_table.peers.values()
-                 if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)]
+        s, table = self.node.settings, self.node.peer_table
+        found = [p for p in table.peers.values()
+                 if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)
+                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers)]
         return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
                                             p.latency_ms if p.latency_ms is not None else 1e9))
 
@@ -61,12 +78,26 @@ class InferClient:
             oracle = candidates[0].peer_id
             tried.add(oracle)
             left = max(request.max_tokens - n_done, 1) if request.max_tokens else 0
-            ask = InferRequest(generate=dataclasses.replace(request, max_tokens=left).to_dict(), model=model,
+            # Peers never get a raw grammar: the schema it came from, which the Oracle compiles itself.
+            generate = dataclasses.replace(request, max_tokens=left, sampling=dataclasses.replace(request.sampling, grammar=None))
+            ask = InferRequest(generate=generate.to_dict(), model=model,
                                continuation="".join(produced),
                                vouchers=vouchers.gather(self.node.ledger, oracle) if self.node.ledger else [])
+            wait_s = self.node.settings.remote_timeout_s
+            deadline = time.monotonic() + wait_s  # for the first token: "queued" lines do not extend it
+            lines = sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()})
             try:
-                async for line in sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()}):
+                while True:
+                    try:
+                        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                            line = await anext(lines)
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        raise SidecarError(f"no token within {wait_s:g} s") from None
                     kind = line.get("type")
+                    if kind != "queued":
+                        deadline = time.monotonic() + wait_s  # then: no silence longer than that
                     if kind == "queued":
                         log.info("queued at %s: place %s, about %ss", oracle, line.get("position"), line.get("eta_s"))
                         yield {"type": "queued", "oracle": oracle, "position": line.get("position"), "eta_s": line.get("eta_s")}
@@ -74,19 +105,27 @@ class InferClient:
                         started = True
                         yield {"type": "start", "prompt_tokens": line.get("prompt_tokens", 0), "cached_tokens": 0, "oracle": oracle}
                     elif kind == "token":
-                        text = str(line.get("text", ""))
+                        text, n = line.get("text"), line.get("n")
+                        if not isinstance(text, str) or isinstance(n, bool) or not isinstance(n, int) or n < 0 \
+                                or len(text) > MAX_CHARS_PER_TOKEN * max(n, 1):
+                            raise OracleLied("a token line whose count does not match its text")
+                        if left and n_done + n > request.max_tokens:
+                            raise OracleLied(f"more tokens than the {request.max_tokens} asked for")
                         produced.append(text)
-                        n_done += int(line.get("n") or 0)
+                        n_done += n
                         yield {"type": "token", "text": text, "ids": []}
                     elif kind == "end":
                         usage = dict(line.get("usage") or {})
                         usage["completion_tokens"] = n_done
-                        await self._pay(oracle, line.get("receipt"), int((line.get("usage") or {}).get("completion_tokens") or 0))
+                        await self._pay(oracle, line.get("receipt"), n_done)
                         yield {"type": "end", "finish_reason": line.get("finish_reason", "stop"), "usage": usage, "oracle": oracle}
                         return
                     elif kind == "error":
                         raise SidecarError(str(line.get("message", "the Oracle failed")))
                 raise SidecarError("the Oracle closed the stream before the end")
+            except OracleLied as exc:
+                self._drop(oracle, str(exc), "overrun" if "more tokens" in str(exc) else "bad_line")
+                last_error = f"Oracle {oracle[-8:]}: {exc}"
             except SidecarError as exc:
                 last_error = f"Oracle {oracle[-8:]}: {exc}"
                 self.failures[oracle] = self.failures.get(oracle, 0) + 1
@@ -94,18 +133,29 @@ class InferClient:
                     self.failures.pop(next(iter(self.failures)))
                 self.node.metrics.remote_failovers.inc()
                 log.warning("remote inference: %s; %s", last_error, "trying another Oracle" if len(tried) < MAX_ORACLES else "giving up")
+            finally:
+                await lines.aclose()
         raise RemoteUnavailable(last_error)
 
+    def _drop(self, oracle: str, why: str, reason: str) -> None:
+        """An Oracle caught lying: never asked again, and said so."""
+        self.dropped[oracle] = why
+        while len(self.dropped) > 4096:
+            self.dropped.pop(next(iter(self.dropped)))
+        self.node.metrics.oracles_dropped.labels(reason).inc()
+        log.warning("Oracle %s dropped: %s (reported; it is not asked again)", oracle, why)
+
     async def _pay(self, oracle: str, signed: Any, tokens: int) -> None:
-        """Record what the Oracle served, if its receipt checks out."""
+        """Record what the Oracle served, if its receipt checks out and claims no more than the
+        `tokens` it delivered (counted here from its stream)."""
         node = self.node
         if not tokens or node.sidecar is None or node.ledger is None:
             return
         ref = signed.get("id", "") if isinstance(signed, dict) else ""
-        receipt = await receipts.check(node.sidecar, signed, kind="served", issuer=oracle,
-                                       subject=str(node.sidecar.info.get("peer_id")), ref=ref)
+        receipt = await receipts.check(node.sidecar, signed, kind="served", issuer=oracle, ref=ref if isinstance(ref, str) else "",
+                                       subject=str(node.sidecar.info.get("peer_id")), max_amount=float(tokens))
         if receipt is None:
-            log.warning("Oracle %s sent no valid receipt for %d tokens: not recorded", oracle, tokens)
+            log.warning("Oracle %s sent no valid receipt for the %d tokens it delivered: not recorded", oracle, tokens)
             return
         try:
             node.ledger.record("spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed))

@@ -102,6 +102,9 @@ class GenerateRequest:
     drafter: str = "none"  # "none" or "lookup" (prompt lookup inside the verifier)
     share_context: bool = False  # put the prompt as text in the "start" event (work for scouts)
     continuation: str = ""  # text already generated for this request elsewhere: go on after it
+    # The JSON schema `sampling.grammar` was compiled from ({} for any JSON object): what a remote
+    # Oracle is sent instead of the grammar (it compiles the schema itself, within its limits).
+    json_schema: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -134,6 +137,7 @@ class GenerateRequest:
             drafter=drafter,
             share_context=bool(d.get("share_context", False)),
             continuation=_continuation(d),
+            json_schema=d.get("json_schema") if isinstance(d.get("json_schema"), dict) else None,
         )
 
 

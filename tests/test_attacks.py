@@ -1,0 +1,531 @@
+"""Attacks by peers that read the code (issue 19), each through real processes: a bare shard-daemon
+driven as the hostile peer (an Oracle that lies, a peer that sends poisoned requests or work), and
+real `shard serve` / `shard scout` processes as the victims. Each test failed on the code before
+its fix; the item numbers are the issue's."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import pytest
+import requests
+
+from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from shard.config import Settings
+from shard.network.sidecar import find_daemon
+from test_security import Daemon
+
+MSG = [{"role": "user", "content": "hello there"}]
+Script = Callable[[dict[str, Any], str], Iterable["dict[str, Any] | float"]]  # lines to send; a float is a pause
+
+
+class HostilePeer(Daemon):
+    """A bare daemon that announces `roles` and answers what reaches it with a script: infer
+    requests with `on_infer(request, asker)` (lines; a float pauses), verify requests with
+    `on_verify(request, sender)` (the verdict)."""
+
+    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1") -> None:
+        binary = find_daemon(Settings())
+        if binary is None:
+            pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
+        tmp.mkdir(parents=True, exist_ok=True)
+        super().__init__(binary, tmp, bootstrap, host=host)
+        self.peer_id: str = self.info["peer_id"]
+        self.session.put(self.url + "/local-info", json={"roles": list(roles), "models": ["tiny"] if "oracle" in roles else [],
+                                                          "capacity": 4, "load": 0, "agent": "evil/1"}, timeout=5).raise_for_status()
+        self.on_infer: Script | None = None
+        self.on_verify: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
+        self.infer_requests: list[dict[str, Any]] = []
+        self.verify_requests: list[dict[str, Any]] = []
+        threading.Thread(target=self._events, daemon=True).start()
+
+    def addr(self, ip: str = "127.0.0.1") -> str:
+        tcp = next(a for a in self.info["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+        return f"/ip4/{ip}/tcp/{tcp.split('/tcp/')[1].split('/')[0]}/p2p/{self.peer_id}"
+
+    def sign(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A receipt with this daemon's real signature over exactly `body` (whatever it holds)."""
+        payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        sig = self.post("/sign", {"payload_b64": base64.b64encode(payload).decode()}).json()["signature_b64"]
+        return {"receipt": body, "signature_b64": sig}
+
+    def receipt(self, kind: str, subject: str, ref: str, amount: Any) -> dict[str, Any]:
+        return self.sign({"kind": kind, "issuer": self.peer_id, "subject": subject, "ref": ref, "amount": amount, "ts": int(time.time())})
+
+    def _events(self) -> None:
+        try:
+            with requests.get(self.url + "/events", headers=self.session.headers, stream=True, timeout=(5, None)) as r:
+                for raw in r.iter_lines():
+                    if raw.startswith(b"data:"):
+                        event = json.loads(raw[5:])
+                        if event["type"] in ("infer_request", "verify_request"):
+                            threading.Thread(target=self._answer, args=(event,), daemon=True).start()
+        except requests.RequestException:
+            pass  # the daemon stopped
+
+    def _answer(self, event: dict[str, Any]) -> None:
+        rid, request, sender = event["request_id"], event["request"], event["from"]
+        if event["type"] == "verify_request":
+            self.verify_requests.append(request)
+            verdict = self.on_verify(request, sender) if self.on_verify else {"v": 1, "work_id": request.get("work_id", "x"), "outcome": "stale"}
+            self.post("/verify-response", {"request_id": rid, "response": verdict})
+            return
+        self.infer_requests.append(request)
+        script = self.on_infer or (lambda req, asker: [{"type": "error", "message": "no"}])
+
+        def body() -> Iterator[bytes]:
+            for item in script(request, sender):
+                if isinstance(item, float):
+                    time.sleep(item)
+                else:
+                    yield json.dumps(item).encode() + b"\n"
+
+        try:
+            self.session.post(f"{self.url}/infer-response?request_id={rid}", data=body(), timeout=300)
+        except requests.RequestException:
+            pass  # the asker went away
+
+    def infer(self, peer_id: str, request: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
+        """Ask `peer_id` (an Oracle) to generate; the answer's lines."""
+        with self.session.post(self.url + "/infer", json={"peer_id": peer_id, "request": request}, stream=True, timeout=timeout) as r:
+            assert r.status_code == 200, r.text
+            return [json.loads(line) for line in r.iter_lines() if line.strip()]
+
+
+@pytest.fixture
+def hostile(tmp_path: Path) -> Iterator[HostilePeer]:
+    peer = HostilePeer(tmp_path / "hostile")
+    yield peer
+    peer.stop()
+
+
+def tcp_addr(node: ServedNode) -> str:
+    topo = wait_for(lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+                    what="the sidecar")
+    return next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+
+
+def tokens(n: int, text: str = " ok") -> list[dict[str, Any]]:
+    return [{"type": "token", "text": text, "n": 1} for _ in range(n)]
+
+
+def served(peer: HostilePeer, n: int, amount: Any, **extra: Any) -> Script:
+    """An Oracle's answer: n tokens, then an end line whose receipt claims `amount`."""
+    def script(request: dict[str, Any], asker: str) -> list[dict[str, Any] | float]:
+        ref = os.urandom(4).hex()
+        receipt = {**peer.receipt("served", asker, ref, amount), "id": ref, **extra}
+        return [{"type": "start", "prompt_tokens": 3}, *tokens(n),
+                {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": n}, "receipt": receipt}]
+    return script
+
+
+def consumer_of(peer: HostilePeer, tmp: Path, *extra: str, env: dict[str, str] | None = None) -> ServedNode:
+    """A node without a model whose only Oracle is `peer`."""
+    return start_node(None, tmp, "--bootstrap", peer.addr(), *extra, sidecar=True, env=env)
+
+
+def ask(node: ServedNode, stream: bool = False, max_tokens: int = 3, timeout: float = 30) -> requests.Response:
+    return requests.post(node.api + "/completions", json={"prompt": "x", "max_tokens": max_tokens, "stream": stream}, timeout=timeout)
+
+
+# -- 4, 13: receipts from a lying Oracle ---------------------------------------------------------
+
+
+def test_4_a_receipt_for_more_than_was_delivered_or_with_a_string_amount_is_refused(hostile: HostilePeer, tmp_path: Path) -> None:
+    consumer = consumer_of(hostile, tmp_path / "c")
+    try:
+        hostile.on_infer = served(hostile, 3, 1e9)  # 3 tokens served, a signed receipt for a billion
+        for _ in range(5):
+            r = ask(consumer)
+            assert r.status_code == 200 and r.json()["choices"][0]["text"] == " ok" * 3
+        books = requests.get(consumer.api + "/system/credit", timeout=5).json()
+        assert books["spent"] == 0 and books["balance"] == 0  # was -5e9
+        assert "no valid receipt for the 3 tokens it delivered" in consumer.log()
+        hostile.on_infer = served(hostile, 3, "x")  # a signed receipt whose amount is a string
+        r = ask(consumer)
+        assert r.status_code == 200, r.text  # was 500 (TypeError)
+        with ask(consumer, stream=True) as r:  # was left open for good
+            lines = [line for line in r.iter_lines() if line]
+        assert lines[-1] == b"data: [DONE]"
+        assert "Traceback" not in consumer.log()
+    finally:
+        consumer.stop()
+
+
+def test_13_padded_receipts_are_stored_without_their_padding(hostile: HostilePeer, tmp_path: Path) -> None:
+    consumer = consumer_of(hostile, tmp_path / "c")
+    try:
+        hostile.on_infer = served(hostile, 3, 3.0, pad="x" * 200_000)  # valid, plus 200 kB that is not signed
+        for _ in range(6):
+            assert ask(consumer).status_code == 200
+        assert requests.get(consumer.api + "/system/credit", timeout=5).json()["spent"] == 18  # counted: the receipt is good
+    finally:
+        consumer.stop()
+    with sqlite3.connect(consumer.data_dir / "ledger.db") as db:
+        longest = db.execute("SELECT max(length(proof)) FROM journal").fetchone()[0]
+    assert longest < 1024  # was 200 kB a row (1.2 MB from 6)
+
+
+# -- 7, 11, 6: what a consumer takes from an Oracle ------------------------------------------------
+
+
+def test_7_an_oracle_sending_more_than_asked_is_cut_off_and_dropped(hostile: HostilePeer, tmp_path: Path) -> None:
+    consumer = consumer_of(hostile, tmp_path / "c")
+    try:
+        hostile.on_infer = lambda req, asker: [{"type": "start", "prompt_tokens": 1}, *tokens(40, "PWNED"),
+                                               {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}}]
+        r = ask(consumer, max_tokens=3)
+        assert r.status_code != 200 or r.json()["choices"][0]["text"].count("PWNED") <= 3, r.text  # was 200 with 40
+        assert metric(consumer, "shard_oracles_dropped_total", '{reason="overrun"}') == 1
+        assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
+        # The liar is not asked again: it is no longer an Oracle for this node.
+        assert requests.get(consumer.url + "/health", timeout=5).status_code == 503
+        before = len(hostile.infer_requests)
+        assert ask(consumer).status_code == 503 and len(hostile.infer_requests) == before
+    finally:
+        consumer.stop()
+
+
+def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
+    consumer = consumer_of(hostile, tmp_path / "c", env={"SHARD_REMOTE_TIMEOUT_S": "3"})
+    try:
+        hostile.on_infer = lambda req, asker: [x for i in range(120) for x in ({"type": "queued", "position": 1, "eta_s": 1}, 1.0)]
+        started = time.monotonic()
+        r = ask(consumer, timeout=40)  # was open for good
+        assert r.status_code == 503 and "no token within 3 s" in r.json()["error"]["message"]
+        assert time.monotonic() - started < 20
+        with ask(consumer, stream=True, timeout=40) as r:
+            assert r.status_code == 503 or r.iter_lines()
+    finally:
+        consumer.stop()
+
+
+def test_6_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(tmp_path: Path) -> None:
+    hostile = HostilePeer(tmp_path / "hostile", host="0.0.0.0")
+    lan_ip = next((ip for ip in _own_ips() if not ip.startswith("127.")), None)
+    assert lan_ip is not None, "this test needs a non-loopback interface"
+    # privacy "local" (the default): an Oracle reached over the LAN address is not on this machine.
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", hostile.addr(lan_ip), sidecar=True, wait=False)
+    try:
+        wait_for(lambda: any("oracle" in p["roles"] for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]),
+                 what="the consumer to see the Oracle")
+        hostile.on_infer = served(hostile, 3, 3.0)
+        r = requests.post(consumer.api + "/chat/completions", json={"messages": [{"role": "user", "content": "My bank PIN is 4921"}]},
+                          timeout=30)
+        assert r.status_code == 503, r.text
+        assert hostile.infer_requests == []  # the prompt never left
+    finally:
+        consumer.stop()
+        hostile.stop()
+
+
+def _own_ips() -> list[str]:
+    import psutil
+    return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family.name == "AF_INET"]
+
+
+# -- 8, 4, 13: a headless scout fed hostile work and verdicts ------------------------------------
+
+
+def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny_model: Path, tmp_path: Path) -> None:
+    scout = start_scout(tiny_model, hostile.addr(), tmp_path / "s")
+    verdicts: dict[str, Callable[[str, str], dict[str, Any]]] = {}
+
+    def verdict(request: dict[str, Any], sender: str) -> dict[str, Any]:
+        work_id = request["work_id"]
+        receipt = verdicts[work_id](sender, work_id)
+        return {"v": 1, "work_id": work_id, "outcome": "verified", "proposed": 3, "accepted": 3, "receipt": receipt}
+
+    hostile.on_verify = verdict
+    try:
+        scout_id = wait_for(lambda: next((p["peer_id"] for p in hostile.session.get(hostile.url + "/peers", timeout=5).json()["peers"]
+                                          if "scout" in p["roles"]), None), what="the scout's handshake")
+        attacks = [
+            ("huge", "hello there " * 5000, lambda s, w: None),  # 60,000 characters: more tokens than its context
+            ("stringy", "one two three", lambda s, w: hostile.receipt("draft", s, w, "x")),
+            ("padded", "one two three", lambda s, w: {**hostile.receipt("draft", s, w, 3.0), "pad": "x" * 200_000}),
+            ("billion", "one two three", lambda s, w: hostile.receipt("draft", s, w, 1e9)),
+            ("last", "one two three", lambda s, w: None),
+        ]
+        for name, context, make in attacks:
+            work_id = f"{os.urandom(8).hex()}.1"
+            verdicts[work_id] = make
+            seen = len(hostile.verify_requests)
+            work = {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 5, "max_draft": 4,
+                    "deadline_ms": int(time.time() * 1000) + 60_000}
+            r = hostile.post("/broadcast-work", {"work": work, "peers": [scout_id]})
+            assert r.json()["published"], r.text
+            wait_for(lambda: len(hostile.verify_requests) > seen, 60, f"the scout's draft for the {name} work")
+            assert scout.poll() is None, f"the scout died on the {name} attack"
+    finally:
+        scout.terminate()
+        scout.wait(20)
+    with sqlite3.connect(tmp_path / "s" / "scout-data" / "ledger.db") as db:
+        rows = db.execute("SELECT amount, length(proof) FROM journal").fetchall()
+    assert rows == [(3.0, rows[0][1])] and rows[0][1] < 1024  # only the padded one's receipt, without its padding
+
+
+# -- 1, 10: what a remote asker may make an Oracle run ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(tiny_model, tmp_path_factory.mktemp("oracle"), "--ctx-size", "512", "--parallel", "2", sidecar=True)
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def asker(oracle: ServedNode, tmp_path: Path) -> Iterator[HostilePeer]:
+    peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
+    peer.oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]  # type: ignore[attr-defined]
+    wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
+             what="the Oracle to see the asker")
+    yield peer
+    peer.stop()
+
+
+def infer_request(**generate: Any) -> dict[str, Any]:
+    return {"v": 1, "model": "", "generate": {"prompt": "a b c", "max_tokens": 4, "sampling": {"temperature": 0}, **generate}}
+
+
+def test_1_a_peer_cannot_send_a_grammar_only_a_bounded_schema(oracle: ServedNode, asker: HostilePeer) -> None:
+    pid = oracle.status()["verifier"]["pid"]
+    deep = "root ::= " + "(" * 20_000 + '"a"' + ")" * 20_000  # overflowed llama.cpp's GBNF parser: a segfault
+    lines = asker.infer(asker.oracle_id, infer_request(sampling={"temperature": 0, "grammar": deep}))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "error" and "peers may not send grammars" in lines[-1]["message"], lines
+    nested: dict[str, Any] = {"type": "string"}
+    for _ in range(40):
+        nested = {"type": "array", "items": nested}
+    lines = asker.infer(asker.oracle_id, infer_request(json_schema=nested))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "error" and "nested deeper" in lines[-1]["message"], lines
+    lines = asker.infer(asker.oracle_id, infer_request(prompt="x" * 20_000))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "error" and "accepts at most" in lines[-1]["message"], lines
+    # A schema within bounds is compiled by the Oracle itself: JSON comes back.
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
+    lines = asker.infer(asker.oracle_id, infer_request(json_schema=schema, max_tokens=40))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "end", lines
+    assert "".join(x["text"] for x in lines if x["type"] == "token").lstrip().startswith("{")
+    status = oracle.status()["verifier"]
+    assert status["pid"] == pid and status["restarts"] == 0  # the verifier never went down
+
+
+def test_10_a_peer_cannot_send_a_huge_stop_list(oracle: ServedNode, asker: HostilePeer) -> None:
+    stop = [f"s{i}" for i in range(24_000)]
+    lines = asker.infer(asker.oracle_id, infer_request(stop=stop))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "error" and "'stop' must be at most 4" in lines[-1]["message"], lines
+    lines = asker.infer(asker.oracle_id, infer_request(stop=["x" * 5000]))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "error", lines
+    lines = asker.infer(asker.oracle_id, infer_request(stop=["zz"]))  # type: ignore[attr-defined]
+    assert lines[-1]["type"] == "end", lines
+
+
+# -- 9: the owner comes first ----------------------------------------------------------------------
+
+
+def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: Path) -> None:
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--ctx-size", "4096", "--parallel", "2", "--no-lookup", sidecar=True)
+    peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
+    try:
+        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
+                 what="the Oracle to see the asker")
+        ended: list[str] = []
+
+        def remote(i: int) -> None:  # long jobs
+            try:
+                lines = peer.infer(oracle_id, infer_request(prompt=f"{i} a b", max_tokens=1500), timeout=600)
+                ended.append(lines[-1]["type"] + ":" + str(lines[-1].get("message", "")))
+            except requests.RequestException as exc:
+                ended.append(f"broken: {exc}")
+
+        remotes = [threading.Thread(target=remote, args=(i,)) for i in range(2)]
+        for t in remotes:
+            t.start()
+        wait_for(lambda: requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] >= 1, what="a remote job")
+        time.sleep(1.0)
+        done: list[int] = []
+
+        def owner(i: int) -> None:
+            r = requests.post(oracle.api + "/completions", json={"prompt": "x y", "max_tokens": 8, "temperature": 0}, timeout=300)
+            assert r.status_code == 200
+            done.append(i)
+
+        owners = [threading.Thread(target=owner, args=(i,)) for i in range(2)]  # both slots wanted by the owner
+        for t in owners:
+            t.start()
+        for t in owners:
+            t.join(300)
+        assert sorted(done) == [0, 1]
+        assert not any(e.startswith("end") for e in ended), ended  # the owner did not wait for the remote jobs to finish
+        # The remote job holding the slot the owner's second request needed gave way.
+        wait_for(lambda: any("preempted" in e for e in ended), 30, f"a preempted remote job (ended: {ended})")
+    finally:
+        peer.stop()
+        oracle.stop()
+
+
+# -- 15: smaller ones ---------------------------------------------------------------------------
+
+
+def test_15_json_nested_deep_is_a_400(tiny_node: ServedNode) -> None:
+    r = requests.post(tiny_node.api + "/chat/completions", data="[" * 100_000 + "]" * 100_000,
+                      headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text  # was 500
+
+
+def test_15_wrong_api_keys_are_throttled(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path, "--api-key", "k-right", "--ctx-size", "256", "--parallel", "1")
+    try:
+        session = requests.Session()
+        codes = [session.get(node.api + "/models", headers={"X-API-Key": f"guess-{i}"}, timeout=5).status_code for i in range(300)]
+        assert codes[:10] == [401] * 10
+        assert codes.count(429) >= 200, codes  # was 300 x 401
+        r = session.get(node.api + "/models", headers={"X-API-Key": "k-right"}, timeout=5)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1  # a lucky guess now learns nothing
+        assert session.get(node.url + "/health", timeout=5).status_code == 200
+    finally:
+        node.stop()
+
+
+def test_15_the_ledger_and_logs_are_private(tiny_node: ServedNode) -> None:
+    requests.post(tiny_node.api + "/completions", json={"prompt": "x", "max_tokens": 2}, timeout=30)
+    files = [tiny_node.data_dir / "ledger.db", *sorted((tiny_node.data_dir / "logs").glob("*.log"))]
+    assert len(files) >= 3
+    for f in files:
+        assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, (f, oct(f.stat().st_mode))  # was 0644
+
+
+# -- 12, 14: the sidecar's memory and sockets ----------------------------------------------------
+
+
+def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
+    import psutil
+    victim = HostilePeer(tmp_path / "victim", roles=("oracle",))
+    flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("scout",))
+    try:
+        wait_for(lambda: flooder.post("/publish-result", {"result": {"work_id": "warmup", "text": "x"}}).json()["published"],
+                 what="the gossip mesh")
+        before = psutil.Process(victim.proc.pid).memory_info().rss
+        big = "x" * (250 * 1024)
+        for i in range(1000):
+            flooder.post("/publish-result", {"result": {"work_id": f"w{i}", "text": big}})
+            time.sleep(0.004)  # under the per-peer rate: every one is accepted
+        time.sleep(3)
+        health = victim.session.get(victim.url + "/health", timeout=5).json()
+        grown = psutil.Process(victim.proc.pid).memory_info().rss - before
+        print(health, grown // 2**20, "MB")
+        assert health["pending_results"] <= 40, health  # was every one of them, kept 10 minutes
+        assert grown < 150 * 2**20, grown // 2**20  # was about 300 MB
+    finally:
+        flooder.stop()
+        victim.stop()
+
+
+def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) -> None:
+    import socket
+    lan_ip = next((ip for ip in _own_ips() if not ip.startswith("127.")), None)
+    assert lan_ip is not None, "this test needs a non-loopback interface"
+    victim = HostilePeer(tmp_path / "victim", roles=("oracle",), host="0.0.0.0")
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.prlimit(victim.proc.pid, resource.RLIMIT_NOFILE, (1024, hard))  # a common default
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this process holds the flood
+    port = int(victim.addr().split("/tcp/")[1].split("/")[0])
+    flood = []
+    try:
+        for _ in range(1100):  # from the LAN address: one host, idle sockets that never handshake
+            s = socket.create_connection((lan_ip, port), timeout=5)
+            flood.append(s)
+        time.sleep(1)
+        peer = HostilePeer(tmp_path / "peer", bootstrap=victim.addr(), roles=("scout",))
+        try:  # it was locked out for 10-20 s
+            wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]),
+                     5, "a real peer to get through")
+        finally:
+            peer.stop()
+    finally:
+        for s in flood:
+            s.close()
+        victim.stop()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_14_half_sent_requests_do_not_lock_the_api(tiny_node: ServedNode) -> None:
+    import socket
+    flood = []
+    try:
+        for _ in range(200):  # requests whose headers never end
+            s = socket.create_connection(("127.0.0.1", tiny_node.port), timeout=5)
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            flood.append(s)
+        time.sleep(1)
+        assert requests.get(tiny_node.url + "/health", timeout=5).status_code == 200
+        # The node closes them once its header timeout has passed.
+        wait_for(lambda: all(_closed(s) for s in flood), 30, "the node to close the half-sent requests")
+    finally:
+        for s in flood:
+            s.close()
+
+
+def _closed(s: "socket.socket") -> bool:  # noqa: F821
+    s.setblocking(False)
+    try:
+        return s.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+# -- 2: golden tickets under the caps of real work ----------------------------------------------
+
+
+def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_real_draft(smollm2: Path, tmp_path: Path) -> None:
+    """The fake scout remembers every work's text; a ticket (cut from an earlier generation) is
+    answered with what followed in it, as long a text as a draft may be. It scored 77 tokens."""
+    oracle = start_node(smollm2, tmp_path / "o", "--ctx-size", "1024", "--parallel", "1", "--privacy", "anyone", "--no-lookup",
+                        sidecar=True, env={"SHARD_GOLDEN_RATE": "1.0"})
+    peer = HostilePeer(tmp_path / "scout", bootstrap=tcp_addr(oracle), roles=("scout",))
+    try:
+        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+        works: list[dict[str, Any]] = []
+
+        def watch() -> None:
+            with requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r:
+                for raw in r.iter_lines():
+                    if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
+                        works.append(e["work"])
+
+        threading.Thread(target=watch, daemon=True).start()
+        time.sleep(0.5)
+        owner = {"prompt": "The history of the city of Rome began", "max_tokens": 120, "temperature": 0}
+        requests.post(oracle.api + "/completions", json=owner, timeout=60).raise_for_status()  # the source, seen as work
+        time.sleep(1)
+        source_key = works[0]["work_id"].split(".")[0]
+        known = max((w["context"] for w in works if w["work_id"].startswith(source_key)), key=len)  # all it knows of it
+        requests.post(oracle.api + "/completions", json={**owner, "prompt": "Paris is a city that"}, timeout=60).raise_for_status()
+        time.sleep(1)
+        scores = []
+        for w in works:
+            if not w["work_id"].startswith(source_key) and known.startswith(w["context"]):  # a ticket cut from the source
+                answer = known[len(w["context"]):][:512]
+                if answer:
+                    v = peer.post("/send-verify", {"peer_id": oracle_id, "request": {"v": 1, "work_id": w["work_id"], "position": w["position"],
+                                                                                     "text": answer}}).json()["response"]
+                    scores.append(v.get("accepted", 0))
+        assert scores, "no golden ticket was recognised"
+        assert max(scores) <= 16, scores  # a real draft is checked up to 16 tokens
+    finally:
+        peer.stop()
+        oracle.stop()
