@@ -15,6 +15,8 @@ from aiohttp import web
 from shard.api.errors import ApiError, error_body
 from shard.api.keys import NODE
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
+from shard.api.tools import ToolCall, ToolStream
+from shard.api.tools import parse as tool_parse
 from shard.credit.scheduler import Priority, QueueFull
 from shard.verifier.client import VerifierRequestError, VerifierUnavailable
 
@@ -62,12 +64,20 @@ class _Shape:
             return self._envelope("chat.completion.chunk", [choice])
         return self._envelope("text_completion", [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}])
 
+    def tool_chunk(self, calls: list[ToolCall]) -> dict[str, Any]:
+        delta = {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}
+        return self._envelope("chat.completion.chunk", [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}])
+
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._envelope("chat.completion.chunk" if self.chat else "text_completion", []), "usage": _usage(usage)}
 
-    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
+    def whole(self, text: str, finish: str, usage: dict[str, Any], calls: list[ToolCall] | None = None) -> dict[str, Any]:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": finish}
+            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+            if calls:
+                message.update(content=text or None, tool_calls=[c.openai() for c in calls])
+                finish = "tool_calls"
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             body = self._envelope("chat.completion", [choice])
         else:
             body = self._envelope("text_completion", [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}])
@@ -78,7 +88,7 @@ def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+async def events_for(request: web.Request, parsed: ParsedRequest, model: str) -> AsyncIterator[dict[str, Any]]:
     node = request.app[NODE]
     try:
         async with node.scheduler.admit(Priority.OWNER):
@@ -106,9 +116,11 @@ async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> As
 
 async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> web.StreamResponse:
     node = request.app[NODE]
+    if not parsed.generate.max_tokens:  # a request without a cap: the node's default, not the whole context
+        parsed.generate.max_tokens = node.settings.default_max_tokens
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
-    events = _events(request, parsed, shape.model)
+    events = events_for(request, parsed, shape.model)
     try:
         first = await anext(events)  # errors before any output become a plain HTTP error
         if not parsed.stream:
@@ -117,9 +129,14 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
                 if event["type"] == "token":
                     text.append(event["text"])
                 elif event["type"] == "end":
-                    return web.json_response(shape.whole("".join(text), _finish_reason(event["finish_reason"]), event["usage"]))
+                    content, calls = "".join(text), []
+                    if parsed.tool_names:
+                        content, calls = tool_parse(content, set(parsed.tool_names))
+                        calls = calls if parsed.parallel_tool_calls else calls[:1]
+                    return web.json_response(shape.whole(content, _finish_reason(event["finish_reason"]), event["usage"], calls))
             raise ApiError(503, "the verifier ended the stream early", "verifier_unavailable")
-        return await _stream(request, shape, first, events, parsed.include_usage)
+        tools = ToolStream(set(parsed.tool_names), parsed.tool_forced) if parsed.tool_names else None
+        return await _stream(request, shape, first, events, parsed.include_usage, tools, parsed.parallel_tool_calls)
     except (ConnectionResetError, asyncio.CancelledError):
         node.metrics.client_disconnects.inc()  # the finally below closes the verifier stream: it frees the slot
         raise
@@ -129,7 +146,7 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
 
 
 async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
-                  include_usage: bool) -> web.StreamResponse:
+                  include_usage: bool, tools: ToolStream | None = None, parallel: bool = True) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     cors = request.headers.get("Origin")
     if cors:  # the Host/Origin middleware admitted it; a prepared response can no longer be changed there
@@ -160,9 +177,19 @@ async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], ev
             if event["type"] == "queued":
                 await note(event)
             elif event["type"] == "token" and event["text"]:
-                await send(shape.chunk(event["text"], None))
+                text = tools.push(event["text"]) if tools is not None else event["text"]
+                if text:
+                    await send(shape.chunk(text, None))
             elif event["type"] == "end":
-                await send(shape.chunk(None if shape.chat else "", _finish_reason(event["finish_reason"])))
+                finish = _finish_reason(event["finish_reason"])
+                if tools is not None:  # the held tail: a tool call, or content after all
+                    rest, calls = tools.finish()
+                    if rest:
+                        await send(shape.chunk(rest, None))
+                    if calls:
+                        await send(shape.tool_chunk(calls if parallel else calls[:1]))
+                        finish = "tool_calls"
+                await send(shape.chunk(None if shape.chat else "", finish))
                 if include_usage:
                     await send(shape.usage_chunk(event["usage"]))
                 await resp.write(b"data: [DONE]\n\n")
@@ -197,7 +224,9 @@ async def model(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions, name="chat_completions")
-    app.router.add_post("/v1/completions", completions, name="completions")
-    app.router.add_get("/v1/models", models, name="models")
-    app.router.add_get("/v1/models/{model:.+}", model, name="model")
+    # Each path also without /v1: clients given a base_url without it still work.
+    for prefix, suffix in (("/v1", ""), ("", "_unprefixed")):
+        app.router.add_post(prefix + "/chat/completions", chat_completions, name="chat_completions" + suffix)
+        app.router.add_post(prefix + "/completions", completions, name="completions" + suffix)
+        app.router.add_get(prefix + "/models", models, name="models" + suffix)
+        app.router.add_get(prefix + "/models/{model:.+}", model, name="model" + suffix)
