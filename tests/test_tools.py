@@ -183,3 +183,27 @@ def test_langchain_bind_tools(tool_node: ServedNode) -> None:
     assert msg.tool_calls and msg.tool_calls[0]["name"] == "GetWeather"
     args = msg.tool_calls[0]["args"]
     assert isinstance(args["city"], str) and isinstance(args["days"], int)
+
+
+def test_tool_calls_through_a_node_without_a_model(tiny_model: Path, tmp_path: Path) -> None:
+    """The asker sends the tools; the Oracle renders them and compiles the grammar itself."""
+    from test_remote import tcp_addr
+
+    oracle = start_node(tiny_model, tmp_path / "o", "--parallel", "2", "--ctx-size", "4096", sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", tcp_addr(oracle), sidecar=True)
+    try:
+        client = openai.OpenAI(base_url=consumer.api, api_key="x")
+        r = client.chat.completions.create(model="tiny", messages=ASK, tools=[WEATHER, TIME], temperature=0.8, seed=5,
+                                           tool_choice={"type": "function", "function": {"name": "get_weather"}}, max_tokens=300)
+        assert r.choices[0].finish_reason == "tool_calls"
+        call = r.choices[0].message.tool_calls[0]
+        assert call.function.name == "get_weather"
+        _check_weather(json.loads(call.function.arguments))
+        chunks = [c for c in client.chat.completions.create(model="tiny", messages=ASK, tools=[TIME], tool_choice="required",
+                                                            stream=True, seed=2, max_tokens=300) if c.choices]
+        deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
+        assert deltas and all(d.function.name == "get_time" for d in deltas)
+        assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    finally:
+        consumer.stop()
+        oracle.stop()
