@@ -131,7 +131,7 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
     except ApiError as err:
         return _error(err.status, err.message)
     started = time.monotonic()
-    events = events_for(request, parsed, model)
+    events = events_for(request, parsed.generate, model)
     head = {"model": _tag(model)}
 
     def line(text: str, done: bool = False) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST, GenerateRequest, Pro
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 UNSUPPORTED = {
-    "logprobs": "logprobs are not supported",
-    "top_logprobs": "logprobs are not supported",
     "logit_bias": "logit_bias is not supported",
 }
+MAX_N = 16  # choices per request (each takes a slot, side by side)
 
 
 @dataclass
@@ -34,6 +33,7 @@ class ParsedRequest:
     tool_names: frozenset[str] = frozenset()  # declared tools whose calls the output is parsed for
     tool_forced: bool = False  # 'required' or a named function: the whole output is a call
     parallel_tool_calls: bool = True
+    n: int = 1
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
@@ -99,9 +99,7 @@ def _common(body: Any, settings_max_chars: int) -> tuple[str, Sampling, bool, bo
     for key, why in UNSUPPORTED.items():
         if body.get(key) not in (None, False, [], {}):
             raise _bad(why, key, "unsupported_parameter")
-    n = _integer(body, "n", 1, 128)
-    if n not in (None, 1):
-        raise _bad("only n=1 is supported: ask several times for several answers", "n", "unsupported_parameter")
+    _integer(body, "n", 1, MAX_N)
     model = body.get("model", "")
     if not isinstance(model, str):
         raise _bad("'model' must be a string", "model")
@@ -223,10 +221,18 @@ def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
     tools, choice, parallel = _tool_params(body)
     chars = sum(len(m["content"]) + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ())) for m in clean)
     _check_size(chars + (len(json.dumps(tools)) if tools else 0), max_prompt_chars)
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise _bad("'logprobs' must be true or false", "logprobs")
+    top = _integer(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise _bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
     gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling,
-                          tools=tools, tool_choice=choice, parallel_tool_calls=parallel)
+                          tools=tools, tool_choice=choice, parallel_tool_calls=parallel,
+                          logprobs=(top or 0) if logprobs else -1)
     names = frozenset(t["function"]["name"] for t in tools or ()) if choice != "none" else frozenset()
-    return ParsedRequest(model, gen, stream, include_usage, chars, names, bool(names) and choice != "auto", parallel)
+    return ParsedRequest(model, gen, stream, include_usage, chars, names, bool(names) and choice != "auto", parallel,
+                         body.get("n") or 1)
 
 
 def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
@@ -236,8 +242,13 @@ def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise _bad("'prompt' must be a string (one prompt per request)", "prompt")
-    if body.get("echo") or body.get("suffix") or (body.get("best_of") or 1) != 1:
-        raise _bad("echo, suffix and best_of are not supported", None, "unsupported_parameter")
-    _check_size(len(prompt), max_prompt_chars)
-    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling)
-    return ParsedRequest(model, gen, stream, include_usage, len(prompt))
+    if body.get("echo") or (body.get("best_of") or 1) not in (1, body.get("n") or 1):
+        raise _bad("echo and best_of are not supported", None, "unsupported_parameter")
+    suffix = body.get("suffix") or ""
+    if not isinstance(suffix, str):
+        raise _bad("'suffix' must be a string", "suffix")
+    _check_size(len(prompt) + len(suffix), max_prompt_chars)
+    top = _integer(body, "logprobs", 0, 20)  # the legacy API: a count of alternatives
+    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling, suffix=suffix,
+                          logprobs=-1 if top is None else top)
+    return ParsedRequest(model, gen, stream, include_usage, len(prompt), n=body.get("n") or 1)

@@ -161,6 +161,16 @@ class Model:
                     break  # a token spans the boundary: try a shorter anchor
         return self.tokenize(text, add_bos=False, special=False)
 
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
+        """Fill in the middle: <fim_pre> prefix <fim_suf> suffix <fim_mid>, with the model's own tokens."""
+        vocab = self.model.vocab
+        pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab), llama_cpp.llama_vocab_fim_mid(vocab))
+        if min(pre, suf, mid) < 0:
+            raise ValueError("'suffix' needs a model with fill-in-the-middle tokens; this one has none")
+        head = [self.bos] if self.add_bos and self.bos >= 0 else []
+        return head + [pre] + self.tokenize(prefix, add_bos=False, special=False) + [suf] + \
+            self.tokenize(suffix, add_bos=False, special=False) + [mid]
+
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
 

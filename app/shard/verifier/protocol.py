@@ -168,6 +168,15 @@ def _messages(d: dict[str, Any]) -> list[dict[str, Any]] | None:
     return messages
 
 
+def _suffix(d: dict[str, Any], prompt: str | None) -> str:
+    v = d.get("suffix") or ""
+    if not isinstance(v, str) or len(v) > 1_000_000:
+        raise ProtocolError("'suffix' must be a string")
+    if v and prompt is None:
+        raise ProtocolError("'suffix' goes with 'prompt' only")
+    return v
+
+
 @dataclass
 class GenerateRequest:
     """POST /generate. Exactly one of prompt (text), messages (chat) or tokens is given."""
@@ -186,6 +195,8 @@ class GenerateRequest:
     tools: list[dict[str, Any]] | None = None
     tool_choice: Any = "auto"
     parallel_tool_calls: bool = True
+    logprobs: int = -1  # -1: none; 0-20: each token's log-probability and that many alternatives
+    suffix: str = ""  # with a prompt: fill in the middle, with the model's FIM tokens
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -222,6 +233,8 @@ class GenerateRequest:
             tools=tools,
             tool_choice=_tool_choice(d, tools),
             parallel_tool_calls=bool(d.get("parallel_tool_calls", True)),
+            logprobs=_int(d, "logprobs", -1, -1, 20),
+            suffix=_suffix(d, prompt),
         )
 
 

@@ -133,7 +133,7 @@ def _prompt(engine: Engine, req: protocol.GenerateRequest) -> tuple[list[int], s
         tools = req.tools if req.tool_choice != "none" else None
         text = model.render_chat(req.messages, tools) if req.messages is not None else req.prompt or ""
         # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
-        tokens = model.tokenize(text, special=req.messages is not None)
+        tokens = model.fim_prompt(text, req.suffix) if req.suffix else model.tokenize(text, special=req.messages is not None)
     if req.continuation:
         tokens = tokens + model.tokenize_continuation(tokens[-4:], req.continuation)
         text += req.continuation
@@ -174,6 +174,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
             max_tokens=req.max_tokens,
             stop=req.stop,
             draft_source=PromptLookup() if req.drafter == "lookup" else None,
+            logprobs=req.logprobs,
         )
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
