@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from shard.api import embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, scout_routes, system_routes
+from shard.api import embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, responses_routes, scout_routes, system_routes
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def create_app(node: "Node") -> web.Application:
     openai_routes.add_routes(app)
     ollama_routes.add_routes(app)
     embeddings_routes.add_routes(app)
+    responses_routes.add_routes(app)
     system_routes.add_routes(app)
     scout_routes.add_routes(app)
     openapi.add_routes(app)
