@@ -97,15 +97,19 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
 
 
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
-    text = body.get("text") or {}
-    fmt = text.get("format") if isinstance(text, dict) else None
+    text = body.get("text")
+    if text is not None and not isinstance(text, dict):
+        raise _bad("'text' must be an object", "text")
+    fmt = (text or {}).get("format")
     if fmt is None:
         return None
     if not isinstance(fmt, dict):
         raise _bad("'text.format' must be an object", "text")
+    if fmt.get("type") not in ("text", "json_object", "json_schema"):
+        raise _bad("'text.format.type' must be 'text', 'json_object' or 'json_schema'", "text")
     if fmt.get("type") == "json_schema":
         return {"type": "json_schema", "json_schema": {"name": fmt.get("name", "output"), "schema": fmt.get("schema")}}
-    return {"type": fmt.get("type")}
+    return {"type": fmt["type"]}
 
 
 class Store:
@@ -198,6 +202,8 @@ async def create(request: web.Request) -> web.StreamResponse:
     chat_messages = ([{"role": "system", "content": instructions}] if instructions else []) + history + messages
     if not chat_messages:
         raise _bad("'input' is empty", "input")
+    if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
+        raise _bad("'metadata' must be an object", "metadata")
     tools, choice = _tools(body)
     chat_body: dict[str, Any] = {k: body[k] for k in ("model", "temperature", "top_p", "stream", "parallel_tool_calls", "seed") if k in body}
     chat_body.update(messages=chat_messages, max_tokens=body.get("max_output_tokens"))
