@@ -337,12 +337,12 @@ def build_spec() -> dict[str, Any]:
                                "ResponseRequest", {"description": "the response, or with `stream: true` Responses events "
                                                    "(`event: response.created` ... `response.completed`/`response.incomplete`)",
                                                    "content": {JSON: {"schema": _ref("Response")}, SSE: {"schema": _OBJ}}}),
-        "/v1/responses/{id}": {
+        "/v1/responses/{response_id}": {
             **_get("getResponse", "A stored response", {"200": _json(_ref("Response"), "the response"),
                                                          "404": _error("not stored (`not_found`)")},
-                   parameters=[{"name": "id", "in": "path", "required": True, "schema": _STR}]),
+                   parameters=[{"name": "response_id", "in": "path", "required": True, "schema": _STR}]),
             "delete": {"operationId": "deleteResponse", "summary": "Forget a stored response",
-                       "parameters": [{"name": "id", "in": "path", "required": True, "schema": _STR}],
+                       "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": _STR}],
                        "responses": {**_COMMON_ERRORS, "200": _json(_ref("ResponseDeleted"), "deleted"),
                                      "404": _error("not stored (`not_found`)")}}},
         "/api/chat": _post("ollamaChat", "Ollama's chat (NDJSON stream by default)", "OllamaChatRequest",
@@ -378,7 +378,7 @@ def build_spec() -> dict[str, Any]:
     }
     # The same operations without /v1, for clients given a base URL without it.
     for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{model}", "/v1/embeddings",
-                 "/v1/responses", "/v1/responses/{id}"):
+                 "/v1/responses", "/v1/responses/{response_id}"):
         paths[path.removeprefix("/v1")] = {m: {**op, "operationId": op["operationId"] + "Unprefixed"} for m, op in paths[path].items()}
     return {
         "openapi": "3.1.0",
