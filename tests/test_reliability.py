@@ -66,11 +66,14 @@ def schemathesis(url: str, tmp: Path, *extra: str, checks: str = CHECKS, timeout
     return r.returncode, r.stdout + r.stderr
 
 
+@pytest.mark.timeout(600)  # ~20 operations (Ollama's, embeddings, Responses) at 25 examples each
 def test_schemathesis_finds_nothing_against_a_serving_node(tiny_node: ServedNode, tmp_path: Path) -> None:
     """Every operation, positive and negative inputs (wrong types, out of range): no 5xx, every status,
     content type and body as the document says. Bounded: 25 examples per operation, fixed seed. The
     boundary-value phase too: `st run http://127.0.0.1:8000/openapi.json --checks ... --phases coverage,fuzzing`."""
-    rc, out = schemathesis(tiny_node.url, tmp_path, "--max-examples", "25", "--phases", "fuzzing")
+    # The paths without /v1 are the same handlers; a stored response's id cannot be guessed (always 404).
+    rc, out = schemathesis(tiny_node.url, tmp_path, "--max-examples", "25", "--phases", "fuzzing", "--exclude-path-regex",
+                           "^/(chat/|completions|models|embeddings|responses)|^/v1/responses/", timeout=560)
     cases = re.search(r"(\d+) generated", out)
     print(out[-1500:])
     assert rc == 0 and "No issues found" in out, out[-6000:]

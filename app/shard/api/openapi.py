@@ -256,9 +256,16 @@ def _new_schemas() -> dict[str, Any]:
         "Response": response,
         "ResponseDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {"id": _STR, "deleted": {"const": True}}},
         "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": _STR}},
-        "OllamaChatRequest": {"type": "object", "required": ["model"], "properties": {
-            "model": _STR, "messages": {"type": "array", "items": _OBJ}, "stream": _BOOL, "format": _ANY, "options": _OBJ,
-            "tools": {"type": "array"}, "keep_alive": _ANY}},
+        "OllamaChatRequest": {"type": "object", "required": ["model", "messages"], "properties": {
+            "model": _STR, "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"enum": ["system", "user", "assistant", "tool"]}, "content": _STR, "tool_name": _STR,
+                "tool_calls": {"type": "array", "items": _OBJ}}}},
+            "stream": _BOOL, "format": {"anyOf": [{"const": "json"}, _OBJ]}, "options": _OBJ,
+            "tools": {"type": "array", "items": {"type": "object", "required": ["type", "function"], "properties": {
+                "type": {"const": "function"}, "function": {"type": "object", "required": ["name"], "properties": {
+                    "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": _STR, "parameters": _OBJ}}}}},
+            "keep_alive": _ANY}},
+        "OllamaShowRequest": {"type": "object", "required": ["model"], "properties": {"model": _STR}},
         "OllamaGenerateRequest": {"type": "object", "required": ["model"], "properties": {
             "model": _STR, "prompt": _STR, "system": _STR, "suffix": _STR, "raw": _BOOL, "stream": _BOOL, "format": _ANY,
             "options": _OBJ, "keep_alive": _ANY}},
@@ -353,7 +360,7 @@ def build_spec() -> dict[str, Any]:
                                 "content": {JSON: {"schema": _ref("OllamaAnswer")}, NDJSON: {"schema": _STR}}}, ollama=True),
         "/api/embed": _post("ollamaEmbed", "Ollama's embeddings", "OllamaEmbedRequest", _json(_ref("OllamaEmbed"), "the vectors"),
                             ollama=True),
-        "/api/show": _post("ollamaShow", "Ollama's model details", "OllamaChatRequest", _json(_ref("OllamaShow"), "the model"),
+        "/api/show": _post("ollamaShow", "Ollama's model details", "OllamaShowRequest", _json(_ref("OllamaShow"), "the model"),
                            ollama=True),
         "/api/tags": _get("ollamaTags", "Ollama's model list", {"200": _json(_ref("OllamaModels"), "the served model")}),
         "/api/ps": _get("ollamaPs", "Ollama's loaded models", {"200": _json(_ref("OllamaModels"), "the loaded model")}),
