@@ -243,15 +243,24 @@ def _new_schemas() -> dict[str, Any]:
             "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
                 "object": {"const": "embedding"}, "index": _INT,
                 "embedding": {"anyOf": [{"type": "array", "items": _NUM}, _STR]}}}}}},
-        "ResponseRequest": {"type": "object", "properties": {
-            "model": _STR, "input": {"anyOf": [_STR, {"type": "array", "items": item}]}, "instructions": _STR,
+        "ResponseRequest": {"type": "object", "required": ["input"], "description": "also `previous_response_id` (a stored "
+                            "response's id: its conversation goes first; 404 when not stored)", "properties": {
+            "model": _STR, "input": {"anyOf": [{**_STR, "minLength": 1}, {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {"type": "object", "required": ["role", "content"], "properties": {
+                    "type": {"const": "message"}, "role": {"enum": ["system", "developer", "user", "assistant"]}, "content": _STR}},
+                {"type": "object", "required": ["type", "call_id", "name", "arguments"], "properties": {
+                    "type": {"const": "function_call"}, "call_id": _STR, "name": _STR, "arguments": _STR}},
+                {"type": "object", "required": ["type", "call_id", "output"], "properties": {
+                    "type": {"const": "function_call_output"}, "call_id": _STR, "output": _STR}}]}}]},
+            "instructions": _STR,
             "tools": {"type": "array", "items": {"type": "object", "required": ["type", "name"], "properties": {
-                "type": {"const": "function"}, "name": _STR, "description": _STR, "parameters": _OBJ}}},
-            "tool_choice": _ANY, "parallel_tool_calls": _BOOL, "stream": _BOOL, "store": _BOOL,
-            "previous_response_id": _STR, "max_output_tokens": {**_INT, "minimum": 1, "maximum": MAX_TOKENS_PER_REQUEST},
+                "type": {"const": "function"}, "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": _STR,
+                "parameters": {"type": "object", "properties": {"type": {"const": "object"}}}}}},
+            "tool_choice": {"enum": ["auto", "none"]}, "parallel_tool_calls": _BOOL, "stream": _BOOL, "store": _BOOL,
+            "max_output_tokens": {**_INT, "minimum": 1, "maximum": MAX_TOKENS_PER_REQUEST},
             "temperature": {**_NUM, "minimum": 0, "maximum": 2}, "top_p": {**_NUM, "minimum": 0, "maximum": 1},
             "text": {"type": "object", "properties": {"format": {"type": "object", "required": ["type"], "properties": {
-                "type": {"enum": ["text", "json_object", "json_schema"]}, "name": _STR, "schema": _OBJ}}}},
+                "type": {"enum": ["text", "json_object"]}}}}, "description": "or json_schema with a `schema`"},
             "metadata": _OBJ}},
         "Response": response,
         "ResponseDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {"id": _STR, "deleted": {"const": True}}},
