@@ -207,3 +207,22 @@ def test_tool_calls_through_a_node_without_a_model(tiny_model: Path, tmp_path: P
     finally:
         consumer.stop()
         oracle.stop()
+
+
+def test_smollm2_answers_a_tool_result(smollm2: Path, tmp_path: Path) -> None:
+    """A real instruct model (ChatML template without tools: the Hermes block): a forced call names the
+    city asked about, and with the tool's result in the history it answers in words."""
+    node = start_node(smollm2, tmp_path, "--parallel", "1", "--ctx-size", "2048")
+    try:
+        client = openai.OpenAI(base_url=node.api, api_key="x")
+        r = client.chat.completions.create(model="default", messages=ASK, tools=[WEATHER], tool_choice="required", temperature=0, max_tokens=120)
+        call = r.choices[0].message.tool_calls[0]
+        args = json.loads(call.function.arguments)
+        assert call.function.name == "get_weather" and args["city"] == "Paris"
+        history = [*ASK, r.choices[0].message.model_dump(exclude_none=True),
+                   {"role": "tool", "tool_call_id": call.id, "content": '{"sky": "sunny", "celsius": 21}'}]
+        answer = client.chat.completions.create(model="default", messages=history, tools=[WEATHER], tool_choice="none", temperature=0,
+                                                max_tokens=40)
+        assert answer.choices[0].message.content and not answer.choices[0].message.tool_calls
+    finally:
+        node.stop()
