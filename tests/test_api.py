@@ -91,8 +91,8 @@ def test_json_mode_through_grammar(tiny_node: ServedNode) -> None:
         ({"messages": "hi"}, 400, "invalid_request"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "invalid_request"),
         ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "invalid_request"),
-        ({"messages": MSG, "n": 2}, 400, "unsupported_parameter"),
-        ({"messages": MSG, "tools": [{"type": "function"}]}, 400, "unsupported_parameter"),
+        ({"messages": MSG, "n": 99}, 400, "invalid_request"),  # more choices than a request may ask for
+        ({"messages": MSG, "tools": [{"type": "function"}]}, 400, "invalid_request"),  # a tool without its function
         ({"messages": MSG, "temperature": 5}, 400, "invalid_request"),
         ({"messages": MSG, "max_tokens": -1}, 400, "invalid_request"),
         ({"messages": MSG, "max_tokens": "ten"}, 400, "invalid_request"),

@@ -41,7 +41,7 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
 
 
 def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
-                    n_ff: int = 128, n_ctx_train: int = 8192, idle_layers: int = 0) -> Path:
+                    n_ff: int = 128, n_ctx_train: int = 8192, idle_layers: int = 0, fim: bool = False) -> Path:
     """`idle_layers` appends layers whose outputs are zero: the model computes the same logits as
     without them, only slower. The pair (fast, slow) is a drafter that agrees with its target
     exactly, and a target slow enough for network drafts to arrive in time, as a big model is."""
@@ -75,6 +75,9 @@ def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int 
     w.add_add_bos_token(True)
     w.add_add_eos_token(False)
     w.add_chat_template(CHATML)
+    if fim:  # fill-in-the-middle markers (control tokens it already has stand in for them)
+        for kind, token in (("pre", IM_START), ("suf", EOS_TEXT), ("mid", UNK)):
+            w.add_uint32(f"tokenizer.ggml.fim_{kind}_token_id", token)
 
     # numpy shapes are ggml's ne reversed: token_embd ne={n_embd, n_vocab} is (n_vocab, n_embd).
     w.add_tensor("token_embd.weight", rand(n_vocab, n_embd, std=1.0))

@@ -36,6 +36,14 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML settings file (env SHARD_CONFIG; default: the platform's config dir)")
     p.add_argument("--api-key", dest="api_keys", action="append", help="require this API key (repeatable) " + _env_help("api_keys", []))
     p.add_argument("--rate-limit", dest="rate_limit_per_minute", type=int, help="requests per minute per client " + _env_help("rate_limit_per_minute", d.rate_limit_per_minute))
+    p.add_argument("--allowed-origin", dest="allowed_origins", action="append",
+                   help="a browser origin allowed to call the API, e.g. http://localhost:5173 (repeatable) " + _env_help("allowed_origins", []))
+    p.add_argument("--model-alias", dest="model_aliases", action="append",
+                   help="another name clients may use for the served model, e.g. gpt-4o-mini (repeatable) " + _env_help("model_aliases", []))
+    p.add_argument("--default-max-tokens", dest="default_max_tokens", type=int,
+                   help="completion cap for requests that set no max_tokens, 0 for none " + _env_help("default_max_tokens", d.default_max_tokens))
+    p.add_argument("--embedding-model", dest="embedding_model",
+                   help="a GGUF for /v1/embeddings; default: the served model " + _env_help("embedding_model", ""))
     p.add_argument("--max-prompt-chars", dest="max_prompt_chars", type=int, help=_env_help("max_prompt_chars", d.max_prompt_chars))
     p.add_argument("--ctx-size", dest="n_ctx", type=int, help="context tokens per slot " + _env_help("n_ctx", d.n_ctx))
     p.add_argument("--parallel", type=int, help="requests generated side by side " + _env_help("parallel", d.parallel))
@@ -88,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     verifier.add_argument("--gpu-layers", dest="n_gpu_layers", type=int, default=-1)
     verifier.add_argument("--threads", dest="n_threads", type=int, default=0)
     verifier.add_argument("--log-level", default="INFO")
+    verifier.add_argument("--embedding-model", dest="embedding_model", default="")
 
     models = sub.add_parser("models", help="manage model files")
     models_sub = models.add_subparsers(dest="models_command", required=True)
@@ -119,7 +128,8 @@ def _run_verifier(args: argparse.Namespace) -> int:
     from shard.verifier.server import serve
 
     setup_logging(args.log_level, None)
-    options = ModelOptions(args.model, n_ctx=args.n_ctx, parallel=args.parallel, n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads)
+    options = ModelOptions(args.model, n_ctx=args.n_ctx, parallel=args.parallel, n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads,
+                           embedding_path=args.embedding_model)
     return asyncio.run(serve(options))
 
 

@@ -39,6 +39,12 @@ class Settings:
     allowed_origins: list[str] = field(default_factory=list)
     # Extra Host header values accepted (DNS rebinding guard); loopback names always are.
     allowed_hosts: list[str] = field(default_factory=list)
+    # Rate-limit loopback clients too when no API keys are set (off: local agent loops must not stall).
+    rate_limit_loopback: bool = False
+    # The completion cap for requests that set no max_tokens (0: until the context is full).
+    default_max_tokens: int = 4096
+    # Other names clients may use for the served model (apps with a hard-coded "gpt-4o-mini").
+    model_aliases: list[str] = field(default_factory=list)
 
     # Model and verifier
     model: str = ""
@@ -49,6 +55,8 @@ class Settings:
     n_threads: int = 0
     verifier_start_timeout_s: float = 300.0
     draft_lookup: bool = True  # the verifier's own prompt-lookup drafter (adapts to what it gets accepted)
+    # A GGUF for /v1/embeddings; empty: the served model's own embeddings.
+    embedding_model: str = ""
 
     # Sidecar (shard-daemon)
     sidecar: bool = True
@@ -97,6 +105,8 @@ class Settings:
         for name in ("rate_limit_per_minute", "max_prompt_chars", "max_body_bytes", "n_ctx", "parallel", "remote_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.default_max_tokens < 0:
+            raise ConfigError(f"default_max_tokens must be >= 0, got {self.default_max_tokens}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0.0 <= self.golden_rate <= 1.0:

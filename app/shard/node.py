@@ -378,7 +378,7 @@ class Node:
         if not ids:
             raise ApiError(503, "no model is loaded on this node and no Oracle on the network serves one: start it with "
                                 "--model PATH, run `shard models install-default`, or join a network with --bootstrap", "no_model")
-        accepted = set(ids) | ({self.model_path.name} if self.model_path else set())
+        accepted = set(ids) | set(self.settings.model_aliases) | ({self.model_path.name} if self.model_path else set())
         if allow_default:
             accepted |= {"", "default"}
         if name not in accepted:

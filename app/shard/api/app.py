@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from shard.api import middlewares, openai_routes, openapi, scout_routes, system_routes
+from shard.api import embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, responses_routes, scout_routes, system_routes
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
@@ -38,11 +38,14 @@ def create_app(node: "Node") -> web.Application:
             middlewares.error_middleware(s),
             middlewares.host_origin_middleware(s),
             middlewares.auth_middleware(node.api_keys),
-            middlewares.rate_limit_middleware(s),
+            middlewares.rate_limit_middleware(s, node.api_keys),
         ],
     )
     app[NODE] = node
     openai_routes.add_routes(app)
+    ollama_routes.add_routes(app)
+    embeddings_routes.add_routes(app)
+    responses_routes.add_routes(app)
     system_routes.add_routes(app)
     scout_routes.add_routes(app)
     openapi.add_routes(app)

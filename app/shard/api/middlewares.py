@@ -6,6 +6,7 @@ import collections
 import hmac
 import ipaddress
 import logging
+import re
 import time
 from typing import Awaitable, Callable
 from urllib.parse import urlsplit
@@ -21,6 +22,9 @@ log = logging.getLogger("shard.api")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/health", "/openapi.json"})  # answered without an API key (liveness checks, the tray, API docs)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+BASE_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key"
+# A header name as RFC 9110 spells it (a token); a preflight asking for anything else gets the base list.
+_HEADER_LIST = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$")
 
 
 def error_middleware(settings: Settings) -> web.middleware:
@@ -89,11 +93,17 @@ def host_origin_middleware(settings: Settings) -> web.middleware:
             raise ApiError(403, "requests from opaque origins are not allowed", "origin_not_allowed")
         cors = {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
         if request.method == "OPTIONS" and origin:
+            # The origin is allowed: so are the headers its client sends (the openai JS SDK's
+            # x-stainless-*, OpenRouter's HTTP-Referer...). Only well-formed header names echo back.
+            asked = request.headers.get("Access-Control-Request-Headers", "").strip()
+            headers = f"{BASE_ALLOWED_HEADERS}, {asked}" if asked and len(asked) <= 2048 and _HEADER_LIST.match(asked) \
+                else BASE_ALLOWED_HEADERS
             return web.Response(status=204, headers={
                 **cors,
-                "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-                "Access-Control-Allow-Headers": "Authorization, Content-Type, X-API-Key",
+                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                "Access-Control-Allow-Headers": headers,
                 "Access-Control-Max-Age": "600",
+                "Vary": "Origin, Access-Control-Request-Headers",
             })
         response = await handler(request)
         if cors and not response.prepared:
@@ -168,13 +178,19 @@ class RateLimiter:
         return 0.0
 
 
-def rate_limit_middleware(settings: Settings) -> web.middleware:
+def rate_limit_middleware(settings: Settings, current_keys: Callable[[], list[str]] = lambda: []) -> web.middleware:
+    """Per API key when keys are set (this runs after auth: only valid keys get here); with no keys,
+    per address, and loopback is not limited unless rate_limit_loopback says so. The key a client
+    sends counts only when it is a configured one, so a new dummy key never resets the limit."""
     limiter = RateLimiter(settings.rate_limit_per_minute)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/v1/") and request.method == "POST":
-            client = "key:" + presented_key(request) if presented_key(request) else "addr:" + (request.remote or "")
+        if request.method == "POST" and not _is_scout_path(request.path):
+            keyed = any(current_keys())
+            if not keyed and not settings.rate_limit_loopback and _is_loopback(request.remote or ""):
+                return await handler(request)
+            client = "key:" + presented_key(request) if keyed else "addr:" + (request.remote or "")
             wait = limiter.check(client)
             if wait > 0:
                 retry = max(1, int(wait + 0.999))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -15,8 +16,11 @@ from aiohttp import web
 from shard.api.errors import ApiError, error_body
 from shard.api.keys import NODE
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
+from shard.api.tools import ToolCall, ToolStream
+from shard.api.tools import parse as tool_parse
 from shard.credit.scheduler import Priority, QueueFull
 from shard.verifier.client import VerifierRequestError, VerifierUnavailable
+from shard.verifier.protocol import GenerateRequest
 
 log = logging.getLogger("shard.api")
 
@@ -41,7 +45,8 @@ def _usage(u: dict[str, Any]) -> dict[str, Any]:
 
 
 class _Shape:
-    """What differs between chat and text completions: object names and where the text goes."""
+    """What differs between chat and text completions: object names, where the text and the
+    log-probabilities go."""
 
     def __init__(self, chat: bool, model: str) -> None:
         self.chat = chat
@@ -53,38 +58,76 @@ class _Shape:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
                 "system_fingerprint": None, "choices": choices}
 
-    def chunk(self, text: str | None, finish: str | None, first: bool = False) -> dict[str, Any]:
+    def logprobs(self, entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
+        if entries is None:
+            return None
+        if self.chat:
+            return {"content": entries, "refusal": None}
+        offsets, at = [], offset  # the legacy shape: parallel lists
+        for e in entries:
+            offsets.append(at)
+            at += len(e["token"])
+        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
+                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries], "text_offset": offsets}
+
+    def chunk(self, text: str | None, finish: str | None, first: bool = False, index: int = 0,
+              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {}
             if first:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return self._envelope("chat.completion.chunk", [choice])
-        return self._envelope("text_completion", [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}])
+        return self._envelope("text_completion", [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}])
+
+    def tool_chunk(self, calls: list[ToolCall], index: int = 0) -> dict[str, Any]:
+        delta = {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}
+        return self._envelope("chat.completion.chunk", [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         return {**self._envelope("chat.completion.chunk" if self.chat else "text_completion", []), "usage": _usage(usage)}
 
-    def whole(self, text: str, finish: str, usage: dict[str, Any]) -> dict[str, Any]:
-        if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": finish}
-            body = self._envelope("chat.completion", [choice])
-        else:
-            body = self._envelope("text_completion", [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}])
-        return {**body, "usage": _usage(usage)}
+    def choice(self, index: int, text: str, finish: str, calls: list[ToolCall], logprobs: dict[str, Any] | None) -> dict[str, Any]:
+        if not self.chat:
+            return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
+        message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
+        if calls:
+            message.update(content=text or None, tool_calls=[c.openai() for c in calls])
+            finish = "tool_calls"
+        return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
+
+    def whole(self, choices: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
+        return {**self._envelope("chat.completion" if self.chat else "text_completion", choices), "usage": _usage(usage)}
+
+
+def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    """n choices of one prompt: the prompt counted once, the completions added up."""
+    if len(usages) == 1:
+        return usages[0]
+    completion = sum(u.get("completion_tokens", 0) for u in usages)
+    prompt = usages[0].get("prompt_tokens", 0)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "cached_tokens": usages[0].get("cached_tokens", 0)}
+
+
+def _nth(generate: GenerateRequest, i: int) -> GenerateRequest:
+    """Choice i of n: the same request with its own seed (a given seed + i), so the choices differ."""
+    if i == 0 or generate.sampling.seed is None:
+        return dataclasses.replace(generate) if i else generate
+    return dataclasses.replace(generate, sampling=dataclasses.replace(generate.sampling, seed=(generate.sampling.seed + i) & 0xFFFFFFFFFFFFFFFF))
 
 
 def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
     node = request.app[NODE]
     try:
         async with node.scheduler.admit(Priority.OWNER):
-            async with contextlib.aclosing(node.generation(parsed.generate, model)) as events:
+            async with contextlib.aclosing(node.generation(generate, model)) as events:
                 async for event in events:
                     if event["type"] == "error":
                         raise VerifierUnavailable(event["message"])
@@ -108,30 +151,94 @@ async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> As
 
 async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> web.StreamResponse:
     node = request.app[NODE]
+    if not parsed.generate.max_tokens:  # a request without a cap: the node's default, not the whole context
+        parsed.generate.max_tokens = node.settings.default_max_tokens
+    if parsed.n > max(node.settings.parallel, 1):
+        raise ApiError(400, f"'n' is at most {node.settings.parallel} here (the choices are generated side by side, one per slot)",
+                       "invalid_request", "n")
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
-    events = _events(request, parsed, shape.model)
+    streams = [events_for(request, _nth(parsed.generate, i), shape.model) for i in range(parsed.n)]
     try:
-        first = await anext(events)  # errors before any output become a plain HTTP error
+        # Errors before any output become a plain HTTP error. One after another: each choice holds a slot.
+        firsts = [await anext(s) for s in streams]
         if not parsed.stream:
-            text: list[str] = []
-            async for event in events:
-                if event["type"] == "token":
-                    text.append(event["text"])
-                elif event["type"] == "end":
-                    return web.json_response(shape.whole("".join(text), _finish_reason(event["finish_reason"]), event["usage"]))
-            raise ApiError(503, "the verifier ended the stream early", "verifier_unavailable")
-        return await _stream(request, shape, first, events, parsed.include_usage)
+            results = [await _collect(s, f) for s, f in zip(streams, firsts)] if parsed.n == 1 else \
+                await asyncio.gather(*(_collect(s, f) for s, f in zip(streams, firsts)))
+            choices = []
+            for i, (text, event, lps) in enumerate(results):
+                calls: list[ToolCall] = []
+                if parsed.tool_names:
+                    text, calls = tool_parse(text, set(parsed.tool_names))
+                    calls = calls if parsed.parallel_tool_calls else calls[:1]
+                choices.append(shape.choice(i, text, _finish_reason(event["finish_reason"]), calls, shape.logprobs(lps)))
+            return web.json_response(shape.whole(choices, _sum_usage([e["usage"] for _, e, _ in results])))
+        return await _stream(request, shape, _merged(streams, firsts), parsed)
     except (ConnectionResetError, asyncio.CancelledError):
-        node.metrics.client_disconnects.inc()  # the finally below closes the verifier stream: it frees the slot
+        node.metrics.client_disconnects.inc()  # the finally below closes the verifier streams: it frees the slots
         raise
     finally:
-        await events.aclose()
+        for s in streams:
+            await s.aclose()
         node.metrics.duration.observe(time.monotonic() - started)
 
 
-async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], events: AsyncIterator[dict[str, Any]],
-                  include_usage: bool) -> web.StreamResponse:
+async def _collect(events: AsyncIterator[dict[str, Any]], first: dict[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]] | None]:
+    """One choice's whole text, its end event and its log-probabilities (None if not asked for)."""
+    text: list[str] = []
+    lps: list[dict[str, Any]] | None = None
+    event = first
+    while True:
+        if event["type"] == "token":
+            text.append(event["text"])
+            if "logprobs" in event:
+                lps = (lps or []) + event["logprobs"]
+        elif event["type"] == "end":
+            return "".join(text), event, lps
+        try:
+            event = await anext(events)
+        except StopAsyncIteration:
+            raise ApiError(503, "the verifier ended the stream early", "verifier_unavailable") from None
+
+
+async def _merged(streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    """The events of n choices as they come, tagged with the choice's index."""
+    for i, first in enumerate(firsts):
+        yield i, first
+    if len(streams) == 1:  # the common case: no tasks, no queue
+        async for event in streams[0]:
+            yield 0, event
+        return
+    queue: asyncio.Queue[tuple[int, dict[str, Any] | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int) -> None:
+        try:
+            async for event in streams[i]:
+                await queue.put((i, event))
+        except Exception as exc:
+            await queue.put((i, exc))
+        finally:
+            await queue.put((i, None))
+
+    tasks = [asyncio.get_running_loop().create_task(pump(i)) for i in range(len(streams))]
+    try:
+        done = 0
+        while done < len(streams):
+            i, item = await queue.get()
+            if item is None:
+                done += 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _stream(request: web.Request, shape: _Shape, events: AsyncIterator[tuple[int, dict[str, Any]]],
+                  parsed: ParsedRequest) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     cors = request.headers.get("Origin")
     if cors:  # the Host/Origin middleware admitted it; a prepared response can no longer be changed there
@@ -154,21 +261,40 @@ async def _stream(request: web.Request, shape: _Shape, first: dict[str, Any], ev
         # An SSE comment (clients skip it): where a request waiting at an Oracle stands.
         await write(f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode())
 
-    await send(shape.chunk("", None, first=True))
-    if first["type"] == "queued":
-        await note(first)
+    n = parsed.n
+    tools = [ToolStream(set(parsed.tool_names), parsed.tool_forced) if parsed.tool_names else None for _ in range(n)]
+    offsets = [0] * n  # text sent per choice (the legacy logprobs' text_offset)
+    usages: list[dict[str, Any]] = []
+    for i in range(n):
+        await send(shape.chunk("", None, first=True, index=i))
     try:
-        async for event in events:
-            if event["type"] == "queued":
+        async for i, event in events:
+            kind = event["type"]
+            if kind == "queued":
                 await note(event)
-            elif event["type"] == "token" and event["text"]:
-                await send(shape.chunk(event["text"], None))
-            elif event["type"] == "end":
-                await send(shape.chunk(None if shape.chat else "", _finish_reason(event["finish_reason"])))
-                if include_usage:
-                    await send(shape.usage_chunk(event["usage"]))
-                await resp.write(b"data: [DONE]\n\n")
-                break
+            elif kind == "token" and (event["text"] or "logprobs" in event):
+                text = tools[i].push(event["text"]) if tools[i] is not None else event["text"]
+                lps = shape.logprobs(event.get("logprobs"), offsets[i])
+                offsets[i] += len(text)
+                if text or lps:
+                    await send(shape.chunk(text, None, index=i, logprobs=lps))
+            elif kind == "end":
+                finish = _finish_reason(event["finish_reason"])
+                tool = tools[i]
+                if tool is not None:  # the held tail: a tool call, or content after all
+                    rest, calls = tool.finish()
+                    if rest:
+                        await send(shape.chunk(rest, None, index=i))
+                    if calls:
+                        await send(shape.tool_chunk(calls if parsed.parallel_tool_calls else calls[:1], i))
+                        finish = "tool_calls"
+                await send(shape.chunk(None if shape.chat else "", finish, index=i))
+                usages.append(event["usage"])
+                if len(usages) == n:
+                    if parsed.include_usage:
+                        await send(shape.usage_chunk(_sum_usage(usages)))
+                    await resp.write(b"data: [DONE]\n\n")
+                    break
     except ApiError as err:  # the verifier failed mid-stream: say so in the stream, then end it
         log.warning("stream %s ended with an error: %s", shape.id, err.message)
         await send(error_body(err.status, err.message, err.code))
@@ -199,7 +325,9 @@ async def model(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/chat/completions", chat_completions, name="chat_completions")
-    app.router.add_post("/v1/completions", completions, name="completions")
-    app.router.add_get("/v1/models", models, name="models")
-    app.router.add_get("/v1/models/{model:.+}", model, name="model")
+    # Each path also without /v1: clients given a base_url without it still work.
+    for prefix, suffix in (("/v1", ""), ("", "_unprefixed")):
+        app.router.add_post(prefix + "/chat/completions", chat_completions, name="chat_completions" + suffix)
+        app.router.add_post(prefix + "/completions", completions, name="completions" + suffix)
+        app.router.add_get(prefix + "/models", models, name="models" + suffix)
+        app.router.add_get(prefix + "/models/{model:.+}", model, name="model" + suffix)

@@ -13,8 +13,8 @@ from typing import Any
 from aiohttp import web
 
 from shard import __version__
-from shard.api.schemas import ROLES, UNSUPPORTED
-from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST
+from shard.api.schemas import MAX_N, ROLES, UNSUPPORTED
+from shard.verifier.protocol import MAX_EMBED_INPUTS, MAX_TOKENS_PER_REQUEST, MAX_TOOLS
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -88,7 +88,7 @@ def _sampling_fields() -> dict[str, Any]:
             "properties": {"type": {"enum": ["text", "json_object", "json_schema"]},
                            "json_schema": {"type": "object", "properties": {"schema": _OBJ}}},
         },
-        "n": {**_INT, "minimum": 1, "maximum": 1, "description": "only 1 (else 400 unsupported_parameter)"},
+        "n": {**_INT, "minimum": 1, "maximum": MAX_N, "description": "choices, generated side by side; at most `parallel`"},
         "user": _STR,
         **{key: {"description": f"refused: {why} (400 unsupported_parameter)"} for key, why in UNSUPPORTED.items()},
     }
@@ -106,24 +106,58 @@ def _envelope(obj: str, choice: dict[str, Any]) -> dict[str, Any]:
         "choices": {"type": "array", "items": choice}, "usage": _ref("Usage")}}
 
 
-_FINISH = _nullable({"enum": ["stop", "length"]})
+_FINISH = _nullable({"enum": ["stop", "length", "tool_calls"]})
+_ANY: dict[str, Any] = {}
+NDJSON = "application/x-ndjson"
+
+
+def _tool_call(streamed: bool) -> dict[str, Any]:
+    fn = {"type": "object", "properties": {"name": _STR, "arguments": _STR}}
+    return {"type": "object", "required": ["index"] if streamed else ["id", "type", "function"],
+            "properties": {"index": _INT, "id": _STR, "type": {"const": "function"}, "function": fn}}
+
+
+def _tools_fields() -> dict[str, Any]:
+    function = {"type": "object", "required": ["name"], "properties": {
+        "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": _STR, "parameters": _OBJ, "strict": _BOOL}}
+    return {
+        "tools": {"type": "array", "maxItems": MAX_TOOLS, "items": {"type": "object", "required": ["type", "function"], "properties": {
+            "type": {"const": "function"}, "function": function}}},
+        "tool_choice": {"anyOf": [{"enum": ["auto", "none", "required"]}, {"type": "object", "required": ["type", "function"], "properties": {
+            "type": {"const": "function"}, "function": {"type": "object", "required": ["name"], "properties": {"name": _STR}}}}],
+            "description": "'required' or a named function: the answer is a call, constrained by a grammar from the schemas"},
+        "parallel_tool_calls": _BOOL,
+        "functions": {"type": "array", "items": function, "description": "legacy: mapped onto tools"},
+        "function_call": {"description": "legacy: mapped onto tool_choice"},
+        "logprobs": _BOOL,
+        "top_logprobs": {**_INT, "minimum": 0, "maximum": 20, "description": "needs logprobs: true"},
+    }
+
+
+_LOGPROB = {"type": "object", "required": ["token", "logprob"], "properties": {
+    "token": _STR, "logprob": _NUM, "bytes": {"type": "array", "items": _INT}, "top_logprobs": {"type": "array"}}}
 
 
 def _schemas() -> dict[str, Any]:
     text_part = {"type": "object", "required": ["type", "text"], "properties": {"type": {"const": "text"}, "text": _STR}}
     message = {"type": "object", "required": ["role"], "properties": {
-        "role": {"enum": list(ROLES), "description": "'developer' is treated as 'system'"},
+        "role": {"enum": list(ROLES), "description": "'developer' is treated as 'system', 'function' as 'tool'"},
         "content": {"anyOf": [_STR, {"type": "array", "items": text_part}, {"type": "null"}]},
-        "name": _STR}}
+        "name": _STR, "tool_call_id": _STR, "tool_calls": {"type": "array", "items": _tool_call(False)}}}
+    chat_logprobs = _nullable({"type": "object", "properties": {"content": {"type": "array", "items": _LOGPROB}}})
     chat_choice = {"type": "object", "required": ["index", "message", "finish_reason"], "properties": {
-        "index": _INT, "logprobs": {"type": "null"}, "finish_reason": _FINISH,
+        "index": _INT, "logprobs": chat_logprobs, "finish_reason": _FINISH,
         "message": {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"const": "assistant"}, "content": _STR, "refusal": {"type": "null"}}}}}
+            "role": {"const": "assistant"}, "content": _nullable(_STR), "refusal": {"type": "null"},
+            "tool_calls": {"type": "array", "items": _tool_call(False)}}}}}
     chunk_choice = {"type": "object", "required": ["index", "delta", "finish_reason"], "properties": {
-        "index": _INT, "logprobs": {"type": "null"}, "finish_reason": _FINISH,
-        "delta": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": _STR}}}}
+        "index": _INT, "logprobs": chat_logprobs, "finish_reason": _FINISH,
+        "delta": {"type": "object", "properties": {"role": {"const": "assistant"}, "content": _STR,
+                                                   "tool_calls": {"type": "array", "items": _tool_call(True)}}}}}
     text_choice = {"type": "object", "required": ["index", "text", "finish_reason"], "properties": {
-        "index": _INT, "text": _STR, "logprobs": {"type": "null"}, "finish_reason": _FINISH}}
+        "index": _INT, "text": _STR, "finish_reason": _FINISH, "logprobs": _nullable({"type": "object", "properties": {
+            "tokens": {"type": "array", "items": _STR}, "token_logprobs": {"type": "array", "items": _NUM},
+            "top_logprobs": {"type": "array"}, "text_offset": {"type": "array", "items": _INT}}})}}
     model = {"type": "object", "required": ["id", "object", "created", "owned_by"], "properties": {
         "id": _STR, "object": {"const": "model"}, "created": _INT, "owned_by": {"const": "shard"}}}
     health = {"type": "object", "required": ["status", "message", "model", "version"], "properties": {
@@ -161,13 +195,14 @@ def _schemas() -> dict[str, Any]:
                 "message": _STR, "type": _STR, "code": _nullable(_STR), "param": _nullable(_STR)}}}},
         "Message": message,
         "ChatRequest": {"type": "object", "required": ["messages"], "properties": {
-            **_sampling_fields(), "messages": {"type": "array", "minItems": 1, "items": _ref("Message")}}},
+            **_sampling_fields(), **_tools_fields(), "messages": {"type": "array", "minItems": 1, "items": _ref("Message")}}},
         "CompletionRequest": {"type": "object", "required": ["prompt"], "properties": {
             **_sampling_fields(),
             "prompt": {"anyOf": [_STR, {"type": "array", "items": _STR, "minItems": 1, "maxItems": 1}]},
             "echo": {"description": "refused when true (400 unsupported_parameter)"},
-            "suffix": {"description": "refused when set (400 unsupported_parameter)"},
-            "best_of": {"description": "only 1 (else 400 unsupported_parameter)"}}},
+            "suffix": {**_STR, "description": "fill in the middle, with the model's FIM tokens (400 for a model without them)"},
+            "logprobs": {**_INT, "minimum": 0, "maximum": 20, "description": "alternatives per token (the legacy shape)"},
+            "best_of": {"description": "only 1 or n (else 400 unsupported_parameter)"}}},
         "Usage": _usage(),
         "ChatCompletion": _envelope("chat.completion", chat_choice),
         "ChatCompletionChunk": _envelope("chat.completion.chunk", chunk_choice),
@@ -176,11 +211,94 @@ def _schemas() -> dict[str, Any]:
         "ModelList": {"type": "object", "required": ["object", "data"], "properties": {
             "object": {"const": "list"}, "data": {"type": "array", "items": _ref("Model")}}},
         "Health": health,
+        **_new_schemas(),
         "SystemStatus": status,
         "Topology": topology,
         "Peers": peers,
         "Credit": credit,
     }
+
+
+def _new_schemas() -> dict[str, Any]:
+    """Embeddings, Responses and Ollama's shapes (kept loose where the body echoes what was sent)."""
+    embedding_input = {"anyOf": [_STR, {"type": "array", "minItems": 1, "maxItems": MAX_EMBED_INPUTS, "items": _STR},
+                                 {"type": "array", "minItems": 1, "items": _INT},
+                                 {"type": "array", "minItems": 1, "items": {"type": "array", "items": _INT}}]}
+    item = {"type": "object", "properties": {"type": {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
+                                             "role": _STR, "content": _ANY, "call_id": _STR, "name": _STR, "arguments": _STR, "output": _ANY}}
+    response = {"type": "object", "required": ["id", "object", "created_at", "status", "model", "output"], "properties": {
+        "id": _STR, "object": {"const": "response"}, "created_at": _INT, "model": _STR,
+        "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]},
+        "output": {"type": "array", "items": {"type": "object", "required": ["type"], "properties": {
+            "type": {"enum": ["message", "function_call"]}}}},
+        "usage": _nullable({"type": "object", "properties": {"input_tokens": _INT, "output_tokens": _INT, "total_tokens": _INT}})}}
+    ollama_model = {"type": "object", "required": ["name", "model", "size", "digest", "details"], "properties": {
+        "name": _STR, "model": _STR, "size": _INT, "digest": _STR, "modified_at": _STR, "details": _OBJ}}
+    return {
+        "EmbeddingRequest": {"type": "object", "required": ["input"], "properties": {
+            "input": embedding_input, "model": _STR, "encoding_format": {"enum": ["float", "base64"]},
+            "dimensions": {**_INT, "minimum": 1}, "user": _STR}},
+        "Embeddings": {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+            "object": {"const": "list"}, "model": _STR, "usage": _OBJ,
+            "data": {"type": "array", "items": {"type": "object", "required": ["object", "index", "embedding"], "properties": {
+                "object": {"const": "embedding"}, "index": _INT,
+                "embedding": {"anyOf": [{"type": "array", "items": _NUM}, _STR]}}}}}},
+        "ResponseRequest": {"type": "object", "required": ["input"], "description": "also `previous_response_id` (a stored "
+                            "response's id: its conversation goes first; 404 when not stored)", "properties": {
+            "model": _STR, "input": {"anyOf": [{**_STR, "minLength": 1}, {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {"type": "object", "required": ["role", "content"], "properties": {
+                    "type": {"const": "message"}, "role": {"enum": ["system", "developer", "user", "assistant"]}, "content": _STR}},
+                {"type": "object", "required": ["type", "call_id", "name", "arguments"], "properties": {
+                    "type": {"const": "function_call"}, "call_id": _STR, "name": _STR, "arguments": _STR}},
+                {"type": "object", "required": ["type", "call_id", "output"], "properties": {
+                    "type": {"const": "function_call_output"}, "call_id": _STR, "output": _STR}}]}}]},
+            "instructions": _STR,
+            "tools": {"type": "array", "items": {"type": "object", "required": ["type", "name"], "properties": {
+                "type": {"const": "function"}, "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": _STR,
+                "parameters": {"type": "object", "properties": {"type": {"const": "object"}}}}}},
+            "tool_choice": {"enum": ["auto", "none"]}, "parallel_tool_calls": _BOOL, "stream": _BOOL, "store": _BOOL,
+            "max_output_tokens": {**_INT, "minimum": 1, "maximum": MAX_TOKENS_PER_REQUEST},
+            "temperature": {**_NUM, "minimum": 0, "maximum": 2}, "top_p": {**_NUM, "minimum": 0, "maximum": 1},
+            "text": {"type": "object", "properties": {"format": {"type": "object", "required": ["type"], "properties": {
+                "type": {"enum": ["text", "json_object"]}}}}, "description": "or json_schema with a `schema`"},
+            "metadata": _OBJ}},
+        "Response": response,
+        "ResponseDeleted": {"type": "object", "required": ["id", "deleted"], "properties": {"id": _STR, "deleted": {"const": True}}},
+        "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": _STR}},
+        "OllamaChatRequest": {"type": "object", "required": ["model", "messages"], "properties": {
+            "model": _STR, "messages": {"type": "array", "minItems": 1, "items": {"type": "object", "required": ["role", "content"], "properties": {
+                "role": {"enum": ["system", "user", "assistant", "tool"]}, "content": _STR, "tool_name": _STR,
+                "tool_calls": {"type": "array", "items": _OBJ}}}},
+            "stream": _BOOL, "format": {"anyOf": [{"const": "json"}, _OBJ]}, "options": _OBJ,
+            "tools": {"type": "array", "items": {"type": "object", "required": ["type", "function"], "properties": {
+                "type": {"const": "function"}, "function": {"type": "object", "required": ["name"], "properties": {
+                    "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}, "description": _STR, "parameters": _OBJ}}}}},
+            "keep_alive": _ANY}},
+        "OllamaShowRequest": {"type": "object", "required": ["model"], "properties": {"model": _STR}},
+        "OllamaGenerateRequest": {"type": "object", "required": ["model"], "properties": {
+            "model": _STR, "prompt": _STR, "system": _STR, "suffix": _STR, "raw": _BOOL, "stream": _BOOL, "format": _ANY,
+            "options": _OBJ, "keep_alive": _ANY}},
+        "OllamaAnswer": {"type": "object", "required": ["model", "created_at", "done"], "properties": {
+            "model": _STR, "created_at": _STR, "done": _BOOL, "done_reason": _STR, "message": _OBJ, "response": _STR,
+            "eval_count": _INT, "prompt_eval_count": _INT, "total_duration": _INT}},
+        "OllamaModels": {"type": "object", "required": ["models"], "properties": {"models": {"type": "array", "items": ollama_model}}},
+        "OllamaShow": {"type": "object", "required": ["details", "capabilities"], "properties": {
+            "details": _OBJ, "capabilities": {"type": "array", "items": _STR}, "model_info": _OBJ, "modelfile": _STR}},
+        "OllamaEmbedRequest": {"type": "object", "required": ["model", "input"], "properties": {
+            "model": _STR, "input": embedding_input, "truncate": _BOOL, "dimensions": {**_INT, "minimum": 1}}},
+        "OllamaEmbed": {"type": "object", "required": ["model", "embeddings"], "properties": {
+            "model": _STR, "embeddings": {"type": "array", "items": {"type": "array", "items": _NUM}}}},
+    }
+
+
+def _post(op: str, summary: str, request: str, ok: dict[str, Any], ollama: bool = False) -> dict[str, Any]:
+    errors = {**_COMMON_ERRORS, **_POST_ERRORS}
+    if ollama:  # Ollama's own error shape from the route; OpenAI's from the checks before it (keys, size, rate)
+        either = {"anyOf": [_ref("OllamaError"), _ref("Error")]}
+        errors = {code: {**e, "content": {JSON: {"schema": either}}} for code, e in errors.items()}
+    return {"post": {"operationId": op, "summary": summary,
+                     "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
+                     "responses": {"200": ok, **errors}}}
 
 
 def _sse_event(chunk: str) -> dict[str, Any]:
@@ -229,6 +347,34 @@ def build_spec() -> dict[str, Any]:
             "404": _error("not served here (`model_not_found`)"),
             "503": _error("no model loaded (`no_model`)")},
             parameters=[{"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}]),
+        "/v1/embeddings": _post("createEmbeddings", "Embeddings from the served model (its GGUF's pooling) or `embedding_model`",
+                                "EmbeddingRequest", _json(_ref("Embeddings"), "one L2-normalized vector per input, float or base64")),
+        "/v1/responses": _post("createResponse", "OpenAI's Responses API: text or items in, message and function_call items out",
+                               "ResponseRequest", {"description": "the response, or with `stream: true` Responses events "
+                                                   "(`event: response.created` ... `response.completed`/`response.incomplete`)",
+                                                   "content": {JSON: {"schema": _ref("Response")}, SSE: {"schema": _OBJ}}}),
+        "/v1/responses/{response_id}": {
+            **_get("getResponse", "A stored response", {"200": _json(_ref("Response"), "the response"),
+                                                         "404": _error("not stored (`not_found`)")},
+                   parameters=[{"name": "response_id", "in": "path", "required": True, "schema": _STR}]),
+            "delete": {"operationId": "deleteResponse", "summary": "Forget a stored response",
+                       "parameters": [{"name": "response_id", "in": "path", "required": True, "schema": _STR}],
+                       "responses": {**_COMMON_ERRORS, "200": _json(_ref("ResponseDeleted"), "deleted"),
+                                     "404": _error("not stored (`not_found`)")}}},
+        "/api/chat": _post("ollamaChat", "Ollama's chat (NDJSON stream by default)", "OllamaChatRequest",
+                           {"description": "the answer; streamed as NDJSON lines, the last with `done: true`",
+                            "content": {JSON: {"schema": _ref("OllamaAnswer")}, NDJSON: {"schema": _STR}}}, ollama=True),
+        "/api/generate": _post("ollamaGenerate", "Ollama's generate (NDJSON stream by default)", "OllamaGenerateRequest",
+                               {"description": "the answer; streamed as NDJSON lines, the last with `done: true`",
+                                "content": {JSON: {"schema": _ref("OllamaAnswer")}, NDJSON: {"schema": _STR}}}, ollama=True),
+        "/api/embed": _post("ollamaEmbed", "Ollama's embeddings", "OllamaEmbedRequest", _json(_ref("OllamaEmbed"), "the vectors"),
+                            ollama=True),
+        "/api/show": _post("ollamaShow", "Ollama's model details", "OllamaShowRequest", _json(_ref("OllamaShow"), "the model"),
+                           ollama=True),
+        "/api/tags": _get("ollamaTags", "Ollama's model list", {"200": _json(_ref("OllamaModels"), "the served model")}),
+        "/api/ps": _get("ollamaPs", "Ollama's loaded models", {"200": _json(_ref("OllamaModels"), "the loaded model")}),
+        "/api/version": _get("ollamaVersion", "The Ollama API version followed", {
+            "200": _json({"type": "object", "required": ["version"], "properties": {"version": _STR}}, "the version")}),
         "/health": _get("health", "Liveness and readiness (open: no API key)", {
             "200": _json(_ref("Health"), "ready: `status` is `ok`"),
             "503": _json(_ref("Health"), "not ready: `status` is `loading`, `no_model`, `error` or `stopped`; `message` says why")},
@@ -246,6 +392,10 @@ def build_spec() -> dict[str, Any]:
         "/v1/system/credit": _get("systemCredit", "The credit ledger", {
             "200": _json(_ref("Credit"), "balance, per-peer figures, history")}),
     }
+    # The same operations without /v1, for clients given a base URL without it.
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/models/{model}", "/v1/embeddings",
+                 "/v1/responses", "/v1/responses/{response_id}"):
+        paths[path.removeprefix("/v1")] = {m: {**op, "operationId": op["operationId"] + "Unprefixed"} for m, op in paths[path].items()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Shard node API", "version": __version__,

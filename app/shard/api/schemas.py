@@ -10,19 +10,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from shard.api.errors import ApiError
-from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST, GenerateRequest, Sampling
+from shard.verifier.jsonschema import SchemaError, check_schema, schema_to_gbnf
+from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST, GenerateRequest, ProtocolError, Sampling, _tool_choice, _tools
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 UNSUPPORTED = {
-    "logprobs": "logprobs are not supported",
-    "top_logprobs": "logprobs are not supported",
-    "tools": "tool calls are not supported by this node",
-    "functions": "function calls are not supported by this node",
     "logit_bias": "logit_bias is not supported",
 }
+MAX_N = 16  # choices per request (each takes a slot, side by side)
 
 
 @dataclass
@@ -32,6 +30,10 @@ class ParsedRequest:
     stream: bool
     include_usage: bool
     prompt_chars: int
+    tool_names: frozenset[str] = frozenset()  # declared tools whose calls the output is parsed for
+    tool_forced: bool = False  # 'required' or a named function: the whole output is a call
+    parallel_tool_calls: bool = True
+    n: int = 1
 
 
 def _bad(message: str, param: str | None = None, code: str = "invalid_request") -> ApiError:
@@ -86,8 +88,8 @@ def _grammar(body: dict[str, Any]) -> str | None:
     if not isinstance(schema, dict):
         raise _bad("'response_format.json_schema.schema' must be a JSON Schema object", "response_format")
     try:
-        return json_schema_to_gbnf(json.dumps(schema))
-    except Exception as exc:
+        return schema_to_gbnf(schema)
+    except SchemaError as exc:
         raise _bad(f"the JSON schema cannot be turned into a grammar: {exc}", "response_format") from None
 
 
@@ -105,9 +107,7 @@ def _common(body: Any, settings_max_chars: int) -> tuple[str, Sampling, bool, bo
     for key, why in UNSUPPORTED.items():
         if body.get(key) not in (None, False, [], {}):
             raise _bad(why, key, "unsupported_parameter")
-    n = _integer(body, "n", 1, 128)
-    if n not in (None, 1):
-        raise _bad("only n=1 is supported: ask several times for several answers", "n", "unsupported_parameter")
+    _integer(body, "n", 1, MAX_N)
     model = body.get("model", "")
     if not isinstance(model, str):
         raise _bad("'model' must be a string", "model")
@@ -160,24 +160,87 @@ def _check_size(chars: int, limit: int) -> None:
                        "context_length_exceeded", "messages")
 
 
+def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
+    """An assistant message's tool calls (or legacy function_call), in OpenAI's shape, arguments as text."""
+    calls = m.get("tool_calls")
+    if calls is None and isinstance(m.get("function_call"), dict):
+        calls = [{"id": "call_0", "type": "function", "function": m["function_call"]}]
+    if calls is None:
+        return []
+    out = []
+    for c in calls if isinstance(calls, list) else [None]:
+        fn = c.get("function") if isinstance(c, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments", ""), str):
+            raise _bad(f"messages[{i}].tool_calls must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}",
+                       "messages")
+        out.append({"id": str(c.get("id", ""))[:64], "type": "function",
+                    "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"}})
+    return out
+
+
+def _clean_message(m: Any, i: int) -> dict[str, Any]:
+    if not isinstance(m, dict):
+        raise _bad(f"messages[{i}] must be an object", "messages")
+    role = m.get("role")
+    if role not in ROLES:
+        raise _bad(f"messages[{i}].role must be one of {', '.join(ROLES)}", "messages")
+    # Templates know 'system'; 'developer' is OpenAI's newer name for it; 'function' the old 'tool'.
+    role = {"developer": "system", "function": "tool"}.get(role, role)
+    out: dict[str, Any] = {"role": role, "content": _message_text(m.get("content"), i)}
+    if role == "assistant":
+        calls = _tool_calls(m, i)
+        if calls:
+            out["tool_calls"] = calls
+    elif role == "tool":
+        out["tool_call_id"] = str(m.get("tool_call_id") or m.get("name") or "")[:64]
+        if isinstance(m.get("name"), str):
+            out["name"] = m["name"][:64]
+    return out
+
+
+def _tool_params(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any, bool]:
+    """tools, tool_choice, parallel_tool_calls (legacy functions/function_call mapped onto them)."""
+    spec = {"tools": body.get("tools"), "tool_choice": body.get("tool_choice")}
+    if spec["tools"] is None and body.get("functions") is not None:
+        fns = body["functions"]
+        spec["tools"] = [{"type": "function", "function": f} for f in fns] if isinstance(fns, list) else fns
+        fc = body.get("function_call")
+        spec["tool_choice"] = {"type": "function", "function": fc} if isinstance(fc, dict) else fc
+    parallel = body.get("parallel_tool_calls", True)
+    if not isinstance(parallel, bool):
+        raise _bad("'parallel_tool_calls' must be true or false", "parallel_tool_calls")
+    try:
+        tools = _tools(spec) or None
+        choice = _tool_choice(spec, tools)
+        for t in tools or ():
+            if t["function"].get("parameters") is not None:
+                check_schema(t["function"]["parameters"])
+    except (ProtocolError, SchemaError) as exc:
+        raise _bad(str(exc), "tools") from None
+    return tools, choice, parallel
+
+
 def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
     model, sampling, stream, include_usage, max_tokens, stop = _common(body, max_prompt_chars)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty list", "messages")
-    clean: list[dict[str, str]] = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise _bad(f"messages[{i}] must be an object", "messages")
-        role = m.get("role")
-        if role not in ROLES:
-            raise _bad(f"messages[{i}].role must be one of {', '.join(ROLES)}", "messages")
-        # Templates know 'system'; 'developer' is OpenAI's newer name for it.
-        clean.append({"role": "system" if role == "developer" else role, "content": _message_text(m.get("content"), i)})
-    chars = sum(len(m["content"]) for m in clean)
-    _check_size(chars, max_prompt_chars)
-    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling, json_schema=_json_schema(body))
-    return ParsedRequest(model, gen, stream, include_usage, chars)
+    clean = [_clean_message(m, i) for i, m in enumerate(messages)]
+    tools, choice, parallel = _tool_params(body)
+    chars = sum(len(m["content"]) + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ())) for m in clean)
+    _check_size(chars + (len(json.dumps(tools)) if tools else 0), max_prompt_chars)
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise _bad("'logprobs' must be true or false", "logprobs")
+    top = _integer(body, "top_logprobs", 0, 20)
+    if top is not None and not logprobs:
+        raise _bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
+    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling,
+                          tools=tools, tool_choice=choice, parallel_tool_calls=parallel,
+                          logprobs=(top or 0) if logprobs else -1, json_schema=_json_schema(body))
+    names = frozenset(t["function"]["name"] for t in tools or ()) if choice != "none" else frozenset()
+    return ParsedRequest(model, gen, stream, include_usage, chars, names, bool(names) and choice != "auto", parallel,
+                         body.get("n") or 1)
 
 
 def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
@@ -187,8 +250,13 @@ def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
         prompt = prompt[0]
     if not isinstance(prompt, str):
         raise _bad("'prompt' must be a string (one prompt per request)", "prompt")
-    if body.get("echo") or body.get("suffix") or (body.get("best_of") or 1) != 1:
-        raise _bad("echo, suffix and best_of are not supported", None, "unsupported_parameter")
-    _check_size(len(prompt), max_prompt_chars)
-    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling, json_schema=_json_schema(body))
-    return ParsedRequest(model, gen, stream, include_usage, len(prompt))
+    if body.get("echo") or (body.get("best_of") or 1) not in (1, body.get("n") or 1):
+        raise _bad("echo and best_of are not supported", None, "unsupported_parameter")
+    suffix = body.get("suffix") or ""
+    if not isinstance(suffix, str):
+        raise _bad("'suffix' must be a string", "suffix")
+    _check_size(len(prompt) + len(suffix), max_prompt_chars)
+    top = _integer(body, "logprobs", 0, 20)  # the legacy API: a count of alternatives
+    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling, suffix=suffix,
+                          logprobs=-1 if top is None else top, json_schema=_json_schema(body))
+    return ParsedRequest(model, gen, stream, include_usage, len(prompt), n=body.get("n") or 1)

@@ -14,10 +14,11 @@ import dataclasses
 import json
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from shard.config import Settings
 from shard.network.messages import InferRequest
+from shard.verifier.jsonschema import SchemaError, depth, schema_to_gbnf
 from shard.verifier.protocol import GenerateRequest
 
 MAX_STOP = 4  # what the local API accepts
@@ -26,37 +27,25 @@ MAX_MESSAGES = 256
 MAX_SCHEMA_BYTES = 16 * 1024
 MAX_SCHEMA_DEPTH = 16
 ROLES = ("system", "user", "assistant", "tool")
+MESSAGE_KEYS = {"role", "content", "tool_calls", "tool_call_id", "name"}  # GenerateRequest types each
 
 
 class RemoteRequestError(ValueError):
     """The request exceeds a limit or uses what peers may not send; the text says which."""
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value, without recursion (a peer chooses how deep it is)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        deepest = max(deepest, d)
-        if deepest > MAX_SCHEMA_DEPTH:
-            break
-        children = v.values() if isinstance(v, dict) else v if isinstance(v, list) else ()
-        stack.extend((c, d + 1) for c in children)
-    return deepest
-
-
 def compile_schema(schema: dict[str, Any]) -> str:
-    """A GBNF grammar for `schema` ({} means any JSON object), compiled here within limits."""
+    """A GBNF grammar for `schema` ({} means any JSON object), compiled here within limits tighter
+    than a local client's (a peer's schema is smaller and shallower than any real output format)."""
     if not schema:
         return JSON_GBNF
-    text = json.dumps(schema)
-    if len(text.encode()) > MAX_SCHEMA_BYTES:
+    if len(json.dumps(schema).encode()) > MAX_SCHEMA_BYTES:
         raise RemoteRequestError(f"'json_schema' is larger than {MAX_SCHEMA_BYTES} bytes")
-    if _depth(schema) > MAX_SCHEMA_DEPTH:
+    if depth(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:
         raise RemoteRequestError(f"'json_schema' is nested deeper than {MAX_SCHEMA_DEPTH} levels")
     try:
-        return json_schema_to_gbnf(text)
-    except Exception as exc:  # the converter's own errors are of many kinds (RecursionError included)
+        return schema_to_gbnf(schema)
+    except SchemaError as exc:
         raise RemoteRequestError(f"'json_schema' cannot be compiled: {exc}") from None
 
 
@@ -73,7 +62,7 @@ def bounded(req: InferRequest, settings: Settings) -> GenerateRequest:
         raise RemoteRequestError(f"'stop' must be at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters")
     messages = raw.get("messages")
     if messages is not None and (not isinstance(messages, list) or len(messages) > MAX_MESSAGES
-                                 or not all(isinstance(m, dict) and set(m) <= {"role", "content"} and m.get("role") in ROLES
+                                 or not all(isinstance(m, dict) and set(m) <= MESSAGE_KEYS and m.get("role") in ROLES
                                             and isinstance(m.get("content"), str) for m in messages)):
         raise RemoteRequestError(f"'messages' must be at most {MAX_MESSAGES} objects with a role and a string content")
     schema = raw.get("json_schema")

@@ -38,7 +38,7 @@ def verifier_command(settings: Settings, model_path: Path) -> list[str]:
         "--gpu-layers", str(settings.n_gpu_layers),
         "--threads", str(settings.n_threads),
         "--log-level", settings.log_level,
-    ]
+    ] + (["--embedding-model", settings.embedding_model] if settings.embedding_model else [])
 
 
 class VerifierClient:
@@ -156,6 +156,10 @@ class VerifierClient:
     async def draft(self, request: protocol.DraftRequest) -> protocol.DraftVerdict:
         """Hand a draft to a running generation; returns once a step has checked it (or the job ended)."""
         return protocol.DraftVerdict(**await self._post("/draft", request.to_dict()))
+
+    async def embed(self, request: protocol.EmbedRequest) -> dict[str, Any]:
+        """{"embeddings": [[float]], "prompt_tokens": n, "dimensions": d}"""
+        return await self._post("/embed", request.to_dict())
 
     async def tokenize(self, text: str, special: bool = False) -> list[int]:
         return (await self._post("/tokenize", {"text": text, "special": special}))["tokens"]

@@ -84,6 +84,7 @@ class Job:
     draft: list[int] = field(default_factory=list)  # offered once, at the first decode step
     draft_source: DraftSource | None = None
     max_steps: int = 0  # 0: no limit; verify() uses 1
+    logprobs: int = -1  # -1: none; else each token's log-probability and this many alternatives
     # Drafts handed in while the job runs (scouts); appended from other threads (deque is atomic).
     inbox: deque[ExternalDraft] = field(default_factory=deque)
     id: int = field(default_factory=itertools.count(1).__next__)
@@ -396,12 +397,15 @@ class Engine:
         chooser = job.chooser
         n_vocab = self.model.n_vocab
         accepted: list[int] = []
+        lps: list[dict[str, Any]] = []
         for i in range(len(draft) + 1):
             ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, row + i)
             logits = np.ctypeslib.as_array(ptr, shape=(n_vocab,))
             tok = chooser.choose(logits, len(job.tokens) + len(accepted))
             chooser.accept(tok)
             accepted.append(tok)
+            if job.logprobs >= 0:
+                lps.append(token_logprobs(self.model, logits, tok, job.logprobs))
             if i == len(draft) or tok != draft[i] or self.model.is_eog(tok):
                 break
         n_draft_ok = len(accepted) - 1
@@ -421,22 +425,25 @@ class Engine:
             if job.draft_source is not None:
                 job.draft_source.feedback(len(draft), n_draft_ok)
         job.stats.steps += 1
-        self._emit_tokens(slot, accepted)
+        self._emit_tokens(slot, accepted, lps)
         if job.shadows:
             self._learn(job)
 
-    def _emit_tokens(self, slot: Slot, tokens: list[int]) -> None:
+    def _emit_tokens(self, slot: Slot, tokens: list[int], lps: list[dict[str, Any]] | None = None) -> None:
         job = slot.job
         if not job.stats.first_token_at:
             job.stats.first_token_at = time.monotonic()
             self.counters["prompt_tokens"] += len(job.prompt) - job.stats.cached_tokens
         text, ids, reason = [], [], ""
+        out_lps: list[dict[str, Any]] = []
         for tok in tokens:
             job.tokens.append(tok)
             if self.model.is_eog(tok):  # kept in tokens (verify reports it), never in text or counts
                 reason = "stop"
                 break
             ids.append(tok)
+            if lps:
+                out_lps.append(lps[len(ids) - 1])
             job.stats.completion_tokens += 1
             text.append(job.text.push(self.model.piece(tok)))
             if job.text.stopped:
@@ -452,7 +459,10 @@ class Engine:
             reason = "verified"
         self.counters["tokens_generated"] += len(ids)
         if ids:
-            job.emit({"type": "token", "text": "".join(text), "ids": ids})
+            event: dict[str, Any] = {"type": "token", "text": "".join(text), "ids": ids}
+            if out_lps:
+                event["logprobs"] = out_lps
+            job.emit(event)
         slot.cached = job.tokens[: job.n_past]
         if reason:
             if reason != "stop" or not job.text.stopped:
@@ -494,6 +504,26 @@ class Engine:
             "ttft_ms": round((s.first_token_at - s.queued_at) * 1000, 2) if s.first_token_at else None,
             "tokens_per_s": round((s.completion_tokens - 1) / gen_s, 2) if gen_s > 0 and s.completion_tokens > 1 else None,
         }
+
+
+def token_logprobs(model: Model, logits: np.ndarray, token: int, top: int) -> dict[str, Any]:
+    """The chosen token's log-probability under the model (before sampling settings) and the `top`
+    likeliest tokens, with their text and bytes (as OpenAI reports them)."""
+    x = logits.astype(np.float64)
+    m = float(x.max())
+    lse = m + float(np.log(np.exp(x - m).sum()))
+
+    def entry(t: int) -> dict[str, Any]:
+        piece = model.piece(t)
+        return {"token": piece.decode("utf-8", "replace"), "logprob": float(x[t] - lse), "bytes": list(piece)}
+
+    out = entry(token)
+    if top > 0:
+        ids = np.argpartition(-x, top)[:top] if top < x.shape[0] else np.arange(x.shape[0])
+        out["top_logprobs"] = [entry(int(t)) for t in ids[np.argsort(-x[ids])]]
+    else:
+        out["top_logprobs"] = []
+    return out
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

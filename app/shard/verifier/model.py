@@ -14,6 +14,8 @@ import llama_cpp
 from llama_cpp import _internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from shard.verifier import tools as tool_prompts
+
 log = logging.getLogger("shard.verifier.model")
 # llama.cpp prints every graph tensor at INFO; warnings and errors are what a person needs to see.
 logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
@@ -65,6 +67,7 @@ class ModelOptions:
     n_gpu_layers: int = -1
     n_threads: int = 0  # 0: one per physical core, as llama-cpp-python does
     n_batch: int = 512
+    embedding_path: str = ""  # a separate GGUF for /embed; empty: the model's own embeddings
 
 
 def default_threads() -> int:
@@ -106,6 +109,7 @@ class Model:
         self._pieces: dict[int, bytes] = {}
         template = self.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
         self.has_chat_template = "tokenizer.chat_template" in self.metadata
+        self.tool_format = tool_prompts.template_format(template)  # "none": the template ignores tools
         self._chat = Jinja2ChatFormatter(
             template=template,
             eos_token=self._token_text(self.eos),
@@ -157,15 +161,31 @@ class Model:
                     break  # a token spans the boundary: try a shorter anchor
         return self.tokenize(text, add_bos=False, special=False)
 
+    def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
+        """Fill in the middle: <fim_pre> prefix <fim_suf> suffix <fim_mid>, with the model's own tokens."""
+        vocab = self.model.vocab
+        pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab), llama_cpp.llama_vocab_fim_mid(vocab))
+        if min(pre, suf, mid) < 0:
+            raise ValueError("'suffix' needs a model with fill-in-the-middle tokens; this one has none")
+        head = [self.bos] if self.add_bos and self.bos >= 0 else []
+        return head + [pre] + self.tokenize(prefix, add_bos=False, special=False) + [suf] + \
+            self.tokenize(suffix, add_bos=False, special=False) + [mid]
+
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab
 
     def is_eog(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.model.vocab, token))
 
-    def render_chat(self, messages: list[dict[str, Any]]) -> str:
+    def render_chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> str:
+        """The prompt for a chat; with tools, the template's own tool prompt, or a Hermes system
+        block when the template ignores tools. Tool calls in the history are written either way."""
         try:
-            return self._chat(messages=messages).prompt
+            if self.tool_format == "none":
+                if tools or any(m.get("tool_calls") or m.get("role") == "tool" for m in messages):
+                    messages = tool_prompts.hermes_messages(messages, tools)
+                return self._chat(messages=messages).prompt
+            return self._chat(messages=tool_prompts.native_messages(messages), tools=tools or None).prompt
         except Exception as exc:  # a template that raises on these messages (e.g. roles out of order)
             raise ValueError(f"the model's chat template rejected the messages: {exc}") from None
 

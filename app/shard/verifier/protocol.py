@@ -7,6 +7,8 @@ Described in docs/protocol.md ("Verifier").
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +91,92 @@ def _continuation(d: dict[str, Any]) -> str:
     return v
 
 
+MAX_TOOLS = 128
+MAX_TOOLS_CHARS = 262144
+MAX_TOOL_CALLS_IN_HISTORY = 1024
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # OpenAI's rule, plus '.' and ':' (MCP tool names)
+TOOL_CHOICES = ("auto", "none", "required")
+
+
+def _tools(d: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """OpenAI's function tools, checked: names, an object of parameters, bounded in count and size."""
+    tools = d.get("tools")
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or len(tools) > MAX_TOOLS:
+        raise ProtocolError(f"'tools' must be a list of at most {MAX_TOOLS} tools")
+    if len(json.dumps(tools)) > MAX_TOOLS_CHARS:
+        raise ProtocolError(f"'tools' is larger than {MAX_TOOLS_CHARS} characters")
+    names = set()
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, dict) else None
+        if not isinstance(t, dict) or t.get("type") != "function" or not isinstance(fn, dict):
+            raise ProtocolError(f"tools[{i}] must be {{'type': 'function', 'function': {{...}}}}")
+        name = fn.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.match(name):
+            raise ProtocolError(f"tools[{i}].function.name must be 1-64 letters, digits, '_', '-', '.' or ':'")
+        if name in names:
+            raise ProtocolError(f"tools[{i}]: the name {name!r} is declared twice")
+        names.add(name)
+        if fn.get("parameters") is not None and not isinstance(fn["parameters"], dict):
+            raise ProtocolError(f"tools[{i}].function.parameters must be a JSON Schema object")
+        if fn.get("description") is not None and not isinstance(fn["description"], str):
+            raise ProtocolError(f"tools[{i}].function.description must be a string")
+    return tools
+
+
+def _tool_choice(d: dict[str, Any], tools: list[dict[str, Any]] | None) -> Any:
+    """'auto', 'none', 'required' or {'type': 'function', 'function': {'name': a declared tool}}."""
+    choice = d.get("tool_choice")
+    if choice is None:
+        return "auto"
+    if isinstance(choice, str):
+        if choice not in TOOL_CHOICES:
+            raise ProtocolError(f"'tool_choice' must be one of {', '.join(TOOL_CHOICES)} or a named function")
+        if choice == "required" and not tools:
+            raise ProtocolError("'tool_choice' is 'required' but no tools are declared")
+        return choice
+    fn = choice.get("function") if isinstance(choice, dict) else None
+    name = fn.get("name") if isinstance(fn, dict) else None
+    if not isinstance(name, str):
+        raise ProtocolError("'tool_choice' must be a string or {'type': 'function', 'function': {'name': ...}}")
+    if not any(t["function"]["name"] == name for t in tools or ()):
+        raise ProtocolError(f"'tool_choice' names {name[:64]!r}, which is not among the declared tools")
+    return {"type": "function", "function": {"name": name}}
+
+
+def _messages(d: dict[str, Any]) -> list[dict[str, Any]] | None:
+    messages = d.get("messages")
+    if messages is None:
+        return None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise ProtocolError("'messages' must be a list of objects")
+    calls = 0
+    for i, m in enumerate(messages):
+        if not isinstance(m.get("content", ""), (str, type(None))):
+            raise ProtocolError(f"messages[{i}].content must be a string")
+        tc = m.get("tool_calls")
+        if tc is None:
+            continue
+        if not isinstance(tc, list) or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
+                                               and isinstance(c["function"].get("name"), str)
+                                               and isinstance(c["function"].get("arguments", ""), (str, dict)) for c in tc):
+            raise ProtocolError(f"messages[{i}].tool_calls must be a list of {{'function': {{'name', 'arguments'}}}}")
+        calls += len(tc)
+    if calls > MAX_TOOL_CALLS_IN_HISTORY:
+        raise ProtocolError(f"more than {MAX_TOOL_CALLS_IN_HISTORY} tool calls in the messages")
+    return messages
+
+
+def _suffix(d: dict[str, Any], prompt: str | None) -> str:
+    v = d.get("suffix") or ""
+    if not isinstance(v, str) or len(v) > 1_000_000:
+        raise ProtocolError("'suffix' must be a string")
+    if v and prompt is None:
+        raise ProtocolError("'suffix' goes with 'prompt' only")
+    return v
+
+
 @dataclass
 class GenerateRequest:
     """POST /generate. Exactly one of prompt (text), messages (chat) or tokens is given."""
@@ -105,6 +193,13 @@ class GenerateRequest:
     # The JSON schema `sampling.grammar` was compiled from ({} for any JSON object): what a remote
     # Oracle is sent instead of the grammar (it compiles the schema itself, within its limits).
     json_schema: dict[str, Any] | None = None
+    # Tool calling (messages only): OpenAI's function tools, rendered into the prompt by the chat
+    # template; "required" or a named function makes the verifier compile a grammar from their schemas.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = "auto"
+    parallel_tool_calls: bool = True
+    logprobs: int = -1  # -1: none; 0-20: each token's log-probability and that many alternatives
+    suffix: str = ""  # with a prompt: fill in the middle, with the model's FIM tokens
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -116,11 +211,12 @@ class GenerateRequest:
         given = [k for k in ("prompt", "messages", "tokens") if d.get(k) is not None]
         if len(given) != 1:
             raise ProtocolError("give exactly one of 'prompt', 'messages' or 'tokens'")
-        prompt, messages = d.get("prompt"), d.get("messages")
+        prompt, messages = d.get("prompt"), _messages(d)
         if prompt is not None and not isinstance(prompt, str):
             raise ProtocolError("'prompt' must be a string")
-        if messages is not None and (not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages)):
-            raise ProtocolError("'messages' must be a list of objects")
+        tools = _tools(d)
+        if tools and messages is None:
+            raise ProtocolError("'tools' go with 'messages' only")
         stop = d.get("stop") or []
         if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
             raise ProtocolError("'stop' must be a list of strings")
@@ -138,6 +234,11 @@ class GenerateRequest:
             share_context=bool(d.get("share_context", False)),
             continuation=_continuation(d),
             json_schema=d.get("json_schema") if isinstance(d.get("json_schema"), dict) else None,
+            tools=tools,
+            tool_choice=_tool_choice(d, tools),
+            parallel_tool_calls=bool(d.get("parallel_tool_calls", True)),
+            logprobs=_int(d, "logprobs", -1, -1, 20),
+            suffix=_suffix(d, prompt),
         )
 
 
@@ -209,3 +310,34 @@ class VerifyResult:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+MAX_EMBED_INPUTS = 2048
+
+
+@dataclass
+class EmbedRequest:
+    """POST /embed: texts (or token lists) to embed; answered with L2-normalized vectors."""
+
+    inputs: list[str] | None = None
+    tokens: list[list[int]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "EmbedRequest":
+        if not isinstance(d, dict):
+            raise ProtocolError("the body must be a JSON object")
+        inputs, tokens = d.get("inputs"), d.get("tokens")
+        if (inputs is None) == (tokens is None):
+            raise ProtocolError("give exactly one of 'inputs' or 'tokens'")
+        if inputs is not None and (not isinstance(inputs, list) or not all(isinstance(x, str) for x in inputs)):
+            raise ProtocolError("'inputs' must be a list of strings")
+        if tokens is not None:
+            if not isinstance(tokens, list):
+                raise ProtocolError("'tokens' must be a list of token lists")
+            tokens = [_tokens({"t": t}, "t") for t in tokens]
+        if not 1 <= len(inputs if inputs is not None else tokens) <= MAX_EMBED_INPUTS:
+            raise ProtocolError(f"give between 1 and {MAX_EMBED_INPUTS} inputs")
+        return cls(inputs=inputs, tokens=tokens)

@@ -9,20 +9,28 @@ stdin closes: a node killed outright leaves no verifier behind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
 import os
 import sys
 import threading
+from pathlib import Path
 from typing import Any
+
+import llama_cpp
+from llama_cpp import _internals
 
 from aiohttp import web
 
 from shard.verifier import protocol
+from shard.verifier.jsonschema import SchemaError
+from shard.verifier.tools import call_grammar as tool_grammar
+from shard.verifier.embed import EmbedError, Embedder
 from shard.verifier.engine import Engine, EngineError, ExternalDraft, Job
 from shard.verifier.lookup import PromptLookup
-from shard.verifier.model import Model, ModelLoadError, ModelOptions
+from shard.verifier.model import Model, ModelLoadError, ModelOptions, check_gguf_file, default_threads
 
 log = logging.getLogger("shard.verifier")
 
@@ -40,6 +48,8 @@ class VerifierState:
         self.model: Model | None = None
         self.engine: Engine | None = None
         self.jobs: dict[int, Job] = {}  # running generations, by id: where /draft delivers
+        self.embedder: Embedder | None = None  # made on the first /embed
+        self.embed_lock = threading.Lock()
 
 
 def _error(status: int, message: str, code: str = "invalid_request") -> web.Response:
@@ -120,13 +130,27 @@ def _prompt(engine: Engine, req: protocol.GenerateRequest) -> tuple[list[int], s
     if req.tokens is not None:
         tokens, text = req.tokens, model.detokenize(req.tokens) if req.share_context else ""
     else:
-        text = model.render_chat(req.messages) if req.messages is not None else req.prompt or ""
+        tools = req.tools if req.tool_choice != "none" else None
+        text = model.render_chat(req.messages, tools) if req.messages is not None else req.prompt or ""
         # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
-        tokens = model.tokenize(text, special=req.messages is not None)
+        tokens = model.fim_prompt(text, req.suffix) if req.suffix else model.tokenize(text, special=req.messages is not None)
     if req.continuation:
         tokens = tokens + model.tokenize_continuation(tokens[-4:], req.continuation)
         text += req.continuation
     return tokens, text
+
+
+def _sampling(engine: Engine, req: protocol.GenerateRequest) -> protocol.Sampling:
+    """The request's sampling; a required or named tool call replaces any grammar with one compiled
+    here from the declared tools' schemas (in the format of the model's template)."""
+    if not req.tools:
+        return req.sampling
+    fmt = "hermes" if engine.model.tool_format == "none" else engine.model.tool_format
+    try:
+        grammar = tool_grammar(req.tools, req.tool_choice, req.parallel_tool_calls, fmt)
+    except SchemaError as exc:
+        raise ValueError(f"tools: {exc}") from None
+    return dataclasses.replace(req.sampling, grammar=grammar) if grammar else req.sampling
 
 
 def _start_job(request: web.Request, job: Job) -> tuple[Engine, asyncio.Queue[dict[str, Any]]]:
@@ -145,11 +169,12 @@ async def generate(request: web.Request) -> web.StreamResponse:
         prompt, prompt_text = _prompt(engine, req)
         job = Job(
             prompt=prompt,
-            params=req.sampling,
+            params=_sampling(engine, req),
             emit=lambda e: None,
             max_tokens=req.max_tokens,
             stop=req.stop,
             draft_source=PromptLookup() if req.drafter == "lookup" else None,
+            logprobs=req.logprobs,
         )
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
@@ -234,6 +259,45 @@ async def verify(request: web.Request) -> web.Response:
         raise
 
 
+def _embedder(state: VerifierState, engine: Engine) -> Embedder:
+    with state.embed_lock:
+        if state.embedder is None:
+            opts = state.options
+            model = engine.model.model
+            if opts.embedding_path:  # a separate embedding GGUF, loaded on first use
+                check_gguf_file(Path(opts.embedding_path))
+                params = llama_cpp.llama_model_default_params()
+                params.n_gpu_layers = 0x7FFFFFFF if engine.model.gpu_offload and opts.n_gpu_layers != 0 else 0
+                model = _internals.LlamaModel(path_model=opts.embedding_path, params=params, verbose=False)
+            n_ctx = min(opts.n_ctx, llama_cpp.llama_model_n_ctx_train(model.model) or opts.n_ctx)
+            state.embedder = Embedder(model, n_ctx, opts.n_threads or default_threads())
+        return state.embedder
+
+
+async def embed(request: web.Request) -> web.Response:
+    """Embeddings, in a thread: they never wait for (or hold up) the generation loop."""
+    engine = _ready_engine(request)
+    state = request.app[STATE]
+    try:
+        req = protocol.EmbedRequest.from_dict(await _json_body(request))
+    except protocol.ProtocolError as exc:
+        return _error(400, str(exc))
+
+    def run() -> tuple[list[list[float]], int, int]:
+        embedder = _embedder(state, engine)
+        tokenize = embedder.model.tokenize
+        seqs = req.tokens if req.tokens is not None else [tokenize(t.encode("utf-8"), True, False) for t in req.inputs or []]
+        if any(not 0 <= t < embedder.model.n_vocab() for s in seqs for t in s):
+            raise EmbedError("token id out of range")
+        return [embedder.embed(s).tolist() for s in seqs], sum(map(len, seqs)), embedder.n_embd
+
+    try:
+        vectors, n_tokens, dims = await asyncio.get_running_loop().run_in_executor(None, run)
+    except (EmbedError, ModelLoadError, ValueError) as exc:
+        return _error(400, str(exc))
+    return web.json_response({"embeddings": vectors, "prompt_tokens": n_tokens, "dimensions": dims})
+
+
 def create_app(state: VerifierState) -> web.Application:
     app = web.Application(middlewares=[auth_middleware], client_max_size=MAX_BODY)
     app[STATE] = state
@@ -244,6 +308,7 @@ def create_app(state: VerifierState) -> web.Application:
     app.router.add_post("/generate", generate)
     app.router.add_post("/verify", verify)
     app.router.add_post("/draft", draft)
+    app.router.add_post("/embed", embed)
     return app
 
 
