@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from shard.api import middlewares, openai_routes, openapi, scout_routes, system_routes
+from shard.api import middlewares, openai_routes, openapi, scout_routes, system_routes, webapp_routes
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
@@ -45,5 +45,6 @@ def create_app(node: "Node") -> web.Application:
     openai_routes.add_routes(app)
     system_routes.add_routes(app)
     scout_routes.add_routes(app)
+    webapp_routes.add_routes(app)
     openapi.add_routes(app)
     return app
