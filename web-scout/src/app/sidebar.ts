@@ -60,6 +60,14 @@ export function tabCredit (credit: any, tabPeers: string[]): { credit: number, a
   return { credit: c, accepted: a }
 }
 
+/** The scout's state in words; the raw status (errors included) is under Details. */
+export function scoutSentence (s: TabScoutState): string {
+  if (s.connected) return 'Scouting: this tab drafts tokens for the Oracle and earns credit for each one it accepts.'
+  if (s.status.startsWith('not connected')) return "Not scouting: the node is not on the network (no sidecar yet). The tab keeps trying."
+  if (s.status.startsWith('failed')) return 'The scout stopped with an error (see Details).'
+  return "Connecting to the node's network…"
+}
+
 export class Sidebar {
   snap: Snapshot = { status: null, peers: null, credit: null, topology: null, error: null }
   scout: TabScoutState | null = null
@@ -131,7 +139,7 @@ export class Sidebar {
 
   renderScout (mine = tabCredit(this.snap.credit, this.tabPeers)): void {
     const s = this.scout
-    $('scout-state').textContent = this.scoutNote !== '' ? this.scoutNote : (s === null ? '' : s.connected ? 'Scouting: this tab drafts tokens for the Oracle.' : `Scout: ${s.status}`)
+    $('scout-state').textContent = this.scoutNote !== '' ? this.scoutNote : (s === null ? '' : scoutSentence(s))
     const drafter = s === null ? '–'
       : s.drafter.kind === 'lookup' ? 'prompt lookup'
         : s.drafter.loaded ? `${s.drafter.name}${s.drafter.tokensPerSecond !== null ? ` (${s.drafter.tokensPerSecond} tokens/s)` : ''}`
@@ -151,6 +159,7 @@ export class Sidebar {
     const rows: Array<[string, string]> = [
       ['node peer id', typeof topology?.peer_id === 'string' ? topology.peer_id : '–'],
       ['listen', Array.isArray(topology?.listen_addrs) ? topology.listen_addrs.join('\n') : '–'],
+      ['tab scout', s?.status ?? '–'],
       ['tab peer id', s?.peerId ?? '–'],
       ['tab dialed', s?.nodeAddr ?? '–'],
       ['drafter policy', s?.why ?? '–'],

@@ -1,0 +1,202 @@
+"""The Shard web app at `/` (web-scout/app.html, app/shard/api/webapp_routes.py), end to end in
+Debian's headless Chromium (playwright-core) against real `shard serve` processes: a question typed
+and answered with streaming, stopped mid-answer and regenerated, the API key asked for and used,
+the sidebar showing a second node, and the tab's scout (in a Worker) earning credit at the Oracle
+with accepted drafts, without a model (the tab runs on the Oracle's machine) and without showing
+anyone's prompt text. The page's pure logic has vitest units (web-scout/test/app-*.test.ts, run by
+tests/test_web_scout.py's vitest test)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+from openai import OpenAI
+
+from conftest import ServedNode, metric, start_node, wait_for
+from test_web_scout import EDIT_PROMPT, ISOLATION, need_node_tools
+from webapp_browser import WEB, Browser
+
+LAST_ANSWER = "[...document.querySelectorAll('#messages .msg.assistant .body')].pop()?.innerText ?? ''"
+STREAMING = "!document.getElementById('stop').hidden"
+# Records the answer's length at every change while the Stop button shows: proof of streaming.
+WATCH = """(() => { window.__lens = []; new MutationObserver(() => {
+  const b = [...document.querySelectorAll('#messages .msg.assistant .body')].pop()
+  if (!document.getElementById('stop').hidden && b) window.__lens.push(b.innerText.length)
+}).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true }); return true })()"""
+
+
+def short(peer_id: str) -> str:
+    return f"{peer_id[:8]}…{peer_id[-6:]}"
+
+
+def ask(app: Browser, text: str) -> None:
+    app.do("fill", selector="#prompt", text=text)
+    app.do("press", key="Enter")
+
+
+@pytest.fixture(scope="module")
+def keyed_node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    node = start_node(tiny_model, tmp_path_factory.mktemp("webapp-keyed"), "--api-key", "sekret", "--ctx-size", "256")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def oracle(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
+    # --no-lookup: the Oracle's own prompt lookup would draft the repeated text before the tab does
+    node = start_node(smollm2, tmp_path_factory.mktemp("webapp-oracle"), "--parallel", "2", "--no-lookup", sidecar=True)
+    wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+    yield node
+    node.stop()
+
+
+@pytest.fixture(scope="module")
+def app(oracle: ServedNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    need_node_tools(browser=True)
+    browser = Browser(tmp_path_factory.mktemp("webapp-chromium") / "chromium.log")
+    browser.do("goto", url=oracle.url + "/")
+    browser.until("window.shardApp?.chat.state === 'ready'", what="the app to find the model")
+    yield browser
+    browser.close()
+
+
+def test_the_app_is_served_at_root_with_its_assets_and_isolation(oracle: ServedNode) -> None:
+    need_node_tools()
+    page = requests.get(oracle.url + "/", timeout=5)
+    assert page.status_code == 200 and "<title>Shard</title>" in page.text
+    for k, v in ISOLATION.items():
+        assert page.headers[k] == v  # cross-origin isolated: the tab's wllama may use threads
+    assets = re.findall(r'(?:src|href)="(/scout/assets/[^"]+)"', page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for src in assets:
+        res = requests.get(oracle.url + src, timeout=5)
+        assert res.status_code == 200 and res.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+    assert "Shard web scout" in requests.get(oracle.url + "/scout/", timeout=5).text  # the scout page still works
+
+
+def test_a_missing_build_is_explained(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path, "--ctx-size", "256", env={"SHARD_WEB_SCOUT_DIR": str(tmp_path / "nowhere")})
+    try:
+        res = requests.get(node.url + "/", timeout=5)
+        assert res.status_code == 503 and "npm run build" in res.text
+    finally:
+        node.stop()
+
+
+def test_a_node_that_wants_a_key_gets_it_from_the_page(keyed_node: ServedNode, tmp_path: Path) -> None:
+    need_node_tools(browser=True)
+    # /scout/app is open like all of /scout/: the page loads, then asks for the key the API wants
+    browser = Browser(tmp_path / "chromium.log")
+    try:
+        browser.do("goto", url=keyed_node.url + "/scout/app")
+        browser.until("window.shardApp?.chat.state === 'key'", what="the page to ask for a key")
+        assert browser.js("document.querySelector('.keybox').open") is True
+        assert "needs an API key" in browser.text("#state")
+        browser.do("fill", selector="#api-key", text="sekret")
+        browser.do("press", key="Enter")
+        browser.until("window.shardApp.chat.state === 'ready'", what="the models with the key")
+        assert browser.js("document.getElementById('model').value") == "tiny"
+        assert browser.js("localStorage.getItem('shard.api_key')") == "sekret"
+        ask(browser, "hello")
+        browser.until(f"!({STREAMING}) && ({LAST_ANSWER}).length > 0", what="an answer with the key")
+        assert browser.js("document.querySelector('#messages .note.error')") is None
+    finally:
+        browser.close()
+
+
+def test_a_question_is_typed_and_answered_with_streaming(app: Browser) -> None:
+    app.js(WATCH)
+    ask(app, "Write three sentences about the sea.")
+    app.until(STREAMING, 30, "the answer to start")
+    answer = app.until(f"!({STREAMING}) && ({LAST_ANSWER})", 180, "the answer to end")
+    lens = app.js("window.__lens")
+    assert len({n for n in lens if n > 0}) >= 2, lens  # the text grew in steps while Stop showed
+    assert len(answer.split()) >= 3
+    assert app.js("document.querySelectorAll('#messages .msg.user')[0].innerText") == "Write three sentences about the sea."
+    assert app.js("window.shardApp.chat.state") == "ready" and app.text("#state") == ""
+    # the conversation is kept in this browser only, and comes back after a reload
+    stored = json.loads(app.js("localStorage.getItem('shard.conversations')"))
+    assert stored[0]["title"] == "Write three sentences about the sea."
+    assert [m["role"] for m in stored[0]["messages"]] == ["user", "assistant"] and stored[0]["messages"][1]["content"].strip()
+    app.do("goto", url=app.js("location.href"))
+    app.until("window.shardApp?.chat.state === 'ready'", what="the app after a reload")
+    assert app.js(LAST_ANSWER).strip() == answer.strip()
+    assert "Write three sentences about the sea." in app.text("#chat-list")
+
+
+def test_stop_mid_answer_then_regenerate(app: Browser, oracle: ServedNode) -> None:
+    app.do("click", selector="#new-chat")
+    before = metric(oracle, "shard_client_disconnects_total")
+    ask(app, "Write a very long story about a dragon who learns to bake bread. Make it at least 800 words.")
+    app.until(f"{STREAMING} && ({LAST_ANSWER}).length > 20", 120, "some of the answer")
+    app.do("click", selector="#stop")
+    app.until(f"!({STREAMING})", 10, "the stop")
+    stopped = app.js(LAST_ANSWER)
+    assert app.js("[...document.querySelectorAll('#messages .msg.assistant .note')].pop()?.innerText") == "Stopped."
+    # the node cancelled the generation: the client went away, no request is left running
+    wait_for(lambda: metric(oracle, "shard_client_disconnects_total") > before, 20, "the node to see the client leave")
+    wait_for(lambda: oracle.status() and requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] == 0, 20,
+             "the node to end the generation")
+    time.sleep(1)
+    assert app.js(LAST_ANSWER) == stopped  # nothing more arrives
+    # regenerate: the stopped answer is replaced by a new one; Escape stops it from the keyboard
+    app.do("click", selector="#messages .msg.assistant .regenerate")
+    app.until(f"{STREAMING} && ({LAST_ANSWER}).length > 0", 120, "the regenerated answer")
+    app.do("press", key="Escape")
+    app.until(f"!({STREAMING})", 10, "the stop by Escape")
+    assert app.js("document.querySelectorAll('#messages .msg').length") == 2  # one question, one answer
+    copy = app.js("!!document.querySelector('#messages .msg.assistant .copy')")
+    assert copy
+
+
+def test_the_sidebar_shows_a_second_node(app: Browser, oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
+    topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
+    addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    other = start_node(tiny_model, tmp_path, "--ctx-size", "256", "--bootstrap", addr, sidecar=True)
+    try:
+        other_id = wait_for(lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"], what="its peer id")
+        app.until(f"document.getElementById('peers').innerText.includes({json.dumps(short(other_id))})", 60, "the second node in Peers")
+        oracles = app.text("#oracles")
+        assert "This node" in oracles and f"Oracle {short(other_id)} (on this machine)" in oracles and "tiny" in oracles
+        assert other_id not in app.js("document.body.innerText")  # full ids only under Details
+        app.do("click", selector="#details summary")
+        assert other_id in app.text("#diag")
+        app.do("click", selector="#details summary")
+    finally:
+        other.stop()
+
+
+def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedNode) -> None:
+    state = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.drafter.loaded && window.shardApp.scout.state",
+                      90, "the tab's scout to connect")
+    # the page comes from 127.0.0.1 and this node runs a model: the tab must not draft with a model
+    assert state["drafter"]["kind"] == "lookup" and "Oracle's own machine" in state["why"]
+    me = state["peerId"]
+    peer = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if p["peer_id"] == me],
+                    what="the tab at the node")[0]
+    assert peer["roles"] == ["scout"] and peer["models"] == ["prompt-lookup"]
+
+    client = OpenAI(base_url=oracle.api, api_key="unused", max_retries=0, timeout=300)
+    before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        client.chat.completions.create(model="default", messages=[{"role": "user", "content": EDIT_PROMPT}], max_tokens=200, temperature=0)
+        if metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
+            break
+    ledger = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]
+                               if p["peer_id"] == me and p["credit"] > 0], what="the tab's credit in the ledger")[0]
+    # the sidebar shows the ledger's (receipt-backed) credit for this tab, and the accepted tokens
+    shown = "Number(/thistabearned([0-9.]+)credit/.exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? 0)"
+    earned = app.until(f"{shown} >= {ledger['credit']} && {shown}", 30, "the sidebar to show the ledger's credit")
+    assert earned >= ledger["credit"] > 0
+    accepted = app.js("window.shardApp.scout.state.accepted")
+    assert accepted > 0 and f"{accepted} of" in app.text("#scout-facts")
+    # nobody's prompt text is shown: not the other client's, not in the scout's state
+    page = app.js("document.body.innerText") + app.js("JSON.stringify(window.shardApp.scout.state)")
+    assert "quick brown fox" not in page and "Peer to peer networks" not in page
