@@ -118,7 +118,7 @@ def test_a_question_is_typed_and_answered_with_streaming(app: Browser) -> None:
     lens = app.js("window.__lens")
     assert len({n for n in lens if n > 0}) >= 2, lens  # the text grew in steps while Stop showed
     assert len(answer.split()) >= 3
-    assert app.js("document.querySelectorAll('#messages .msg.user')[0].innerText") == "Write three sentences about the sea."
+    assert app.js("document.querySelector('#messages .msg.user .body').innerText") == "Write three sentences about the sea."
     assert app.js("window.shardApp.chat.state") == "ready" and app.text("#state") == ""
     # the conversation is kept in this browser only, and comes back after a reload
     stored = json.loads(app.js("localStorage.getItem('shard.conversations')"))
