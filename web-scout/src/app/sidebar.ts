@@ -123,7 +123,7 @@ export class Sidebar {
 
     $('peer-count').textContent = `(${peerList.length})`
     $('peers').replaceChildren(...(peerList.length > 0
-      ? peerList.map(p => item(`${(Array.isArray(p.roles) && p.roles.length > 0 ? p.roles.join(', ') : 'peer')} ${shortId(p.peer_id)}`,
+      ? peerList.map(p => item(`${(Array.isArray(p.roles) && p.roles.length > 0 ? p.roles.join(', ') : 'peer')} ${shortId(p.peer_id)}${this.tabPeers.includes(p.peer_id) ? ' (this tab)' : ''}`,
         `${p.local === true ? 'this machine' : 'remote'}${num(p.accepted) > 0 ? ` · ${num(p.accepted)} tokens accepted` : ''}`, 'peer'))
       : [item(sidecar?.state === 'disabled' ? 'This node runs without the network' : 'No peers connected', '', 'muted')]))
 
