@@ -81,7 +81,7 @@ async function run (msg: ScoutStart): Promise<void> {
         if (addr === undefined) throw new Error(info.message ?? `the node has no WebSocket address (sidecar: ${info.sidecar ?? 'unknown'})`)
         await scout.connect(addr)
       } catch (err) {
-        scout.state.status = `not connected: ${(err as Error).message}`
+        scout.state.status = `not connected: ${err instanceof Error ? err.message : String(err)}`
         scout.log(scout.state.status)
       }
     }

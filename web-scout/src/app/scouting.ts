@@ -49,6 +49,9 @@ export class TabScout {
   /** Why the scout is not running now, or '' when it should run. */
   reason (): string {
     if (!this.contribute) return 'Not contributing: turned off in this tab.'
+    // Over plain http from another machine the page is no secure context (no cross-origin
+    // isolation, no WebCrypto) and the sidecar's WebSocket listens on loopback: nothing to dial.
+    if (!isSecureContext) return "Not scouting: open the page on the node's own machine (http://127.0.0.1) to scout; a tab on another machine needs WebRTC-direct, which is not there yet."
     if (this.pauseHidden && document.visibilityState === 'hidden') return 'Paused while the tab is hidden.'
     return ''
   }
