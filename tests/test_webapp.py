@@ -200,3 +200,37 @@ def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedN
     # nobody's prompt text is shown: not the other client's, not in the scout's state
     page = app.js("document.body.innerText") + app.js("JSON.stringify(window.shardApp.scout.state)")
     assert "quick brown fox" not in page and "Peer to peer networks" not in page
+
+
+def test_accessible_on_desktop_and_phone_in_light_and_dark(app: Browser) -> None:
+    """axe-core (WCAG 2.1 A/AA: names, labels, contrast, landmarks) finds nothing, at 1280 px and at
+    a phone's 360 px, in both color schemes and with the network drawer open; at 360 px nothing
+    overflows sideways; the drawer opens and closes from the keyboard."""
+    try:
+        for scheme in ("light", "dark"):
+            app.do("scheme", value=scheme)
+            for width, height in ((1280, 800), (360, 740)):
+                app.do("viewport", width=width, height=height)
+                time.sleep(0.3)
+                assert app.do("axe") == [], (scheme, width)
+                assert app.js("document.documentElement.scrollWidth") <= width
+            # the network drawer, by keyboard: focus its button, Enter opens it, Escape closes it
+            app.js("document.getElementById('net-toggle').focus()")
+            app.do("press", key="Enter")
+            app.until("document.body.classList.contains('net-open') && getComputedStyle(document.getElementById('network')).visibility === 'visible'",
+                      5, "the drawer to open")
+            assert app.js("document.getElementById('net-toggle').getAttribute('aria-expanded')") == "true"
+            time.sleep(0.3)
+            assert app.do("axe") == [], (scheme, "drawer")
+            app.do("press", key="Escape")
+            app.until("!document.body.classList.contains('net-open')", 5, "the drawer to close")
+            # closed, it is out of the tab order
+            app.until("getComputedStyle(document.getElementById('network')).visibility === 'hidden'", 5, "the drawer to hide")
+        # the theme button overrides the system's scheme, and is remembered
+        app.do("click", selector="#theme")
+        assert app.js("localStorage.getItem('shard.theme')") == "light"
+        assert app.js("getComputedStyle(document.body).backgroundColor") == "rgb(255, 255, 255)"
+    finally:
+        app.js("localStorage.removeItem('shard.theme'); delete document.documentElement.dataset.theme")
+        app.do("scheme", value="light")
+        app.do("viewport", width=1280, height=800)

@@ -5,15 +5,18 @@
 //   {"id", "op": "press", "key"}                    {"id", "op": "wait", "selector", "state"?, "timeout"?}
 //   {"id", "op": "viewport", "width", "height"}     {"id", "op": "scheme", "value": "light"|"dark"}
 //   {"id", "op": "screenshot", "path"}              {"id", "op": "metrics"}  (navigation timing)
+//   {"id", "op": "axe"}  (axe-core's WCAG 2.1 A/AA violations)
 // Answers: {"id", "ok": true, "value"} or {"id", "ok": false, "error"}.
 //   node e2e/app.mjs [--chromium /usr/bin/chromium]
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 
 const args = Object.fromEntries(process.argv.slice(2).reduce((acc, a, i, all) => (a.startsWith('--') ? [...acc, [a.slice(2), all[i + 1]]] : acc), []))
+const axePath = fileURLToPath(new URL('../node_modules/axe-core/axe.min.js', import.meta.url))
 const executablePath = args.chromium ?? process.env.CHROMIUM ?? '/usr/bin/chromium'
 const profile = mkdtempSync(join(tmpdir(), 'shard-app-chromium-'))
 const context = await chromium.launchPersistentContext(profile, {
@@ -38,6 +41,14 @@ const ops = {
   viewport: async (c) => await page.setViewportSize({ width: c.width, height: c.height }),
   scheme: async (c) => await page.emulateMedia({ colorScheme: c.value }),
   screenshot: async (c) => { await page.screenshot({ path: c.path, fullPage: false }); return c.path },
+  // axe-core's WCAG 2.1 A/AA rules (labels, names, contrast, landmarks) on the page as it is now
+  axe: async () => {
+    if (!await page.evaluate(() => 'axe' in window)) await page.addScriptTag({ path: axePath })
+    return await page.evaluate(async () => {
+      const r = await window.axe.run(document, { runOnly: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] })
+      return r.violations.map(v => ({ id: v.id, impact: v.impact, help: v.help, nodes: v.nodes.slice(0, 5).map(n => `${n.target.join(' ')}: ${n.failureSummary}`) }))
+    })
+  },
   metrics: async () => await page.evaluate(() => {
     const nav = performance.getEntriesByType('navigation')[0]
     const fcp = performance.getEntriesByName('first-contentful-paint')[0]
