@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -108,6 +109,47 @@ def test_a_node_that_wants_a_key_gets_it_from_the_page(keyed_node: ServedNode, t
         assert browser.js("document.querySelector('#messages .note.error')") is None
     finally:
         browser.close()
+
+
+def test_no_model_then_queued_at_an_oracle_with_its_place(slow_twin_model: Path, tmp_path: Path) -> None:
+    """A node without a model and no Oracle in sight: the page says so and will not send. An Oracle
+    joins: its model appears. The Oracle is busy with its own user: the page shows the place in
+    its queue (the `: queued` SSE comments), then the answer."""
+    need_node_tools(browser=True)
+    consumer = start_node(None, tmp_path / "c", sidecar=True, wait=False)
+    oracle = None
+    browser = Browser(tmp_path / "chromium.log")
+    try:
+        wait_for(lambda: requests.get(consumer.url + "/health", timeout=2).status_code == 503, what="the node")
+        browser.do("goto", url=consumer.url + "/")
+        browser.until("window.shardApp?.chat.state === 'no-model'", 30, "the no-model state")
+        assert "No model yet" in browser.text("#state") and browser.js("document.getElementById('send').disabled") is True
+        topo = wait_for(lambda: (t := requests.get(consumer.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+                        what="the consumer's sidecar")
+        addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+        oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--bootstrap", addr, sidecar=True)
+        browser.until("window.shardApp.chat.state === 'ready'", 60, "the Oracle's model to appear")
+        assert browser.js("document.getElementById('model').value") == "tiny-slow"
+        owner = OpenAI(base_url=oracle.api, api_key="x", max_retries=0, timeout=300)
+        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=800, temperature=0))
+        busy.start()
+        try:
+            time.sleep(0.5)
+            ask(browser, "hello there")
+            place = browser.until("window.shardApp.chat.state === 'queued' && document.getElementById('state').innerText", 60, "the queued state")
+            assert re.match(r"Queued at an Oracle on the network: place 1\b", place), place
+            browser.until(f"{STREAMING} && ({LAST_ANSWER}).length > 0 && window.shardApp.chat.state === 'answering'", 240,
+                          "the answer after the wait")
+            browser.do("click", selector="#stop")
+            browser.until(f"!({STREAMING})", 10, "the stop")
+            assert browser.js("document.querySelector('#messages .note.error')") is None
+        finally:
+            busy.join()
+    finally:
+        browser.close()
+        if oracle is not None:
+            oracle.stop()
+        consumer.stop()
 
 
 def test_a_question_is_typed_and_answered_with_streaming(app: Browser) -> None:

@@ -29,12 +29,16 @@ export class Chat {
 
   async refreshModels (): Promise<void> {
     try {
-      this.models = await this.api.models()
+      const models = await this.api.models()
       const select = $<HTMLSelectElement>('model')
-      const keep = select.value !== '' ? select.value : (this.store.get('model') ?? '')
-      select.replaceChildren(...this.models.map(m => new Option(m, m)))
-      if (this.models.length === 0) select.append(new Option('no model', ''))
-      select.value = this.models.includes(keep) ? keep : (this.models[0] ?? '')
+      if (models.join('\n') !== this.models.join('\n') || select.options.length === 0 || select.value === '') {
+        // rebuilt only when the list changed: a picker the user has open stays open
+        this.models = models
+        const keep = select.value !== '' ? select.value : (this.store.get('model') ?? '')
+        select.replaceChildren(...models.map(m => new Option(m, m)))
+        if (models.length === 0) select.append(new Option('no model', ''))
+        select.value = models.includes(keep) ? keep : (models[0] ?? '')
+      }
       if (this.busy()) return
       if (this.models.length === 0) this.setState('no-model', 'No model yet: this node has none loaded and sees no Oracle on the network. Start it with a model, or connect it to a peer.')
       else this.setState('ready', '')
