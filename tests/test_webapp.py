@@ -162,6 +162,8 @@ def test_a_question_is_typed_and_answered_with_streaming(app: Browser) -> None:
     assert len(answer.split()) >= 3
     assert app.js("document.querySelector('#messages .msg.user .body').innerText") == "Write three sentences about the sea."
     assert app.js("window.shardApp.chat.state") == "ready" and app.text("#state") == ""
+    app.do("click", selector="#messages .msg.assistant .actions .copy")
+    assert app.js("navigator.clipboard.readText()") == json.loads(app.js("localStorage.getItem('shard.conversations')"))[0]["messages"][1]["content"]
     # the conversation is kept in this browser only, and comes back after a reload
     stored = json.loads(app.js("localStorage.getItem('shard.conversations')"))
     assert stored[0]["title"] == "Write three sentences about the sea."
@@ -224,6 +226,8 @@ def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedN
                     what="the tab at the node")[0]
     assert peer["roles"] == ["scout"] and peer["models"] == ["prompt-lookup"]
 
+    shown = "Number(/thistabearned([0-9.]+)credit/.exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? -1)"
+    start = app.until(f"{shown} >= 0 && String({shown})", 10, "the sidebar's credit")
     client = OpenAI(base_url=oracle.api, api_key="unused", max_retries=0, timeout=300)
     before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
     deadline = time.monotonic() + 180
@@ -234,9 +238,8 @@ def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedN
     ledger = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]
                                if p["peer_id"] == me and p["credit"] > 0], what="the tab's credit in the ledger")[0]
     # the sidebar shows the ledger's (receipt-backed) credit for this tab, and the accepted tokens
-    shown = "Number(/thistabearned([0-9.]+)credit/.exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? 0)"
     earned = app.until(f"{shown} >= {ledger['credit']} && {shown}", 30, "the sidebar to show the ledger's credit")
-    assert earned >= ledger["credit"] > 0
+    assert earned >= ledger["credit"] > 0 and earned > float(start)
     accepted = app.js("window.shardApp.scout.state.accepted")
     assert accepted > 0 and f"{accepted} of" in app.text("#scout-facts")
     # nobody's prompt text is shown: not the other client's, not in the scout's state
@@ -276,3 +279,21 @@ def test_accessible_on_desktop_and_phone_in_light_and_dark(app: Browser) -> None
         app.js("localStorage.removeItem('shard.theme'); delete document.documentElement.dataset.theme")
         app.do("scheme", value="light")
         app.do("viewport", width=1280, height=800)
+
+
+def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode) -> None:
+    """Unticking "Contribute" ends the tab's scout (its peer leaves the node); ticking it again
+    starts a new one. The choice is remembered."""
+    me = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId", 90, "the tab's scout")
+    scouts = lambda: {p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]}  # noqa: E731
+    wait_for(lambda: me in scouts(), what="the tab at the node")
+    app.do("click", selector="#contribute")
+    wait_for(lambda: me not in scouts(), 30, "the tab's scout to leave the node")
+    assert app.js("localStorage.getItem('shard.scout.contribute')") == "off"
+    assert "Not contributing" in app.text("#scout-state")
+    app.do("click", selector="#contribute")
+    again = app.until(f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(me)} && window.shardApp.scout.state.peerId",
+                      90, "a new scout")
+    wait_for(lambda: again in scouts(), what="the new scout at the node")
+    # the sidebar keeps counting the tab's earlier peer ids
+    assert json.loads(app.js("localStorage.getItem('shard.scout.peers')"))[-2:] == [me, again]
