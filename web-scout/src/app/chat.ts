@@ -157,6 +157,8 @@ export class Chat {
       this.save()
       this.renderMessages()
       this.setState('ready', '')
+      // the answer is not read out while it streams (aria-live off): say when it is there
+      $('announce').textContent = reply.error !== undefined ? `The answer failed: ${reply.error}` : reply.stopped === true ? 'Answer stopped.' : 'Answer complete.'
       void this.refreshModels()
     }
   }
