@@ -283,7 +283,8 @@ def test_accessible_on_desktop_and_phone_in_light_and_dark(app: Browser) -> None
 
 def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode) -> None:
     """Unticking "Contribute" ends the tab's scout (its peer leaves the node); ticking it again
-    starts a new one. The choice is remembered."""
+    starts a new one. The choice is remembered. With "Pause while the tab is hidden", a hidden tab
+    does not scout."""
     me = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId", 90, "the tab's scout")
     scouts = lambda: {p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]}  # noqa: E731
     wait_for(lambda: me in scouts(), what="the tab at the node")
@@ -297,3 +298,19 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
     wait_for(lambda: again in scouts(), what="the new scout at the node")
     # the sidebar keeps counting the tab's earlier peer ids
     assert json.loads(app.js("localStorage.getItem('shard.scout.peers')"))[-2:] == [me, again]
+    # "Pause while the tab is hidden": hidden, the scout ends; visible again, a new one starts
+    # (the page's visibility is set by hand: a headless browser has no window to hide)
+    visibility = "Object.defineProperty(document, 'visibilityState', {{value: '{}', configurable: true}}); document.dispatchEvent(new Event('visibilitychange')); true"
+    app.do("click", selector="#pause-hidden")
+    try:
+        app.js(visibility.format("hidden"))
+        wait_for(lambda: again not in scouts(), 30, "the scout to pause while hidden")
+        assert "Paused while the tab is hidden" in app.text("#scout-state")
+        app.js(visibility.format("visible"))
+        third = app.until(f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(again)} && window.shardApp.scout.state.peerId",
+                          90, "the scout back when visible")
+        wait_for(lambda: third in scouts(), what="the scout back at the node")
+    finally:
+        app.js(visibility.format("visible"))
+        app.do("click", selector="#pause-hidden")
+    assert app.js("localStorage.getItem('shard.scout.pause_hidden')") is None
