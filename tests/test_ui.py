@@ -823,7 +823,9 @@ def test_no_browser_is_a_visible_error_with_the_url(shell: ShardApp) -> None:
     assert "gopher://127.0.0.1:1/nothing-opens-this" in shell.window.statusBar().currentMessage()
 
 
-def test_home_page_on_the_api_port(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+def test_home_page_on_the_api_port(shell: ShardApp, loop: asyncio.AbstractEventLoop, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARD_WEB_SCOUT_DIR", str(tmp_path / "no-build"))  # where the web app is not built
     r = run(loop, asyncio.to_thread(requests.get, f"http://127.0.0.1:{shell.node.port}/", timeout=5))
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
     assert "Shard is running" in r.text and "href='/v1/models'" in r.text and "href='/scout/'" in r.text

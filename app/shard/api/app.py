@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Awaitable, Callable
 
 from aiohttp import web
 
-from shard.api import embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, responses_routes, scout_routes, system_routes
+from shard.api import (embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, responses_routes, scout_routes,
+                       system_routes, webapp_routes)
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
@@ -48,5 +49,6 @@ def create_app(node: "Node") -> web.Application:
     responses_routes.add_routes(app)
     system_routes.add_routes(app)
     scout_routes.add_routes(app)
+    webapp_routes.add_routes(app)
     openapi.add_routes(app)
     return app

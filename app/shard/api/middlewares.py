@@ -20,7 +20,7 @@ from shard.config import Settings
 log = logging.getLogger("shard.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/health", "/openapi.json"})  # answered without an API key (liveness checks, the tray, API docs)
+OPEN_PATHS = frozenset({"/", "/health", "/openapi.json"})  # answered without an API key (the web app page, liveness checks, the tray, API docs)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 BASE_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key"
 # A header name as RFC 9110 spells it (a token); a preflight asking for anything else gets the base list.
