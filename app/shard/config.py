@@ -49,6 +49,9 @@ class Settings:
     n_threads: int = 0
     verifier_start_timeout_s: float = 300.0
     draft_lookup: bool = True  # the verifier's own prompt-lookup drafter (adapts to what it gets accepted)
+    # A small GGUF with the model's tokenizer that scouts draft with (sent to them); empty: the
+    # smallest such GGUF in the models folder, if any.
+    draft_model: str = ""
 
     # Sidecar (shard-daemon)
     sidecar: bool = True
