@@ -46,6 +46,12 @@ def check_addresses(peer: dict[str, Any]) -> None:
     assert peer["local"] is True, peer  # on this machine, whichever interface it came in on
 
 
+def p2p_address(node: ServedNode) -> str:
+    """The node's loopback TCP address with its /p2p/ id, as the issue's user gave it."""
+    topo = wait_for(lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["peer_id"] and t, what="the topology")
+    return next(a for a in topo["listen_addrs"] if a.startswith("/ip4/127.0.0.1/tcp/") and "/ws" not in a)  # type: ignore[index]
+
+
 def start_default_scout(model: Path, tmp: Path, bootstrap: str) -> subprocess.Popen[bytes]:
     tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
@@ -76,8 +82,9 @@ def scout_peer_id(tmp: Path) -> str:
 @pytest.mark.parametrize("oracle_first", [True, False], ids=["oracle-first", "oracle-last"])
 @pytest.mark.parametrize("round_", range(3))
 def test_two_nodes_handshake_with_default_flags(tiny_model: Path, tmp_path: Path, oracle_first: bool, round_: int) -> None:
-    """An Oracle and a model-less node that bootstraps to it (by address only, so it may start
-    first): each sees the other with its role, within the bound."""
+    """An Oracle and a model-less node that bootstraps to it (with its /p2p/ address when the
+    Oracle is up first; by address only when it starts later): each sees the other with its role,
+    within the bound."""
     port = free_port()
     bootstrap = f"/ip4/127.0.0.1/tcp/{port}"
     oracle_flags = ("--control-port", "0", "--tcp-port", str(port))
@@ -85,7 +92,7 @@ def test_two_nodes_handshake_with_default_flags(tiny_model: Path, tmp_path: Path
     try:
         if oracle_first:
             nodes.append(oracle := start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags))
-            nodes.append(other := start_node(None, tmp_path / "b", "--bootstrap", bootstrap, sidecar=True, sidecar_flags=DEFAULT_FLAGS, wait=False))
+            nodes.append(other := start_node(None, tmp_path / "b", "--bootstrap", p2p_address(oracle), sidecar=True, sidecar_flags=DEFAULT_FLAGS, wait=False))
         else:
             nodes.append(other := start_node(None, tmp_path / "b", "--bootstrap", bootstrap, sidecar=True, sidecar_flags=DEFAULT_FLAGS, wait=False))
             wait_for(lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"], what="the first node's sidecar")
@@ -113,7 +120,7 @@ def test_oracle_and_scout_handshake_with_default_flags(tiny_model: Path, tmp_pat
     try:
         if oracle_first:
             oracle = start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags)
-            scout = start_default_scout(tiny_model, tmp_path / "s", bootstrap)
+            scout = start_default_scout(tiny_model, tmp_path / "s", p2p_address(oracle))
         else:
             scout = start_default_scout(tiny_model, tmp_path / "s", bootstrap)
             scout_peer_id(tmp_path / "s")
