@@ -38,6 +38,10 @@ class TransferError(Exception):
     """The draft model could not be fetched, or what came is not what was announced."""
 
 
+class Refused(TransferError):
+    """The Oracle said no (another model, a bad offset): asking again would not help."""
+
+
 def is_fetch(request: Any) -> bool:
     return isinstance(request, dict) and isinstance(request.get("fetch"), dict)
 
@@ -127,6 +131,8 @@ async def fetch(sidecar: "Sidecar", oracle: str, description: Any, cache: Path) 
         try:
             await _receive(sidecar, oracle, d, part, offset)
             break
+        except Refused:
+            raise
         except (SidecarError, TransferError) as exc:
             last = str(exc)
             log.info("draft model transfer from %s broke at %d bytes (%s); resuming", oracle,
@@ -143,7 +149,7 @@ async def _receive(sidecar: "Sidecar", oracle: str, d: dict[str, Any], part: Pat
         async for line in sidecar.stream("/infer", {"peer_id": oracle, "request": request}):
             kind = line.get("type")
             if kind == "error":
-                raise TransferError(f"the Oracle refused: {line.get('message')}")
+                raise Refused(f"the Oracle refused: {str(line.get('message'))[:200]}")
             if kind == "meta":
                 if line.get("sha256") != d["sha256"] or line.get("size") != d["size"]:
                     raise TransferError("the Oracle now offers another draft model")
