@@ -275,6 +275,11 @@ class Node:
         if self.verifier is not None:
             await self.verifier.stop()
         self.model_path = path.resolve()
+        try:  # the draft model must share the new model's tokenizer
+            self.draft_model = await asyncio.to_thread(self._resolve_draft_model)
+        except NodeStartError as exc:
+            log.warning("no draft model for %s: %s", path.name, exc)
+            self.draft_model = None
         self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
 

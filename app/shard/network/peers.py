@@ -116,8 +116,9 @@ class PeerTable:
         peer = self.peers.setdefault(peer_id, Peer(peer_id))
         peer.update(d)
         peer.addrs = [normalize_addr(a, peer_id) for a in peer.addrs if isinstance(a, str)]
-        # The daemon knows loopback; a peer on this machine's LAN or VPN address is local too.
-        peer.local = bool(peer.local) or on_this_machine(peer.addrs)
+        # Loopback, or this machine's LAN or VPN address (mDNS finds peers there): every address
+        # counts, so a peer is not local for one loopback connection beside a remote one.
+        peer.local = on_this_machine(peer.addrs)
         return peer
 
     def apply(self, event: dict[str, Any]) -> None:
