@@ -23,7 +23,9 @@ from shard.network.peers import PeerTable, local_ips, normalize_addr, on_this_ma
 # Default network flags: mDNS on, listening on every interface; only the ports are left to the
 # OS (other test runs share this machine) unless a test fixes one.
 DEFAULT_FLAGS = ("--control-port", "0", "--tcp-port", "0")
-JOIN_BOUND_S = 30.0
+# One redial interval of a bootstrap peer that was not up yet (30 s) plus start-up, for machines where
+# mDNS finds nothing (no multicast interface); with mDNS it takes a few seconds.
+JOIN_BOUND_S = 45.0
 
 
 def peers_of(node: ServedNode) -> list[dict[str, Any]]:
