@@ -205,3 +205,28 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
         assert final["verdicts"].get("verified", 0) > 0
     finally:
         browser.stop()
+
+
+def test_the_tab_loads_the_draft_model_not_the_oracles(slow_twin_model: Path, tiny_model: Path, tmp_path: Path) -> None:
+    """An Oracle with a draft model: the page drafts with that model (named in its handshake),
+    never with the Oracle's own file."""
+    need_node_tools(browser=True)
+    node = start_node(slow_twin_model, tmp_path, "--draft-model", str(tiny_model), "--ctx-size", "512", sidecar=True)
+    browser = None
+    try:
+        wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+        info = requests.get(node.url + "/scout/node.json", timeout=5).json()
+        assert info["model"] == slow_twin_model.name and info["draft_model"] == tiny_model.name
+        browser = BrowserScout(node.url + "/scout/", tmp_path / "chromium.log")
+        state = wait_for(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
+                         timeout=120, what="the page to connect and load its drafter")
+        assert state["drafter"]["kind"] == "wllama", state["drafter"]
+        me = state["peerId"]
+        peer = wait_for(lambda: [p for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+                                 if p["peer_id"] == me and p["roles"] == ["scout"]], what="the browser's handshake")[0]
+        assert peer["models"] == [tiny_model.name]  # it drafts with the draft model
+        assert slow_twin_model.name not in json.dumps(browser.state)
+    finally:
+        if browser is not None:
+            browser.stop()
+        node.stop()

@@ -51,6 +51,8 @@ def _add_node_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", dest="n_threads", type=int, help="CPU threads for decoding, 0 for auto " + _env_help("n_threads", d.n_threads))
     p.add_argument("--no-lookup", dest="draft_lookup", action="store_const", const=False,
                    help="do not draft by prompt lookup (on by default; it adapts to how often it is right) " + _env_help("draft_lookup", d.draft_lookup))
+    p.add_argument("--draft-model", dest="draft_model", help="a small GGUF with the model's tokenizer for scouts to draft with; "
+                   "default: the smallest such GGUF in the models folder " + _env_help("draft_model", ""))
     p.add_argument("--no-sidecar", dest="sidecar", action="store_const", const=False, help="do not start the libp2p sidecar")
     _add_network_flags(p)
     p.add_argument("--log-level", dest="log_level", help=_env_help("log_level", d.log_level))
@@ -82,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_node_flags(serve)
 
     scout = sub.add_parser("scout", help="run a headless scout that drafts for Oracles on the network")
-    scout.add_argument("--model", required=True, help="a small GGUF to draft with (best: the Oracle's model family)")
+    scout.add_argument("--model", help="a small GGUF to draft with (best: the Oracle's model family); "
+                       "default: the draft model the first Oracle offers, fetched over the network")
     scout.add_argument("--data-dir", dest="data_dir", help="folder for the scout's identity, logs and ledger " + _env_help("data_dir", "<platform data dir>"))
     scout.add_argument("--config", help="TOML settings file")
     scout.add_argument("--log-level", dest="log_level")
@@ -214,7 +217,7 @@ def _run_scout(args: argparse.Namespace) -> int:
     # Beside a node on the same machine: any free ports, unless given.
     args.control_port = 0 if args.control_port is None else args.control_port
     args.tcp_port = 0 if args.tcp_port is None else args.tcp_port
-    model = Path(args.model).expanduser()
+    model = Path(args.model).expanduser() if args.model else None
     settings = _settings(args)
     setup_logging(settings.log_level, settings.data_path, "scout.log")
     try:

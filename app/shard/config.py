@@ -57,6 +57,9 @@ class Settings:
     draft_lookup: bool = True  # the verifier's own prompt-lookup drafter (adapts to what it gets accepted)
     # A GGUF for /v1/embeddings; empty: the served model's own embeddings.
     embedding_model: str = ""
+    # A small GGUF with the model's tokenizer that scouts draft with (sent to them); empty: the
+    # smallest such GGUF in the models folder, if any.
+    draft_model: str = ""
 
     # Sidecar (shard-daemon)
     sidecar: bool = True

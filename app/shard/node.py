@@ -15,7 +15,7 @@ from typing import Any, AsyncIterator, Callable
 
 from aiohttp import web
 
-from shard import __version__, models
+from shard import __version__, models, paths
 from shard.api.app import create_app
 from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
@@ -24,12 +24,14 @@ from shard.access_log import FailedRequestLog
 from shard.counters import Counters
 from shard.downloads import DownloadProgress, Downloads
 from shard.model_watch import ModelFolderWatch
+from shard.coop import model_transfer
+from shard.coop.draft_model import DraftModel, DraftModelError, check_draft_model, find_draft_model
 from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
 from shard.network.infer_client import InferClient, RemoteUnavailable
-from shard.network.peers import PeerTable
+from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard import paths
 from shard.secrets import SecretStore
@@ -61,6 +63,7 @@ class Node:
         self.scheduler = Scheduler(settings.parallel, settings.max_queue)
         self.verifier: VerifierClient | None = None
         self.model_path: Path | None = None
+        self.draft_model: DraftModel | None = None  # what scouts draft with (coop/draft_model.py)
         self.port = settings.port
         self.started_at = int(time.time())
         self._runner: web.AppRunner | None = None
@@ -114,6 +117,23 @@ class Node:
             return path.resolve()
         return models.pick_model(self.settings.data_path)
 
+    def _resolve_draft_model(self) -> DraftModel | None:
+        """The draft model: the setting, checked against the model's tokenizer (a clear error if it
+        differs), else the smallest GGUF in the models folder with that tokenizer, else none."""
+        s = self.settings
+        if s.draft_model:
+            if self.model_path is None:
+                raise NodeStartError("a draft model (--draft-model) is for scouts of this node's model: give --model too")
+            try:
+                draft = check_draft_model(self.model_path, Path(s.draft_model).expanduser())
+            except DraftModelError as exc:
+                raise NodeStartError(str(exc)) from None
+        else:
+            draft = find_draft_model(self.model_path, paths.models_dir(s.data_path)) if self.model_path else None
+        if draft is not None:
+            log.info("draft model for scouts: %s (%.1f MB)", draft.path, draft.size / 1e6)
+        return draft
+
     async def start(self) -> None:
         s = self.settings
         try:
@@ -123,6 +143,7 @@ class Node:
         if self.secrets.warning:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
+        self.draft_model = await asyncio.to_thread(self._resolve_draft_model)
         try:
             self.ledger = Ledger(s.data_path / "ledger.db")
         except LedgerError as exc:
@@ -173,12 +194,12 @@ class Node:
             self.peer_table.replace([])
 
     async def _sync_network(self) -> None:
-        """After the daemon (re)starts: tell it what this node offers, and read its peers."""
+        """After the daemon (re)starts: tell it what this node offers (its peers are read when the
+        event stream opens: peers.reconcile)."""
         if self.sidecar is None:
             return
         try:
             await self._put_local_info(self.sidecar)
-            self.peer_table.replace((await self.sidecar.call("GET", "/peers"))["peers"])
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
 
@@ -203,25 +224,29 @@ class Node:
     def local_info(self) -> dict[str, Any]:
         """What the handshake tells peers about this node."""
         oracle = self.model_path is not None and self.contributing
-        return {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
+        info = {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
                 "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight + self.scheduler.depth,
                 "agent": f"shard/{__version__}"}
+        if oracle and self.draft_model is not None:
+            info["draft_model"] = self.draft_model.describe()
+        return info
 
     def _on_network_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
-        if kind == "peer_connected":
-            known = event.get("peer_id") in self.peer_table.peers
-            self.peer_table.upsert({"peer_id": event.get("peer_id"), "addrs": [event.get("addr")], "local": event.get("local")})
-            if not known:
+        if kind in PEER_EVENTS:
+            joined = kind == "peer_connected" and event.get("peer_id") not in self.peer_table.peers
+            self.peer_table.apply(event)
+            if joined:
                 self._publish(NodeEvent("peer_joined", {"peer_id": str(event.get("peer_id")), "local": bool(event.get("local"))}))
-        elif kind == "handshake":
-            self.peer_table.upsert({**(event.get("info") or {}), "peer_id": event.get("peer_id")})
-        elif kind == "peer_disconnected":
-            self.peer_table.remove(str(event.get("peer_id")))
+        elif kind in ("subscribed", "lagged"):  # what the stream did not carry: read it from the daemon
+            if self.sidecar is not None:
+                self._spawn(reconcile(self.peer_table, self.sidecar))
         elif kind == "result":
             self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result")))
         elif kind == "verify_request":
             self._spawn(self._answer_verify(event))
+        elif kind == "infer_request" and model_transfer.is_fetch(event.get("request")):
+            self._spawn(self._send_draft_model(event))
         elif kind == "infer_request":
             self._spawn(self._serve_peer(event))
 
@@ -261,6 +286,18 @@ class Node:
                 "lifetime": {**self.counters.lifetime(), "credit_earned": round(earned, 6)},
                 "started_at": self.started_at}
 
+    async def _send_draft_model(self, event: dict[str, Any]) -> None:
+        """A scout fetches the draft model this node announced (and nothing else)."""
+        if self.sidecar is None:
+            return
+        lines = model_transfer.serve(self.draft_model, event["request"])
+        try:
+            await self.sidecar.send_stream(f"/infer-response?request_id={event.get('request_id')}", lines)
+        except SidecarError as exc:
+            log.info("sending the draft model to %s ended: %s", event.get("from"), exc)
+        finally:
+            await lines.aclose()
+
     async def _answer_verify(self, event: dict[str, Any]) -> None:
         verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
         if self.sidecar is not None:
@@ -294,6 +331,11 @@ class Node:
         if self.verifier is not None:
             await self.verifier.stop()
         self.model_path = path.resolve()
+        try:  # the draft model must share the new model's tokenizer
+            self.draft_model = await asyncio.to_thread(self._resolve_draft_model)
+        except NodeStartError as exc:
+            log.warning("no draft model for %s: %s", path.name, exc)
+            self.draft_model = None
         self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
 

@@ -30,6 +30,8 @@ pub const VERIFY_ANSWER_DEADLINE: Duration = Duration::from_secs(5);
 pub const MAX_PENDING_VERIFY: usize = 1024;
 /// Most outbound requests (verify, work) in flight at once.
 pub const MAX_PENDING_OUTBOUND: usize = 4096;
+/// Swarm events kept while the listeners come up (connections from peers that found us early).
+const MAX_EARLY_EVENTS: usize = 4096;
 /// Most connected peers; more are disconnected.
 pub const MAX_PEERS: usize = 256;
 /// Most inbound connections still in their noise handshake at once.
@@ -460,6 +462,10 @@ impl EventLoop {
         let deadline = tokio::time::sleep(Duration::from_secs(10));
         tokio::pin!(deadline);
         let mut settle: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // Peers may connect while the listeners come up (mDNS runs from the start, and a peer
+        // that found this node dials at once): their events are kept and handled once the event
+        // loop exists, or the connection would live on with no handshake and no peer entry.
+        let mut early: Vec<SwarmEvent<BehaviourEvent>> = vec![];
         loop {
             tokio::select! {
                 ev = swarm.select_next_some() => {
@@ -480,7 +486,8 @@ impl EventLoop {
                         SwarmEvent::ListenerClosed { reason: Err(e), .. } => {
                             return Err((1, format!("listener closed: {e}")));
                         }
-                        _ => {}
+                        other if early.len() < MAX_EARLY_EVENTS => early.push(other),
+                        _ => tracing::warn!("more than {MAX_EARLY_EVENTS} swarm events before the listeners were up: one dropped"),
                     }
                 }
                 _ = async { settle.as_mut().unwrap().await }, if settle.is_some() => break,
@@ -519,6 +526,9 @@ impl EventLoop {
             version: cfg.version,
             ports,
         };
+        for ev in early {
+            el.on_swarm_event(ev);
+        }
         el.dial_bootstrap();
         Ok(el)
     }
@@ -635,7 +645,12 @@ impl EventLoop {
 
     fn peer_json(&self, id: &PeerId, s: &PeerState) -> Value {
         let info = s.info.clone();
-        let addrs: Vec<String> = s.conns.values().map(|a| a.to_string()).collect();
+        // a dialed address may already end in /p2p/<id>: name each address with it exactly once
+        let addrs: Vec<String> = s
+            .conns
+            .values()
+            .map(|a| strip_p2p(a).0.with(Protocol::P2p(*id)).to_string())
+            .collect();
         json!({
             "peer_id": id.to_string(),
             "addrs": addrs,
@@ -645,6 +660,7 @@ impl EventLoop {
             "load": info.as_ref().map(|i| i.load),
             "agent": info.as_ref().map(|i| i.agent.clone()),
             "protocol_version": info.as_ref().map(|i| i.protocol_version),
+            "draft_model": info.as_ref().and_then(|i| i.draft_model.clone()),
             "handshake": info.is_some(),
             "latency_ms": s.latency_ms,
             "connected_since": s.connected_since,
@@ -833,7 +849,7 @@ impl EventLoop {
                     self.emit(json!({
                         "type": "peer_connected",
                         "peer_id": peer_id.to_string(),
-                        "addr": addr.to_string(),
+                        "addr": strip_p2p(&addr).0.with(Protocol::P2p(peer_id)).to_string(),
                         "local": is_loopback(&addr),
                     }));
                     let body = self.local_info_value();
@@ -896,7 +912,7 @@ impl EventLoop {
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
                     if !self.swarm.is_connected(&peer) && self.peers.len() < MAX_PEERS / 2 {
-                        let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
+                        let _ = self.swarm.dial(strip_p2p(&addr).0.with(Protocol::P2p(peer)));
                     }
                 }
             }

@@ -81,6 +81,62 @@ pub struct LocalInfo {
     pub capacity: u64,
     pub load: u64,
     pub agent: String,
+    /// The small model an Oracle's scouts draft with (fetched over `/shard/infer/1.0.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub draft_model: Option<DraftModel>,
+}
+
+/// A draft model as the handshake names it: file name, size, sha256 and the tokenizer's
+/// fingerprint (docs/protocol.md, "Draft models").
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct DraftModel {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub vocab: String,
+}
+
+fn hex_field(obj: &Map<String, Value>, key: &str, max_len: usize) -> Result<String, String> {
+    match obj.get(key) {
+        Some(Value::String(s))
+            if !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            Ok(s.clone())
+        }
+        _ => Err(format!("`draft_model.{key}` must be 1 to {max_len} hex digits")),
+    }
+}
+
+impl DraftModel {
+    fn parse(v: Option<&Value>) -> Result<Option<DraftModel>, String> {
+        let obj = match v {
+            None | Some(Value::Null) => return Ok(None),
+            Some(Value::Object(o)) => o,
+            Some(_) => return Err("`draft_model` must be an object".into()),
+        };
+        let name = match obj.get("name") {
+            Some(Value::String(s))
+                if !s.is_empty()
+                    && s.chars().count() <= MAX_NAME_CHARS
+                    && !s.contains(['/', '\\'])
+                    && s != ".."
+                    && s != "." =>
+            {
+                s.clone()
+            }
+            _ => return Err("`draft_model.name` must be a file name".into()),
+        };
+        let size = obj
+            .get("size")
+            .and_then(Value::as_u64)
+            .ok_or("`draft_model.size` must be a non-negative integer")?;
+        let sha256 = hex_field(obj, "sha256", 64)?;
+        if sha256.len() != 64 {
+            return Err("`draft_model.sha256` must be 64 hex digits".into());
+        }
+        let vocab = hex_field(obj, "vocab", 64)?;
+        Ok(Some(DraftModel { name, size, sha256, vocab }))
+    }
 }
 
 pub const PROTOCOL_VERSION: u64 = 1;
@@ -97,6 +153,7 @@ impl LocalInfo {
             capacity: 0,
             load: 0,
             agent: format!("shard-daemon/{version}"),
+            draft_model: None,
         }
     }
 
@@ -127,6 +184,7 @@ impl LocalInfo {
             }
             Some(_) => return Err("`agent` must be a string".into()),
         };
+        let draft_model = DraftModel::parse(obj.get("draft_model"))?;
         Ok(LocalInfo {
             protocol_version,
             roles,
@@ -134,6 +192,7 @@ impl LocalInfo {
             capacity,
             load,
             agent,
+            draft_model,
         })
     }
 }
@@ -390,6 +449,20 @@ mod tests {
         // round trip through the wire shape
         let v = i.to_value();
         assert_eq!(LocalInfo::parse(&v, false).unwrap(), i);
+        let sha = "ab".repeat(32);
+        let d = json!({"draft_model": {"name": "small.gguf", "size": 5, "sha256": sha, "vocab": "0123abcd"}});
+        let with_draft = LocalInfo::parse(&d, true).unwrap();
+        assert_eq!(with_draft.draft_model.as_ref().unwrap().name, "small.gguf");
+        assert_eq!(LocalInfo::parse(&with_draft.to_value(), false).unwrap(), with_draft);
+        for bad in [
+            json!({"name": "../x.gguf", "size": 5, "sha256": sha, "vocab": "ab"}),
+            json!({"name": "x.gguf", "size": -5, "sha256": sha, "vocab": "ab"}),
+            json!({"name": "x.gguf", "size": 5, "sha256": "zz", "vocab": "ab"}),
+            json!({"name": "x.gguf", "size": 5, "sha256": sha, "vocab": "not hex"}),
+            json!("x.gguf"),
+        ] {
+            assert!(LocalInfo::parse(&json!({ "draft_model": bad }), true).is_err());
+        }
     }
 
     #[test]

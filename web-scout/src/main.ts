@@ -11,6 +11,7 @@ interface NodeInfo {
   ws_addrs: string[]
   models?: Array<{ name: string, url: string, bytes: number }>
   model?: string | null
+  draft_model?: string | null
 }
 
 const params = new URLSearchParams(location.search)
@@ -34,8 +35,8 @@ function isLoopbackOrHere (ma: Multiaddr): boolean {
 
 function pickModel (info: NodeInfo): string | null {
   if (params.get('model') !== null) return params.get('model')
-  const models = info.models ?? []
-  const served = models.find(m => m.name === info.model) ?? models.find(m => /smollm2/i.test(m.name)) ?? models[0]
+  // The node's draft model (its own model only when a tab can load it): never guess another file.
+  const served = (info.models ?? []).find(m => m.name === info.draft_model)
   return served !== undefined ? new URL(served.url, location.href).href : null
 }
 

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from shard import models
 from shard.api.keys import NODE
+from shard.coop.draft_model import TAB_MAX_BYTES
 
 ISOLATION = {
     "Cross-Origin-Opener-Policy": "same-origin",
@@ -39,12 +40,23 @@ def dist_dir() -> Path:
 
 
 def _served_models(request: web.Request) -> dict[str, Path]:
-    """File name -> path: the node's models folder, and the model it runs (wherever it lives)."""
+    """File name -> path: the node's draft model, and GGUFs a tab can load (the models folder and
+    the model it runs, up to TAB_MAX_BYTES: a tab never downloads an Oracle's big model)."""
     node = request.app[NODE]
-    found = {p.name: p for p in models.list_models(node.settings.data_path)}
-    if node.model_path is not None and node.model_path.suffix.lower() == ".gguf":
+    found = {p.name: p for p in models.list_models(node.settings.data_path) if _tab_sized(p)}
+    if node.model_path is not None and node.model_path.suffix.lower() == ".gguf" and _tab_sized(node.model_path):
         found.setdefault(node.model_path.name, node.model_path)
+    draft = getattr(node, "draft_model", None)
+    if draft is not None:
+        found[draft.name] = draft.path
     return found
+
+
+def _tab_sized(path: Path) -> bool:
+    try:
+        return path.stat().st_size <= TAB_MAX_BYTES
+    except OSError:
+        return False
 
 
 def _not_built(folder: Path) -> web.Response:
@@ -98,6 +110,9 @@ async def node_json(request: web.Request) -> web.Response:
         "peer_id": topo.get("peer_id"),
         "ws_addrs": topo.get("ws_addrs", []),
         "model": node.model_path.name if node.model_path is not None else None,
+        # what the tab drafts with: the draft model, else the node's own model only if a tab can load it
+        "draft_model": node.draft_model.name if node.draft_model is not None else
+        (node.model_path.name if node.model_path is not None and node.model_path.name in dict(_served_models(request)) else None),
         "models": served,
         "prompt_privacy": getattr(node.settings, "prompt_privacy", None),
     }

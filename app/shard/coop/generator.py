@@ -62,6 +62,7 @@ class _Session:
     senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
     contents: set[tuple[str, Any]] = field(default_factory=set)  # (work id, draft text or tokens) already heard
     publishing: bool = False
+    draft_model: str = ""  # sha256 of the node's draft model, named in each work
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.tokens)
@@ -79,7 +80,7 @@ class _Session:
         self.published_position = self.position
         return Work(work_id=work_id, model=self.model, context=self.context + "".join(self.generated),
                     position=self.position, max_draft=model_max, deadline_ms=int(time.time() * 1000) + DEADLINE_MS,
-                    vocab=self.vocab, tokens=list(self.tokens))
+                    vocab=self.vocab, tokens=list(self.tokens), draft_model=self.draft_model)
 
 
 def _size(value: Any) -> int:
@@ -140,7 +141,8 @@ class CoopGenerator:
                     kind = event["type"]
                     if kind == "start" and share and event.get("context_text"):
                         session = _Session(secrets.token_hex(8), event["job"], self.node.model_id() or "",
-                                           verifier.model_info.get("vocab", ""), event["context_text"], list(event["context_tokens"]))
+                                           verifier.model_info.get("vocab", ""), event["context_text"], list(event["context_tokens"]),
+                                           draft_model=self.node.draft_model.sha256 if self.node.draft_model else "")
                         self._sessions[session.key] = session
                         self._publish(session)
                     elif kind == "token" and session is not None:

@@ -4,6 +4,8 @@ It runs its own sidecar, announces the role "scout" in the handshake, takes work
 (gossip or direct), drafts a continuation with a small llama.cpp model, and hands the draft straight
 to the Oracle that sent the work over `/shard/oracle/verify/1.0.0`, which answers with the verdict.
 Only the newest work of each request is drafted: older positions would be stale on arrival.
+Without a model of its own (`shard scout --bootstrap ADDR`), it fetches the draft model that the
+first Oracle it meets announces in its handshake (coop/model_transfer.py), cached in its data dir.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from shard import __version__
 from shard.config import Settings
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
+from shard.coop import model_transfer
 from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
+from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.model import vocab_fingerprint
@@ -31,11 +35,11 @@ class LlamaDrafter:
     """Greedy continuation with llama-cpp-python; its prompt cache makes a repeated prefix cheap.
     With the Oracle's tokenizer it drafts in token ids (exact); otherwise in text."""
 
-    def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 0) -> None:
+    def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 0, name: str = "") -> None:
         from llama_cpp import Llama
 
         self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
-        self.name = model_path.name
+        self.name = name or model_path.name
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 
     def draft(self, work: Work) -> Draft | None:
@@ -61,11 +65,14 @@ class LlamaDrafter:
 
 
 class Scout:
-    def __init__(self, settings: Settings, drafter: LlamaDrafter) -> None:
+    def __init__(self, settings: Settings, drafter: LlamaDrafter | None) -> None:
         self.settings = settings
-        self.drafter = drafter
+        self.drafter = drafter  # None: the draft model is fetched from the first Oracle that offers one
         self.ledger = Ledger(settings.data_path / "ledger.db")
         self.latest: dict[str, tuple[str, Work]] = {}  # request key -> (oracle peer id, newest work)
+        self.peers = PeerTable()
+        self._fetching: asyncio.Task[None] | None = None
+        self._refused: set[str] = set()  # sha256 of draft models that failed their checks
         self._wake = asyncio.Event()
         self.stats = {"work": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
         binary = find_daemon(settings)
@@ -84,13 +91,19 @@ class Scout:
 
     async def _announce(self) -> None:
         try:
-            await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name], "capacity": 1,
-                                                           "load": 0, "agent": f"shard-scout/{__version__}"})
+            await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name] if self.drafter else [],
+                                                           "capacity": 1, "load": 0, "agent": f"shard-scout/{__version__}"})
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
 
     def _on_event(self, event: dict[str, Any]) -> None:
-        if event.get("type") != "work":
+        kind = event.get("type")
+        if kind in PEER_EVENTS:
+            self.peers.apply(event)
+            self._maybe_fetch()
+        elif kind in ("subscribed", "lagged"):
+            asyncio.get_running_loop().create_task(self._reconcile())
+        if kind != "work":
             return
         try:
             work = Work.from_dict(event.get("work"))
@@ -98,10 +111,41 @@ class Scout:
             log.debug("bad work from %s: %s", event.get("from"), exc)
             return
         self.stats["work"] += 1
+        if self.drafter is None:
+            return
         self.latest[work.work_id.split(".", 1)[0]] = (str(event.get("from")), work)
         while len(self.latest) > 64:  # bounded: the oldest requests go first
             self.latest.pop(next(iter(self.latest)))
         self._wake.set()
+
+    async def _reconcile(self) -> None:
+        await reconcile(self.peers, self.sidecar)
+        self._maybe_fetch()
+
+    def _maybe_fetch(self) -> None:
+        """No model yet: fetch the draft model of the first Oracle that announces one."""
+        if self.drafter is not None or (self._fetching is not None and not self._fetching.done()):
+            return
+        for peer in self.peers.peers.values():
+            d = peer.draft_model
+            if "oracle" in peer.roles and isinstance(d, dict) and d.get("sha256") not in self._refused:
+                self._fetching = asyncio.get_running_loop().create_task(self._fetch(peer.peer_id, d))
+                return
+
+    async def _fetch(self, oracle: str, description: dict[str, Any]) -> None:
+        log.info("fetching the draft model %s (%s bytes) from %s", description.get("name"), description.get("size"), oracle)
+        try:
+            path = await model_transfer.fetch(self.sidecar, oracle, description, self.settings.data_path / "draft-models")
+            drafter = await asyncio.get_running_loop().run_in_executor(
+                None, lambda: LlamaDrafter(path, n_threads=self.settings.n_threads, name=str(description.get("name"))))
+        except (model_transfer.TransferError, ValueError, OSError) as exc:
+            log.error("draft model from %s: %s", oracle, exc)
+            self._refused.add(str(description.get("sha256")))
+            self._maybe_fetch()
+            return
+        self.drafter = drafter
+        log.info("drafting with %s (fetched from %s)", drafter.name, oracle)
+        await self._announce()
 
     async def run(self, stop: asyncio.Event) -> None:
         self.sidecar.start()
@@ -120,6 +164,8 @@ class Scout:
                         log.exception("work %s from %s failed", work.work_id, oracle)
         finally:
             waiter.cancel()
+            if self._fetching is not None:
+                self._fetching.cancel()
             await self.sidecar.stop()
             self.ledger.close()
 
@@ -127,6 +173,7 @@ class Scout:
         if work.deadline_ms < time.time() * 1000:
             self.stats["stale"] += 1
             return
+        assert self.drafter is not None
         try:
             draft = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work)
         except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
@@ -157,10 +204,14 @@ class Scout:
         log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)
 
 
-async def run_scout(settings: Settings, model_path: Path) -> int:
+async def run_scout(settings: Settings, model_path: Path | None) -> int:
     loop = asyncio.get_running_loop()
-    log.info("loading the draft model %s", model_path)
-    drafter = await loop.run_in_executor(None, lambda: LlamaDrafter(model_path, n_threads=settings.n_threads))
+    drafter = None
+    if model_path is not None:
+        log.info("loading the draft model %s", model_path)
+        drafter = await loop.run_in_executor(None, lambda: LlamaDrafter(model_path, n_threads=settings.n_threads))
+    else:
+        log.info("no --model: the draft model comes from the first Oracle that offers one")
     scout = Scout(settings, drafter)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -58,7 +58,8 @@ class Work:
     """Sent to scouts (gossip topic `shard-work`, or direct `/shard/work/1.0.0`): continue `context`,
     which is `position` tokens long, by up to `max_draft` tokens, before `deadline_ms`. `tokens` are
     the context's token ids and `vocab` the id of the tokenizer they belong to: a scout with the same
-    tokenizer drafts in tokens (exact), any other in text."""
+    tokenizer drafts in tokens (exact), any other in text. `draft_model` names (by sha256) the
+    draft model the Oracle offers its scouts (in its handshake)."""
 
     work_id: str
     model: str
@@ -68,6 +69,7 @@ class Work:
     deadline_ms: int
     vocab: str = ""
     tokens: list[int] | None = None
+    draft_model: str = ""  # sha256 of the draft model the Oracle offers for this work ('' for none)
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,7 +82,8 @@ class Work:
                    context=_str(d, "context", MAX_CONTEXT_CHARS), position=_int(d, "position", 1, 1 << 30),
                    max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS), deadline_ms=_int(d, "deadline_ms", 0, 1 << 53),
                    vocab=_str(d, "vocab", 64, allow_empty=True) if "vocab" in d else "",
-                   tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS))
+                   tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS),
+                   draft_model=_str(d, "draft_model", 64, allow_empty=True) if "draft_model" in d else "")
 
 
 @dataclass(frozen=True)

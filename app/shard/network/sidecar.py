@@ -25,6 +25,7 @@ log = logging.getLogger("shard.network")
 READY_PREFIX = "SHARD_SIDECAR_READY "
 TOKEN_ENV = "SHARD_CONTROL_TOKEN"
 BINARY = "shard-daemon" + (".exe" if sys.platform == "win32" else "")
+RESUBSCRIBE_S = 0.5  # after the event stream ended while the daemon still runs
 
 EventHandler = Callable[[dict[str, Any]], None]  # must not block: slow work goes to a task
 
@@ -190,25 +191,37 @@ class Sidecar:
         self._events_task = asyncio.get_running_loop().create_task(self._read_events(), name="sidecar-events")
 
     async def _read_events(self) -> None:
-        """Read /events for as long as this daemon lives; its handler errors never end the stream."""
+        """Read /events for as long as this daemon lives; its handler errors never end the stream.
+        Once a subscription is open the handler gets `{"type": "subscribed"}` (the daemon's stream
+        only carries what happens from then on: reconcile with its state now). A stream that ends
+        while the same daemon still runs is opened again."""
         assert self._session is not None
-        info = dict(self.info)
+        info, pid = dict(self.info), self.supervisor.pid
+        while True:
+            try:
+                async with self._session.get(self._url("/events", info), headers={"Authorization": f"Bearer {self.token}"}) as r:
+                    if r.status != 200:
+                        log.error("sidecar: /events answered %d", r.status)
+                        return
+                    self._handle({"type": "subscribed"})
+                    async for raw in r.content:
+                        line = raw.decode("utf-8", "replace").strip()
+                        if not line.startswith("data:"):
+                            continue
+                        try:
+                            event = json.loads(line[5:])
+                        except json.JSONDecodeError:
+                            continue
+                        if isinstance(event, dict):
+                            self._handle(event)
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                log.info("sidecar: event stream ended (%s)", exc.__class__.__name__)
+            await asyncio.sleep(RESUBSCRIBE_S)
+            if not self.ready or self.supervisor.pid != pid:
+                return  # the daemon stopped; its restart starts a new reader
+
+    def _handle(self, event: dict[str, Any]) -> None:
         try:
-            async with self._session.get(self._url("/events", info), headers={"Authorization": f"Bearer {self.token}"}) as r:
-                if r.status != 200:
-                    log.error("sidecar: /events answered %d", r.status)
-                    return
-                async for raw in r.content:
-                    line = raw.decode("utf-8", "replace").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    try:
-                        event = json.loads(line[5:])
-                    except json.JSONDecodeError:
-                        continue
-                    try:
-                        self._on_event(event)
-                    except Exception:
-                        log.exception("sidecar: handling a %s event failed", event.get("type"))
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            log.info("sidecar: event stream ended (%s)", exc.__class__.__name__)
+            self._on_event(event)
+        except Exception:
+            log.exception("sidecar: handling a %s event failed", event.get("type"))
