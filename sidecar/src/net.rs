@@ -264,7 +264,9 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                    .with_agent_version(format!("shard-daemon/{version}")),
+                    .with_agent_version(format!("shard-daemon/{version}"))
+                    // a relay reservation adds a circuit address: peers (and the DHT) must learn it
+                    .with_push_listen_addr_updates(true),
             ),
             gossipsub,
             kad,
@@ -625,7 +627,11 @@ impl EventLoop {
                 },
                 _ = reconnect.tick() => {
                     // below the target only: a bootstrap node that pruned us is not redialed
-                    if self.limits.may_dial(self.peers.len()) { self.dial_bootstrap(); }
+                    if self.limits.may_dial(self.peers.len()) {
+                        self.dial_bootstrap();
+                        // a random walk finds peers that joined (or became reachable) since
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
                     if self.peers.is_empty() { self.dial_remembered(); }
                 }
                 _ = housekeeping.tick() => self.housekeeping(),
@@ -944,7 +950,9 @@ impl EventLoop {
                 self.reach.on_identify(peer_id, &info, conn_addr.as_ref());
                 let kad_proto = StreamProtocol::new(PROTO_KAD);
                 if info.protocols.contains(&kad_proto) {
-                    for a in info.listen_addrs.into_iter().take(16) {
+                    // a remote peer's loopback addresses would reach this machine, not it
+                    let remote = conn_addr.as_ref().is_some_and(|c| !is_loopback(c));
+                    for a in info.listen_addrs.into_iter().filter(|a| !(remote && is_loopback(a))).take(16) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
                 }

@@ -106,6 +106,7 @@ async def _events(request: web.Request, parsed: ParsedRequest, model: str) -> As
 
 async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> web.StreamResponse:
     node = request.app[NODE]
+    await node.look_up_model(parsed.model)
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
     events = _events(request, parsed, shape.model)
