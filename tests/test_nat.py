@@ -70,6 +70,9 @@ def build_network() -> None:
         sh(*in_ns(r, "iptables", "-A", "FORWARD", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate",
                   "ESTABLISHED,RELATED", "-j", "ACCEPT"))
         sh(*in_ns(r, "iptables", "-A", "FORWARD", "-i", f"w{i}{TAG}", "-j", "DROP"))
+        # like a home router, unsolicited packets to the NAT's own address are dropped, not
+        # refused (a refusal would end a hole punch whose other half is a moment late)
+        sh(*in_ns(r, "iptables", "-A", "INPUT", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"))
     sh(*in_ns("a", "ip", "route", "add", "default", "via", "192.168.1.1"))
     sh(*in_ns("b", "ip", "route", "add", "default", "via", "192.168.2.1"))
     sh(*in_ns("pub", "sysctl", "-qw", "net.ipv4.ip_forward=1"))
