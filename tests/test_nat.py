@@ -8,6 +8,7 @@ over to another when that Oracle is killed.
     pub (10.99.1.1, 10.99.2.1; forwards between its two links, no NAT)
      |-- r1 (10.99.1.2 | 192.168.1.1, MASQUERADE) -- a (192.168.1.2)
      |-- r2 (10.99.2.2 | 192.168.2.1, MASQUERADE) -- b (192.168.2.2)
+     |-- r3 (10.99.3.2 | 192.168.3.1, MASQUERADE) -- c (192.168.3.2)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shard.network.sidecar import find_daemon
 from shard.config import Settings
 
 TOKEN = "nat-test-token-0123456789"
+NAMESPACES = ("pub", "r1", "r2", "r3", "a", "b", "c")
 TAG = f"s{os.getpid() % 100000}"  # unique names: namespaces n<TAG><x>, veths <x><TAG>
 
 
@@ -46,7 +48,7 @@ def in_ns(name: str, *cmd: str) -> list[str]:
 
 
 def build_network() -> None:
-    for n in ("pub", "r1", "r2", "a", "b"):
+    for n in NAMESPACES:
         sh("ip", "netns", "add", ns(n))
         sh(*in_ns(n, "ip", "link", "set", "lo", "up"))
 
@@ -57,11 +59,11 @@ def build_network() -> None:
         sh(*in_ns(x, "ip", "link", "set", xname, "up"))
         sh(*in_ns(y, "ip", "link", "set", yname, "up"))
 
-    link("pub", f"p1{TAG}", "10.99.1.1/24", "r1", f"w1{TAG}", "10.99.1.2/24")
-    link("pub", f"p2{TAG}", "10.99.2.1/24", "r2", f"w2{TAG}", "10.99.2.2/24")
-    link("r1", f"l1{TAG}", "192.168.1.1/24", "a", f"e1{TAG}", "192.168.1.2/24")
-    link("r2", f"l2{TAG}", "192.168.2.1/24", "b", f"e2{TAG}", "192.168.2.2/24")
-    for r, i in (("r1", "1"), ("r2", "2")):
+    for host, i in (("a", "1"), ("b", "2"), ("c", "3")):
+        link("pub", f"p{i}{TAG}", f"10.99.{i}.1/24", f"r{i}", f"w{i}{TAG}", f"10.99.{i}.2/24")
+        link(f"r{i}", f"l{i}{TAG}", f"192.168.{i}.1/24", host, f"e{i}{TAG}", f"192.168.{i}.2/24")
+        sh(*in_ns(host, "ip", "route", "add", "default", "via", f"192.168.{i}.1"))
+    for r, i in (("r1", "1"), ("r2", "2"), ("r3", "3")):
         sh(*in_ns(r, "ip", "route", "add", "default", "via", f"10.99.{i}.1"))
         sh(*in_ns(r, "sysctl", "-qw", "net.ipv4.ip_forward=1"))
         sh(*in_ns(r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", f"w{i}{TAG}", "-j", "MASQUERADE"))
@@ -73,8 +75,6 @@ def build_network() -> None:
         # like a home router, unsolicited packets to the NAT's own address are dropped, not
         # refused (a refusal would end a hole punch whose other half is a moment late)
         sh(*in_ns(r, "iptables", "-A", "INPUT", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"))
-    sh(*in_ns("a", "ip", "route", "add", "default", "via", "192.168.1.1"))
-    sh(*in_ns("b", "ip", "route", "add", "default", "via", "192.168.2.1"))
     sh(*in_ns("pub", "sysctl", "-qw", "net.ipv4.ip_forward=1"))
 
 
@@ -87,7 +87,7 @@ def reaches(name: str, ip: str) -> bool:
 
 
 def tear_down() -> None:
-    for n in ("pub", "r1", "r2", "a", "b"):
+    for n in NAMESPACES:
         sh("ip", "netns", "del", ns(n), check=False)  # deleting a namespace removes its veths
 
 
@@ -180,3 +180,71 @@ def test_nated_daemons_meet_through_the_relay_then_directly(network: None, tmp_p
     finally:
         for d in (a, b, relay):
             d.stop()
+
+
+@dataclass
+class NsNode:
+    where: str
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def api(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        return ns_http(self.where, method, f"http://127.0.0.1:{self.port}{path}", body, token=None, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the node and its children (its sidecar): an Oracle that vanishes."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
+
+def start_ns_node(where: str, tmp: Path, tcp_port: int, bootstrap: str, model: Path | None) -> NsNode:
+    port = 8000 + tcp_port % 1000
+    data = tmp / f"node-{where}-{tcp_port}"
+    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data), "--control-port", "0",
+            "--tcp-port", str(tcp_port), "--p2p-host", "0.0.0.0", "--no-mdns", "--bootstrap", bootstrap]
+    if model is not None:
+        args += ["--model", str(model), "--parallel", "2"]
+    env = {**os.environ, "SHARD_REACH_PRIVATE_ADDRS": "1", "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
+           "SHARD_CONFIG": str(tmp / "none.toml")}
+    proc = subprocess.Popen(in_ns(where, *args), stdout=(tmp / f"serve-{where}-{tcp_port}.log").open("wb"),
+                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    return NsNode(where, proc, port)
+
+
+def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(network: None, tmp_path: Path, tiny_model: Path) -> None:
+    relay = start_daemon("pub", tmp_path)
+    p = relay.ready["peer_id"]
+    via_a, via_b = f"/ip4/10.99.1.1/tcp/4001/p2p/{p}", f"/ip4/10.99.2.1/tcp/4001/p2p/{p}"
+    via_c = f"/ip4/10.99.3.1/tcp/4001/p2p/{p}"
+    oracles = [start_ns_node("a", tmp_path, 4001, via_a, tiny_model), start_ns_node("c", tmp_path, 4001, via_c, tiny_model)]
+    consumer = start_ns_node("b", tmp_path, 4001, via_b, None)
+    nodes = [*oracles, consumer]
+    try:
+        ids = [wait_for(lambda o=o: o.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="an Oracle's sidecar")
+               for o in oracles]
+        ask = {"model": "tiny", "messages": [{"role": "user", "content": "tell me"}], "max_tokens": 8, "temperature": 0}
+
+        def served() -> tuple[int, Any]:
+            status, body = consumer.api("POST", "/v1/chat/completions", ask)
+            return (status, body) if status == 200 else None  # type: ignore[return-value]
+
+        _, first = wait_for(served, timeout=120, what="the NATed consumer to be served")
+        assert first["choices"][0]["message"]["content"]
+
+        def spent_with() -> set[str]:
+            return {x["peer_id"] for x in consumer.api("GET", "/v1/system/credit")[1]["peers"] if x.get("spent")}
+
+        used = spent_with()
+        assert len(used & set(ids)) == 1, used
+        first_oracle = ids.index(next(iter(used & set(ids))))
+        oracles[first_oracle].kill()
+        _, second = wait_for(served, timeout=90, what="the consumer to fail over")
+        assert second["choices"][0]["message"]["content"]
+        assert ids[1 - first_oracle] in spent_with()
+    finally:
+        for n in nodes:
+            n.kill()
+        relay.stop()
