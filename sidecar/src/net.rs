@@ -734,6 +734,8 @@ impl EventLoop {
                     "reachability": self.reach.to_json(),
                     "provided_models": self.providers.provided(),
                     "target_peers": self.limits.target,
+                    "gossip_mesh_peers": self.swarm.behaviour().gossipsub
+                        .mesh_peers(&gossipsub::IdentTopic::new(TOPIC_WORK).hash()).count(),
                     "remembered_peers": self.peerstore.len(),
                 }));
             }
