@@ -66,6 +66,9 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-port", dest="ws_port", type=int, help="the sidecar's WebSocket port (browsers); default TCP port + 100 " + _env_help("ws_port", d.ws_port))
     p.add_argument("--p2p-host", dest="p2p_host", help="address the sidecar listens on for peers " + _env_help("p2p_host", d.p2p_host))
     p.add_argument("--no-mdns", dest="mdns", action="store_const", const=False, help="do not look for peers on the local network")
+    p.add_argument("--target-peers", dest="target_peers", type=int, help="peers kept connected " + _env_help("target_peers", d.target_peers))
+    p.add_argument("--no-relay-server", dest="relay_server", action="store_const", const=False,
+                   help="never relay for NATed peers, even when this node is publicly reachable")
     p.add_argument("--privacy", dest="prompt_privacy", choices=["local", "lan", "peers", "anyone"],
                    help="who may receive your prompts as draft work " + _env_help("prompt_privacy", d.prompt_privacy))
 

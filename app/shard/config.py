@@ -19,6 +19,13 @@ from shard import paths
 PRIVACY_LEVELS = ("local", "lan", "peers", "anyone")
 
 
+# Bootstrap peers shipped with the app (a new node joins through them with no flag). Empty: no
+# public Shard node is run yet; a `/dnsaddr/` entry goes here once one is (the DNS TXT records
+# then list its current addresses). A node that was on the mesh once rejoins through the peers
+# its sidecar remembers (DATA_DIR/sidecar/peers.json) with or without this list.
+DEFAULT_BOOTSTRAP: tuple[str, ...] = ()
+
+
 class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message says which and why."""
 
@@ -67,9 +74,12 @@ class Settings:
     control_port: int = 9091
     tcp_port: int = 4001
     ws_port: int = 0
-    bootstrap: list[str] = field(default_factory=list)
+    bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
     p2p_host: str = "0.0.0.0"  # where peers reach the sidecar (the control API is always 127.0.0.1)
     mdns: bool = True  # find peers on the local network
+    target_peers: int = 32  # peers kept connected; above 1.5x the least useful are closed
+    relay_server: bool = True  # relay (v2, limited) for NATed peers when AutoNAT finds this node public
+    reach_private_addrs: bool = False  # AutoNAT counts private IP ranges as reachable (LANs, namespace tests)
     # Who may receive this user's prompts as draft work: "local" (scouts on this machine),
     # "lan" (the local network), "peers" (the peer ids in trusted_peers), "anyone".
     prompt_privacy: str = "local"
@@ -110,6 +120,8 @@ class Settings:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.default_max_tokens < 0:
             raise ConfigError(f"default_max_tokens must be >= 0, got {self.default_max_tokens}")
+        if not 1 <= self.target_peers <= 1000:
+            raise ConfigError(f"target_peers must be 1-1000, got {self.target_peers}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
         if not 0.0 <= self.golden_rate <= 1.0:

@@ -414,6 +414,12 @@ class Node:
         mid = self.model_id()
         return [mid] if mid else self.infer_client.models()
 
+    async def look_up_model(self, name: str) -> None:
+        """With no local model, a model that no connected Oracle serves is looked up in the DHT
+        (Kademlia provider records), so Oracles beyond this node's peers can serve it."""
+        if self.model_path is None and name not in ("", "default") and name not in self.model_ids():
+            await self.infer_client.discover(name)
+
     def resolve_model(self, name: str, allow_default: bool = True) -> str:
         """The served model's id for a requested name; an empty name or 'default' means it."""
         ids = self.model_ids()

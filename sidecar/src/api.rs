@@ -76,6 +76,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/infer", post(crate::infer::infer))
         .route("/infer-response", post(crate::infer::infer_response))
         .route("/pop-result", get(pop_result))
+        .route("/find-providers", post(crate::providers::find_providers))
         .route("/events", get(events))
         .route("/sign", post(sign))
         .route("/verify-signature", post(verify_signature))

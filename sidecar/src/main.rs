@@ -1,9 +1,13 @@
 //! shard-daemon: the Shard node's libp2p sidecar.
 
 mod api;
+mod connmgr;
 mod infer;
 mod ip_limits;
 mod net;
+mod peerstore;
+mod providers;
+mod reach;
 mod util;
 
 use clap::Parser;
@@ -70,6 +74,17 @@ struct Cli {
     /// Burst size of the per-peer rate limit
     #[arg(long, default_value_t = 400.0)]
     peer_burst: f64,
+    /// Peers to keep connected (discovery stops dialing here; above 1.5x the least useful
+    /// are closed)
+    #[arg(long, default_value_t = connmgr::DEFAULT_TARGET)]
+    target_peers: usize,
+    /// Do not serve as a relay (v2) even when AutoNAT finds this node publicly reachable
+    #[arg(long)]
+    no_relay_server: bool,
+    /// AutoNAT treats private IP addresses (10/8, 192.168/16, ...) as reachable: for LANs and
+    /// tests in network namespaces
+    #[arg(long)]
+    reach_private_addrs: bool,
     /// Runtime worker threads (the daemon is I/O bound; 1 keeps latency and memory low)
     #[arg(long, default_value_t = 1)]
     worker_threads: usize,
@@ -254,6 +269,10 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         reconnect: Duration::from_secs(cli.reconnect_seconds),
         version: VERSION,
         limiter: limiter.clone(),
+        data_dir: cli.data_dir.clone(),
+        target_peers: cli.target_peers,
+        relay_server: !cli.no_relay_server,
+        reach_private: cli.reach_private_addrs,
     };
     let el = match net::EventLoop::new(cfg, cmd_rx, ev_tx.clone(), stats.clone()).await {
         Ok(el) => el,

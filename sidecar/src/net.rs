@@ -1,10 +1,11 @@
 //! The libp2p swarm and the one event loop task that owns it.
 
 use crate::util::{self, LocalInfo, RateLimiter, ResultStore, StoredResult};
+use crate::{connmgr, peerstore::PeerStore, providers::Providers, reach::{self, Reach}};
 use futures::StreamExt;
 use libp2p::{
     core::ConnectedPoint,
-    dcutr, gossipsub, identify, identity, kad, mdns, multiaddr::Protocol, noise, ping, relay,
+    autonat, dcutr, gossipsub, identify, identity, kad, mdns, multiaddr::Protocol, noise, ping, relay,
     request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
@@ -46,6 +47,8 @@ pub struct Behaviour {
     kad: kad::Behaviour<kad::store::MemoryStore>,
     mdns: Toggle<mdns::tokio::Behaviour>,
     dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
+    relay: Toggle<relay::Behaviour>,
     handshake: request_response::json::Behaviour<Value, Value>,
     verify: request_response::json::Behaviour<Value, Value>,
     work: request_response::json::Behaviour<Value, Value>,
@@ -129,6 +132,8 @@ pub enum Command {
     PopResults(String, Reply<Vec<StoredResult>>),
     /// Whether a connection to the peer is open.
     IsConnected(PeerId, Reply<bool>),
+    /// Kademlia provider lookup for a model: the Oracles found (dialed as they are found).
+    FindProviders(String, crate::providers::FoundReply),
     Shutdown,
 }
 
@@ -138,6 +143,8 @@ struct PeerState {
     connected_since: u64,
     latency_ms: Option<f64>,
     info: Option<LocalInfo>,
+    /// unix seconds of the last request to or from it (connection management keeps it)
+    last_used: u64,
 }
 
 pub struct Ports {
@@ -163,6 +170,11 @@ pub struct EventLoop {
     next_verify_id: u64,
     version: &'static str,
     pub ports: Ports,
+    peerstore: PeerStore,
+    providers: Providers,
+    reach: Reach,
+    limits: connmgr::Limits,
+    ticks: u64,
 }
 
 pub struct NetConfig {
@@ -176,6 +188,11 @@ pub struct NetConfig {
     pub reconnect: Duration,
     pub version: &'static str,
     pub limiter: Arc<std::sync::Mutex<RateLimiter>>,
+    pub data_dir: Option<std::path::PathBuf>,
+    pub target_peers: usize,
+    pub relay_server: bool,
+    /// AutoNAT treats private IP addresses as reachable (tests in namespaces, LANs)
+    pub reach_private: bool,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -187,6 +204,7 @@ fn rr_config(timeout: Duration) -> request_response::Config {
 async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let mdns_on = cfg.mdns;
     let version = cfg.version;
+    let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -211,6 +229,10 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
             .heartbeat_interval(Duration::from_millis(700))
+            // a bounded mesh (docs/scale.md): each node forwards to ~D peers, not to all
+            .mesh_n(6)
+            .mesh_n_low(4)
+            .mesh_n_high(12)
             .build()
             .map_err(|e| format!("gossipsub config: {e}"))?;
         let mut gossipsub =
@@ -250,12 +272,24 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                    .with_agent_version(format!("shard-daemon/{version}")),
+                    .with_agent_version(format!("shard-daemon/{version}"))
+                    // a relay reservation adds a circuit address: peers (and the DHT) must learn it
+                    .with_push_listen_addr_updates(true),
             ),
             gossipsub,
             kad,
             mdns: Toggle::from(mdns),
             dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::Behaviour::new(peer_id, autonat::Config {
+                boot_delay: Duration::from_secs(3),
+                retry_interval: Duration::from_secs(20),
+                throttle_server_period: Duration::from_secs(15),
+                only_global_ips: !reach_private,
+                ..Default::default()
+            }),
+            // served only once AutoNAT confirms a public address (the relay hands out its
+            // external addresses); the library's default limits on reservations and circuits
+            relay: Toggle::from(relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()))),
             handshake: rr(PROTO_HANDSHAKE, 10),
             verify: rr(PROTO_VERIFY, 15),
             work: rr(PROTO_WORK, 10),
@@ -525,11 +559,17 @@ impl EventLoop {
             next_verify_id: 1,
             version: cfg.version,
             ports,
+            peerstore: PeerStore::load(cfg.data_dir.as_deref()),
+            providers: Providers::default(),
+            reach: Reach::new(cfg.relay_server),
+            limits: connmgr::Limits { target: cfg.target_peers.max(1) },
+            ticks: 0,
         };
         for ev in early {
             el.on_swarm_event(ev);
         }
         el.dial_bootstrap();
+        el.dial_remembered();
         Ok(el)
     }
 
@@ -600,11 +640,20 @@ impl EventLoop {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::Shutdown) | None => {
                         tracing::info!("event loop stopping");
+                        self.peerstore.save(true);
                         return;
                     }
                     Some(c) => self.on_command(c),
                 },
-                _ = reconnect.tick() => self.dial_bootstrap(),
+                _ = reconnect.tick() => {
+                    // below the target only: a bootstrap node that pruned us is not redialed
+                    if self.limits.may_dial(self.peers.len()) {
+                        self.dial_bootstrap();
+                        // a random walk finds peers that joined (or became reachable) since
+                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    }
+                    if self.peers.is_empty() { self.dial_remembered(); }
+                }
                 _ = housekeeping.tick() => self.housekeeping(),
                 _ = kad_bootstrap.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
             }
@@ -637,6 +686,10 @@ impl EventLoop {
             }
         }
         self.pending_out.retain(|_, tx| !tx.is_closed());
+        self.ticks += 1;
+        if self.ticks % 20 == 0 {
+            self.maintain();
+        }
     }
 
     fn local_info_value(&self) -> Value {
@@ -663,6 +716,7 @@ impl EventLoop {
             "draft_model": info.as_ref().and_then(|i| i.draft_model.clone()),
             "handshake": info.is_some(),
             "latency_ms": s.latency_ms,
+            "path": self.path_of(id, s),
             "connected_since": s.connected_since,
             "local": s.conns.values().any(is_loopback),
         })
@@ -704,6 +758,12 @@ impl EventLoop {
                     "tcp_port": self.ports.tcp,
                     "ws_port": self.ports.ws,
                     "quic_port": self.ports.quic,
+                    "reachability": self.reach.to_json(),
+                    "provided_models": self.providers.provided(),
+                    "target_peers": self.limits.target,
+                    "gossip_mesh_peers": self.swarm.behaviour().gossipsub
+                        .mesh_peers(&gossipsub::IdentTopic::new(TOPIC_WORK).hash()).count(),
+                    "remembered_peers": self.peerstore.len(),
                 }));
             }
             Command::Peers(r) => {
@@ -713,6 +773,12 @@ impl EventLoop {
                 let _ = r.send(json!({ "peers": list }));
             }
             Command::SetLocalInfo(info, r) => {
+                let models: Vec<String> = if info.roles.iter().any(|r| r == "oracle") {
+                    info.models.clone()
+                } else {
+                    vec![]
+                };
+                self.providers.set_models(&mut self.swarm.behaviour_mut().kad, &models);
                 self.local_info = info;
                 let body = self.local_info_value();
                 let peers: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -766,6 +832,7 @@ impl EventLoop {
                         not_connected.push(p);
                         continue;
                     }
+                    self.mark_used(&p);
                     let id = self.swarm.behaviour_mut().work.send_request(&p, work.clone());
                     let (tx, rx) = oneshot::channel();
                     self.pending_out.insert(id, tx);
@@ -782,6 +849,7 @@ impl EventLoop {
                     let _ = reply.send(Err("cannot send a verify request to this node itself".into()));
                     return;
                 }
+                self.mark_used(&peer);
                 let id = self.swarm.behaviour_mut().verify.send_request(&peer, request);
                 let (tx, rx) = oneshot::channel();
                 self.pending_out.insert(id, tx);
@@ -802,6 +870,9 @@ impl EventLoop {
             Command::IsConnected(p, r) => {
                 let _ = r.send(self.swarm.is_connected(&p));
             }
+            Command::FindProviders(model, reply) => {
+                self.providers.find(&mut self.swarm.behaviour_mut().kad, &model, reply);
+            }
             Command::PopResults(w, r) => {
                 let _ = r.send(self.results.pop(&w));
             }
@@ -819,6 +890,10 @@ impl EventLoop {
             }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
+            }
+            SwarmEvent::ListenerClosed { addresses, .. } => {
+                self.reach.on_listener_closed(&addresses);
+                self.listen_addrs.retain(|a| !addresses.contains(a));
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -842,8 +917,12 @@ impl EventLoop {
                     connected_since: util::now_s(),
                     latency_ms: None,
                     info: None,
+                    last_used: 0,
                 });
                 st.conns.insert(connection_id, addr.clone());
+                if endpoint.is_dialer() && !reach::is_relayed(&addr) {
+                    self.peerstore.record(peer_id, &addr, util::now_s());
+                }
                 if new_peer || num_established.get() == 1 {
                     tracing::info!("peer connected: {peer_id} via {addr}");
                     self.emit(json!({
@@ -864,6 +943,9 @@ impl EventLoop {
             } => {
                 if let Some(st) = self.peers.get_mut(&peer_id) {
                     st.conns.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.reach.on_disconnected(&peer_id);
                 }
                 if num_established == 0 && self.peers.remove(&peer_id).is_some() {
                     tracing::info!("peer disconnected: {peer_id}");
@@ -893,9 +975,13 @@ impl EventLoop {
                     .report_message_validation_result(&message_id, &propagation_source, acceptance);
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                let conn_addr = self.peers.get(&peer_id).and_then(|s| s.conns.values().next().cloned());
+                self.reach.on_identify(peer_id, &info, conn_addr.as_ref());
                 let kad_proto = StreamProtocol::new(PROTO_KAD);
                 if info.protocols.contains(&kad_proto) {
-                    for a in info.listen_addrs.into_iter().take(16) {
+                    // a remote peer's loopback addresses would reach this machine, not it
+                    let remote = conn_addr.as_ref().is_some_and(|c| !is_loopback(c));
+                    for a in info.listen_addrs.into_iter().filter(|a| !(remote && is_loopback(a))).take(16) {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
                     }
                 }
@@ -903,7 +989,7 @@ impl EventLoop {
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 if peer != self.peer_id()
                     && !self.swarm.is_connected(&peer)
-                    && self.peers.len() < MAX_PEERS / 2
+                    && self.limits.may_dial(self.peers.len())
                 {
                     let _ = self.swarm.dial(peer);
                 }
@@ -911,7 +997,7 @@ impl EventLoop {
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) && self.peers.len() < MAX_PEERS / 2 {
+                    if !self.swarm.is_connected(&peer) && self.limits.may_dial(self.peers.len()) {
                         let _ = self.swarm.dial(strip_p2p(&addr).0.with(Protocol::P2p(peer)));
                     }
                 }
@@ -921,6 +1007,27 @@ impl EventLoop {
                     st.latency_ms = Some((rtt.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
                 }
             }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::GetProviders(r),
+                step,
+                ..
+            }) => {
+                let (fresh, done) = self.providers.on_progress(self.peer_id(), id, r, step.last);
+                for p in fresh {
+                    if !self.swarm.is_connected(&p) {
+                        let _ = self.swarm.dial(p);
+                    }
+                }
+                if done {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                }
+            }
+            BehaviourEvent::Autonat(ev) => self.reach.on_autonat(&ev),
+            BehaviourEvent::RelayClient(ev) => self.reach.on_relay_client(&ev),
+            BehaviourEvent::Dcutr(ev) => self.reach.on_dcutr(&ev),
             BehaviourEvent::Handshake(ev) => self.on_handshake(ev),
             BehaviourEvent::Verify(ev) => self.on_verify(ev),
             BehaviourEvent::Work(ev) => self.on_work(ev),
@@ -995,6 +1102,7 @@ impl EventLoop {
                         .send_response(channel, json!({"error": "busy"}));
                     return;
                 }
+                self.mark_used(&peer);
                 let id = format!("v{}", self.next_verify_id);
                 self.next_verify_id += 1;
                 self.pending_verify.insert(id.clone(), (channel, Instant::now()));
@@ -1041,6 +1149,7 @@ impl EventLoop {
                         json!({"ok": false, "error": "rate limited"})
                     }
                     Ok(_) => {
+                        self.mark_used(&peer);
                         self.stats.work_received.fetch_add(1, Ordering::Relaxed);
                         self.emit(json!({
                             "type": "work",
@@ -1081,6 +1190,84 @@ impl EventLoop {
             }
             _ => {}
         }
+    }
+
+    fn mark_used(&mut self, peer: &PeerId) {
+        if let Some(st) = self.peers.get_mut(peer) {
+            st.last_used = util::now_s();
+        }
+    }
+
+    /// How a peer is reached: through a relay, directly after hole punching, or directly.
+    fn path_of(&self, id: &PeerId, s: &PeerState) -> &'static str {
+        if !s.conns.is_empty() && s.conns.values().all(reach::is_relayed) {
+            "relayed"
+        } else if self.reach.is_punched(id) {
+            "hole-punched"
+        } else {
+            "direct"
+        }
+    }
+
+    /// Dials the peers remembered from earlier runs (a rejoin with no bootstrap address).
+    fn dial_remembered(&mut self) {
+        let me = self.peer_id();
+        for (peer, addrs) in self.peerstore.dial_addrs().into_iter().take(self.limits.target) {
+            if peer == me || self.swarm.is_connected(&peer) {
+                continue;
+            }
+            for a in &addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+            }
+            let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
+            if let Err(e) = self.swarm.dial(opts) {
+                tracing::debug!("dial remembered peer {peer}: {e}");
+            }
+        }
+    }
+
+    /// Every few seconds: prune to the target peer count, reserve relay slots when behind a
+    /// NAT, republish provider records after the first connections, save the peer store.
+    fn maintain(&mut self) {
+        let now = util::now_s();
+        let bootstrap: HashSet<PeerId> = self.bootstrap.iter().filter_map(|a| strip_p2p(a).1).collect();
+        let mesh: HashSet<PeerId> = self.swarm.behaviour().gossipsub.all_mesh_peers().copied().collect();
+        let i_serve = self.local_info.roles.iter().any(|r| r == "oracle");
+        let cands: Vec<connmgr::Candidate> = self
+            .peers
+            .iter()
+            .map(|(p, s)| {
+                let oracle = s.info.as_ref().is_some_and(|i| i.roles.iter().any(|r| r == "oracle"));
+                connmgr::Candidate {
+                    peer: *p,
+                    protected: bootstrap.contains(p)
+                        || self.reach.is_relay_of_ours(p)
+                        || (oracle && !i_serve),
+                    in_mesh: mesh.contains(p),
+                    last_used: s.last_used,
+                    connected_since: s.connected_since,
+                }
+            })
+            .collect();
+        for p in connmgr::select_prune(&self.limits, cands, now) {
+            tracing::debug!("pruning {p}: above the target of {} peers", self.limits.target);
+            let _ = self.swarm.disconnect_peer_id(p);
+        }
+        let peers = &self.peers;
+        for a in self.reach.reservations_to_make(|p| peers.contains_key(p)) {
+            tracing::info!("behind a NAT: reserving a relay slot at {a}");
+            if let Err(e) = self.swarm.listen_on(a.clone()) {
+                tracing::warn!("cannot listen on {a}: {e}");
+            }
+        }
+        let has_peers = !self.peers.is_empty();
+        self.providers.republish_on_join(&mut self.swarm.behaviour_mut().kad, has_peers);
+        self.providers.prune();
+        let connected: Vec<PeerId> = self.peers.keys().copied().collect();
+        for p in connected {
+            self.peerstore.touch(&p, now);
+        }
+        self.peerstore.save(false);
     }
 
     fn count_invalid(&self, e: &str) {

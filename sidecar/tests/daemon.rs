@@ -1096,3 +1096,106 @@ fn infer_errors_limits_and_auth() {
     let (_, h) = b.get("/health");
     assert_eq!(h["pending_infer"], 0, "{h}");
 }
+
+// -- the internet mesh (issue 15): providers, remembered peers, target peer count ----------
+
+fn set_oracle(d: &Daemon, models: &[&str]) {
+    let body = json!({"roles": ["oracle"], "models": models}).to_string();
+    let (s, v) = d.req_tok("PUT", "/local-info", Some(&body), Some(TOKEN));
+    assert_eq!(s, 200, "{v}");
+}
+
+#[test]
+fn providers_find_an_oracle_beyond_the_neighbours() {
+    let hub = start(&[]);
+    let oracle = start(&["--bootstrap".into(), hub.tcp_addr()]);
+    set_oracle(&oracle, &["tiny-model"]);
+    // (in a network this small Kademlia's own queries may connect the asker to the Oracle too;
+    // what is checked is that the lookup names it and leaves a connection to it)
+    let asker = start(&["--bootstrap".into(), hub.tcp_addr(), "--target-peers".into(), "1".into()]);
+    assert!(wait_until(Duration::from_secs(20), || asker.peer_ids().contains(&hub.peer_id)));
+    let (s, v) = oracle.get("/topology");
+    assert_eq!(s, 200);
+    assert_eq!(v["provided_models"], json!(["tiny-model"]), "{v}");
+    let mut found = json!(null);
+    assert!(wait_until(Duration::from_secs(30), || {
+        let (s, v) = asker.post("/find-providers", json!({"model": "tiny-model"}));
+        assert_eq!(s, 200, "{v}");
+        found = v;
+        found["connected"].as_array().unwrap().iter().any(|p| p == &json!(oracle.peer_id))
+    }), "lookup never found the Oracle: {found}");
+    assert!(asker.peer_ids().contains(&oracle.peer_id));
+    // no provider for another model; bad input is a 400
+    let (s, v) = asker.post("/find-providers", json!({"model": "no-such-model"}));
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["providers"], json!([]));
+    for bad in [json!({}), json!({"model": ""}), json!({"model": 3}), json!({"model": "a\nb"}),
+                json!({"model": "x".repeat(200)}), json!({"model": "m", "extra": 1})] {
+        let (s, v) = asker.post("/find-providers", bad);
+        assert_eq!(s, 400, "{v}");
+    }
+}
+
+#[test]
+fn peers_are_remembered_across_restarts() {
+    let hub = start(&[]);
+    let dir = tmpdir("peerstore");
+    let data = vec!["--data-dir".to_string(), dir.display().to_string()];
+    let mut args = data.clone();
+    args.extend(["--bootstrap".to_string(), hub.tcp_addr()]);
+    let mut first = start(&args);
+    assert!(wait_until(Duration::from_secs(20), || first.peer_ids().contains(&hub.peer_id)));
+    let (s, _) = first.post("/shutdown", json!({}));
+    assert_eq!(s, 200);
+    assert_eq!(wait_exit(&mut first.child, Duration::from_secs(10)), Some(0));
+    let file = dir.join("peers.json");
+    let text = std::fs::read_to_string(&file).expect("peers.json written");
+    assert!(text.contains(&hub.peer_id), "{text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // no bootstrap this time: the remembered hub is dialed
+    let second = start(&data);
+    assert!(wait_until(Duration::from_secs(20), || second.peer_ids().contains(&hub.peer_id)));
+    let (_, t) = second.get("/topology");
+    assert!(t["remembered_peers"].as_u64().unwrap() >= 1, "{t}");
+    // a corrupt file is ignored, not fatal
+    std::fs::write(&file, b"{not json").unwrap();
+    drop(second);
+    let third = start(&data);
+    assert_eq!(third.get("/health").0, 200);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn bootstrap_accepts_dns_and_dnsaddr() {
+    let hub = start(&[]);
+    let port = port_of(&hub, "tcp_port");
+    let dns = format!("/dns4/localhost/tcp/{port}/p2p/{}", hub.peer_id);
+    // a /dnsaddr/ entry that does not resolve must not stop the daemon
+    let d = start(&[
+        "--bootstrap".into(), dns,
+        "--bootstrap".into(), format!("/dnsaddr/bootstrap.invalid/p2p/{}", hub.peer_id),
+    ]);
+    assert!(wait_until(Duration::from_secs(20), || d.peer_ids().contains(&hub.peer_id)));
+}
+
+#[test]
+fn connections_are_pruned_to_the_target() {
+    let hub = start(&["--target-peers".into(), "4".into()]);
+    let spokes: Vec<Daemon> = (0..8)
+        .map(|_| start(&["--bootstrap".into(), hub.tcp_addr(), "--target-peers".into(), "1".into()]))
+        .collect();
+    assert!(wait_until(Duration::from_secs(20), || hub.peer_ids().len() >= 7), "spokes never connected");
+    let (_, t) = hub.get("/topology");
+    assert_eq!(t["target_peers"], 4);
+    // after the grace period the hub closes the surplus down to its target
+    assert!(
+        wait_until(Duration::from_secs(40), || hub.peer_ids().len() <= 4),
+        "hub still has {} peers",
+        hub.peer_ids().len()
+    );
+    drop(spokes);
+}

@@ -156,6 +156,7 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
     if parsed.n > max(node.settings.parallel, 1):
         raise ApiError(400, f"'n' is at most {node.settings.parallel} here (the choices are generated side by side, one per slot)",
                        "invalid_request", "n")
+    await node.look_up_model(parsed.model)  # checks first: a lookup may take seconds
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
     streams = [events_for(request, _nth(parsed.generate, i), shape.model) for i in range(parsed.n)]

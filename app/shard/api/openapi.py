@@ -174,7 +174,11 @@ def _schemas() -> dict[str, Any]:
     topology = {"type": "object", "required": ["sidecar", "peer_id", "listen_addrs", "ws_addrs"], "properties": {
         "sidecar": {"enum": ["running", "not running", "error"]}, "message": _STR, "peer_id": _nullable(_STR),
         "listen_addrs": addrs, "ws_addrs": addrs, "tcp_addrs": addrs, "quic_addrs": addrs,
-        "tcp_port": _INT, "ws_port": _INT, "quic_port": _nullable(_INT)}}
+        "tcp_port": _INT, "ws_port": _INT, "quic_port": _nullable(_INT),
+        "reachability": {"type": "object", "properties": {
+            "mode": {"enum": ["public", "relayed", "hole-punched", "private", "unknown"]}, "nat": _STR,
+            "relay_addrs": addrs, "relay_server": _BOOL, "hole_punched_peers": _INT}},
+        "provided_models": addrs, "target_peers": _INT, "remembered_peers": _INT, "gossip_mesh_peers": _INT}}
     peer = {"type": "object", "required": ["peer_id"], "properties": {
         "peer_id": _STR, "addrs": addrs, "roles": addrs, "models": addrs, "capacity": _nullable(_INT), "load": _nullable(_INT),
         "agent": _nullable(_STR), "latency_ms": _nullable(_NUM), "connected_since": _nullable(_NUM), "local": _nullable(_BOOL),

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.infer")
 
 MAX_ORACLES = 3  # Oracles tried for one request before giving up
+HANDSHAKE_WAIT_S = 5.0  # after a provider lookup, how long to wait for the Oracles' handshakes
 MAX_CHARS_PER_TOKEN = 64  # no tokenizer's piece is longer: a claimed token count must cover the text
 
 
@@ -64,6 +65,25 @@ class InferClient:
         return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
                                             p.latency_ms if p.latency_ms is not None else 1e9))
 
+    async def discover(self, model: str) -> None:
+        """Look the model's Oracles up in the DHT (Kademlia provider records: beyond this node's
+        peers) and wait until those reached have sent their handshakes, so `oracles(model)`
+        lists them."""
+        sidecar = self.node.sidecar
+        if sidecar is None or not sidecar.ready or model in ("", "default"):
+            return
+        try:
+            found = await sidecar.call("POST", "/find-providers", {"model": model}, timeout=20.0)
+        except SidecarError as exc:
+            log.info("provider lookup for %s failed: %s", model, exc)
+            return
+        reached = {p for p in found.get("connected") or [] if isinstance(p, str)}
+        log.info("provider lookup for %s: %d Oracle(s) found, %d reached", model, len(found.get("providers") or []), len(reached))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + HANDSHAKE_WAIT_S
+        while reached and loop.time() < deadline and not any(p.peer_id in reached for p in self.oracles(model)):
+            await asyncio.sleep(0.1)
+
     def models(self) -> list[str]:
         return sorted({m for p in self.oracles() for m in p.models})
 
@@ -73,6 +93,9 @@ class InferClient:
         n_done, started, tried, last_error = 0, False, set(), "no Oracle on the network serves this model"
         for _ in range(MAX_ORACLES):
             candidates = [p for p in self.oracles(model) if p.peer_id not in tried]
+            if not candidates:
+                await self.discover(model)
+                candidates = [p for p in self.oracles(model) if p.peer_id not in tried]
             if not candidates or sidecar is None:
                 break
             oracle = candidates[0].peer_id

@@ -62,6 +62,11 @@ def daemon_command(binary: Path, settings: Settings) -> list[str]:
         argv += ["--bootstrap", addr]
     if not settings.mdns:
         argv.append("--no-mdns")
+    argv += ["--target-peers", str(settings.target_peers)]
+    if not settings.relay_server:
+        argv.append("--no-relay-server")
+    if settings.reach_private_addrs:
+        argv.append("--reach-private-addrs")
     return argv
 
 

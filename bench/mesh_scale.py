@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""N real shard-daemons on loopback (no mDNS; each bootstrapped to node 0 and one other), for
+N = 10, 50, 100: time until every node has >= 4 gossip mesh peers, gossip delivery latency
+p50/p99 to all nodes, the publish rate held, peers per node, resident memory per daemon and idle
+CPU per daemon. Goals (issue 15): 100 daemons on 2 cores, p99 delivery < 1 s, < 20 MB resident
+each, idle CPU < 0.5% each.
+
+Usage: CARGO_TARGET_DIR=... python3 bench/mesh_scale.py [--sizes 10,50,100] [--messages 20] [--rate 10]
+Timings on a shared machine are noisy: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
+from shard.config import Settings  # noqa: E402
+from shard.network.sidecar import find_daemon  # noqa: E402
+
+TOKEN = "mesh-scale-token-0123456789"
+H = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def pct(v: list[float], q: float) -> float:
+    v = sorted(v)
+    return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
+
+
+def start(binary: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], dict]:
+    args = [str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
+            "--log-level", "warn", "--reconnect-seconds", "5"]
+    for b in bootstrap:
+        args += ["--bootstrap", b]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                         env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN})
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    assert line.startswith("SHARD_SIDECAR_READY"), line
+    return p, json.loads(line.split(" ", 1)[1])
+
+
+async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, float]:
+    procs: list[subprocess.Popen[str]] = []
+    infos: list[dict] = []
+    try:
+        t0 = time.monotonic()
+        for i in range(n):
+            boot = [] if i == 0 else [infos[0]["listen_addrs"][1 if "/ws" in infos[0]["listen_addrs"][0] else 0]]
+            if i > 1:
+                other = random.choice(infos[1:])
+                boot.append(next(a for a in other["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
+            p, info = start(binary, boot)
+            procs.append(p)
+            infos.append(info)
+        urls = [f"http://127.0.0.1:{i['control_port']}" for i in infos]
+        async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=120)) as s:
+            async def topo(u: str) -> dict:
+                async with s.get(u + "/topology") as r:
+                    return await r.json()
+
+            while True:
+                tops = await asyncio.gather(*(topo(u) for u in urls))
+                if all(t["gossip_mesh_peers"] >= min(4, n - 1) for t in tops):
+                    break
+                if time.monotonic() - t0 > 300:
+                    break
+                await asyncio.sleep(0.5)
+            mesh_s = time.monotonic() - t0
+            # delivery: every node's /events; publish from random nodes
+            got: dict[str, list[float]] = {}
+
+            async def listen(u: str) -> None:
+                async with s.get(u + "/events", timeout=aiohttp.ClientTimeout(total=None)) as r:
+                    async for raw in r.content:
+                        line = raw.decode().strip()
+                        if line.startswith("data:"):
+                            ev = json.loads(line[5:])
+                            if ev.get("type") == "work":
+                                got.setdefault(ev["work"]["work_id"], []).append(time.time() * 1000)
+
+            tasks = [asyncio.create_task(listen(u)) for u in urls]
+            await asyncio.sleep(1.0)
+            sent: dict[str, float] = {}
+            errors = 0
+            tp = time.monotonic()
+            for k in range(messages):
+                wid = f"m{n}-{k}"
+                src = random.randrange(n)
+                sent[wid] = time.time() * 1000
+                try:  # a publisher too starved to answer in 10 s counts as a lost message
+                    async with s.post(urls[src] + "/broadcast-work", json={"work": {"work_id": wid, "prompt": "x" * 200, "position": 1}},
+                                      timeout=aiohttp.ClientTimeout(total=10)) as r:
+                        await r.json()
+                except (aiohttp.ClientError, asyncio.TimeoutError):
+                    errors += 1
+                got.setdefault(wid, []).append(sent[wid])  # the publisher itself (no self-delivery)
+                await asyncio.sleep(max(0.0, tp + (k + 1) / rate - time.monotonic()))
+            await asyncio.sleep(3.0)
+            for t in tasks:
+                t.cancel()
+            lat = [t - sent[w] for w in sent for t in got.get(w, [])[1:]]
+            delivered = sum(len(got.get(w, [])) for w in sent) / (len(sent) * n)
+            held = messages / (time.monotonic() - tp - 3.0)
+            async def npeers(u: str) -> int:
+                async with s.get(u + "/peers") as r:
+                    return len((await r.json())["peers"])
+            peer_counts = await asyncio.gather(*(npeers(u) for u in urls))
+        ps = [psutil.Process(p.pid) for p in procs]
+        rss = [x.memory_info().rss / 2**20 for x in ps]
+        c0 = [x.cpu_times() for x in ps]
+        await asyncio.sleep(10)
+        c1 = [x.cpu_times() for x in ps]
+        idle = [((b.user + b.system) - (a.user + a.system)) / 10 * 100 for a, b in zip(c0, c1)]
+        return {"errors": errors, "n": n, "mesh_s": mesh_s, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "delivered": delivered, "held": held,
+                "peers": statistics.mean(peer_counts), "peers_max": max(peer_counts), "rss": statistics.mean(rss),
+                "rss_max": max(rss), "idle_cpu": statistics.mean(idle)}
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="10,50,100")
+    ap.add_argument("--messages", type=int, default=20)
+    ap.add_argument("--rate", type=float, default=10.0, help="publishes per second")
+    a = ap.parse_args()
+    binary = find_daemon(Settings(data_dir="/tmp"))
+    assert binary is not None, "build the sidecar first"
+    random.seed(1)
+    print(f"{'N':>4} {'mesh>=4 s':>9} {'p50 ms':>7} {'p99 ms':>7} {'delivered':>9} {'msg/s':>6} {'peers':>6} {'max':>4} "
+          f"{'RSS MB':>7} {'max':>5} {'idle CPU %':>10}")
+    for n in [int(x) for x in a.sizes.split(",")]:
+        r = asyncio.run(run(n, binary, a.messages, a.rate))
+        print(f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
+              f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['idle_cpu']:>10.2f}"
+              f"  (publish errors: {r['errors']})", flush=True)
+    print("goals: 100 daemons on 2 cores, p99 < 1000 ms, RSS < 20 MB each, idle CPU < 0.5% each "
+          "(before issue 15, N=100: 99 peers each, 85 MB, p50 278 / p99 531 ms)")
+
+
+if __name__ == "__main__":
+    main()
