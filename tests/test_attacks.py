@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pytest
 import requests
 
-from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.network.sidecar import find_daemon
 from test_security import Daemon
@@ -32,7 +32,8 @@ class HostilePeer(Daemon):
     requests with `on_infer(request, asker)` (lines; a float pauses), verify requests with
     `on_verify(request, sender)` (the verdict)."""
 
-    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1") -> None:
+    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1",
+                 pair_key: str | None = None) -> None:
         binary = find_daemon(Settings())
         if binary is None:
             pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
@@ -40,11 +41,13 @@ class HostilePeer(Daemon):
         super().__init__(binary, tmp, bootstrap, host=host)
         self.peer_id: str = self.info["peer_id"]
         self.session.put(self.url + "/local-info", json={"roles": list(roles), "models": ["tiny"] if "oracle" in roles else [],
-                                                          "capacity": 4, "load": 0, "agent": "evil/1"}, timeout=5).raise_for_status()
+                                                          "capacity": 4, "load": 0, "agent": "evil/1",
+                                                          **({"pair_key": pair_key} if pair_key else {})}, timeout=5).raise_for_status()
         self.on_infer: Script | None = None
         self.on_verify: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
         self.infer_requests: list[dict[str, Any]] = []
         self.verify_requests: list[dict[str, Any]] = []
+        self.works: list[dict[str, Any]] = []  # draft work that reached it (prompts, when it is a scout)
         threading.Thread(target=self._events, daemon=True).start()
 
     def addr(self, ip: str = "127.0.0.1") -> str:
@@ -66,6 +69,8 @@ class HostilePeer(Daemon):
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:"):
                         event = json.loads(raw[5:])
+                        if event["type"] == "work":
+                            self.works.append(event["work"])
                         if event["type"] in ("infer_request", "verify_request"):
                             threading.Thread(target=self._answer, args=(event,), daemon=True).start()
         except requests.RequestException:
@@ -529,3 +534,28 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
     finally:
         peer.stop()
         oracle.stop()
+
+
+# -- 5: "local" scouts are proven by the pairing key, not by their address -------------------------
+
+
+def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path / "n", "--ctx-size", "512", sidecar=True)  # privacy: local (the default)
+    addr = tcp_addr(node)
+    key_file = node.data_dir / "pair.key"
+    liar = HostilePeer(tmp_path / "liar", addr, roles=("scout",))  # on loopback, says "scout": proves nothing
+    paired = HostilePeer(tmp_path / "paired", addr, roles=("scout",), pair_key=pair_key(node))
+    try:
+        wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]) == 2,
+                 what="both handshakes")
+        for _ in range(3):
+            r = requests.post(node.api + "/completions", json={"prompt": "My bank PIN is 4921 and", "max_tokens": 24}, timeout=60)
+            assert r.status_code == 200, r.text
+        wait_for(lambda: paired.works, what="work for the paired scout")
+        assert "My bank PIN" in paired.works[0]["context"]
+        assert liar.works == []  # was: every work, the prompt included
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    finally:
+        liar.stop()
+        paired.stop()
+        node.stop()

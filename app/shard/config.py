@@ -63,6 +63,8 @@ class Settings:
     # "lan" (the local network), "peers" (the peer ids in trusted_peers), "anyone".
     prompt_privacy: str = "local"
     trusted_peers: list[str] = field(default_factory=list)
+    # A scout's pairing key (`shard scout --pair`): else it reads <data dir>/pair.key (network/pairing.py).
+    pair_key: str = ""
     # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
     golden_rate: float = 0.1
     # A remote Oracle must send a first token within this long (however often it says "queued"),

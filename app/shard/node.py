@@ -28,6 +28,7 @@ from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
+from shard.network import pairing
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PeerTable
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
@@ -123,6 +124,7 @@ class Node:
         if self.secrets.warning:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
+        self.peer_table.pair_key = pairing.node_key(s.data_path)
         try:
             self.ledger = Ledger(s.data_path / "ledger.db")
         except LedgerError as exc:
@@ -161,6 +163,7 @@ class Node:
         self._on_child(event)
         if event.state is ChildState.RUNNING and self.sidecar is not None:
             info, st = self.sidecar.info, self.settings
+            self.peer_table.me = str(info.get("peer_id") or "")
             log.info("sidecar: peer id %s, control port %s, TCP/QUIC port %s, WebSocket port %s", info.get("peer_id"),
                      info.get("control_port"), info.get("tcp_port"), info.get("ws_port"))
             wanted = {"control": st.control_port, "TCP": st.tcp_port, "WebSocket": st.ws_port or (st.tcp_port + 100 if st.tcp_port else 0)}

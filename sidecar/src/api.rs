@@ -192,7 +192,7 @@ async fn stats(State(st): St) -> ApiResult {
 async fn local_info(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let m = parse_body(
         body,
-        &["roles", "models", "capacity", "load", "agent", "protocol_version"],
+        &["roles", "models", "capacity", "load", "agent", "protocol_version", "pair_key"],
     )?;
     let info = LocalInfo::parse(&Value::Object(m), true).map_err(ApiError::bad)?;
     let v = info.to_value();

@@ -50,6 +50,8 @@ export interface HandshakeInfo {
   capacity: number
   load: number
   agent: string
+  /** pairing proof for the peer it is sent to: hex HMAC-SHA256 of "<scout id>/<that peer's id>" (docs/security.md) */
+  pair?: string
 }
 
 type Obj = Record<string, unknown>

@@ -84,8 +84,11 @@ export class Scout {
     this.changed()
   }
 
-  info (): HandshakeInfo {
-    return {
+  /** The node's pairing key (from /scout/node.json or the page's #pair=): proves this tab is the user's. */
+  pairKey: string | null = null
+
+  async info (peer?: string): Promise<HandshakeInfo> {
+    const info: HandshakeInfo = {
       protocol_version: 1,
       roles: ['scout'],
       models: this.models,
@@ -93,6 +96,10 @@ export class Scout {
       load: this.latest.size,
       agent: AGENT
     }
+    if (this.pairKey !== null && peer !== undefined && this.state.peerId !== null) {
+      info.pair = await pairProof(this.pairKey, this.state.peerId, peer)
+    }
+    return info
   }
 
   startDrafter (): void {
@@ -120,7 +127,7 @@ export class Scout {
 
   async startNet (allowDial: (ma: Multiaddr) => boolean): Promise<void> {
     this.net = new ScoutNet({
-      info: () => this.info(),
+      info: async (peer) => await this.info(peer),
       allowDial,
       events: {
         onWork: (from, work, via) => this.onWork(from, work, via),
@@ -285,4 +292,11 @@ export class Scout {
       this.changed()
     }
   }
+}
+
+/** HMAC-SHA256 of "<scout>/<oracle>" under the pairing key, hex: the same as the sidecar's `pair_proof`. */
+export async function pairProof (key: string, scout: string, oracle: string): Promise<string> {
+  const k = await crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
+  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(`${scout}/${oracle}`)))
+  return Array.from(mac, b => b.toString(16).padStart(2, '0')).join('')
 }

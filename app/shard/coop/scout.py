@@ -19,6 +19,7 @@ from shard import __version__
 from shard.config import Settings
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
+from shard.network import pairing
 from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
@@ -85,9 +86,15 @@ class Scout:
     async def _announce(self) -> None:
         try:
             await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name], "capacity": 1,
-                                                           "load": 0, "agent": f"shard-scout/{__version__}"})
+                                                           "load": 0, "agent": f"shard-scout/{__version__}",
+                                                           **self._pairing()})
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
+
+    def _pairing(self) -> dict[str, str]:
+        """The node's pairing key, for the sidecar to prove to each Oracle that this scout is the user's."""
+        key = self.settings.pair_key.strip() or pairing.read_key(self.settings.data_path)
+        return {"pair_key": key} if key else {}
 
     def _on_event(self, event: dict[str, Any]) -> None:
         if event.get("type") != "work":

@@ -60,7 +60,7 @@ class InferClient:
         s, table = self.node.settings, self.node.peer_table
         found = [p for p in table.peers.values()
                  if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)
-                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers)]
+                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers, paired_only=False)]
         return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
                                             p.latency_ms if p.latency_ms is not None else 1e9))
 
