@@ -559,3 +559,51 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
         liar.stop()
         paired.stop()
         node.stop()
+
+
+# -- 15: a shadow-paused scout cannot tell ---------------------------------------------------------
+
+
+def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_model: Path, tmp_path: Path) -> None:
+    """Its verdicts came back at once with `accepted: 0` whatever it sent: a scout that sent the
+    right tokens and got nothing knew it was paused. Now its drafts are checked (the same fields, the
+    same wait) and only the credit is withheld."""
+    from shard.credit.ledger import Ledger
+
+    peer = HostilePeer(tmp_path / "scout", roles=("scout",))
+    data = tmp_path / "o" / "data"
+    data.mkdir(parents=True)
+    ledger = Ledger(data / "ledger.db")
+    for _ in range(3):
+        ledger.record_golden(peer.peer_id, 8, 0)  # it failed three golden tickets: shadow-paused
+    ledger.close()
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--data-dir", str(data), "--privacy", "anyone", "--no-lookup", "--parallel", "1",
+                        "--bootstrap", peer.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    try:
+        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+        asked = {"prompt": "one two three", "max_tokens": 400, "temperature": 0}
+        requests.post(oracle.api + "/completions", json=asked, timeout=120).raise_for_status()  # seen as work: its tokens
+        full = max((w["tokens"] for w in peer.works), key=len)
+        peer.works.clear()
+        done = threading.Event()
+        threading.Thread(target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True).start()
+        verdicts: list[dict[str, Any]] = []
+        answered: set[str] = set()
+        while not done.is_set() and not any(v.get("accepted") for v in verdicts):
+            for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[:w["position"]] == w["tokens"]]:
+                answered.add(w["work_id"])
+                right = full[w["position"]:][:16]  # what the target will generate: a perfect draft
+                if right:
+                    verdicts.append(peer.post("/send-verify", {"peer_id": oracle_id, "request": {"v": 1, "work_id": w["work_id"],
+                                                                                               "position": w["position"], "tokens": right}}).json()["response"])
+            time.sleep(0.02)
+        assert verdicts, "no work reached the scout"
+        assert any(v["outcome"] == "verified" and v["accepted"] > 0 for v in verdicts), verdicts  # was: accepted 0, at once
+        credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
+        assert credit.get(peer.peer_id, {}).get("credit", 0) == 0  # still paused: checked, never paid
+        assert metric(oracle, "shard_drafts_ignored_total", '{reason="shadow_paused"}') >= 1
+    finally:
+        oracle.stop()
+        peer.stop()
