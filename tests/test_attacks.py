@@ -561,7 +561,32 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
         node.stop()
 
 
-# -- 15: a shadow-paused scout cannot tell ---------------------------------------------------------
+# -- 15: a shadow-paused scout cannot tell; drafts on gossip are worth nothing --------------------
+
+
+def perfect_drafts(oracle: ServedNode, peer: HostilePeer, send: Callable[[dict[str, Any]], Any],
+                   enough: Callable[[list[Any]], bool]) -> list[Any]:
+    """Drafts that the target will accept, from `peer` (a scout): the Oracle's greedy answer is seen
+    once as work (its tokens); while it generates the same again, each work gets the tokens that
+    follow, through `send`, until `enough` of what `send` returned."""
+    wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                         for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+    asked = {"prompt": "one two three", "max_tokens": 400, "temperature": 0}
+    requests.post(oracle.api + "/completions", json=asked, timeout=120).raise_for_status()
+    full = max((w["tokens"] for w in peer.works), key=len)
+    peer.works.clear()
+    done = threading.Event()
+    threading.Thread(target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True).start()
+    sent: list[Any] = []
+    answered: set[str] = set()
+    while not done.is_set() and not enough(sent):
+        for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[:w["position"]] == w["tokens"]]:
+            answered.add(w["work_id"])
+            if right := full[w["position"]:][:16]:
+                sent.append(send({"v": 1, "work_id": w["work_id"], "position": w["position"], "tokens": right}))
+        time.sleep(0.02)
+    assert sent, "no work reached the scout"
+    return sent
 
 
 def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_model: Path, tmp_path: Path) -> None:
@@ -581,25 +606,8 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
                         "--bootstrap", peer.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
     try:
         oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
-        wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
-                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
-        asked = {"prompt": "one two three", "max_tokens": 400, "temperature": 0}
-        requests.post(oracle.api + "/completions", json=asked, timeout=120).raise_for_status()  # seen as work: its tokens
-        full = max((w["tokens"] for w in peer.works), key=len)
-        peer.works.clear()
-        done = threading.Event()
-        threading.Thread(target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True).start()
-        verdicts: list[dict[str, Any]] = []
-        answered: set[str] = set()
-        while not done.is_set() and not any(v.get("accepted") for v in verdicts):
-            for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[:w["position"]] == w["tokens"]]:
-                answered.add(w["work_id"])
-                right = full[w["position"]:][:16]  # what the target will generate: a perfect draft
-                if right:
-                    verdicts.append(peer.post("/send-verify", {"peer_id": oracle_id, "request": {"v": 1, "work_id": w["work_id"],
-                                                                                               "position": w["position"], "tokens": right}}).json()["response"])
-            time.sleep(0.02)
-        assert verdicts, "no work reached the scout"
+        verdicts = perfect_drafts(oracle, peer, lambda draft: peer.post("/send-verify", {"peer_id": oracle_id, "request": draft}).json()["response"],
+                                  lambda vs: any(v.get("accepted") for v in vs))
         assert any(v["outcome"] == "verified" and v["accepted"] > 0 for v in verdicts), verdicts  # was: accepted 0, at once
         credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
         assert credit.get(peer.peer_id, {}).get("credit", 0) == 0  # still paused: checked, never paid
@@ -607,3 +615,24 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
     finally:
         oracle.stop()
         peer.stop()
+
+
+def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: Path, tmp_path: Path) -> None:
+    """Every subscriber reads the result topic, so a draft there could be sent first over the direct
+    protocol by a copier, who was then paid for it. Drafts go direct only: one on gossip is not checked
+    or paid (the web scout no longer publishes any), so there is nothing worth copying."""
+    author = HostilePeer(tmp_path / "author", roles=("scout",))
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--privacy", "anyone", "--no-lookup", "--parallel", "1",
+                        "--bootstrap", author.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    try:
+        wait_for(lambda: author.post("/publish-result", {"result": {"work_id": "warmup", "position": 1, "text": "x"}}).json()["published"],
+                 what="the gossip mesh")
+        perfect_drafts(oracle, author, lambda draft: author.post("/publish-result", {"result": draft}).json()["published"],
+                       lambda sent: len(sent) >= 3)
+        wait_for(lambda: metric(oracle, "shard_drafts_ignored_total", '{reason="gossip"}') >= 3, 20, "the gossip drafts to be refused")
+        assert metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') == 0  # was: checked and accepted
+        credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
+        assert credit.get(author.peer_id, {}).get("credit", 0) == 0
+    finally:
+        oracle.stop()
+        author.stop()

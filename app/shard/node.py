@@ -222,7 +222,7 @@ class Node:
         elif kind == "peer_disconnected":
             self.peer_table.remove(str(event.get("peer_id")))
         elif kind == "result":
-            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result")))
+            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result"), gossip=True))
         elif kind == "verify_request":
             self._spawn(self._answer_verify(event))
         elif kind == "infer_request":

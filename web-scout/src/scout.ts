@@ -5,7 +5,7 @@
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { DrafterConfig, DraftResult } from './drafters'
-import { makeDraft, MessageError, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { makeDraft, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
 import { PROTO_VERIFY, ScoutNet, type Via } from './net'
 
 export const AGENT = 'shard-web-scout/0.1.0'
@@ -269,15 +269,9 @@ export class Scout {
     this.state.drafts.bySource[source] = (this.state.drafts.bySource[source] ?? 0) + 1
     this.changed()
     try {
-      let verdict: Verdict
-      try {
-        verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
-      } catch (err) {
-        if (err instanceof MessageError || !String((err as Error).message).startsWith('not connected')) throw err
-        // the work came by gossip from an Oracle we have no connection to: answer on gossip
-        await this.net.publishResult(draft)
-        return
-      }
+      // Drafts go direct only: on the open result topic any peer could copy one and send it first for
+      // the pay, so Oracles ignore drafts there (docs/security.md). No connection: not delivered.
+      const verdict: Verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
       this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
       this.state.proposed += verdict.proposed
       this.state.accepted += verdict.accepted

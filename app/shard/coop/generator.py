@@ -189,13 +189,18 @@ class CoopGenerator:
 
     # -- drafts from scouts ---------------------------------------------------------------------
 
-    async def on_draft(self, sender: str, payload: Any) -> Verdict:
+    async def on_draft(self, sender: str, payload: Any, gossip: bool = False) -> Verdict:
         """Check one draft from `sender` (the sidecar's authenticated source), have the verifier
-        check it, credit the sender. Never raises for bad input: it is ignored and counted."""
+        check it, credit the sender. Never raises for bad input: it is ignored and counted.
+        `gossip`: it came on the open result topic, where every subscriber reads it and could send
+        it first over the direct protocol to be paid for it: such drafts are never checked or paid
+        (drafts go direct only), so publishing one earns nothing and copying one is worth nothing."""
         work_id = payload.get("work_id", "") if isinstance(payload, dict) else ""
         metrics = self.node.metrics
         try:
             session, draft = self._admit(sender, payload)
+            if gossip:
+                raise Ignored("gossip")
         except Ignored as why:
             metrics.drafts_ignored.labels(str(why)).inc()
             log.debug("draft from %s ignored: %s", sender, why)
