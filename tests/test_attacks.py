@@ -199,6 +199,30 @@ def test_7_an_oracle_sending_more_than_asked_is_cut_off_and_dropped(hostile: Hos
         consumer.stop()
 
 
+def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(hostile: HostilePeer, tiny_model: Path, tmp_path: Path) -> None:
+    """The lying Oracle sends well-formed text that is simply not the model's: no count gives it away.
+    Asked again of an honest Oracle, the greedy answers differ; with no third to decide, both are
+    dropped (the consumer cannot tell which lied) and it is reported."""
+    honest = start_node(tiny_model, tmp_path / "h", "--ctx-size", "512", sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", hostile.addr(), "--bootstrap", tcp_addr(honest), sidecar=True,
+                          env={"SHARD_SPOT_CHECK_RATE": "1"})
+    try:
+        hostile.on_infer = lambda req, asker: [{"type": "start", "prompt_tokens": 1}, *tokens(3, " PWNED"),
+                                               {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}}]
+        wait_for(lambda: sum("oracle" in p["roles"] for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]) == 2,
+                 what="both Oracles")
+        r = requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') >= 1, 60, "the spot check")  # was: never checked
+        assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
+        before = len(hostile.infer_requests)
+        requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        assert len(hostile.infer_requests) == before  # the liar is not asked again
+    finally:
+        consumer.stop()
+        honest.stop()
+
+
 def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
     consumer = consumer_of(hostile, tmp_path / "c", env={"SHARD_REMOTE_TIMEOUT_S": "3"})
     try:
