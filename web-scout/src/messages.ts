@@ -186,3 +186,10 @@ export function requestKey (workId: string): string {
   const dot = workId.indexOf('.')
   return dot < 0 ? workId : workId.slice(0, dot)
 }
+
+/** HMAC-SHA256 of "<scout>/<oracle>" under the pairing key, hex: the same as the sidecar's `pair_proof`. */
+export async function pairProof (key: string, scout: string, oracle: string): Promise<string> {
+  const k = await crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
+  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(`${scout}/${oracle}`)))
+  return Array.from(mac, b => b.toString(16).padStart(2, '0')).join('')
+}

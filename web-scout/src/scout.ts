@@ -5,7 +5,7 @@
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { DrafterConfig, DraftResult } from './drafters'
-import { makeDraft, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { makeDraft, pairProof, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
 import { PROTO_VERIFY, ScoutNet, type Via } from './net'
 
 export const AGENT = 'shard-web-scout/0.1.0'
@@ -286,11 +286,4 @@ export class Scout {
       this.changed()
     }
   }
-}
-
-/** HMAC-SHA256 of "<scout>/<oracle>" under the pairing key, hex: the same as the sidecar's `pair_proof`. */
-export async function pairProof (key: string, scout: string, oracle: string): Promise<string> {
-  const k = await crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
-  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(`${scout}/${oracle}`)))
-  return Array.from(mac, b => b.toString(16).padStart(2, '0')).join('')
 }
