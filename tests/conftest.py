@@ -142,11 +142,21 @@ def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] |
     return node
 
 
-def start_scout(model: Path, bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
+def pair_key(node: ServedNode) -> str:
+    """The node's pairing key (network/pairing.py), from its data dir (`--data-dir` if it was given one)."""
+    args = [str(a) for a in node.proc.args]  # type: ignore[union-attr]
+    data_dir = Path(args[len(args) - 1 - args[::-1].index("--data-dir") + 1])  # the last one given wins
+    return (data_dir / "pair.key").read_text().strip()
+
+
+def start_scout(model: Path, bootstrap: str, tmp: Path, paired_with: ServedNode | None = None) -> subprocess.Popen[bytes]:
+    """A headless scout; `paired_with`: given that node's pairing key, as a user pairs one (else a
+    `local` node does not admit it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
+    pair = ("--pair", pair_key(paired_with)) if paired_with else ()
     return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
-                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG"],
+                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG", *pair],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pytest
 import requests
 
-from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.network.sidecar import find_daemon
 from test_security import Daemon
@@ -32,7 +32,8 @@ class HostilePeer(Daemon):
     requests with `on_infer(request, asker)` (lines; a float pauses), verify requests with
     `on_verify(request, sender)` (the verdict)."""
 
-    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1") -> None:
+    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1",
+                 pair_key: str | None = None) -> None:
         binary = find_daemon(Settings())
         if binary is None:
             pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
@@ -40,11 +41,13 @@ class HostilePeer(Daemon):
         super().__init__(binary, tmp, bootstrap, host=host)
         self.peer_id: str = self.info["peer_id"]
         self.session.put(self.url + "/local-info", json={"roles": list(roles), "models": ["tiny"] if "oracle" in roles else [],
-                                                          "capacity": 4, "load": 0, "agent": "evil/1"}, timeout=5).raise_for_status()
+                                                          "capacity": 4, "load": 0, "agent": "evil/1",
+                                                          **({"pair_key": pair_key} if pair_key else {})}, timeout=5).raise_for_status()
         self.on_infer: Script | None = None
         self.on_verify: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
         self.infer_requests: list[dict[str, Any]] = []
         self.verify_requests: list[dict[str, Any]] = []
+        self.works: list[dict[str, Any]] = []  # draft work that reached it (prompts, when it is a scout)
         threading.Thread(target=self._events, daemon=True).start()
 
     def addr(self, ip: str = "127.0.0.1") -> str:
@@ -66,6 +69,8 @@ class HostilePeer(Daemon):
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:"):
                         event = json.loads(raw[5:])
+                        if event["type"] == "work":
+                            self.works.append(event["work"])
                         if event["type"] in ("infer_request", "verify_request"):
                             threading.Thread(target=self._answer, args=(event,), daemon=True).start()
         except requests.RequestException:
@@ -192,6 +197,30 @@ def test_7_an_oracle_sending_more_than_asked_is_cut_off_and_dropped(hostile: Hos
         assert ask(consumer).status_code == 503 and len(hostile.infer_requests) == before
     finally:
         consumer.stop()
+
+
+def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(hostile: HostilePeer, tiny_model: Path, tmp_path: Path) -> None:
+    """The lying Oracle sends well-formed text that is simply not the model's: no count gives it away.
+    Asked again of an honest Oracle, the greedy answers differ; with no third to decide, both are
+    dropped (the consumer cannot tell which lied) and it is reported."""
+    honest = start_node(tiny_model, tmp_path / "h", "--ctx-size", "512", sidecar=True)
+    consumer = start_node(None, tmp_path / "c", "--bootstrap", hostile.addr(), "--bootstrap", tcp_addr(honest), sidecar=True,
+                          env={"SHARD_SPOT_CHECK_RATE": "1"})
+    try:
+        hostile.on_infer = lambda req, asker: [{"type": "start", "prompt_tokens": 1}, *tokens(3, " PWNED"),
+                                               {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}}]
+        wait_for(lambda: sum("oracle" in p["roles"] for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]) == 2,
+                 what="both Oracles")
+        r = requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        assert r.status_code == 200, r.text
+        wait_for(lambda: metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') >= 1, 60, "the spot check")  # was: never checked
+        assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
+        before = len(hostile.infer_requests)
+        requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        assert len(hostile.infer_requests) == before  # the liar is not asked again
+    finally:
+        consumer.stop()
+        honest.stop()
 
 
 def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
@@ -529,3 +558,105 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
     finally:
         peer.stop()
         oracle.stop()
+
+
+# -- 5: "local" scouts are proven by the pairing key, not by their address -------------------------
+
+
+def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model: Path, tmp_path: Path) -> None:
+    node = start_node(tiny_model, tmp_path / "n", "--ctx-size", "512", sidecar=True)  # privacy: local (the default)
+    addr = tcp_addr(node)
+    key_file = node.data_dir / "pair.key"
+    liar = HostilePeer(tmp_path / "liar", addr, roles=("scout",))  # on loopback, says "scout": proves nothing
+    paired = HostilePeer(tmp_path / "paired", addr, roles=("scout",), pair_key=pair_key(node))
+    try:
+        wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]) == 2,
+                 what="both handshakes")
+        for _ in range(3):
+            r = requests.post(node.api + "/completions", json={"prompt": "My bank PIN is 4921 and", "max_tokens": 24}, timeout=60)
+            assert r.status_code == 200, r.text
+        wait_for(lambda: paired.works, what="work for the paired scout")
+        assert "My bank PIN" in paired.works[0]["context"]
+        assert liar.works == []  # was: every work, the prompt included
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    finally:
+        liar.stop()
+        paired.stop()
+        node.stop()
+
+
+# -- 15: a shadow-paused scout cannot tell; drafts on gossip are worth nothing --------------------
+
+
+def perfect_drafts(oracle: ServedNode, peer: HostilePeer, send: Callable[[dict[str, Any]], Any],
+                   enough: Callable[[list[Any]], bool]) -> list[Any]:
+    """Drafts that the target will accept, from `peer` (a scout): the Oracle's greedy answer is seen
+    once as work (its tokens); while it generates the same again, each work gets the tokens that
+    follow, through `send`, until `enough` of what `send` returned."""
+    wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                         for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+    asked = {"prompt": "one two three", "max_tokens": 400, "temperature": 0}
+    requests.post(oracle.api + "/completions", json=asked, timeout=120).raise_for_status()
+    full = max((w["tokens"] for w in peer.works), key=len)
+    peer.works.clear()
+    done = threading.Event()
+    threading.Thread(target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True).start()
+    sent: list[Any] = []
+    answered: set[str] = set()
+    while not done.is_set() and not enough(sent):
+        for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[:w["position"]] == w["tokens"]]:
+            answered.add(w["work_id"])
+            if right := full[w["position"]:][:16]:
+                sent.append(send({"v": 1, "work_id": w["work_id"], "position": w["position"], "tokens": right}))
+        time.sleep(0.02)
+    assert sent, "no work reached the scout"
+    return sent
+
+
+def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_model: Path, tmp_path: Path) -> None:
+    """Its verdicts came back at once with `accepted: 0` whatever it sent: a scout that sent the
+    right tokens and got nothing knew it was paused. Now its drafts are checked (the same fields, the
+    same wait) and only the credit is withheld."""
+    from shard.credit.ledger import Ledger
+
+    peer = HostilePeer(tmp_path / "scout", roles=("scout",))
+    data = tmp_path / "o" / "data"
+    data.mkdir(parents=True)
+    ledger = Ledger(data / "ledger.db")
+    for _ in range(3):
+        ledger.record_golden(peer.peer_id, 8, 0)  # it failed three golden tickets: shadow-paused
+    ledger.close()
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--data-dir", str(data), "--privacy", "anyone", "--no-lookup", "--parallel", "1",
+                        "--bootstrap", peer.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    try:
+        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        verdicts = perfect_drafts(oracle, peer, lambda draft: peer.post("/send-verify", {"peer_id": oracle_id, "request": draft}).json()["response"],
+                                  lambda vs: any(v.get("accepted") for v in vs))
+        assert any(v["outcome"] == "verified" and v["accepted"] > 0 for v in verdicts), verdicts  # was: accepted 0, at once
+        credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
+        assert credit.get(peer.peer_id, {}).get("credit", 0) == 0  # still paused: checked, never paid
+        assert metric(oracle, "shard_drafts_ignored_total", '{reason="shadow_paused"}') >= 1
+    finally:
+        oracle.stop()
+        peer.stop()
+
+
+def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: Path, tmp_path: Path) -> None:
+    """Every subscriber reads the result topic, so a draft there could be sent first over the direct
+    protocol by a copier, who was then paid for it. Drafts go direct only: one on gossip is not checked
+    or paid (the web scout no longer publishes any), so there is nothing worth copying."""
+    author = HostilePeer(tmp_path / "author", roles=("scout",))
+    oracle = start_node(slow_twin_model, tmp_path / "o", "--privacy", "anyone", "--no-lookup", "--parallel", "1",
+                        "--bootstrap", author.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    try:
+        wait_for(lambda: author.post("/publish-result", {"result": {"work_id": "warmup", "position": 1, "text": "x"}}).json()["published"],
+                 what="the gossip mesh")
+        perfect_drafts(oracle, author, lambda draft: author.post("/publish-result", {"result": draft}).json()["published"],
+                       lambda sent: len(sent) >= 3)
+        wait_for(lambda: metric(oracle, "shard_drafts_ignored_total", '{reason="gossip"}') >= 3, 20, "the gossip drafts to be refused")
+        assert metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') == 0  # was: checked and accepted
+        credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
+        assert credit.get(author.peer_id, {}).get("credit", 0) == 0
+    finally:
+        oracle.stop()
+        author.stop()

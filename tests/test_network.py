@@ -17,7 +17,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.credit.ledger import Ledger
 from shard.network.sidecar import find_daemon
@@ -78,11 +78,11 @@ def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path:
 
 def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
     addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-    scout = start_scout(tiny_model, addr, tmp_path)
+    scout = start_scout(tiny_model, addr, tmp_path, paired_with=oracle)
     try:
         scout_peer = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]],
                               what="the scout's handshake")[0]
-        assert scout_peer["local"] is True  # on this machine: admitted by the default privacy setting
+        assert scout_peer["local"] is True  # on this machine and paired: admitted by the default privacy setting
         client = OpenAI(base_url=oracle.api, api_key="x")
         plain = client.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
         before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
@@ -165,7 +165,8 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
     topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
     d = Daemon(binary, tmp_path, next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
     try:
-        assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1"}, timeout=5).ok
+        assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1",
+                                                              "pair_key": pair_key(oracle)}, timeout=5).ok  # paired
         wait_for(lambda: any(p["peer_id"] == d.info["peer_id"] and "scout" in p["roles"]
                              for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the probe's handshake")
         events = d.session.get(d.url + "/events", stream=True, timeout=60)
@@ -230,7 +231,8 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     stop = threading.Event()
     try:
         for d in (cheater, victim):
-            assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1"}, timeout=5).ok
+            assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1",
+                                                              "pair_key": pair_key(oracle)}, timeout=5).ok
         wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]) == 2,
                  what="both probes' handshakes")
         events = cheater.session.get(cheater.url + "/events", stream=True, timeout=120)

@@ -132,7 +132,7 @@ def scout_for(oracle: ServedNode, model: Path, tmp: Path) -> str:
     drafts have earned credit there; stop it; its peer id."""
     owner = OpenAI(base_url=oracle.api, api_key="x", timeout=120)
     known = {p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]}
-    scout = start_scout(model, tcp_addr(oracle), tmp)
+    scout = start_scout(model, tcp_addr(oracle), tmp, paired_with=oracle)
     try:
         scout_id = wait_for(lambda: next((p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
                                           if "scout" in p["roles"] and p["peer_id"] not in known), None), what="the scout's handshake")

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     scout.add_argument("--config", help="TOML settings file")
     scout.add_argument("--log-level", dest="log_level")
     scout.add_argument("--threads", dest="n_threads", type=int, help="CPU threads for drafting, 0 for auto")
+    scout.add_argument("--pair", dest="pair_key", help="the node's pairing key (its <data dir>/pair.key), so its "
+                       "`local` privacy admits this scout; default: read from this scout's data dir")
     _add_network_flags(scout)
 
     verifier = sub.add_parser("verifier", help="the verifier child process (started by the node)")

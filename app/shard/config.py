@@ -84,8 +84,12 @@ class Settings:
     # "lan" (the local network), "peers" (the peer ids in trusted_peers), "anyone".
     prompt_privacy: str = "local"
     trusted_peers: list[str] = field(default_factory=list)
+    # A scout's pairing key (`shard scout --pair`): else it reads <data dir>/pair.key (network/pairing.py).
+    pair_key: str = ""
     # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
     golden_rate: float = 0.1
+    # Share of greedy answers from a remote Oracle that are asked again of another Oracle and compared.
+    spot_check_rate: float = 0.1
     # A remote Oracle must send a first token within this long (however often it says "queued"),
     # and may then be silent no longer than this; else the request goes to another Oracle.
     remote_timeout_s: float = 300.0
@@ -124,6 +128,8 @@ class Settings:
             raise ConfigError(f"target_peers must be 1-1000, got {self.target_peers}")
         if self.max_queue < 0:
             raise ConfigError(f"max_queue must be >= 0, got {self.max_queue}")
+        if not 0.0 <= self.spot_check_rate <= 1.0:
+            raise ConfigError(f"spot_check_rate must be between 0 and 1, got {self.spot_check_rate}")
         if not 0.0 <= self.golden_rate <= 1.0:
             raise ConfigError(f"golden_rate must be between 0 and 1, got {self.golden_rate}")
         if self.prompt_privacy not in PRIVACY_LEVELS:

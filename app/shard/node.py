@@ -30,6 +30,7 @@ from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
+from shard.network import pairing
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
@@ -144,6 +145,7 @@ class Node:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
         self.draft_model = await asyncio.to_thread(self._resolve_draft_model)
+        self.peer_table.pair_key = pairing.node_key(s.data_path)
         try:
             self.ledger = Ledger(s.data_path / "ledger.db")
         except LedgerError as exc:
@@ -182,6 +184,7 @@ class Node:
         self._on_child(event)
         if event.state is ChildState.RUNNING and self.sidecar is not None:
             info, st = self.sidecar.info, self.settings
+            self.peer_table.me = str(info.get("peer_id") or "")
             log.info("sidecar: peer id %s, control port %s, TCP/QUIC port %s, WebSocket port %s", info.get("peer_id"),
                      info.get("control_port"), info.get("tcp_port"), info.get("ws_port"))
             wanted = {"control": st.control_port, "TCP": st.tcp_port, "WebSocket": st.ws_port or (st.tcp_port + 100 if st.tcp_port else 0)}
@@ -242,7 +245,7 @@ class Node:
             if self.sidecar is not None:
                 self._spawn(reconcile(self.peer_table, self.sidecar))
         elif kind == "result":
-            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result")))
+            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result"), gossip=True))
         elif kind == "verify_request":
             self._spawn(self._answer_verify(event))
         elif kind == "infer_request" and model_transfer.is_fetch(event.get("request")):

@@ -193,7 +193,7 @@ async fn stats(State(st): St) -> ApiResult {
 async fn local_info(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let m = parse_body(
         body,
-        &["roles", "models", "capacity", "load", "agent", "protocol_version", "draft_model"],
+        &["roles", "models", "capacity", "load", "agent", "protocol_version", "draft_model", "pair_key"],
     )?;
     let info = LocalInfo::parse(&Value::Object(m), true).map_err(ApiError::bad)?;
     let v = info.to_value();

@@ -692,8 +692,13 @@ impl EventLoop {
         }
     }
 
-    fn local_info_value(&self) -> Value {
-        self.local_info.to_value()
+    /// Our handshake for `peer`: with a pairing key, the proof made for that peer.
+    fn local_info_value(&self, peer: &PeerId) -> Value {
+        let mut v = self.local_info.to_value();
+        if let (Some(key), Value::Object(m)) = (&self.local_info.pair_key, &mut v) {
+            m.insert("pair".into(), json!(util::pair_proof(key, &self.peer_id(), peer)));
+        }
+        v
     }
 
     fn peer_json(&self, id: &PeerId, s: &PeerState) -> Value {
@@ -719,6 +724,7 @@ impl EventLoop {
             "path": self.path_of(id, s),
             "connected_since": s.connected_since,
             "local": s.conns.values().any(is_loopback),
+            "pair": info.as_ref().and_then(|i| i.pair.clone()),
         })
     }
 
@@ -780,13 +786,10 @@ impl EventLoop {
                 };
                 self.providers.set_models(&mut self.swarm.behaviour_mut().kad, &models);
                 self.local_info = info;
-                let body = self.local_info_value();
                 let peers: Vec<PeerId> = self.peers.keys().copied().collect();
                 for p in peers {
-                    self.swarm
-                        .behaviour_mut()
-                        .handshake
-                        .send_request(&p, body.clone());
+                    let body = self.local_info_value(&p);
+                    self.swarm.behaviour_mut().handshake.send_request(&p, body);
                 }
                 let _ = r.send(());
             }
@@ -931,7 +934,7 @@ impl EventLoop {
                         "addr": strip_p2p(&addr).0.with(Protocol::P2p(peer_id)).to_string(),
                         "local": is_loopback(&addr),
                     }));
-                    let body = self.local_info_value();
+                    let body = self.local_info_value(&peer_id);
                     self.swarm.behaviour_mut().handshake.send_request(&peer_id, body);
                 }
             }
@@ -1059,7 +1062,7 @@ impl EventLoop {
         match ev {
             Event::Message { peer, message: Message::Request { request, channel, .. }, .. } => {
                 self.store_handshake(peer, &request);
-                let body = self.local_info_value();
+                let body = self.local_info_value(&peer);
                 let _ = self.swarm.behaviour_mut().handshake.send_response(channel, body);
             }
             Event::Message { peer, message: Message::Response { response, .. }, .. } => {

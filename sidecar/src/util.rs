@@ -84,6 +84,13 @@ pub struct LocalInfo {
     /// The small model an Oracle's scouts draft with (fetched over `/shard/infer/1.0.0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draft_model: Option<DraftModel>,
+    /// On the wire, from a scout: its pairing proof for the peer it sends this to
+    /// (hex HMAC-SHA256 of "<scout id>/<that peer's id>" under the node's pairing key).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pair: Option<String>,
+    /// From the API only, never sent: the pairing key the proofs are made with.
+    #[serde(skip)]
+    pub pair_key: Option<String>,
 }
 
 /// A draft model as the handshake names it: file name, size, sha256 and the tokenizer's
@@ -154,6 +161,8 @@ impl LocalInfo {
             load: 0,
             agent: format!("shard-daemon/{version}"),
             draft_model: None,
+            pair: None,
+            pair_key: None,
         }
     }
 
@@ -185,6 +194,20 @@ impl LocalInfo {
             Some(_) => return Err("`agent` must be a string".into()),
         };
         let draft_model = DraftModel::parse(obj.get("draft_model"))?;
+        let text = |key: &str, max: usize| -> Result<Option<String>, String> {
+            match obj.get(key) {
+                None => Ok(None),
+                Some(Value::String(s)) if !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_hexdigit()) => {
+                    Ok(Some(s.clone()))
+                }
+                Some(_) => Err(format!("`{key}` must be 1 to {max} hex digits")),
+            }
+        };
+        let (pair, pair_key) = if from_api {
+            (None, text("pair_key", 256)?)
+        } else {
+            (text("pair", 64)?, None)
+        };
         Ok(LocalInfo {
             protocol_version,
             roles,
@@ -193,6 +216,8 @@ impl LocalInfo {
             load,
             agent,
             draft_model,
+            pair,
+            pair_key,
         })
     }
 }
@@ -234,6 +259,15 @@ fn uint(obj: &Map<String, Value>, key: &str) -> Result<u64, String> {
             .filter(|n| *n <= u32::MAX as u64)
             .ok_or_else(|| format!("`{key}` must be an integer from 0 to {}", u32::MAX)),
     }
+}
+
+/// A scout's pairing proof for `to`: hex HMAC-SHA256 of "<from>/<to>" under `key`, so a proof
+/// made for one Oracle says nothing to another and cannot be shown by another identity.
+pub fn pair_proof(key: &str, from: &libp2p::PeerId, to: &libp2p::PeerId) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("any key length");
+    mac.update(format!("{from}/{to}").as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A token bucket per peer: `rate` tokens per second, at most `burst`.
@@ -446,6 +480,10 @@ mod tests {
         assert!(LocalInfo::parse(&json!({"protocol_version": 1}), false).is_ok());
         let roles: Vec<String> = (0..17).map(|i| format!("r{i}")).collect();
         assert!(LocalInfo::parse(&json!({ "roles": roles }), true).is_err());
+        assert!(LocalInfo::parse(&json!({"protocol_version": 1, "pair": "zz"}), false).is_err());
+        let k = LocalInfo::parse(&json!({"pair_key": "ab12"}), true).unwrap();
+        assert_eq!(k.pair_key.as_deref(), Some("ab12"));
+        assert!(k.to_value().get("pair_key").is_none()); // never sent
         // round trip through the wire shape
         let v = i.to_value();
         assert_eq!(LocalInfo::parse(&v, false).unwrap(), i);

@@ -12,6 +12,7 @@ interface NodeInfo {
   models?: Array<{ name: string, url: string, bytes: number }>
   model?: string | null
   draft_model?: string | null
+  pair_key?: string | null
 }
 
 const params = new URLSearchParams(location.search)
@@ -81,6 +82,8 @@ async function main (): Promise<void> {
   }
   const model = config.ggufUrl !== null ? decodeURIComponent(config.ggufUrl.split('/').pop() ?? '') : 'prompt lookup'
   const scout = new Scout(config, [prefer === 'lookup' ? 'prompt-lookup' : model])
+  // paired by the node (no API keys) or by the user (with keys: the page opened as /scout/#pair=KEY)
+  scout.pairKey = new URLSearchParams(location.hash.slice(1)).get('pair') ?? info.pair_key ?? null
   ;(window as any).shardScout = scout.state
   ;(window as any).shardScoutConfig = config
   ;(window as any).shardScoutDraft = async (context: string, maxTokens: number) => await scout.draftText(context, maxTokens)

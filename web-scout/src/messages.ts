@@ -50,6 +50,8 @@ export interface HandshakeInfo {
   capacity: number
   load: number
   agent: string
+  /** pairing proof for the peer it is sent to: hex HMAC-SHA256 of "<scout id>/<that peer's id>" (docs/security.md) */
+  pair?: string
 }
 
 type Obj = Record<string, unknown>
@@ -183,4 +185,11 @@ export function decodeJson (bytes: Uint8Array, limit = 10 * 1024 * 1024): unknow
 export function requestKey (workId: string): string {
   const dot = workId.indexOf('.')
   return dot < 0 ? workId : workId.slice(0, dot)
+}
+
+/** HMAC-SHA256 of "<scout>/<oracle>" under the pairing key, hex: the same as the sidecar's `pair_proof`. */
+export async function pairProof (key: string, scout: string, oracle: string): Promise<string> {
+  const k = await crypto.subtle.importKey('raw', new TextEncoder().encode(key), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign'])
+  const mac = new Uint8Array(await crypto.subtle.sign('HMAC', k, new TextEncoder().encode(`${scout}/${oracle}`)))
+  return Array.from(mac, b => b.toString(16).padStart(2, '0')).join('')
 }

@@ -64,7 +64,8 @@ async function writeAndClose (stream: Stream, bytes: Uint8Array): Promise<void> 
 }
 
 export interface ScoutNetOptions {
-  info: () => HandshakeInfo
+  /** our handshake for `peer` (it may carry a pairing proof made for that peer) */
+  info: (peer: string) => HandshakeInfo | Promise<HandshakeInfo>
   events: NetEvents
   /** addresses this page may dial (the node's own): plain ws and loopback are refused by default in browsers */
   allowDial?: (ma: Multiaddr) => boolean
@@ -123,7 +124,7 @@ export class ScoutNet {
   }
 
   async sendHandshake (peer: PeerId): Promise<void> {
-    const answer = await this.request(peer, PROTO_HANDSHAKE, this.opts.info())
+    const answer = await this.request(peer, PROTO_HANDSHAKE, await this.opts.info(peer.toString()))
     const info = parseHandshake(answer)
     this.peerInfo.set(peer.toString(), info)
     this.opts.events.onHandshake?.(peer.toString(), info)
@@ -154,7 +155,7 @@ export class ScoutNet {
     try {
       const info = parseHandshake(decodeJson(await readAll(stream, MAX_REQUEST_BYTES)))
       this.peerInfo.set(peer, info)
-      await writeAndClose(stream, encodeJson(this.opts.info()))
+      await writeAndClose(stream, encodeJson(await this.opts.info(peer)))
       this.opts.events.onHandshake?.(peer, info)
     } catch (err) {
       this.log(`handshake from ${peer}: ${(err as Error).message}`)

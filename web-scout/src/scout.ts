@@ -5,7 +5,7 @@
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { DrafterConfig, DraftResult } from './drafters'
-import { makeDraft, MessageError, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { makeDraft, pairProof, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
 import { PROTO_VERIFY, ScoutNet, type Via } from './net'
 
 export const AGENT = 'shard-web-scout/0.1.0'
@@ -84,8 +84,11 @@ export class Scout {
     this.changed()
   }
 
-  info (): HandshakeInfo {
-    return {
+  /** The node's pairing key (from /scout/node.json or the page's #pair=): proves this tab is the user's. */
+  pairKey: string | null = null
+
+  async info (peer?: string): Promise<HandshakeInfo> {
+    const info: HandshakeInfo = {
       protocol_version: 1,
       roles: ['scout'],
       models: this.models,
@@ -93,6 +96,10 @@ export class Scout {
       load: this.latest.size,
       agent: AGENT
     }
+    if (this.pairKey !== null && peer !== undefined && this.state.peerId !== null) {
+      info.pair = await pairProof(this.pairKey, this.state.peerId, peer)
+    }
+    return info
   }
 
   startDrafter (): void {
@@ -120,7 +127,7 @@ export class Scout {
 
   async startNet (allowDial: (ma: Multiaddr) => boolean): Promise<void> {
     this.net = new ScoutNet({
-      info: () => this.info(),
+      info: async (peer) => await this.info(peer),
       allowDial,
       events: {
         onWork: (from, work, via) => this.onWork(from, work, via),
@@ -262,15 +269,9 @@ export class Scout {
     this.state.drafts.bySource[source] = (this.state.drafts.bySource[source] ?? 0) + 1
     this.changed()
     try {
-      let verdict: Verdict
-      try {
-        verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
-      } catch (err) {
-        if (err instanceof MessageError || !String((err as Error).message).startsWith('not connected')) throw err
-        // the work came by gossip from an Oracle we have no connection to: answer on gossip
-        await this.net.publishResult(draft)
-        return
-      }
+      // Drafts go direct only: on the open result topic any peer could copy one and send it first for
+      // the pay, so Oracles ignore drafts there (docs/security.md). No connection: not delivered.
+      const verdict: Verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
       this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
       this.state.proposed += verdict.proposed
       this.state.accepted += verdict.accepted

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_DRAFT_CHARS, MessageError, decodeJson, encodeJson, makeDraft, parseDraft, parseHandshake, parseVerdict, parseWork, requestKey } from '../src/messages'
+import { MAX_DRAFT_CHARS, MessageError, decodeJson, encodeJson, makeDraft, parseDraft, parseHandshake, parseVerdict, pairProof, parseWork, requestKey } from '../src/messages'
 
 const work = { v: 1, work_id: 'abcd.3', model: 'smol', context: 'Hello', position: 7, max_draft: 8, deadline_ms: 1_700_000_000_000 }
 
@@ -82,5 +82,11 @@ describe('handshake and JSON framing', () => {
     expect(() => decodeJson(new Uint8Array([0xff, 0xfe]))).toThrow(MessageError)
     expect(() => decodeJson(new TextEncoder().encode('{"a":'))).toThrow(MessageError)
     expect(() => decodeJson(new Uint8Array(20), 10)).toThrow(MessageError)
+  })
+})
+
+describe('pairProof', () => {
+  it('is the HMAC-SHA256 the node checks (app/shard/network/pairing.py, the sidecar)', async () => {
+    expect(await pairProof('00ff', '12D3KooWscout', '12D3KooWoracle')).toBe('b1751909bfe7c0e3b730344a2c844ba13f858e6f77ae559b6bbc95596ee821f6')
   })
 })

@@ -115,8 +115,17 @@ async def node_json(request: web.Request) -> web.Response:
         (node.model_path.name if node.model_path is not None and node.model_path.name in dict(_served_models(request)) else None),
         "models": served,
         "prompt_privacy": getattr(node.settings, "prompt_privacy", None),
+        # The pairing key, so this page's scout is admitted as the user's own (network/pairing.py). Only a page
+        # on this origin can read it (Host and Origin checked, no CORS); with API keys set, never here.
+        "pair_key": node.peer_table.pair_key if _may_pair(request) else None,
     }
     return web.json_response(body, headers={**ISOLATION, "Cache-Control": "no-store"})
+
+
+def _may_pair(request: web.Request) -> bool:
+    """Without API keys every local program may use this node anyway; with keys, the pairing key
+    is not handed to whoever asks: the user opens the page as /scout/#pair=KEY."""
+    return not any(request.app[NODE].api_keys())
 
 
 def add_routes(app: web.Application) -> None:

@@ -191,23 +191,25 @@ class CoopGenerator:
 
     # -- drafts from scouts ---------------------------------------------------------------------
 
-    async def on_draft(self, sender: str, payload: Any) -> Verdict:
+    async def on_draft(self, sender: str, payload: Any, gossip: bool = False) -> Verdict:
         """Check one draft from `sender` (the sidecar's authenticated source), have the verifier
-        check it, credit the sender. Never raises for bad input: it is ignored and counted."""
+        check it, credit the sender. Never raises for bad input: it is ignored and counted.
+        `gossip`: it came on the open result topic, where every subscriber reads it and could send
+        it first over the direct protocol to be paid for it: such drafts are never checked or paid
+        (drafts go direct only), so publishing one earns nothing and copying one is worth nothing."""
         work_id = payload.get("work_id", "") if isinstance(payload, dict) else ""
         metrics = self.node.metrics
         try:
             session, draft = self._admit(sender, payload)
+            if gossip:
+                raise Ignored("gossip")
         except Ignored as why:
             metrics.drafts_ignored.labels(str(why)).inc()
             log.debug("draft from %s ignored: %s", sender, why)
             return Verdict(work_id=str(work_id)[: messages.MAX_WORK_ID], outcome="ignored", reason=str(why))
         if session is None:  # a golden ticket: scored against the known continuation
             proposed, accepted = self.golden.score(sender, draft) or (0, 0)
-        elif self.golden.paused(sender):  # shadow-paused: looks checked, earns nothing, costs nothing
-            metrics.drafts_ignored.labels("shadow_paused").inc()
-            return Verdict(work_id=draft.work_id, outcome="verified", proposed=len(draft.tokens or ()) or 1, accepted=0)
-        else:
+        else:  # a shadow-paused scout's drafts are checked too: its verdicts must look (and take as long) as anyone's
             pace = self._pace.setdefault(sender, _Pace())
             if pace.rest > 0:  # its last drafts got nothing accepted: this one is not worth a check
                 pace.rest -= 1
@@ -232,9 +234,13 @@ class CoopGenerator:
             if self._sessions.get(session.key) is session and session.position - session.published_position >= MIN_MOVE:
                 self._publish(session)  # that scout is free again: give it the newest position
         receipt = None
-        if proposed and not self.golden.paused(sender):
+        paused = self.golden.paused(sender)
+        if paused:
+            metrics.drafts_ignored.labels("shadow_paused").inc()  # checked, answered as usual, never credited here
+        if proposed:
             try:
-                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
+                if not paused:
+                    self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
             if accepted and self.node.sidecar is not None:

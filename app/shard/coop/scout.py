@@ -22,6 +22,7 @@ from shard.config import Settings
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
 from shard.coop import model_transfer
+from shard.network import pairing
 from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
@@ -92,9 +93,15 @@ class Scout:
     async def _announce(self) -> None:
         try:
             await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name] if self.drafter else [],
-                                                           "capacity": 1, "load": 0, "agent": f"shard-scout/{__version__}"})
+                                                           "capacity": 1, "load": 0, "agent": f"shard-scout/{__version__}",
+                                                           **self._pairing()})
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
+
+    def _pairing(self) -> dict[str, str]:
+        """The node's pairing key, for the sidecar to prove to each Oracle that this scout is the user's."""
+        key = self.settings.pair_key.strip() or pairing.read_key(self.settings.data_path)
+        return {"pair_key": key} if key else {}
 
     def _on_event(self, event: dict[str, Any]) -> None:
         kind = event.get("type")

@@ -11,6 +11,11 @@ get the prompt (the same rule as for scouts); its stream has deadlines (a first 
 it may not send more tokens than asked or claim a token count its text cannot hold; its receipt
 may not claim more than it delivered. An Oracle caught breaking these is dropped for good (this
 run) and reported in the log and in `shard_oracles_dropped_total{reason}`.
+
+Spot checks: a share (`spot_check_rate`) of greedy answers, served whole by one Oracle, is asked
+again of another Oracle in the background and compared (greedy output is the model's, so honest
+Oracles with the model agree). On a mismatch a third one decides and the one outvoted is dropped;
+with no third, both are dropped (this node cannot tell which lied, and trusts neither).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -61,7 +67,7 @@ class InferClient:
         s, table = self.node.settings, self.node.peer_table
         found = [p for p in table.peers.values()
                  if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)
-                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers)]
+                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers, paired_only=False)]
         return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
                                             p.latency_ms if p.latency_ms is not None else 1e9))
 
@@ -141,6 +147,8 @@ class InferClient:
                         usage = dict(line.get("usage") or {})
                         usage["completion_tokens"] = n_done
                         await self._pay(oracle, line.get("receipt"), n_done)
+                        if len(tried) == 1 and request.sampling.temperature == 0 and random.random() < self.node.settings.spot_check_rate:
+                            self.node._spawn(self._spot_check(request, model, oracle, "".join(produced)))
                         yield {"type": "end", "finish_reason": line.get("finish_reason", "stop"), "usage": usage, "oracle": oracle}
                         return
                     elif kind == "error":
@@ -159,6 +167,53 @@ class InferClient:
             finally:
                 await lines.aclose()
         raise RemoteUnavailable(last_error)
+
+    async def _spot_check(self, request: GenerateRequest, model: str, first: str, text: str) -> None:
+        """Ask other Oracles the same greedy request; drop whoever disagrees with the rest."""
+        answers = {first: text}
+        for other in [p.peer_id for p in self.oracles(model) if p.peer_id != first][:2]:
+            got = await self._answer_of(other, request, model)
+            if got is None:
+                continue  # no answer is no evidence
+            answers[other] = got
+            if got == text and len(answers) == 2:
+                return  # the second agrees with the first: checked
+            if len(answers) == 3:
+                break
+        if len(answers) < 2:
+            return
+        for oracle, said in answers.items():
+            agree = sum(1 for a in answers.values() if a == said)
+            if agree * 2 <= len(answers):  # not in a majority (with two that disagree: both)
+                self._drop(oracle, f"its greedy answer differs from another Oracle's ({len(answers)} asked)", "spot_check")
+
+    async def _answer_of(self, oracle: str, request: GenerateRequest, model: str) -> str | None:
+        """`oracle`'s whole text for the request (the same checks as a served stream), or None."""
+        sidecar = self.node.sidecar
+        if sidecar is None:
+            return None
+        generate = dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, grammar=None))
+        ask = InferRequest(generate=generate.to_dict(), model=model, continuation="", vouchers=[])
+        parts: list[str] = []
+        n_done = 0
+        lines = sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()})
+        try:
+            async with asyncio.timeout(self.node.settings.remote_timeout_s):
+                async for line in lines:
+                    kind = line.get("type")
+                    if kind == "token" and isinstance(line.get("text"), str) and isinstance(line.get("n"), int):
+                        parts.append(line["text"])
+                        n_done += line["n"]
+                    elif kind == "end":
+                        await self._pay(oracle, line.get("receipt"), n_done)
+                        return "".join(parts)
+                    elif kind == "error":
+                        return None
+        except (TimeoutError, SidecarError):
+            return None
+        finally:
+            await lines.aclose()
+        return None
 
     def _drop(self, oracle: str, why: str, reason: str) -> None:
         """An Oracle caught lying: never asked again, and said so."""

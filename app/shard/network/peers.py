@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import psutil
 
+from shard.network import pairing
+
 if TYPE_CHECKING:
     from shard.network.sidecar import Sidecar
 
@@ -46,10 +48,11 @@ class Peer:
     connected_since: float = field(default_factory=time.time)
     local: bool = False
     draft_model: dict[str, Any] | None = None  # an Oracle's draft model for scouts (name, size, sha256, vocab)
+    pair: str | None = None  # the pairing proof from its handshake (network/pairing.py)
 
     def update(self, d: dict[str, Any]) -> None:
         for key in ("addrs", "roles", "models", "capacity", "load", "agent", "latency_ms", "connected_since", "local",
-                    "draft_model"):
+                    "draft_model", "pair"):
             if d.get(key) is not None:
                 setattr(self, key, d[key])
 
@@ -102,6 +105,8 @@ class PeerTable:
         self.peers: dict[str, Peer] = {}
         self._held: list[dict[str, Any]] | None = None  # events during a reconciliation, replayed after it
         self._syncs = 0
+        self.pair_key = ""  # this node's pairing key, and its peer id: what a local scout's proof is checked with
+        self.me = ""
 
     def replace(self, listing: list[dict[str, Any]]) -> None:
         self.peers = {}
@@ -161,14 +166,16 @@ class PeerTable:
     def listing(self) -> list[dict[str, Any]]:
         return [asdict(p) for p in self.peers.values()]
 
-    def admits(self, peer: Peer, privacy: str, trusted: list[str]) -> bool:
-        """May this peer receive the user's prompts under the privacy setting?"""
+    def admits(self, peer: Peer, privacy: str, trusted: list[str], paired_only: bool = True) -> bool:
+        """May this peer receive the user's prompts under the privacy setting? Under `local`, a
+        scout must have proven the pairing key; `paired_only=False` (Oracles asked by a consumer,
+        which send no proof) goes by the address alone."""
         if privacy == "anyone":
             return True
         if privacy == "peers":
             return peer.peer_id in trusted
-        if peer.local:
-            return True
+        if peer.local and (not paired_only or pairing.proven(self.pair_key, peer.peer_id, self.me, peer.pair)):
+            return True  # on this machine *and* paired: an address alone proves nothing
         if privacy == "lan":
             ips = [ip for ip in map(_ip, peer.addrs) if ip is not None]
             return bool(ips) and all(ip.is_private or ip.is_loopback or ip.is_link_local for ip in ips)
