@@ -149,13 +149,14 @@ def pair_key(node: ServedNode) -> str:
     return (data_dir / "pair.key").read_text().strip()
 
 
-def start_scout(model: Path, bootstrap: str, tmp: Path, paired_with: ServedNode | None = None) -> subprocess.Popen[bytes]:
-    """A headless scout; `paired_with`: given that node's pairing key, as a user pairs one (else a
-    `local` node does not admit it)."""
+def start_scout(model: Path | None, bootstrap: str, tmp: Path, paired_with: ServedNode | None = None) -> subprocess.Popen[bytes]:
+    """A headless scout (with no model, it fetches its Oracle's draft model); `paired_with`: given
+    that node's pairing key, as a user pairs one (else a `local` node does not admit it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
     pair = ("--pair", pair_key(paired_with)) if paired_with else ()
-    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
+    drafter = ("--model", str(model)) if model else ()
+    return subprocess.Popen([sys.executable, "-m", "shard", "scout", *drafter, "--bootstrap", bootstrap,
                              "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG", *pair],
                             stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
 

@@ -237,25 +237,6 @@ def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tm
         consumer.stop()
 
 
-def test_6_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(tmp_path: Path) -> None:
-    hostile = HostilePeer(tmp_path / "hostile", host="0.0.0.0")
-    lan_ip = next((ip for ip in _own_ips() if not ip.startswith("127.")), None)
-    assert lan_ip is not None, "this test needs a non-loopback interface"
-    # privacy "local" (the default): an Oracle reached over the LAN address is not on this machine.
-    consumer = start_node(None, tmp_path / "c", "--bootstrap", hostile.addr(lan_ip), sidecar=True, wait=False)
-    try:
-        wait_for(lambda: any("oracle" in p["roles"] for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]),
-                 what="the consumer to see the Oracle")
-        hostile.on_infer = served(hostile, 3, 3.0)
-        r = requests.post(consumer.api + "/chat/completions", json={"messages": [{"role": "user", "content": "My bank PIN is 4921"}]},
-                          timeout=30)
-        assert r.status_code == 503, r.text
-        assert hostile.infer_requests == []  # the prompt never left
-    finally:
-        consumer.stop()
-        hostile.stop()
-
-
 def _own_ips() -> list[str]:
     import psutil
     return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family.name == "AF_INET"]

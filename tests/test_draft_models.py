@@ -10,9 +10,6 @@ import asyncio
 import hashlib
 import shutil
 import signal
-import subprocess
-import sys
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +17,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import SIDECAR_FLAGS, ServedNode, metric, start_node, wait_for
+from conftest import ServedNode, metric, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.coop import model_transfer
 from shard.coop.draft_model import DraftModel, vocab_fingerprint
@@ -68,15 +65,8 @@ def test_the_draft_model_is_found_offered_to_tabs_and_announced(oracle: ServedNo
     assert requests.get(oracle.url + "/scout/models/tiny-draft.gguf", timeout=5).content == tiny_model.read_bytes()
 
 
-def start_modelless_scout(bootstrap: str, tmp: Path) -> subprocess.Popen[bytes]:
-    tmp.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--bootstrap", bootstrap, "--data-dir", str(tmp / "scout-data"),
-                             *SIDECAR_FLAGS, "--log-level", "DEBUG"], stdout=(tmp / "scout.log").open("wb"),
-                            stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
-
-
 def test_a_scout_without_a_model_fetches_the_draft_model_and_drafts(oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
-    scout = start_modelless_scout(oracle_address(oracle), tmp_path)
+    scout = start_scout(None, oracle_address(oracle), tmp_path, paired_with=oracle)
     try:
         log = tmp_path / "scout.log"
         wait_for(lambda: "drafting with tiny-draft.gguf" in log.read_text(errors="replace"), 90, "the scout to fetch the draft model")

@@ -200,13 +200,14 @@ class NsNode:
         self.proc.wait()
 
 
-def start_ns_node(where: str, tmp: Path, tcp_port: int, bootstrap: str, model: Path | None) -> NsNode:
+def start_ns_node(where: str, tmp: Path, tcp_port: int, bootstrap: str, model: Path | None, *extra: str) -> NsNode:
     port = 8000 + tcp_port % 1000
     data = tmp / f"node-{where}-{tcp_port}"
     args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data), "--control-port", "0",
             "--tcp-port", str(tcp_port), "--p2p-host", "0.0.0.0", "--no-mdns", "--bootstrap", bootstrap]
     if model is not None:
         args += ["--model", str(model), "--parallel", "2"]
+    args += extra
     env = {**os.environ, "SHARD_REACH_PRIVATE_ADDRS": "1", "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
            "SHARD_CONFIG": str(tmp / "none.toml")}
     proc = subprocess.Popen(in_ns(where, *args), stdout=(tmp / f"serve-{where}-{tcp_port}.log").open("wb"),
@@ -220,7 +221,7 @@ def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(network: No
     via_a, via_b = f"/ip4/10.99.1.1/tcp/4001/p2p/{p}", f"/ip4/10.99.2.1/tcp/4001/p2p/{p}"
     via_c = f"/ip4/10.99.3.1/tcp/4001/p2p/{p}"
     oracles = [start_ns_node("a", tmp_path, 4001, via_a, tiny_model), start_ns_node("c", tmp_path, 4001, via_c, tiny_model)]
-    consumer = start_ns_node("b", tmp_path, 4001, via_b, None)
+    consumer = start_ns_node("b", tmp_path, 4001, via_b, None, "--privacy", "anyone")  # its prompts may leave the machine
     nodes = [*oracles, consumer]
     try:
         ids = [wait_for(lambda o=o: o.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="an Oracle's sidecar")
@@ -247,4 +248,28 @@ def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(network: No
     finally:
         for n in nodes:
             n.kill()
+        relay.stop()
+
+
+def test_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(network: None, tmp_path: Path, tiny_model: Path) -> None:
+    """Issue 19, item 6: a node without a model, with the default privacy (`local`), never sends a
+    prompt to an Oracle on another machine, although it sees one; it answers 503 instead."""
+    relay = start_daemon("pub", tmp_path)
+    p = relay.ready["peer_id"]
+    oracle = start_ns_node("a", tmp_path, 4001, f"/ip4/10.99.1.1/tcp/4001/p2p/{p}", tiny_model)
+    consumer = start_ns_node("b", tmp_path, 4001, f"/ip4/10.99.2.1/tcp/4001/p2p/{p}", None)
+    try:
+        oracle_id = wait_for(lambda: oracle.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="the Oracle's sidecar")
+        wait_for(lambda: any(x["peer_id"] == oracle_id and "oracle" in x["roles"]
+                             for x in consumer.api("GET", "/v1/system/peers")[1]["peers"]), timeout=120, what="the consumer to see the Oracle")
+        ask = {"model": "tiny", "messages": [{"role": "user", "content": "My bank PIN is 4921"}], "max_tokens": 8}
+        status, body = consumer.api("POST", "/v1/chat/completions", ask)
+        assert status == 503, body
+        status, stats = oracle.api("GET", "/v1/system/status")
+        assert stats["queue"]["in_flight"] == 0 and not consumer.api("GET", "/v1/system/credit")[1]["peers"], "the prompt left"
+        text = (tmp_path / "serve-a-4001.log").read_text(errors="replace")
+        assert "serving a request from" not in text, "the Oracle was asked"
+    finally:
+        oracle.kill()
+        consumer.kill()
         relay.stop()

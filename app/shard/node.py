@@ -34,7 +34,6 @@ from shard.network import pairing
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
-from shard import paths
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient, VerifierUnavailable

@@ -44,31 +44,30 @@ NOTIFICATIONS = (("peer_joined", "A peer joins"), ("credit", "Credit passes a mi
 MESSAGE_TTL_MS = 15_000  # a success message goes away after this; errors stay until the next change
 
 
-class SpinBox(QSpinBox):
-    """A spin box that the mouse wheel changes only once it has focus: scrolling the page over it
+class _WheelNeedsFocus:
+    """The mouse wheel changes the value only once the widget has focus: scrolling the page over it
     scrolls the page (the wheel event goes up to the scroll area)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def _setup_focus(self: Any) -> None:
         self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+    def wheelEvent(self: Any, event: QWheelEvent) -> None:  # noqa: N802
         if self.hasFocus():
-            super().wheelEvent(event)
+            super().wheelEvent(event)  # type: ignore[misc]
         else:
             event.ignore()
 
 
-class ComboBox(QComboBox):
+class SpinBox(_WheelNeedsFocus, QSpinBox):
     def __init__(self) -> None:
         super().__init__()
-        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self._setup_focus()
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
-        if self.hasFocus():
-            super().wheelEvent(event)
-        else:
-            event.ignore()
+
+class ComboBox(_WheelNeedsFocus, QComboBox):
+    def __init__(self) -> None:
+        super().__init__()
+        self._setup_focus()
 
 
 def mask(key: str) -> str:
