@@ -144,11 +144,15 @@ class Node:
             log.warning("%s", self.secrets.warning)
         self.model_path = self._resolve_model_path()
         self.draft_model = await asyncio.to_thread(self._resolve_draft_model)
-        self.peer_table.pair_key = pairing.node_key(s.data_path)
         try:
             self.ledger = Ledger(s.data_path / "ledger.db")
         except LedgerError as exc:
             raise NodeStartError(str(exc)) from None
+        try:
+            self.peer_table.pair_key = pairing.node_key(s.data_path)
+        except OSError as exc:  # a full disk, a read-only data dir
+            self.ledger.close()
+            raise NodeStartError(f"cannot write the pairing key in {s.data_path}: {exc}") from None
         self.coop.golden.load(self.ledger.golden_scores())
         await self._start_api()
         self.running = True
