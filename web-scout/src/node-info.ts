@@ -11,6 +11,8 @@ export interface NodeInfo {
   model?: string | null
   /** what a tab drafts with (the node's draft model); absent on nodes that predate draft models */
   draft_model?: string | null
+  /** the node's pairing key: given only when the node has no API keys (else the page's #pair=) */
+  pair_key?: string | null
 }
 
 /** /scout/node.json needs no API key; the topology does (sent when `headers` carry it). */

@@ -7,6 +7,8 @@ export interface ScoutStart {
   /** a drafter chosen in the URL (?drafter=), else null: the worker decides */
   prefer: DrafterConfig['prefer'] | null
   threads: number
+  /** the pairing key from the page's #pair= (a node with API keys gives it only that way), else null */
+  pairKey: string | null
 }
 
 export interface TabScoutState {

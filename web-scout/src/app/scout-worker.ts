@@ -62,6 +62,8 @@ async function run (msg: ScoutStart): Promise<void> {
   }
   const model = choice.prefer === 'lookup' || config.ggufUrl === null ? 'prompt-lookup' : decodeURIComponent(config.ggufUrl.split('/').pop() ?? '')
   const scout = new Scout(config, [model])
+  // a local node admits the tab as its own scout only with this proof (docs/protocol.md, pairing)
+  scout.pairKey = msg.pairKey ?? info.pair_key ?? null
   post({ why: choice.why })
   let timer: ReturnType<typeof setTimeout> | null = null
   scout.onChange((s) => {

@@ -80,7 +80,8 @@ export class TabScout {
       this.onChange()
     }
     worker.onerror = (e) => { this.state.status = `failed: ${e.message}`; this.onChange() }
-    const start: ScoutStart = { type: 'start', apiKey: this.apiKey(), prefer, threads: Math.max(1, Math.min(4, Math.floor(hc / 2))) }
+    const start: ScoutStart = { type: 'start', apiKey: this.apiKey(), prefer, threads: Math.max(1, Math.min(4, Math.floor(hc / 2))),
+      pairKey: new URLSearchParams(location.hash.slice(1)).get('pair') }
     worker.postMessage(start)
     this.worker = worker
     this.state = { ...emptyScoutState('starting'), ...this.prior }
