@@ -208,7 +208,9 @@ def start_ns_node(where: str, tmp: Path, tcp_port: int, bootstrap: str, model: P
     if model is not None:
         args += ["--model", str(model), "--parallel", "2"]
     args += extra
-    env = {**os.environ, "SHARD_REACH_PRIVATE_ADDRS": "1", "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
+    # no spot checks: one would send the same request to the other Oracle too (the failover test
+    # tells which Oracle served it by whom the consumer paid)
+    env = {**os.environ, "SHARD_REACH_PRIVATE_ADDRS": "1", "SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_SPOT_CHECK_RATE": "0",
            "SHARD_CONFIG": str(tmp / "none.toml")}
     proc = subprocess.Popen(in_ns(where, *args), stdout=(tmp / f"serve-{where}-{tcp_port}.log").open("wb"),
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
