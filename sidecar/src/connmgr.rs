@@ -6,7 +6,10 @@
 //! (Oracles in use, the scouts drafting for us), Oracles when this node has no model, and
 //! connections younger than a grace period (a newcomer must have time to learn other peers).
 //! Among the rest, peers outside our gossip mesh go first, then the least recently used, then
-//! the newest connections.
+//! the newest connections. A peer we pruned that dials back soon (it has no one else) gets no
+//! grace and goes first, so the count settles at the target instead of oscillating.
+
+use std::collections::HashMap;
 
 use libp2p::PeerId;
 
@@ -16,22 +19,8 @@ pub const DEFAULT_TARGET: usize = 32;
 pub const USED_KEEP_S: u64 = 600;
 /// Connections younger than this are not pruned.
 pub const GRACE_S: u64 = 20;
-
-pub struct Limits {
-    pub target: usize,
-}
-
-impl Limits {
-    /// Above this many peers, pruning starts (half the target again).
-    pub fn high(&self) -> usize {
-        self.target + self.target / 2
-    }
-
-    /// Whether discovery may dial another peer.
-    pub fn may_dial(&self, connected: usize) -> bool {
-        connected < self.target
-    }
-}
+/// A peer pruned this recently that reconnects is pruned first, with no grace.
+pub const PRUNED_MEMORY_S: u64 = 600;
 
 pub struct Candidate {
     pub peer: PeerId,
@@ -42,20 +31,49 @@ pub struct Candidate {
     pub connected_since: u64,
 }
 
-/// The peers to disconnect now (empty unless above the high watermark).
-pub fn select_prune(limits: &Limits, mut peers: Vec<Candidate>, now_s: u64) -> Vec<PeerId> {
-    if peers.len() <= limits.high() {
-        return vec![];
+pub struct Limits {
+    pub target: usize,
+    /// peer -> unix seconds when we last pruned it
+    pruned: HashMap<PeerId, u64>,
+}
+
+impl Limits {
+    pub fn new(target: usize) -> Self {
+        Limits { target: target.max(1), pruned: HashMap::new() }
     }
-    let excess = peers.len() - limits.target;
-    peers.retain(|c| {
-        !c.protected
-            && now_s.saturating_sub(c.connected_since) >= GRACE_S
-            && now_s.saturating_sub(c.last_used) >= USED_KEEP_S
-    });
-    // least valuable first
-    peers.sort_by_key(|c| (c.in_mesh, c.last_used, std::cmp::Reverse(c.connected_since)));
-    peers.into_iter().take(excess).map(|c| c.peer).collect()
+
+    /// Above this many peers, pruning starts (half the target again).
+    pub fn high(&self) -> usize {
+        self.target + self.target / 2
+    }
+
+    /// Whether discovery may dial another peer.
+    pub fn may_dial(&self, connected: usize) -> bool {
+        connected < self.target
+    }
+
+    /// The peers to disconnect now: above the high watermark, or above the target while a peer
+    /// we pruned lately is back. Empty otherwise.
+    pub fn select_prune(&mut self, mut peers: Vec<Candidate>, now_s: u64) -> Vec<PeerId> {
+        self.pruned.retain(|_, t| now_s.saturating_sub(*t) < PRUNED_MEMORY_S);
+        let back = |c: &Candidate| !c.protected && self.pruned.contains_key(&c.peer);
+        if peers.len() <= self.target || (peers.len() <= self.high() && !peers.iter().any(back)) {
+            return vec![];
+        }
+        let excess = peers.len() - self.target;
+        peers.retain(|c| {
+            !c.protected
+                && now_s.saturating_sub(c.last_used) >= USED_KEEP_S
+                && (back(c) || now_s.saturating_sub(c.connected_since) >= GRACE_S)
+        });
+        // least valuable first
+        peers.sort_by_key(|c| (!back(c), c.in_mesh, c.last_used, std::cmp::Reverse(c.connected_since)));
+        let out: Vec<PeerId> = peers.into_iter().take(excess).map(|c| c.peer).collect();
+        for p in &out {
+            self.pruned.insert(*p, now_s);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -68,7 +86,7 @@ mod tests {
 
     #[test]
     fn prunes_to_target_keeping_protected_mesh_and_young() {
-        let l = Limits { target: 4 };
+        let mut l = Limits::new(4);
         let now = 10_000;
         let mut v = vec![cand(true, false, 0), cand(true, false, 0)];
         v.push(cand(false, false, now - 1)); // young
@@ -80,12 +98,35 @@ mod tests {
         }
         assert_eq!(v.len(), 8);
         let keep: Vec<PeerId> = v.iter().filter(|c| c.protected).map(|c| c.peer).collect();
-        let out = select_prune(&l, v, now);
+        let out = l.select_prune(v, now);
         assert_eq!(out.len(), 4);
         assert!(!out.contains(&mesh_id));
         assert!(keep.iter().all(|k| !out.contains(k)));
         // at or under the high watermark nothing is pruned
         let few: Vec<Candidate> = (0..6).map(|_| cand(false, false, 0)).collect();
-        assert!(select_prune(&l, few, now).is_empty());
+        assert!(l.select_prune(few, now).is_empty());
+    }
+
+    #[test]
+    fn a_pruned_peer_that_dials_back_goes_first_without_grace() {
+        let mut l = Limits::new(2);
+        let now = 10_000;
+        let ids: Vec<PeerId> = (0..4).map(|_| PeerId::random()).collect();
+        let at = |p: &PeerId, since: u64| Candidate { peer: *p, connected_since: since, ..cand(false, false, 0) };
+        let out = l.select_prune(ids.iter().map(|p| at(p, 0)).collect(), now);
+        assert_eq!(out.len(), 2);
+        // the two pruned peers dial back at once: young, but they go again (before the old ones)
+        let again = l.select_prune(
+            ids.iter().map(|p| at(p, if out.contains(p) { now + 5 } else { 0 })).collect(),
+            now + 5,
+        );
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|p| out.contains(p)));
+        // one above the target, under the high watermark: only because a pruned peer is back
+        let kept: Vec<&PeerId> = ids.iter().filter(|p| !out.contains(p)).collect();
+        let three = vec![at(kept[0], 0), at(kept[1], 0), at(&out[0], now + 6)];
+        assert_eq!(l.select_prune(three, now + 6), vec![out[0]]);
+        let fresh = vec![at(kept[0], 0), at(kept[1], 0), at(&PeerId::random(), 0)];
+        assert!(l.select_prune(fresh, now + 6).is_empty());
     }
 }

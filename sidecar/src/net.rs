@@ -562,7 +562,7 @@ impl EventLoop {
             peerstore: PeerStore::load(cfg.data_dir.as_deref()),
             providers: Providers::default(),
             reach: Reach::new(cfg.relay_server),
-            limits: connmgr::Limits { target: cfg.target_peers.max(1) },
+            limits: connmgr::Limits::new(cfg.target_peers),
             ticks: 0,
         };
         for ev in early {
@@ -1252,7 +1252,7 @@ impl EventLoop {
                 }
             })
             .collect();
-        for p in connmgr::select_prune(&self.limits, cands, now) {
+        for p in self.limits.select_prune(cands, now) {
             tracing::debug!("pruning {p}: above the target of {} peers", self.limits.target);
             let _ = self.swarm.disconnect_peer_id(p);
         }
