@@ -26,7 +26,9 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
-VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = "))
+VERSION = next(
+    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
+)
 TEST_DATA = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
 SMOLLM2 = TEST_DATA / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -48,8 +50,26 @@ def free_port() -> int:
 def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
     port = free_port()
     data = Path(tempfile.mkdtemp(dir=tmp))
-    args = cmd + ["serve", "--model", str(model), "--port", str(port), "--data-dir", str(data), "--control-port", "0",
-                  "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns", "--parallel", "2", "--ctx-size", "1024"]
+    args = cmd + [
+        "serve",
+        "--model",
+        str(model),
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--control-port",
+        "0",
+        "--tcp-port",
+        "0",
+        "--p2p-host",
+        "127.0.0.1",
+        "--no-mdns",
+        "--parallel",
+        "2",
+        "--ctx-size",
+        "1024",
+    ]
     env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")}
     log = (data / "serve.log").open("wb")
     t0 = time.perf_counter()
@@ -67,7 +87,11 @@ def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
                 raise RuntimeError(f"no /health 200 after 180 s: see {data / 'serve.log'}")
             time.sleep(0.02)
     finally:
-        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)] if proc.poll() is None else []
+        family = (
+            [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            if proc.poll() is None
+            else []
+        )
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(30)
@@ -82,7 +106,9 @@ def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--nsis-payload", action="store_true", help="compile the NSIS script with the Linux bundle as payload")
+    ap.add_argument(
+        "--nsis-payload", action="store_true", help="compile the NSIS script with the Linux bundle as payload"
+    )
     args = ap.parse_args()
 
     bundle = DIST / "shard"
@@ -99,18 +125,35 @@ def main() -> int:
         ("  of which PySide6 / Qt", tree_bytes(internal / "PySide6")),
         ("  of which llama.cpp libraries", tree_bytes(internal / "llama_cpp")),
         ("  of which numpy (+ OpenBLAS)", tree_bytes(internal / "numpy") + tree_bytes(internal / "numpy.libs")),
-        ("  of which shard-daemon (sidecar)", (internal / "shard-daemon").stat().st_size if (internal / "shard-daemon").exists() else None),
+        (
+            "  of which shard-daemon (sidecar)",
+            (internal / "shard-daemon").stat().st_size if (internal / "shard-daemon").exists() else None,
+        ),
         ("  of which web scout", tree_bytes(internal / "web-scout") if (internal / "web-scout").exists() else None),
-        ("  of which libpython + stdlib", (internal / "libpython3.11.so.1.0").stat().st_size + tree_bytes(internal / "python3.11")
-         + (internal / "base_library.zip").stat().st_size),
+        (
+            "  of which libpython + stdlib",
+            (internal / "libpython3.11.so.1.0").stat().st_size
+            + tree_bytes(internal / "python3.11")
+            + (internal / "base_library.zip").stat().st_size,
+        ),
         (f".deb ({deb.name if deb else 'not built'})", deb.stat().st_size if deb else None),
         (f"portable tarball ({tarball.name if tarball else 'not built'})", tarball.stat().st_size if tarball else None),
         ("NSIS installer, stand-in payload (script overhead)", standin.stat().st_size if standin.exists() else None),
     ]
     if args.nsis_payload:
         out = DIST / "Shard-linux-payload-nsis-estimate.exe"
-        subprocess.run(["makensis", "-V1", f"-DVERSION={VERSION}", f"-DPAYLOAD={bundle}", f"-DOUTFILE={out}", f"-DROOT={ROOT}",
-                        str(ROOT / "installer" / "windows" / "shard.nsi")], check=True)
+        subprocess.run(
+            [
+                "makensis",
+                "-V1",
+                f"-DVERSION={VERSION}",
+                f"-DPAYLOAD={bundle}",
+                f"-DOUTFILE={out}",
+                f"-DROOT={ROOT}",
+                str(ROOT / "installer" / "windows" / "shard.nsi"),
+            ],
+            check=True,
+        )
         rows.append(("NSIS installer with the Linux bundle as payload (estimate for Windows)", out.stat().st_size))
 
     print("| artifact | MB |\n|---|---|")
@@ -118,7 +161,10 @@ def main() -> int:
         print(f"| {name} | {mb(size)} |")
 
     models = [("tiny (random weights)", None), ("SmolLM2-135M Q4_1", SMOLLM2)]
-    cmds = [("bundle: dist/shard/Shard serve", [str(exe)]), ("source: .venv/bin/shard serve", [str(ROOT / ".venv" / "bin" / "shard")])]
+    cmds = [
+        ("bundle: dist/shard/Shard serve", [str(exe)]),
+        ("source: .venv/bin/shard serve", [str(ROOT / ".venv" / "bin" / "shard")]),
+    ]
     print(f"\n| app | model | launch to /health 200, median of {args.runs} (s) | min | max |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="shard-bundle-bench-") as tmpdir:
         tmp = Path(tmpdir)

@@ -54,9 +54,16 @@ class Figures:
     problems: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clients": self.clients, "requests": self.requests, "duration_s": round(self.duration_s, 1),
-                "outcomes": dict(sorted(self.outcomes.items())), "rss_start_mb": round(self.rss_start_mb, 1),
-                "rss_end_mb": round(self.rss_end_mb, 1), "rss_peak_mb": round(self.rss_peak_mb, 1), "problems": self.problems}
+        return {
+            "clients": self.clients,
+            "requests": self.requests,
+            "duration_s": round(self.duration_s, 1),
+            "outcomes": dict(sorted(self.outcomes.items())),
+            "rss_start_mb": round(self.rss_start_mb, 1),
+            "rss_end_mb": round(self.rss_end_mb, 1),
+            "rss_peak_mb": round(self.rss_peak_mb, 1),
+            "problems": self.problems,
+        }
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -81,14 +88,41 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_node(model: Path, data_dir: Path, parallel: int, max_queue: int, ctx: int, extra: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+def start_node(
+    model: Path, data_dir: Path, parallel: int, max_queue: int, ctx: int, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {**os.environ, "SHARD_RATE_LIMIT_PER_MINUTE": "1000000", "SHARD_MAX_QUEUE": str(max_queue),
-           "SHARD_CONFIG": str(data_dir / "none.toml"), "PYTHONPATH": str(ROOT / "app")}
+    env = {
+        **os.environ,
+        "SHARD_RATE_LIMIT_PER_MINUTE": "1000000",
+        "SHARD_MAX_QUEUE": str(max_queue),
+        "SHARD_CONFIG": str(data_dir / "none.toml"),
+        "PYTHONPATH": str(ROOT / "app"),
+    }
     log = (data_dir / "serve.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir / "data"),
-                             "--no-sidecar", "--model", str(model), "--parallel", str(parallel), "--ctx-size", str(ctx), *extra],
-                            stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shard",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(data_dir / "data"),
+            "--no-sidecar",
+            "--model",
+            str(model),
+            "--parallel",
+            str(parallel),
+            "--ctx-size",
+            str(ctx),
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -99,14 +133,16 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 
             async with session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=2)) as r:
                 if r.status == 200:
                     return
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             pass
         await asyncio.sleep(0.2)
     raise RuntimeError(f"{url} not ready after {timeout:.0f}s")
 
 
 class Load:
-    def __init__(self, url: str, clients: int, duration: float, max_tokens: int, deadline: float, seed: int, api_key: str | None) -> None:
+    def __init__(
+        self, url: str, clients: int, duration: float, max_tokens: int, deadline: float, seed: int, api_key: str | None
+    ) -> None:
         self.url = url
         self.clients = clients
         self.duration = duration
@@ -124,9 +160,12 @@ class Load:
 
     async def one(self, session: aiohttp.ClientSession, i: int) -> str:
         behaviour = self.rng.choices(list(BEHAVIOURS), weights=list(BEHAVIOURS.values()))[0]
-        body = {"messages": [{"role": "user", "content": f"client {i} says hello {self.rng.random()}"}],
-                "max_tokens": self.rng.randint(1, self.max_tokens), "temperature": self.rng.choice([0, 0.8]),
-                "stream": behaviour != "non_stream"}
+        body = {
+            "messages": [{"role": "user", "content": f"client {i} says hello {self.rng.random()}"}],
+            "max_tokens": self.rng.randint(1, self.max_tokens),
+            "temperature": self.rng.choice([0, 0.8]),
+            "stream": behaviour != "non_stream",
+        }
         async with session.post(self.url + "/v1/chat/completions", json=body, headers=self.headers) as r:
             if r.status in (429, 503):
                 err = (await r.json()).get("error", {})
@@ -167,7 +206,7 @@ class Load:
             self.requests += 1
             try:
                 outcome = await asyncio.wait_for(self.one(session, i), self.deadline)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 outcome = "hung"
                 self._problem(f"client {i}: a request took more than {self.deadline:.0f}s")
             except (aiohttp.ClientError, OSError, ValueError) as exc:
@@ -181,7 +220,9 @@ class Load:
         until = time.monotonic() + self.duration
         # Plain connections (no keep-alive reuse): every client is its own socket, as separate apps are.
         conn = aiohttp.TCPConnector(limit=0, force_close=True)
-        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)) as session:
+        async with aiohttp.ClientSession(
+            connector=conn, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+        ) as session:
             await asyncio.gather(*(self.client(session, i, until) for i in range(self.clients)))
 
 
@@ -206,7 +247,15 @@ async def soak(url: str, pid: int | None, args: argparse.Namespace) -> Figures:
         await wait_ready(session, url)
     if pid:
         # Warm up first (allocations that happen once: KV cache, first requests), then measure.
-        await Load(url, min(args.clients, 8), min(5.0, args.duration / 4), args.max_tokens, args.deadline, args.seed + 1, args.api_key).run()
+        await Load(
+            url,
+            min(args.clients, 8),
+            min(5.0, args.duration / 4),
+            args.max_tokens,
+            args.deadline,
+            args.seed + 1,
+            args.api_key,
+        ).run()
         figs.rss_start_mb = tree_rss_mb(pid)
     load = Load(url, args.clients, args.duration, args.max_tokens, args.deadline, args.seed, args.api_key)
     started = time.monotonic()
@@ -236,8 +285,13 @@ async def soak(url: str, pid: int | None, args: argparse.Namespace) -> Figures:
     if pid:
         await asyncio.sleep(1.0)
         figs.rss_end_mb = tree_rss_mb(pid)
-    bad = {k: v for k, v in figs.outcomes.items() if k in ("hung", "truncated", "bad_body") or k.startswith(("client_error", "http_5", "stream_error"))
-           or k.endswith("no_retry_after")}
+    bad = {
+        k: v
+        for k, v in figs.outcomes.items()
+        if k in ("hung", "truncated", "bad_body")
+        or k.startswith(("client_error", "http_5", "stream_error"))
+        or k.endswith("no_retry_after")
+    }
     if bad:
         figs.problems.append(f"bad outcomes: {bad}")
     if not figs.outcomes.get("ok"):
@@ -248,12 +302,16 @@ async def soak(url: str, pid: int | None, args: argparse.Namespace) -> Figures:
 
 
 def report(figs: Figures) -> str:
-    lines = [f"clients {figs.clients}, requests {figs.requests}, duration {figs.duration_s:.1f} s "
-             f"({figs.requests / max(figs.duration_s, 1e-9):.1f} req/s)",
-             "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(figs.outcomes.items()))]
+    lines = [
+        f"clients {figs.clients}, requests {figs.requests}, duration {figs.duration_s:.1f} s "
+        f"({figs.requests / max(figs.duration_s, 1e-9):.1f} req/s)",
+        "outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(figs.outcomes.items())),
+    ]
     if figs.rss_start_mb:
-        lines.append(f"memory (node + verifier RSS): start {figs.rss_start_mb:.0f} MB, end {figs.rss_end_mb:.0f} MB, "
-                     f"peak {figs.rss_peak_mb:.0f} MB")
+        lines.append(
+            f"memory (node + verifier RSS): start {figs.rss_start_mb:.0f} MB, end {figs.rss_end_mb:.0f} MB, "
+            f"peak {figs.rss_peak_mb:.0f} MB"
+        )
     lines.append("problems: " + ("; ".join(figs.problems) if figs.problems else "none"))
     return "\n".join(lines)
 

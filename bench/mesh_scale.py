@@ -39,12 +39,29 @@ def pct(v: list[float], q: float) -> float:
 
 
 def start(binary: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], dict]:
-    args = [str(binary), "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
-            "--log-level", "warn", "--reconnect-seconds", "5"]
+    args = [
+        str(binary),
+        "--control-port",
+        "0",
+        "--tcp-port",
+        "0",
+        "--listen-host",
+        "127.0.0.1",
+        "--no-mdns",
+        "--log-level",
+        "warn",
+        "--reconnect-seconds",
+        "5",
+    ]
     for b in bootstrap:
         args += ["--bootstrap", b]
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                         env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN})
+    p = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN},
+    )
     assert p.stdout is not None
     line = p.stdout.readline()
     assert line.startswith("SHARD_SIDECAR_READY"), line
@@ -66,6 +83,7 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
             infos.append(info)
         urls = [f"http://127.0.0.1:{i['control_port']}" for i in infos]
         async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=120)) as s:
+
             async def topo(u: str) -> dict:
                 async with s.get(u + "/topology") as r:
                     return await r.json()
@@ -100,10 +118,13 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
                 src = random.randrange(n)
                 sent[wid] = time.time() * 1000
                 try:  # a publisher too starved to answer in 10 s counts as a lost message
-                    async with s.post(urls[src] + "/broadcast-work", json={"work": {"work_id": wid, "prompt": "x" * 200, "position": 1}},
-                                      timeout=aiohttp.ClientTimeout(total=10)) as r:
+                    async with s.post(
+                        urls[src] + "/broadcast-work",
+                        json={"work": {"work_id": wid, "prompt": "x" * 200, "position": 1}},
+                        timeout=aiohttp.ClientTimeout(total=10),
+                    ) as r:
                         await r.json()
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     errors += 1
                 got.setdefault(wid, []).append(sent[wid])  # the publisher itself (no self-delivery)
                 await asyncio.sleep(max(0.0, tp + (k + 1) / rate - time.monotonic()))
@@ -113,9 +134,11 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
             lat = [t - sent[w] for w in sent for t in got.get(w, [])[1:]]
             delivered = sum(len(got.get(w, [])) for w in sent) / (len(sent) * n)
             held = messages / (time.monotonic() - tp - 3.0)
+
             async def npeers(u: str) -> int:
                 async with s.get(u + "/peers") as r:
                     return len((await r.json())["peers"])
+
             peer_counts = await asyncio.gather(*(npeers(u) for u in urls))
         ps = [psutil.Process(p.pid) for p in procs]
         rss = [x.memory_info().rss / 2**20 for x in ps]
@@ -123,9 +146,20 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
         await asyncio.sleep(10)
         c1 = [x.cpu_times() for x in ps]
         idle = [((b.user + b.system) - (a.user + a.system)) / 10 * 100 for a, b in zip(c0, c1)]
-        return {"errors": errors, "n": n, "mesh_s": mesh_s, "p50": pct(lat, 0.5), "p99": pct(lat, 0.99), "delivered": delivered, "held": held,
-                "peers": statistics.mean(peer_counts), "peers_max": max(peer_counts), "rss": statistics.mean(rss),
-                "rss_max": max(rss), "idle_cpu": statistics.mean(idle)}
+        return {
+            "errors": errors,
+            "n": n,
+            "mesh_s": mesh_s,
+            "p50": pct(lat, 0.5),
+            "p99": pct(lat, 0.99),
+            "delivered": delivered,
+            "held": held,
+            "peers": statistics.mean(peer_counts),
+            "peers_max": max(peer_counts),
+            "rss": statistics.mean(rss),
+            "rss_max": max(rss),
+            "idle_cpu": statistics.mean(idle),
+        }
     finally:
         for p in procs:
             p.kill()
@@ -142,15 +176,22 @@ def main() -> None:
     binary = find_daemon(Settings(data_dir="/tmp"))
     assert binary is not None, "build the sidecar first"
     random.seed(1)
-    print(f"{'N':>4} {'mesh>=4 s':>9} {'p50 ms':>7} {'p99 ms':>7} {'delivered':>9} {'msg/s':>6} {'peers':>6} {'max':>4} "
-          f"{'RSS MB':>7} {'max':>5} {'idle CPU %':>10}")
+    print(
+        f"{'N':>4} {'mesh>=4 s':>9} {'p50 ms':>7} {'p99 ms':>7} {'delivered':>9} {'msg/s':>6} {'peers':>6} {'max':>4} "
+        f"{'RSS MB':>7} {'max':>5} {'idle CPU %':>10}"
+    )
     for n in [int(x) for x in a.sizes.split(",")]:
         r = asyncio.run(run(n, binary, a.messages, a.rate))
-        print(f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
-              f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['idle_cpu']:>10.2f}"
-              f"  (publish errors: {r['errors']})", flush=True)
-    print("goals: 100 daemons on 2 cores, p99 < 1000 ms, RSS < 20 MB each, idle CPU < 0.5% each "
-          "(before issue 15, N=100: 99 peers each, 85 MB, p50 278 / p99 531 ms)")
+        print(
+            f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
+            f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['idle_cpu']:>10.2f}"
+            f"  (publish errors: {r['errors']})",
+            flush=True,
+        )
+    print(
+        "goals: 100 daemons on 2 cores, p99 < 1000 ms, RSS < 20 MB each, idle CPU < 0.5% each "
+        "(before issue 15, N=100: 99 peers each, 85 MB, p50 278 / p99 531 ms)"
+    )
 
 
 if __name__ == "__main__":

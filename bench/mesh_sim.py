@@ -43,6 +43,7 @@ def pct(values: list[float], q: float) -> float:
 
 # -- 1. gossip --------------------------------------------------------------------------------------
 
+
 def mesh_graph(n: int, degree: int, rng: random.Random) -> list[list[int]]:
     """A random graph where each node grafts `degree` mesh peers (links are symmetric, so degrees
     end between D and about 2D, as gossipsub's D..D_hi)."""
@@ -98,8 +99,9 @@ def simulate_gossip(n: int, degree: int, size: int, rng: random.Random, publishe
         lat_all.extend(v for k, v in first.items() if k != src)
         hops_max = max(hops_max, max(hops.values()))
     mean_degree = statistics.mean(len(p) for p in graph)
-    return GossipResult(n, mean_degree, pct(lat_all, 0.5) * 1000, pct(lat_all, 0.99) * 1000, hops_max,
-                        copies / publishes / n)
+    return GossipResult(
+        n, mean_degree, pct(lat_all, 0.5) * 1000, pct(lat_all, 0.99) * 1000, hops_max, copies / publishes / n
+    )
 
 
 # -- 2. Kademlia ------------------------------------------------------------------------------------
@@ -174,13 +176,17 @@ def simulate_lookups(n: int, k: int, alpha: int, lookups: int, rng: random.Rando
         rounds_all.append(rounds)
         msgs_all.append(msgs)
         ms_all.append(elapsed * 1000)
-    return LookupResult(pct(rounds_all, 0.5), pct(rounds_all, 0.99), statistics.mean(msgs_all),
-                        pct(ms_all, 0.5), pct(ms_all, 0.99))
+    return LookupResult(
+        pct(rounds_all, 0.5), pct(rounds_all, 0.99), statistics.mean(msgs_all), pct(ms_all, 0.5), pct(ms_all, 0.99)
+    )
 
 
 # -- 3. load per node at 10,000 Oracles and 1,000,000 scouts ----------------------------------------
 
-def load_table(oracles: int, scouts: int, models: int, copies_per_node: float, lookup_msgs: float) -> list[tuple[str, str]]:
+
+def load_table(
+    oracles: int, scouts: int, models: int, copies_per_node: float, lookup_msgs: float
+) -> list[tuple[str, str]]:
     presence_s = 30.0  # an Oracle re-announces its load at most this often on its model's topic
     presence_bytes = 300
     per_topic = oracles / models
@@ -194,12 +200,21 @@ def load_table(oracles: int, scouts: int, models: int, copies_per_node: float, l
     tok_s = 30.0
     return [
         ("topic members per model", f"{per_topic:,.0f}"),
-        ("presence copies received per Oracle per s (topic per model)", f"{gossip_msgs:.1f} ({gossip_msgs * presence_bytes / 1000:.1f} kB/s)"),
-        ("... with one topic for all models", f"{one_topic_msgs:.0f} ({one_topic_msgs * presence_bytes / 1000:.0f} kB/s)"),
+        (
+            "presence copies received per Oracle per s (topic per model)",
+            f"{gossip_msgs:.1f} ({gossip_msgs * presence_bytes / 1000:.1f} kB/s)",
+        ),
+        (
+            "... with one topic for all models",
+            f"{one_topic_msgs:.0f} ({one_topic_msgs * presence_bytes / 1000:.0f} kB/s)",
+        ),
         ("scout joins per s, network-wide (10 min stays)", f"{joins_s:,.0f}"),
         ("DHT messages per Oracle per s from scouts' provider lookups", f"{dht_msgs_per_server:.1f}"),
         ("scouts per Oracle (attached, one Oracle each)", f"{scouts / oracles:.0f}"),
-        ("drafting-session traffic per Oracle (8 sessions, 30 tok/s)", f"{sessions_per_oracle * token_frame * tok_s / 1000:.1f} kB/s"),
+        (
+            "drafting-session traffic per Oracle (8 sessions, 30 tok/s)",
+            f"{sessions_per_oracle * token_frame * tok_s / 1000:.1f} kB/s",
+        ),
         ("connections per Oracle (25 mesh + DHT, 8 drafting scouts)", "about 40"),
     ]
 
@@ -212,7 +227,9 @@ def main() -> None:
     rng = random.Random(args.seed)
     publishes = 5 if args.quick else 20
     print("1. Gossip delivery (300-byte message; one-way link delay median 30 ms; 10 Mbit/s uplinks)")
-    print(f"{'topic size':>10} {'mesh D':>7} {'mean deg':>9} {'p50 ms':>8} {'p99 ms':>8} {'max hops':>9} {'copies/node':>12}")
+    print(
+        f"{'topic size':>10} {'mesh D':>7} {'mean deg':>9} {'p50 ms':>8} {'p99 ms':>8} {'max hops':>9} {'copies/node':>12}"
+    )
     rows = [(100, 99), (100, 6), (1000, 6), (10000, 6), (10000, 8)]
     copies_d6 = 0.0
     for n, d in rows:
@@ -222,15 +239,19 @@ def main() -> None:
         if n == 1000 and d == 6:
             copies_d6 = r.copies_per_node
         label = "all" if d >= n - 1 else str(d)
-        print(f"{n:>10} {label:>7} {r.degree:>9.1f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_hops:>9} {r.copies_per_node:>12.1f}")
+        print(
+            f"{n:>10} {label:>7} {r.degree:>9.1f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_hops:>9} {r.copies_per_node:>12.1f}"
+        )
     print()
     print("2. Kademlia provider lookup (k=20, alpha=3, 64-bit ids, RTT per round = slowest of alpha)")
     print(f"{'DHT servers':>11} {'rounds p50':>11} {'rounds p99':>11} {'messages':>9} {'ms p50':>8} {'ms p99':>8}")
     lookup_msgs = 0.0
-    for n in ([1000] if args.quick else [1000, 10000]):
+    for n in [1000] if args.quick else [1000, 10000]:
         r2 = simulate_lookups(n, 20, 3, 50 if args.quick else 200, rng)
         lookup_msgs = r2.messages_mean
-        print(f"{n:>11} {r2.rounds_p50:>11.0f} {r2.rounds_p99:>11.0f} {r2.messages_mean:>9.1f} {r2.ms_p50:>8.0f} {r2.ms_p99:>8.0f}")
+        print(
+            f"{n:>11} {r2.rounds_p50:>11.0f} {r2.rounds_p99:>11.0f} {r2.messages_mean:>9.1f} {r2.ms_p50:>8.0f} {r2.ms_p99:>8.0f}"
+        )
     print()
     print("3. Load per Oracle: 10,000 Oracles over 20 model topics, 1,000,000 scouts")
     for name, value in load_table(10_000, 1_000_000, 20, copies_d6 or 6.0, lookup_msgs):

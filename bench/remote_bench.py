@@ -45,8 +45,23 @@ class Node:
         self.name, self.port, self.data = name, free_port(), tmp / name
         self.log = tmp / f"{name}.log"
         env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "shard", "serve", "--port", str(self.port), "--data-dir", str(self.data),
-                                      *NET, *flags], stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shard",
+                "serve",
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(self.data),
+                *NET,
+                *flags,
+            ],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
 
     @property
     def base(self) -> str:
@@ -89,8 +104,12 @@ class Node:
 def summarize(streams: list) -> dict[str, float]:  # type: ignore[type-arg]
     rates = [s.tokens / s.decode_s for s in streams if s.decode_s > 0]
     ttfts = sorted(s.ttft_s for s in streams)
-    return {"tok_s": statistics.median(rates) if rates else 0.0, "ttft_p50": 1000 * _pct(ttfts, 50), "ttft_p99": 1000 * _pct(ttfts, 99),
-            "cut": sum(not s.finished for s in streams)}
+    return {
+        "tok_s": statistics.median(rates) if rates else 0.0,
+        "ttft_p50": 1000 * _pct(ttfts, 50),
+        "ttft_p99": 1000 * _pct(ttfts, 99),
+        "cut": sum(not s.finished for s in streams),
+    }
 
 
 async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, threads: int) -> None:
@@ -104,7 +123,9 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         got: dict[str, list] = {"direct": [], "remote": []}  # type: ignore[type-arg]
         for r in range(rounds):
             for prompt in PROMPTS:
-                for name, node in (("direct", oracle), ("remote", asker)) if r % 2 == 0 else (("remote", asker), ("direct", oracle)):
+                for name, node in (
+                    (("direct", oracle), ("remote", asker)) if r % 2 == 0 else (("remote", asker), ("direct", oracle))
+                ):
                     stream, _ = await one_stream(node.base, "default", prompt, tokens)
                     got[name].append(stream)
         d, rm = summarize(got["direct"]), summarize(got["remote"])
@@ -113,10 +134,15 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         print("|---|---|---|---|---|")
         for name, s in (("Oracle called directly", d), ("through a node without a model (libp2p)", rm)):
             print(f"| {name} | {s['tok_s']:.1f} | {s['ttft_p50']:.0f} | {s['ttft_p99']:.0f} | {s['cut']} |")
-        print(f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} ms "
-              f"({rm['ttft_p50'] / d['ttft_p50']:.2f}x)")
+        print(
+            f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} ms "
+            f"({rm['ttft_p50'] / d['ttft_p50']:.2f}x)"
+        )
         body = {"prompt": PROMPTS[0], "max_tokens": tokens, "temperature": 0}
-        texts = [requests.post(n.base + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"] for n in (oracle, asker)]
+        texts = [
+            requests.post(n.base + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
+            for n in (oracle, asker)
+        ]
         same = texts[0] == texts[1]
         print(f"remote text == direct text: {same}")
     finally:
@@ -124,7 +150,9 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         oracle.stop()
 
 
-async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers: int, threads: int, seed_credit: int) -> None:
+async def mixed_load(
+    model: Path, tmp: Path, tokens: int, seconds: float, askers: int, threads: int, seed_credit: int
+) -> None:
     # The askers first, without bootstrap (their identities are needed for the Oracle's ledger);
     # the Oracle then dials them.
     nodes = {f"{kind}{i}": Node(f"{kind}{i}", tmp) for kind in ("contributor", "consumer") for i in range(askers)}
@@ -134,8 +162,17 @@ async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers
         if name.startswith("contributor"):
             ledger.record_draft(pid, f"seed:{pid}", seed_credit, seed_credit)
     ledger.close()
-    oracle = Node("oracle-mixed", tmp, "--model", str(model), "--threads", str(threads), "--parallel", "1",
-                  *(x for n in nodes.values() for x in ("--bootstrap", n.tcp_addr())))
+    oracle = Node(
+        "oracle-mixed",
+        tmp,
+        "--model",
+        str(model),
+        "--threads",
+        str(threads),
+        "--parallel",
+        "1",
+        *(x for n in nodes.values() for x in ("--bootstrap", n.tcp_addr())),
+    )
     try:
         oracle.healthy()
         for n in nodes.values():
@@ -152,8 +189,10 @@ async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers
                 i += 1
 
         await asyncio.gather(*(client(name) for name in nodes))
-        print(f"\n## mixed load ({seconds:.0f} s, Oracle with 1 slot, {askers} contributors + {askers} consumers, "
-              f"{tokens} tokens per request, back to back)\n")
+        print(
+            f"\n## mixed load ({seconds:.0f} s, Oracle with 1 slot, {askers} contributors + {askers} consumers, "
+            f"{tokens} tokens per request, back to back)\n"
+        )
         print("| class | requests served | wait to first token p50 s | p95 s | max s |")
         print("|---|---|---|---|---|")
         row = {}
@@ -162,8 +201,10 @@ async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers
             row[kind] = (len(w), _pct(w, 50), _pct(w, 95), max(w) if w else 0.0)
             print(f"| {kind}s | {row[kind][0]} | {row[kind][1]:.2f} | {row[kind][2]:.2f} | {row[kind][3]:.2f} |")
         if row["contributor"][1]:
-            print(f"\nconsumer / contributor wait p50: {row['consumer'][1] / row['contributor'][1]:.1f}x; "
-                  f"share of requests served to contributors: {row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}")
+            print(
+                f"\nconsumer / contributor wait p50: {row['consumer'][1] / row['contributor'][1]:.1f}x; "
+                f"share of requests served to contributors: {row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}"
+            )
     finally:
         oracle.stop()
         for n in nodes.values():
@@ -172,20 +213,32 @@ async def mixed_load(model: Path, tmp: Path, tokens: int, seconds: float, askers
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=models.default_model_path(Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))))
+    ap.add_argument(
+        "--model",
+        type=Path,
+        default=models.default_model_path(
+            Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))
+        ),
+    )
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads")
     ap.add_argument("--mixed-s", type=float, default=90.0, help="length of the mixed-load part, seconds")
     ap.add_argument("--mixed-tokens", type=int, default=32)
     ap.add_argument("--askers", type=int, default=2, help="contributors, and as many consumers")
-    ap.add_argument("--seed-credit", type=int, default=10_000, help="each contributor's credit with the Oracle at the start")
+    ap.add_argument(
+        "--seed-credit", type=int, default=10_000, help="each contributor's credit with the Oracle at the start"
+    )
     args = ap.parse_args()
     if not args.model.exists():
         raise SystemExit(f"no model at {args.model}: run `bash scripts/setup` or pass --model")
     with tempfile.TemporaryDirectory(prefix="shard-remote-bench-") as d:
         asyncio.run(direct_vs_remote(args.model, Path(d), args.tokens, args.rounds, args.threads))
-        asyncio.run(mixed_load(args.model, Path(d), args.mixed_tokens, args.mixed_s, args.askers, args.threads, args.seed_credit))
+        asyncio.run(
+            mixed_load(
+                args.model, Path(d), args.mixed_tokens, args.mixed_s, args.askers, args.threads, args.seed_credit
+            )
+        )
 
 
 if __name__ == "__main__":

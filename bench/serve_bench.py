@@ -123,7 +123,7 @@ class RssSampler:
                 pass
             time.sleep(0.05)
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         self._t.start()
         return self
 
@@ -133,6 +133,7 @@ class RssSampler:
 
 
 # -- llama-server, built once ------------------------------------------------------------------------
+
 
 def _pinned_version() -> str:
     return re.search(r"llama-cpp-python==([0-9.]+)", (ROOT / "pyproject.toml").read_text()).group(1)
@@ -147,7 +148,13 @@ def llama_server() -> Path:
     """The llama-server binary from the llama.cpp that the pinned llama-cpp-python vendors: built
     the first time (several minutes on 2 cores), then reused while version and flags are the same."""
     version = _pinned_version()
-    flags = [*_cpu_flags(), "-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_CURL=OFF", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF"]
+    flags = [
+        *_cpu_flags(),
+        "-DCMAKE_BUILD_TYPE=Release",
+        "-DLLAMA_CURL=OFF",
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+    ]
     build = CACHE / "build"
     binary = build / "bin" / "llama-server"
     want = hashlib.sha256(json.dumps([version, flags]).encode()).hexdigest()[:16]
@@ -157,27 +164,53 @@ def llama_server() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     sdist = CACHE / f"llama_cpp_python-{version}.tar.gz"
     if not sdist.exists():
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                        f"llama-cpp-python=={version}", "-d", str(CACHE)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-binary",
+                ":all:",
+                "--no-deps",
+                f"llama-cpp-python=={version}",
+                "-d",
+                str(CACHE),
+            ],
+            check=True,
+        )
     src = CACHE / f"llama_cpp_python-{version}" / "vendor" / "llama.cpp"
     if not src.exists():
         with tarfile.open(sdist) as tar:
             tar.extractall(CACHE, filter="data")
-    print(f"building llama-server from llama-cpp-python {version}'s vendored llama.cpp (once; several minutes)", flush=True)
+    print(
+        f"building llama-server from llama-cpp-python {version}'s vendored llama.cpp (once; several minutes)",
+        flush=True,
+    )
     subprocess.run(["cmake", "-S", str(src), "-B", str(build), *flags], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["cmake", "--build", str(build), "--target", "llama-server", "-j", str(os.cpu_count() or 2)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     stamp.write_text(want)
     return binary
 
 
 # -- driving a server ---------------------------------------------------------------------------------
 
+
 async def one_stream(base: str, model: str, prompt: str, tokens: int) -> Stream:
     import aiohttp
 
-    body = {"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": tokens,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     t0 = time.perf_counter()
     first = last = 0.0
     chunks = 0
@@ -209,7 +242,9 @@ async def one_stream(base: str, model: str, prompt: str, tokens: int) -> Stream:
     return Stream(first - t0, n, last - first, finished)
 
 
-async def drive(base: str, model: str, prompts: list[str], tokens: int, rounds: int, concurrency: int) -> tuple[list[Stream], float]:
+async def drive(
+    base: str, model: str, prompts: list[str], tokens: int, rounds: int, concurrency: int
+) -> tuple[list[Stream], float]:
     streams: list[Stream] = []
     wall = 0.0
     for r in range(rounds):
@@ -240,8 +275,15 @@ def wait_http(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
     raise RuntimeError(f"{url} not ready")
 
 
-def run_server(name: str, argv: list[str], port: int, health: str, model_id: str, args: argparse.Namespace,
-               env: dict[str, str] | None = None) -> tuple[list[Result], float]:
+def run_server(
+    name: str,
+    argv: list[str],
+    port: int,
+    health: str,
+    model_id: str,
+    args: argparse.Namespace,
+    env: dict[str, str] | None = None,
+) -> tuple[list[Result], float]:
     """All workloads and concurrencies on one server process; also its peak memory overall."""
     log = open(ROOT / "bench" / f".{name.replace(' ', '_')}.log", "w")
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
@@ -269,7 +311,9 @@ def run_server(name: str, argv: list[str], port: int, health: str, model_id: str
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default=str(Path.home() / ".cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument(
+        "--model", default=str(Path.home() / ".cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf")
+    )
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=4, help="streams at once, and slots on every server")
@@ -290,33 +334,89 @@ def main() -> None:
     if not only or "llama-server" in only:
         binary = llama_server()
         port = free_port()
-        add("llama-server", run_server("llama-server", [
-            str(binary), "-m", args.model, "--port", str(port), "--host", "127.0.0.1", "-np", str(args.concurrency),
-            "-c", str(args.ctx_size * args.concurrency), "-t", str(args.threads), "-tb", str(cpus), "--no-webui"],
-            port, "/health", "default", args))
+        add(
+            "llama-server",
+            run_server(
+                "llama-server",
+                [
+                    str(binary),
+                    "-m",
+                    args.model,
+                    "--port",
+                    str(port),
+                    "--host",
+                    "127.0.0.1",
+                    "-np",
+                    str(args.concurrency),
+                    "-c",
+                    str(args.ctx_size * args.concurrency),
+                    "-t",
+                    str(args.threads),
+                    "-tb",
+                    str(cpus),
+                    "--no-webui",
+                ],
+                port,
+                "/health",
+                "default",
+                args,
+            ),
+        )
     for name, extra in (("shard", []), ("shard --no-lookup", ["--no-lookup"])):
         if only and name.replace(" --", "-") not in only:
             continue
         port = free_port()
-        add(name, run_server(name, [
-            sys.executable, "-m", "shard", "serve", "--model", args.model, "--port", str(port), "--no-sidecar",
-            "--ctx-size", str(args.ctx_size), "--parallel", str(args.concurrency), "--threads", str(args.threads),
-            "--data-dir", str(ROOT / "bench" / ".data"), *extra],
-            port, "/health", "default", args, env={"SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_CONFIG": "/nonexistent"}))
+        add(
+            name,
+            run_server(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "shard",
+                    "serve",
+                    "--model",
+                    args.model,
+                    "--port",
+                    str(port),
+                    "--no-sidecar",
+                    "--ctx-size",
+                    str(args.ctx_size),
+                    "--parallel",
+                    str(args.concurrency),
+                    "--threads",
+                    str(args.threads),
+                    "--data-dir",
+                    str(ROOT / "bench" / ".data"),
+                    *extra,
+                ],
+                port,
+                "/health",
+                "default",
+                args,
+                env={"SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_CONFIG": "/nonexistent"},
+            ),
+        )
 
-    print(f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, {args.threads} decode "
-          f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds {args.rounds}\n")
+    print(
+        f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, {args.threads} decode "
+        f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds {args.rounds}\n"
+    )
     ref = {(r.workload, r.concurrency): r for r in results if r.server == "llama-server"}
-    hdr = (f"{'server':<20}{'work':<6}{'streams':>8}{'tok/s/stream':>14}{'tok/s total':>13}{'vs llama-server':>17}"
-           f"{'TTFT p50 ms':>13}{'peak MB':>9}{'vs':>7}{'cut off':>9}")
+    hdr = (
+        f"{'server':<20}{'work':<6}{'streams':>8}{'tok/s/stream':>14}{'tok/s total':>13}{'vs llama-server':>17}"
+        f"{'TTFT p50 ms':>13}{'peak MB':>9}{'vs':>7}{'cut off':>9}"
+    )
     print(hdr)
     print("-" * len(hdr))
     for r in results:
         peer = ref.get((r.workload, r.concurrency))
         ratio = f"{r.tok_s_total() / peer.tok_s_total():.2f}x" if peer and peer.tok_s_total() else "-"
         mem = f"{r.peak_mb / peer.peak_mb:.2f}x" if peer and peer.peak_mb else "-"
-        print(f"{r.server:<20}{r.workload:<6}{r.concurrency:>8}{r.tok_s_stream():>14.1f}{r.tok_s_total():>13.1f}{ratio:>17}"
-              f"{r.ttft_ms(50):>13.1f}{r.peak_mb:>9.0f}{mem:>7}{r.cut():>9}")
+        print(
+            f"{r.server:<20}{r.workload:<6}{r.concurrency:>8}{r.tok_s_stream():>14.1f}{r.tok_s_total():>13.1f}{ratio:>17}"
+            f"{r.ttft_ms(50):>13.1f}{r.peak_mb:>9.0f}{mem:>7}{r.cut():>9}"
+        )
     print("\npeak MB over the whole run: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
     if "llama-server" in peaks:
         print("goals: defaults >= 1.0x llama-server on chat (1 and N streams), >= 1.3x on edit; peak memory <= 1.15x")

@@ -37,11 +37,23 @@ def default_binary():
 
 class Daemon:
     def __init__(self, binary, extra=()):
-        args = [binary, "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1",
-                "--no-mdns", "--log-level", "warn", *extra]
+        args = [
+            binary,
+            "--control-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--listen-host",
+            "127.0.0.1",
+            "--no-mdns",
+            "--log-level",
+            "warn",
+            *extra,
+        ]
         env = dict(os.environ, SHARD_CONTROL_TOKEN=TOKEN)
-        self.proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                                     stdin=subprocess.DEVNULL, text=True)
+        self.proc = subprocess.Popen(
+            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True
+        )
         deadline = time.time() + 30
         self.ready = None
         while time.time() < deadline:
@@ -49,7 +61,7 @@ class Daemon:
             if not line:
                 break
             if line.startswith("SHARD_SIDECAR_READY "):
-                self.ready = json.loads(line[len("SHARD_SIDECAR_READY "):])
+                self.ready = json.loads(line[len("SHARD_SIDECAR_READY ") :])
                 break
         if self.ready is None:
             self.proc.kill()
@@ -169,8 +181,7 @@ def round_trips(nodes, rounds, warmup=20):
         next_at = max(now, next_at) + PACE_S
         wid = f"w-{len(nodes)}-{i}"
         t0 = time.perf_counter()
-        st, out = sender.call("POST", "/broadcast-work",
-                              {"work": {"work_id": wid, "prompt": "x" * 200, "position": i}})
+        st, out = sender.call("POST", "/broadcast-work", {"work": {"work_id": wid, "prompt": "x" * 200, "position": i}})
         t1 = wait_result(results, wid, 5.0)
         if t1 is None:
             raise RuntimeError(f"no result for {wid}; stats: {sender.call('GET', '/stats')[1]}")

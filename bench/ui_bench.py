@@ -58,7 +58,16 @@ class App:
         env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), **(extra_env or {})}
         if not env.get("DISPLAY"):
             env["QT_QPA_PLATFORM"] = "offscreen"
-        args = [sys.executable, "-m", "shard", "--no-sidecar", "--port", str(self.port), "--data-dir", str(tmp / f"data-{self.port}")]
+        args = [
+            sys.executable,
+            "-m",
+            "shard",
+            "--no-sidecar",
+            "--port",
+            str(self.port),
+            "--data-dir",
+            str(tmp / f"data-{self.port}"),
+        ]
         if model is not None:
             args += ["--model", str(model)]
         self.output = bytearray()
@@ -126,7 +135,9 @@ def idle(app: App, seconds: float) -> tuple[float, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, help="GGUF to load in the launch runs (default: SmolLM2 from the test data dir)")
+    parser.add_argument(
+        "--model", type=Path, help="GGUF to load in the launch runs (default: SmolLM2 from the test data dir)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--idle-seconds", type=float, default=60)
     args = parser.parse_args()
@@ -148,7 +159,9 @@ def main() -> int:
                 api.append(a)
                 if o is not None:
                     ok.append(o)
-            rows.append((label, statistics.median(shown), statistics.median(api), statistics.median(ok) if ok else None))
+            rows.append(
+                (label, statistics.median(shown), statistics.median(api), statistics.median(ok) if ok else None)
+            )
         platform = "xcb (DISPLAY " + os.environ["DISPLAY"] + ")" if os.environ.get("DISPLAY") else "offscreen"
         print(f"\nLaunch to ready, `shard --no-sidecar`, Qt platform {platform}, median of {args.runs} runs\n")
         print("| launch | window shown s | API answers s | /health 200 s |")
@@ -161,8 +174,15 @@ def main() -> int:
         if os.environ.get("DISPLAY") and shutil.which("trayer"):
             cases.append(("in the system tray (trayer), window hidden", True))
         for label, tray in cases:
-            panel = subprocess.Popen(["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "120"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) if tray else None
+            panel = (
+                subprocess.Popen(
+                    ["trayer", "--edge", "top", "--align", "right", "--widthtype", "pixel", "--width", "120"],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                if tray
+                else None
+            )
             try:
                 time.sleep(1 if tray else 0)
                 app = App(tmp, None)

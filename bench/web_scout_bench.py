@@ -58,22 +58,50 @@ class Node:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "shard", "serve", "--model", str(model), "--port", str(self.port),
-                                      "--data-dir", str(tmp / f"data-{self.port}"), "--parallel", "1", "--threads", str(threads),
-                                      *NET, *flags], stdout=(tmp / f"serve-{self.port}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "shard",
+                "serve",
+                "--model",
+                str(model),
+                "--port",
+                str(self.port),
+                "--data-dir",
+                str(tmp / f"data-{self.port}"),
+                "--parallel",
+                "1",
+                "--threads",
+                str(threads),
+                *NET,
+                *flags,
+            ],
+            stdout=(tmp / f"serve-{self.port}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what="the node to load")
-        wait(lambda: requests.get(self.base + "/v1/system/status", timeout=2).json()["sidecar"]["state"] == "running", what="the sidecar")
+        wait(
+            lambda: requests.get(self.base + "/v1/system/status", timeout=2).json()["sidecar"]["state"] == "running",
+            what="the sidecar",
+        )
 
     def complete(self, prompt: str, tokens: int) -> tuple[str, int, float]:
         t0 = time.perf_counter()
-        r = requests.post(self.base + "/v1/chat/completions", timeout=600, json={
-            "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0})
+        r = requests.post(
+            self.base + "/v1/chat/completions",
+            timeout=600,
+            json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
+        )
         dt = time.perf_counter() - t0
         body = r.json()
         return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
 
     def scouts(self) -> list[dict[str, Any]]:
-        return [p for p in requests.get(self.base + "/v1/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]]
+        return [
+            p for p in requests.get(self.base + "/v1/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]
+        ]
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -85,8 +113,18 @@ class Node:
 
 
 def wllama_speed(node: Node, threads: int) -> dict[str, Any]:
-    out = subprocess.run(["node", "e2e/wllama-speed.mjs", "--url", f"{node.base}/scout/?drafter=wllama&lookup_first=0&threads={threads}"],
-                         cwd=WEB, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [
+            "node",
+            "e2e/wllama-speed.mjs",
+            "--url",
+            f"{node.base}/scout/?drafter=wllama&lookup_first=0&threads={threads}",
+        ],
+        cwd=WEB,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if out.returncode != 0:
         raise SystemExit(f"wllama-speed.mjs failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -111,22 +149,34 @@ def main() -> None:
                 if not oracle_lookup:
                     for t in sorted({1, 2}):
                         speed_rows.append(wllama_speed(node, t))
-                configs: list[tuple[str, str | None]] = [("no browser", None), ("browser: wllama (forced)", "drafter=wllama&lookup_first=0&pace=0"),
-                                                         ("browser: lookup", "drafter=lookup"), ("browser: default (lookup + paced wllama)", "")]
+                configs: list[tuple[str, str | None]] = [
+                    ("no browser", None),
+                    ("browser: wllama (forced)", "drafter=wllama&lookup_first=0&pace=0"),
+                    ("browser: lookup", "drafter=lookup"),
+                    ("browser: default (lookup + paced wllama)", ""),
+                ]
                 if oracle_lookup:
                     configs = [configs[0], configs[3]]
                 reference: dict[str, list[str]] = {}
                 for name, query in configs:
                     browser = None
                     if query is not None:
-                        browser = BrowserScout(f"{node.base}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log", 3600)
-                        wait(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"], timeout=180,  # noqa: B023
-                             what="the page to connect and load its drafter")
+                        browser = BrowserScout(
+                            f"{node.base}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log", 3600
+                        )
+                        wait(
+                            lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"],
+                            timeout=180,  # noqa: B023
+                            what="the page to connect and load its drafter",
+                        )
                         wait(lambda: node.scouts(), what="the browser's handshake")
                     try:
                         for wl, prompts in WORKLOADS.items():
                             node.complete(prompts[0], 8)  # warm-up
-                            before = {k: metric(node.base, f"shard_draft_tokens_{k}_total", '{source="scout"}') for k in ("proposed", "accepted")}
+                            before = {
+                                k: metric(node.base, f"shard_draft_tokens_{k}_total", '{source="scout"}')
+                                for k in ("proposed", "accepted")
+                            }
                             page_before = json.loads(json.dumps(browser.state)) if browser else {}
                             speeds, texts = [], []
                             for _ in range(args.rounds):
@@ -136,15 +186,34 @@ def main() -> None:
                                     texts.append(text)
                             reference.setdefault(wl, texts)
                             time.sleep(1.0)  # the last verdicts reach the page
-                            proposed = metric(node.base, "shard_draft_tokens_proposed_total", '{source="scout"}') - before["proposed"]
-                            accepted = metric(node.base, "shard_draft_tokens_accepted_total", '{source="scout"}') - before["accepted"]
+                            proposed = (
+                                metric(node.base, "shard_draft_tokens_proposed_total", '{source="scout"}')
+                                - before["proposed"]
+                            )
+                            accepted = (
+                                metric(node.base, "shard_draft_tokens_accepted_total", '{source="scout"}')
+                                - before["accepted"]
+                            )
                             page = browser.state if browser else {}
-                            verdicts = {k: v - page_before.get("verdicts", {}).get(k, 0) for k, v in page.get("verdicts", {}).items()}
+                            verdicts = {
+                                k: v - page_before.get("verdicts", {}).get(k, 0)
+                                for k, v in page.get("verdicts", {}).items()
+                            }
                             sent = page.get("drafts", {}).get("sent", 0) - page_before.get("drafts", {}).get("sent", 0)
-                            rows.append({"oracle": "lookup on" if oracle_lookup else "no lookup", "run": name, "workload": wl,
-                                         "tok_s": statistics.median(speeds), "proposed": proposed, "accepted": accepted,
-                                         "sent": sent, "verdicts": verdicts, "same": texts == reference[wl],
-                                         "wllama_tok_s": page.get("drafter", {}).get("tokensPerSecond")})
+                            rows.append(
+                                {
+                                    "oracle": "lookup on" if oracle_lookup else "no lookup",
+                                    "run": name,
+                                    "workload": wl,
+                                    "tok_s": statistics.median(speeds),
+                                    "proposed": proposed,
+                                    "accepted": accepted,
+                                    "sent": sent,
+                                    "verdicts": verdicts,
+                                    "same": texts == reference[wl],
+                                    "wllama_tok_s": page.get("drafter", {}).get("tokensPerSecond"),
+                                }
+                            )
                     finally:
                         if browser is not None:
                             browser.stop()
@@ -155,22 +224,32 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"\n### wllama in headless Chromium ({args.model.name}, {os.cpu_count()} CPUs, node idle)\n")
-    print("| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing context, ms each | tok/s there |")
+    print(
+        "| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing context, ms each | tok/s there |"
+    )
     print("|---|---|---|---|---|---|---|")
     for s in speed_rows:
-        print(f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['first_draft_ms']} | "
-              f"{' '.join(str(x) for x in s['incremental_8_token_draft_ms'])} | {s['incremental_tok_s']} |")
-    print(f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} "
-          f"threads, wllama {args.browser_threads} thread(s))\n")
-    print("| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |")
+        print(
+            f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['first_draft_ms']} | "
+            f"{' '.join(str(x) for x in s['incremental_8_token_draft_ms'])} | {s['incremental_tok_s']} |"
+        )
+    print(
+        f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} "
+        f"threads, wllama {args.browser_threads} thread(s))\n"
+    )
+    print(
+        "| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["workload"]): r["tok_s"] for r in rows if r["run"] == "no browser"}
     for r in rows:
         acc = f"{r['accepted'] / r['proposed']:.0%}" if r["proposed"] else "-"
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items()) if v) or "-"
-        print(f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | {r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
-              f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | {r['accepted']:.0f} | {acc} | "
-              f"{'yes' if r['same'] else 'NO'} |")
+        print(
+            f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | {r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
+            f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | {r['accepted']:.0f} | {acc} | "
+            f"{'yes' if r['same'] else 'NO'} |"
+        )
 
 
 if __name__ == "__main__":

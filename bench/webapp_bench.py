@@ -25,8 +25,8 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from coop_bench import WORKLOADS  # noqa: E402
 from conftest import MODEL_CACHE, start_node, wait_for  # noqa: E402
+from coop_bench import WORKLOADS  # noqa: E402
 from shard import models  # noqa: E402
 from webapp_browser import Browser  # noqa: E402
 
@@ -35,8 +35,11 @@ def run_workload(api: str, prompts: list[str], tokens: int) -> tuple[float, list
     produced, spent, texts = 0, 0.0, []
     for prompt in prompts:
         t0 = time.monotonic()
-        r = requests.post(api + "/chat/completions", timeout=600, json={
-            "messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0}).json()
+        r = requests.post(
+            api + "/chat/completions",
+            timeout=600,
+            json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
+        ).json()
         spent += time.monotonic() - t0
         produced += r["usage"]["completion_tokens"]
         texts.append(r["choices"][0]["message"]["content"])
@@ -63,7 +66,11 @@ def main() -> None:
                 if mode == "tab":
                     browser = Browser(tmp / "chromium.log")
                     browser.do("goto", url=node.url + "/")
-                    browser.until("window.shardApp?.scout.state.connected && window.shardApp.scout.state.drafter.loaded", 90, "the tab's scout")
+                    browser.until(
+                        "window.shardApp?.scout.state.connected && window.shardApp.scout.state.drafter.loaded",
+                        90,
+                        "the tab's scout",
+                    )
                 try:
                     for name, prompts in WORKLOADS.items():
                         rate, out = run_workload(node.api, prompts, args.tokens)
@@ -77,12 +84,16 @@ def main() -> None:
                         browser.close()
     finally:
         node.stop()
-    print(f"model {args.model.name}, {args.tokens} tokens a request, {args.rounds} alternating rounds (medians, tokens/s)")
+    print(
+        f"model {args.model.name}, {args.tokens} tokens a request, {args.rounds} alternating rounds (medians, tokens/s)"
+    )
     print(f"{'workload':10} {'no browser':>11} {'web app tab':>12} {'ratio':>7}")
     for name in WORKLOADS:
-        none, tab = statistics.median(rates[(name, 'none')]), statistics.median(rates[(name, 'tab')])
+        none, tab = statistics.median(rates[(name, "none")]), statistics.median(rates[(name, "tab")])
         print(f"{name:10} {none:11.1f} {tab:12.1f} {tab / none:7.3f}")
-    print(f"draft tokens the tab had accepted: {accepted}; texts equal across runs: {all(len(v) == 1 for v in texts.values())}")
+    print(
+        f"draft tokens the tab had accepted: {accepted}; texts equal across runs: {all(len(v) == 1 for v in texts.values())}"
+    )
 
 
 if __name__ == "__main__":

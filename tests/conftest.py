@@ -10,13 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import psutil
-import requests
 import pytest
+import requests
 
 from shard import models
 
@@ -43,8 +43,10 @@ def slow_twin_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def smollm2() -> Path:
     path = models.default_model_path(MODEL_CACHE)
     if not path.exists():
-        pytest.fail(f"SmolLM2 is not at {path}: run `bash scripts/test` (it installs it), or "
-                    f"`shard models install-default --data-dir {MODEL_CACHE}`")
+        pytest.fail(
+            f"SmolLM2 is not at {path}: run `bash scripts/test` (it installs it), or "
+            f"`shard models install-default --data-dir {MODEL_CACHE}`"
+        )
     return path
 
 
@@ -62,7 +64,7 @@ def wait_for(check: Callable[[], object], timeout: float = 60.0, what: str = "co
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def metric(node: "ServedNode", name: str, labels: str = "") -> float:
+def metric(node: ServedNode, name: str, labels: str = "") -> float:
     """One sample of the node's Prometheus metrics (0 when absent)."""
     text = requests.get(node.url + "/metrics", timeout=5).text
     m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+]+)$", text, re.M)
@@ -124,8 +126,15 @@ class ServedNode:
 SIDECAR_FLAGS = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
 
 
-def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] | None = None, wait: bool = True,
-               sidecar: bool = False, sidecar_flags: tuple[str, ...] = SIDECAR_FLAGS) -> ServedNode:
+def start_node(
+    model: Path | None,
+    tmp: Path,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    wait: bool = True,
+    sidecar: bool = False,
+    sidecar_flags: tuple[str, ...] = SIDECAR_FLAGS,
+) -> ServedNode:
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     data_dir = tmp / f"data-{port}"
@@ -134,7 +143,12 @@ def start_node(model: Path | None, tmp: Path, *extra: str, env: dict[str, str] |
     args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), *network, *extra]
     if model is not None:
         args += ["--model", str(model)]
-    full_env = {**os.environ, "SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_CONFIG": str(tmp / "none.toml"), **(env or {})}
+    full_env = {
+        **os.environ,
+        "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
+        "SHARD_CONFIG": str(tmp / "none.toml"),
+        **(env or {}),
+    }
     proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)
     node = ServedNode(proc, port, data_dir, log_path)
     if wait:
@@ -149,16 +163,35 @@ def pair_key(node: ServedNode) -> str:
     return (data_dir / "pair.key").read_text().strip()
 
 
-def start_scout(model: Path | None, bootstrap: str, tmp: Path, paired_with: ServedNode | None = None) -> subprocess.Popen[bytes]:
+def start_scout(
+    model: Path | None, bootstrap: str, tmp: Path, paired_with: ServedNode | None = None
+) -> subprocess.Popen[bytes]:
     """A headless scout (with no model, it fetches its Oracle's draft model); `paired_with`: given
     that node's pairing key, as a user pairs one (else a `local` node does not admit it)."""
     tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
     pair = ("--pair", pair_key(paired_with)) if paired_with else ()
     drafter = ("--model", str(model)) if model else ()
-    return subprocess.Popen([sys.executable, "-m", "shard", "scout", *drafter, "--bootstrap", bootstrap,
-                             "--data-dir", str(tmp / "scout-data"), *SIDECAR_FLAGS, "--log-level", "DEBUG", *pair],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shard",
+            "scout",
+            *drafter,
+            "--bootstrap",
+            bootstrap,
+            "--data-dir",
+            str(tmp / "scout-data"),
+            *SIDECAR_FLAGS,
+            "--log-level",
+            "DEBUG",
+            *pair,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")},
+    )
 
 
 @pytest.fixture(scope="module")

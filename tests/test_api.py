@@ -40,8 +40,9 @@ def test_openai_client_sync_streaming_and_not(tiny_node: ServedNode) -> None:
     full = client.chat.completions.create(model=model_id, messages=MSG, max_tokens=12, temperature=0)
     assert full.choices[0].finish_reason in ("length", "stop")
     assert full.usage.completion_tokens <= 12 and full.usage.prompt_tokens > 0
-    stream = client.chat.completions.create(model=model_id, messages=MSG, max_tokens=12, temperature=0, stream=True,
-                                            stream_options={"include_usage": True})
+    stream = client.chat.completions.create(
+        model=model_id, messages=MSG, max_tokens=12, temperature=0, stream=True, stream_options={"include_usage": True}
+    )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == full.choices[0].message.content  # greedy: streaming changes nothing
@@ -56,8 +57,13 @@ async def test_openai_client_async_streaming_in_parallel(tiny_node: ServedNode) 
     client = openai.AsyncOpenAI(base_url=tiny_node.api, api_key="unused")
 
     async def one(i: int) -> str:
-        stream = await client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": f"story {i}"}],
-                                                      max_tokens=20, temperature=0, stream=True)
+        stream = await client.chat.completions.create(
+            model="tiny",
+            messages=[{"role": "user", "content": f"story {i}"}],
+            max_tokens=20,
+            temperature=0,
+            stream=True,
+        )
         parts = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         return "".join(parts)
 
@@ -75,7 +81,9 @@ def test_seed_gives_reproducible_sampling(tiny_node: ServedNode) -> None:
 
 
 def test_json_mode_through_grammar(tiny_node: ServedNode) -> None:
-    r = chat(tiny_node, {"messages": MSG, "max_tokens": 60, "temperature": 0, "response_format": {"type": "json_object"}})
+    r = chat(
+        tiny_node, {"messages": MSG, "max_tokens": 60, "temperature": 0, "response_format": {"type": "json_object"}}
+    )
     assert r.status_code == 200
     content = r.json()["choices"][0]["message"]["content"]
     if r.json()["choices"][0]["finish_reason"] == "stop":
@@ -90,7 +98,11 @@ def test_json_mode_through_grammar(tiny_node: ServedNode) -> None:
         ({"messages": []}, 400, "invalid_request"),
         ({"messages": "hi"}, 400, "invalid_request"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, 400, "invalid_request"),
-        ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, 400, "invalid_request"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+            400,
+            "invalid_request",
+        ),
         ({"messages": MSG, "n": 99}, 400, "invalid_request"),  # more choices than a request may ask for
         ({"messages": MSG, "tools": [{"type": "function"}]}, 400, "invalid_request"),  # a tool without its function
         ({"messages": MSG, "temperature": 5}, 400, "invalid_request"),
@@ -116,20 +128,31 @@ def test_malformed_oversized_and_unknown(tiny_node: ServedNode) -> None:
     assert_openai_error(requests.get(tiny_node.api + "/chat/completions", timeout=10), 405)
     # A prompt under the character cap but over the context (512 tokens here) is refused by the verifier.
     long = " ".join(f"w{i}" for i in range(1500))
-    err = assert_openai_error(chat(tiny_node, {"messages": [{"role": "user", "content": long}]}), 400, "context_length_exceeded")
+    err = assert_openai_error(
+        chat(tiny_node, {"messages": [{"role": "user", "content": long}]}), 400, "context_length_exceeded"
+    )
     assert "context holds 512" in err["message"]
     assert chat(tiny_node, {"messages": MSG, "max_tokens": 2}).status_code == 200  # still serving
 
 
 def test_dns_rebinding_and_foreign_origins_are_refused(tiny_node: ServedNode) -> None:
     url = tiny_node.api + "/models"
-    assert_openai_error(requests.get(url, headers={"Host": "attacker.example:8000"}, timeout=10), 403, "host_not_allowed")
-    assert_openai_error(requests.get(url, headers={"Origin": "https://evil.example"}, timeout=10), 403, "origin_not_allowed")
+    assert_openai_error(
+        requests.get(url, headers={"Host": "attacker.example:8000"}, timeout=10), 403, "host_not_allowed"
+    )
+    assert_openai_error(
+        requests.get(url, headers={"Origin": "https://evil.example"}, timeout=10), 403, "origin_not_allowed"
+    )
     assert_openai_error(requests.get(url, headers={"Origin": "null"}, timeout=10), 403, "origin_not_allowed")
-    ok = requests.get(url, headers={"Origin": "http://localhost:3000", "Host": f"localhost:{tiny_node.port}"}, timeout=10)
+    ok = requests.get(
+        url, headers={"Origin": "http://localhost:3000", "Host": f"localhost:{tiny_node.port}"}, timeout=10
+    )
     assert ok.status_code == 200 and ok.headers["Access-Control-Allow-Origin"] == "http://localhost:3000"
-    pre = requests.options(tiny_node.api + "/chat/completions", headers={"Origin": "http://127.0.0.1:5173",
-                           "Access-Control-Request-Method": "POST"}, timeout=10)
+    pre = requests.options(
+        tiny_node.api + "/chat/completions",
+        headers={"Origin": "http://127.0.0.1:5173", "Access-Control-Request-Method": "POST"},
+        timeout=10,
+    )
     assert pre.status_code == 204 and "POST" in pre.headers["Access-Control-Allow-Methods"]
 
 
@@ -144,7 +167,9 @@ def test_system_endpoints_say_plainly_there_is_no_sidecar(tiny_node: ServedNode)
 def test_metrics_count_requests_and_tokens(tiny_node: ServedNode) -> None:
     chat(tiny_node, {"messages": MSG, "max_tokens": 4, "temperature": 0})
     text = requests.get(tiny_node.url + "/metrics", timeout=10).text
-    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    metrics = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
     assert metrics['shard_requests_total{endpoint="chat_completions",status="200"}'] >= 1
     assert metrics["shard_completion_tokens_total"] >= 4
     assert metrics["shard_verifier_up"] == 1.0
@@ -156,8 +181,10 @@ def test_client_disconnect_cancels_generation(tiny_model: Path, tmp_path: Path) 
     try:
         body = json.dumps({"messages": MSG, "max_tokens": 8000, "temperature": 0, "stream": True}).encode()
         with socket.create_connection(("127.0.0.1", node.port)) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                      b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             assert b"200 OK" in s.recv(4096)
         # The slot is freed within moments, long before 8000 tokens could have been generated.
         deadline = time.monotonic() + 10
@@ -175,8 +202,19 @@ def test_client_disconnect_cancels_generation(tiny_model: Path, tmp_path: Path) 
 
 
 def test_api_keys_rate_limit(tiny_model: Path, tmp_path: Path) -> None:
-    node = start_node(tiny_model, tmp_path, "--api-key", "k1", "--api-key", "k2", "--ctx-size", "256", "--parallel", "1",
-                      env={"SHARD_RATE_LIMIT_PER_MINUTE": "3"})
+    node = start_node(
+        tiny_model,
+        tmp_path,
+        "--api-key",
+        "k1",
+        "--api-key",
+        "k2",
+        "--ctx-size",
+        "256",
+        "--parallel",
+        "1",
+        env={"SHARD_RATE_LIMIT_PER_MINUTE": "3"},
+    )
     try:
         body = {"messages": MSG, "max_tokens": 1}
         assert_openai_error(chat(node, body), 401, "missing_api_key")

@@ -12,8 +12,9 @@ import sqlite3
 import stat
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -32,17 +33,32 @@ class HostilePeer(Daemon):
     requests with `on_infer(request, asker)` (lines; a float pauses), verify requests with
     `on_verify(request, sender)` (the verdict)."""
 
-    def __init__(self, tmp: Path, bootstrap: str | None = None, roles: tuple[str, ...] = ("oracle",), host: str = "127.0.0.1",
-                 pair_key: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        bootstrap: str | None = None,
+        roles: tuple[str, ...] = ("oracle",),
+        host: str = "127.0.0.1",
+        pair_key: str | None = None,
+    ) -> None:
         binary = find_daemon(Settings())
         if binary is None:
             pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
         tmp.mkdir(parents=True, exist_ok=True)
         super().__init__(binary, tmp, bootstrap, host=host)
         self.peer_id: str = self.info["peer_id"]
-        self.session.put(self.url + "/local-info", json={"roles": list(roles), "models": ["tiny"] if "oracle" in roles else [],
-                                                          "capacity": 4, "load": 0, "agent": "evil/1",
-                                                          **({"pair_key": pair_key} if pair_key else {})}, timeout=5).raise_for_status()
+        self.session.put(
+            self.url + "/local-info",
+            json={
+                "roles": list(roles),
+                "models": ["tiny"] if "oracle" in roles else [],
+                "capacity": 4,
+                "load": 0,
+                "agent": "evil/1",
+                **({"pair_key": pair_key} if pair_key else {}),
+            },
+            timeout=5,
+        ).raise_for_status()
         self.on_infer: Script | None = None
         self.on_verify: Callable[[dict[str, Any], str], dict[str, Any]] | None = None
         self.infer_requests: list[dict[str, Any]] = []
@@ -61,7 +77,16 @@ class HostilePeer(Daemon):
         return {"receipt": body, "signature_b64": sig}
 
     def receipt(self, kind: str, subject: str, ref: str, amount: Any) -> dict[str, Any]:
-        return self.sign({"kind": kind, "issuer": self.peer_id, "subject": subject, "ref": ref, "amount": amount, "ts": int(time.time())})
+        return self.sign(
+            {
+                "kind": kind,
+                "issuer": self.peer_id,
+                "subject": subject,
+                "ref": ref,
+                "amount": amount,
+                "ts": int(time.time()),
+            }
+        )
 
     def _events(self) -> None:
         try:
@@ -80,7 +105,11 @@ class HostilePeer(Daemon):
         rid, request, sender = event["request_id"], event["request"], event["from"]
         if event["type"] == "verify_request":
             self.verify_requests.append(request)
-            verdict = self.on_verify(request, sender) if self.on_verify else {"v": 1, "work_id": request.get("work_id", "x"), "outcome": "stale"}
+            verdict = (
+                self.on_verify(request, sender)
+                if self.on_verify
+                else {"v": 1, "work_id": request.get("work_id", "x"), "outcome": "stale"}
+            )
             self.post("/verify-response", {"request_id": rid, "response": verdict})
             return
         self.infer_requests.append(request)
@@ -100,7 +129,9 @@ class HostilePeer(Daemon):
 
     def infer(self, peer_id: str, request: dict[str, Any], timeout: float = 60) -> list[dict[str, Any]]:
         """Ask `peer_id` (an Oracle) to generate; the answer's lines."""
-        with self.session.post(self.url + "/infer", json={"peer_id": peer_id, "request": request}, stream=True, timeout=timeout) as r:
+        with self.session.post(
+            self.url + "/infer", json={"peer_id": peer_id, "request": request}, stream=True, timeout=timeout
+        ) as r:
             assert r.status_code == 200, r.text
             return [json.loads(line) for line in r.iter_lines() if line.strip()]
 
@@ -113,8 +144,10 @@ def hostile(tmp_path: Path) -> Iterator[HostilePeer]:
 
 
 def tcp_addr(node: ServedNode) -> str:
-    topo = wait_for(lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
-                    what="the sidecar")
+    topo = wait_for(
+        lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+        what="the sidecar",
+    )
     return next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
 
 
@@ -124,11 +157,16 @@ def tokens(n: int, text: str = " ok") -> list[dict[str, Any]]:
 
 def served(peer: HostilePeer, n: int, amount: Any, **extra: Any) -> Script:
     """An Oracle's answer: n tokens, then an end line whose receipt claims `amount`."""
+
     def script(request: dict[str, Any], asker: str) -> list[dict[str, Any] | float]:
         ref = os.urandom(4).hex()
         receipt = {**peer.receipt("served", asker, ref, amount), "id": ref, **extra}
-        return [{"type": "start", "prompt_tokens": 3}, *tokens(n),
-                {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": n}, "receipt": receipt}]
+        return [
+            {"type": "start", "prompt_tokens": 3},
+            *tokens(n),
+            {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": n}, "receipt": receipt},
+        ]
+
     return script
 
 
@@ -138,13 +176,17 @@ def consumer_of(peer: HostilePeer, tmp: Path, *extra: str, env: dict[str, str] |
 
 
 def ask(node: ServedNode, stream: bool = False, max_tokens: int = 3, timeout: float = 30) -> requests.Response:
-    return requests.post(node.api + "/completions", json={"prompt": "x", "max_tokens": max_tokens, "stream": stream}, timeout=timeout)
+    return requests.post(
+        node.api + "/completions", json={"prompt": "x", "max_tokens": max_tokens, "stream": stream}, timeout=timeout
+    )
 
 
 # -- 4, 13: receipts from a lying Oracle ---------------------------------------------------------
 
 
-def test_4_a_receipt_for_more_than_was_delivered_or_with_a_string_amount_is_refused(hostile: HostilePeer, tmp_path: Path) -> None:
+def test_4_a_receipt_for_more_than_was_delivered_or_with_a_string_amount_is_refused(
+    hostile: HostilePeer, tmp_path: Path
+) -> None:
     consumer = consumer_of(hostile, tmp_path / "c")
     try:
         hostile.on_infer = served(hostile, 3, 1e9)  # 3 tokens served, a signed receipt for a billion
@@ -171,7 +213,9 @@ def test_13_padded_receipts_are_stored_without_their_padding(hostile: HostilePee
         hostile.on_infer = served(hostile, 3, 3.0, pad="x" * 200_000)  # valid, plus 200 kB that is not signed
         for _ in range(6):
             assert ask(consumer).status_code == 200
-        assert requests.get(consumer.api + "/system/credit", timeout=5).json()["spent"] == 18  # counted: the receipt is good
+        assert (
+            requests.get(consumer.api + "/system/credit", timeout=5).json()["spent"] == 18
+        )  # counted: the receipt is good
     finally:
         consumer.stop()
     with sqlite3.connect(consumer.data_dir / "ledger.db") as db:
@@ -185,8 +229,11 @@ def test_13_padded_receipts_are_stored_without_their_padding(hostile: HostilePee
 def test_7_an_oracle_sending_more_than_asked_is_cut_off_and_dropped(hostile: HostilePeer, tmp_path: Path) -> None:
     consumer = consumer_of(hostile, tmp_path / "c")
     try:
-        hostile.on_infer = lambda req, asker: [{"type": "start", "prompt_tokens": 1}, *tokens(40, "PWNED"),
-                                               {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}}]
+        hostile.on_infer = lambda req, asker: [
+            {"type": "start", "prompt_tokens": 1},
+            *tokens(40, "PWNED"),
+            {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}},
+        ]
         r = ask(consumer, max_tokens=3)
         assert r.status_code != 200 or r.json()["choices"][0]["text"].count("PWNED") <= 3, r.text  # was 200 with 40
         assert metric(consumer, "shard_oracles_dropped_total", '{reason="overrun"}') == 1
@@ -199,24 +246,51 @@ def test_7_an_oracle_sending_more_than_asked_is_cut_off_and_dropped(hostile: Hos
         consumer.stop()
 
 
-def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(hostile: HostilePeer, tiny_model: Path, tmp_path: Path) -> None:
+def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(
+    hostile: HostilePeer, tiny_model: Path, tmp_path: Path
+) -> None:
     """The lying Oracle sends well-formed text that is simply not the model's: no count gives it away.
     Asked again of an honest Oracle, the greedy answers differ; with no third to decide, both are
     dropped (the consumer cannot tell which lied) and it is reported."""
     honest = start_node(tiny_model, tmp_path / "h", "--ctx-size", "512", sidecar=True)
-    consumer = start_node(None, tmp_path / "c", "--bootstrap", hostile.addr(), "--bootstrap", tcp_addr(honest), sidecar=True,
-                          env={"SHARD_SPOT_CHECK_RATE": "1"})
+    consumer = start_node(
+        None,
+        tmp_path / "c",
+        "--bootstrap",
+        hostile.addr(),
+        "--bootstrap",
+        tcp_addr(honest),
+        sidecar=True,
+        env={"SHARD_SPOT_CHECK_RATE": "1"},
+    )
     try:
-        hostile.on_infer = lambda req, asker: [{"type": "start", "prompt_tokens": 1}, *tokens(3, " PWNED"),
-                                               {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}}]
-        wait_for(lambda: sum("oracle" in p["roles"] for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]) == 2,
-                 what="both Oracles")
-        r = requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        hostile.on_infer = lambda req, asker: [
+            {"type": "start", "prompt_tokens": 1},
+            *tokens(3, " PWNED"),
+            {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}},
+        ]
+        wait_for(
+            lambda: (
+                sum(
+                    "oracle" in p["roles"]
+                    for p in requests.get(consumer.api + "/system/peers", timeout=5).json()["peers"]
+                )
+                == 2
+            ),
+            what="both Oracles",
+        )
+        r = requests.post(
+            consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60
+        )
         assert r.status_code == 200, r.text
-        wait_for(lambda: metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') >= 1, 60, "the spot check")  # was: never checked
+        wait_for(
+            lambda: metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') >= 1, 60, "the spot check"
+        )  # was: never checked
         assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
         before = len(hostile.infer_requests)
-        requests.post(consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60)
+        requests.post(
+            consumer.api + "/completions", json={"prompt": "x", "max_tokens": 3, "temperature": 0}, timeout=60
+        )
         assert len(hostile.infer_requests) == before  # the liar is not asked again
     finally:
         consumer.stop()
@@ -226,7 +300,9 @@ def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(hosti
 def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
     consumer = consumer_of(hostile, tmp_path / "c", env={"SHARD_REMOTE_TIMEOUT_S": "3"})
     try:
-        hostile.on_infer = lambda req, asker: [x for i in range(120) for x in ({"type": "queued", "position": 1, "eta_s": 1}, 1.0)]
+        hostile.on_infer = lambda req, asker: [
+            x for i in range(120) for x in ({"type": "queued", "position": 1, "eta_s": 1}, 1.0)
+        ]
         started = time.monotonic()
         r = ask(consumer, timeout=40)  # was open for good
         assert r.status_code == 503 and "no token within 3 s" in r.json()["error"]["message"]
@@ -239,6 +315,7 @@ def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tm
 
 def _own_ips() -> list[str]:
     import psutil
+
     return [a.address for addrs in psutil.net_if_addrs().values() for a in addrs if a.family.name == "AF_INET"]
 
 
@@ -256,8 +333,17 @@ def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny
 
     hostile.on_verify = verdict
     try:
-        scout_id = wait_for(lambda: next((p["peer_id"] for p in hostile.session.get(hostile.url + "/peers", timeout=5).json()["peers"]
-                                          if "scout" in p["roles"]), None), what="the scout's handshake")
+        scout_id = wait_for(
+            lambda: next(
+                (
+                    p["peer_id"]
+                    for p in hostile.session.get(hostile.url + "/peers", timeout=5).json()["peers"]
+                    if "scout" in p["roles"]
+                ),
+                None,
+            ),
+            what="the scout's handshake",
+        )
         attacks = [
             ("huge", "hello there " * 5000, lambda s, w: None),  # 60,000 characters: more tokens than its context
             ("stringy", "one two three", lambda s, w: hostile.receipt("draft", s, w, "x")),
@@ -269,8 +355,15 @@ def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny
             work_id = f"{os.urandom(8).hex()}.1"
             verdicts[work_id] = make
             seen = len(hostile.verify_requests)
-            work = {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 5, "max_draft": 4,
-                    "deadline_ms": int(time.time() * 1000) + 60_000}
+            work = {
+                "v": 1,
+                "work_id": work_id,
+                "model": "tiny",
+                "context": context,
+                "position": 5,
+                "max_draft": 4,
+                "deadline_ms": int(time.time() * 1000) + 60_000,
+            }
             r = hostile.post("/broadcast-work", {"work": work, "peers": [scout_id]})
             assert r.json()["published"], r.text
             wait_for(lambda: len(hostile.verify_requests) > seen, 60, f"the scout's draft for the {name} work")
@@ -288,7 +381,9 @@ def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny
 
 @pytest.fixture(scope="module")
 def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    node = start_node(tiny_model, tmp_path_factory.mktemp("oracle"), "--ctx-size", "512", "--parallel", "2", sidecar=True)
+    node = start_node(
+        tiny_model, tmp_path_factory.mktemp("oracle"), "--ctx-size", "512", "--parallel", "2", sidecar=True
+    )
     yield node
     node.stop()
 
@@ -297,14 +392,22 @@ def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def asker(oracle: ServedNode, tmp_path: Path) -> Iterator[HostilePeer]:
     peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
     peer.oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]  # type: ignore[attr-defined]
-    wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
-             what="the Oracle to see the asker")
+    wait_for(
+        lambda: any(
+            p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+        ),
+        what="the Oracle to see the asker",
+    )
     yield peer
     peer.stop()
 
 
 def infer_request(**generate: Any) -> dict[str, Any]:
-    return {"v": 1, "model": "", "generate": {"prompt": "a b c", "max_tokens": 4, "sampling": {"temperature": 0}, **generate}}
+    return {
+        "v": 1,
+        "model": "",
+        "generate": {"prompt": "a b c", "max_tokens": 4, "sampling": {"temperature": 0}, **generate},
+    }
 
 
 def test_1_a_peer_cannot_send_a_grammar_only_a_bounded_schema(oracle: ServedNode, asker: HostilePeer) -> None:
@@ -342,12 +445,19 @@ def test_10_a_peer_cannot_send_a_huge_stop_list(oracle: ServedNode, asker: Hosti
 
 
 def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: Path) -> None:
-    oracle = start_node(slow_twin_model, tmp_path / "o", "--ctx-size", "4096", "--parallel", "2", "--no-lookup", sidecar=True)
+    oracle = start_node(
+        slow_twin_model, tmp_path / "o", "--ctx-size", "4096", "--parallel", "2", "--no-lookup", sidecar=True
+    )
     peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
     try:
         oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
-        wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]),
-                 what="the Oracle to see the asker")
+        wait_for(
+            lambda: any(
+                p["peer_id"] == peer.peer_id
+                for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+            ),
+            what="the Oracle to see the asker",
+        )
         ended: list[str] = []
 
         def remote(i: int) -> None:  # long jobs
@@ -360,12 +470,17 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
         remotes = [threading.Thread(target=remote, args=(i,)) for i in range(2)]
         for t in remotes:
             t.start()
-        wait_for(lambda: requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] >= 1, what="a remote job")
+        wait_for(
+            lambda: requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] >= 1,
+            what="a remote job",
+        )
         time.sleep(1.0)
         done: list[int] = []
 
         def owner(i: int) -> None:
-            r = requests.post(oracle.api + "/completions", json={"prompt": "x y", "max_tokens": 8, "temperature": 0}, timeout=300)
+            r = requests.post(
+                oracle.api + "/completions", json={"prompt": "x y", "max_tokens": 8, "temperature": 0}, timeout=300
+            )
             assert r.status_code == 200
             done.append(i)
 
@@ -375,7 +490,9 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
         for t in owners:
             t.join(300)
         assert sorted(done) == [0, 1]
-        assert not any(e.startswith("end") for e in ended), ended  # the owner did not wait for the remote jobs to finish
+        assert not any(e.startswith("end") for e in ended), (
+            ended
+        )  # the owner did not wait for the remote jobs to finish
         # The remote job holding the slot the owner's second request needed gave way.
         wait_for(lambda: any("preempted" in e for e in ended), 30, f"a preempted remote job (ended: {ended})")
     finally:
@@ -387,8 +504,12 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
 
 
 def test_15_json_nested_deep_is_a_400(tiny_node: ServedNode) -> None:
-    r = requests.post(tiny_node.api + "/chat/completions", data="[" * 100_000 + "]" * 100_000,
-                      headers={"Content-Type": "application/json"}, timeout=30)
+    r = requests.post(
+        tiny_node.api + "/chat/completions",
+        data="[" * 100_000 + "]" * 100_000,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", r.text  # was 500
 
 
@@ -396,7 +517,10 @@ def test_15_wrong_api_keys_are_throttled(tiny_model: Path, tmp_path: Path) -> No
     node = start_node(tiny_model, tmp_path, "--api-key", "k-right", "--ctx-size", "256", "--parallel", "1")
     try:
         session = requests.Session()
-        codes = [session.get(node.api + "/models", headers={"X-API-Key": f"guess-{i}"}, timeout=5).status_code for i in range(300)]
+        codes = [
+            session.get(node.api + "/models", headers={"X-API-Key": f"guess-{i}"}, timeout=5).status_code
+            for i in range(300)
+        ]
         assert codes[:10] == [401] * 10
         assert codes.count(429) >= 200, codes  # was 300 x 401
         r = session.get(node.api + "/models", headers={"X-API-Key": "k-right"}, timeout=5)
@@ -419,11 +543,14 @@ def test_15_the_ledger_and_logs_are_private(tiny_node: ServedNode) -> None:
 
 def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
     import psutil
+
     victim = HostilePeer(tmp_path / "victim", roles=("oracle",))
     flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("scout",))
     try:
-        wait_for(lambda: flooder.post("/publish-result", {"result": {"work_id": "warmup", "text": "x"}}).json()["published"],
-                 what="the gossip mesh")
+        wait_for(
+            lambda: flooder.post("/publish-result", {"result": {"work_id": "warmup", "text": "x"}}).json()["published"],
+            what="the gossip mesh",
+        )
         before = psutil.Process(victim.proc.pid).memory_info().rss
         big = "x" * (250 * 1024)
         for i in range(1000):
@@ -442,10 +569,12 @@ def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
 
 def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) -> None:
     import socket
+
     lan_ip = next((ip for ip in _own_ips() if not ip.startswith("127.")), None)
     assert lan_ip is not None, "this test needs a non-loopback interface"
     victim = HostilePeer(tmp_path / "victim", roles=("oracle",), host="0.0.0.0")
     import resource
+
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.prlimit(victim.proc.pid, resource.RLIMIT_NOFILE, (1024, hard))  # a common default
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))  # this process holds the flood
@@ -458,8 +587,14 @@ def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) 
         time.sleep(1)
         peer = HostilePeer(tmp_path / "peer", bootstrap=victim.addr(), roles=("scout",))
         try:  # it was locked out for 10-20 s
-            wait_for(lambda: any(p["peer_id"] == peer.peer_id for p in victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]),
-                     5, "a real peer to get through")
+            wait_for(
+                lambda: any(
+                    p["peer_id"] == peer.peer_id
+                    for p in victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]
+                ),
+                5,
+                "a real peer to get through",
+            )
         finally:
             peer.stop()
     finally:
@@ -471,6 +606,7 @@ def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) 
 
 def test_14_half_sent_requests_do_not_lock_the_api(tiny_node: ServedNode) -> None:
     import socket
+
     flood = []
     try:
         for _ in range(200):  # requests whose headers never end
@@ -486,7 +622,7 @@ def test_14_half_sent_requests_do_not_lock_the_api(tiny_node: ServedNode) -> Non
             s.close()
 
 
-def _closed(s: "socket.socket") -> bool:  # noqa: F821
+def _closed(s: socket.socket) -> bool:  # noqa: F821
     s.setblocking(False)
     try:
         return s.recv(1) == b""
@@ -499,16 +635,34 @@ def _closed(s: "socket.socket") -> bool:  # noqa: F821
 # -- 2: golden tickets under the caps of real work ----------------------------------------------
 
 
-def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_real_draft(smollm2: Path, tmp_path: Path) -> None:
+def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_real_draft(
+    smollm2: Path, tmp_path: Path
+) -> None:
     """The fake scout remembers every work's text; a ticket (cut from an earlier generation) is
     answered with what followed in it, as long a text as a draft may be. It scored 77 tokens."""
-    oracle = start_node(smollm2, tmp_path / "o", "--ctx-size", "1024", "--parallel", "1", "--privacy", "anyone", "--no-lookup",
-                        sidecar=True, env={"SHARD_GOLDEN_RATE": "1.0"})
+    oracle = start_node(
+        smollm2,
+        tmp_path / "o",
+        "--ctx-size",
+        "1024",
+        "--parallel",
+        "1",
+        "--privacy",
+        "anyone",
+        "--no-lookup",
+        sidecar=True,
+        env={"SHARD_GOLDEN_RATE": "1.0"},
+    )
     peer = HostilePeer(tmp_path / "scout", bootstrap=tcp_addr(oracle), roles=("scout",))
     try:
         oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
-        wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
-                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+        wait_for(
+            lambda: any(
+                p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+                for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+            ),
+            what="the scout",
+        )
         works: list[dict[str, Any]] = []
 
         def watch() -> None:
@@ -520,19 +674,30 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
         threading.Thread(target=watch, daemon=True).start()
         time.sleep(0.5)
         owner = {"prompt": "The history of the city of Rome began", "max_tokens": 120, "temperature": 0}
-        requests.post(oracle.api + "/completions", json=owner, timeout=60).raise_for_status()  # the source, seen as work
+        requests.post(
+            oracle.api + "/completions", json=owner, timeout=60
+        ).raise_for_status()  # the source, seen as work
         time.sleep(1)
         source_key = works[0]["work_id"].split(".")[0]
         known = max((w["context"] for w in works if w["work_id"].startswith(source_key)), key=len)  # all it knows of it
-        requests.post(oracle.api + "/completions", json={**owner, "prompt": "Paris is a city that"}, timeout=60).raise_for_status()
+        requests.post(
+            oracle.api + "/completions", json={**owner, "prompt": "Paris is a city that"}, timeout=60
+        ).raise_for_status()
         time.sleep(1)
         scores = []
         for w in works:
-            if not w["work_id"].startswith(source_key) and known.startswith(w["context"]):  # a ticket cut from the source
-                answer = known[len(w["context"]):][:512]
+            if not w["work_id"].startswith(source_key) and known.startswith(
+                w["context"]
+            ):  # a ticket cut from the source
+                answer = known[len(w["context"]) :][:512]
                 if answer:
-                    v = peer.post("/send-verify", {"peer_id": oracle_id, "request": {"v": 1, "work_id": w["work_id"], "position": w["position"],
-                                                                                     "text": answer}}).json()["response"]
+                    v = peer.post(
+                        "/send-verify",
+                        {
+                            "peer_id": oracle_id,
+                            "request": {"v": 1, "work_id": w["work_id"], "position": w["position"], "text": answer},
+                        },
+                    ).json()["response"]
                     scores.append(v.get("accepted", 0))
         assert scores, "no golden ticket was recognised"
         assert max(scores) <= 16, scores  # a real draft is checked up to 16 tokens
@@ -551,10 +716,17 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
     liar = HostilePeer(tmp_path / "liar", addr, roles=("scout",))  # on loopback, says "scout": proves nothing
     paired = HostilePeer(tmp_path / "paired", addr, roles=("scout",), pair_key=pair_key(node))
     try:
-        wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]) == 2,
-                 what="both handshakes")
+        wait_for(
+            lambda: (
+                sum("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"])
+                == 2
+            ),
+            what="both handshakes",
+        )
         for _ in range(3):
-            r = requests.post(node.api + "/completions", json={"prompt": "My bank PIN is 4921 and", "max_tokens": 24}, timeout=60)
+            r = requests.post(
+                node.api + "/completions", json={"prompt": "My bank PIN is 4921 and", "max_tokens": 24}, timeout=60
+            )
             assert r.status_code == 200, r.text
         wait_for(lambda: paired.works, what="work for the paired scout")
         assert "My bank PIN" in paired.works[0]["context"]
@@ -569,25 +741,33 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
 # -- 15: a shadow-paused scout cannot tell; drafts on gossip are worth nothing --------------------
 
 
-def perfect_drafts(oracle: ServedNode, peer: HostilePeer, send: Callable[[dict[str, Any]], Any],
-                   enough: Callable[[list[Any]], bool]) -> list[Any]:
+def perfect_drafts(
+    oracle: ServedNode, peer: HostilePeer, send: Callable[[dict[str, Any]], Any], enough: Callable[[list[Any]], bool]
+) -> list[Any]:
     """Drafts that the target will accept, from `peer` (a scout): the Oracle's greedy answer is seen
     once as work (its tokens); while it generates the same again, each work gets the tokens that
     follow, through `send`, until `enough` of what `send` returned."""
-    wait_for(lambda: any(p["peer_id"] == peer.peer_id and "scout" in p["roles"]
-                         for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the scout")
+    wait_for(
+        lambda: any(
+            p["peer_id"] == peer.peer_id and "scout" in p["roles"]
+            for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+        ),
+        what="the scout",
+    )
     asked = {"prompt": "one two three", "max_tokens": 400, "temperature": 0}
     requests.post(oracle.api + "/completions", json=asked, timeout=120).raise_for_status()
     full = max((w["tokens"] for w in peer.works), key=len)
     peer.works.clear()
     done = threading.Event()
-    threading.Thread(target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True).start()
+    threading.Thread(
+        target=lambda: (requests.post(oracle.api + "/completions", json=asked, timeout=120), done.set()), daemon=True
+    ).start()
     sent: list[Any] = []
     answered: set[str] = set()
     while not done.is_set() and not enough(sent):
-        for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[:w["position"]] == w["tokens"]]:
+        for w in [w for w in list(peer.works) if w["work_id"] not in answered and full[: w["position"]] == w["tokens"]]:
             answered.add(w["work_id"])
-            if right := full[w["position"]:][:16]:
+            if right := full[w["position"] :][:16]:
                 sent.append(send({"v": 1, "work_id": w["work_id"], "position": w["position"], "tokens": right}))
         time.sleep(0.02)
     assert sent, "no work reached the scout"
@@ -607,13 +787,32 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
     for _ in range(3):
         ledger.record_golden(peer.peer_id, 8, 0)  # it failed three golden tickets: shadow-paused
     ledger.close()
-    oracle = start_node(slow_twin_model, tmp_path / "o", "--data-dir", str(data), "--privacy", "anyone", "--no-lookup", "--parallel", "1",
-                        "--bootstrap", peer.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    oracle = start_node(
+        slow_twin_model,
+        tmp_path / "o",
+        "--data-dir",
+        str(data),
+        "--privacy",
+        "anyone",
+        "--no-lookup",
+        "--parallel",
+        "1",
+        "--bootstrap",
+        peer.addr(),
+        sidecar=True,
+        env={"SHARD_GOLDEN_RATE": "0"},
+    )
     try:
         oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
-        verdicts = perfect_drafts(oracle, peer, lambda draft: peer.post("/send-verify", {"peer_id": oracle_id, "request": draft}).json()["response"],
-                                  lambda vs: any(v.get("accepted") for v in vs))
-        assert any(v["outcome"] == "verified" and v["accepted"] > 0 for v in verdicts), verdicts  # was: accepted 0, at once
+        verdicts = perfect_drafts(
+            oracle,
+            peer,
+            lambda draft: peer.post("/send-verify", {"peer_id": oracle_id, "request": draft}).json()["response"],
+            lambda vs: any(v.get("accepted") for v in vs),
+        )
+        assert any(v["outcome"] == "verified" and v["accepted"] > 0 for v in verdicts), (
+            verdicts
+        )  # was: accepted 0, at once
         credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
         assert credit.get(peer.peer_id, {}).get("credit", 0) == 0  # still paused: checked, never paid
         assert metric(oracle, "shard_drafts_ignored_total", '{reason="shadow_paused"}') >= 1
@@ -627,14 +826,37 @@ def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: P
     protocol by a copier, who was then paid for it. Drafts go direct only: one on gossip is not checked
     or paid (the web scout no longer publishes any), so there is nothing worth copying."""
     author = HostilePeer(tmp_path / "author", roles=("scout",))
-    oracle = start_node(slow_twin_model, tmp_path / "o", "--privacy", "anyone", "--no-lookup", "--parallel", "1",
-                        "--bootstrap", author.addr(), sidecar=True, env={"SHARD_GOLDEN_RATE": "0"})
+    oracle = start_node(
+        slow_twin_model,
+        tmp_path / "o",
+        "--privacy",
+        "anyone",
+        "--no-lookup",
+        "--parallel",
+        "1",
+        "--bootstrap",
+        author.addr(),
+        sidecar=True,
+        env={"SHARD_GOLDEN_RATE": "0"},
+    )
     try:
-        wait_for(lambda: author.post("/publish-result", {"result": {"work_id": "warmup", "position": 1, "text": "x"}}).json()["published"],
-                 what="the gossip mesh")
-        perfect_drafts(oracle, author, lambda draft: author.post("/publish-result", {"result": draft}).json()["published"],
-                       lambda sent: len(sent) >= 3)
-        wait_for(lambda: metric(oracle, "shard_drafts_ignored_total", '{reason="gossip"}') >= 3, 20, "the gossip drafts to be refused")
+        wait_for(
+            lambda: author.post(
+                "/publish-result", {"result": {"work_id": "warmup", "position": 1, "text": "x"}}
+            ).json()["published"],
+            what="the gossip mesh",
+        )
+        perfect_drafts(
+            oracle,
+            author,
+            lambda draft: author.post("/publish-result", {"result": draft}).json()["published"],
+            lambda sent: len(sent) >= 3,
+        )
+        wait_for(
+            lambda: metric(oracle, "shard_drafts_ignored_total", '{reason="gossip"}') >= 3,
+            20,
+            "the gossip drafts to be refused",
+        )
         assert metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') == 0  # was: checked and accepted
         credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
         assert credit.get(author.peer_id, {}).get("credit", 0) == 0

@@ -8,18 +8,19 @@ import math
 import queue
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from policy_helpers import FreeChecks
 from shard.verifier.engine import Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
-
-from policy_helpers import FreeChecks
 
 GREEDY = Sampling(temperature=0.0)
 N = 24
@@ -68,14 +69,18 @@ class Verdicts:
 
 
 # A draft "kind" and where it starts relative to the generation's current end (0: now, -k: k back).
-draft_kinds = st.tuples(st.sampled_from(["right", "random", "adversarial", "garbage_prefix"]),
-                        st.integers(min_value=-6, max_value=0), st.integers(min_value=1, max_value=10))
+draft_kinds = st.tuples(
+    st.sampled_from(["right", "random", "adversarial", "garbage_prefix"]),
+    st.integers(min_value=-6, max_value=0),
+    st.integers(min_value=1, max_value=10),
+)
 
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=st.lists(draft_kinds, min_size=1, max_size=12), seed=st.integers(0, 2**16))
-def test_any_external_drafts_leave_greedy_output_unchanged(engine: Engine, reference: tuple[list[int], list[int]],
-                                                           plan: list[tuple[str, int, int]], seed: int) -> None:
+def test_any_external_drafts_leave_greedy_output_unchanged(
+    engine: Engine, reference: tuple[list[int], list[int]], plan: list[tuple[str, int, int]], seed: int
+) -> None:
     prompt, ref = reference
     answer = prompt + ref
     rng = np.random.default_rng(seed)
@@ -85,7 +90,7 @@ def test_any_external_drafts_leave_greedy_output_unchanged(engine: Engine, refer
 
     def make(kind: str, back: int, length: int, have: int) -> ExternalDraft:
         pos = max(len(prompt), have + back)
-        truth = answer[pos:pos + length]
+        truth = answer[pos : pos + length]
         if kind == "right":
             tokens = truth or [1]
         elif kind == "random":
@@ -136,7 +141,7 @@ def test_a_draft_for_an_older_position_is_reconciled(engine: Engine, reference: 
         have = len(job.tokens) - len(prompt)
         if not sent and have >= 4:
             sent.append(have)
-            job.inbox.append(ExternalDraft(len(prompt) + have - 3, ref[have - 3:have + 6], verdicts.done))
+            job.inbox.append(ExternalDraft(len(prompt) + have - 3, ref[have - 3 : have + 6], verdicts.done))
 
     out = _run(engine, Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N), on_token=arrive)
     assert out["tokens"] == ref
@@ -163,7 +168,9 @@ def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> N
         tok = _run(engine, drafted)["tokens"][0]
         counts[tok] += 1
         if seed < 40:  # the draw is the same as without the draft
-            assert _run(engine, Job(prompt=prompt, params=sampling, emit=lambda e: None, max_tokens=1))["tokens"][0] == tok
+            assert (
+                _run(engine, Job(prompt=prompt, params=sampling, emit=lambda e: None, max_tokens=1))["tokens"][0] == tok
+            )
     # Chi-square over bins with expected count >= 5 (the rest pooled).
     order = np.argsort(-p)
     bins, rest_p, rest_c = [], 0.0, 0

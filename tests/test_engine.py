@@ -8,18 +8,18 @@ import json
 import queue
 import random
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import psutil
 import pytest
 
+from policy_helpers import CPU, FreeChecks, curve
 from shard.verifier.engine import Engine, EngineError, Job
 from shard.verifier.lookup import PromptLookup
 from shard.verifier.model import Model, ModelLoadError, ModelOptions
 from shard.verifier.policy import Acceptance
-
-from policy_helpers import CPU, FreeChecks, curve
 from shard.verifier.protocol import Sampling
 
 GREEDY = Sampling(temperature=0.0)
@@ -54,7 +54,13 @@ def run(engine: Engine, timeout: float = 60, **kw: Any) -> dict[str, Any]:
         elif e["type"] == "error":
             raise AssertionError(e["message"])
         elif e["type"] == "end":
-            return {"text": "".join(text), "ids": ids, "tokens": e["tokens"], "reason": e["finish_reason"], "usage": e["usage"]}
+            return {
+                "text": "".join(text),
+                "ids": ids,
+                "tokens": e["tokens"],
+                "reason": e["finish_reason"],
+                "usage": e["usage"],
+            }
 
 
 def verify(engine: Engine, context: list[int], draft: list[int], sampling: Sampling = GREEDY) -> list[int]:
@@ -92,15 +98,15 @@ def test_generation_through_verify_equals_plain_greedy(engine: Engine, kind: str
         pos = len(out)
         k = rng.randint(1, 8)
         if kind == "right":
-            draft = ref[pos:pos + k]
+            draft = ref[pos : pos + k]
         elif kind == "wrong":
-            draft = [(t + 1) % engine.model.n_vocab for t in ref[pos:pos + k]]
+            draft = [(t + 1) % engine.model.n_vocab for t in ref[pos : pos + k]]
         elif kind == "random":
             draft = [rng.randrange(engine.model.n_vocab) for _ in range(k)]
         else:  # right for a while, then a trap: the token most likely to be confused
-            draft = ref[pos:pos + k - 1] + [ref[min(pos + k, len(ref) - 1)]]
+            draft = ref[pos : pos + k - 1] + [ref[min(pos + k, len(ref) - 1)]]
         out += verify(engine, prompt + out, draft)
-    assert out[:len(ref)] == ref
+    assert out[: len(ref)] == ref
 
 
 def test_seeded_sampling_is_the_same_with_and_without_drafts(engine: Engine) -> None:
@@ -110,7 +116,9 @@ def test_seeded_sampling_is_the_same_with_and_without_drafts(engine: Engine) -> 
     params = Sampling(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=1234)
     plain = run(engine, prompt=prompt, params=params, max_tokens=30)["tokens"]
     assert plain != greedy_reference(engine, prompt, 30)  # it really sampled
-    drafted = run(engine, prompt=prompt, params=params, max_tokens=30, draft_source=_Oracle(len(prompt), plain, wrong_every=3))
+    drafted = run(
+        engine, prompt=prompt, params=params, max_tokens=30, draft_source=_Oracle(len(prompt), plain, wrong_every=3)
+    )
     assert drafted["tokens"] == plain
     assert drafted["usage"]["draft_accepted"] > 0
 
@@ -124,7 +132,7 @@ class _Oracle:
     def propose(self, tokens: list[int], limit: int) -> list[int]:
         self.calls += 1
         pos = len(tokens) - self.prompt_len
-        draft = self.answer[pos:pos + min(limit, 4)]
+        draft = self.answer[pos : pos + min(limit, 4)]
         if draft and self.calls % self.wrong_every == 0:
             draft[len(draft) // 2] = (draft[len(draft) // 2] + 7) % 50
         return draft
@@ -208,7 +216,9 @@ def test_not_a_model_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_smollm2_json_grammar_and_drafted_greedy_equality(smol_engine: Engine) -> None:
     model = smol_engine.model
-    prompt = model.tokenize(model.render_chat([{"role": "user", "content": "Describe a cat as JSON with name and age."}]))
+    prompt = model.tokenize(
+        model.render_chat([{"role": "user", "content": "Describe a cat as JSON with name and age."}])
+    )
     from llama_cpp.llama_grammar import JSON_GBNF
 
     out = run(smol_engine, prompt=prompt, params=Sampling(temperature=0.0, grammar=JSON_GBNF), max_tokens=80)
@@ -262,17 +272,24 @@ def test_a_full_batch_of_missing_drafts_stops_drafting(smol4: Engine) -> None:
     """Four streams whose drafter is always wrong: after a few steps nothing more is checked (the
     verifier's counters show the drafts offered but not checked), and the output is unchanged."""
     model = smol4.model
-    prompts = [model.tokenize(model.render_chat([{"role": "user", "content": c}]))
-               for c in ("Tell me about cats.", "Write a poem about rain.", "What is a CPU?", "Name three rivers.")]
+    prompts = [
+        model.tokenize(model.render_chat([{"role": "user", "content": c}]))
+        for c in ("Tell me about cats.", "Write a poem about rain.", "What is a CPU?", "Name three rivers.")
+    ]
     plain = _side_by_side(smol4, [dict(prompt=p, params=GREEDY, max_tokens=48) for p in prompts])
     before = dict(smol4.counters)
     checked_midway: list[int] = []
 
     def watch(events: queue.Queue[dict[str, Any]]) -> Any:
         def emit(e: dict[str, Any]) -> None:
-            if e["type"] == "token" and not checked_midway and smol4.counters["tokens_generated"] - before["tokens_generated"] >= 4 * 16:
+            if (
+                e["type"] == "token"
+                and not checked_midway
+                and smol4.counters["tokens_generated"] - before["tokens_generated"] >= 4 * 16
+            ):
                 checked_midway.append(smol4.counters["draft_proposed"])
             events.put(e)
+
         return emit
 
     # This CPU's curve as measured on a quiet machine (STACK-NOTES), so that a busy machine does not
@@ -300,7 +317,9 @@ def test_a_full_batch_of_missing_drafts_stops_drafting(smol4: Engine) -> None:
     offered = smol4.counters["draft_offered"] - before["draft_offered"]
     checked = smol4.counters["draft_proposed"] - before["draft_proposed"]
     assert offered >= 4 * 8 * 30  # the drafter kept offering...
-    assert checked_midway and smol4.counters["draft_proposed"] == checked_midway[0]  # ...nothing checked after a few steps
+    assert (
+        checked_midway and smol4.counters["draft_proposed"] == checked_midway[0]
+    )  # ...nothing checked after a few steps
     assert 0 < checked <= 4 * 8 * 3  # checked at first, for a few steps at most
     assert smol4.counters["draft_accepted"] == before["draft_accepted"]
 

@@ -30,8 +30,9 @@ def test_verifier_killed_mid_request_fails_cleanly_and_comes_back(tiny_model: Pa
     node = start_node(tiny_model, tmp_path, "--ctx-size", "4096", "--parallel", "1")
     try:
         client = openai.OpenAI(base_url=node.api, api_key="x", max_retries=0, timeout=30)
-        stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "go"}],
-                                                max_tokens=3000, temperature=0, stream=True)
+        stream = client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "go"}], max_tokens=3000, temperature=0, stream=True
+        )
         pid = verifier_pid(node)
         got = 0
         with pytest.raises(openai.APIError) as info:
@@ -41,7 +42,11 @@ def test_verifier_killed_mid_request_fails_cleanly_and_comes_back(tiny_model: Pa
                     os.kill(pid, signal.SIGKILL)
         assert "verifier" in str(info.value.message)
         # While it restarts, requests get a 503 that says why (or succeed if it is already back).
-        r = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1}, timeout=30)
+        r = requests.post(
+            node.api + "/chat/completions",
+            json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 1},
+            timeout=30,
+        )
         if r.status_code == 503:
             assert r.json()["error"]["code"] == "verifier_unavailable" and r.headers["Retry-After"]
         # Wait for the new verifier itself (right after the kill, /health may still be 200 for an
@@ -62,8 +67,11 @@ def test_non_streaming_request_during_kill_gets_503(tiny_model: Path, tmp_path: 
     try:
         pid = verifier_pid(node)
         threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
-        r = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 3000,
-                                                                "temperature": 0}, timeout=60)
+        r = requests.post(
+            node.api + "/chat/completions",
+            json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 3000, "temperature": 0},
+            timeout=60,
+        )
         assert r.status_code == 503, r.text
         assert "verifier stopped during the request" in r.json()["error"]["message"]
         node.wait_ready(60)
@@ -85,18 +93,27 @@ def test_node_killed_outright_takes_its_verifier_along(tiny_model: Path, tmp_pat
     node.proc.kill()  # SIGKILL: no cleanup code runs in the node; the verifier sees its stdin close
     node.proc.wait()
     deadline = time.monotonic() + 10
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+    while (
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shard", *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "SHARD_CONFIG": "/nonexistent.toml"})
+    return subprocess.run(
+        [sys.executable, "-m", "shard", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "SHARD_CONFIG": "/nonexistent.toml"},
+    )
 
 
 def test_missing_or_junk_model_file_is_refused_at_start(tmp_path: Path) -> None:
-    r = run_cli("serve", "--no-sidecar", "--port", "0", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nope.gguf"))
+    r = run_cli(
+        "serve", "--no-sidecar", "--port", "0", "--data-dir", str(tmp_path), "--model", str(tmp_path / "nope.gguf")
+    )
     assert r.returncode == 2 and "model file not found" in r.stderr
     junk = tmp_path / "notes.gguf"
     junk.write_text("just some text")
@@ -119,7 +136,9 @@ def test_corrupt_gguf_fails_the_verifier_once_with_a_clear_error(tmp_path: Path)
                 pass
             time.sleep(0.2)
         assert health.status_code == 503 and "could not be loaded" in health.json()["message"]
-        r = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        r = requests.post(
+            node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10
+        )
         assert r.status_code == 503 and "could not be loaded" in r.json()["error"]["message"]
         time.sleep(1.5)
         # No restart loop on a file that will never load: llama.cpp either refuses it (one try) or
@@ -151,7 +170,9 @@ def test_no_model_node_serves_clear_503(tmp_path: Path) -> None:
             except requests.RequestException:
                 time.sleep(0.1)
         assert r.status_code == 503 and r.json()["status"] == "no_model"
-        c = requests.post(node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10)
+        c = requests.post(
+            node.api + "/chat/completions", json={"messages": [{"role": "user", "content": "x"}]}, timeout=10
+        )
         assert c.status_code == 503 and "install-default" in c.json()["error"]["message"]
         assert requests.get(node.api + "/models", timeout=10).json()["data"] == []
     finally:
@@ -161,5 +182,13 @@ def test_no_model_node_serves_clear_503(tmp_path: Path) -> None:
 def test_help_explains_the_flags() -> None:
     r = run_cli("serve", "--help")
     assert r.returncode == 0
-    for flag in ("--model", "--port", "--data-dir", "--no-sidecar", "--api-key", "SHARD_RATE_LIMIT_PER_MINUTE", "SHARD_MAX_PROMPT_CHARS"):
+    for flag in (
+        "--model",
+        "--port",
+        "--data-dir",
+        "--no-sidecar",
+        "--api-key",
+        "SHARD_RATE_LIMIT_PER_MINUTE",
+        "SHARD_MAX_PROMPT_CHARS",
+    ):
         assert flag in r.stdout

@@ -13,14 +13,14 @@ extra; build.sh installs it), dpkg-deb and about 4 minutes of 2 cores on top of 
 from __future__ import annotations
 
 import os
-import sys
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
@@ -32,18 +32,27 @@ ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
 BUNDLE = DIST / "shard"
 EXE = BUNDLE / "Shard"
-VERSION = next(line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = "))
+VERSION = next(
+    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
+)
 
 pytestmark = [
-    pytest.mark.skipif(os.environ.get("SHARD_INSTALLER_TESTS") != "1",
-                       reason="builds the bundle (minutes): run with SHARD_INSTALLER_TESTS=1"),
+    pytest.mark.skipif(
+        os.environ.get("SHARD_INSTALLER_TESTS") != "1",
+        reason="builds the bundle (minutes): run with SHARD_INSTALLER_TESTS=1",
+    ),
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the Linux bundle and .deb"),
     pytest.mark.timeout(1200),
 ]
 
 
 def _newest_source() -> float:
-    files = [*ROOT.glob("app/shard/**/*.py"), *ROOT.glob("installer/**/*"), ROOT / "pyproject.toml", *ROOT.glob("assets/**/*")]
+    files = [
+        *ROOT.glob("app/shard/**/*.py"),
+        *ROOT.glob("installer/**/*"),
+        ROOT / "pyproject.toml",
+        *ROOT.glob("assets/**/*"),
+    ]
     return max(f.stat().st_mtime for f in files if f.is_file())
 
 
@@ -53,12 +62,21 @@ def built() -> Path:
     (SHARD_INSTALLER_REBUILD=1 forces a build)."""
     deb = DIST / f"shard_{VERSION}_amd64.deb"
     fresh = EXE.exists() and deb.exists() and EXE.stat().st_mtime > _newest_source()
-    daemon = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "shard" / "cargo-target")) / "release" / "shard-daemon"
+    daemon = (
+        Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache" / "shard" / "cargo-target"))
+        / "release"
+        / "shard-daemon"
+    )
     if fresh and daemon.exists():
         fresh = EXE.stat().st_mtime > daemon.stat().st_mtime
     if not fresh or os.environ.get("SHARD_INSTALLER_REBUILD") == "1":
-        env = {**os.environ, "SHARD_DEB_COMPRESSION": os.environ.get("SHARD_DEB_COMPRESSION", "gzip")}  # xz takes minutes
-        result = subprocess.run(["bash", "installer/build.sh", "linux"], cwd=ROOT, capture_output=True, text=True, timeout=1500, env=env)
+        env = {
+            **os.environ,
+            "SHARD_DEB_COMPRESSION": os.environ.get("SHARD_DEB_COMPRESSION", "gzip"),
+        }  # xz takes minutes
+        result = subprocess.run(
+            ["bash", "installer/build.sh", "linux"], cwd=ROOT, capture_output=True, text=True, timeout=1500, env=env
+        )
         assert result.returncode == 0, f"build.sh linux failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert EXE.is_file()
     return DIST
@@ -111,21 +129,48 @@ def _children_until(proc: subprocess.Popen[bytes], names: set[str], timeout: flo
 
 
 @pytest.fixture
-def served(built: Path, tiny_model: Path, tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], list[psutil.Process], Path]]:
+def served(
+    built: Path, tiny_model: Path, tmp_path: Path
+) -> Iterator[tuple[str, subprocess.Popen[bytes], list[psutil.Process], Path]]:
     port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "SHARD_CONFIG": str(tmp_path / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
     env.pop("SHARD_DAEMON", None)
     proc = subprocess.Popen(
-        [str(EXE), "serve", "--model", str(tiny_model), "--port", str(port), "--data-dir", str(tmp_path / "data"),
-         "--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns", "--parallel", "2", "--ctx-size", "512"],
-        stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+        [
+            str(EXE),
+            "serve",
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--control-port",
+            "0",
+            "--tcp-port",
+            "0",
+            "--p2p-host",
+            "127.0.0.1",
+            "--no-mdns",
+            "--parallel",
+            "2",
+            "--ctx-size",
+            "512",
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     family: list[psutil.Process] = []
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            assert proc.poll() is None, f"the bundle exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+            assert proc.poll() is None, (
+                f"the bundle exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+            )
             try:
                 if requests.get(url + "/health", timeout=2).status_code == 200:
                     break
@@ -172,15 +217,34 @@ def test_bundled_tray_app_offscreen(built: Path, tiny_model: Path, tmp_path: Pat
     port = free_port()
     log_path = tmp_path / "tray.log"
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SHARD_CONFIG": str(tmp_path / "none.toml")}
-    proc = subprocess.Popen([str(EXE), "--model", str(tiny_model), "--port", str(port), "--data-dir", str(tmp_path / "data"),
-                             "--no-sidecar", "--parallel", "1", "--ctx-size", "256"],
-                            stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [
+            str(EXE),
+            "--model",
+            str(tiny_model),
+            "--port",
+            str(port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--no-sidecar",
+            "--parallel",
+            "1",
+            "--ctx-size",
+            "256",
+        ],
+        stdout=log_path.open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+    )
     family: list[psutil.Process] = [psutil.Process(proc.pid)]
     try:
         deadline = time.monotonic() + 120
         healthy = False
         while time.monotonic() < deadline and not healthy:
-            assert proc.poll() is None, f"the tray app exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+            assert proc.poll() is None, (
+                f"the tray app exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
+            )
             try:
                 healthy = requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
             except requests.RequestException:
@@ -195,8 +259,13 @@ def test_bundled_tray_app_offscreen(built: Path, tiny_model: Path, tmp_path: Pat
 def test_deb_package(built: Path) -> None:
     deb = built / f"shard_{VERSION}_amd64.deb"
     listing = _run("dpkg-deb", "-c", str(deb)).stdout
-    for path in ("./opt/shard/Shard", "./opt/shard/_internal/shard-daemon", "./usr/share/applications/shard.desktop",
-                 "./usr/share/icons/hicolor/512x512/apps/shard.png", "./usr/share/doc/shard/examples/shard-autostart.desktop.example"):
+    for path in (
+        "./opt/shard/Shard",
+        "./opt/shard/_internal/shard-daemon",
+        "./usr/share/applications/shard.desktop",
+        "./usr/share/icons/hicolor/512x512/apps/shard.png",
+        "./usr/share/doc/shard/examples/shard-autostart.desktop.example",
+    ):
         assert f" {path}" in listing, path
     assert "./usr/bin/shard -> /opt/shard/Shard" in listing
     assert "/etc/xdg/autostart" not in listing, "start at login is the user's choice, made in the app"
@@ -227,7 +296,11 @@ def test_portable_tarball(built: Path, tmp_path: Path) -> None:
 
 def test_appdir_layout(built: Path) -> None:
     appdir = ROOT / "build" / "appimage" / "Shard.AppDir"
-    assert os.access(appdir / "AppRun", os.X_OK) and (appdir / "shard.desktop").is_file() and (appdir / "shard.png").is_file()
+    assert (
+        os.access(appdir / "AppRun", os.X_OK)
+        and (appdir / "shard.desktop").is_file()
+        and (appdir / "shard.png").is_file()
+    )
     assert _run(str(appdir / "AppRun"), "--version").stdout.strip() == f"shard {VERSION}"
 
 

@@ -6,10 +6,10 @@ processes with their real sidecars; the peer table's reconciliation also on its 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ def peers_of(node: ServedNode) -> list[dict[str, Any]]:
 
 
 def peer_id_of(node: ServedNode) -> str:
-    return wait_for(lambda: requests.get(node.api + "/system/topology", timeout=5).json()["peer_id"], what="the peer id")
+    return wait_for(
+        lambda: requests.get(node.api + "/system/topology", timeout=5).json()["peer_id"], what="the peer id"
+    )
 
 
 def seen_with_role(node: ServedNode, peer_id: str, role: str) -> dict[str, Any] | None:
@@ -50,16 +52,37 @@ def check_addresses(peer: dict[str, Any]) -> None:
 
 def p2p_address(node: ServedNode) -> str:
     """The node's loopback TCP address with its /p2p/ id, as the issue's user gave it."""
-    topo = wait_for(lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["peer_id"] and t, what="the topology")
+    topo = wait_for(
+        lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["peer_id"] and t,
+        what="the topology",
+    )
     return next(a for a in topo["listen_addrs"] if a.startswith("/ip4/127.0.0.1/tcp/") and "/ws" not in a)  # type: ignore[index]
 
 
 def start_default_scout(model: Path, tmp: Path, bootstrap: str) -> subprocess.Popen[bytes]:
     tmp.mkdir(parents=True, exist_ok=True)
     log = (tmp / "scout.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "shard", "scout", "--model", str(model), "--bootstrap", bootstrap,
-                             "--data-dir", str(tmp / "scout-data"), "--control-port", "0", "--log-level", "DEBUG"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "shard",
+            "scout",
+            "--model",
+            str(model),
+            "--bootstrap",
+            bootstrap,
+            "--data-dir",
+            str(tmp / "scout-data"),
+            "--control-port",
+            "0",
+            "--log-level",
+            "DEBUG",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")},
+    )
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -78,12 +101,15 @@ def scout_peer_id(tmp: Path) -> str:
             if "scout ready: peer id " in line:
                 return line.split("scout ready: peer id ", 1)[1].split()[0].rstrip(",")
         return None
+
     return str(wait_for(read, what="the scout's peer id"))
 
 
 @pytest.mark.parametrize("oracle_first", [True, False], ids=["oracle-first", "oracle-last"])
 @pytest.mark.parametrize("round_", range(3))
-def test_two_nodes_handshake_with_default_flags(tiny_model: Path, tmp_path: Path, oracle_first: bool, round_: int) -> None:
+def test_two_nodes_handshake_with_default_flags(
+    tiny_model: Path, tmp_path: Path, oracle_first: bool, round_: int
+) -> None:
     """An Oracle and a model-less node that bootstraps to it (with its /p2p/ address when the
     Oracle is up first; by address only when it starts later): each sees the other with its role,
     within the bound."""
@@ -93,16 +119,57 @@ def test_two_nodes_handshake_with_default_flags(tiny_model: Path, tmp_path: Path
     nodes: list[ServedNode] = []
     try:
         if oracle_first:
-            nodes.append(oracle := start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags))
-            nodes.append(other := start_node(None, tmp_path / "b", "--bootstrap", p2p_address(oracle), sidecar=True, sidecar_flags=DEFAULT_FLAGS, wait=False))
+            nodes.append(
+                oracle := start_node(
+                    tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags
+                )
+            )
+            nodes.append(
+                other := start_node(
+                    None,
+                    tmp_path / "b",
+                    "--bootstrap",
+                    p2p_address(oracle),
+                    sidecar=True,
+                    sidecar_flags=DEFAULT_FLAGS,
+                    wait=False,
+                )
+            )
         else:
-            nodes.append(other := start_node(None, tmp_path / "b", "--bootstrap", bootstrap, sidecar=True, sidecar_flags=DEFAULT_FLAGS, wait=False))
-            wait_for(lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"], what="the first node's sidecar")
-            nodes.append(oracle := start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags, wait=False))
+            nodes.append(
+                other := start_node(
+                    None,
+                    tmp_path / "b",
+                    "--bootstrap",
+                    bootstrap,
+                    sidecar=True,
+                    sidecar_flags=DEFAULT_FLAGS,
+                    wait=False,
+                )
+            )
+            wait_for(
+                lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"],
+                what="the first node's sidecar",
+            )
+            nodes.append(
+                oracle := start_node(
+                    tiny_model,
+                    tmp_path / "a",
+                    "--ctx-size",
+                    "256",
+                    sidecar=True,
+                    sidecar_flags=oracle_flags,
+                    wait=False,
+                )
+            )
         oracle_id, other_id = peer_id_of(oracle), peer_id_of(other)
-        seen = wait_for(lambda: seen_with_role(other, oracle_id, "oracle"), JOIN_BOUND_S, "the node to see the Oracle's role")
+        seen = wait_for(
+            lambda: seen_with_role(other, oracle_id, "oracle"), JOIN_BOUND_S, "the node to see the Oracle's role"
+        )
         check_addresses(seen)  # type: ignore[arg-type]
-        seen = wait_for(lambda: seen_with_role(oracle, other_id, "consumer"), JOIN_BOUND_S, "the Oracle to see the node's role")
+        seen = wait_for(
+            lambda: seen_with_role(oracle, other_id, "consumer"), JOIN_BOUND_S, "the Oracle to see the node's role"
+        )
         check_addresses(seen)  # type: ignore[arg-type]
     finally:
         for n in nodes:
@@ -111,7 +178,9 @@ def test_two_nodes_handshake_with_default_flags(tiny_model: Path, tmp_path: Path
 
 @pytest.mark.parametrize("oracle_first", [True, False], ids=["oracle-first", "oracle-last"])
 @pytest.mark.parametrize("round_", range(2))
-def test_oracle_and_scout_handshake_with_default_flags(tiny_model: Path, tmp_path: Path, oracle_first: bool, round_: int) -> None:
+def test_oracle_and_scout_handshake_with_default_flags(
+    tiny_model: Path, tmp_path: Path, oracle_first: bool, round_: int
+) -> None:
     """`shard serve` and `shard scout --bootstrap` with default flags: the Oracle lists the scout
     with the role "scout" (and so sends it work), whichever starts first."""
     port = free_port()
@@ -121,14 +190,20 @@ def test_oracle_and_scout_handshake_with_default_flags(tiny_model: Path, tmp_pat
     scout: subprocess.Popen[bytes] | None = None
     try:
         if oracle_first:
-            oracle = start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags)
+            oracle = start_node(
+                tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags
+            )
             scout = start_default_scout(tiny_model, tmp_path / "s", p2p_address(oracle))
         else:
             scout = start_default_scout(tiny_model, tmp_path / "s", bootstrap)
             scout_peer_id(tmp_path / "s")
-            oracle = start_node(tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags)
+            oracle = start_node(
+                tiny_model, tmp_path / "a", "--ctx-size", "256", sidecar=True, sidecar_flags=oracle_flags
+            )
         sid = scout_peer_id(tmp_path / "s")
-        seen = wait_for(lambda: seen_with_role(oracle, sid, "scout"), JOIN_BOUND_S, "the Oracle to see the scout's role")
+        seen = wait_for(
+            lambda: seen_with_role(oracle, sid, "scout"), JOIN_BOUND_S, "the Oracle to see the scout's role"
+        )
         check_addresses(seen)  # type: ignore[arg-type]
     finally:
         if scout is not None:
@@ -138,6 +213,7 @@ def test_oracle_and_scout_handshake_with_default_flags(tiny_model: Path, tmp_pat
 
 
 # -- the peer table on its own ------------------------------------------------------------------
+
 
 def test_reconciliation_replays_events_that_raced_the_listing() -> None:
     table = PeerTable()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import openai
 import pytest
@@ -23,16 +23,21 @@ def node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def test_chat_logprobs_whole_and_streamed(node: ServedNode) -> None:
     client = openai.OpenAI(base_url=node.api, api_key="x")
-    r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=8, temperature=0, logprobs=True, top_logprobs=5)
+    r = client.chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=8, temperature=0, logprobs=True, top_logprobs=5
+    )
     content = r.choices[0].logprobs.content
     assert len(content) == r.usage.completion_tokens == 8
     for e in content:
         assert e.logprob <= 0 and len(e.top_logprobs) == 5
         assert e.top_logprobs[0].logprob >= e.top_logprobs[-1].logprob
-        assert e.token == e.top_logprobs[0].token and math.isclose(e.logprob, e.top_logprobs[0].logprob)  # greedy: the top one
+        assert e.token == e.top_logprobs[0].token and math.isclose(
+            e.logprob, e.top_logprobs[0].logprob
+        )  # greedy: the top one
         assert bytes(e.bytes).decode("utf-8", "replace") == e.token
-    stream = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2,
-                                            stream=True)
+    stream = client.chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=8, temperature=0, logprobs=True, top_logprobs=2, stream=True
+    )
     streamed = [e for c in stream if c.choices and c.choices[0].logprobs for e in c.choices[0].logprobs.content]
     assert [(e.token, round(e.logprob, 4)) for e in streamed] == [(e.token, round(e.logprob, 4)) for e in content]
     plain = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=8, temperature=0)
@@ -58,11 +63,27 @@ def test_n_choices_side_by_side(node: ServedNode) -> None:
     assert r.usage.completion_tokens == 30
     again = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=10, temperature=1.0, seed=4, n=3)
     assert [c.message.content for c in again.choices] == [c.message.content for c in r.choices]  # and reproducible
-    chunks = list(client.chat.completions.create(model="tiny", messages=MSG, max_tokens=10, temperature=1.0, seed=4, n=3, stream=True,
-                                                 stream_options={"include_usage": True}))
-    texts = ["".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i) for i in range(3)]
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=MSG,
+            max_tokens=10,
+            temperature=1.0,
+            seed=4,
+            n=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    texts = [
+        "".join(c.choices[0].delta.content or "" for c in chunks if c.choices and c.choices[0].index == i)
+        for i in range(3)
+    ]
     assert texts == [c.message.content for c in r.choices]
-    assert sum(1 for c in chunks if c.choices and c.choices[0].finish_reason) == 3 and chunks[-1].usage.completion_tokens == 30
+    assert (
+        sum(1 for c in chunks if c.choices and c.choices[0].finish_reason) == 3
+        and chunks[-1].usage.completion_tokens == 30
+    )
     legacy = client.completions.create(model="tiny", prompt="once", max_tokens=4, n=2, temperature=1.0, seed=1)
     assert len(legacy.choices) == 2
 
@@ -80,7 +101,9 @@ def test_suffix_with_fim_tokens(tiny_model: Path, tmp_path: Path) -> None:
     n = start_node(fim, tmp_path, "--parallel", "1", "--ctx-size", "256")
     try:
         client = openai.OpenAI(base_url=n.api, api_key="x")
-        with_suffix = client.completions.create(model="fim", prompt="once upon", suffix=" the end", max_tokens=6, temperature=0)
+        with_suffix = client.completions.create(
+            model="fim", prompt="once upon", suffix=" the end", max_tokens=6, temperature=0
+        )
         without = client.completions.create(model="fim", prompt="once upon", max_tokens=6, temperature=0)
         assert with_suffix.usage.prompt_tokens > without.usage.prompt_tokens + 3  # FIM markers + the suffix
         assert with_suffix.choices[0].text

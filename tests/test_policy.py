@@ -3,9 +3,8 @@ verify-cost curve and each source's acceptance (the engine tests run it on a rea
 
 from __future__ import annotations
 
-from shard.verifier.policy import MIN_GAIN, Acceptance, Shadow, allot, calibrate
-
 from policy_helpers import CPU, curve
+from shard.verifier.policy import MIN_GAIN, Acceptance, Shadow, allot, calibrate
 
 FLAT = {1: 0.010, 2: 0.0101, 4: 0.0102, 8: 0.0105, 16: 0.011}  # a GPU: bandwidth-bound, nearly flat
 
@@ -27,7 +26,7 @@ def test_a_full_batch_drafts_only_what_pays_for_every_stream() -> None:
     assert take[1] >= 8 and take[0] == take[2] == take[3] == 0
     # On a flat (GPU-like) curve, drafts are nearly free: everyone drafts what is likely enough.
     flat = allot(curve(FLAT), 4, 4, [(0.5, 16)] * 4, 500)
-    assert all(k >= 2 for k in flat) and all(0.5 ** k >= MIN_GAIN for k in flat)
+    assert all(k >= 2 for k in flat) and all(0.5**k >= MIN_GAIN for k in flat)
 
 
 def test_now_and_then_one_token_is_checked_to_measure_its_cost_again() -> None:

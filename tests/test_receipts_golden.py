@@ -10,8 +10,8 @@ import copy
 import json
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import pytest
 
@@ -54,9 +54,14 @@ async def test_a_receipt_holds_only_for_its_issuer_and_content(two_sidecars: tup
     inflated["receipt"]["amount"] = 700.0
     assert await receipts.check(scout, inflated, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3") is None
     # Someone else's receipt (another subject, another work): refused.
-    assert await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject="12D3KooWsomeoneelse", ref="w1.3") is None
+    assert (
+        await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject="12D3KooWsomeoneelse", ref="w1.3")
+        is None
+    )
     assert await receipts.check(scout, signed, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.4") is None
-    assert await receipts.check(scout, {"junk": 1}, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3") is None
+    assert (
+        await receipts.check(scout, {"junk": 1}, kind="draft", issuer=oracle_id, subject=scout_id, ref="w1.3") is None
+    )
 
 
 def _finished() -> Finished:
@@ -110,7 +115,9 @@ async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) ->
         xid, yid, pid = (s.info["peer_id"] for s in (x, y, p))
         books = Ledger(tmp_path / "y.db")
         signed = [await receipts.issue(x, "draft", pid, f"w{i}.1", 10) for i in range(3)]
-        assert await vouchers.vouched_credit(y, books, pid, signed) == 0  # X never worked for Y: its word is nothing here
+        assert (
+            await vouchers.vouched_credit(y, books, pid, signed) == 0
+        )  # X never worked for Y: its word is nothing here
         for i in range(4):
             books.record_draft(xid, f"wx{i}.1:{xid}", 16, 16)  # X's drafts were accepted at Y: standing 64 there
         assert await vouchers.vouched_credit(y, books, "12D3KooWsomeoneelse", signed) == 0  # not theirs to show
@@ -118,7 +125,9 @@ async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) ->
         inflated["receipt"]["amount"] = 16.0
         assert await vouchers.vouched_credit(y, books, pid, [inflated]) == 0
         assert await vouchers.vouched_credit(y, books, pid, signed + signed) == 15.0  # each receipt counts once
-        assert await vouchers.vouched_credit(y, books, pid, signed) == 0  # ...and is spent: shown again, it is worth nothing
+        assert (
+            await vouchers.vouched_credit(y, books, pid, signed) == 0
+        )  # ...and is spent: shown again, it is worth nothing
         assert books.standing(xid) == 64 - 30  # what X vouched for is taken from its own standing at Y
         own = await receipts.issue(p, "draft", pid, "w9.1", 16)  # P vouching for itself
         assert await vouchers.vouched_credit(y, books, pid, [own, {"receipt": 5}, {}]) == 0
@@ -126,7 +135,13 @@ async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) ->
         mine = Ledger(tmp_path / "p.db")
         for i, s in enumerate(signed):
             mine.record("earned", xid, f"draft:w{i}.1", amount=10, proof=receipts.proof(s))
-        mine.record("earned", yid, "draft:wy.1", amount=9, proof=receipts.proof(await receipts.issue(y, "draft", pid, "wy.1", 9)))
+        mine.record(
+            "earned",
+            yid,
+            "draft:wy.1",
+            amount=9,
+            proof=receipts.proof(await receipts.issue(y, "draft", pid, "wy.1", 9)),
+        )
         shown = vouchers.gather(mine, yid)
         assert sorted(v["receipt"]["ref"] for v in shown) == ["w0.1", "w1.1", "w2.1"]
         assert len(vouchers.gather(mine, xid)) == 1
@@ -161,11 +176,29 @@ async def test_3_a_vouching_ring_lifts_no_one_above_its_issuers_standing(tmp_pat
         ring_id = ring.info["peer_id"]
         books = Ledger(tmp_path / "y.db")
         books.record_draft(ring_id, f"wr.1:{ring_id}", 8, 8)  # the issuer earned 8 at Y (say, from golden tickets)
-        huge = await _raw_receipt(ring, {"kind": "draft", "issuer": ring_id, "subject": sybils[0].info["peer_id"], "ref": "h.1",
-                                         "amount": 1e9, "ts": int(time.time())})
+        huge = await _raw_receipt(
+            ring,
+            {
+                "kind": "draft",
+                "issuer": ring_id,
+                "subject": sybils[0].info["peer_id"],
+                "ref": "h.1",
+                "amount": 1e9,
+                "ts": int(time.time()),
+            },
+        )
         assert await vouchers.vouched_credit(y, books, sybils[0].info["peer_id"], [huge]) == 0  # was 256
-        old = await _raw_receipt(ring, {"kind": "draft", "issuer": ring_id, "subject": sybils[0].info["peer_id"], "ref": "o.1",
-                                        "amount": 16.0, "ts": int(time.time()) - vouchers.TTL_S - 60})
+        old = await _raw_receipt(
+            ring,
+            {
+                "kind": "draft",
+                "issuer": ring_id,
+                "subject": sybils[0].info["peer_id"],
+                "ref": "o.1",
+                "amount": 16.0,
+                "ts": int(time.time()) - vouchers.TTL_S - 60,
+            },
+        )
         assert await vouchers.vouched_credit(y, books, sybils[0].info["peer_id"], [old]) == 0  # expired
         lifted = 0.0
         for s in sybils:  # each Sybil shows 16 full receipts from the ring

@@ -31,15 +31,21 @@ NOT_FUZZED = "^/(chat/|completions|models|embeddings|responses)|^/v1/responses/"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
-
 # -- OpenAPI ------------------------------------------------------------------------------------
 
 
 def test_openapi_describes_every_endpoint_of_the_protocol_table(tiny_node: ServedNode) -> None:
     spec = requests.get(tiny_node.url + "/openapi.json", timeout=10).json()
     assert spec["openapi"].startswith("3.") and spec["info"]["title"] == "Shard node API"
-    table = (ROOT / "docs" / "protocol.md").read_text().split("## Node: the OpenAI-compatible API", 1)[1].split("\n### ", 1)[0]
-    documented = {(m.lower(), re.sub(r"\{id\}", "{model}", p)) for m, p in re.findall(r"^\| `(GET|POST) (/[^`]+)`", table, re.M)}
+    table = (
+        (ROOT / "docs" / "protocol.md")
+        .read_text()
+        .split("## Node: the OpenAI-compatible API", 1)[1]
+        .split("\n### ", 1)[0]
+    )
+    documented = {
+        (m.lower(), re.sub(r"\{id\}", "{model}", p)) for m, p in re.findall(r"^\| `(GET|POST) (/[^`]+)`", table, re.M)
+    }
     assert len(documented) >= 10
     described = {(method, path) for path, ops in spec["paths"].items() for method in ops}
     assert documented <= described, documented - described
@@ -61,10 +67,35 @@ def schemathesis(url: str, tmp: Path, *extra: str, checks: str = CHECKS, timeout
     st = Path(sys.executable).parent / "st"
     if not st.exists():
         pytest.fail("schemathesis is not installed: `.venv/bin/pip install -e '.[test]'`")
-    r = subprocess.run([str(st), "run", url + "/openapi.json", "--checks", checks, "--seed", "9", "--no-color",
-                        "--generation-database", "none", "--workers", "1", "--request-timeout", "60", "--output-truncate", "false",
-                        "--report", "junit", "--report-dir", str(tmp), *extra],
-                       capture_output=True, text=True, timeout=timeout, cwd=tmp)
+    r = subprocess.run(
+        [
+            str(st),
+            "run",
+            url + "/openapi.json",
+            "--checks",
+            checks,
+            "--seed",
+            "9",
+            "--no-color",
+            "--generation-database",
+            "none",
+            "--workers",
+            "1",
+            "--request-timeout",
+            "60",
+            "--output-truncate",
+            "false",
+            "--report",
+            "junit",
+            "--report-dir",
+            str(tmp),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp,
+    )
     return r.returncode, r.stdout + r.stderr
 
 
@@ -73,8 +104,17 @@ def test_schemathesis_finds_nothing_against_a_serving_node(tiny_node: ServedNode
     """Every operation, positive and negative inputs (wrong types, out of range): no 5xx, every status,
     content type and body as the document says. Bounded: 25 examples per operation, fixed seed. The
     boundary-value phase too: `st run http://127.0.0.1:8000/openapi.json --checks ... --phases coverage,fuzzing`."""
-    rc, out = schemathesis(tiny_node.url, tmp_path, "--max-examples", "25", "--phases", "fuzzing", "--exclude-path-regex", NOT_FUZZED,
-                           timeout=560)
+    rc, out = schemathesis(
+        tiny_node.url,
+        tmp_path,
+        "--max-examples",
+        "25",
+        "--phases",
+        "fuzzing",
+        "--exclude-path-regex",
+        NOT_FUZZED,
+        timeout=560,
+    )
     cases = re.search(r"(\d+) generated", out)
     print(out[-1500:])
     assert rc == 0 and "No issues found" in out, out[-6000:]
@@ -86,8 +126,17 @@ def test_schemathesis_finds_nothing_against_a_node_without_model(tmp_path: Path)
     try:
         wait_for(lambda: requests.get(node.url + "/health", timeout=2).status_code == 503, what="the node")
         # Here 503 is the right answer (documented, with a reason), so not_a_server_error is left out.
-        rc, out = schemathesis(node.url, tmp_path, "--max-examples", "5", "--phases", "fuzzing", "--exclude-path-regex", NOT_FUZZED,
-                               checks=CHECKS.replace("not_a_server_error,", ""))
+        rc, out = schemathesis(
+            node.url,
+            tmp_path,
+            "--max-examples",
+            "5",
+            "--phases",
+            "fuzzing",
+            "--exclude-path-regex",
+            NOT_FUZZED,
+            checks=CHECKS.replace("not_a_server_error,", ""),
+        )
         assert rc == 0 and "No issues found" in out, out[-6000:]
     finally:
         node.stop()
@@ -101,9 +150,31 @@ def test_short_soak_bounded_queue_no_hang_flat_memory(tmp_path: Path) -> None:
     a queue of 4: everything ends, the overflow gets 503 queue_full with Retry-After, the queue
     drains, memory stays flat. The long version: `python bench/load_soak.py --duration 1800`."""
     out = tmp_path / "figures.json"
-    r = subprocess.run([sys.executable, str(ROOT / "bench" / "load_soak.py"), "--clients", "32", "--duration", "12", "--parallel", "2",
-                        "--max-queue", "4", "--ctx-size", "256", "--max-tokens", "32", "--deadline", "45", "--json", str(out)],
-                       capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "load_soak.py"),
+            "--clients",
+            "32",
+            "--duration",
+            "12",
+            "--parallel",
+            "2",
+            "--max-queue",
+            "4",
+            "--ctx-size",
+            "256",
+            "--max-tokens",
+            "32",
+            "--deadline",
+            "45",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     print(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     figs = json.loads(out.read_text())
@@ -118,7 +189,12 @@ def test_short_soak_bounded_queue_no_hang_flat_memory(tmp_path: Path) -> None:
 
 def stream_one(node: ServedNode, i: int, max_tokens: int = 400) -> str:
     """One streaming request; how it ended: 'done', 'error_event', 'http_<status>'."""
-    body = {"messages": [{"role": "user", "content": f"story {i}"}], "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    body = {
+        "messages": [{"role": "user", "content": f"story {i}"}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "stream": True,
+    }
     with requests.post(node.api + "/chat/completions", json=body, stream=True, timeout=60) as r:
         if r.status_code != 200:
             assert r.json()["error"]["message"], r.text
@@ -166,8 +242,12 @@ def test_sidecar_sigkilled_under_load(tiny_model: Path, tmp_path: Path) -> None:
         before = wait_for(lambda: (s := node.status()["sidecar"])["state"] == "running" and s, what="the sidecar")
         outcomes = under_load(node, lambda: os.kill(before["pid"], signal.SIGKILL), max_tokens=300)
         assert outcomes == ["done"] * len(outcomes)  # local generation does not depend on the sidecar
-        after = wait_for(lambda: (s := node.status()["sidecar"])["state"] == "running" and s["pid"] not in (None, before["pid"]) and s,
-                         what="the sidecar's restart")
+        after = wait_for(
+            lambda: (
+                (s := node.status()["sidecar"])["state"] == "running" and s["pid"] not in (None, before["pid"]) and s
+            ),
+            what="the sidecar's restart",
+        )
         assert after["peer_id"] == before["peer_id"]
         assert stream_one(node, 99, 10) == "done"
     finally:
@@ -183,8 +263,10 @@ def test_model_swapped_for_garbage_between_verifier_restarts(tiny_model: Path, t
         # Keep the GGUF magic and version so only the loader can tell: the worst kind of garbage.
         model.write_bytes(model.read_bytes()[:8] + os.urandom(64 * 1024))
         os.kill(pid, signal.SIGKILL)
-        health = wait_for(lambda: (r := requests.get(node.url + "/health", timeout=5)).json()["status"] == "error" and r.json(),
-                          what="the verifier to give up on the garbage")
+        health = wait_for(
+            lambda: (r := requests.get(node.url + "/health", timeout=5)).json()["status"] == "error" and r.json(),
+            what="the verifier to give up on the garbage",
+        )
         assert "could not be loaded" in health["message"] and "llama.cpp could not load" in health["message"], health
         # Refused once with its reason (exit code 3), not taken for a crash: before the fix, the verifier
         # aborted at shutdown (-6), was restarted three times, and the reason was lost.
@@ -207,9 +289,14 @@ def test_model_swapped_for_garbage_between_verifier_restarts(tiny_model: Path, t
 
 
 def run_serve(tmp: Path, data_dir: Path, *extra: str, preexec=None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "shard", "serve", "--no-sidecar", "--port", "0", "--data-dir", str(data_dir), *extra],
-                          capture_output=True, text=True, timeout=60, preexec_fn=preexec,
-                          env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")})
+    return subprocess.run(
+        [sys.executable, "-m", "shard", "serve", "--no-sidecar", "--port", "0", "--data-dir", str(data_dir), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=preexec,
+        env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")},
+    )
 
 
 def test_data_dir_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> None:
@@ -220,10 +307,12 @@ def test_data_dir_that_cannot_be_created_is_a_clear_error(tmp_path: Path) -> Non
 
 
 def seed_ledger(path: Path, n: int) -> None:
-    code = ("import sys; from pathlib import Path; from shard.credit.ledger import Ledger\n"
-            "l = Ledger(Path(sys.argv[1]))\n"
-            "for i in range(int(sys.argv[2])): l.record_draft('12D3KooWpeer', f'w{i}:peer', 4, 3)\n"
-            "l.close()")
+    code = (
+        "import sys; from pathlib import Path; from shard.credit.ledger import Ledger\n"
+        "l = Ledger(Path(sys.argv[1]))\n"
+        "for i in range(int(sys.argv[2])): l.record_draft('12D3KooWpeer', f'w{i}:peer', 4, 3)\n"
+        "l.close()"
+    )
     subprocess.run([sys.executable, "-c", code, str(path), str(n)], check=True)
 
 

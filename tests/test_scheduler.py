@@ -85,12 +85,19 @@ def test_an_asker_prefers_oracles_that_served_it_well_then_the_least_loaded_then
 
     table = PeerTable()
     for pid, load, latency in (("busy", 3, 1.0), ("far", 0, 50.0), ("near", 0, 2.0), ("flaky", 0, 1.0)):
-        table.upsert({"peer_id": pid, "roles": ["oracle"], "models": ["m"], "capacity": 4, "load": load, "latency_ms": latency})
+        table.upsert(
+            {"peer_id": pid, "roles": ["oracle"], "models": ["m"], "capacity": 4, "load": load, "latency_ms": latency}
+        )
     table.upsert({"peer_id": "scout", "roles": ["scout"], "models": ["m"]})
     from shard.config import Settings
 
-    client = InferClient(SimpleNamespace(sidecar=SimpleNamespace(ready=True), peer_table=table,  # type: ignore[arg-type]
-                                         settings=Settings(prompt_privacy="anyone")))
+    client = InferClient(
+        SimpleNamespace(
+            sidecar=SimpleNamespace(ready=True),
+            peer_table=table,  # type: ignore[arg-type]
+            settings=Settings(prompt_privacy="anyone"),
+        )
+    )
     client.failures["flaky"] = 1  # it broke a stream off before
     assert [p.peer_id for p in client.oracles("m")] == ["near", "far", "busy", "flaky"]
     assert client.oracles("other") == []

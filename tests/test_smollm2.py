@@ -16,14 +16,22 @@ def test_openai_client_streams_from_smollm2(smollm2: Path, tmp_path: Path) -> No
         [model] = client.models.list().data
         assert model.id == "SmolLM2-135M-Instruct.Q4_1"
         stream = client.chat.completions.create(
-            model=model.id, messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
-            max_tokens=16, temperature=0, stream=True)
+            model=model.id,
+            messages=[{"role": "user", "content": "What is the capital of France? Answer in one word."}],
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+        )
         pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
         text = "".join(pieces)
         assert len([p for p in pieces if p]) >= 1 and "Paris" in text, text
         out = client.chat.completions.create(
-            model=model.id, messages=[{"role": "user", "content": "Give a JSON object with keys city and country for Paris."}],
-            max_tokens=60, temperature=0, response_format={"type": "json_object"})
+            model=model.id,
+            messages=[{"role": "user", "content": "Give a JSON object with keys city and country for Paris."}],
+            max_tokens=60,
+            temperature=0,
+            response_format={"type": "json_object"},
+        )
         import json
 
         assert isinstance(json.loads(out.choices[0].message.content), dict)

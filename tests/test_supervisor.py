@@ -57,8 +57,16 @@ def gone(pid: int) -> bool:
 def make(tmp_path: Path, mode: str, events: list[SupervisorEvent], **kw: Any) -> Supervisor:
     script = tmp_path / "child.py"
     script.write_text(CHILD)
-    spec = ChildSpec(name=f"child-{mode}", argv=[sys.executable, str(script), mode], health=http_health, ready_prefix="READY ",
-                     log_path=tmp_path / "child.log", start_timeout_s=20, backoff_initial_s=0.2, **kw)
+    spec = ChildSpec(
+        name=f"child-{mode}",
+        argv=[sys.executable, str(script), mode],
+        health=http_health,
+        ready_prefix="READY ",
+        log_path=tmp_path / "child.log",
+        start_timeout_s=20,
+        backoff_initial_s=0.2,
+        **kw,
+    )
     return Supervisor(spec, events.append)
 
 
@@ -117,8 +125,12 @@ async def test_backoff_grows_between_crashes(tmp_path: Path) -> None:
     async def never(info: dict[str, Any]) -> bool:
         return False
 
-    sup = Supervisor(ChildSpec(name="crasher", argv=[sys.executable, str(script)], health=never,
-                               backoff_initial_s=0.1, backoff_max_s=0.4), events.append)
+    sup = Supervisor(
+        ChildSpec(
+            name="crasher", argv=[sys.executable, str(script)], health=never, backoff_initial_s=0.1, backoff_max_s=0.4
+        ),
+        events.append,
+    )
     sup.start()
     await asyncio.sleep(2.0)
     await sup.stop()
@@ -135,8 +147,16 @@ async def test_gives_up_after_repeated_crashes_while_starting(tmp_path: Path) ->
     async def never(info: dict[str, Any]) -> bool:
         return False
 
-    sup = Supervisor(ChildSpec(name="aborter", argv=[sys.executable, str(script)], health=never,
-                               backoff_initial_s=0.05, max_start_failures=3), events.append)
+    sup = Supervisor(
+        ChildSpec(
+            name="aborter",
+            argv=[sys.executable, str(script)],
+            health=never,
+            backoff_initial_s=0.05,
+            max_start_failures=3,
+        ),
+        events.append,
+    )
     sup.start()
     for _ in range(100):
         await asyncio.sleep(0.05)

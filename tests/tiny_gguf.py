@@ -19,8 +19,10 @@ CHATML = (
 )
 SPECIALS = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
 UNK, BOS, EOS_TEXT, IM_START, IM_END = range(5)
-WORDS = ("the of and to in is was for on that with as it by at be this are from or an "
-         "once upon time there a b c hello world story quick brown fox jumps over lazy dog cat sat mat").split()
+WORDS = (
+    "the of and to in is was for on that with as it by at be this are from or an "
+    "once upon time there a b c hello world story quick brown fox jumps over lazy dog cat sat mat"
+).split()
 
 
 def _vocab() -> tuple[list[str], list[float], list[int]]:
@@ -40,8 +42,18 @@ def _vocab() -> tuple[list[str], list[float], list[int]]:
     return tokens, scores, [int(t) for t in types]
 
 
-def write_tiny_gguf(path: Path, *, seed: int = 0, n_layer: int = 2, n_embd: int = 64, n_head: int = 4,
-                    n_ff: int = 128, n_ctx_train: int = 8192, idle_layers: int = 0, fim: bool = False) -> Path:
+def write_tiny_gguf(
+    path: Path,
+    *,
+    seed: int = 0,
+    n_layer: int = 2,
+    n_embd: int = 64,
+    n_head: int = 4,
+    n_ff: int = 128,
+    n_ctx_train: int = 8192,
+    idle_layers: int = 0,
+    fim: bool = False,
+) -> Path:
     """`idle_layers` appends layers whose outputs are zero: the model computes the same logits as
     without them, only slower. The pair (fast, slow) is a drafter that agrees with its target
     exactly, and a target slow enough for network drafts to arrive in time, as a big model is."""

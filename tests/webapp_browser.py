@@ -8,8 +8,9 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 WEB = ROOT / "web-scout"
@@ -18,8 +19,14 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 
 class Browser:
     def __init__(self, log: Path) -> None:
-        self.proc = subprocess.Popen(["node", "e2e/app.mjs", "--chromium", CHROMIUM], cwd=WEB, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=log.open("wb"), text=True)
+        self.proc = subprocess.Popen(
+            ["node", "e2e/app.mjs", "--chromium", CHROMIUM],
+            cwd=WEB,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log.open("wb"),
+            text=True,
+        )
         self.log = log
         self._id = 0
         first = self._read()

@@ -16,5 +16,13 @@ class FailedRequestLog(AbstractAccessLogger):
             return
         level = logging.ERROR if response.status >= 500 else logging.WARNING
         # The path only (no query string: it could carry a key); the client as the socket saw it.
-        self.logger.log(level, "%s %s answered %d %s (%.0f ms, client %s)", request.method, request.path,
-                        response.status, response.reason or "", time * 1000, request.remote or "?")
+        self.logger.log(
+            level,
+            "%s %s answered %d %s (%.0f ms, client %s)",
+            request.method,
+            request.path,
+            response.status,
+            response.reason or "",
+            time * 1000,
+            request.remote or "?",
+        )

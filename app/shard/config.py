@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from shard import paths
-
 
 PRIVACY_LEVELS = ("local", "lan", "peers", "anyone")
 
@@ -119,7 +119,14 @@ class Settings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0-65535, got {self.port}")
-        for name in ("rate_limit_per_minute", "max_prompt_chars", "max_body_bytes", "n_ctx", "parallel", "remote_timeout_s"):
+        for name in (
+            "rate_limit_per_minute",
+            "max_prompt_chars",
+            "max_body_bytes",
+            "n_ctx",
+            "parallel",
+            "remote_timeout_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.default_max_tokens < 0:

@@ -18,9 +18,10 @@ import re
 import time
 import urllib.parse
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -90,8 +91,14 @@ def source_for(spec: str, sha256: str | None = None) -> Source:
 
 
 def from_entry(entry: CatalogEntry, sha256: str | None = None) -> Source:
-    return Source(name=entry.name, file=entry.file, url=entry.url, sha256=_checked_sha(sha256) or entry.sha256,
-                  wheel=entry.wheel, wheel_member=entry.wheel_member)
+    return Source(
+        name=entry.name,
+        file=entry.file,
+        url=entry.url,
+        sha256=_checked_sha(sha256) or entry.sha256,
+        wheel=entry.wheel,
+        wheel_member=entry.wheel_member,
+    )
 
 
 def _checked_sha(value: str | None) -> str | None:
@@ -108,7 +115,9 @@ def index_url() -> str:
     return os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 
 
-async def _resume_into(session: aiohttp.ClientSession, url: str, partial: Path, report: Callable[[int, int | None], None]) -> str | None:
+async def _resume_into(
+    session: aiohttp.ClientSession, url: str, partial: Path, report: Callable[[int, int | None], None]
+) -> str | None:
     """Fetch `url` into `partial`, continuing from the bytes already there; returns the sha256 the
     server vouches for in its ETag (Hugging Face does so for model files), if any."""
     offset = partial.stat().st_size if partial.exists() else 0
@@ -141,7 +150,7 @@ async def _resume_into(session: aiohttp.ClientSession, url: str, partial: Path, 
             return next((sha for r in (resp, *reversed(resp.history)) if (sha := _etag_sha(r.headers))), None)
     except aiohttp.ClientPayloadError as exc:
         raise DownloadError(f"the download was interrupted ({exc}); pull it again to resume") from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, aiohttp.ClientError) as exc:
         raise DownloadError(f"cannot download {url}: {exc or type(exc).__name__}; pull it again to resume") from None
 
 
@@ -184,7 +193,7 @@ async def _wheel_url(session: aiohttp.ClientSession, wheel: str) -> tuple[str, s
             if resp.status != 200:
                 raise DownloadError(f"{page} answered HTTP {resp.status}")
             listing = await resp.json(content_type=None)
-    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+    except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
         raise DownloadError(f"cannot read {page}: {exc or type(exc).__name__}") from None
     for f in listing.get("files", []) if isinstance(listing, dict) else []:
         name = str(f.get("filename", ""))
@@ -194,9 +203,13 @@ async def _wheel_url(session: aiohttp.ClientSession, wheel: str) -> tuple[str, s
     raise DownloadError(f"{page} lists no wheel of {wheel} with a sha256")
 
 
-async def download(source: Source, data_dir: Path, progress: DownloadProgress | None = None,
-                   on_progress: Callable[[DownloadProgress], None] | None = None,
-                   session: aiohttp.ClientSession | None = None) -> Path:
+async def download(
+    source: Source,
+    data_dir: Path,
+    progress: DownloadProgress | None = None,
+    on_progress: Callable[[DownloadProgress], None] | None = None,
+    session: aiohttp.ClientSession | None = None,
+) -> Path:
     """Put `source` into the models folder (idempotent: an existing file is kept); returns its path."""
     folder = paths.models_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,9 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
             self._failing = True
             exc = sys.exc_info()[1]
             try:
-                sys.stderr.write(f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it works again\n")
+                sys.stderr.write(
+                    f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it works again\n"
+                )
             except (OSError, ValueError):
                 pass
 

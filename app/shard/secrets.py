@@ -29,8 +29,9 @@ class SecretStore:
                 raise NoKeyringError("no keyring backend")
         except Exception as exc:  # NoKeyringError, or a backend whose service is not running (no D-Bus)
             self.backend = "file"
-            self.warning = (f"no OS keyring is available ({exc}); API keys are kept in {self.fallback_file}, "
-                            "readable only by you")
+            self.warning = (
+                f"no OS keyring is available ({exc}); API keys are kept in {self.fallback_file}, readable only by you"
+            )
 
     def _read_file(self) -> dict[str, str]:
         try:
@@ -40,7 +41,9 @@ class SecretStore:
 
     def get(self, name: str) -> str | None:
         if name not in self._cache:
-            self._cache[name] = keyring.get_password(SERVICE, name) if self.backend == "keyring" else self._read_file().get(name)
+            self._cache[name] = (
+                keyring.get_password(SERVICE, name) if self.backend == "keyring" else self._read_file().get(name)
+            )
         return self._cache[name]
 
     def set(self, name: str, value: str) -> None:

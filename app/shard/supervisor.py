@@ -17,9 +17,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from shard.logs import rotating_file_handler
 
@@ -116,7 +117,7 @@ class Supervisor:
     async def wait_ready(self, timeout: float | None = None) -> bool:
         try:
             await asyncio.wait_for(self._ready.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -166,7 +167,9 @@ class Supervisor:
                 return
             start_failures = 0 if self._was_healthy else start_failures + 1
             if self.spec.max_start_failures and start_failures >= self.spec.max_start_failures:
-                self.last_error = f"{self.last_error} ({start_failures} times in a row before it became healthy; not restarting)"
+                self.last_error = (
+                    f"{self.last_error} ({start_failures} times in a row before it became healthy; not restarting)"
+                )
                 self._set_state(ChildState.FAILED, self.last_error)
                 return
             if time.monotonic() - started >= self.spec.stable_after_s:
@@ -211,7 +214,7 @@ class Supervisor:
             if proc.returncode in self.spec.fatal_exit_codes:
                 # The child's own last "error:" line says why better than an exit code can.
                 errors = [line for line in self.tail(50) if line.startswith("error: ")]
-                self.last_error = errors[-1][len("error: "):] if errors else f"exited with code {proc.returncode}"
+                self.last_error = errors[-1][len("error: ") :] if errors else f"exited with code {proc.returncode}"
             self.last_error = self.last_error or f"exited with code {proc.returncode}"
             log.error("%s: %s; last output:\n    %s", self.spec.name, self.last_error, "\n    ".join(self.tail(15)))
 
@@ -234,7 +237,7 @@ class Supervisor:
             try:
                 await asyncio.wait_for(proc.wait(), self.spec.health_interval_s)
                 return
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             failures = 0 if await self._check() else failures + 1
             if failures >= self.spec.health_failures_before_kill:
@@ -259,7 +262,7 @@ class Supervisor:
             line = raw.decode("utf-8", "replace").rstrip()
             if self.spec.ready_prefix and line.startswith(self.spec.ready_prefix):
                 try:
-                    self.info = json.loads(line[len(self.spec.ready_prefix):])
+                    self.info = json.loads(line[len(self.spec.ready_prefix) :])
                 except json.JSONDecodeError:
                     log.warning("%s: unreadable ready line: %s", self.spec.name, line)
             self.lines.append(line)
@@ -282,7 +285,7 @@ class Supervisor:
             return
         try:
             await asyncio.wait_for(proc.wait(), self.spec.stop_timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("%s: did not stop within %.0fs, killing it", self.spec.name, self.spec.stop_timeout_s)
             await self._kill(proc)
 

@@ -20,8 +20,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 
@@ -93,8 +94,14 @@ def verify_feed(raw: bytes, public_key_b64: str) -> dict[str, Any]:
 class UpdateChecker:
     """Checks the feed on demand ("Check now") and once a day while enabled."""
 
-    def __init__(self, feed_url: str, current: str, enabled: bool = True, public_key: str = RELEASE_PUBLIC_KEY,
-                 on_result: Callable[[UpdateResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        feed_url: str,
+        current: str,
+        enabled: bool = True,
+        public_key: str = RELEASE_PUBLIC_KEY,
+        on_result: Callable[[UpdateResult], None] | None = None,
+    ) -> None:
         self.feed_url = feed_url
         self.current = current
         self.enabled = enabled
@@ -104,7 +111,9 @@ class UpdateChecker:
 
     async def check(self) -> UpdateResult:
         if not self.public_key:  # nothing could be trusted: do not even fetch
-            result = UpdateResult("off", self.current, message="this build has no release key, so it cannot check for updates")
+            result = UpdateResult(
+                "off", self.current, message="this build has no release key, so it cannot check for updates"
+            )
             self.last = result
             return result
         try:
@@ -117,12 +126,20 @@ class UpdateChecker:
                 raise FeedError(f"the feed is larger than {MAX_FEED_BYTES // 1024} KB")
             feed = verify_feed(raw, self.public_key)
             newer = version_tuple(feed["version"]) > version_tuple(self.current)
-            result = UpdateResult("available" if newer else "current", self.current, **feed,
-                                  message=f"Shard {feed['version']} is available" if newer else f"Shard {self.current} is the latest version")
+            result = UpdateResult(
+                "available" if newer else "current",
+                self.current,
+                **feed,
+                message=f"Shard {feed['version']} is available"
+                if newer
+                else f"Shard {self.current} is the latest version",
+            )
         except FeedError as exc:
             result = UpdateResult("error", self.current, message=str(exc))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
-            result = UpdateResult("error", self.current, message=f"cannot read {self.feed_url}: {exc or type(exc).__name__}")
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            result = UpdateResult(
+                "error", self.current, message=f"cannot read {self.feed_url}: {exc or type(exc).__name__}"
+            )
         if result.state == "error":
             log.warning("update check: %s", result.message)
         else:

@@ -115,10 +115,7 @@ pub(crate) async fn call<T>(st: &AppState, make: impl FnOnce(Reply<T>) -> Comman
         .await
         .map_err(|_| busy())?
         .map_err(|_| busy())?;
-    tokio::time::timeout(Duration::from_secs(5), rx)
-        .await
-        .map_err(|_| busy())?
-        .map_err(|_| busy())
+    tokio::time::timeout(Duration::from_secs(5), rx).await.map_err(|_| busy())?.map_err(|_| busy())
 }
 
 /// Parses a JSON object body, rejecting unknown fields.
@@ -137,16 +134,12 @@ pub(crate) fn parse_body(
     if bytes.is_empty() {
         return Err(ApiError::bad("body must be a JSON object, got an empty body"));
     }
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::bad(format!("body is not valid JSON: {e}")))?;
     let Value::Object(map) = v else {
         return Err(ApiError::bad("body must be a JSON object"));
     };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::bad(format!(
-            "unknown field `{k}` (allowed: {})",
-            allowed.join(", ")
-        )));
+        return Err(ApiError::bad(format!("unknown field `{k}` (allowed: {})", allowed.join(", "))));
     }
     Ok(map)
 }
@@ -154,9 +147,9 @@ pub(crate) fn parse_body(
 pub(crate) fn parse_peer_id(v: Option<&Value>, field: &str) -> Result<PeerId, ApiError> {
     match v {
         None => Err(ApiError::bad(format!("`{field}` is required"))),
-        Some(Value::String(s)) => s
-            .parse()
-            .map_err(|_| ApiError::bad(format!("`{field}` is not a valid peer id: {s:?}"))),
+        Some(Value::String(s)) => {
+            s.parse().map_err(|_| ApiError::bad(format!("`{field}` is not a valid peer id: {s:?}")))
+        }
         Some(_) => Err(ApiError::bad(format!("`{field}` must be a string"))),
     }
 }
@@ -164,10 +157,9 @@ pub(crate) fn parse_peer_id(v: Option<&Value>, field: &str) -> Result<PeerId, Ap
 fn b64_field(m: &Map<String, Value>, field: &str) -> Result<Option<Vec<u8>>, ApiError> {
     match m.get(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => B64
-            .decode(s.trim())
-            .map(Some)
-            .map_err(|e| ApiError::bad(format!("`{field}` is not valid base64: {e}"))),
+        Some(Value::String(s)) => {
+            B64.decode(s.trim()).map(Some).map_err(|e| ApiError::bad(format!("`{field}` is not valid base64: {e}")))
+        }
         Some(_) => Err(ApiError::bad(format!("`{field}` must be a base64 string"))),
     }
 }
@@ -209,20 +201,12 @@ async fn broadcast_work(State(st): St, body: Result<Bytes, BytesRejection>) -> A
         None | Some(Value::Null) => None,
         Some(Value::Array(list)) => {
             if list.is_empty() {
-                return Err(ApiError::bad(
-                    "`peers` must not be empty (omit it to publish on gossipsub)",
-                ));
+                return Err(ApiError::bad("`peers` must not be empty (omit it to publish on gossipsub)"));
             }
             if list.len() > MAX_DIRECT_PEERS {
-                return Err(ApiError::bad(format!(
-                    "`peers` has more than {MAX_DIRECT_PEERS} items"
-                )));
+                return Err(ApiError::bad(format!("`peers` has more than {MAX_DIRECT_PEERS} items")));
             }
-            Some(
-                list.iter()
-                    .map(|p| parse_peer_id(Some(p), "peers[]"))
-                    .collect::<Result<Vec<_>, _>>()?,
-            )
+            Some(list.iter().map(|p| parse_peer_id(Some(p), "peers[]")).collect::<Result<Vec<_>, _>>()?)
         }
         Some(_) => return Err(ApiError::bad("`peers` must be a list of peer id strings")),
     };
@@ -232,8 +216,7 @@ async fn broadcast_work(State(st): St, body: Result<Bytes, BytesRejection>) -> A
         return Ok(Json(out));
     };
     let work = work.clone();
-    let (pending, not_connected) =
-        call(&st, |reply| Command::SendWork { peers, work, reply }).await?;
+    let (pending, not_connected) = call(&st, |reply| Command::SendWork { peers, work, reply }).await?;
     let waits = pending.into_iter().map(|(p, rx): (PeerId, Pending)| async move {
         let r = match tokio::time::timeout(DIRECT_WORK_TIMEOUT, rx).await {
             Err(_) => Err("timed out waiting for the acknowledgement".to_string()),
@@ -292,10 +275,7 @@ async fn send_verify(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiR
             format!("no answer from {peer} within {} s", SEND_VERIFY_TIMEOUT.as_secs()),
         )),
         Ok(Err(_)) => Err(ApiError(StatusCode::BAD_GATEWAY, "request dropped".into())),
-        Ok(Ok(Err(e))) => Err(ApiError(
-            StatusCode::BAD_GATEWAY,
-            format!("verify request to {peer} failed: {e}"),
-        )),
+        Ok(Ok(Err(e))) => Err(ApiError(StatusCode::BAD_GATEWAY, format!("verify request to {peer} failed: {e}"))),
         Ok(Ok(Ok(v))) => Ok(Json(json!({"response": v}))),
     }
 }
@@ -321,14 +301,9 @@ async fn pop_result(
     q: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
     let Query(q) = q.map_err(|e| ApiError::bad(format!("bad query string: {e}")))?;
-    let w = q
-        .get("work_id")
-        .ok_or_else(|| ApiError::bad("query parameter `work_id` is required"))?;
+    let w = q.get("work_id").ok_or_else(|| ApiError::bad("query parameter `work_id` is required"))?;
     if w.is_empty() || w.chars().count() > util::MAX_WORK_ID_CHARS {
-        return Err(ApiError::bad(format!(
-            "`work_id` must be 1 to {} characters",
-            util::MAX_WORK_ID_CHARS
-        )));
+        return Err(ApiError::bad(format!("`work_id` must be 1 to {} characters", util::MAX_WORK_ID_CHARS)));
     }
     let w = w.clone();
     let results = call(&st, |r| Command::PopResults(w, r)).await?;
@@ -348,17 +323,12 @@ async fn events(State(st): St) -> Sse<impl Stream<Item = Result<Event, Infallibl
         })
     });
     let hello = futures::stream::once(async { Ok(Event::default().comment("connected")) });
-    Sse::new(hello.chain(stream)).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("keep-alive"),
-    )
+    Sse::new(hello.chain(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
 }
 
 async fn sign(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let m = parse_body(body, &["payload_b64"])?;
-    let payload =
-        b64_field(&m, "payload_b64")?.ok_or_else(|| ApiError::bad("`payload_b64` is required"))?;
+    let payload = b64_field(&m, "payload_b64")?.ok_or_else(|| ApiError::bad("`payload_b64` is required"))?;
     let sig = st
         .keypair
         .sign(&payload)
@@ -372,23 +342,19 @@ async fn sign(State(st): St, body: Result<Bytes, BytesRejection>) -> ApiResult {
 
 async fn verify_signature(body: Result<Bytes, BytesRejection>) -> ApiResult {
     let m = parse_body(body, &["payload_b64", "signature_b64", "public_key_b64", "peer_id"])?;
-    let payload =
-        b64_field(&m, "payload_b64")?.ok_or_else(|| ApiError::bad("`payload_b64` is required"))?;
-    let sig = b64_field(&m, "signature_b64")?
-        .ok_or_else(|| ApiError::bad("`signature_b64` is required"))?;
+    let payload = b64_field(&m, "payload_b64")?.ok_or_else(|| ApiError::bad("`payload_b64` is required"))?;
+    let sig = b64_field(&m, "signature_b64")?.ok_or_else(|| ApiError::bad("`signature_b64` is required"))?;
     let claimed = match m.get("peer_id") {
         None | Some(Value::Null) => None,
         v => Some(parse_peer_id(v, "peer_id")?),
     };
     let key = match b64_field(&m, "public_key_b64")? {
-        Some(bytes) => identity::PublicKey::try_decode_protobuf(&bytes).map_err(|e| {
-            ApiError::bad(format!("`public_key_b64` is not a protobuf-encoded public key: {e}"))
-        })?,
+        Some(bytes) => identity::PublicKey::try_decode_protobuf(&bytes)
+            .map_err(|e| ApiError::bad(format!("`public_key_b64` is not a protobuf-encoded public key: {e}")))?,
         None => match &claimed {
             None => return Err(ApiError::bad("one of `public_key_b64` or `peer_id` is required")),
-            Some(p) => util::public_key_from_peer_id(p).ok_or_else(|| {
-                ApiError::bad("this peer id does not embed its public key: pass `public_key_b64`")
-            })?,
+            Some(p) => util::public_key_from_peer_id(p)
+                .ok_or_else(|| ApiError::bad("this peer id does not embed its public key: pass `public_key_b64`"))?,
         },
     };
     let derived = key.to_peer_id();

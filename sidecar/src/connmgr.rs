@@ -116,10 +116,8 @@ mod tests {
         let out = l.select_prune(ids.iter().map(|p| at(p, 0)).collect(), now);
         assert_eq!(out.len(), 2);
         // the two pruned peers dial back at once: young, but they go again (before the old ones)
-        let again = l.select_prune(
-            ids.iter().map(|p| at(p, if out.contains(p) { now + 5 } else { 0 })).collect(),
-            now + 5,
-        );
+        let again =
+            l.select_prune(ids.iter().map(|p| at(p, if out.contains(p) { now + 5 } else { 0 })).collect(), now + 5);
         assert_eq!(again.len(), 2);
         assert!(again.iter().all(|p| out.contains(p)));
         // one above the target, under the high watermark: only because a pruned peer is back

@@ -209,9 +209,7 @@ impl Infer {
         };
         let mut reader = BufReader::with_capacity(16 * 1024, stream);
         let mut buf = Vec::new();
-        let read =
-            tokio::time::timeout(REQUEST_LINE_TIMEOUT, read_line_limited(&mut reader, &mut buf, MAX_LINE))
-                .await;
+        let read = tokio::time::timeout(REQUEST_LINE_TIMEOUT, read_line_limited(&mut reader, &mut buf, MAX_LINE)).await;
         let mut stream = reader.into_inner();
         let problem = match read {
             Err(_) => Some(format!("no request line within {} s", REQUEST_LINE_TIMEOUT.as_secs())),
@@ -248,10 +246,7 @@ impl Infer {
             }
         };
         let id = format!("i{}", self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.pending
-            .lock()
-            .unwrap()
-            .insert(id.clone(), PendingInfer { stream, _permit: permit });
+        self.pending.lock().unwrap().insert(id.clone(), PendingInfer { stream, _permit: permit });
         stats.infer_requests.fetch_add(1, Ordering::Relaxed);
         let _ = self.events.send(json!({
             "type": "infer_request",
@@ -274,10 +269,7 @@ impl Infer {
 }
 
 /// `POST /infer`: asks a peer to generate; streams its lines back as NDJSON.
-pub async fn infer(
-    State(st): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+pub async fn infer(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let m = parse_body(body, &["peer_id", "request"])?;
     let peer = parse_peer_id(m.get("peer_id"), "peer_id")?;
     let request = m.get("request").ok_or_else(|| ApiError::bad("`request` is required"))?;
@@ -293,10 +285,7 @@ pub async fn infer(
     line.push(b'\n');
     let mut control = st.infer.control.clone();
     let opened = tokio::time::timeout(OPEN_TIMEOUT, async {
-        let mut s = control
-            .open_stream(peer, StreamProtocol::new(PROTO_INFER))
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut s = control.open_stream(peer, StreamProtocol::new(PROTO_INFER)).await.map_err(|e| e.to_string())?;
         write_flush(&mut s, &line).await.map_err(|e| format!("cannot send the request: {e}"))?;
         // The write side stays open until the answer ends: yamux resets a dropped stream only
         // while it is not half-closed, and that reset is how the Oracle learns that the HTTP
@@ -311,9 +300,7 @@ pub async fn infer(
                 format!("infer request to {peer} failed: timed out opening the stream"),
             ))
         }
-        Ok(Err(e)) => {
-            return Err(ApiError(StatusCode::BAD_GATEWAY, format!("infer request to {peer} failed: {e}")))
-        }
+        Ok(Err(e)) => return Err(ApiError(StatusCode::BAD_GATEWAY, format!("infer request to {peer} failed: {e}"))),
         Ok(Ok(s)) => s,
     };
     st.stats.infer_outbound.fetch_add(1, Ordering::Relaxed);
@@ -321,10 +308,7 @@ pub async fn infer(
     tokio::spawn(pump(st.clone(), peer, stream, tx));
     Ok((
         StatusCode::OK,
-        [
-            (header::CONTENT_TYPE, "application/x-ndjson"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
+        [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")],
         Body::from_stream(ReceiverStream::new(rx)),
     )
         .into_response())
@@ -347,9 +331,7 @@ async fn pump(st: Arc<AppState>, peer: PeerId, stream: Stream, tx: mpsc::Sender<
         let (eof, out) = match read {
             Err(_) => (true, Err(format!("no line from the peer within {} s", LINE_TIMEOUT.as_secs()))),
             Ok(Err(e)) => (true, Err(format!("the stream broke: {e}"))),
-            Ok(Ok(LineRead::TooLong)) => {
-                (true, Err(format!("the peer sent a line longer than {MAX_LINE} bytes")))
-            }
+            Ok(Ok(LineRead::TooLong)) => (true, Err(format!("the peer sent a line longer than {MAX_LINE} bytes"))),
             Ok(Ok(LineRead::Eof)) => (true, check_object_line(&buf).map_err(|e| format!("invalid answer: {e}"))),
             Ok(Ok(LineRead::Line)) => (false, check_object_line(&buf).map_err(|e| format!("invalid answer: {e}"))),
         };
@@ -371,9 +353,7 @@ async fn pump(st: Arc<AppState>, peer: PeerId, stream: Stream, tx: mpsc::Sender<
             tokio::time::sleep(Duration::from_millis(100)).await;
             let connected = call(&st, |reply| Command::IsConnected(peer, reply)).await.unwrap_or(true);
             if !connected {
-                let _ = tx
-                    .send(Ok(fail("the connection to the peer closed before the answer ended".into())))
-                    .await;
+                let _ = tx.send(Ok(fail("the connection to the peer closed before the answer ended".into()))).await;
             }
             return;
         }
@@ -405,9 +385,7 @@ pub async fn infer_response(
     if let Some(k) = q.keys().find(|k| k.as_str() != "request_id") {
         return Err(ApiError::bad(format!("unknown query parameter `{k}` (allowed: request_id)")));
     }
-    let id = q
-        .get("request_id")
-        .ok_or_else(|| ApiError::bad("query parameter `request_id` is required"))?;
+    let id = q.get("request_id").ok_or_else(|| ApiError::bad("query parameter `request_id` is required"))?;
     if id.is_empty() || id.len() > 64 {
         return Err(ApiError::bad("`request_id` must be 1 to 64 characters"));
     }

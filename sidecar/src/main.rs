@@ -103,8 +103,8 @@ fn read_token(cli: &Cli) -> Result<String, String> {
         }
     }
     if let Some(f) = &cli.control_token_file {
-        let t = std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read --control-token-file {}: {e}", f.display()))?;
+        let t =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read --control-token-file {}: {e}", f.display()))?;
         let t = t.trim().to_string();
         if t.is_empty() {
             return Err(format!("control token file {} is empty", f.display()));
@@ -115,14 +115,11 @@ fn read_token(cli: &Cli) -> Result<String, String> {
 }
 
 fn parse_bootstrap(cli: &Cli) -> Result<Vec<Multiaddr>, String> {
-    let mut lines: Vec<(String, String)> = cli
-        .bootstrap
-        .iter()
-        .map(|s| (s.clone(), "--bootstrap".to_string()))
-        .collect();
+    let mut lines: Vec<(String, String)> =
+        cli.bootstrap.iter().map(|s| (s.clone(), "--bootstrap".to_string())).collect();
     if let Some(f) = &cli.bootstrap_file {
-        let text = std::fs::read_to_string(f)
-            .map_err(|e| format!("cannot read --bootstrap-file {}: {e}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).map_err(|e| format!("cannot read --bootstrap-file {}: {e}", f.display()))?;
         for (i, line) in text.lines().enumerate() {
             let line = line.split('#').next().unwrap_or("").trim();
             if !line.is_empty() {
@@ -132,10 +129,7 @@ fn parse_bootstrap(cli: &Cli) -> Result<Vec<Multiaddr>, String> {
     }
     let mut out = vec![];
     for (s, origin) in lines {
-        let a: Multiaddr = s
-            .trim()
-            .parse()
-            .map_err(|e| format!("bad bootstrap multiaddr {s:?} ({origin}): {e}"))?;
+        let a: Multiaddr = s.trim().parse().map_err(|e| format!("bad bootstrap multiaddr {s:?} ({origin}): {e}"))?;
         if !out.contains(&a) {
             out.push(a);
         }
@@ -146,16 +140,13 @@ fn parse_bootstrap(cli: &Cli) -> Result<Vec<Multiaddr>, String> {
 fn load_or_create_key(dir: &Path) -> Result<identity::Keypair, String> {
     let path = dir.join(KEY_FILE);
     if path.exists() {
-        let bytes =
-            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         return identity::Keypair::from_protobuf_encoding(&bytes)
             .map_err(|e| format!("{} is not a valid keypair: {e}", path.display()));
     }
     create_dir_private(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let kp = identity::Keypair::generate_ed25519();
-    let bytes = kp
-        .to_protobuf_encoding()
-        .map_err(|e| format!("cannot encode keypair: {e}"))?;
+    let bytes = kp.to_protobuf_encoding().map_err(|e| format!("cannot encode keypair: {e}"))?;
     let tmp = dir.join(format!("{KEY_FILE}.tmp"));
     write_private(&tmp, &bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, &path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -196,15 +187,12 @@ async fn bind_control(port: u16, strict: bool) -> Result<tokio::net::TcpListener
                 .await
                 .map_err(|e| (1, format!("cannot bind the control API: {e}")))?;
             let got = l.local_addr().map(|a| a.port()).unwrap_or(0);
-            tracing::warn!(
-                "control port {port} is not available ({e}); using port {got} instead"
-            );
+            tracing::warn!("control port {port} is not available ({e}); using port {got} instead");
             Ok(l)
         }
-        Err(e) if port != 0 => Err((
-            2,
-            format!("control port {port} is not available ({e}); --strict-ports is set, so not falling back"),
-        )),
+        Err(e) if port != 0 => {
+            Err((2, format!("control port {port} is not available ({e}); --strict-ports is set, so not falling back")))
+        }
         Err(e) => Err((1, format!("cannot bind the control API: {e}"))),
     }
 }
@@ -247,17 +235,11 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         Err((code, msg)) => fail(code, &msg),
     };
     let control_port = control.local_addr().map(|a| a.port()).unwrap_or(0);
-    let ws_port = cli
-        .ws_port
-        .unwrap_or(if cli.tcp_port == 0 { 0 } else { cli.tcp_port.saturating_add(100) });
+    let ws_port = cli.ws_port.unwrap_or(if cli.tcp_port == 0 { 0 } else { cli.tcp_port.saturating_add(100) });
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, _) = broadcast::channel(EVENT_CAPACITY);
     let stats = Arc::new(net::Stats::default());
-    let limiter = Arc::new(std::sync::Mutex::new(util::RateLimiter::new(
-        cli.peer_rate,
-        cli.peer_burst,
-        4096,
-    )));
+    let limiter = Arc::new(std::sync::Mutex::new(util::RateLimiter::new(cli.peer_rate, cli.peer_burst, 4096)));
     let cfg = net::NetConfig {
         keypair: keypair.clone(),
         listen_host: cli.listen_host,
@@ -329,9 +311,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         let _ = writeln!(out, "SHARD_SIDECAR_READY {ready}");
         let _ = out.flush();
     }
-    tracing::info!(
-        "shard-daemon {VERSION} ready: peer {peer_id}, control http://127.0.0.1:{control_port}"
-    );
+    tracing::info!("shard-daemon {VERSION} ready: peer {peer_id}, control http://127.0.0.1:{control_port}");
     let signal = async {
         #[cfg(unix)]
         {

@@ -1,11 +1,19 @@
 //! The libp2p swarm and the one event loop task that owns it.
 
 use crate::util::{self, LocalInfo, RateLimiter, ResultStore, StoredResult};
-use crate::{connmgr, peerstore::PeerStore, providers::Providers, reach::{self, Reach}};
+use crate::{
+    connmgr,
+    peerstore::PeerStore,
+    providers::Providers,
+    reach::{self, Reach},
+};
 use futures::StreamExt;
 use libp2p::{
+    autonat,
     core::ConnectedPoint,
-    autonat, dcutr, gossipsub, identify, identity, kad, mdns, multiaddr::Protocol, noise, ping, relay,
+    dcutr, gossipsub, identify, identity, kad, mdns,
+    multiaddr::Protocol,
+    noise, ping, relay,
     request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel},
     swarm::{behaviour::toggle::Toggle, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, StreamProtocol, Swarm,
@@ -196,9 +204,7 @@ pub struct NetConfig {
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
-    request_response::Config::default()
-        .with_request_timeout(timeout)
-        .with_max_concurrent_streams(256)
+    request_response::Config::default().with_request_timeout(timeout).with_max_concurrent_streams(256)
 }
 
 async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
@@ -207,11 +213,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| format!("tcp transport: {e}"))?
         .with_quic()
         .with_dns()
@@ -220,89 +222,87 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
         .with_websocket(noise::Config::new, yamux::Config::default)
         .await
         .map_err(|e| format!("websocket transport: {e}"))?
-    .with_relay_client(noise::Config::new, yamux::Config::default)
-    .map_err(|e| format!("relay client: {e}"))?
-    .with_behaviour(|key, relay_client| {
-        let peer_id = key.public().to_peer_id();
-        let gs_config = gossipsub::ConfigBuilder::default()
-            .max_transmit_size(util::MAX_MESSAGE_BYTES)
-            .validation_mode(gossipsub::ValidationMode::Strict)
-            .validate_messages()
-            .heartbeat_interval(Duration::from_millis(700))
-            // a bounded mesh (docs/scale.md): each node forwards to ~D peers, not to all
-            .mesh_n(6)
-            .mesh_n_low(4)
-            .mesh_n_high(12)
-            .build()
-            .map_err(|e| format!("gossipsub config: {e}"))?;
-        let mut gossipsub =
-            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
-                .map_err(|e| format!("gossipsub: {e}"))?;
-        let (params, thresholds) = score_params();
-        gossipsub
-            .with_peer_score(params, thresholds)
-            .map_err(|e| format!("peer score: {e}"))?;
-        let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
-        kad_cfg.set_query_timeout(Duration::from_secs(30));
-        let mut kad = kad::Behaviour::with_config(
-            peer_id,
-            kad::store::MemoryStore::new(peer_id),
-            kad_cfg,
-        );
-        kad.set_mode(Some(kad::Mode::Server));
-        let mdns = if mdns_on {
-            match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
-                Ok(m) => Some(m),
-                Err(e) => {
-                    tracing::warn!("mDNS unavailable, continuing without it: {e}");
-                    None
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| format!("relay client: {e}"))?
+        .with_behaviour(|key, relay_client| {
+            let peer_id = key.public().to_peer_id();
+            let gs_config = gossipsub::ConfigBuilder::default()
+                .max_transmit_size(util::MAX_MESSAGE_BYTES)
+                .validation_mode(gossipsub::ValidationMode::Strict)
+                .validate_messages()
+                .heartbeat_interval(Duration::from_millis(700))
+                // a bounded mesh (docs/scale.md): each node forwards to ~D peers, not to all
+                .mesh_n(6)
+                .mesh_n_low(4)
+                .mesh_n_high(12)
+                .build()
+                .map_err(|e| format!("gossipsub config: {e}"))?;
+            let mut gossipsub =
+                gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gs_config)
+                    .map_err(|e| format!("gossipsub: {e}"))?;
+            let (params, thresholds) = score_params();
+            gossipsub.with_peer_score(params, thresholds).map_err(|e| format!("peer score: {e}"))?;
+            let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
+            kad_cfg.set_query_timeout(Duration::from_secs(30));
+            let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
+            kad.set_mode(Some(kad::Mode::Server));
+            let mdns = if mdns_on {
+                match mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id) {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::warn!("mDNS unavailable, continuing without it: {e}");
+                        None
+                    }
                 }
-            }
-        } else {
-            None
-        };
-        let rr = |p: &'static str, t: u64| {
-            request_response::json::Behaviour::<Value, Value>::new(
-                [(StreamProtocol::new(p), ProtocolSupport::Full)],
-                rr_config(Duration::from_secs(t)),
-            )
-        };
-        Ok(Behaviour {
-            relay_client,
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
-            identify: identify::Behaviour::new(
-                identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
-                    .with_agent_version(format!("shard-daemon/{version}"))
-                    // a relay reservation adds a circuit address: peers (and the DHT) must learn it
-                    .with_push_listen_addr_updates(true),
-            ),
-            gossipsub,
-            kad,
-            mdns: Toggle::from(mdns),
-            dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config {
-                boot_delay: Duration::from_secs(3),
-                retry_interval: Duration::from_secs(20),
-                throttle_server_period: Duration::from_secs(15),
-                only_global_ips: !reach_private,
-                ..Default::default()
-            }),
-            // served only once AutoNAT confirms a public address (the relay hands out its
-            // external addresses); the library's default limits on reservations and circuits
-            relay: Toggle::from(relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()))),
-            handshake: rr(PROTO_HANDSHAKE, 10),
-            verify: rr(PROTO_VERIFY, 15),
-            work: rr(PROTO_WORK, 10),
-            infer: libp2p_stream::Behaviour::new(),
-            ip_limits: crate::ip_limits::Behaviour::default(),
-            limits: libp2p::connection_limits::Behaviour::new(
-                libp2p::connection_limits::ConnectionLimits::default().with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
-            ),
+            } else {
+                None
+            };
+            let rr = |p: &'static str, t: u64| {
+                request_response::json::Behaviour::<Value, Value>::new(
+                    [(StreamProtocol::new(p), ProtocolSupport::Full)],
+                    rr_config(Duration::from_secs(t)),
+                )
+            };
+            Ok(Behaviour {
+                relay_client,
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+                identify: identify::Behaviour::new(
+                    identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
+                        .with_agent_version(format!("shard-daemon/{version}"))
+                        // a relay reservation adds a circuit address: peers (and the DHT) must learn it
+                        .with_push_listen_addr_updates(true),
+                ),
+                gossipsub,
+                kad,
+                mdns: Toggle::from(mdns),
+                dcutr: dcutr::Behaviour::new(peer_id),
+                autonat: autonat::Behaviour::new(
+                    peer_id,
+                    autonat::Config {
+                        boot_delay: Duration::from_secs(3),
+                        retry_interval: Duration::from_secs(20),
+                        throttle_server_period: Duration::from_secs(15),
+                        only_global_ips: !reach_private,
+                        ..Default::default()
+                    },
+                ),
+                // served only once AutoNAT confirms a public address (the relay hands out its
+                // external addresses); the library's default limits on reservations and circuits
+                relay: Toggle::from(relay_server.then(|| relay::Behaviour::new(peer_id, relay::Config::default()))),
+                handshake: rr(PROTO_HANDSHAKE, 10),
+                verify: rr(PROTO_VERIFY, 15),
+                work: rr(PROTO_WORK, 10),
+                infer: libp2p_stream::Behaviour::new(),
+                ip_limits: crate::ip_limits::Behaviour::default(),
+                limits: libp2p::connection_limits::Behaviour::new(
+                    libp2p::connection_limits::ConnectionLimits::default()
+                        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
+                ),
+            })
         })
-    })
-    .map_err(|e| format!("behaviour: {e}"))?
-    .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-    .build();
+        .map_err(|e| format!("behaviour: {e}"))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .build();
     Ok(swarm)
 }
 
@@ -328,9 +328,7 @@ fn score_params() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds
             invalid_message_deliveries_decay: 0.5,
             ..Default::default()
         };
-        params
-            .topics
-            .insert(gossipsub::IdentTopic::new(t).hash(), tp);
+        params.topics.insert(gossipsub::IdentTopic::new(t).hash(), tp);
     }
     (params, gossipsub::PeerScoreThresholds::default())
 }
@@ -429,11 +427,9 @@ impl EventLoop {
         // The TCP port actually used; QUIC takes the same number on UDP when it can.
         let mut tcp_chosen = 0u16;
         let mut fallbacks = vec![];
-        for (kind, requested, name) in [
-            (Kind::Tcp, cfg.tcp_port, "tcp"),
-            (Kind::Ws, cfg.ws_port, "ws"),
-            (Kind::Quic, cfg.tcp_port, "quic (udp)"),
-        ] {
+        for (kind, requested, name) in
+            [(Kind::Tcp, cfg.tcp_port, "tcp"), (Kind::Ws, cfg.ws_port, "ws"), (Kind::Quic, cfg.tcp_port, "quic (udp)")]
+        {
             // QUIC: try the TCP port number first; only an explicit request is strict.
             let (port, strict) = match kind {
                 Kind::Quic if tcp_chosen != requested => (tcp_chosen, false),
@@ -442,11 +438,8 @@ impl EventLoop {
             // libp2p's TCP listener sets SO_REUSEPORT, so a second process could bind the
             // same port and share its connections: probe with a plain socket first.
             let try_port = |swarm: &mut Swarm<Behaviour>, port: u16| {
-                port_free(cfg.listen_host, port, kind).and_then(|_| {
-                    swarm
-                        .listen_on(mk(kind, port))
-                        .map_err(|e| std::io::Error::other(e.to_string()))
-                })
+                port_free(cfg.listen_host, port, kind)
+                    .and_then(|_| swarm.listen_on(mk(kind, port)).map_err(|e| std::io::Error::other(e.to_string())))
             };
             let first = if port == 0 && kind == Kind::Tcp {
                 // pick the number ourselves so QUIC can follow it
@@ -472,11 +465,7 @@ impl EventLoop {
                             ),
                         ));
                     }
-                    let fallback = if kind == Kind::Tcp {
-                        free_tcp_port(cfg.listen_host).unwrap_or(0)
-                    } else {
-                        0
-                    };
+                    let fallback = if kind == Kind::Tcp { free_tcp_port(cfg.listen_host).unwrap_or(0) } else { 0 };
                     let id = try_port(&mut swarm, fallback)
                         .or_else(|_| try_port(&mut swarm, 0))
                         .map_err(|e| (1, format!("cannot listen for {name}: {e}")))?;
@@ -529,19 +518,12 @@ impl EventLoop {
             }
         }
         for (kind, name, port, e) in fallbacks {
-            tracing::warn!(
-                "{name} port {port} is not available ({e}); using port {} instead",
-                ports[&kind]
-            );
+            tracing::warn!("{name} port {port} is not available ({e}); using port {} instead", ports[&kind]);
         }
         for a in &listen_addrs {
             tracing::info!("listening on {a}");
         }
-        let ports = Ports {
-            tcp: ports[&Kind::Tcp],
-            ws: ports[&Kind::Ws],
-            quic: ports[&Kind::Quic],
-        };
+        let ports = Ports { tcp: ports[&Kind::Tcp], ws: ports[&Kind::Ws], quic: ports[&Kind::Quic] };
         let mut el = EventLoop {
             swarm,
             commands,
@@ -604,11 +586,7 @@ impl EventLoop {
                 if self.swarm.is_connected(&p) {
                     continue;
                 }
-            } else if self
-                .peers
-                .values()
-                .any(|s| s.conns.values().any(|c| c == &bare))
-            {
+            } else if self.peers.values().any(|s| s.conns.values().any(|c| c == &bare)) {
                 continue;
             }
             if let Err(e) = self.swarm.dial(a.clone()) {
@@ -671,11 +649,7 @@ impl EventLoop {
         for id in expired {
             if let Some((ch, _)) = self.pending_verify.remove(&id) {
                 self.stats.verify_timeouts.fetch_add(1, Ordering::Relaxed);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .verify
-                    .send_response(ch, json!({"error": "timeout"}));
+                let _ = self.swarm.behaviour_mut().verify.send_response(ch, json!({"error": "timeout"}));
             }
         }
         self.results.expire(now);
@@ -704,11 +678,8 @@ impl EventLoop {
     fn peer_json(&self, id: &PeerId, s: &PeerState) -> Value {
         let info = s.info.clone();
         // a dialed address may already end in /p2p/<id>: name each address with it exactly once
-        let addrs: Vec<String> = s
-            .conns
-            .values()
-            .map(|a| strip_p2p(a).0.with(Protocol::P2p(*id)).to_string())
-            .collect();
+        let addrs: Vec<String> =
+            s.conns.values().map(|a| strip_p2p(a).0.with(Protocol::P2p(*id)).to_string()).collect();
         json!({
             "peer_id": id.to_string(),
             "addrs": addrs,
@@ -745,15 +716,9 @@ impl EventLoop {
                 let me = self.peer_id();
                 let all = self.listen_addrs_p2p();
                 let pick = |k: Kind| -> Vec<String> {
-                    let mut v: Vec<&Multiaddr> = self
-                        .listen_addrs
-                        .iter()
-                        .filter(|a| addr_kind(a).0 == k)
-                        .collect();
+                    let mut v: Vec<&Multiaddr> = self.listen_addrs.iter().filter(|a| addr_kind(a).0 == k).collect();
                     v.sort_by_key(|a| !is_loopback(a));
-                    v.into_iter()
-                        .map(|a| a.clone().with(Protocol::P2p(me)).to_string())
-                        .collect()
+                    v.into_iter().map(|a| a.clone().with(Protocol::P2p(me)).to_string()).collect()
                 };
                 let _ = r.send(json!({
                     "peer_id": me.to_string(),
@@ -779,11 +744,8 @@ impl EventLoop {
                 let _ = r.send(json!({ "peers": list }));
             }
             Command::SetLocalInfo(info, r) => {
-                let models: Vec<String> = if info.roles.iter().any(|r| r == "oracle") {
-                    info.models.clone()
-                } else {
-                    vec![]
-                };
+                let models: Vec<String> =
+                    if info.roles.iter().any(|r| r == "oracle") { info.models.clone() } else { vec![] };
                 self.providers.set_models(&mut self.swarm.behaviour_mut().kad, &models);
                 self.local_info = info;
                 let peers: Vec<PeerId> = self.peers.keys().copied().collect();
@@ -898,13 +860,7 @@ impl EventLoop {
                 self.reach.on_listener_closed(&addresses);
                 self.listen_addrs.retain(|a| !addresses.contains(a));
             }
-            SwarmEvent::ConnectionEstablished {
-                peer_id,
-                connection_id,
-                endpoint,
-                num_established,
-                ..
-            } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
                 let addr = match &endpoint {
                     ConnectedPoint::Dialer { address, .. } => address.clone(),
                     ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr.clone(),
@@ -938,12 +894,7 @@ impl EventLoop {
                     self.swarm.behaviour_mut().handshake.send_request(&peer_id, body);
                 }
             }
-            SwarmEvent::ConnectionClosed {
-                peer_id,
-                connection_id,
-                num_established,
-                ..
-            } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
                 if let Some(st) = self.peers.get_mut(&peer_id) {
                     st.conns.remove(&connection_id);
                 }
@@ -965,17 +916,13 @@ impl EventLoop {
 
     fn on_behaviour_event(&mut self, ev: BehaviourEvent) {
         match ev {
-            BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                propagation_source,
-                message_id,
-                message,
-            }) => {
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { propagation_source, message_id, message }) => {
                 let acceptance = self.on_gossip(message);
-                let _ = self
-                    .swarm
-                    .behaviour_mut()
-                    .gossipsub
-                    .report_message_validation_result(&message_id, &propagation_source, acceptance);
+                let _ = self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
             }
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
                 let conn_addr = self.peers.get(&peer_id).and_then(|s| s.conns.values().next().cloned());
@@ -990,10 +937,7 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
-                if peer != self.peer_id()
-                    && !self.swarm.is_connected(&peer)
-                    && self.limits.may_dial(self.peers.len())
-                {
+                if peer != self.peer_id() && !self.swarm.is_connected(&peer) && self.limits.may_dial(self.peers.len()) {
                     let _ = self.swarm.dial(peer);
                 }
             }
@@ -1090,19 +1034,11 @@ impl EventLoop {
                 }
                 if !self.limiter.lock().unwrap().allow(&peer, Instant::now()) {
                     self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .verify
-                        .send_response(channel, json!({"error": "rate limited"}));
+                    let _ = self.swarm.behaviour_mut().verify.send_response(channel, json!({"error": "rate limited"}));
                     return;
                 }
                 if self.pending_verify.len() >= MAX_PENDING_VERIFY {
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .verify
-                        .send_response(channel, json!({"error": "busy"}));
+                    let _ = self.swarm.behaviour_mut().verify.send_response(channel, json!({"error": "busy"}));
                     return;
                 }
                 self.mark_used(&peer);
@@ -1243,9 +1179,7 @@ impl EventLoop {
                 let oracle = s.info.as_ref().is_some_and(|i| i.roles.iter().any(|r| r == "oracle"));
                 connmgr::Candidate {
                     peer: *p,
-                    protected: bootstrap.contains(p)
-                        || self.reach.is_relay_of_ours(p)
-                        || (oracle && !i_serve),
+                    protected: bootstrap.contains(p) || self.reach.is_relay_of_ours(p) || (oracle && !i_serve),
                     in_mesh: mesh.contains(p),
                     last_used: s.last_used,
                     connected_since: s.connected_since,

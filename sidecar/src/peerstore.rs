@@ -147,9 +147,8 @@ mod tests {
     #[test]
     fn bounded_and_filters_circuits() {
         let mut s = PeerStore { path: None, peers: HashMap::new(), dirty: false };
-        let relay: Multiaddr = "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit"
-            .parse()
-            .unwrap();
+        let relay: Multiaddr =
+            "/ip4/1.2.3.4/tcp/1/p2p/12D3KooWDpJ7As7BWAwRMfu1VU2WCqNjvq387JEYKDBj4kx6nXTN/p2p-circuit".parse().unwrap();
         let p = PeerId::random();
         s.record(p, &relay, 1);
         assert_eq!(s.len(), 0);

@@ -101,11 +101,7 @@ pub struct Providers {
 
 impl Providers {
     /// Starts and stops providing so the DHT holds exactly `models` for this node.
-    pub fn set_models(
-        &mut self,
-        kad: &mut kad::Behaviour<kad::store::MemoryStore>,
-        models: &[String],
-    ) {
+    pub fn set_models(&mut self, kad: &mut kad::Behaviour<kad::store::MemoryStore>, models: &[String]) {
         let want: HashSet<String> = models.iter().take(MAX_PROVIDED).cloned().collect();
         for gone in self.provided.difference(&want) {
             kad.stop_providing(&key(gone));
@@ -138,12 +134,7 @@ impl Providers {
     }
 
     /// Starts a lookup; the reply gets the providers found (this node excluded).
-    pub fn find(
-        &mut self,
-        kad: &mut kad::Behaviour<kad::store::MemoryStore>,
-        model: &str,
-        reply: FoundReply,
-    ) {
+    pub fn find(&mut self, kad: &mut kad::Behaviour<kad::store::MemoryStore>, model: &str, reply: FoundReply) {
         if self.lookups.len() >= MAX_LOOKUPS {
             let _ = reply.send(Err("too many provider lookups in flight".into()));
             return;

@@ -21,10 +21,7 @@ pub const MAX_RESULT_MESSAGE_BYTES: usize = 16 * 1024;
 pub const MAX_RESULT_BYTES: usize = 8 * 1024 * 1024;
 
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 pub fn now_s() -> u64 {
@@ -34,9 +31,7 @@ pub fn now_s() -> u64 {
 /// Checks a work or result object: a JSON object with a non-empty string `work_id`
 /// of at most 128 characters, serialized size at most 256 KiB.
 pub fn validate_work_object(v: &Value, what: &str) -> Result<String, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("`{what}` must be a JSON object"))?;
+    let obj = v.as_object().ok_or_else(|| format!("`{what}` must be a JSON object"))?;
     let id = match obj.get("work_id") {
         Some(Value::String(s)) => s,
         Some(_) => return Err(format!("`{what}.work_id` must be a string")),
@@ -46,9 +41,7 @@ pub fn validate_work_object(v: &Value, what: &str) -> Result<String, String> {
         return Err(format!("`{what}.work_id` must not be empty"));
     }
     if id.chars().count() > MAX_WORK_ID_CHARS {
-        return Err(format!(
-            "`{what}.work_id` is longer than {MAX_WORK_ID_CHARS} characters"
-        ));
+        return Err(format!("`{what}.work_id` is longer than {MAX_WORK_ID_CHARS} characters"));
     }
     check_size(v, what)?;
     Ok(id.clone())
@@ -65,9 +58,7 @@ pub fn validate_object(v: &Value, what: &str) -> Result<(), String> {
 fn check_size(v: &Value, what: &str) -> Result<(), String> {
     let n = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
     if n > MAX_MESSAGE_BYTES {
-        return Err(format!(
-            "`{what}` is {n} bytes serialized, more than the limit of {MAX_MESSAGE_BYTES}"
-        ));
+        return Err(format!("`{what}` is {n} bytes serialized, more than the limit of {MAX_MESSAGE_BYTES}"));
     }
     Ok(())
 }
@@ -105,9 +96,7 @@ pub struct DraftModel {
 
 fn hex_field(obj: &Map<String, Value>, key: &str, max_len: usize) -> Result<String, String> {
     match obj.get(key) {
-        Some(Value::String(s))
-            if !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_hexdigit()) =>
-        {
+        Some(Value::String(s)) if !s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
             Ok(s.clone())
         }
         _ => Err(format!("`draft_model.{key}` must be 1 to {max_len} hex digits")),
@@ -133,10 +122,8 @@ impl DraftModel {
             }
             _ => return Err("`draft_model.name` must be a file name".into()),
         };
-        let size = obj
-            .get("size")
-            .and_then(Value::as_u64)
-            .ok_or("`draft_model.size` must be a non-negative integer")?;
+        let size =
+            obj.get("size").and_then(Value::as_u64).ok_or("`draft_model.size` must be a non-negative integer")?;
         let sha256 = hex_field(obj, "sha256", 64)?;
         if sha256.len() != 64 {
             return Err("`draft_model.sha256` must be 64 hex digits".into());
@@ -177,9 +164,7 @@ impl LocalInfo {
         let protocol_version = match obj.get("protocol_version") {
             None if from_api => PROTOCOL_VERSION,
             None => return Err("`protocol_version` is required".into()),
-            Some(x) => x
-                .as_u64()
-                .ok_or("`protocol_version` must be a non-negative integer")?,
+            Some(x) => x.as_u64().ok_or("`protocol_version` must be a non-negative integer")?,
         };
         let roles = string_list(obj, "roles", MAX_ROLES, 64)?;
         let models = string_list(obj, "models", MAX_MODELS, MAX_NAME_CHARS)?;
@@ -188,46 +173,27 @@ impl LocalInfo {
         let agent = match obj.get("agent") {
             None => String::new(),
             Some(Value::String(s)) if s.chars().count() <= MAX_NAME_CHARS => s.clone(),
-            Some(Value::String(_)) => {
-                return Err(format!("`agent` is longer than {MAX_NAME_CHARS} characters"))
-            }
+            Some(Value::String(_)) => return Err(format!("`agent` is longer than {MAX_NAME_CHARS} characters")),
             Some(_) => return Err("`agent` must be a string".into()),
         };
         let draft_model = DraftModel::parse(obj.get("draft_model"))?;
         let text = |key: &str, max: usize| -> Result<Option<String>, String> {
             match obj.get(key) {
                 None => Ok(None),
-                Some(Value::String(s)) if !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_hexdigit()) => {
+                Some(Value::String(s))
+                    if !s.is_empty() && s.len() <= max && s.chars().all(|c| c.is_ascii_hexdigit()) =>
+                {
                     Ok(Some(s.clone()))
                 }
                 Some(_) => Err(format!("`{key}` must be 1 to {max} hex digits")),
             }
         };
-        let (pair, pair_key) = if from_api {
-            (None, text("pair_key", 256)?)
-        } else {
-            (text("pair", 64)?, None)
-        };
-        Ok(LocalInfo {
-            protocol_version,
-            roles,
-            models,
-            capacity,
-            load,
-            agent,
-            draft_model,
-            pair,
-            pair_key,
-        })
+        let (pair, pair_key) = if from_api { (None, text("pair_key", 256)?) } else { (text("pair", 64)?, None) };
+        Ok(LocalInfo { protocol_version, roles, models, capacity, load, agent, draft_model, pair, pair_key })
     }
 }
 
-fn string_list(
-    obj: &Map<String, Value>,
-    key: &str,
-    max_items: usize,
-    max_chars: usize,
-) -> Result<Vec<String>, String> {
+fn string_list(obj: &Map<String, Value>, key: &str, max_items: usize, max_chars: usize) -> Result<Vec<String>, String> {
     match obj.get(key) {
         None => Ok(vec![]),
         Some(Value::Array(items)) => {
@@ -237,12 +203,8 @@ fn string_list(
             items
                 .iter()
                 .map(|i| match i {
-                    Value::String(s) if !s.is_empty() && s.chars().count() <= max_chars => {
-                        Ok(s.clone())
-                    }
-                    Value::String(_) => Err(format!(
-                        "`{key}` items must be 1 to {max_chars} characters long"
-                    )),
+                    Value::String(s) if !s.is_empty() && s.chars().count() <= max_chars => Ok(s.clone()),
+                    Value::String(_) => Err(format!("`{key}` items must be 1 to {max_chars} characters long")),
                     _ => Err(format!("`{key}` must be a list of strings")),
                 })
                 .collect()
@@ -280,12 +242,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(rate: f64, burst: f64, max_peers: usize) -> Self {
-        RateLimiter {
-            rate,
-            burst,
-            max_peers,
-            buckets: HashMap::new(),
-        }
+        RateLimiter { rate, burst, max_peers, buckets: HashMap::new() }
     }
 
     /// Takes one token for `peer`; false when the peer is over its rate.
@@ -312,9 +269,8 @@ impl RateLimiter {
     /// Forgets buckets that are full again (idle peers).
     pub fn prune(&mut self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
-        self.buckets.retain(|_, (tokens, at)| {
-            *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst
-        });
+        self.buckets
+            .retain(|_, (tokens, at)| *tokens + now.saturating_duration_since(*at).as_secs_f64() * rate < burst);
     }
 
     pub fn len(&self) -> usize {
@@ -445,10 +401,7 @@ mod tests {
 
     #[test]
     fn work_object_validation() {
-        assert_eq!(
-            validate_work_object(&json!({"work_id": "w1", "x": 1}), "work").unwrap(),
-            "w1"
-        );
+        assert_eq!(validate_work_object(&json!({"work_id": "w1", "x": 1}), "work").unwrap(), "w1");
         assert!(validate_work_object(&json!([1]), "work").is_err());
         assert!(validate_work_object(&json!({"x": 1}), "work").is_err());
         assert!(validate_work_object(&json!({"work_id": 5}), "work").is_err());
@@ -484,7 +437,7 @@ mod tests {
         let k = LocalInfo::parse(&json!({"pair_key": "ab12"}), true).unwrap();
         assert_eq!(k.pair_key.as_deref(), Some("ab12"));
         assert!(k.to_value().get("pair_key").is_none()); // never sent
-        // round trip through the wire shape
+                                                         // round trip through the wire shape
         let v = i.to_value();
         assert_eq!(LocalInfo::parse(&v, false).unwrap(), i);
         let sha = "ab".repeat(32);

@@ -26,13 +26,10 @@ impl Drop for Daemon {
 }
 
 fn base_args() -> Vec<String> {
-    [
-        "--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns",
-        "--log-level", "warn",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    ["--control-port", "0", "--tcp-port", "0", "--listen-host", "127.0.0.1", "--no-mdns", "--log-level", "warn"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 fn spawn_cmd(extra: &[String], stdin: Stdio) -> Child {
@@ -109,9 +106,7 @@ fn start(extra: &[String]) -> Daemon {
 }
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(20))
-        .build()
+    ureq::AgentBuilder::new().timeout(Duration::from_secs(20)).build()
 }
 
 impl Daemon {
@@ -159,12 +154,7 @@ impl Daemon {
     fn peer_ids(&self) -> Vec<String> {
         let (s, v) = self.get("/peers");
         assert_eq!(s, 200, "{v}");
-        v["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["peer_id"].as_str().unwrap().to_string())
-            .collect()
+        v["peers"].as_array().unwrap().iter().map(|p| p["peer_id"].as_str().unwrap().to_string()).collect()
     }
 
     fn events(&self) -> Events {
@@ -238,16 +228,14 @@ fn tmpdir(name: &str) -> PathBuf {
 fn gossip_until_seen(from: &Daemon, events: &Events, tag: &str) -> Value {
     for i in 0..30 {
         let work_id = format!("{tag}-{i}");
-        let (s, v) = from.post(
-            "/broadcast-work",
-            json!({"work": {"work_id": work_id, "prompt": "hello", "position": 3}}),
-        );
+        let (s, v) =
+            from.post("/broadcast-work", json!({"work": {"work_id": work_id, "prompt": "hello", "position": 3}}));
         assert_eq!(s, 200, "{v}");
         if v["published"] == json!(true) {
             let wid = work_id.clone();
-            if let Some(ev) = events.wait(Duration::from_millis(1500), |e| {
-                e["type"] == "work" && e["work"]["work_id"] == json!(wid)
-            }) {
+            if let Some(ev) =
+                events.wait(Duration::from_millis(1500), |e| e["type"] == "work" && e["work"]["work_id"] == json!(wid))
+            {
                 return ev;
             }
         } else {
@@ -278,7 +266,10 @@ fn mesh_gossip_results_handshake_verify_direct() {
     let (s, v) = b.req_tok(
         "PUT",
         "/local-info",
-        Some(&json!({"roles": ["oracle", "scout"], "models": ["tiny"], "capacity": 4, "load": 1, "agent": "test-b"}).to_string()),
+        Some(
+            &json!({"roles": ["oracle", "scout"], "models": ["tiny"], "capacity": 4, "load": 1, "agent": "test-b"})
+                .to_string(),
+        ),
         Some(TOKEN),
     );
     assert_eq!(s, 200, "{v}");
@@ -309,10 +300,8 @@ fn mesh_gossip_results_handshake_verify_direct() {
     let cev = c.events();
     let mut got = vec![];
     for _ in 0..20 {
-        let (s, v) = b.post(
-            "/publish-result",
-            json!({"result": {"work_id": work_id, "tokens": [1, 2, 3], "from": "forged"}}),
-        );
+        let (s, v) =
+            b.post("/publish-result", json!({"result": {"work_id": work_id, "tokens": [1, 2, 3], "from": "forged"}}));
         assert_eq!(s, 200, "{v}");
         if v["published"] == true {
             break;
@@ -338,10 +327,8 @@ fn mesh_gossip_results_handshake_verify_direct() {
     assert!(v["results"].as_array().unwrap().is_empty());
 
     // direct work: A -> B only; C does not get it
-    let (s, v) = a.post(
-        "/broadcast-work",
-        json!({"work": {"work_id": "direct-1", "prompt": "secret"}, "peers": [b.peer_id]}),
-    );
+    let (s, v) =
+        a.post("/broadcast-work", json!({"work": {"work_id": "direct-1", "prompt": "secret"}, "peers": [b.peer_id]}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["published"], true, "{v}");
     assert_eq!(v["delivered_to"], json!([b.peer_id]));
@@ -355,10 +342,7 @@ fn mesh_gossip_results_handshake_verify_direct() {
         .is_none());
     // a peer that is not connected is reported as failed
     let stranger = "12D3KooWGRUVh9ZKmLnPDrSNfrcXBfbkwAKfNkJtANxXM8x9oHk5";
-    let (s, v) = a.post(
-        "/broadcast-work",
-        json!({"work": {"work_id": "direct-2"}, "peers": [stranger]}),
-    );
+    let (s, v) = a.post("/broadcast-work", json!({"work": {"work_id": "direct-2"}, "peers": [stranger]}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["published"], false);
     assert_eq!(v["failed"][0]["error"], "not connected");
@@ -377,16 +361,11 @@ fn mesh_gossip_results_handshake_verify_direct() {
             Err(e) => panic!("{e}"),
         }
     });
-    let ev = bev
-        .wait(Duration::from_secs(10), |e| e["type"] == "verify_request")
-        .expect("verify_request event");
+    let ev = bev.wait(Duration::from_secs(10), |e| e["type"] == "verify_request").expect("verify_request event");
     assert_eq!(ev["from"], json!(a.peer_id));
     assert_eq!(ev["request"]["draft"], json!([5, 6, 7]));
     let rid = ev["request_id"].as_str().unwrap().to_string();
-    let (s, v) = b.post(
-        "/verify-response",
-        json!({"request_id": rid, "response": {"accepted": 2, "token": 9}}),
-    );
+    let (s, v) = b.post("/verify-response", json!({"request_id": rid, "response": {"accepted": 2, "token": 9}}));
     assert_eq!(s, 200, "{v}");
     let (s, v) = asker.join().unwrap();
     assert_eq!(s, 200, "{v}");
@@ -418,7 +397,9 @@ fn auth_validation_and_signing() {
     assert_eq!(v["peer_id"], json!(d.peer_id));
     assert_eq!(v["peers"], 0);
     // everything else does
-    for (m, p) in [("GET", "/peers"), ("GET", "/topology"), ("GET", "/events"), ("POST", "/shutdown"), ("GET", "/stats")] {
+    for (m, p) in
+        [("GET", "/peers"), ("GET", "/topology"), ("GET", "/events"), ("POST", "/shutdown"), ("GET", "/stats")]
+    {
         let (s, v) = d.req_tok(m, p, None, None);
         assert_eq!(s, 401, "{m} {p}: {v}");
         assert!(v["error"].as_str().unwrap().contains("token"));
@@ -470,7 +451,9 @@ fn auth_validation_and_signing() {
         .send_string(&big);
     match res {
         Err(ureq::Error::Status(s, _)) => assert_eq!(s, 413),
-        Err(ureq::Error::Transport(t)) => assert!(t.to_string().contains("Broken pipe") || t.to_string().contains("reset"), "{t}"),
+        Err(ureq::Error::Transport(t)) => {
+            assert!(t.to_string().contains("Broken pipe") || t.to_string().contains("reset"), "{t}")
+        }
         Ok(r) => panic!("an oversize body was accepted: {}", r.status()),
     }
     // over the 256 KiB message limit, under the body limit
@@ -496,21 +479,15 @@ fn auth_validation_and_signing() {
     assert_eq!(v["peer_id"], json!(d.peer_id));
     let sig = v["signature_b64"].as_str().unwrap().to_string();
     let pk = v["public_key_b64"].as_str().unwrap().to_string();
-    let (_, v) = d.post(
-        "/verify-signature",
-        json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "public_key_b64": pk}),
-    );
+    let (_, v) =
+        d.post("/verify-signature", json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "public_key_b64": pk}));
     assert_eq!(v["valid"], true, "{v}");
     assert_eq!(v["peer_id"], json!(d.peer_id));
-    let (_, v) = d.post(
-        "/verify-signature",
-        json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "peer_id": d.peer_id}),
-    );
+    let (_, v) =
+        d.post("/verify-signature", json!({"payload_b64": "aGVsbG8=", "signature_b64": sig, "peer_id": d.peer_id}));
     assert_eq!(v["valid"], true, "{v}");
-    let (_, v) = d.post(
-        "/verify-signature",
-        json!({"payload_b64": "aGVsbG9v", "signature_b64": sig, "peer_id": d.peer_id}),
-    );
+    let (_, v) =
+        d.post("/verify-signature", json!({"payload_b64": "aGVsbG9v", "signature_b64": sig, "peer_id": d.peer_id}));
     assert_eq!(v["valid"], false, "{v}");
     let other = "12D3KooWGRUVh9ZKmLnPDrSNfrcXBfbkwAKfNkJtANxXM8x9oHk5";
     let (_, v) = d.post(
@@ -554,8 +531,12 @@ fn busy_ports_fall_back_unless_strict() {
     let (tcp, ws, ctl) = (port_of(&a, "tcp_port"), port_of(&a, "ws_port"), a.port);
     assert_eq!(port_of(&a, "quic_port") > 0, true);
     let b = start(&[
-        "--tcp-port".into(), tcp.to_string(), "--ws-port".into(), ws.to_string(),
-        "--control-port".into(), ctl.to_string(),
+        "--tcp-port".into(),
+        tcp.to_string(),
+        "--ws-port".into(),
+        ws.to_string(),
+        "--control-port".into(),
+        ctl.to_string(),
     ]);
     // QUIC follows the TCP port number when that UDP port is free
     assert_eq!(port_of(&b, "quic_port"), port_of(&b, "tcp_port"));
@@ -564,10 +545,7 @@ fn busy_ports_fall_back_unless_strict() {
     assert_ne!(port_of(&b, "quic_port"), port_of(&a, "quic_port"));
     assert_ne!(b.port, ctl);
     assert_eq!(b.get("/health").0, 200);
-    let mut child = spawn_cmd(
-        &["--tcp-port".into(), tcp.to_string(), "--strict-ports".into()],
-        Stdio::null(),
-    );
+    let mut child = spawn_cmd(&["--tcp-port".into(), tcp.to_string(), "--strict-ports".into()], Stdio::null());
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
     let mut err = String::new();
@@ -577,11 +555,7 @@ fn busy_ports_fall_back_unless_strict() {
 
 #[test]
 fn refuses_to_start_without_token() {
-    let out = Command::new(BIN)
-        .args(base_args())
-        .env_remove("SHARD_CONTROL_TOKEN")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(base_args()).env_remove("SHARD_CONTROL_TOKEN").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("control token"));
     // token from a file works
@@ -638,18 +612,21 @@ fn clean_exit_on_stdin_close_and_shutdown() {
 fn rate_limit_and_verify_timeout() {
     let a = start(&[]);
     let b = start(&[
-        "--bootstrap".into(), a.tcp_addr(), "--peer-rate".into(), "0.1".into(),
-        "--peer-burst".into(), "3".into(),
+        "--bootstrap".into(),
+        a.tcp_addr(),
+        "--peer-rate".into(),
+        "0.1".into(),
+        "--peer-burst".into(),
+        "3".into(),
     ]);
-    assert!(wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)
-        && a.peer_ids().contains(&b.peer_id)));
+    assert!(
+        wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id) && a.peer_ids().contains(&b.peer_id))
+    );
     // B takes 3 work items from A at once, then refuses and counts the rest
     let mut ok = 0;
     for i in 0..6 {
-        let (s, v) = a.post(
-            "/broadcast-work",
-            json!({"work": {"work_id": format!("flood-{i}")}, "peers": [b.peer_id]}),
-        );
+        let (s, v) =
+            a.post("/broadcast-work", json!({"work": {"work_id": format!("flood-{i}")}, "peers": [b.peer_id]}));
         assert_eq!(s, 200, "{v}");
         if v["published"] == true {
             ok += 1;
@@ -779,10 +756,7 @@ struct RawResponse {
 
 impl RawResponse {
     fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body's lines as they arrive, each with the time it arrived.
@@ -887,8 +861,7 @@ fn meshed_pair() -> (Daemon, Daemon) {
     let a = start(&[]);
     let b = start(&["--bootstrap".into(), a.tcp_addr()]);
     assert!(
-        wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id)
-            && a.peer_ids().contains(&b.peer_id)),
+        wait_until(Duration::from_secs(15), || b.peer_ids().contains(&a.peer_id) && a.peer_ids().contains(&b.peer_id)),
         "the two daemons did not connect"
     );
     (a, b)
@@ -916,9 +889,7 @@ fn infer_streams_lines_as_they_are_produced() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("application/x-ndjson"));
     let lines = resp.lines();
-    let ev = bev
-        .wait(Duration::from_secs(10), |e| e["type"] == "infer_request")
-        .expect("infer_request event");
+    let ev = bev.wait(Duration::from_secs(10), |e| e["type"] == "infer_request").expect("infer_request event");
     assert_eq!(ev["from"], json!(a.peer_id));
     assert_eq!(ev["request"], request);
     assert!(ev["received_at_ms"].as_u64().unwrap() > 0);
@@ -973,9 +944,7 @@ fn infer_asker_disconnect_stops_the_oracle() {
     let (resp, sock) = a.infer(&b.peer_id, json!({"prompt": "long"}));
     assert_eq!(resp.status, 200);
     let lines = resp.lines();
-    let ev = bev
-        .wait(Duration::from_secs(10), |e| e["type"] == "infer_request")
-        .expect("infer_request event");
+    let ev = bev.wait(Duration::from_secs(10), |e| e["type"] == "infer_request").expect("infer_request event");
     let id = ev["request_id"].as_str().unwrap().to_string();
     let mut s = b.raw_send(&format!("/infer-response?request_id={id}"), Some(TOKEN), None, true);
     // B's answer arrives on another thread as soon as the daemon sends it
@@ -1015,11 +984,7 @@ fn infer_asker_disconnect_stops_the_oracle() {
         outcome.contains("410") || outcome.starts_with("write failed"),
         "unexpected end of /infer-response: {outcome}"
     );
-    assert!(
-        wait_until(Duration::from_secs(5), || b.get("/stats").1["infer_asker_gone"] == 1),
-        "{}",
-        b.get("/stats").1
-    );
+    assert!(wait_until(Duration::from_secs(5), || b.get("/stats").1["infer_asker_gone"] == 1), "{}", b.get("/stats").1);
 }
 
 #[test]
@@ -1051,11 +1016,9 @@ fn infer_errors_limits_and_auth() {
     assert_eq!(st, 502, "{v}");
     assert!(v["error"].as_str().unwrap().contains("not connected"), "{v}");
     // /infer-response: unknown id, missing id, unknown parameter
-    for (path, want) in [
-        ("/infer-response?request_id=i999", 404),
-        ("/infer-response", 400),
-        ("/infer-response?request_id=i1&x=1", 400),
-    ] {
+    for (path, want) in
+        [("/infer-response?request_id=i999", 404), ("/infer-response", 400), ("/infer-response?request_id=i1&x=1", 400)]
+    {
         let mut s = b.raw_send(path, Some(TOKEN), None, true);
         end_chunks(&mut s).unwrap();
         let r = read_head(BufReader::new(s)).unwrap();
@@ -1129,19 +1092,28 @@ fn providers_find_an_oracle_beyond_the_neighbours() {
     assert_eq!(s, 200);
     assert_eq!(v["provided_models"], json!(["tiny-model"]), "{v}");
     let mut found = json!(null);
-    assert!(wait_until(Duration::from_secs(30), || {
-        let (s, v) = asker.post("/find-providers", json!({"model": "tiny-model"}));
-        assert_eq!(s, 200, "{v}");
-        found = v;
-        found["connected"].as_array().unwrap().iter().any(|p| p == &json!(oracle.peer_id))
-    }), "lookup never found the Oracle: {found}");
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (s, v) = asker.post("/find-providers", json!({"model": "tiny-model"}));
+            assert_eq!(s, 200, "{v}");
+            found = v;
+            found["connected"].as_array().unwrap().iter().any(|p| p == &json!(oracle.peer_id))
+        }),
+        "lookup never found the Oracle: {found}"
+    );
     assert!(asker.peer_ids().contains(&oracle.peer_id));
     // no provider for another model; bad input is a 400
     let (s, v) = asker.post("/find-providers", json!({"model": "no-such-model"}));
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["providers"], json!([]));
-    for bad in [json!({}), json!({"model": ""}), json!({"model": 3}), json!({"model": "a\nb"}),
-                json!({"model": "x".repeat(200)}), json!({"model": "m", "extra": 1})] {
+    for bad in [
+        json!({}),
+        json!({"model": ""}),
+        json!({"model": 3}),
+        json!({"model": "a\nb"}),
+        json!({"model": "x".repeat(200)}),
+        json!({"model": "m", "extra": 1}),
+    ] {
         let (s, v) = asker.post("/find-providers", bad);
         assert_eq!(s, 400, "{v}");
     }
@@ -1187,8 +1159,10 @@ fn bootstrap_accepts_dns_and_dnsaddr() {
     let dns = format!("/dns4/localhost/tcp/{port}/p2p/{}", hub.peer_id);
     // a /dnsaddr/ entry that does not resolve must not stop the daemon
     let d = start(&[
-        "--bootstrap".into(), dns,
-        "--bootstrap".into(), format!("/dnsaddr/bootstrap.invalid/p2p/{}", hub.peer_id),
+        "--bootstrap".into(),
+        dns,
+        "--bootstrap".into(),
+        format!("/dnsaddr/bootstrap.invalid/p2p/{}", hub.peer_id),
     ]);
     assert!(wait_until(Duration::from_secs(20), || d.peer_ids().contains(&hub.peer_id)));
 }
@@ -1196,9 +1170,8 @@ fn bootstrap_accepts_dns_and_dnsaddr() {
 #[test]
 fn connections_are_pruned_to_the_target() {
     let hub = start(&["--target-peers".into(), "4".into()]);
-    let spokes: Vec<Daemon> = (0..8)
-        .map(|_| start(&["--bootstrap".into(), hub.tcp_addr(), "--target-peers".into(), "1".into()]))
-        .collect();
+    let spokes: Vec<Daemon> =
+        (0..8).map(|_| start(&["--bootstrap".into(), hub.tcp_addr(), "--target-peers".into(), "1".into()])).collect();
     assert!(wait_until(Duration::from_secs(20), || hub.peer_ids().len() >= 7), "spokes never connected");
     let (_, t) = hub.get("/topology");
     assert_eq!(t["target_peers"], 4);

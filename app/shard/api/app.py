@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from shard.api import (embeddings_routes, middlewares, ollama_routes, openai_routes, openapi, responses_routes, scout_routes,
-                       system_routes, webapp_routes)
+from shard.api import (
+    embeddings_routes,
+    middlewares,
+    ollama_routes,
+    openai_routes,
+    openapi,
+    responses_routes,
+    scout_routes,
+    system_routes,
+    webapp_routes,
+)
 from shard.api.keys import NODE
 
 if TYPE_CHECKING:
     from shard.node import Node
 
 
-def metrics_middleware(node: "Node") -> web.middleware:
+def metrics_middleware(node: Node) -> web.middleware:
     @web.middleware
-    async def middleware(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def middleware(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         route = request.match_info.route.name or "unmatched"
         try:
             response = await handler(request)
@@ -30,7 +42,7 @@ def metrics_middleware(node: "Node") -> web.middleware:
     return middleware
 
 
-def create_app(node: "Node") -> web.Application:
+def create_app(node: Node) -> web.Application:
     s = node.settings
     app = web.Application(
         client_max_size=s.max_body_bytes,

@@ -21,20 +21,32 @@ def _inputs(value: Any, max_chars: int) -> EmbedRequest:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value or len(value) > MAX_EMBED_INPUTS:
-        raise ApiError(400, f"'input' must be a string or a non-empty list of at most {MAX_EMBED_INPUTS} inputs", "invalid_request", "input")
+        raise ApiError(
+            400,
+            f"'input' must be a string or a non-empty list of at most {MAX_EMBED_INPUTS} inputs",
+            "invalid_request",
+            "input",
+        )
     if all(isinstance(x, str) for x in value):
         if sum(map(len, value)) > max_chars * 8:
             raise ApiError(400, "the inputs are too long in total", "context_length_exceeded", "input")
         if any(not x for x in value):
             raise ApiError(400, "'input' must not contain empty strings", "invalid_request", "input")
         return EmbedRequest(inputs=value)
+
     def ints(xs: Any) -> bool:
         return isinstance(xs, list) and bool(xs) and all(isinstance(t, int) and not isinstance(t, bool) for t in xs)
+
     if ints(value):
         return EmbedRequest(tokens=[value])
     if all(ints(x) for x in value):
         return EmbedRequest(tokens=value)
-    raise ApiError(400, "'input' must be a string, a list of strings, a list of token ids or a list of such lists", "invalid_request", "input")
+    raise ApiError(
+        400,
+        "'input' must be a string, a list of strings, a list of token ids or a list of such lists",
+        "invalid_request",
+        "input",
+    )
 
 
 async def embed(request: web.Request, req: EmbedRequest, dimensions: int | None) -> tuple[list[np.ndarray], int]:
@@ -49,7 +61,12 @@ async def embed(request: web.Request, req: EmbedRequest, dimensions: int | None)
     vectors = [np.asarray(v, dtype=np.float32) for v in out["embeddings"]]
     if dimensions is not None:
         if not 1 <= dimensions <= int(out["dimensions"]):
-            raise ApiError(400, f"'dimensions' must be between 1 and {out['dimensions']} for this model", "invalid_request", "dimensions")
+            raise ApiError(
+                400,
+                f"'dimensions' must be between 1 and {out['dimensions']} for this model",
+                "invalid_request",
+                "dimensions",
+            )
         # Shortened as OpenAI's text-embedding-3 are: the first d values, normalized again.
         vectors = [v[:dimensions] / (np.linalg.norm(v[:dimensions]) or 1.0) for v in vectors]
     return vectors, int(out["prompt_tokens"])
@@ -71,12 +88,22 @@ async def embeddings(request: web.Request) -> web.Response:
     if fmt not in ("float", "base64"):
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", "invalid_request", "encoding_format")
     model = node.resolve_model(body.get("model") if isinstance(body.get("model"), str) else "")
-    vectors, n_tokens = await embed(request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body))
-    data = [{"object": "embedding", "index": i,
-             "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64" else [float(x) for x in v]}
-            for i, v in enumerate(vectors)]
-    return web.json_response({"object": "list", "data": data, "model": model,
-                              "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}})
+    vectors, n_tokens = await embed(
+        request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body)
+    )
+    data = [
+        {
+            "object": "embedding",
+            "index": i,
+            "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode()
+            if fmt == "base64"
+            else [float(x) for x in v],
+        }
+        for i, v in enumerate(vectors)
+    ]
+    return web.json_response(
+        {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+    )
 
 
 async def ollama_embed(request: web.Request) -> web.Response:
@@ -87,12 +114,20 @@ async def ollama_embed(request: web.Request) -> web.Response:
     try:
         name = body.get("model") if isinstance(body.get("model"), str) else ""
         model = node.resolve_model(name.removesuffix(":latest"))
-        vectors, n_tokens = await embed(request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body))
+        vectors, n_tokens = await embed(
+            request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body)
+        )
     except ApiError as err:
         return web.json_response({"error": err.message}, status=err.status)
-    return web.json_response({"model": model if ":" in model else model + ":latest",
-                              "embeddings": [[float(x) for x in v] for v in vectors],
-                              "total_duration": 0, "load_duration": 0, "prompt_eval_count": n_tokens})
+    return web.json_response(
+        {
+            "model": model if ":" in model else model + ":latest",
+            "embeddings": [[float(x) for x in v] for v in vectors],
+            "total_duration": 0,
+            "load_duration": 0,
+            "prompt_eval_count": n_tokens,
+        }
+    )
 
 
 def add_routes(app: web.Application) -> None:

@@ -21,8 +21,14 @@ _TYPES = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -32,8 +38,12 @@ class ApiError(Exception):
 
 
 def error_body(status: int, message: str, code: str | None = None, param: str | None = None) -> dict[str, Any]:
-    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "code": code, "param": param}}
+    return {
+        "error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "code": code, "param": param}
+    }
 
 
 def error_response(err: ApiError) -> web.Response:
-    return web.json_response(error_body(err.status, err.message, err.code, err.param), status=err.status, headers=err.headers)
+    return web.json_response(
+        error_body(err.status, err.message, err.code, err.param), status=err.status, headers=err.headers
+    )

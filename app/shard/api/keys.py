@@ -9,4 +9,4 @@ from aiohttp import web
 if TYPE_CHECKING:
     from shard.node import Node
 
-NODE: web.AppKey["Node"] = web.AppKey("node")
+NODE: web.AppKey[Node] = web.AppKey("node")

@@ -8,7 +8,7 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -20,7 +20,9 @@ from shard.config import Settings
 log = logging.getLogger("shard.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-OPEN_PATHS = frozenset({"/", "/health", "/openapi.json"})  # answered without an API key (the web app page, liveness checks, the tray, API docs)
+OPEN_PATHS = frozenset(
+    {"/", "/health", "/openapi.json"}
+)  # answered without an API key (the web app page, liveness checks, the tray, API docs)
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 BASE_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key"
 # A header name as RFC 9110 spells it (a token); a preflight asking for anything else gets the base list.
@@ -37,9 +39,18 @@ def error_middleware(settings: Settings) -> web.middleware:
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            message = {404: f"no such endpoint: {request.method} {request.path}", 405: f"method {request.method} is not allowed on {request.path}",
-                       413: f"the request body is larger than the limit of {settings.max_body_bytes} bytes"}.get(exc.status, exc.reason)
-            return error_response(ApiError(exc.status, message, code={404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status)))
+            message = {
+                404: f"no such endpoint: {request.method} {request.path}",
+                405: f"method {request.method} is not allowed on {request.path}",
+                413: f"the request body is larger than the limit of {settings.max_body_bytes} bytes",
+            }.get(exc.status, exc.reason)
+            return error_response(
+                ApiError(
+                    exc.status,
+                    message,
+                    code={404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(exc.status),
+                )
+            )
         except (ConnectionResetError, OSError) as exc:
             # The client went away; nothing to answer. Handlers already cancelled their work.
             log.debug("client connection lost on %s: %s", request.path, exc)
@@ -71,7 +82,9 @@ def _is_loopback(name: str) -> bool:
 def host_origin_middleware(settings: Settings) -> web.middleware:
     """A web page on a foreign site must not reach the API, by rebinding DNS (foreign Host header)
     or by cross-origin requests (foreign Origin). Loopback hosts and origins of any port are ours."""
-    allowed_hosts = {h.lower() for h in settings.allowed_hosts} | ({settings.host.lower()} if settings.host not in ("0.0.0.0", "::") else set())
+    allowed_hosts = {h.lower() for h in settings.allowed_hosts} | (
+        {settings.host.lower()} if settings.host not in ("0.0.0.0", "::") else set()
+    )
     allowed_origins = {o.rstrip("/").lower() for o in settings.allowed_origins}
 
     def origin_ok(origin: str) -> bool:
@@ -84,8 +97,12 @@ def host_origin_middleware(settings: Settings) -> web.middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         host = _host_name(request.headers.get("Host", ""))
         if not (_is_loopback(host) or host in allowed_hosts):
-            raise ApiError(403, f"Host header {request.headers.get('Host', '')!r} is not allowed (DNS rebinding protection); "
-                                "add it to allowed_hosts to serve it", "host_not_allowed")
+            raise ApiError(
+                403,
+                f"Host header {request.headers.get('Host', '')!r} is not allowed (DNS rebinding protection); "
+                "add it to allowed_hosts to serve it",
+                "host_not_allowed",
+            )
         origin = request.headers.get("Origin")
         if origin is not None and origin != "null" and not origin_ok(origin):
             raise ApiError(403, f"Origin {origin!r} is not allowed; add it to allowed_origins", "origin_not_allowed")
@@ -96,15 +113,21 @@ def host_origin_middleware(settings: Settings) -> web.middleware:
             # The origin is allowed: so are the headers its client sends (the openai JS SDK's
             # x-stainless-*, OpenRouter's HTTP-Referer...). Only well-formed header names echo back.
             asked = request.headers.get("Access-Control-Request-Headers", "").strip()
-            headers = f"{BASE_ALLOWED_HEADERS}, {asked}" if asked and len(asked) <= 2048 and _HEADER_LIST.match(asked) \
+            headers = (
+                f"{BASE_ALLOWED_HEADERS}, {asked}"
+                if asked and len(asked) <= 2048 and _HEADER_LIST.match(asked)
                 else BASE_ALLOWED_HEADERS
-            return web.Response(status=204, headers={
-                **cors,
-                "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
-                "Access-Control-Allow-Headers": headers,
-                "Access-Control-Max-Age": "600",
-                "Vary": "Origin, Access-Control-Request-Headers",
-            })
+            )
+            return web.Response(
+                status=204,
+                headers={
+                    **cors,
+                    "Access-Control-Allow-Methods": "GET, POST, DELETE, OPTIONS",
+                    "Access-Control-Allow-Headers": headers,
+                    "Access-Control-Max-Age": "600",
+                    "Vary": "Origin, Access-Control-Request-Headers",
+                },
+            )
         response = await handler(request)
         if cors and not response.prepared:
             response.headers.update(cors)
@@ -137,8 +160,12 @@ def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
             wait = guesses.retry_after(request.remote or "")
             if wait > 0:
                 retry = max(1, int(wait + 0.999))
-                raise ApiError(429, f"too many wrong API keys from this address; retry in {retry}s", "too_many_wrong_keys",
-                               headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    f"too many wrong API keys from this address; retry in {retry}s",
+                    "too_many_wrong_keys",
+                    headers={"Retry-After": str(retry)},
+                )
             # Header bytes that are not UTF-8 arrive as surrogates: back to the bytes sent, never a 500.
             given = presented_key(request).encode("utf-8", "surrogateescape")
             # Compare with every key, always: the time taken says nothing about which one is close.
@@ -146,7 +173,11 @@ def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
             for key in keys:
                 matched |= hmac.compare_digest(given, key)
             if not given:
-                raise ApiError(401, "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'", "missing_api_key")
+                raise ApiError(
+                    401,
+                    "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                    "missing_api_key",
+                )
             if not matched:
                 guesses.wrong(request.remote or "")
                 raise ApiError(401, "the API key is not valid", "invalid_api_key")
@@ -194,8 +225,12 @@ def rate_limit_middleware(settings: Settings, current_keys: Callable[[], list[st
             wait = limiter.check(client)
             if wait > 0:
                 retry = max(1, int(wait + 0.999))
-                raise ApiError(429, f"rate limit of {settings.rate_limit_per_minute} requests per minute reached; retry in {retry}s",
-                               "rate_limit_exceeded", headers={"Retry-After": str(retry)})
+                raise ApiError(
+                    429,
+                    f"rate limit of {settings.rate_limit_per_minute} requests per minute reached; retry in {retry}s",
+                    "rate_limit_exceeded",
+                    headers={"Retry-After": str(retry)},
+                )
         return await handler(request)
 
     return middleware

@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
@@ -24,12 +25,20 @@ from shard.api.tools import parse as tool_parse
 
 OLLAMA_VERSION = "0.12.0"  # the API shape followed; clients compare it for features
 # Ollama option -> OpenAI field; the others (num_ctx, repeat_penalty, mirostat...) change nothing here.
-OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "seed": "seed",
-           "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty", "stop": "stop"}
+OPTIONS = {
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "seed": "seed",
+    "presence_penalty": "presence_penalty",
+    "frequency_penalty": "frequency_penalty",
+    "stop": "stop",
+}
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -73,8 +82,9 @@ def _openai_body(body: Any, chat: bool) -> dict[str, Any]:
         if body.get("raw"):
             out["prompt"] = prompt
         else:  # not raw: the model's chat template applies, as Ollama's own template would
-            out["messages"] = ([{"role": "system", "content": system}] if isinstance(system, str) and system else []) + \
-                [{"role": "user", "content": prompt}]
+            out["messages"] = (
+                [{"role": "system", "content": system}] if isinstance(system, str) and system else []
+            ) + [{"role": "user", "content": prompt}]
     return out
 
 
@@ -86,10 +96,18 @@ def _message(m: Any, i: int) -> dict[str, Any]:
     out = {k: m[k] for k in ("role", "content", "tool_name") if k in m}
     if m.get("tool_calls"):  # Ollama sends arguments as objects; OpenAI as text
         calls = m["tool_calls"] if isinstance(m["tool_calls"], list) else []
-        out["tool_calls"] = [{"id": f"call_{j}", "type": "function",
-                              "function": {"name": (c.get("function") or {}).get("name"),
-                                           "arguments": json.dumps((c.get("function") or {}).get("arguments") or {})}}
-                             for j, c in enumerate(calls) if isinstance(c, dict)]
+        out["tool_calls"] = [
+            {
+                "id": f"call_{j}",
+                "type": "function",
+                "function": {
+                    "name": (c.get("function") or {}).get("name"),
+                    "arguments": json.dumps((c.get("function") or {}).get("arguments") or {}),
+                },
+            }
+            for j, c in enumerate(calls)
+            if isinstance(c, dict)
+        ]
     if m.get("role") == "tool" and "tool_name" in m:
         out["name"] = m["tool_name"]
     return out
@@ -109,9 +127,14 @@ def _tag(name: str) -> str:
 def _counts(usage: dict[str, Any], started: float) -> dict[str, Any]:
     total_ns = int((time.monotonic() - started) * 1e9)
     ttft_ns = int((usage.get("ttft_ms") or 0) * 1e6)
-    return {"total_duration": total_ns, "load_duration": 0, "prompt_eval_count": usage.get("prompt_tokens", 0),
-            "prompt_eval_duration": ttft_ns, "eval_count": usage.get("completion_tokens", 0),
-            "eval_duration": max(total_ns - ttft_ns, 0)}
+    return {
+        "total_duration": total_ns,
+        "load_duration": 0,
+        "prompt_eval_count": usage.get("prompt_tokens", 0),
+        "prompt_eval_duration": ttft_ns,
+        "eval_count": usage.get("completion_tokens", 0),
+        "eval_duration": max(total_ns - ttft_ns, 0),
+    }
 
 
 async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
@@ -122,7 +145,9 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
         if not chat and not oa.get("prompt") and not any(m.get("content") for m in oa.get("messages", [])):
             # An empty prompt loads the model in Ollama; here it is loaded already.
             model = node.resolve_model(oa["model"])
-            return web.json_response({"model": _tag(model), "created_at": _now(), "response": "", "done": True, "done_reason": "load"})
+            return web.json_response(
+                {"model": _tag(model), "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
+            )
         parse = parse_chat if "messages" in oa else parse_completion
         parsed: ParsedRequest = parse(oa, node.settings.max_prompt_chars)
         if not parsed.generate.max_tokens:
@@ -144,8 +169,11 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
         if chat and parsed.tool_names:
             content, calls = tool_parse(text, set(parsed.tool_names))
             if calls:
-                out["message"] = {"role": "assistant", "content": content,
-                                  "tool_calls": [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in calls]}
+                out["message"] = {
+                    "role": "assistant",
+                    "content": content,
+                    "tool_calls": [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in calls],
+                }
         reason = "length" if event["finish_reason"] == "length" else "stop"
         return {**out, "done_reason": reason, **_counts(event["usage"], started)}
 
@@ -167,8 +195,9 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
         await events.aclose()
 
 
-async def _stream(request: web.Request, events: AsyncIterator[dict[str, Any]], first: dict[str, Any], line: Any, last: Any,
-                  hold: bool) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, events: AsyncIterator[dict[str, Any]], first: dict[str, Any], line: Any, last: Any, hold: bool
+) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     origin = request.headers.get("Origin")
     if origin:
@@ -214,8 +243,14 @@ def _details(info: dict[str, Any]) -> dict[str, Any]:
     parts = desc.split()
     n = int(info.get("n_params") or 0)
     size = f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
-    return {"parent_model": "", "format": "gguf", "family": parts[0] if parts else "", "families": parts[:1],
-            "parameter_size": size, "quantization_level": parts[-1] if len(parts) >= 3 else ""}
+    return {
+        "parent_model": "",
+        "format": "gguf",
+        "family": parts[0] if parts else "",
+        "families": parts[:1],
+        "parameter_size": size,
+        "quantization_level": parts[-1] if len(parts) >= 3 else "",
+    }
 
 
 def _listing(request: web.Request) -> list[dict[str, Any]]:
@@ -225,9 +260,17 @@ def _listing(request: web.Request) -> list[dict[str, Any]]:
     for name in node.model_ids():
         size = int(info.get("size_bytes") or 0)
         digest = hashlib.sha256(f"{name}:{info.get('path', '')}:{size}".encode()).hexdigest()
-        modified = datetime.fromtimestamp(node.started_at, timezone.utc).isoformat().replace("+00:00", "Z")
-        out.append({"name": _tag(name), "model": _tag(name), "modified_at": modified, "size": size, "digest": digest,
-                    "details": _details(info)})
+        modified = datetime.fromtimestamp(node.started_at, UTC).isoformat().replace("+00:00", "Z")
+        out.append(
+            {
+                "name": _tag(name),
+                "model": _tag(name),
+                "modified_at": modified,
+                "size": size,
+                "digest": digest,
+                "details": _details(info),
+            }
+        )
     return out
 
 
@@ -238,8 +281,10 @@ async def tags(request: web.Request) -> web.Response:
 async def ps(request: web.Request) -> web.Response:
     node = request.app[NODE]
     running = node.verifier is not None and node.verifier.supervisor.ready
-    models = [{**m, "expires_at": "2999-01-01T00:00:00Z", "size_vram": 0, "context_length": node.settings.n_ctx}
-              for m in (_listing(request) if running else [])]
+    models = [
+        {**m, "expires_at": "2999-01-01T00:00:00Z", "size_vram": 0, "context_length": node.settings.n_ctx}
+        for m in (_listing(request) if running else [])
+    ]
     return web.json_response({"models": models})
 
 
@@ -254,13 +299,22 @@ async def show(request: web.Request) -> web.Response:
     info = node.verifier.model_info if node.verifier is not None else {}
     details = _details(info)
     caps = ["completion", "tools"] + (["embedding"] if node.verifier is not None else [])
-    return web.json_response({
-        "modelfile": f"FROM {info.get('path', model)}\n", "parameters": "", "template": "", "license": "",
-        "details": details, "capabilities": caps,
-        "model_info": {"general.architecture": details["family"], "general.parameter_count": info.get("n_params", 0),
-                       f"{details['family'] or 'model'}.context_length": info.get("n_ctx_train", 0)},
-        "modified_at": datetime.fromtimestamp(node.started_at, timezone.utc).isoformat().replace("+00:00", "Z"),
-    })
+    return web.json_response(
+        {
+            "modelfile": f"FROM {info.get('path', model)}\n",
+            "parameters": "",
+            "template": "",
+            "license": "",
+            "details": details,
+            "capabilities": caps,
+            "model_info": {
+                "general.architecture": details["family"],
+                "general.parameter_count": info.get("n_params", 0),
+                f"{details['family'] or 'model'}.context_length": info.get("n_ctx_train", 0),
+            },
+            "modified_at": datetime.fromtimestamp(node.started_at, UTC).isoformat().replace("+00:00", "Z"),
+        }
+    )
 
 
 async def version(request: web.Request) -> web.Response:

@@ -9,7 +9,8 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -55,8 +56,14 @@ class _Shape:
         self.created = int(time.time())
 
     def _envelope(self, obj: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None, "choices": choices}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+            "choices": choices,
+        }
 
     def logprobs(self, entries: list[dict[str, Any]] | None, offset: int = 0) -> dict[str, Any] | None:
         if entries is None:
@@ -67,11 +74,21 @@ class _Shape:
         for e in entries:
             offsets.append(at)
             at += len(e["token"])
-        return {"tokens": [e["token"] for e in entries], "token_logprobs": [e["logprob"] for e in entries],
-                "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries], "text_offset": offsets}
+        return {
+            "tokens": [e["token"] for e in entries],
+            "token_logprobs": [e["logprob"] for e in entries],
+            "top_logprobs": [{t["token"]: t["logprob"] for t in e["top_logprobs"]} for e in entries],
+            "text_offset": offsets,
+        }
 
-    def chunk(self, text: str | None, finish: str | None, first: bool = False, index: int = 0,
-              logprobs: dict[str, Any] | None = None) -> dict[str, Any]:
+    def chunk(
+        self,
+        text: str | None,
+        finish: str | None,
+        first: bool = False,
+        index: int = 0,
+        logprobs: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         if self.chat:
             delta: dict[str, Any] = {}
             if first:
@@ -80,16 +97,25 @@ class _Shape:
                 delta["content"] = text
             choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
             return self._envelope("chat.completion.chunk", [choice])
-        return self._envelope("text_completion", [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}])
+        return self._envelope(
+            "text_completion", [{"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": finish}]
+        )
 
     def tool_chunk(self, calls: list[ToolCall], index: int = 0) -> dict[str, Any]:
         delta = {"tool_calls": [c.openai(i) for i, c in enumerate(calls)]}
-        return self._envelope("chat.completion.chunk", [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}])
+        return self._envelope(
+            "chat.completion.chunk", [{"index": index, "delta": delta, "logprobs": None, "finish_reason": None}]
+        )
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
-        return {**self._envelope("chat.completion.chunk" if self.chat else "text_completion", []), "usage": _usage(usage)}
+        return {
+            **self._envelope("chat.completion.chunk" if self.chat else "text_completion", []),
+            "usage": _usage(usage),
+        }
 
-    def choice(self, index: int, text: str, finish: str, calls: list[ToolCall], logprobs: dict[str, Any] | None) -> dict[str, Any]:
+    def choice(
+        self, index: int, text: str, finish: str, calls: list[ToolCall], logprobs: dict[str, Any] | None
+    ) -> dict[str, Any]:
         if not self.chat:
             return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}
         message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
@@ -99,7 +125,10 @@ class _Shape:
         return {"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish}
 
     def whole(self, choices: list[dict[str, Any]], usage: dict[str, Any]) -> dict[str, Any]:
-        return {**self._envelope("chat.completion" if self.chat else "text_completion", choices), "usage": _usage(usage)}
+        return {
+            **self._envelope("chat.completion" if self.chat else "text_completion", choices),
+            "usage": _usage(usage),
+        }
 
 
 def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -108,15 +137,22 @@ def _sum_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
         return usages[0]
     completion = sum(u.get("completion_tokens", 0) for u in usages)
     prompt = usages[0].get("prompt_tokens", 0)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "cached_tokens": usages[0].get("cached_tokens", 0)}
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "cached_tokens": usages[0].get("cached_tokens", 0),
+    }
 
 
 def _nth(generate: GenerateRequest, i: int) -> GenerateRequest:
     """Choice i of n: the same request with its own seed (a given seed + i), so the choices differ."""
     if i == 0 or generate.sampling.seed is None:
         return dataclasses.replace(generate) if i else generate
-    return dataclasses.replace(generate, sampling=dataclasses.replace(generate.sampling, seed=(generate.sampling.seed + i) & 0xFFFFFFFFFFFFFFFF))
+    return dataclasses.replace(
+        generate,
+        sampling=dataclasses.replace(generate.sampling, seed=(generate.sampling.seed + i) & 0xFFFFFFFFFFFFFFFF),
+    )
 
 
 def _finish_reason(reason: str) -> str:
@@ -134,8 +170,14 @@ async def events_for(request: web.Request, generate: GenerateRequest, model: str
                     if event["type"] == "end":
                         usage = event["usage"]
                         node.metrics.record_usage(usage)
-                        log.info("%s: %d prompt + %d completion tokens, %s tok/s, finish %s", request.path, usage.get("prompt_tokens", 0),
-                                 usage.get("completion_tokens", 0), usage.get("tokens_per_s") or "-", event["finish_reason"])
+                        log.info(
+                            "%s: %d prompt + %d completion tokens, %s tok/s, finish %s",
+                            request.path,
+                            usage.get("prompt_tokens", 0),
+                            usage.get("completion_tokens", 0),
+                            usage.get("tokens_per_s") or "-",
+                            event["finish_reason"],
+                        )
                         yield event
                         return
                     yield event
@@ -154,8 +196,12 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
     if not parsed.generate.max_tokens:  # a request without a cap: the node's default, not the whole context
         parsed.generate.max_tokens = node.settings.default_max_tokens
     if parsed.n > max(node.settings.parallel, 1):
-        raise ApiError(400, f"'n' is at most {node.settings.parallel} here (the choices are generated side by side, one per slot)",
-                       "invalid_request", "n")
+        raise ApiError(
+            400,
+            f"'n' is at most {node.settings.parallel} here (the choices are generated side by side, one per slot)",
+            "invalid_request",
+            "n",
+        )
     await node.look_up_model(parsed.model)  # checks first: a lookup may take seconds
     shape = _Shape(chat, node.resolve_model(parsed.model))
     started = time.monotonic()
@@ -164,15 +210,20 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
         # Errors before any output become a plain HTTP error. One after another: each choice holds a slot.
         firsts = [await anext(s) for s in streams]
         if not parsed.stream:
-            results = [await _collect(s, f) for s, f in zip(streams, firsts)] if parsed.n == 1 else \
-                await asyncio.gather(*(_collect(s, f) for s, f in zip(streams, firsts)))
+            results = (
+                [await _collect(s, f) for s, f in zip(streams, firsts)]
+                if parsed.n == 1
+                else await asyncio.gather(*(_collect(s, f) for s, f in zip(streams, firsts)))
+            )
             choices = []
             for i, (text, event, lps) in enumerate(results):
                 calls: list[ToolCall] = []
                 if parsed.tool_names:
                     text, calls = tool_parse(text, set(parsed.tool_names))
                     calls = calls if parsed.parallel_tool_calls else calls[:1]
-                choices.append(shape.choice(i, text, _finish_reason(event["finish_reason"]), calls, shape.logprobs(lps)))
+                choices.append(
+                    shape.choice(i, text, _finish_reason(event["finish_reason"]), calls, shape.logprobs(lps))
+                )
             return web.json_response(shape.whole(choices, _sum_usage([e["usage"] for _, e, _ in results])))
         return await _stream(request, shape, _merged(streams, firsts), parsed)
     except (ConnectionResetError, asyncio.CancelledError):
@@ -184,7 +235,9 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
         node.metrics.duration.observe(time.monotonic() - started)
 
 
-async def _collect(events: AsyncIterator[dict[str, Any]], first: dict[str, Any]) -> tuple[str, dict[str, Any], list[dict[str, Any]] | None]:
+async def _collect(
+    events: AsyncIterator[dict[str, Any]], first: dict[str, Any]
+) -> tuple[str, dict[str, Any], list[dict[str, Any]] | None]:
     """One choice's whole text, its end event and its log-probabilities (None if not asked for)."""
     text: list[str] = []
     lps: list[dict[str, Any]] | None = None
@@ -202,7 +255,9 @@ async def _collect(events: AsyncIterator[dict[str, Any]], first: dict[str, Any])
             raise ApiError(503, "the verifier ended the stream early", "verifier_unavailable") from None
 
 
-async def _merged(streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+async def _merged(
+    streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]
+) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """The events of n choices as they come, tagged with the choice's index."""
     for i, first in enumerate(firsts):
         yield i, first
@@ -238,9 +293,12 @@ async def _merged(streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dic
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _stream(request: web.Request, shape: _Shape, events: AsyncIterator[tuple[int, dict[str, Any]]],
-                  parsed: ParsedRequest) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def _stream(
+    request: web.Request, shape: _Shape, events: AsyncIterator[tuple[int, dict[str, Any]]], parsed: ParsedRequest
+) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     cors = request.headers.get("Origin")
     if cors:  # the Host/Origin middleware admitted it; a prepared response can no longer be changed there
         resp.headers.update({"Access-Control-Allow-Origin": cors, "Vary": "Origin"})
@@ -251,7 +309,7 @@ async def _stream(request: web.Request, shape: _Shape, events: AsyncIterator[tup
     async def write(data: bytes) -> None:
         try:  # a client that stops reading fills the socket; past the limit it counts as gone
             await asyncio.wait_for(resp.write(data), stall_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("stream %s: the client read nothing for %.0fs; ending it", shape.id, stall_s)
             raise ConnectionResetError("client stalled") from None
 
@@ -260,7 +318,9 @@ async def _stream(request: web.Request, shape: _Shape, events: AsyncIterator[tup
 
     async def note(event: dict[str, Any]) -> None:
         # An SSE comment (clients skip it): where a request waiting at an Oracle stands.
-        await write(f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode())
+        await write(
+            f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode()
+        )
 
     n = parsed.n
     tools = [ToolStream(set(parsed.tool_names), parsed.tool_forced) if parsed.tool_names else None for _ in range(n)]
@@ -310,7 +370,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
 async def completions(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
-    return await _complete(request, parse_completion(await read_json(request), node.settings.max_prompt_chars), chat=False)
+    return await _complete(
+        request, parse_completion(await read_json(request), node.settings.max_prompt_chars), chat=False
+    )
 
 
 async def models(request: web.Request) -> web.Response:

@@ -15,8 +15,9 @@ import json
 import re
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -41,7 +42,11 @@ def _text(content: Any, where: str) -> str:
     if isinstance(content, list):
         out = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") not in ("input_text", "output_text", "text") or not isinstance(part.get("text"), str):
+            if (
+                not isinstance(part, dict)
+                or part.get("type") not in ("input_text", "output_text", "text")
+                or not isinstance(part.get("text"), str)
+            ):
                 raise _bad(f"{where}: only text parts (input_text, output_text) are supported", "input")
             out.append(part["text"])
         return "".join(out)
@@ -62,16 +67,24 @@ def _messages(items: Any) -> list[dict[str, Any]]:
         if kind == "message":
             out.append({"role": item.get("role"), "content": _text(item.get("content"), f"input[{i}]")})
         elif kind == "function_call":
-            call = {"id": str(item.get("call_id", ""))[:64], "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"}}
+            call = {
+                "id": str(item.get("call_id", ""))[:64],
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or "{}"},
+            }
             if out and out[-1]["role"] == "assistant" and out[-1].get("tool_calls") is not None:
                 out[-1]["tool_calls"].append(call)  # parallel calls: one assistant turn
             else:
                 out.append({"role": "assistant", "content": "", "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            out.append({"role": "tool", "tool_call_id": str(item.get("call_id", ""))[:64],
-                        "content": output if isinstance(output, str) else json.dumps(output)})
+            out.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": str(item.get("call_id", ""))[:64],
+                    "content": output if isinstance(output, str) else json.dumps(output),
+                }
+            )
         elif kind == "reasoning":
             continue  # no reasoning here to continue
         else:
@@ -89,7 +102,12 @@ def _tools(body: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, Any]:
     for i, t in enumerate(tools):
         if not isinstance(t, dict) or t.get("type") != "function":
             raise _bad(f"tools[{i}]: only function tools are supported", "tools")
-        out.append({"type": "function", "function": {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t}})
+        out.append(
+            {
+                "type": "function",
+                "function": {k: t[k] for k in ("name", "description", "parameters", "strict") if k in t},
+            }
+        )
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") == "function":
         choice = {"type": "function", "function": {"name": choice.get("name")}}
@@ -128,8 +146,12 @@ class Store:
         try:
             return json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise ApiError(404, f"no stored response {rid!r} (it was made with store: false, deleted, or never existed)",
-                           "not_found", "previous_response_id") from None
+            raise ApiError(
+                404,
+                f"no stored response {rid!r} (it was made with store: false, deleted, or never existed)",
+                "not_found",
+                "previous_response_id",
+            ) from None
 
     def save(self, response: dict[str, Any], conversation: list[dict[str, Any]]) -> None:
         data = json.dumps({"response": response, "conversation": conversation}, ensure_ascii=False)
@@ -162,20 +184,36 @@ def _output_items(text: str, calls: list[ToolCall]) -> list[dict[str, Any]]:
 
 
 def _message_item(item_id: str, text: str, status: str = "completed") -> dict[str, Any]:
-    return {"type": "message", "id": item_id, "status": status, "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" else []}
+    return {
+        "type": "message",
+        "id": item_id,
+        "status": status,
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
+        if status == "completed"
+        else [],
+    }
 
 
 def _call_item(c: ToolCall) -> dict[str, Any]:
-    return {"type": "function_call", "id": "fc_" + c.id.removeprefix("call_"), "call_id": c.id, "name": c.name,
-            "arguments": c.arguments, "status": "completed"}
+    return {
+        "type": "function_call",
+        "id": "fc_" + c.id.removeprefix("call_"),
+        "call_id": c.id,
+        "name": c.name,
+        "arguments": c.arguments,
+        "status": "completed",
+    }
 
 
 def _conversation_after(messages: list[dict[str, Any]], output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The chat so far plus this response's output, as messages (what previous_response_id continues)."""
     text = "".join(p["text"] for it in output if it["type"] == "message" for p in it["content"])
-    calls = [{"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}
-             for it in output if it["type"] == "function_call"]
+    calls = [
+        {"id": it["call_id"], "type": "function", "function": {"name": it["name"], "arguments": it["arguments"]}}
+        for it in output
+        if it["type"] == "function_call"
+    ]
     turn: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         turn["tool_calls"] = calls
@@ -205,7 +243,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     if body.get("metadata") is not None and not isinstance(body["metadata"], dict):
         raise _bad("'metadata' must be an object", "metadata")
     tools, choice = _tools(body)
-    chat_body: dict[str, Any] = {k: body[k] for k in ("model", "temperature", "top_p", "stream", "parallel_tool_calls", "seed") if k in body}
+    chat_body: dict[str, Any] = {
+        k: body[k] for k in ("model", "temperature", "top_p", "stream", "parallel_tool_calls", "seed") if k in body
+    }
     chat_body.update(messages=chat_messages, max_tokens=body.get("max_output_tokens"))
     if tools:
         chat_body["tools"] = tools
@@ -219,24 +259,44 @@ async def create(request: web.Request) -> web.StreamResponse:
         parsed.generate.max_tokens = node.settings.default_max_tokens
     model = node.resolve_model(parsed.model)
     base = {
-        "id": "resp_" + uuid.uuid4().hex, "object": "response", "created_at": int(time.time()), "status": "in_progress",
-        "error": None, "incomplete_details": None, "instructions": instructions, "model": model, "output": [],
-        "parallel_tool_calls": parsed.parallel_tool_calls, "previous_response_id": previous, "store": store,
-        "temperature": parsed.generate.sampling.temperature, "top_p": parsed.generate.sampling.top_p,
-        "max_output_tokens": body.get("max_output_tokens"), "tool_choice": body.get("tool_choice", "auto"),
-        "tools": body.get("tools") or [], "text": body.get("text") or {"format": {"type": "text"}},
-        "metadata": body.get("metadata") or {}, "usage": None,
+        "id": "resp_" + uuid.uuid4().hex,
+        "object": "response",
+        "created_at": int(time.time()),
+        "status": "in_progress",
+        "error": None,
+        "incomplete_details": None,
+        "instructions": instructions,
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": parsed.parallel_tool_calls,
+        "previous_response_id": previous,
+        "store": store,
+        "temperature": parsed.generate.sampling.temperature,
+        "top_p": parsed.generate.sampling.top_p,
+        "max_output_tokens": body.get("max_output_tokens"),
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "metadata": body.get("metadata") or {},
+        "usage": None,
     }
     history_messages = history + messages
 
     def finish(response: dict[str, Any], output: list[dict[str, Any]], event: dict[str, Any]) -> dict[str, Any]:
         u = event["usage"]
         length = _finish_reason(event["finish_reason"]) == "length"
-        response.update(output=output, status="incomplete" if length else "completed",
-                        incomplete_details={"reason": "max_output_tokens"} if length else None,
-                        usage={"input_tokens": u.get("prompt_tokens", 0), "input_tokens_details": {"cached_tokens": u.get("cached_tokens", 0)},
-                               "output_tokens": u.get("completion_tokens", 0), "output_tokens_details": {"reasoning_tokens": 0},
-                               "total_tokens": u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)})
+        response.update(
+            output=output,
+            status="incomplete" if length else "completed",
+            incomplete_details={"reason": "max_output_tokens"} if length else None,
+            usage={
+                "input_tokens": u.get("prompt_tokens", 0),
+                "input_tokens_details": {"cached_tokens": u.get("cached_tokens", 0)},
+                "output_tokens": u.get("completion_tokens", 0),
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": u.get("prompt_tokens", 0) + u.get("completion_tokens", 0),
+            },
+        )
         if store:
             _store(request).save(response, _conversation_after(history_messages, output))
         return response
@@ -256,9 +316,17 @@ async def create(request: web.Request) -> web.StreamResponse:
         await events.aclose()
 
 
-async def _stream(request: web.Request, response: dict[str, Any], parsed: ParsedRequest, first: dict[str, Any],
-                  events: AsyncIterator[dict[str, Any]], finish: Any) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+async def _stream(
+    request: web.Request,
+    response: dict[str, Any],
+    parsed: ParsedRequest,
+    first: dict[str, Any],
+    events: AsyncIterator[dict[str, Any]],
+    finish: Any,
+) -> web.StreamResponse:
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
     origin = request.headers.get("Origin")
     if origin:
         resp.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
@@ -272,7 +340,7 @@ async def _stream(request: web.Request, response: dict[str, Any], parsed: Parsed
         seq += 1
         try:
             await asyncio.wait_for(resp.write(f"event: {kind}\ndata: {payload}\n\n".encode()), stall_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionResetError("client stalled") from None
 
     await send("response.created", response=response)
@@ -285,10 +353,17 @@ async def _stream(request: web.Request, response: dict[str, Any], parsed: Parsed
         if not open_message:
             open_message = True
             await send("response.output_item.added", output_index=0, item=_message_item(msg_id, "", "in_progress"))
-            await send("response.content_part.added", item_id=msg_id, output_index=0, content_index=0,
-                       part={"type": "output_text", "text": "", "annotations": [], "logprobs": []})
+            await send(
+                "response.content_part.added",
+                item_id=msg_id,
+                output_index=0,
+                content_index=0,
+                part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
+            )
         text.append(delta)
-        await send("response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=delta, logprobs=[])
+        await send(
+            "response.output_text.delta", item_id=msg_id, output_index=0, content_index=0, delta=delta, logprobs=[]
+        )
 
     try:
         event = first
@@ -310,20 +385,43 @@ async def _stream(request: web.Request, response: dict[str, Any], parsed: Parsed
                         await emit_text("")
                     whole = "".join(text)
                     part = {"type": "output_text", "text": whole, "annotations": [], "logprobs": []}
-                    await send("response.output_text.done", item_id=msg_id, output_index=0, content_index=0, text=whole, logprobs=[])
+                    await send(
+                        "response.output_text.done",
+                        item_id=msg_id,
+                        output_index=0,
+                        content_index=0,
+                        text=whole,
+                        logprobs=[],
+                    )
                     await send("response.content_part.done", item_id=msg_id, output_index=0, content_index=0, part=part)
                     output.append(_message_item(msg_id, whole))
                     await send("response.output_item.done", output_index=0, item=output[-1])
                 for call in calls:
                     item = _call_item(call)
                     index = len(output)
-                    await send("response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"})
-                    await send("response.function_call_arguments.delta", item_id=item["id"], output_index=index, delta=call.arguments)
-                    await send("response.function_call_arguments.done", item_id=item["id"], output_index=index, arguments=call.arguments)
+                    await send(
+                        "response.output_item.added",
+                        output_index=index,
+                        item={**item, "arguments": "", "status": "in_progress"},
+                    )
+                    await send(
+                        "response.function_call_arguments.delta",
+                        item_id=item["id"],
+                        output_index=index,
+                        delta=call.arguments,
+                    )
+                    await send(
+                        "response.function_call_arguments.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        arguments=call.arguments,
+                    )
                     await send("response.output_item.done", output_index=index, item=item)
                     output.append(item)
                 done = finish(response, output, event)
-                await send("response.completed" if done["status"] == "completed" else "response.incomplete", response=done)
+                await send(
+                    "response.completed" if done["status"] == "completed" else "response.incomplete", response=done
+                )
                 break
             event = await anext(events)
     except ApiError as err:

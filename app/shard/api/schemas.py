@@ -14,7 +14,14 @@ from llama_cpp.llama_grammar import JSON_GBNF
 
 from shard.api.errors import ApiError
 from shard.verifier.jsonschema import SchemaError, check_schema, schema_to_gbnf
-from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST, GenerateRequest, ProtocolError, Sampling, _tool_choice, _tools
+from shard.verifier.protocol import (
+    MAX_TOKENS_PER_REQUEST,
+    GenerateRequest,
+    ProtocolError,
+    Sampling,
+    _tool_choice,
+    _tools,
+)
 
 ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 UNSUPPORTED = {
@@ -156,8 +163,12 @@ def _message_text(content: Any, i: int) -> str:
 
 def _check_size(chars: int, limit: int) -> None:
     if chars > limit:
-        raise ApiError(400, f"the prompt is {chars} characters; this node accepts at most {limit} (max_prompt_chars)",
-                       "context_length_exceeded", "messages")
+        raise ApiError(
+            400,
+            f"the prompt is {chars} characters; this node accepts at most {limit} (max_prompt_chars)",
+            "context_length_exceeded",
+            "messages",
+        )
 
 
 def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
@@ -170,11 +181,22 @@ def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
     out = []
     for c in calls if isinstance(calls, list) else [None]:
         fn = c.get("function") if isinstance(c, dict) else None
-        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not isinstance(fn.get("arguments", ""), str):
-            raise _bad(f"messages[{i}].tool_calls must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}",
-                       "messages")
-        out.append({"id": str(c.get("id", ""))[:64], "type": "function",
-                    "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"}})
+        if (
+            not isinstance(fn, dict)
+            or not isinstance(fn.get("name"), str)
+            or not isinstance(fn.get("arguments", ""), str)
+        ):
+            raise _bad(
+                f"messages[{i}].tool_calls must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}",
+                "messages",
+            )
+        out.append(
+            {
+                "id": str(c.get("id", ""))[:64],
+                "type": "function",
+                "function": {"name": fn["name"], "arguments": fn.get("arguments") or "{}"},
+            }
+        )
     return out
 
 
@@ -227,7 +249,9 @@ def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
         raise _bad("'messages' must be a non-empty list", "messages")
     clean = [_clean_message(m, i) for i, m in enumerate(messages)]
     tools, choice, parallel = _tool_params(body)
-    chars = sum(len(m["content"]) + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ())) for m in clean)
+    chars = sum(
+        len(m["content"]) + sum(len(c["function"]["arguments"]) for c in m.get("tool_calls", ())) for m in clean
+    )
     _check_size(chars + (len(json.dumps(tools)) if tools else 0), max_prompt_chars)
     logprobs = body.get("logprobs")
     if logprobs is not None and not isinstance(logprobs, bool):
@@ -235,12 +259,21 @@ def parse_chat(body: Any, max_prompt_chars: int) -> ParsedRequest:
     top = _integer(body, "top_logprobs", 0, 20)
     if top is not None and not logprobs:
         raise _bad("'top_logprobs' needs 'logprobs': true", "top_logprobs")
-    gen = GenerateRequest(messages=clean, max_tokens=max_tokens, stop=stop, sampling=sampling,
-                          tools=tools, tool_choice=choice, parallel_tool_calls=parallel,
-                          logprobs=(top or 0) if logprobs else -1, json_schema=_json_schema(body))
+    gen = GenerateRequest(
+        messages=clean,
+        max_tokens=max_tokens,
+        stop=stop,
+        sampling=sampling,
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        logprobs=(top or 0) if logprobs else -1,
+        json_schema=_json_schema(body),
+    )
     names = frozenset(t["function"]["name"] for t in tools or ()) if choice != "none" else frozenset()
-    return ParsedRequest(model, gen, stream, include_usage, chars, names, bool(names) and choice != "auto", parallel,
-                         body.get("n") or 1)
+    return ParsedRequest(
+        model, gen, stream, include_usage, chars, names, bool(names) and choice != "auto", parallel, body.get("n") or 1
+    )
 
 
 def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
@@ -257,6 +290,13 @@ def parse_completion(body: Any, max_prompt_chars: int) -> ParsedRequest:
         raise _bad("'suffix' must be a string", "suffix")
     _check_size(len(prompt) + len(suffix), max_prompt_chars)
     top = _integer(body, "logprobs", 0, 20)  # the legacy API: a count of alternatives
-    gen = GenerateRequest(prompt=prompt, max_tokens=max_tokens or 16, stop=stop, sampling=sampling, suffix=suffix,
-                          logprobs=-1 if top is None else top, json_schema=_json_schema(body))
+    gen = GenerateRequest(
+        prompt=prompt,
+        max_tokens=max_tokens or 16,
+        stop=stop,
+        sampling=sampling,
+        suffix=suffix,
+        logprobs=-1 if top is None else top,
+        json_schema=_json_schema(body),
+    )
     return ParsedRequest(model, gen, stream, include_usage, len(prompt), n=body.get("n") or 1)

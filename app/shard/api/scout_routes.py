@@ -60,9 +60,11 @@ def _tab_sized(path: Path) -> bool:
 
 
 def _not_built(folder: Path) -> web.Response:
-    body = (f"<!doctype html><meta charset=utf-8><title>Shard web scout</title><h1>The web scout is not built</h1>"
-            f"<p>No build at <code>{folder}</code>. Build it with <code>bash scripts/setup</code> (needs Node.js and npm), "
-            f"or <code>cd web-scout &amp;&amp; npm ci &amp;&amp; npm run build</code>.</p>")
+    body = (
+        f"<!doctype html><meta charset=utf-8><title>Shard web scout</title><h1>The web scout is not built</h1>"
+        f"<p>No build at <code>{folder}</code>. Build it with <code>bash scripts/setup</code> (needs Node.js and npm), "
+        f"or <code>cd web-scout &amp;&amp; npm ci &amp;&amp; npm run build</code>.</p>"
+    )
     return web.Response(status=503, text=body, content_type="text/html", headers=ISOLATION)
 
 
@@ -71,7 +73,9 @@ async def index(request: web.Request) -> web.StreamResponse:
     page = folder / "index.html"
     if not page.is_file():
         return _not_built(folder)
-    return web.FileResponse(page, headers={**ISOLATION, "Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"})
+    return web.FileResponse(
+        page, headers={**ISOLATION, "Cache-Control": "no-cache", "Content-Type": "text/html; charset=utf-8"}
+    )
 
 
 async def redirect(request: web.Request) -> web.StreamResponse:
@@ -84,11 +88,17 @@ async def asset(request: web.Request) -> web.StreamResponse:
     path = (folder / name).resolve()
     if path.parent != folder or not path.is_file():  # one flat folder: no traversal, no subfolders
         raise web.HTTPNotFound()
-    ctype = "application/wasm" if path.suffix == ".wasm" else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+    ctype = (
+        "application/wasm"
+        if path.suffix == ".wasm"
+        else (mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+    )
     if path.suffix in (".js", ".mjs"):
         ctype = "text/javascript"
     # names carry a content hash: cache for good
-    return web.FileResponse(path, headers={**ISOLATION, "Content-Type": ctype, "Cache-Control": "public, max-age=31536000, immutable"})
+    return web.FileResponse(
+        path, headers={**ISOLATION, "Content-Type": ctype, "Cache-Control": "public, max-age=31536000, immutable"}
+    )
 
 
 async def model_file(request: web.Request) -> web.StreamResponse:
@@ -96,14 +106,19 @@ async def model_file(request: web.Request) -> web.StreamResponse:
     if path is None or not path.is_file():
         raise web.HTTPNotFound()
     # FileResponse answers Range requests too (wllama may fetch a model in parts)
-    return web.FileResponse(path, headers={**ISOLATION, "Content-Type": "application/octet-stream", "Cache-Control": "no-cache"})
+    return web.FileResponse(
+        path, headers={**ISOLATION, "Content-Type": "application/octet-stream", "Cache-Control": "no-cache"}
+    )
 
 
 async def node_json(request: web.Request) -> web.Response:
     node = request.app[NODE]
     topo = await node.topology()
-    served = [{"name": name, "url": MODEL_PREFIX + name, "bytes": p.stat().st_size} for name, p in sorted(_served_models(request).items())
-              if p.is_file()]
+    served = [
+        {"name": name, "url": MODEL_PREFIX + name, "bytes": p.stat().st_size}
+        for name, p in sorted(_served_models(request).items())
+        if p.is_file()
+    ]
     body = {
         "sidecar": topo.get("sidecar"),
         "message": topo.get("message"),
@@ -111,8 +126,13 @@ async def node_json(request: web.Request) -> web.Response:
         "ws_addrs": topo.get("ws_addrs", []),
         "model": node.model_path.name if node.model_path is not None else None,
         # what the tab drafts with: the draft model, else the node's own model only if a tab can load it
-        "draft_model": node.draft_model.name if node.draft_model is not None else
-        (node.model_path.name if node.model_path is not None and node.model_path.name in dict(_served_models(request)) else None),
+        "draft_model": node.draft_model.name
+        if node.draft_model is not None
+        else (
+            node.model_path.name
+            if node.model_path is not None and node.model_path.name in dict(_served_models(request))
+            else None
+        ),
         "models": served,
         "prompt_privacy": getattr(node.settings, "prompt_privacy", None),
         # The pairing key, so this page's scout is admitted as the user's own (network/pairing.py). Only a page

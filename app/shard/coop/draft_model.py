@@ -128,7 +128,7 @@ class DraftModel:
         return {"name": self.name, "size": self.size, "sha256": self.sha256, "vocab": self.vocab}
 
     @classmethod
-    def open(cls, path: Path) -> "DraftModel":
+    def open(cls, path: Path) -> DraftModel:
         if not path.is_file():
             raise DraftModelError(f"draft model not found: {path}")
         return cls(path.resolve(), path.stat().st_size, sha256_file(path), vocab_fingerprint(path))
@@ -139,9 +139,11 @@ def check_draft_model(oracle: Path, draft: Path) -> DraftModel:
     model = DraftModel.open(draft)
     want = vocab_fingerprint(oracle)
     if not model.vocab or model.vocab != want:
-        raise DraftModelError(f"the draft model {draft} does not share the tokenizer of {oracle.name} "
-                              f"(vocabulary fingerprint {model.vocab or 'none'}, the Oracle's {want or 'none'}): "
-                              f"pick a small model of the same family")
+        raise DraftModelError(
+            f"the draft model {draft} does not share the tokenizer of {oracle.name} "
+            f"(vocabulary fingerprint {model.vocab or 'none'}, the Oracle's {want or 'none'}): "
+            f"pick a small model of the same family"
+        )
     return model
 
 
@@ -153,8 +155,14 @@ def find_draft_model(oracle: Path, folder: Path) -> DraftModel | None:
         return None
     if not want or not folder.is_dir():
         return None
-    candidates = sorted((p for p in folder.glob("*.gguf") if p.is_file() and p.resolve() != oracle.resolve()
-                         and p.stat().st_size <= limit), key=lambda p: p.stat().st_size)
+    candidates = sorted(
+        (
+            p
+            for p in folder.glob("*.gguf")
+            if p.is_file() and p.resolve() != oracle.resolve() and p.stat().st_size <= limit
+        ),
+        key=lambda p: p.stat().st_size,
+    )
     for p in candidates:
         try:
             if vocab_fingerprint(p) == want:

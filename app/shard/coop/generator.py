@@ -20,8 +20,9 @@ import dataclasses
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from shard.coop.golden import Finished, GoldenTickets
 from shard.credit import receipts
@@ -78,9 +79,17 @@ class _Session:
         while len(self.works) > LIVE_WORKS:
             self.works.pop(next(iter(self.works)))
         self.published_position = self.position
-        return Work(work_id=work_id, model=self.model, context=self.context + "".join(self.generated),
-                    position=self.position, max_draft=model_max, deadline_ms=int(time.time() * 1000) + DEADLINE_MS,
-                    vocab=self.vocab, tokens=list(self.tokens), draft_model=self.draft_model)
+        return Work(
+            work_id=work_id,
+            model=self.model,
+            context=self.context + "".join(self.generated),
+            position=self.position,
+            max_draft=model_max,
+            deadline_ms=int(time.time() * 1000) + DEADLINE_MS,
+            vocab=self.vocab,
+            tokens=list(self.tokens),
+            draft_model=self.draft_model,
+        )
 
 
 def _size(value: Any) -> int:
@@ -110,7 +119,7 @@ class Ignored(Exception):
 
 
 class CoopGenerator:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -140,9 +149,15 @@ class CoopGenerator:
                 async for event in events:
                     kind = event["type"]
                     if kind == "start" and share and event.get("context_text"):
-                        session = _Session(secrets.token_hex(8), event["job"], self.node.model_id() or "",
-                                           verifier.model_info.get("vocab", ""), event["context_text"], list(event["context_tokens"]),
-                                           draft_model=self.node.draft_model.sha256 if self.node.draft_model else "")
+                        session = _Session(
+                            secrets.token_hex(8),
+                            event["job"],
+                            self.node.model_id() or "",
+                            verifier.model_info.get("vocab", ""),
+                            event["context_text"],
+                            list(event["context_tokens"]),
+                            draft_model=self.node.draft_model.sha256 if self.node.draft_model else "",
+                        )
                         self._sessions[session.key] = session
                         self._publish(session)
                     elif kind == "token" and session is not None:
@@ -151,10 +166,21 @@ class CoopGenerator:
                         session.tokens += event["ids"]
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
-                    elif kind == "end" and session is not None and request.sampling.temperature == 0 and not request.sampling.grammar:
-                        self.golden.remember(Finished(session.model, session.vocab, session.context,
-                                                      session.tokens[: session.prompt_len],
-                                                      session.events))
+                    elif (
+                        kind == "end"
+                        and session is not None
+                        and request.sampling.temperature == 0
+                        and not request.sampling.grammar
+                    ):
+                        self.golden.remember(
+                            Finished(
+                                session.model,
+                                session.vocab,
+                                session.context,
+                                session.tokens[: session.prompt_len],
+                                session.events,
+                            )
+                        )
                     yield event
         finally:
             if session is not None:
@@ -181,7 +207,9 @@ class CoopGenerator:
             try:
                 for w in (work, golden):
                     if w is not None:
-                        await sidecar.call("POST", "/broadcast-work", {"work": w.to_dict(), **({"peers": peers} if peers else {})})
+                        await sidecar.call(
+                            "POST", "/broadcast-work", {"work": w.to_dict(), **({"peers": peers} if peers else {})}
+                        )
             except SidecarError as exc:
                 log.debug("publishing work %s failed: %s", work.work_id, exc)
             finally:
@@ -219,8 +247,11 @@ class CoopGenerator:
             try:
                 if verifier is None:
                     raise VerifierUnavailable("no verifier")
-                result = await verifier.draft(DraftRequest(job=session.job, position=draft.position, text=draft.text,
-                                                           tokens=draft.tokens, limit=pace.limit))
+                result = await verifier.draft(
+                    DraftRequest(
+                        job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens, limit=pace.limit
+                    )
+                )
             except (VerifierUnavailable, VerifierRequestError) as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
@@ -252,8 +283,10 @@ class CoopGenerator:
 
     def _admit(self, sender: str, payload: Any) -> tuple[_Session | None, Draft]:
         """The draft's live session (None for a golden ticket), or Ignored with the reason."""
-        if isinstance(payload, dict) and (_size(payload.get("text")) > messages.MAX_DRAFT_CHARS
-                                          or _size(payload.get("tokens")) > messages.MAX_DRAFT_TOKENS):
+        if isinstance(payload, dict) and (
+            _size(payload.get("text")) > messages.MAX_DRAFT_CHARS
+            or _size(payload.get("tokens")) > messages.MAX_DRAFT_TOKENS
+        ):
             raise Ignored("oversize")  # a peer's junk of any other type (5, true, {}) is "invalid" below
         try:
             draft = Draft.from_dict(payload)
@@ -264,7 +297,9 @@ class CoopGenerator:
         session = self._sessions.get(draft.work_id.split(".", 1)[0])
         if not golden and (session is None or draft.work_id not in session.works):
             raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
-        if self.node.peer_table.peers.get(sender) is None or not self.node.peer_table.admitted(sender, s.prompt_privacy, s.trusted_peers):
+        if self.node.peer_table.peers.get(sender) is None or not self.node.peer_table.admitted(
+            sender, s.prompt_privacy, s.trusted_peers
+        ):
             raise Ignored("not_admitted")
         if golden:
             return None, draft

@@ -15,8 +15,8 @@ from __future__ import annotations
 import random
 import secrets
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from shard.network.messages import Draft, Work
 
@@ -57,8 +57,12 @@ class GoldenStats:
 
 
 class GoldenTickets:
-    def __init__(self, rate: float = 0.1, rng: random.Random | None = None,
-                 on_score: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        rate: float = 0.1,
+        rng: random.Random | None = None,
+        on_score: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.rate = rate  # share of published works followed by a golden ticket
         self.rng = rng or random.Random()
         self.on_score = on_score  # (sender, proposed, accepted): keeps each score (the ledger)
@@ -68,7 +72,10 @@ class GoldenTickets:
 
     def load(self, history: dict[str, tuple[int, int, int]]) -> None:
         """Scores kept from earlier runs: per sender (drafts, proposed, accepted)."""
-        self.stats = {sender: GoldenStats(proposed=proposed, accepted=accepted, drafts=drafts) for sender, (drafts, proposed, accepted) in history.items()}
+        self.stats = {
+            sender: GoldenStats(proposed=proposed, accepted=accepted, drafts=drafts)
+            for sender, (drafts, proposed, accepted) in history.items()
+        }
 
     def remember(self, finished: Finished) -> None:
         if sum(len(ids) for ids, _ in finished.events) >= 8:
@@ -86,8 +93,16 @@ class GoldenTickets:
         self.tickets[work_id] = Ticket([t for ids, _ in after for t in ids], [text for _, text in after], max_draft)
         while len(self.tickets) > 256:
             self.tickets.pop(next(iter(self.tickets)))
-        return Work(work_id=work_id, model=src.model, context=src.context + "".join(text for _, text in before),
-                    position=len(tokens), max_draft=max_draft, deadline_ms=deadline_ms, vocab=src.vocab, tokens=tokens)
+        return Work(
+            work_id=work_id,
+            model=src.model,
+            context=src.context + "".join(text for _, text in before),
+            position=len(tokens),
+            max_draft=max_draft,
+            deadline_ms=deadline_ms,
+            vocab=src.vocab,
+            tokens=tokens,
+        )
 
     def score(self, sender: str, draft: Draft) -> tuple[int, int] | None:
         """(proposed, accepted) for a draft answering a golden ticket; None if it answers none."""
@@ -103,7 +118,10 @@ class GoldenTickets:
         if draft.tokens is not None:
             tokens = draft.tokens[:cap]
             proposed = len(tokens)
-            accepted = next((i for i, (a, b) in enumerate(zip(tokens, ticket.expected)) if a != b), min(proposed, len(ticket.expected)))
+            accepted = next(
+                (i for i, (a, b) in enumerate(zip(tokens, ticket.expected)) if a != b),
+                min(proposed, len(ticket.expected)),
+            )
         else:
             text, proposed, accepted, spelled = draft.text or "", 0, 0, ""
             for piece in ticket.expected_text:  # whole token events the draft's text spells out

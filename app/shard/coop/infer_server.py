@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from shard.coop.remote_request import RemoteRequestError, bounded
 from shard.credit import receipts, vouchers
@@ -32,7 +33,7 @@ QUEUE_REPORT_S = 1.0  # how often a waiting asker hears its place in the queue
 
 
 class InferServer:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
     async def handle(self, event: dict[str, Any]) -> None:
@@ -108,14 +109,19 @@ class InferServer:
                 await queue.put(None)
 
         task = asyncio.get_running_loop().create_task(run())
-        log.info("serving a request from %s (credit %.1f here, %.1f vouched by others: %s)", asker, credit, vouched,
-                 priority.name.lower())
+        log.info(
+            "serving a request from %s (credit %.1f here, %.1f vouched by others: %s)",
+            asker,
+            credit,
+            vouched,
+            priority.name.lower(),
+        )
         wait_s = 0.1  # the first report comes at once, then one a second
         try:
             while True:
                 try:
                     e = await asyncio.wait_for(queue.get(), wait_s)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     wait_s = QUEUE_REPORT_S
                     place = node.scheduler.position(tag)
                     if place:
@@ -133,8 +139,12 @@ class InferServer:
                     return
                 elif kind == "end":
                     usage = e.get("usage", {})
-                    yield {"type": "end", "finish_reason": e.get("finish_reason"), "usage": usage,
-                           "receipt": await self._settle(asker, served_id, int(usage.get("completion_tokens") or 0))}
+                    yield {
+                        "type": "end",
+                        "finish_reason": e.get("finish_reason"),
+                        "usage": usage,
+                        "receipt": await self._settle(asker, served_id, int(usage.get("completion_tokens") or 0)),
+                    }
                     return
         finally:
             task.cancel()

@@ -17,8 +17,9 @@ import binascii
 import hashlib
 import logging
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from shard.coop.draft_model import DraftModel, DraftModelError, vocab_fingerprint
 from shard.network.sidecar import SidecarError
@@ -102,8 +103,10 @@ def _accept(part: Path, final: Path, d: dict[str, Any]) -> Path:
         except DraftModelError as exc:
             raise TransferError(f"the received file is not a usable GGUF: {exc}") from None
         if vocab != d["vocab"]:
-            raise TransferError(f"the received draft model's vocabulary fingerprint {vocab or 'none'} differs from the "
-                                f"announced {d['vocab']}: refused")
+            raise TransferError(
+                f"the received draft model's vocabulary fingerprint {vocab or 'none'} differs from the "
+                f"announced {d['vocab']}: refused"
+            )
     except TransferError:
         part.unlink(missing_ok=True)
         raise
@@ -111,7 +114,7 @@ def _accept(part: Path, final: Path, d: dict[str, Any]) -> Path:
     return final
 
 
-async def fetch(sidecar: "Sidecar", oracle: str, description: Any, cache: Path) -> Path:
+async def fetch(sidecar: Sidecar, oracle: str, description: Any, cache: Path) -> Path:
     """The announced draft model, from the cache or fetched from `oracle` (resuming a partial file)."""
     d = check_description(description)
     cache.mkdir(parents=True, exist_ok=True)
@@ -135,15 +138,19 @@ async def fetch(sidecar: "Sidecar", oracle: str, description: Any, cache: Path) 
             raise
         except (SidecarError, TransferError) as exc:
             last = str(exc)
-            log.info("draft model transfer from %s broke at %d bytes (%s); resuming", oracle,
-                     part.stat().st_size if part.is_file() else 0, exc)
-            await asyncio.sleep(min(0.5 * 2 ** attempt, 5))
+            log.info(
+                "draft model transfer from %s broke at %d bytes (%s); resuming",
+                oracle,
+                part.stat().st_size if part.is_file() else 0,
+                exc,
+            )
+            await asyncio.sleep(min(0.5 * 2**attempt, 5))
     else:
         raise TransferError(f"the draft model could not be fetched from {oracle}: {last}")
     return await asyncio.to_thread(_accept, part, final, d)
 
 
-async def _receive(sidecar: "Sidecar", oracle: str, d: dict[str, Any], part: Path, offset: int) -> None:
+async def _receive(sidecar: Sidecar, oracle: str, d: dict[str, Any], part: Path, offset: int) -> None:
     request = {"v": 1, "fetch": {"sha256": d["sha256"], "offset": offset}}
     with part.open("ab") as f:
         async for line in sidecar.stream("/infer", {"peer_id": oracle, "request": request}):

@@ -58,12 +58,24 @@ def bounded(req: InferRequest, settings: Settings) -> GenerateRequest:
     if raw.get("tokens") is not None:
         raise RemoteRequestError("peers send 'prompt' or 'messages', not token ids")
     stop = raw.get("stop") or []
-    if not isinstance(stop, list) or len(stop) > MAX_STOP or not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop):
+    if (
+        not isinstance(stop, list)
+        or len(stop) > MAX_STOP
+        or not all(isinstance(s, str) and len(s) <= MAX_STOP_CHARS for s in stop)
+    ):
         raise RemoteRequestError(f"'stop' must be at most {MAX_STOP} strings of at most {MAX_STOP_CHARS} characters")
     messages = raw.get("messages")
-    if messages is not None and (not isinstance(messages, list) or len(messages) > MAX_MESSAGES
-                                 or not all(isinstance(m, dict) and set(m) <= MESSAGE_KEYS and m.get("role") in ROLES
-                                            and isinstance(m.get("content"), str) for m in messages)):
+    if messages is not None and (
+        not isinstance(messages, list)
+        or len(messages) > MAX_MESSAGES
+        or not all(
+            isinstance(m, dict)
+            and set(m) <= MESSAGE_KEYS
+            and m.get("role") in ROLES
+            and isinstance(m.get("content"), str)
+            for m in messages
+        )
+    ):
         raise RemoteRequestError(f"'messages' must be at most {MAX_MESSAGES} objects with a role and a string content")
     schema = raw.get("json_schema")
     if schema is not None and not isinstance(schema, dict):
@@ -71,9 +83,18 @@ def bounded(req: InferRequest, settings: Settings) -> GenerateRequest:
     request = GenerateRequest.from_dict(raw)  # types and ranges (ProtocolError)
     chars = len(request.prompt or "") + sum(len(m["content"]) for m in request.messages or [])
     if chars > settings.max_prompt_chars:
-        raise RemoteRequestError(f"the prompt is {chars} characters; this node accepts at most {settings.max_prompt_chars}")
+        raise RemoteRequestError(
+            f"the prompt is {chars} characters; this node accepts at most {settings.max_prompt_chars}"
+        )
     budget = settings.n_ctx  # 0 ("until the context is full") and anything larger end at the context anyway
     max_tokens = min(request.max_tokens or budget, budget)
     checked = dataclasses.replace(request.sampling, grammar=compile_schema(schema) if schema is not None else None)
-    return dataclasses.replace(request, max_tokens=max_tokens, sampling=checked, continuation=req.continuation,
-                               json_schema=schema, share_context=False, drafter="none")
+    return dataclasses.replace(
+        request,
+        max_tokens=max_tokens,
+        sampling=checked,
+        continuation=req.continuation,
+        json_schema=schema,
+        share_context=False,
+        drafter="none",
+    )

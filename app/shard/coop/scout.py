@@ -19,9 +19,9 @@ from typing import Any
 
 from shard import __version__
 from shard.config import Settings
+from shard.coop import model_transfer
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
-from shard.coop import model_transfer
 from shard.network import pairing
 from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
@@ -48,7 +48,9 @@ class LlamaDrafter:
         # (a draft continues the end of the context, so the tail is what matters).
         room = self.llm.n_ctx() - work.max_draft - 1
         exact = work.tokens is not None and work.vocab == self.vocab
-        context = work.tokens if exact and work.tokens is not None else self.llm.tokenize(work.context.encode(), special=True)
+        context = (
+            work.tokens if exact and work.tokens is not None else self.llm.tokenize(work.context.encode(), special=True)
+        )
         context = context[-room:]
         if not context:
             return None
@@ -61,7 +63,7 @@ class LlamaDrafter:
             return None
         if exact:
             return Draft(work.work_id, work.position, tokens=tokens)
-        text = self.llm.detokenize(tokens).decode("utf-8", "ignore")[: MAX_DRAFT_CHARS]
+        text = self.llm.detokenize(tokens).decode("utf-8", "ignore")[:MAX_DRAFT_CHARS]
         return Draft(work.work_id, work.position, text=text) if text else None
 
 
@@ -78,23 +80,38 @@ class Scout:
         self.stats = {"work": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
         binary = find_daemon(settings)
         if binary is None:
-            raise RuntimeError("the shard-daemon sidecar was not found: build it (`cargo build --release "
-                               "--manifest-path sidecar/Cargo.toml`) or set SHARD_DAEMON")
+            raise RuntimeError(
+                "the shard-daemon sidecar was not found: build it (`cargo build --release "
+                "--manifest-path sidecar/Cargo.toml`) or set SHARD_DAEMON"
+            )
         self.sidecar = Sidecar(settings, binary, self._on_child, self._on_event)
 
     def _on_child(self, event: SupervisorEvent) -> None:
         log.info("sidecar: %s%s", event.state.value, f" ({event.message})" if event.message else "")
         if event.state is ChildState.RUNNING:
             info = self.sidecar.info
-            log.info("scout ready: peer id %s, control port %s, p2p %s", info.get("peer_id"), info.get("control_port"),
-                     " ".join(info.get("listen_addrs", [])))
+            log.info(
+                "scout ready: peer id %s, control port %s, p2p %s",
+                info.get("peer_id"),
+                info.get("control_port"),
+                " ".join(info.get("listen_addrs", [])),
+            )
             asyncio.get_running_loop().create_task(self._announce())
 
     async def _announce(self) -> None:
         try:
-            await self.sidecar.call("PUT", "/local-info", {"roles": ["scout"], "models": [self.drafter.name] if self.drafter else [],
-                                                           "capacity": 1, "load": 0, "agent": f"shard-scout/{__version__}",
-                                                           **self._pairing()})
+            await self.sidecar.call(
+                "PUT",
+                "/local-info",
+                {
+                    "roles": ["scout"],
+                    "models": [self.drafter.name] if self.drafter else [],
+                    "capacity": 1,
+                    "load": 0,
+                    "agent": f"shard-scout/{__version__}",
+                    **self._pairing(),
+                },
+            )
         except SidecarError as exc:
             log.warning("sidecar: %s", exc)
 
@@ -140,11 +157,16 @@ class Scout:
                 return
 
     async def _fetch(self, oracle: str, description: dict[str, Any]) -> None:
-        log.info("fetching the draft model %s (%s bytes) from %s", description.get("name"), description.get("size"), oracle)
+        log.info(
+            "fetching the draft model %s (%s bytes) from %s", description.get("name"), description.get("size"), oracle
+        )
         try:
-            path = await model_transfer.fetch(self.sidecar, oracle, description, self.settings.data_path / "draft-models")
+            path = await model_transfer.fetch(
+                self.sidecar, oracle, description, self.settings.data_path / "draft-models"
+            )
             drafter = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: LlamaDrafter(path, n_threads=self.settings.n_threads, name=str(description.get("name"))))
+                None, lambda: LlamaDrafter(path, n_threads=self.settings.n_threads, name=str(description.get("name")))
+            )
         except (model_transfer.TransferError, ValueError, OSError) as exc:
             log.error("draft model from %s: %s", oracle, exc)
             self._refused.add(str(description.get("sha256")))
@@ -199,13 +221,26 @@ class Scout:
         self.stats["accepted"] += verdict.accepted
         if verdict.accepted:  # counted only with the Oracle's signed receipt for it
             offered = len(draft.tokens) if draft.tokens is not None else work.max_draft  # no receipt may claim more
-            receipt = await receipts.check(self.sidecar, verdict.receipt, kind="draft", issuer=oracle,
-                                           subject=str(self.sidecar.info.get("peer_id")), ref=work.work_id, max_amount=float(offered))
+            receipt = await receipts.check(
+                self.sidecar,
+                verdict.receipt,
+                kind="draft",
+                issuer=oracle,
+                subject=str(self.sidecar.info.get("peer_id")),
+                ref=work.work_id,
+                max_amount=float(offered),
+            )
             if receipt is None:
                 log.warning("the verdict for %s from %s has no valid receipt: not counted", work.work_id, oracle)
             else:
                 try:
-                    self.ledger.record("earned", oracle, f"draft:{work.work_id}", amount=receipt.amount, proof=receipts.proof(verdict.receipt or {}))
+                    self.ledger.record(
+                        "earned",
+                        oracle,
+                        f"draft:{work.work_id}",
+                        amount=receipt.amount,
+                        proof=receipts.proof(verdict.receipt or {}),
+                    )
                 except LedgerError as exc:
                     log.error("%s", exc)
         log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)

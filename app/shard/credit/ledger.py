@@ -118,7 +118,9 @@ class Ledger:
         self._history: list[tuple[float, float]] = []  # (ts, this node's balance)
         self._balance = 0.0
         self._db = self._open(path)
-        self._vouched_out: dict[str, float] = dict(self._db.execute("SELECT issuer, sum(amount) FROM vouched GROUP BY issuer").fetchall())
+        self._vouched_out: dict[str, float] = dict(
+            self._db.execute("SELECT issuer, sum(amount) FROM vouched GROUP BY issuer").fetchall()
+        )
         for row in self._db.execute("SELECT ts, kind, peer, proposed, accepted, amount FROM journal ORDER BY id"):
             self._apply(*row)
 
@@ -139,8 +141,10 @@ class Ledger:
             # so it stays where it is (setting it aside would hide its credit) and the node says why.
             if db is not None:
                 db.close()
-            raise LedgerError(f"cannot open the credit ledger {path}: {exc} (is another Shard node using this data dir, "
-                              "or is the disk full or read-only?)") from None
+            raise LedgerError(
+                f"cannot open the credit ledger {path}: {exc} (is another Shard node using this data dir, "
+                "or is the disk full or read-only?)"
+            ) from None
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
@@ -179,8 +183,17 @@ class Ledger:
         self._history.append((ts, self._balance))
         del self._history[:-HISTORY_POINTS]
 
-    def record(self, kind: str, peer: str, ref: str, *, proposed: int = 0, accepted: int = 0, amount: float = 0.0,
-               proof: str = "") -> bool:
+    def record(
+        self,
+        kind: str,
+        peer: str,
+        ref: str,
+        *,
+        proposed: int = 0,
+        accepted: int = 0,
+        amount: float = 0.0,
+        proof: str = "",
+    ) -> bool:
         """Append one entry; False if an entry with this `ref` exists (it is never counted twice)."""
         if kind not in KINDS:
             raise ValueError(f"unknown ledger kind {kind!r}")
@@ -188,8 +201,11 @@ class Ledger:
             raise ValueError("ledger amounts must be non-negative and accepted <= proposed")
         ts = time.time()
         with self._lock:
-            if not self._insert("INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref, proof) "
-                                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (ts, kind, peer, proposed, accepted, amount, ref, proof)):
+            if not self._insert(
+                "INSERT OR IGNORE INTO journal (ts, kind, peer, proposed, accepted, amount, ref, proof) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (ts, kind, peer, proposed, accepted, amount, ref, proof),
+            ):
                 return False
             self._apply(ts, kind, peer, proposed, accepted, amount)
             return True
@@ -205,8 +221,10 @@ class Ledger:
         """Count `issuer`'s receipt `ref`, shown by `asker`, for `amount`, taken from the issuer's
         standing; False if it was counted before (a voucher is spent once)."""
         with self._lock:
-            if not self._insert("INSERT OR IGNORE INTO vouched (ts, issuer, ref, asker, amount) VALUES (?, ?, ?, ?, ?)",
-                                (time.time(), issuer, ref, asker, amount)):
+            if not self._insert(
+                "INSERT OR IGNORE INTO vouched (ts, issuer, ref, asker, amount) VALUES (?, ?, ?, ?, ?)",
+                (time.time(), issuer, ref, asker, amount),
+            ):
                 return False
             self._vouched_out[issuer] = self._vouched_out.get(issuer, 0.0) + amount
             return True
@@ -220,20 +238,28 @@ class Ledger:
     def record_golden(self, peer: str, proposed: int, accepted: int) -> None:
         """A scout's score on one golden ticket (kept so that a shadow pause survives a restart)."""
         with self._lock:
-            self._insert("INSERT INTO golden (ts, peer, proposed, accepted) VALUES (?, ?, ?, ?)", (time.time(), peer, proposed, accepted))
+            self._insert(
+                "INSERT INTO golden (ts, peer, proposed, accepted) VALUES (?, ?, ?, ?)",
+                (time.time(), peer, proposed, accepted),
+            )
 
     def golden_scores(self) -> dict[str, tuple[int, int, int]]:
         """Per scout: (golden drafts, tokens proposed, tokens accepted), over its whole history."""
         with self._lock:
-            rows = self._db.execute("SELECT peer, count(*), sum(proposed), sum(accepted) FROM golden GROUP BY peer").fetchall()
+            rows = self._db.execute(
+                "SELECT peer, count(*), sum(proposed), sum(accepted) FROM golden GROUP BY peer"
+            ).fetchall()
         return {peer: (n, proposed, accepted) for peer, n, proposed, accepted in rows}
 
     def proofs(self, kind: str, limit: int, exclude: str = "") -> list[str]:
         """The signed receipts behind the largest `kind` rows (not with peer `exclude`), newest
         first among equals: what this node shows another as proof of its standing elsewhere."""
         with self._lock:
-            rows = self._db.execute("SELECT proof FROM journal WHERE kind = ? AND proof != '' AND peer != ? "
-                                    "ORDER BY amount DESC, id DESC LIMIT ?", (kind, exclude, limit)).fetchall()
+            rows = self._db.execute(
+                "SELECT proof FROM journal WHERE kind = ? AND proof != '' AND peer != ? "
+                "ORDER BY amount DESC, id DESC LIMIT ?",
+                (kind, exclude, limit),
+            ).fetchall()
         return [r[0] for r in rows]
 
     def record_draft(self, peer: str, ref: str, proposed: int, accepted: int) -> bool:
@@ -254,8 +280,10 @@ class Ledger:
                 "balance": round(self._balance, 3),
                 "earned": round(earned, 3),
                 "spent": round(spent, 3),
-                "peers": [{**asdict(p), "acceptance_rate": round(p.acceptance_rate, 4), "reputation": round(p.reputation, 4)}
-                          for p in peers],
+                "peers": [
+                    {**asdict(p), "acceptance_rate": round(p.acceptance_rate, 4), "reputation": round(p.reputation, 4)}
+                    for p in peers
+                ],
                 "history": [{"t": t, "balance": b} for t, b in self._history],
             }
 

@@ -43,19 +43,26 @@ class Receipt:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def parse(cls, body: Any) -> "Receipt | None":
+    def parse(cls, body: Any) -> Receipt | None:
         """The typed receipt, or None for anything else (extra or missing fields, wrong types,
         an amount that is not a finite number within its kind's bound)."""
         if not isinstance(body, dict) or set(body) != {f.name for f in fields(cls)}:
             return None
         kind, amount, ts = body["kind"], body["amount"], body["ts"]
-        strings_ok = all(isinstance(body[k], str) and 0 < len(body[k]) <= limit
-                         for k, limit in (("issuer", MAX_ID_CHARS), ("subject", MAX_ID_CHARS), ("ref", MAX_REF_CHARS)))
+        strings_ok = all(
+            isinstance(body[k], str) and 0 < len(body[k]) <= limit
+            for k, limit in (("issuer", MAX_ID_CHARS), ("subject", MAX_ID_CHARS), ("ref", MAX_REF_CHARS))
+        )
         if kind not in KINDS or not strings_ok:
             return None
         if isinstance(amount, bool) or not isinstance(amount, (int, float)) or not math.isfinite(amount):
             return None
-        if not 0 <= amount <= MAX_AMOUNT[kind] or isinstance(ts, bool) or not isinstance(ts, int) or not 0 <= ts < 1 << 40:
+        if (
+            not 0 <= amount <= MAX_AMOUNT[kind]
+            or isinstance(ts, bool)
+            or not isinstance(ts, int)
+            or not 0 <= ts < 1 << 40
+        ):
             return None
         return cls(kind, body["issuer"], body["subject"], body["ref"], float(amount), ts)
 
@@ -83,8 +90,9 @@ def parse_signed(signed: Any) -> tuple[Receipt, str] | None:
     return receipt, sig
 
 
-async def check(sidecar: Sidecar, signed: Any, *, kind: str, issuer: str, subject: str, ref: str,
-                max_amount: float | None = None) -> Receipt | None:
+async def check(
+    sidecar: Sidecar, signed: Any, *, kind: str, issuer: str, subject: str, ref: str, max_amount: float | None = None
+) -> Receipt | None:
     """The receipt if it is well formed, about this exchange, for at most `max_amount` (what was
     really delivered), and signed by `issuer`; else None."""
     parsed = parse_signed(signed)
@@ -96,8 +104,11 @@ async def check(sidecar: Sidecar, signed: Any, *, kind: str, issuer: str, subjec
     if max_amount is not None and r.amount > max_amount:
         return None
     try:
-        answer = await sidecar.call("POST", "/verify-signature", {"payload_b64": base64.b64encode(r.payload()).decode(),
-                                                                  "signature_b64": sig, "peer_id": issuer})
+        answer = await sidecar.call(
+            "POST",
+            "/verify-signature",
+            {"payload_b64": base64.b64encode(r.payload()).decode(), "signature_b64": sig, "peer_id": issuer},
+        )
     except SidecarError:
         return None
     return r if answer.get("valid") is True else None

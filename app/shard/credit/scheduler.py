@@ -13,9 +13,9 @@ import asyncio
 import enum
 import itertools
 import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Callable
 
 
 class Priority(enum.IntEnum):
@@ -37,7 +37,7 @@ class _Waiter:
     seq: int
     tag: object = None
     on_preempt: Callable[[], None] | None = None
-    running: "_Running | None" = None  # set when it is given a slot
+    running: _Running | None = None  # set when it is given a slot
     since: float = field(default_factory=time.monotonic)
     future: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
@@ -86,13 +86,13 @@ class Scheduler:
                 best.running = self._start(best.priority, best.on_preempt)
                 best.future.set_result(None)
 
-    def _start(self, priority: Priority, on_preempt: Callable[[], None] | None) -> "_Running":
+    def _start(self, priority: Priority, on_preempt: Callable[[], None] | None) -> _Running:
         running = _Running(priority, on_preempt)
         self._running.append(running)
         self.in_flight += 1
         return running
 
-    def _finish(self, running: "_Running") -> None:
+    def _finish(self, running: _Running) -> None:
         self._running.remove(running)
         self.in_flight -= 1
         self._wake_next()
@@ -120,8 +120,13 @@ class Scheduler:
         return max(1, round(self._avg_duration_s * (1 + len(self._waiting)) / self.concurrency))
 
     @asynccontextmanager
-    async def admit(self, priority: Priority = Priority.OWNER, credit: float = 0.0, tag: object = None,
-                    on_preempt: Callable[[], None] | None = None) -> AsyncIterator[None]:
+    async def admit(
+        self,
+        priority: Priority = Priority.OWNER,
+        credit: float = 0.0,
+        tag: object = None,
+        on_preempt: Callable[[], None] | None = None,
+    ) -> AsyncIterator[None]:
         """Hold a slot for the block. `on_preempt` (remote jobs) is called, once, when the owner
         needs this slot: the job should end soon after, which frees it."""
         if self._may_start(priority) and not any(self._may_start(w.priority) for w in self._waiting):

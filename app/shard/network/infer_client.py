@@ -25,7 +25,8 @@ import dataclasses
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
 
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
@@ -53,7 +54,7 @@ class RemoteUnavailable(Exception):
 
 
 class InferClient:
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.failures: dict[str, int] = {}  # per Oracle: streams it broke off (bounded by the peers seen)
         self.dropped: dict[str, str] = {}  # Oracles caught lying -> why (never asked again)
@@ -65,11 +66,23 @@ class InferClient:
         if self.node.sidecar is None or not self.node.sidecar.ready:
             return []
         s, table = self.node.settings, self.node.peer_table
-        found = [p for p in table.peers.values()
-                 if "oracle" in p.roles and p.models and (model in ("", "default") or model in p.models)
-                 and p.peer_id not in self.dropped and table.admits(p, s.prompt_privacy, s.trusted_peers, paired_only=False)]
-        return sorted(found, key=lambda p: (self.failures.get(p.peer_id, 0), p.load / max(p.capacity, 1),
-                                            p.latency_ms if p.latency_ms is not None else 1e9))
+        found = [
+            p
+            for p in table.peers.values()
+            if "oracle" in p.roles
+            and p.models
+            and (model in ("", "default") or model in p.models)
+            and p.peer_id not in self.dropped
+            and table.admits(p, s.prompt_privacy, s.trusted_peers, paired_only=False)
+        ]
+        return sorted(
+            found,
+            key=lambda p: (
+                self.failures.get(p.peer_id, 0),
+                p.load / max(p.capacity, 1),
+                p.latency_ms if p.latency_ms is not None else 1e9,
+            ),
+        )
 
     async def discover(self, model: str) -> None:
         """Look the model's Oracles up in the DHT (Kademlia provider records: beyond this node's
@@ -84,7 +97,12 @@ class InferClient:
             log.info("provider lookup for %s failed: %s", model, exc)
             return
         reached = {p for p in found.get("connected") or [] if isinstance(p, str)}
-        log.info("provider lookup for %s: %d Oracle(s) found, %d reached", model, len(found.get("providers") or []), len(reached))
+        log.info(
+            "provider lookup for %s: %d Oracle(s) found, %d reached",
+            model,
+            len(found.get("providers") or []),
+            len(reached),
+        )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + HANDSHAKE_WAIT_S
         while reached and loop.time() < deadline and not any(p.peer_id in reached for p in self.oracles(model)):
@@ -108,10 +126,15 @@ class InferClient:
             tried.add(oracle)
             left = max(request.max_tokens - n_done, 1) if request.max_tokens else 0
             # Peers never get a raw grammar: the schema it came from, which the Oracle compiles itself.
-            generate = dataclasses.replace(request, max_tokens=left, sampling=dataclasses.replace(request.sampling, grammar=None))
-            ask = InferRequest(generate=generate.to_dict(), model=model,
-                               continuation="".join(produced),
-                               vouchers=vouchers.gather(self.node.ledger, oracle) if self.node.ledger else [])
+            generate = dataclasses.replace(
+                request, max_tokens=left, sampling=dataclasses.replace(request.sampling, grammar=None)
+            )
+            ask = InferRequest(
+                generate=generate.to_dict(),
+                model=model,
+                continuation="".join(produced),
+                vouchers=vouchers.gather(self.node.ledger, oracle) if self.node.ledger else [],
+            )
             wait_s = self.node.settings.remote_timeout_s
             deadline = time.monotonic() + wait_s  # for the first token: "queued" lines do not extend it
             lines = sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()})
@@ -129,14 +152,29 @@ class InferClient:
                         deadline = time.monotonic() + wait_s  # then: no silence longer than that
                     if kind == "queued":
                         log.info("queued at %s: place %s, about %ss", oracle, line.get("position"), line.get("eta_s"))
-                        yield {"type": "queued", "oracle": oracle, "position": line.get("position"), "eta_s": line.get("eta_s")}
+                        yield {
+                            "type": "queued",
+                            "oracle": oracle,
+                            "position": line.get("position"),
+                            "eta_s": line.get("eta_s"),
+                        }
                     elif kind == "start" and not started:
                         started = True
-                        yield {"type": "start", "prompt_tokens": line.get("prompt_tokens", 0), "cached_tokens": 0, "oracle": oracle}
+                        yield {
+                            "type": "start",
+                            "prompt_tokens": line.get("prompt_tokens", 0),
+                            "cached_tokens": 0,
+                            "oracle": oracle,
+                        }
                     elif kind == "token":
                         text, n = line.get("text"), line.get("n")
-                        if not isinstance(text, str) or isinstance(n, bool) or not isinstance(n, int) or n < 0 \
-                                or len(text) > MAX_CHARS_PER_TOKEN * max(n, 1):
+                        if (
+                            not isinstance(text, str)
+                            or isinstance(n, bool)
+                            or not isinstance(n, int)
+                            or n < 0
+                            or len(text) > MAX_CHARS_PER_TOKEN * max(n, 1)
+                        ):
                             raise OracleLied("a token line whose count does not match its text")
                         if left and n_done + n > request.max_tokens:
                             raise OracleLied(f"more tokens than the {request.max_tokens} asked for")
@@ -147,9 +185,18 @@ class InferClient:
                         usage = dict(line.get("usage") or {})
                         usage["completion_tokens"] = n_done
                         await self._pay(oracle, line.get("receipt"), n_done)
-                        if len(tried) == 1 and request.sampling.temperature == 0 and random.random() < self.node.settings.spot_check_rate:
+                        if (
+                            len(tried) == 1
+                            and request.sampling.temperature == 0
+                            and random.random() < self.node.settings.spot_check_rate
+                        ):
                             self.node._spawn(self._spot_check(request, model, oracle, "".join(produced)))
-                        yield {"type": "end", "finish_reason": line.get("finish_reason", "stop"), "usage": usage, "oracle": oracle}
+                        yield {
+                            "type": "end",
+                            "finish_reason": line.get("finish_reason", "stop"),
+                            "usage": usage,
+                            "oracle": oracle,
+                        }
                         return
                     elif kind == "error":
                         raise SidecarError(str(line.get("message", "the Oracle failed")))
@@ -163,7 +210,11 @@ class InferClient:
                 while len(self.failures) > 1024:
                     self.failures.pop(next(iter(self.failures)))
                 self.node.metrics.remote_failovers.inc()
-                log.warning("remote inference: %s; %s", last_error, "trying another Oracle" if len(tried) < MAX_ORACLES else "giving up")
+                log.warning(
+                    "remote inference: %s; %s",
+                    last_error,
+                    "trying another Oracle" if len(tried) < MAX_ORACLES else "giving up",
+                )
             finally:
                 await lines.aclose()
         raise RemoteUnavailable(last_error)
@@ -185,7 +236,9 @@ class InferClient:
         for oracle, said in answers.items():
             agree = sum(1 for a in answers.values() if a == said)
             if agree * 2 <= len(answers):  # not in a majority (with two that disagree: both)
-                self._drop(oracle, f"its greedy answer differs from another Oracle's ({len(answers)} asked)", "spot_check")
+                self._drop(
+                    oracle, f"its greedy answer differs from another Oracle's ({len(answers)} asked)", "spot_check"
+                )
 
     async def _answer_of(self, oracle: str, request: GenerateRequest, model: str) -> str | None:
         """`oracle`'s whole text for the request (the same checks as a served stream), or None."""
@@ -230,12 +283,21 @@ class InferClient:
         if not tokens or node.sidecar is None or node.ledger is None:
             return
         ref = signed.get("id", "") if isinstance(signed, dict) else ""
-        receipt = await receipts.check(node.sidecar, signed, kind="served", issuer=oracle, ref=ref if isinstance(ref, str) else "",
-                                       subject=str(node.sidecar.info.get("peer_id")), max_amount=float(tokens))
+        receipt = await receipts.check(
+            node.sidecar,
+            signed,
+            kind="served",
+            issuer=oracle,
+            ref=ref if isinstance(ref, str) else "",
+            subject=str(node.sidecar.info.get("peer_id")),
+            max_amount=float(tokens),
+        )
         if receipt is None:
             log.warning("Oracle %s sent no valid receipt for the %d tokens it delivered: not recorded", oracle, tokens)
             return
         try:
-            node.ledger.record("spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed))
+            node.ledger.record(
+                "spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed)
+            )
         except LedgerError as exc:
             log.error("%s", exc)

@@ -25,7 +25,9 @@ class MessageError(ValueError):
 def _str(d: dict[str, Any], key: str, limit: int, allow_empty: bool = False) -> str:
     v = d.get(key)
     if not isinstance(v, str) or (not v and not allow_empty) or len(v) > limit:
-        raise MessageError(f"'{key}' must be a {'' if allow_empty else 'non-empty '}string of at most {limit} characters")
+        raise MessageError(
+            f"'{key}' must be a {'' if allow_empty else 'non-empty '}string of at most {limit} characters"
+        )
     return v
 
 
@@ -40,7 +42,12 @@ def _token_list(d: dict[str, Any], key: str, limit: int) -> list[int] | None:
     v = d.get(key)
     if v is None:
         return None
-    if not isinstance(v, list) or not v or len(v) > limit or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 24 for t in v):
+    if (
+        not isinstance(v, list)
+        or not v
+        or len(v) > limit
+        or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 24 for t in v)
+    ):
         raise MessageError(f"'{key}' must be a non-empty list of at most {limit} token ids")
     return v
 
@@ -76,14 +83,19 @@ class Work:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Work":
+    def from_dict(cls, d: Any) -> Work:
         d = _object(d)
-        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), model=_str(d, "model", 256, allow_empty=True),
-                   context=_str(d, "context", MAX_CONTEXT_CHARS), position=_int(d, "position", 1, 1 << 30),
-                   max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS), deadline_ms=_int(d, "deadline_ms", 0, 1 << 53),
-                   vocab=_str(d, "vocab", 64, allow_empty=True) if "vocab" in d else "",
-                   tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS),
-                   draft_model=_str(d, "draft_model", 64, allow_empty=True) if "draft_model" in d else "")
+        return cls(
+            work_id=_str(d, "work_id", MAX_WORK_ID),
+            model=_str(d, "model", 256, allow_empty=True),
+            context=_str(d, "context", MAX_CONTEXT_CHARS),
+            position=_int(d, "position", 1, 1 << 30),
+            max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS),
+            deadline_ms=_int(d, "deadline_ms", 0, 1 << 53),
+            vocab=_str(d, "vocab", 64, allow_empty=True) if "vocab" in d else "",
+            tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS),
+            draft_model=_str(d, "draft_model", 64, allow_empty=True) if "draft_model" in d else "",
+        )
 
 
 @dataclass(frozen=True)
@@ -103,13 +115,16 @@ class Draft:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Draft":
+    def from_dict(cls, d: Any) -> Draft:
         d = _object(d)
         if (d.get("text") is None) == (d.get("tokens") is None):
             raise MessageError("give exactly one of 'text' or 'tokens'")
-        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), position=_int(d, "position", 1, 1 << 30),
-                   text=_str(d, "text", MAX_DRAFT_CHARS) if d.get("text") is not None else None,
-                   tokens=_token_list(d, "tokens", MAX_DRAFT_TOKENS))
+        return cls(
+            work_id=_str(d, "work_id", MAX_WORK_ID),
+            position=_int(d, "position", 1, 1 << 30),
+            text=_str(d, "text", MAX_DRAFT_CHARS) if d.get("text") is not None else None,
+            tokens=_token_list(d, "tokens", MAX_DRAFT_TOKENS),
+        )
 
 
 @dataclass(frozen=True)
@@ -130,12 +145,16 @@ class Verdict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "Verdict":
+    def from_dict(cls, d: Any) -> Verdict:
         d = _object(d)
-        return cls(work_id=_str(d, "work_id", MAX_WORK_ID), outcome=_str(d, "outcome", 32),
-                   proposed=_int(d, "proposed", 0, 1 << 20), accepted=_int(d, "accepted", 0, 1 << 20),
-                   reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "",
-                   receipt=d.get("receipt") if isinstance(d.get("receipt"), dict) else None)
+        return cls(
+            work_id=_str(d, "work_id", MAX_WORK_ID),
+            outcome=_str(d, "outcome", 32),
+            proposed=_int(d, "proposed", 0, 1 << 20),
+            accepted=_int(d, "accepted", 0, 1 << 20),
+            reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "",
+            receipt=d.get("receipt") if isinstance(d.get("receipt"), dict) else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -158,13 +177,20 @@ class InferRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "InferRequest":
+    def from_dict(cls, d: Any) -> InferRequest:
         d = _object(d)
         if not isinstance(d.get("generate"), dict):
             raise MessageError("'generate' must be an object")
         vouchers = d.get("vouchers", [])
-        if not isinstance(vouchers, list) or len(vouchers) > MAX_VOUCHERS or not all(isinstance(x, dict) for x in vouchers):
+        if (
+            not isinstance(vouchers, list)
+            or len(vouchers) > MAX_VOUCHERS
+            or not all(isinstance(x, dict) for x in vouchers)
+        ):
             raise MessageError(f"'vouchers' must be a list of at most {MAX_VOUCHERS} objects")
-        return cls(generate=d["generate"], model=_str(d, "model", 256, allow_empty=True) if "model" in d else "",
-                   continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "",
-                   vouchers=vouchers)
+        return cls(
+            generate=d["generate"],
+            model=_str(d, "model", 256, allow_empty=True) if "model" in d else "",
+            continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "",
+            vouchers=vouchers,
+        )

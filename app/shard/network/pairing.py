@@ -46,4 +46,6 @@ def proof(key: str, scout: str, oracle: str) -> str:
 
 
 def proven(key: str, scout: str, oracle: str, shown: object) -> bool:
-    return bool(key) and bool(oracle) and isinstance(shown, str) and hmac.compare_digest(proof(key, scout, oracle), shown)
+    return (
+        bool(key) and bool(oracle) and isinstance(shown, str) and hmac.compare_digest(proof(key, scout, oracle), shown)
+    )

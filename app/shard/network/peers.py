@@ -51,8 +51,19 @@ class Peer:
     pair: str | None = None  # the pairing proof from its handshake (network/pairing.py)
 
     def update(self, d: dict[str, Any]) -> None:
-        for key in ("addrs", "roles", "models", "capacity", "load", "agent", "latency_ms", "connected_since", "local",
-                    "draft_model", "pair"):
+        for key in (
+            "addrs",
+            "roles",
+            "models",
+            "capacity",
+            "load",
+            "agent",
+            "latency_ms",
+            "connected_since",
+            "local",
+            "draft_model",
+            "pair",
+        ):
             if d.get(key) is not None:
                 setattr(self, key, d[key])
 
@@ -134,8 +145,13 @@ class PeerTable:
         kind = event.get("type")
         if kind == "peer_connected":
             addr = event.get("addr")
-            self.upsert({"peer_id": event.get("peer_id"), "addrs": [addr] if isinstance(addr, str) else None,
-                         "local": event.get("local")})
+            self.upsert(
+                {
+                    "peer_id": event.get("peer_id"),
+                    "addrs": [addr] if isinstance(addr, str) else None,
+                    "local": event.get("local"),
+                }
+            )
         elif kind == "handshake":
             info = event.get("info")
             self.upsert({**(info if isinstance(info, dict) else {}), "peer_id": event.get("peer_id")})
@@ -190,7 +206,7 @@ class PeerTable:
         return peer is not None and self.admits(peer, privacy, trusted)
 
 
-async def reconcile(table: PeerTable, sidecar: "Sidecar") -> None:
+async def reconcile(table: PeerTable, sidecar: Sidecar) -> None:
     """Bring `table` in line with the daemon's peer list (after the event stream (re)opened or
     lagged): what the stream did not carry (a handshake, a disconnect) is in the listing; events
     during the call are replayed over it."""

@@ -12,8 +12,9 @@ import os
 import secrets
 import shutil
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 
@@ -54,10 +55,22 @@ def find_daemon(settings: Settings) -> Path | None:
 
 def daemon_command(binary: Path, settings: Settings) -> list[str]:
     ws_port = settings.ws_port or (settings.tcp_port + 100 if settings.tcp_port else 0)
-    argv = [str(binary), "--control-port", str(settings.control_port), "--tcp-port", str(settings.tcp_port),
-            "--ws-port", str(ws_port), "--listen-host", settings.p2p_host,
-            "--data-dir", str(settings.data_path / "sidecar"), "--log-level", settings.log_level.lower(),
-            "--exit-with-stdin"]
+    argv = [
+        str(binary),
+        "--control-port",
+        str(settings.control_port),
+        "--tcp-port",
+        str(settings.tcp_port),
+        "--ws-port",
+        str(ws_port),
+        "--listen-host",
+        settings.p2p_host,
+        "--data-dir",
+        str(settings.data_path / "sidecar"),
+        "--log-level",
+        settings.log_level.lower(),
+        "--exit-with-stdin",
+    ]
     for addr in settings.bootstrap:
         argv += ["--bootstrap", addr]
     if not settings.mdns:
@@ -73,31 +86,36 @@ def daemon_command(binary: Path, settings: Settings) -> list[str]:
 class Sidecar:
     """The daemon under supervision, and a client of its control API."""
 
-    def __init__(self, settings: Settings, binary: Path, on_child: Callable[[SupervisorEvent], None],
-                 on_event: EventHandler) -> None:
+    def __init__(
+        self, settings: Settings, binary: Path, on_child: Callable[[SupervisorEvent], None], on_event: EventHandler
+    ) -> None:
         self.token = secrets.token_urlsafe(32)
         self._on_event = on_event
         self._session: aiohttp.ClientSession | None = None
         self._events_task: asyncio.Task[None] | None = None
-        self.supervisor = Supervisor(ChildSpec(
-            name="sidecar",
-            argv=daemon_command(binary, settings),
-            health=self._health,
-            env={TOKEN_ENV: self.token, "RUST_LOG_STYLE": "never"},
-            ready_prefix=READY_PREFIX,
-            log_path=settings.data_path / "logs" / "sidecar.log",
-            start_timeout_s=30.0,
-            health_interval_s=2.0,
-            stop_timeout_s=5.0,
-            fatal_exit_codes=(2,),  # bad flags or a port taken with --strict-ports: a restart would fail alike
-            max_start_failures=5,
-        ), self._on_child_event(on_child))
+        self.supervisor = Supervisor(
+            ChildSpec(
+                name="sidecar",
+                argv=daemon_command(binary, settings),
+                health=self._health,
+                env={TOKEN_ENV: self.token, "RUST_LOG_STYLE": "never"},
+                ready_prefix=READY_PREFIX,
+                log_path=settings.data_path / "logs" / "sidecar.log",
+                start_timeout_s=30.0,
+                health_interval_s=2.0,
+                stop_timeout_s=5.0,
+                fatal_exit_codes=(2,),  # bad flags or a port taken with --strict-ports: a restart would fail alike
+                max_start_failures=5,
+            ),
+            self._on_child_event(on_child),
+        )
 
     def _on_child_event(self, forward: Callable[[SupervisorEvent], None]) -> Callable[[SupervisorEvent], None]:
         def handle(event: SupervisorEvent) -> None:
             if event.state.value == "running":  # a (re)started daemon: follow its new event stream
                 self._follow_events()
             forward(event)
+
         return handle
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -140,17 +158,26 @@ class Sidecar:
     async def _raise_for_status(r: aiohttp.ClientResponse, method: str, path: str) -> None:
         if r.status >= 400:
             data = await r.json(content_type=None)
-            raise SidecarError(f"{method} {path}: {data.get('error', r.status) if isinstance(data, dict) else r.status}")
+            raise SidecarError(
+                f"{method} {path}: {data.get('error', r.status) if isinstance(data, dict) else r.status}"
+            )
 
-    async def call(self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 15.0) -> dict[str, Any]:
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 15.0
+    ) -> dict[str, Any]:
         if not self.ready or self._session is None:
             raise SidecarError(f"the sidecar is {self.supervisor.state.value}")
         try:
-            async with self._session.request(method, self._url(path), json=body, timeout=aiohttp.ClientTimeout(total=timeout),
-                                             headers={"Authorization": f"Bearer {self.token}"}) as r:
+            async with self._session.request(
+                method,
+                self._url(path),
+                json=body,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers={"Authorization": f"Bearer {self.token}"},
+            ) as r:
                 await self._raise_for_status(r, method, path)
                 return await r.json(content_type=None)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise SidecarError(f"{method} {path} failed: {exc.__class__.__name__}: {exc}") from None
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -158,8 +185,12 @@ class Sidecar:
         if not self.ready or self._session is None:
             raise SidecarError(f"the sidecar is {self.supervisor.state.value}")
         try:
-            async with self._session.post(self._url(path), json=body, headers={"Authorization": f"Bearer {self.token}"},
-                                          timeout=aiohttp.ClientTimeout(total=None, sock_read=180)) as r:
+            async with self._session.post(
+                self._url(path),
+                json=body,
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=180),
+            ) as r:
                 await self._raise_for_status(r, "POST", path)
                 async for raw in r.content:
                     if raw.strip():
@@ -169,7 +200,7 @@ class Sidecar:
                             raise SidecarError(f"POST {path}: an unreadable line from the peer") from None
                         if isinstance(line, dict):
                             yield line
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise SidecarError(f"POST {path} failed: {exc.__class__.__name__}: {exc}") from None
 
     async def send_stream(self, path: str, lines: AsyncIterator[dict[str, Any]]) -> None:
@@ -182,10 +213,14 @@ class Sidecar:
                 yield json.dumps(line, ensure_ascii=False).encode() + b"\n"
 
         try:
-            async with self._session.post(self._url(path), data=body(), timeout=aiohttp.ClientTimeout(total=None),
-                                          headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/x-ndjson"}) as r:
+            async with self._session.post(
+                self._url(path),
+                data=body(),
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/x-ndjson"},
+            ) as r:
                 await self._raise_for_status(r, "POST", path)
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise SidecarError(f"POST {path} failed: {exc.__class__.__name__}: {exc}") from None
 
     # -- events ---------------------------------------------------------------------------------
@@ -204,7 +239,9 @@ class Sidecar:
         info, pid = dict(self.info), self.supervisor.pid
         while True:
             try:
-                async with self._session.get(self._url("/events", info), headers={"Authorization": f"Bearer {self.token}"}) as r:
+                async with self._session.get(
+                    self._url("/events", info), headers={"Authorization": f"Bearer {self.token}"}
+                ) as r:
                     if r.status != 200:
                         log.error("sidecar: /events answered %d", r.status)
                         return
@@ -219,7 +256,7 @@ class Sidecar:
                             continue
                         if isinstance(event, dict):
                             self._handle(event)
-            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 log.info("sidecar: event stream ended (%s)", exc.__class__.__name__)
             await asyncio.sleep(RESUBSCRIBE_S)
             if not self.ready or self.supervisor.pid != pid:

@@ -11,8 +11,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import PySide6  # noqa: F401  (PySide6 before qasync, so qasync binds to it)
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
@@ -22,18 +23,24 @@ from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 from shard import __version__, autostart, models, paths
 from shard.config import ConfigError, Settings, save_settings
 from shard.node import Node, NodeEvent, NodeStartError
-from shard.updates import UpdateChecker, UpdateResult
 from shard.ui import data, icons
 from shard.ui.log_capture import RingHandler
+from shard.updates import UpdateChecker, UpdateResult
 
 log = logging.getLogger("shard.ui")
 
 CREDIT_MILESTONES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
-NOTIFICATION_KINDS = {"peer_joined": "A peer joined", "credit": "Credit milestones", "model_downloaded": "A model was downloaded",
-                      "update": "A new version is available"}
+NOTIFICATION_KINDS = {
+    "peer_joined": "A peer joined",
+    "credit": "Credit milestones",
+    "model_downloaded": "A model was downloaded",
+    "update": "A new version is available",
+}
 
-NO_TRAY_REASON = ("No system tray is available on this desktop (headless, or a Linux desktop without a "
-                  "StatusNotifier host), so Shard shows this window instead. Closing it quits Shard.")
+NO_TRAY_REASON = (
+    "No system tray is available on this desktop (headless, or a Linux desktop without a "
+    "StatusNotifier host), so Shard shows this window instead. Closing it quits Shard."
+)
 
 
 class ShardApp(QObject):
@@ -44,13 +51,21 @@ class ShardApp(QObject):
     notified = Signal(str, str)  # title, message
     flashed = Signal(str)  # a short confirmation ("Copied …") for the window's status bar
 
-    def __init__(self, settings: Settings, config_file: Path, ring: RingHandler | None = None,
-                 tray_available: bool | None = None, launch_args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_file: Path,
+        ring: RingHandler | None = None,
+        tray_available: bool | None = None,
+        launch_args: list[str] | None = None,
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.config_file = config_file
         # What start at login passes to `shard`, so that it starts this same node (see autostart).
-        self.launch_args = launch_args if launch_args is not None else autostart.node_args(settings.data_path, config_file)
+        self.launch_args = (
+            launch_args if launch_args is not None else autostart.node_args(settings.data_path, config_file)
+        )
         self.ring = ring or RingHandler()
         self.node = Node(settings)
         self.node.subscribe(self._on_node_event)
@@ -63,7 +78,9 @@ class ShardApp(QObject):
         self._done = asyncio.Event()
         self._last_status = ""
         self._busy = False  # a start or stop is under way
-        self.updates = UpdateChecker(settings.update_feed_url, __version__, settings.update_check, on_result=self._on_update)
+        self.updates = UpdateChecker(
+            settings.update_feed_url, __version__, settings.update_check, on_result=self._on_update
+        )
         self._credit_seen: float | None = None  # lifetime credit at the last milestone check
         self.milestones = QTimer(self)
         self.milestones.setInterval(15_000)
@@ -152,8 +169,12 @@ class ShardApp(QObject):
 
     def first_run_needed(self) -> bool:
         """No model anywhere and no choice made yet: the window opens on the first-run view."""
-        return (self.node.model_path is None and not self.settings.model and not self.settings.network_only
-                and not models.list_models(self.settings.data_path))
+        return (
+            self.node.model_path is None
+            and not self.settings.model
+            and not self.settings.network_only
+            and not models.list_models(self.settings.data_path)
+        )
 
     def _save(self, changes: dict[str, Any]) -> bool:
         try:
@@ -264,7 +285,9 @@ class ShardApp(QObject):
         if event.kind == "peer_joined":
             d = event.data
             where = " on this machine" if d.get("local") else ""
-            self.notify("A peer joined", f"{data.short_name(str(d.get('peer_id')))}{where} is connected", kind="peer_joined")
+            self.notify(
+                "A peer joined", f"{data.short_name(str(d.get('peer_id')))}{where} is connected", kind="peer_joined"
+            )
             self.node_event.emit(event)
             return
         if event.kind == "child":
@@ -318,8 +341,12 @@ class ShardApp(QObject):
             return
         passed = [m for m in CREDIT_MILESTONES if seen < m <= earned]
         if passed:
-            self.notify("Credit milestone", f"This node has earned {passed[-1]:,} credits (one per accepted draft token "
-                        "or per token served to a peer)", kind="credit")
+            self.notify(
+                "Credit milestone",
+                f"This node has earned {passed[-1]:,} credits (one per accepted draft token "
+                "or per token served to a peer)",
+                kind="credit",
+            )
 
     def notify(self, title: str, message: str, critical: bool = False, kind: str = "") -> None:
         """Tell the user (tray balloon, status bar); `kind` names a notification the user may turn off."""

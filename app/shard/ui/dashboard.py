@@ -6,12 +6,22 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
-from PySide6.QtWidgets import (QHBoxLayout, QLabel, QListWidget, QMainWindow, QSizePolicy, QStackedWidget,
-                               QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QSizePolicy,
+    QStackedWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard import catalog, paths
 from shard.node import NodeEvent
@@ -33,24 +43,36 @@ log = logging.getLogger("shard.ui")
 POLL_MS = 1000
 
 
-def page_factories(shell: "ShardApp") -> list[tuple[str, str, Callable[[], QWidget]]]:
+def page_factories(shell: ShardApp) -> list[tuple[str, str, Callable[[], QWidget]]]:
     """(key, title, make) for each page in the navigation; the newer pages get narrow inputs."""
     node = shell.node
     return [
         ("overview", "Overview", lambda: OverviewPage(shell)),
-        ("models", "Models", lambda: ModelsPage(node.downloads, shell.settings.data_path, lambda: node.model_path,
-                                                shell.use_model_file)),
+        (
+            "models",
+            "Models",
+            lambda: ModelsPage(node.downloads, shell.settings.data_path, lambda: node.model_path, shell.use_model_file),
+        ),
         ("peers", "Peers", lambda: PeersPage(shell)),
         ("credit", "Credit", lambda: CreditPage(shell)),
         ("logs", "Logs", lambda: LogsPage(shell)),
         ("settings", "Settings", lambda: SettingsPage(shell)),
-        ("about", "About", lambda: AboutPage(shell.settings, shell.config_file, shell.updates, shell.open_url,
-                                              lambda: f"http://127.0.0.1:{node.port}")),
+        (
+            "about",
+            "About",
+            lambda: AboutPage(
+                shell.settings,
+                shell.config_file,
+                shell.updates,
+                shell.open_url,
+                lambda: f"http://127.0.0.1:{node.port}",
+            ),
+        ),
     ]
 
 
 class Dashboard(QMainWindow):
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         self.launched_at: float | None = None
@@ -65,8 +87,9 @@ class Dashboard(QMainWindow):
         outer = QVBoxLayout(central)
         self.banner = QLabel()
         self.banner.setWordWrap(True)
-        self.banner.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c060; "
-                                  "border-radius: 4px; padding: 8px;")
+        self.banner.setStyleSheet(
+            "background: #fff3cd; color: #664d03; border: 1px solid #e0c060; border-radius: 4px; padding: 8px;"
+        )
         self.banner.hide()
         outer.addWidget(self.banner)
 
@@ -106,8 +129,13 @@ class Dashboard(QMainWindow):
             self.stack.addWidget(page)
             self.nav.addItem(title)
         # The first-run view: in the stack, not in the navigation.
-        self.pages["welcome"] = FirstRunPage(shell.node.downloads, catalog.DEFAULT, shell.use_model_file,
-                                             shell.use_network_only, paths.models_dir(shell.settings.data_path))
+        self.pages["welcome"] = FirstRunPage(
+            shell.node.downloads,
+            catalog.DEFAULT,
+            shell.use_model_file,
+            shell.use_network_only,
+            paths.models_dir(shell.settings.data_path),
+        )
         self.stack.addWidget(self.pages["welcome"])
         self._current = "overview"
         self.nav.currentRowChanged.connect(self._on_page_changed)
@@ -213,7 +241,9 @@ class Dashboard(QMainWindow):
     def _log_shown(self) -> None:
         now = time.time()
         after = f" ({now - self.launched_at:.2f} s after launch)" if self.launched_at else ""
-        log.info("window shown at %s.%03d%s", time.strftime("%H:%M:%S", time.localtime(now)), int(now * 1000) % 1000, after)
+        log.info(
+            "window shown at %s.%03d%s", time.strftime("%H:%M:%S", time.localtime(now)), int(now * 1000) % 1000, after
+        )
 
     def hideEvent(self, event: QHideEvent) -> None:  # noqa: N802
         super().hideEvent(event)

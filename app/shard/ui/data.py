@@ -20,7 +20,7 @@ log = logging.getLogger("shard.ui")
 GENERATION_ROUTES = ("chat_completions", "completions")
 
 
-def metric_totals(node: "Node") -> dict[str, float]:
+def metric_totals(node: Node) -> dict[str, float]:
     """The node's Prometheus counters, summed over labels, plus requests per route."""
     out: dict[str, float] = {"requests": 0.0, "errors": 0.0}
     for family in node.metrics.registry.collect():
@@ -64,7 +64,7 @@ class Snapshot:
         return {p.get("peer_id", ""): p for p in self.credit.get("peers", [])}
 
 
-async def _peers(node: "Node") -> dict[str, Any]:
+async def _peers(node: Node) -> dict[str, Any]:
     try:
         return await asyncio.wait_for(node.peers(), 5.0)
     except Exception as exc:  # a sidecar that went away must not stop the dashboard refreshing
@@ -72,7 +72,7 @@ async def _peers(node: "Node") -> dict[str, Any]:
         return {"unavailable": f"cannot read peers: {exc}"}
 
 
-async def snapshot(node: "Node", *, peers: bool = True, credit: bool = True) -> Snapshot:
+async def snapshot(node: Node, *, peers: bool = True, credit: bool = True) -> Snapshot:
     snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node), counts=node.counts())
     if peers:
         snap.peers = await _peers(node)
@@ -85,7 +85,13 @@ def since_text(started: float, now: float | None = None) -> str:
     """'14:05 (2 h 10 min ago)': when, and how long, in words people read at a glance."""
     now = time.time() if now is None else now
     mins = max(0, int((now - started) // 60))
-    ago = f"{mins // 1440} d {mins // 60 % 24} h" if mins >= 1440 else f"{mins // 60} h {mins % 60} min" if mins >= 60 else f"{mins} min"
+    ago = (
+        f"{mins // 1440} d {mins // 60 % 24} h"
+        if mins >= 1440
+        else f"{mins // 60} h {mins % 60} min"
+        if mins >= 60
+        else f"{mins} min"
+    )
     day = "%Y-%m-%d %H:%M" if now - started >= 86400 else "%H:%M"
     return f"{time.strftime(day, time.localtime(started))} ({ago})"
 
@@ -109,8 +115,11 @@ def tray_state(status: dict[str, Any]) -> tuple[str, str]:
     if s == "ok":  # no model here, but Oracles on the network answer
         return "ready", "Ready: " + str(status.get("message", "requests go to Oracles on the network"))
     # No model and no Oracle: requests would fail. A warning, never a green "Ready".
-    return "warning", ("No model: download one (Models) or wait for an Oracle on the network" if networked
-                       else "No model: download one in the dashboard (Models), or choose a GGUF file")
+    return "warning", (
+        "No model: download one (Models) or wait for an Oracle on the network"
+        if networked
+        else "No model: download one in the dashboard (Models), or choose a GGUF file"
+    )
 
 
 def short_name(peer_id: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import secrets
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import Any
 
 import aiohttp
 
@@ -30,19 +31,31 @@ class VerifierRequestError(Exception):
 def verifier_command(settings: Settings, model_path: Path) -> list[str]:
     # Same executable: `python -m shard` from source, the bundle's own binary when frozen.
     base = [sys.executable] if getattr(sys, "frozen", False) else [sys.executable, "-m", "shard"]
-    return base + [
-        "verifier",
-        "--model", str(model_path),
-        "--ctx-size", str(settings.n_ctx),
-        "--parallel", str(settings.parallel),
-        "--gpu-layers", str(settings.n_gpu_layers),
-        "--threads", str(settings.n_threads),
-        "--log-level", settings.log_level,
-    ] + (["--embedding-model", settings.embedding_model] if settings.embedding_model else [])
+    return (
+        base
+        + [
+            "verifier",
+            "--model",
+            str(model_path),
+            "--ctx-size",
+            str(settings.n_ctx),
+            "--parallel",
+            str(settings.parallel),
+            "--gpu-layers",
+            str(settings.n_gpu_layers),
+            "--threads",
+            str(settings.n_threads),
+            "--log-level",
+            settings.log_level,
+        ]
+        + (["--embedding-model", settings.embedding_model] if settings.embedding_model else [])
+    )
 
 
 class VerifierClient:
-    def __init__(self, settings: Settings, model_path: Path, on_event: Callable[[SupervisorEvent], None] | None = None) -> None:
+    def __init__(
+        self, settings: Settings, model_path: Path, on_event: Callable[[SupervisorEvent], None] | None = None
+    ) -> None:
         self.model_path = model_path
         self.token = secrets.token_urlsafe(32)
         self._session: aiohttp.ClientSession | None = None
@@ -86,7 +99,9 @@ class VerifierClient:
     async def _health(self, info: dict[str, Any]) -> bool:
         if self._session is None or "port" not in info:
             return False
-        async with self._session.get(f"http://127.0.0.1:{info['port']}/health", timeout=aiohttp.ClientTimeout(total=3)) as r:
+        async with self._session.get(
+            f"http://127.0.0.1:{info['port']}/health", timeout=aiohttp.ClientTimeout(total=3)
+        ) as r:
             self.last_status = await r.json()
         if self.last_status.get("status") == "ok" and not self.model_info:
             self.model_info = await self._get_json("/info", info)
@@ -138,7 +153,9 @@ class VerifierClient:
                     if line.strip():
                         yield json.loads(line)
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            raise VerifierUnavailable(f"the verifier stopped during the request ({exc.__class__.__name__}); it is being restarted") from None
+            raise VerifierUnavailable(
+                f"the verifier stopped during the request ({exc.__class__.__name__}); it is being restarted"
+            ) from None
 
     async def _post(self, path: str, body: dict[str, Any]) -> Any:
         session = self._require_ready()

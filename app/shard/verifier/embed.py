@@ -10,9 +10,8 @@ from __future__ import annotations
 import ctypes
 import threading
 
-import numpy as np
-
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 
 MAX_INPUTS = 2048
@@ -62,14 +61,18 @@ class Embedder:
             if rc != 0:
                 raise EmbedError(f"llama.cpp could not embed the input (code {rc})")
             if self.pooling == llama_cpp.LLAMA_POOLING_TYPE_NONE:
-                rows = [np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(self.ctx.ctx, i), shape=(self.n_embd,))
-                        for i in range(len(tokens))]
+                rows = [
+                    np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_ith(self.ctx.ctx, i), shape=(self.n_embd,))
+                    for i in range(len(tokens))
+                ]
                 vec = np.mean(np.stack(rows), axis=0)
             else:
                 ptr = llama_cpp.llama_get_embeddings_seq(self.ctx.ctx, 0)
                 if not ptr:
                     raise EmbedError("the model gave no pooled embedding")
-                vec = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_embd,)).copy()
+                vec = np.ctypeslib.as_array(
+                    ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_embd,)
+                ).copy()
         norm = float(np.linalg.norm(vec))
         return (vec / norm if norm > 0 else vec).astype(np.float32)
 

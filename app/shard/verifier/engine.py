@@ -21,12 +21,12 @@ import os
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
-
-import numpy as np
+from typing import Any, Protocol
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 
 from shard.verifier.memory import anonymous_mappings, release_zero_pages
@@ -138,9 +138,17 @@ class Engine:
         self._running = True
         self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
         # *_offered: draft tokens a source offered; *_proposed: those the policy had checked.
-        self.counters = {"tokens_generated": 0, "prompt_tokens": 0, "draft_proposed": 0, "draft_accepted": 0,
-                         "external_proposed": 0, "external_accepted": 0, "steps": 0,
-                         "draft_offered": 0, "external_offered": 0}
+        self.counters = {
+            "tokens_generated": 0,
+            "prompt_tokens": 0,
+            "draft_proposed": 0,
+            "draft_accepted": 0,
+            "external_proposed": 0,
+            "external_accepted": 0,
+            "steps": 0,
+            "draft_offered": 0,
+            "external_offered": 0,
+        }
         # Engine-wide acceptance of prompt lookup: where a new job's estimate starts (it depends on
         # the kind of work). A scout's drafts start each job at EXTERNAL_PRIOR: scouts differ, and
         # the node already paces each one by its own record (the draft's `limit`).
@@ -178,7 +186,11 @@ class Engine:
 
     def load(self) -> dict[str, int]:
         with self._cond:
-            return {"active": sum(1 for s in self.slots if s.job), "waiting": len(self._waiting), "slots": len(self.slots)}
+            return {
+                "active": sum(1 for s in self.slots if s.job),
+                "waiting": len(self._waiting),
+                "slots": len(self.slots),
+            }
 
     def close(self) -> None:
         with self._cond:
@@ -268,13 +280,13 @@ class Engine:
         if not active:
             return
         self._rr = (self._rr + 1) % len(active)
-        active = active[self._rr:] + active[: self._rr]
+        active = active[self._rr :] + active[: self._rr]
         n = 0
         # slot, pending tokens, draft (None: a prompt chunk, no logits needed yet), draft source
         rows: list[tuple[Slot, list[int], list[int] | None, str]] = []
         for slot in active:
             job = slot.job
-            pending = job.tokens[job.n_past:]
+            pending = job.tokens[job.n_past :]
             room = self.n_batch - n
             if room <= 0:
                 break
@@ -356,8 +368,14 @@ class Engine:
         if not offered:
             return
         emitting = sum(1 for r in rows if r[2] is not None)
-        take = allot(self.curve, n, emitting, [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
-                     self.n_batch - n, explore=self.counters["steps"] % EXPLORE_EVERY == 0)
+        take = allot(
+            self.curve,
+            n,
+            emitting,
+            [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
+            self.n_batch - n,
+            explore=self.counters["steps"] % EXPLORE_EVERY == 0,
+        )
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)
@@ -385,7 +403,7 @@ class Engine:
         while job.inbox:
             ext = job.inbox.popleft()
             offset = have - ext.position
-            if offset < 0 or ext.tokens[:offset] != job.tokens[ext.position:have] or offset >= len(ext.tokens):
+            if offset < 0 or ext.tokens[:offset] != job.tokens[ext.position : have] or offset >= len(ext.tokens):
                 ext.done(0, 0, "stale")  # made for a past the generation did not take, or nothing new
                 continue
             job.external = ext
@@ -487,7 +505,9 @@ class Engine:
             job.chooser.close()
         if error:
             job.emit({"type": "error", "message": error})
-        job.emit({"type": "end", "finish_reason": reason, "usage": self._usage(job), "tokens": job.tokens[len(job.prompt):]})
+        job.emit(
+            {"type": "end", "finish_reason": reason, "usage": self._usage(job), "tokens": job.tokens[len(job.prompt) :]}
+        )
 
     @staticmethod
     def _usage(job: Job) -> dict[str, Any]:
@@ -502,7 +522,9 @@ class Engine:
             "draft_accepted": s.draft_accepted,
             "queue_ms": round(((s.started_at or s.queued_at) - s.queued_at) * 1000, 2),
             "ttft_ms": round((s.first_token_at - s.queued_at) * 1000, 2) if s.first_token_at else None,
-            "tokens_per_s": round((s.completion_tokens - 1) / gen_s, 2) if gen_s > 0 and s.completion_tokens > 1 else None,
+            "tokens_per_s": round((s.completion_tokens - 1) / gen_s, 2)
+            if gen_s > 0 and s.completion_tokens > 1
+            else None,
         }
 
 

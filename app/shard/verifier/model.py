@@ -6,9 +6,10 @@ import ctypes
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals
@@ -82,7 +83,9 @@ class Model:
         llama_cpp.llama_backend_init()
         params = llama_cpp.llama_model_default_params()
         self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
-        params.n_gpu_layers = (0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers) if self.gpu_offload else 0
+        params.n_gpu_layers = (
+            (0x7FFFFFFF if options.n_gpu_layers < 0 else options.n_gpu_layers) if self.gpu_offload else 0
+        )
 
         def on_progress(fraction: float, _user: ctypes.c_void_p) -> bool:
             if progress is not None:
@@ -156,7 +159,7 @@ class Model:
             for j, tok in enumerate(tokens):
                 spelled += self.piece(tok).decode("utf-8", "replace")
                 if spelled in (anchor_text, " " + anchor_text):
-                    return tokens[j + 1:]
+                    return tokens[j + 1 :]
                 if len(spelled) > len(anchor_text) + 1:
                     break  # a token spans the boundary: try a shorter anchor
         return self.tokenize(text, add_bos=False, special=False)
@@ -164,12 +167,22 @@ class Model:
     def fim_prompt(self, prefix: str, suffix: str) -> list[int]:
         """Fill in the middle: <fim_pre> prefix <fim_suf> suffix <fim_mid>, with the model's own tokens."""
         vocab = self.model.vocab
-        pre, suf, mid = (llama_cpp.llama_vocab_fim_pre(vocab), llama_cpp.llama_vocab_fim_suf(vocab), llama_cpp.llama_vocab_fim_mid(vocab))
+        pre, suf, mid = (
+            llama_cpp.llama_vocab_fim_pre(vocab),
+            llama_cpp.llama_vocab_fim_suf(vocab),
+            llama_cpp.llama_vocab_fim_mid(vocab),
+        )
         if min(pre, suf, mid) < 0:
             raise ValueError("'suffix' needs a model with fill-in-the-middle tokens; this one has none")
         head = [self.bos] if self.add_bos and self.bos >= 0 else []
-        return head + [pre] + self.tokenize(prefix, add_bos=False, special=False) + [suf] + \
-            self.tokenize(suffix, add_bos=False, special=False) + [mid]
+        return (
+            head
+            + [pre]
+            + self.tokenize(prefix, add_bos=False, special=False)
+            + [suf]
+            + self.tokenize(suffix, add_bos=False, special=False)
+            + [mid]
+        )
 
     def valid_token(self, token: int) -> bool:
         return 0 <= token < self.n_vocab

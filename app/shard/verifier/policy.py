@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from typing import Callable
+from collections.abc import Callable
 
 MIN_GAIN = 0.05  # a draft token worth less than this (in expected tokens) is never checked: noise
 DECAY = 0.9  # per outcome: a source's acceptance is about its last ~10 outcomes
@@ -128,8 +128,9 @@ class Shadow:
         return kept, missed, missed or self.scored == len(self.tokens)
 
 
-def allot(curve: CostCurve, base_tokens: int, emitting: int, offers: list[tuple[float, int]], room: int,
-          explore: bool = False) -> list[int]:
+def allot(
+    curve: CostCurve, base_tokens: int, emitting: int, offers: list[tuple[float, int]], room: int, explore: bool = False
+) -> list[int]:
     """How many tokens of each offer to check this step. `base_tokens`: tokens the batch holds
     anyway (prompt chunks, each stream's last token); `emitting`: streams that put out a token this
     step; offers: (per-token acceptance, tokens offered) per slot. Greedy by expected gain, keeping

@@ -65,7 +65,7 @@ class Sampling:
     grammar: str | None = None
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Sampling":
+    def from_dict(cls, d: dict[str, Any]) -> Sampling:
         grammar = d.get("grammar")
         if grammar is not None and not isinstance(grammar, str):
             raise ProtocolError("'grammar' must be a GBNF string")
@@ -158,9 +158,13 @@ def _messages(d: dict[str, Any]) -> list[dict[str, Any]] | None:
         tc = m.get("tool_calls")
         if tc is None:
             continue
-        if not isinstance(tc, list) or not all(isinstance(c, dict) and isinstance(c.get("function"), dict)
-                                               and isinstance(c["function"].get("name"), str)
-                                               and isinstance(c["function"].get("arguments", ""), (str, dict)) for c in tc):
+        if not isinstance(tc, list) or not all(
+            isinstance(c, dict)
+            and isinstance(c.get("function"), dict)
+            and isinstance(c["function"].get("name"), str)
+            and isinstance(c["function"].get("arguments", ""), (str, dict))
+            for c in tc
+        ):
             raise ProtocolError(f"messages[{i}].tool_calls must be a list of {{'function': {{'name', 'arguments'}}}}")
         calls += len(tc)
     if calls > MAX_TOOL_CALLS_IN_HISTORY:
@@ -205,7 +209,7 @@ class GenerateRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "GenerateRequest":
+    def from_dict(cls, d: Any) -> GenerateRequest:
         if not isinstance(d, dict):
             raise ProtocolError("the body must be a JSON object")
         given = [k for k in ("prompt", "messages", "tokens") if d.get(k) is not None]
@@ -254,13 +258,17 @@ class VerifyRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "VerifyRequest":
+    def from_dict(cls, d: Any) -> VerifyRequest:
         if not isinstance(d, dict):
             raise ProtocolError("the body must be a JSON object")
         context = _tokens(d, "context")
         if not context:
             raise ProtocolError("'context' must hold at least one token")
-        return cls(context=context, draft=_tokens(d, "draft"), sampling=Sampling.from_dict(d.get("sampling") or {"temperature": 0.0}))
+        return cls(
+            context=context,
+            draft=_tokens(d, "draft"),
+            sampling=Sampling.from_dict(d.get("sampling") or {"temperature": 0.0}),
+        )
 
 
 MAX_DRAFT_CHARS = 4096
@@ -281,7 +289,7 @@ class DraftRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "DraftRequest":
+    def from_dict(cls, d: Any) -> DraftRequest:
         if not isinstance(d, dict):
             raise ProtocolError("the body must be a JSON object")
         text = d.get("text")
@@ -289,8 +297,13 @@ class DraftRequest:
             raise ProtocolError("give exactly one of 'text' or 'tokens'")
         if text is not None and (not isinstance(text, str) or not text or len(text) > MAX_DRAFT_CHARS):
             raise ProtocolError(f"'text' must be a non-empty string of at most {MAX_DRAFT_CHARS} characters")
-        return cls(job=_int(d, "job", 0, 1, 1 << 62), position=_int(d, "position", 0, 0, 1 << 30), text=text,
-                   tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None, limit=_int(d, "limit", 0, 0, 1 << 16))
+        return cls(
+            job=_int(d, "job", 0, 1, 1 << 62),
+            position=_int(d, "position", 0, 0, 1 << 30),
+            text=text,
+            tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None,
+            limit=_int(d, "limit", 0, 0, 1 << 16),
+        )
 
 
 @dataclass
@@ -326,7 +339,7 @@ class EmbedRequest:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Any) -> "EmbedRequest":
+    def from_dict(cls, d: Any) -> EmbedRequest:
         if not isinstance(d, dict):
             raise ProtocolError("the body must be a JSON object")
         inputs, tokens = d.get("inputs"), d.get("tokens")

@@ -13,9 +13,8 @@ import ctypes
 import os
 from collections import Counter
 
-import numpy as np
-
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 from llama_cpp.llama_grammar import LlamaGrammar
 
@@ -71,7 +70,7 @@ class TokenChooser:
             return int(np.argmax(x))
         n_vocab = x.shape[0]
         k = p.top_k if 0 < p.top_k < n_vocab else n_vocab
-        idx = np.argpartition(x, n_vocab - k)[n_vocab - k:] if k < n_vocab else np.arange(n_vocab)
+        idx = np.argpartition(x, n_vocab - k)[n_vocab - k :] if k < n_vocab else np.arange(n_vocab)
         vals = x[idx].astype(np.float64)
         order = np.argsort(-vals, kind="stable")
         idx, vals = idx[order], vals[order]

@@ -20,17 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp
+from aiohttp import web
 from llama_cpp import _internals
 
-from aiohttp import web
-
 from shard.verifier import protocol
-from shard.verifier.jsonschema import SchemaError
-from shard.verifier.tools import call_grammar as tool_grammar
-from shard.verifier.embed import EmbedError, Embedder
+from shard.verifier.embed import Embedder, EmbedError
 from shard.verifier.engine import Engine, EngineError, ExternalDraft, Job
+from shard.verifier.jsonschema import SchemaError
 from shard.verifier.lookup import PromptLookup
 from shard.verifier.model import Model, ModelLoadError, ModelOptions, check_gguf_file, default_threads
+from shard.verifier.tools import call_grammar as tool_grammar
 
 log = logging.getLogger("shard.verifier")
 
@@ -53,7 +52,9 @@ class VerifierState:
 
 
 def _error(status: int, message: str, code: str = "invalid_request") -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error", "code": code}}, status=status)
+    return web.json_response(
+        {"error": {"message": message, "type": "invalid_request_error", "code": code}}, status=status
+    )
 
 
 @web.middleware
@@ -61,7 +62,9 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
     if request.path != "/health":
         state = request.app[STATE]
         auth = request.headers.get("Authorization", "")
-        given = auth[7:].strip() if auth[:7].lower() == "bearer " else ""  # the token alone, without "Bearer ", is not enough
+        given = (
+            auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+        )  # the token alone, without "Bearer ", is not enough
         if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"), state.token.encode()):
             return _error(401, "missing or wrong verifier token", "unauthorized")
     return await handler(request)
@@ -71,7 +74,9 @@ def _ready_engine(request: web.Request) -> Engine:
     state = request.app[STATE]
     if state.engine is None:
         raise web.HTTPServiceUnavailable(
-            text=json.dumps({"error": {"message": f"the model is {state.status}", "type": "unavailable", "code": "model_loading"}}),
+            text=json.dumps(
+                {"error": {"message": f"the model is {state.status}", "type": "unavailable", "code": "model_loading"}}
+            ),
             content_type="application/json",
         )
     return state.engine
@@ -82,7 +87,15 @@ async def _json_body(request: web.Request) -> Any:
         return await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"message": "the body is not valid JSON", "type": "invalid_request_error", "code": "bad_json"}}),
+            text=json.dumps(
+                {
+                    "error": {
+                        "message": "the body is not valid JSON",
+                        "type": "invalid_request_error",
+                        "code": "bad_json",
+                    }
+                }
+            ),
             content_type="application/json",
         ) from None
 
@@ -108,7 +121,9 @@ async def tokenize(request: web.Request) -> web.Response:
     if not isinstance(body, dict) or not isinstance(body.get("text"), str):
         return _error(400, "'text' must be a string")
     special = bool(body.get("special", False))
-    return web.json_response({"tokens": engine.model.tokenize(body["text"], add_bos=bool(body.get("add_bos", False)), special=special)})
+    return web.json_response(
+        {"tokens": engine.model.tokenize(body["text"], add_bos=bool(body.get("add_bos", False)), special=special)}
+    )
 
 
 async def detokenize(request: web.Request) -> web.Response:
@@ -133,7 +148,9 @@ def _prompt(engine: Engine, req: protocol.GenerateRequest) -> tuple[list[int], s
         tools = req.tools if req.tool_choice != "none" else None
         text = model.render_chat(req.messages, tools) if req.messages is not None else req.prompt or ""
         # Chat templates write special tokens as text; a raw prompt is the user's text and stays text.
-        tokens = model.fim_prompt(text, req.suffix) if req.suffix else model.tokenize(text, special=req.messages is not None)
+        tokens = (
+            model.fim_prompt(text, req.suffix) if req.suffix else model.tokenize(text, special=req.messages is not None)
+        )
     if req.continuation:
         tokens = tokens + model.tokenize_continuation(tokens[-4:], req.continuation)
         text += req.continuation
@@ -220,7 +237,7 @@ async def draft(request: web.Request) -> web.Response:
     if req.tokens is not None:
         tokens = req.tokens
     else:  # tokenized as it would be after the tokens before its position
-        tokens = engine.model.tokenize_continuation(job.tokens[max(0, req.position - 4):req.position], req.text or "")
+        tokens = engine.model.tokenize_continuation(job.tokens[max(0, req.position - 4) : req.position], req.text or "")
     if not tokens or not all(engine.model.valid_token(t) for t in tokens):
         return web.json_response(protocol.DraftVerdict(0, 0, "invalid").to_dict())
     loop = asyncio.get_running_loop()
@@ -230,6 +247,7 @@ async def draft(request: web.Request) -> web.Response:
         def settle() -> None:
             if not verdict.done():
                 verdict.set_result(protocol.DraftVerdict(proposed, accepted, outcome))
+
         loop.call_soon_threadsafe(settle)
 
     job.inbox.append(ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done, req.limit))
@@ -252,7 +270,9 @@ async def verify(request: web.Request) -> web.Response:
             if event["type"] == "error":
                 return _error(500, event["message"], "engine_error")
             if event["type"] == "end":
-                result = protocol.VerifyResult(accepted=event["tokens"], n_draft_accepted=event["usage"]["draft_accepted"])
+                result = protocol.VerifyResult(
+                    accepted=event["tokens"], n_draft_accepted=event["usage"]["draft_accepted"]
+                )
                 return web.json_response(result.to_dict())
     except asyncio.CancelledError:
         engine.cancel(job)
@@ -286,7 +306,11 @@ async def embed(request: web.Request) -> web.Response:
     def run() -> tuple[list[list[float]], int, int]:
         embedder = _embedder(state, engine)
         tokenize = embedder.model.tokenize
-        seqs = req.tokens if req.tokens is not None else [tokenize(t.encode("utf-8"), True, False) for t in req.inputs or []]
+        seqs = (
+            req.tokens
+            if req.tokens is not None
+            else [tokenize(t.encode("utf-8"), True, False) for t in req.inputs or []]
+        )
         if any(not 0 <= t < embedder.model.n_vocab() for s in seqs for t in s):
             raise EmbedError("token id out of range")
         return [embedder.embed(s).tolist() for s in seqs], sum(map(len, seqs)), embedder.n_embd

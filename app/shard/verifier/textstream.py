@@ -27,7 +27,7 @@ class TextStream:
             out, self._held = self._held[:cut], ""
             return out
         keep = self._longest_stop_prefix_suffix()
-        out, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep:]
+        out, self._held = self._held[: len(self._held) - keep], self._held[len(self._held) - keep :]
         return out
 
     def flush(self) -> str:

@@ -24,7 +24,7 @@ HERMES_SYSTEM = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
     "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{tools}\n</tools>\n\n"
     "For each function call, return a json object with function name and arguments within "
-    "<tool_call></tool_call> XML tags:\n<tool_call>\n{{\"name\": <function-name>, \"arguments\": <args-json-object>}}\n</tool_call>"
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{{"name": <function-name>, "arguments": <args-json-object>}}\n</tool_call>'
 )
 
 
@@ -71,8 +71,14 @@ def hermes_messages(messages: list[dict[str, Any]], tools: list[dict[str, Any]] 
     for m in messages:
         content = m.get("content") or ""
         if m.get("tool_calls"):
-            calls = "\n".join(f"{TOOL_CALL_OPEN}\n" + json.dumps({"name": c.get("function", {}).get("name"), "arguments": _arguments(c)},
-                                                                 ensure_ascii=False) + f"\n{TOOL_CALL_CLOSE}" for c in m["tool_calls"])
+            calls = "\n".join(
+                f"{TOOL_CALL_OPEN}\n"
+                + json.dumps(
+                    {"name": c.get("function", {}).get("name"), "arguments": _arguments(c)}, ensure_ascii=False
+                )
+                + f"\n{TOOL_CALL_CLOSE}"
+                for c in m["tool_calls"]
+            )
             content = f"{content}\n{calls}" if content else calls
         elif m.get("role") == "tool":
             content = f"<tool_response>\n{content}\n</tool_response>"
@@ -100,19 +106,26 @@ def call_grammar(tools: list[dict[str, Any]], tool_choice: Any, parallel: bool, 
         return None
     chosen = [t["function"] for t in tools if not name or t["function"]["name"] == name]
     key = "parameters" if fmt == "llama3" else "arguments"
-    alternatives = [{
-        "type": "object",
-        "properties": {"name": {"const": f["name"]}, key: f.get("parameters") or {"type": "object"}},
-        "required": ["name", key],
-        "additionalProperties": False,
-    } for f in chosen]
+    alternatives = [
+        {
+            "type": "object",
+            "properties": {"name": {"const": f["name"]}, key: f.get("parameters") or {"type": "object"}},
+            "required": ["name", key],
+            "additionalProperties": False,
+        }
+        for f in chosen
+    ]
     schema = alternatives[0] if len(alternatives) == 1 else {"anyOf": alternatives}
     body = schema_to_gbnf(schema)
     # The converter's root becomes one call; the new root wraps calls in the format's markers.
     body = re.sub(r"^root ::=", "call ::=", body, count=1, flags=re.M)
     many = parallel and not name
     if fmt == "mistral":
-        root = 'root ::= "[TOOL_CALLS]" "[" call ' + (f'("," space call){{0,{MAX_PARALLEL_CALLS - 1}}} ' if many else "") + '"]"'
+        root = (
+            'root ::= "[TOOL_CALLS]" "[" call '
+            + (f'("," space call){{0,{MAX_PARALLEL_CALLS - 1}}} ' if many else "")
+            + '"]"'
+        )
     elif fmt == "llama3":
         root = "root ::= call"
     else:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -26,8 +27,14 @@ class AboutPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, settings: Settings, config_file: Path, updates: UpdateChecker, open_url: Callable[[str], bool],
-                 node_origin: Callable[[], str]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_file: Path,
+        updates: UpdateChecker,
+        open_url: Callable[[str], bool],
+        node_origin: Callable[[], str],
+    ) -> None:
         super().__init__()
         self.settings = settings
         self.node_origin = node_origin
@@ -40,8 +47,12 @@ class AboutPage(QWidget):
         self.version = QLabel(__version__)
         form.addRow("Version", self.version)
         form.addRow("Licence", QLabel(f"{LICENCE} (the default model, SmolLM2-135M-Instruct: Apache-2.0)"))
-        for label, value in (("Data folder", str(settings.data_path)), ("Models folder", str(paths.models_dir(settings.data_path))),
-                             ("Logs folder", str(paths.log_dir(settings.data_path))), ("Settings file", str(config_file))):
+        for label, value in (
+            ("Data folder", str(settings.data_path)),
+            ("Models folder", str(paths.models_dir(settings.data_path))),
+            ("Logs folder", str(paths.log_dir(settings.data_path))),
+            ("Settings file", str(config_file)),
+        ):
             text = QLabel(value)
             text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             form.addRow(label, text)
@@ -50,7 +61,11 @@ class AboutPage(QWidget):
         box = QGroupBox("Links")
         links = QVBoxLayout(box)
         self.link_buttons: dict[str, QPushButton] = {}
-        for key, text in (("home", "This node's start page"), ("openapi", "API description (OpenAPI)"), ("scout", "Web Scout")):
+        for key, text in (
+            ("home", "This node's start page"),
+            ("openapi", "API description (OpenAPI)"),
+            ("scout", "Web Scout"),
+        ):
             button = QPushButton(text)
             button.clicked.connect(lambda _c=False, k=key: self.open_url(self.link(k)))
             links.addWidget(button)
@@ -72,8 +87,10 @@ class AboutPage(QWidget):
         row.addWidget(self.open_release)
         row.addStretch(1)
         form.addRow("", row)
-        note = QLabel("Shard only tells you about a new version (from a feed signed with the release key); "
-                      "it never installs or restarts by itself. Turn the check off in Settings.")
+        note = QLabel(
+            "Shard only tells you about a new version (from a feed signed with the release key); "
+            "it never installs or restarts by itself. Turn the check off in Settings."
+        )
         note.setWordWrap(True)
         form.addRow("", note)
         layout.addWidget(box)
@@ -99,7 +116,9 @@ class AboutPage(QWidget):
 
     def show_result(self, result: UpdateResult | None) -> None:
         if result is None:
-            self.update_state.setText("Not checked yet" + ("" if self.updates.enabled else " (automatic checks are off)"))
+            self.update_state.setText(
+                "Not checked yet" + ("" if self.updates.enabled else " (automatic checks are off)")
+            )
             return
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(result.checked_at))
         text = result.message + (f" — {result.notes}" if result.notes and result.state == "available" else "")

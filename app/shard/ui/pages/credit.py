@@ -8,8 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
-from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QTableWidget,
-                               QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard.ui import data
 
@@ -17,9 +26,11 @@ if TYPE_CHECKING:
     from shard.ui.app import ShardApp
 
 PEER_COLUMNS = ("Peer", "Drafts proposed", "Accepted", "Acceptance", "You earned from them", "You spent with them")
-UNITS = ("1 credit = 1 token: a node earns one for each token it generates for a peer, and a scout one for each "
-         "of its draft tokens an Oracle accepts. <b>Earned</b>: what this node got from peers; <b>Spent</b>: what its "
-         "requests to Oracles cost; <b>Balance</b>: earned minus spent.")
+UNITS = (
+    "1 credit = 1 token: a node earns one for each token it generates for a peer, and a scout one for each "
+    "of its draft tokens an Oracle accepts. <b>Earned</b>: what this node got from peers; <b>Spent</b>: what its "
+    "requests to Oracles cost; <b>Balance</b>: earned minus spent."
+)
 
 
 def time_format(span: float) -> str:
@@ -56,8 +67,11 @@ class BalanceChart(QWidget):
         text_color = pal.text().color()
         if len(self.points) < 2:
             p.setPen(text_color)
-            p.drawText(self.rect(), Qt.AlignmentFlag.AlignCenter,
-                       "No credit history yet: it grows as this node serves peers or its scouts' drafts are accepted")
+            p.drawText(
+                self.rect(),
+                Qt.AlignmentFlag.AlignCenter,
+                "No credit history yet: it grows as this node serves peers or its scouts' drafts are accepted",
+            )
             return
         lo = min(0.0, min(b for _, b in self.points))  # from 0: a small change must not look like a big one
         hi = max(0.0, max(b for _, b in self.points))
@@ -71,7 +85,9 @@ class BalanceChart(QWidget):
         span = max(t1 - t0, 1e-9)
 
         def at(t: float, b: float) -> QPointF:
-            return QPointF(plot.left() + (t - t0) / span * plot.width(), plot.bottom() - (b - lo) / (hi - lo) * plot.height())
+            return QPointF(
+                plot.left() + (t - t0) / span * plot.width(), plot.bottom() - (b - lo) / (hi - lo) * plot.height()
+            )
 
         grid = QColor(text_color)
         grid.setAlpha(50)
@@ -99,13 +115,19 @@ class BalanceChart(QWidget):
         p.setPen(QPen(accent, 2))
         p.drawPath(path)
         p.setPen(text_color)
-        p.drawText(QRectF(0, plot.top() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[0])
-        p.drawText(QRectF(0, plot.bottom() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[1])
+        p.drawText(
+            QRectF(0, plot.top() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[0]
+        )
+        p.drawText(
+            QRectF(0, plot.bottom() - fm.height() / 2, left - 6, fm.height()), Qt.AlignmentFlag.AlignRight, labels[1]
+        )
         fmt = time_format(span)
         y = plot.bottom() + 4
         self.time_labels = [time.strftime(fmt, time.localtime(t)) for t in (t0, t0 + span / 2, t1)]
         p.drawText(QRectF(plot.left(), y, 200, fm.height()), Qt.AlignmentFlag.AlignLeft, self.time_labels[0])
-        p.drawText(QRectF(plot.center().x() - 100, y, 200, fm.height()), Qt.AlignmentFlag.AlignHCenter, self.time_labels[1])
+        p.drawText(
+            QRectF(plot.center().x() - 100, y, 200, fm.height()), Qt.AlignmentFlag.AlignHCenter, self.time_labels[1]
+        )
         p.drawText(QRectF(plot.right() - 200, y, 200, fm.height()), Qt.AlignmentFlag.AlignRight, self.time_labels[2])
 
 
@@ -113,7 +135,7 @@ class CreditPage(QWidget):
     needs_peers = False
     needs_credit = True
 
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)
@@ -169,13 +191,21 @@ class CreditPage(QWidget):
         for row, p in enumerate(peers):
             rate = p.get("acceptance_rate")
             peer_id = str(p.get("peer_id", ""))
-            who = data.short_name(peer_id) + ("  (shadow-paused: failed golden tickets)" if p.get("shadow_paused") else "")
+            who = data.short_name(peer_id) + (
+                "  (shadow-paused: failed golden tickets)" if p.get("shadow_paused") else ""
+            )
             drafted = bool(p.get("proposed"))
-            cells = [(who, None), (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
-                     (f"{int(p.get('accepted') or 0):,}", p.get("accepted") or 0),
-                     ("—" if rate is None or not drafted else f"{rate * 100:.0f}%", -1 if rate is None or not drafted else rate),
-                     (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0),
-                     (f"{float(p.get('spent') or 0):,.2f}", p.get("spent") or 0)]
+            cells = [
+                (who, None),
+                (f"{int(p.get('proposed') or 0):,}", p.get("proposed") or 0),
+                (f"{int(p.get('accepted') or 0):,}", p.get("accepted") or 0),
+                (
+                    "—" if rate is None or not drafted else f"{rate * 100:.0f}%",
+                    -1 if rate is None or not drafted else rate,
+                ),
+                (f"{float(p.get('earned') or 0):,.2f}", p.get("earned") or 0),
+                (f"{float(p.get('spent') or 0):,.2f}", p.get("spent") or 0),
+            ]
             for col, (text, number) in enumerate(cells):
                 item = _NumberItem(text, number) if number is not None else QTableWidgetItem(text)
                 if col == 0:

@@ -8,21 +8,24 @@ and two callbacks for the other choices; it never reaches into the app or the no
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
 
 from shard.catalog import CatalogEntry
 from shard.downloads import DownloadError, Downloads
 from shard.ui import data
 
-INTRO = ("<h2>Welcome to Shard</h2>"
-         "<p>Shard runs a language model on this computer and gives your apps an OpenAI-compatible "
-         "endpoint on localhost. With other Shard nodes it shares the work: scouts draft, Oracles check, "
-         "and credit keeps it fair.</p>"
-         "<p>There is no model on this computer yet. Choose one way to start:</p>")
+INTRO = (
+    "<h2>Welcome to Shard</h2>"
+    "<p>Shard runs a language model on this computer and gives your apps an OpenAI-compatible "
+    "endpoint on localhost. With other Shard nodes it shares the work: scouts draft, Oracles check, "
+    "and credit keeps it fair.</p>"
+    "<p>There is no model on this computer yet. Choose one way to start:</p>"
+)
 
 
 def size_text(done: int, total: int | None) -> str:
@@ -33,8 +36,14 @@ class FirstRunPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, downloads: Downloads, default: CatalogEntry, use_file: Callable[[Path], None],
-                 use_network: Callable[[], None], models_folder: Path) -> None:
+    def __init__(
+        self,
+        downloads: Downloads,
+        default: CatalogEntry,
+        use_file: Callable[[Path], None],
+        use_network: Callable[[], None],
+        models_folder: Path,
+    ) -> None:
         super().__init__()
         self.downloads = downloads
         self.default = default
@@ -73,16 +82,20 @@ class FirstRunPage(QWidget):
         self.file_button = QPushButton("Use a GGUF file…")
         self.file_button.clicked.connect(self.browse)
         layout.addWidget(self.file_button)
-        hint = QLabel("Any llama.cpp GGUF model you already have. More models: the Models page, or "
-                      "<code>shard models pull NAME</code> in a terminal.")
+        hint = QLabel(
+            "Any llama.cpp GGUF model you already have. More models: the Models page, or "
+            "<code>shard models pull NAME</code> in a terminal."
+        )
         hint.setWordWrap(True)
         layout.addWidget(hint)
         layout.addSpacing(12)
         self.network_button = QPushButton("Use the network only")
         self.network_button.clicked.connect(lambda: self.use_network())
         layout.addWidget(self.network_button)
-        net = QLabel("Serve no model here: your apps' requests go to Oracles on the Shard network "
-                     "(there must be some: join one in Settings → Bootstrap peers).")
+        net = QLabel(
+            "Serve no model here: your apps' requests go to Oracles on the Shard network "
+            "(there must be some: join one in Settings → Bootstrap peers)."
+        )
         net.setWordWrap(True)
         layout.addWidget(net)
         layout.addStretch(1)
@@ -96,8 +109,9 @@ class FirstRunPage(QWidget):
         self.on_download(self.downloads.progress[self.default.name].as_dict())
 
     def browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a GGUF model", str(self.models_folder),
-                                              "GGUF models (*.gguf);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a GGUF model", str(self.models_folder), "GGUF models (*.gguf);;All files (*)"
+        )
         if path:
             self.use_file(Path(path))
 

@@ -5,11 +5,21 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtGui import QFontDatabase, QGuiApplication
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard.ui import data
 
@@ -17,11 +27,23 @@ if TYPE_CHECKING:
     from shard.ui.app import ShardApp
 
 SOURCES = ("Shard", "Verifier", "Sidecar")
-LEVELS = (("All levels", logging.NOTSET), ("Info and above", logging.INFO), ("Warnings and errors", logging.WARNING),
-          ("Errors only", logging.ERROR))
+LEVELS = (
+    ("All levels", logging.NOTSET),
+    ("Info and above", logging.INFO),
+    ("Warnings and errors", logging.WARNING),
+    ("Errors only", logging.ERROR),
+)
 _LEVEL_RE = re.compile(r"\b(DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL|TRACE)\b")
-_LEVEL_OF = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARN": logging.WARNING,
-             "WARNING": logging.WARNING, "ERROR": logging.ERROR, "CRITICAL": logging.CRITICAL, "FATAL": logging.CRITICAL}
+_LEVEL_OF = {
+    "TRACE": logging.DEBUG,
+    "DEBUG": logging.DEBUG,
+    "INFO": logging.INFO,
+    "WARN": logging.WARNING,
+    "WARNING": logging.WARNING,
+    "ERROR": logging.ERROR,
+    "CRITICAL": logging.CRITICAL,
+    "FATAL": logging.CRITICAL,
+}
 MAX_LINES = 5000
 
 
@@ -37,7 +59,7 @@ class LogsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)
@@ -84,8 +106,11 @@ class LogsPage(QWidget):
         part = node.verifier if name == "Verifier" else getattr(node, "sidecar", None)
         sup = getattr(part, "supervisor", None)
         if sup is None:
-            why = ("no model is loaded, so no verifier runs" if name == "Verifier"
-                   else "the sidecar is not running (disabled, or not built)")
+            why = (
+                "no model is loaded, so no verifier runs"
+                if name == "Verifier"
+                else "the sidecar is not running (disabled, or not built)"
+            )
             return [], why
         return sup.lines, ""
 

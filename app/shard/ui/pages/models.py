@@ -8,11 +8,24 @@ another; the page never reaches into the app or the node.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from PySide6.QtWidgets import (QAbstractItemView, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QMessageBox,
-                               QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard import catalog, models
 from shard.downloads import DownloadError, Downloads
@@ -28,8 +41,9 @@ class ModelsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, downloads: Downloads, data_dir: Path, in_use: Callable[[], Path | None],
-                 use_model: Callable[[Path], None]) -> None:
+    def __init__(
+        self, downloads: Downloads, data_dir: Path, in_use: Callable[[], Path | None], use_model: Callable[[Path], None]
+    ) -> None:
         super().__init__()
         self.downloads = downloads
         self.data_dir = data_dir
@@ -117,8 +131,12 @@ class ModelsPage(QWidget):
         for r, name in enumerate(names):
             size, mtime = now[name]
             used = in_use is not None and in_use.name == name
-            cells = (Path(name).stem, f"{size / 1e6:,.0f} MB", time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime / 1e9)),
-                     "in use" if used else "")
+            cells = (
+                Path(name).stem,
+                f"{size / 1e6:,.0f} MB",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(mtime / 1e9)),
+                "in use" if used else "",
+            )
             for c, text in enumerate(cells):
                 self.installed.setItem(r, c, QTableWidgetItem(text))
         installed = set(names)
@@ -129,12 +147,16 @@ class ModelsPage(QWidget):
                 self.pull_buttons[e.name].setEnabled(False)
             elif progress is None or progress.finished:
                 self.pull_buttons[e.name].setEnabled(True)
-                self.pull_buttons[e.name].setText("Resume" if progress is not None and progress.state == "cancelled" else "Download")
+                self.pull_buttons[e.name].setText(
+                    "Resume" if progress is not None and progress.state == "cancelled" else "Download"
+                )
         if in_use is not None and in_use.name not in now:
             self.message.setText(f"In use: {in_use} (outside the models folder).")
         elif not names:
-            self.message.setText("No models yet: download one below, or copy a .gguf file into the folder above "
-                                 "(it is noticed within seconds).")
+            self.message.setText(
+                "No models yet: download one below, or copy a .gguf file into the folder above "
+                "(it is noticed within seconds)."
+            )
 
     def _selected(self) -> Path | None:
         rows = self.installed.selectionModel().selectedRows()
@@ -157,8 +179,11 @@ class ModelsPage(QWidget):
         if in_use is not None and in_use.resolve() == path.resolve():
             self.message.setText(f"{path.stem} is in use: use another model first.")
             return
-        if confirm and QMessageBox.question(self, "Remove model", f"Delete {path.name} ({path.stat().st_size / 1e6:,.0f} MB)?") \
-                != QMessageBox.StandardButton.Yes:
+        if (
+            confirm
+            and QMessageBox.question(self, "Remove model", f"Delete {path.name} ({path.stat().st_size / 1e6:,.0f} MB)?")
+            != QMessageBox.StandardButton.Yes
+        ):
             return
         models.remove_model(self.data_dir, path.name)
         self.message.setText(f"Removed {path.stem}.")

@@ -6,8 +6,16 @@ import time
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt, QTimer
-from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSizePolicy, QVBoxLayout,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard.ui import data
 
@@ -17,12 +25,21 @@ if TYPE_CHECKING:
 FIELDS = {
     "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
     "Activity": [
-                 ("requests", "Requests from apps here"), ("peer_requests", "Requests served for peers"),
-                 ("credit_earned", "Credit earned"), ("completion_tokens", "Tokens generated"),
-                 ("prompt_tokens", "Prompt tokens"), ("tokens_per_s", "Tokens/s (last request)"), ("drafts", "Draft tokens accepted"),
-                 ("queue", "Queue")],
-    "Network and processes": [("verifier", "Verifier"), ("sidecar", "Sidecar"), ("peers", "Peers"),
-                              ("uptime", "Up since")],
+        ("requests", "Requests from apps here"),
+        ("peer_requests", "Requests served for peers"),
+        ("credit_earned", "Credit earned"),
+        ("completion_tokens", "Tokens generated"),
+        ("prompt_tokens", "Prompt tokens"),
+        ("tokens_per_s", "Tokens/s (last request)"),
+        ("drafts", "Draft tokens accepted"),
+        ("queue", "Queue"),
+    ],
+    "Network and processes": [
+        ("verifier", "Verifier"),
+        ("sidecar", "Sidecar"),
+        ("peers", "Peers"),
+        ("uptime", "Up since"),
+    ],
 }
 
 
@@ -52,7 +69,7 @@ class OverviewPage(QWidget):
     needs_peers = True
     needs_credit = False
 
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         self.fields: dict[str, QLabel] = {}
@@ -94,19 +111,28 @@ class OverviewPage(QWidget):
         f["model"].setText(st.get("model") or "none loaded")
         f["device"].setText(data.device_text(st))
         session, life = snap.counts.get("session", {}), snap.counts.get("lifetime", {})
-        f["requests"].setText(f"{_fmt_int(session.get('requests_local', 0))} this session · {_fmt_int(life.get('requests_local', 0))} in all"
-                              + (f"  ({int(m['errors'])} failed this session)" if m.get("errors") else ""))
-        f["peer_requests"].setText(f"{_fmt_int(session.get('requests_for_peers', 0))} this session · "
-                                   f"{_fmt_int(life.get('requests_for_peers', 0))} in all")
-        f["credit_earned"].setText(f"{session.get('credit_earned', 0):,.0f} this session · {life.get('credit_earned', 0):,.0f} in all "
-                                   "(1 credit = 1 token served to a peer or drafted for one)")
+        f["requests"].setText(
+            f"{_fmt_int(session.get('requests_local', 0))} this session · {_fmt_int(life.get('requests_local', 0))} in all"
+            + (f"  ({int(m['errors'])} failed this session)" if m.get("errors") else "")
+        )
+        f["peer_requests"].setText(
+            f"{_fmt_int(session.get('requests_for_peers', 0))} this session · "
+            f"{_fmt_int(life.get('requests_for_peers', 0))} in all"
+        )
+        f["credit_earned"].setText(
+            f"{session.get('credit_earned', 0):,.0f} this session · {life.get('credit_earned', 0):,.0f} in all "
+            "(1 credit = 1 token served to a peer or drafted for one)"
+        )
         f["completion_tokens"].setText(_fmt_int(m.get("shard_completion_tokens_total", 0)))
         f["prompt_tokens"].setText(_fmt_int(m.get("shard_prompt_tokens_total", 0)))
         f["tokens_per_s"].setText(f"{m.get('shard_tokens_per_second', 0):.1f}")
         proposed = m.get("shard_draft_tokens_proposed_total", 0)
         accepted = m.get("shard_draft_tokens_accepted_total", 0)
-        f["drafts"].setText(f"{int(accepted):,} of {int(proposed):,}" + (f" ({accepted / proposed:.0%})" if proposed else "")
-                            + "  (prompt lookup and scouts)")
+        f["drafts"].setText(
+            f"{int(accepted):,} of {int(proposed):,}"
+            + (f" ({accepted / proposed:.0%})" if proposed else "")
+            + "  (prompt lookup and scouts)"
+        )
         q = st.get("queue") or {}
         f["queue"].setText(f"{q.get('in_flight', 0)} generating, {q.get('waiting', 0)} waiting")
         v = st.get("verifier")
@@ -117,13 +143,20 @@ class OverviewPage(QWidget):
             f["queue"].setText("—")
             return
         if v:
-            text = v["state"] + (f", pid {v['pid']}" if v.get("pid") else "") + (f", {v['restarts']} restarts" if v.get("restarts") else "")
+            text = (
+                v["state"]
+                + (f", pid {v['pid']}" if v.get("pid") else "")
+                + (f", {v['restarts']} restarts" if v.get("restarts") else "")
+            )
             if v.get("last_error") and v["state"] != "running":
                 text += f" — {v['last_error']}"
             f["verifier"].setText(text)
         else:
-            f["verifier"].setText("not running: no model on this computer (requests go to Oracles on the network)"
-                                  if st.get("status") == "ok" else "not running: no model yet (see Models)")
+            f["verifier"].setText(
+                "not running: no model on this computer (requests go to Oracles on the network)"
+                if st.get("status") == "ok"
+                else "not running: no model yet (see Models)"
+            )
         f["sidecar"].setText(sidecar_text(st.get("sidecar") or {}))
         if snap.peers.get("unavailable") or (not snap.peer_list and snap.peers.get("message")):
             f["peers"].setText(f"{len(snap.peer_list)} ({snap.peers.get('message') or snap.peers.get('unavailable')})")

@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 COLUMNS = ("Name", "Role", "Model", "Latency (ms)", "Reputation", "Accepted tokens", "Connected", "Addresses")
 SORT_ROLE = Qt.ItemDataRole.UserRole
 FILTER_ROLE = Qt.ItemDataRole.UserRole + 1
-ROLES_HELP = ("<b>Oracle</b>: serves a model and checks drafts. <b>Scout</b>: drafts tokens ahead for Oracles "
-              "(it earns credit for each accepted token). <b>Consumer</b>: uses the network's Oracles, serves nothing. "
-              "<b>Reputation</b>: how often a scout's drafts are accepted here (— before its first draft).")
+ROLES_HELP = (
+    "<b>Oracle</b>: serves a model and checks drafts. <b>Scout</b>: drafts tokens ahead for Oracles "
+    "(it earns credit for each accepted token). <b>Consumer</b>: uses the network's Oracles, serves nothing. "
+    "<b>Reputation</b>: how often a scout's drafts are accepted here (— before its first draft)."
+)
 
 
 def peer_rows(snap: data.Snapshot) -> list[tuple[Any, ...]]:
@@ -39,8 +41,18 @@ def peer_rows(snap: data.Snapshot) -> list[tuple[Any, ...]]:
         if p.get("local"):
             role += " (this machine)"
         accepted = p.get("accepted", c.get("accepted")) if drafted else None
-        rows.append((pid, role, ", ".join(map(str, p.get("models") or [])) or "—", latency, rate, accepted,
-                     (now - since) if since else None, ", ".join(map(str, p.get("addrs") or [])) or "—"))
+        rows.append(
+            (
+                pid,
+                role,
+                ", ".join(map(str, p.get("models") or [])) or "—",
+                latency,
+                rate,
+                accepted,
+                (now - since) if since else None,
+                ", ".join(map(str, p.get("addrs") or [])) or "—",
+            )
+        )
     return rows
 
 
@@ -112,7 +124,7 @@ class PeersPage(QWidget):
     needs_peers = True
     needs_credit = True
 
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)
@@ -152,4 +164,6 @@ class PeersPage(QWidget):
         rows = peer_rows(snap)
         self.model.set_rows(rows)
         note = snap.peers.get("unavailable") or snap.peers.get("message") or ""
-        self.message.setText(f"{len(rows)} peer{'s' if len(rows) != 1 else ''} connected" + (f" — {note}" if note else ""))
+        self.message.setText(
+            f"{len(rows)} peer{'s' if len(rows) != 1 else ''} connected" + (f" — {note}" if note else "")
+        )

@@ -11,9 +11,25 @@ from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QGuiApplication, QWheelEvent
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QLineEdit, QListWidget, QListWidgetItem, QPlainTextEdit, QProgressBar, QPushButton,
-                               QScrollArea, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
 
 from shard import autostart
 from shard.config import PRIVACY_LEVELS, ConfigError, Settings, save_settings
@@ -32,15 +48,25 @@ PRIVACY_TEXT = {
     "peers": "Only the trusted peers listed below",
     "anyone": "Any scout on the network",
 }
-PORTS = (("port", "OpenAI API port"), ("tcp_port", "Peer-to-peer TCP port"), ("ws_port", "WebSocket port (browser scouts; 0: auto)"),
-         ("control_port", "Sidecar control port"))
+PORTS = (
+    ("port", "OpenAI API port"),
+    ("tcp_port", "Peer-to-peer TCP port"),
+    ("ws_port", "WebSocket port (browser scouts; 0: auto)"),
+    ("control_port", "Sidecar control port"),
+)
 RESTART_NOTE = "Port changes take effect when Shard restarts (Quit, then start it again)."
 
 
-KEYRING_PLAIN = ("This computer has no password store (keyring) that Shard can use, so your API keys are "
-                 "saved in a private file that only your user account can read: {file}")
-NOTIFICATIONS = (("peer_joined", "A peer joins"), ("credit", "Credit passes a milestone (10, 100, 1,000, …)"),
-                 ("model_downloaded", "A model download finishes"), ("update", "A new version of Shard is available"))
+KEYRING_PLAIN = (
+    "This computer has no password store (keyring) that Shard can use, so your API keys are "
+    "saved in a private file that only your user account can read: {file}"
+)
+NOTIFICATIONS = (
+    ("peer_joined", "A peer joins"),
+    ("credit", "Credit passes a milestone (10, 100, 1,000, …)"),
+    ("model_downloaded", "A model download finishes"),
+    ("update", "A new version of Shard is available"),
+)
 MESSAGE_TTL_MS = 15_000  # a success message goes away after this; errors stay until the next change
 
 
@@ -82,7 +108,7 @@ class SettingsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, shell: "ShardApp") -> None:
+    def __init__(self, shell: ShardApp) -> None:
         super().__init__()
         self.shell = shell
         outer = QVBoxLayout(self)
@@ -156,7 +182,9 @@ class SettingsPage(QWidget):
         self.trusted.setPlaceholderText("12D3KooW…  (one peer id per line)")
         self.trusted.setFixedHeight(56)
         form.addRow("Trusted peers", self.trusted)
-        self.privacy.currentIndexChanged.connect(lambda _i: self.trusted.setEnabled(self.privacy.currentData() == "peers"))
+        self.privacy.currentIndexChanged.connect(
+            lambda _i: self.trusted.setEnabled(self.privacy.currentData() == "peers")
+        )
         layout.addWidget(box)
 
         # API keys
@@ -276,8 +304,11 @@ class SettingsPage(QWidget):
 
     def _load(self, s: Settings) -> None:
         self.model_path.setText(s.model)
-        self.model_path.setPlaceholderText("a model in the models folder (Models page)" if s.network_only is False
-                                           else "none: requests go to the network")
+        self.model_path.setPlaceholderText(
+            "a model in the models folder (Models page)"
+            if s.network_only is False
+            else "none: requests go to the network"
+        )
         self.gpu_layers.setValue(s.n_gpu_layers)
         for key, spin in self.ports.items():
             spin.setValue(int(getattr(s, key)))
@@ -292,12 +323,15 @@ class SettingsPage(QWidget):
         if store.backend == "file":
             self.keys_store.setText("⚠ " + KEYRING_PLAIN.format(file=store.fallback_file))
             self.keys_store.setToolTip(store.warning)  # the technical reason, for whoever wants it
-            self.keys_store.setStyleSheet("background: #fff3cd; color: #664d03; border: 1px solid #e0c060; padding: 6px;")
+            self.keys_store.setStyleSheet(
+                "background: #fff3cd; color: #664d03; border: 1px solid #e0c060; padding: 6px;"
+            )
         else:
             import keyring
 
-            self.keys_store.setText(f"Kept in the OS keyring ({type(keyring.get_keyring()).__name__}); "
-                                    "changes apply to the next request.")
+            self.keys_store.setText(
+                f"Kept in the OS keyring ({type(keyring.get_keyring()).__name__}); changes apply to the next request."
+            )
             self.keys_store.setStyleSheet("")
         self.autostart.setChecked(autostart.is_enabled())
         self.update_check.setChecked(s.update_check)
@@ -380,8 +414,12 @@ class SettingsPage(QWidget):
         if keys != node.secrets.api_keys():
             node.secrets.set_api_keys(keys)
             notes.append(f"{len(keys)} API key{'s' if len(keys) != 1 else ''} in use from the next request")
-            log.info("API keys changed: %d key%s now (kept in the %s)", len(keys), "s" if len(keys) != 1 else "",
-                     "OS keyring" if node.secrets.backend == "keyring" else "private file")
+            log.info(
+                "API keys changed: %d key%s now (kept in the %s)",
+                len(keys),
+                "s" if len(keys) != 1 else "",
+                "OS keyring" if node.secrets.backend == "keyring" else "private file",
+            )
         if self.autostart.isChecked() != autostart.is_enabled():
             try:
                 autostart.set_enabled(self.autostart.isChecked(), self.shell.launch_args)
@@ -391,7 +429,9 @@ class SettingsPage(QWidget):
                 error = error or f"Start at login not changed: {exc}"
         if changes:
             log.info("settings saved to %s: %s", self.shell.config_file, ", ".join(sorted(changes)))
-        message = ("Saved. " if changes or len(notes) else "Nothing changed. ") + " ".join(n[0].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in notes)
+        message = ("Saved. " if changes or len(notes) else "Nothing changed. ") + " ".join(
+            n[0].upper() + n[1:] + ("" if n.endswith(".") else ".") for n in notes
+        )
         self._baseline = {**self._baseline, **changes}
         self._show((error + " " + message).strip() if error else message, error=bool(error))
         self.save_button.setText("Save and apply" + (" •" if self.dirty() else ""))
@@ -408,8 +448,12 @@ class SettingsPage(QWidget):
     def _ports_in_use(self) -> None:
         node = self.shell.node
         info = node.sidecar.info if node.sidecar is not None and node.sidecar.ready else {}
-        used = {"port": node.port if node.running else None, "tcp_port": info.get("tcp_port"),
-                "ws_port": info.get("ws_port"), "control_port": info.get("control_port")}
+        used = {
+            "port": node.port if node.running else None,
+            "tcp_port": info.get("tcp_port"),
+            "ws_port": info.get("ws_port"),
+            "control_port": info.get("control_port"),
+        }
         for key, label in self.ports_in_use.items():
             port = used.get(key)
             if port is None:
@@ -421,10 +465,18 @@ class SettingsPage(QWidget):
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
         self._ports_in_use()
         v = self.shell.node.verifier
-        if self._message_waits_for_load and v is not None and v.supervisor.state in (ChildState.RUNNING, ChildState.FAILED):
+        if (
+            self._message_waits_for_load
+            and v is not None
+            and v.supervisor.state in (ChildState.RUNNING, ChildState.FAILED)
+        ):
             self._message_waits_for_load = False  # "Loading the new model" is stale now: say how it ended
-            self._show(f"Saved. The model {v.model_path.name} is loaded." if v.supervisor.state is ChildState.RUNNING
-                       else f"Saved, but the model did not load: {v.describe_state()}", error=v.supervisor.state is ChildState.FAILED)
+            self._show(
+                f"Saved. The model {v.model_path.name} is loaded."
+                if v.supervisor.state is ChildState.RUNNING
+                else f"Saved, but the model did not load: {v.describe_state()}",
+                error=v.supervisor.state is ChildState.FAILED,
+            )
             self._clear_timer.start(MESSAGE_TTL_MS)
         if v is None:
             self.load_progress.setValue(0)
