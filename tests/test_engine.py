@@ -18,7 +18,8 @@ import pytest
 from policy_helpers import CPU, FreeChecks, curve
 from shard.verifier.engine import Engine, EngineError, Job
 from shard.verifier.lookup import PromptLookup
-from shard.verifier.model import Model, ModelLoadError, ModelOptions
+from shard.verifier.model import Model, ModelOptions
+from shard.verifier.model_file import ModelLoadError
 from shard.verifier.policy import Acceptance
 from shard.verifier.protocol import Sampling
 

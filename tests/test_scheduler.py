@@ -80,8 +80,9 @@ async def test_cancelled_waiter_leaves_no_trace() -> None:
 def test_an_asker_prefers_oracles_that_served_it_well_then_the_least_loaded_then_the_nearest() -> None:
     from types import SimpleNamespace
 
-    from shard.network.infer_client import InferClient
+    from shard.config import Settings
     from shard.network.peers import PeerTable
+    from shard.remote.client import InferClient
 
     table = PeerTable()
     for pid, load, latency in (("busy", 3, 1.0), ("far", 0, 50.0), ("near", 0, 2.0), ("flaky", 0, 1.0)):
@@ -89,17 +90,18 @@ def test_an_asker_prefers_oracles_that_served_it_well_then_the_least_loaded_then
             {"peer_id": pid, "roles": ["oracle"], "models": ["m"], "capacity": 4, "load": load, "latency_ms": latency}
         )
     table.upsert({"peer_id": "scout", "roles": ["scout"], "models": ["m"]})
-    from shard.config import Settings
-
-    client = InferClient(
-        SimpleNamespace(
-            sidecar=SimpleNamespace(ready=True),
-            peer_table=table,  # type: ignore[arg-type]
-            settings=Settings(prompt_privacy="anyone"),
-        )
+    settings = [Settings(prompt_privacy="anyone")]
+    network = SimpleNamespace(ready=True)
+    client = InferClient(  # only what it uses: the settings now, the network, the peers
+        settings=lambda: settings[0],
+        network=lambda: network,  # type: ignore[arg-type,return-value]
+        ledger=lambda: None,
+        peers=table,
+        metrics=None,  # type: ignore[arg-type]
+        spawn=lambda coro: None,
     )
     client.failures["flaky"] = 1  # it broke a stream off before
     assert [p.peer_id for p in client.oracles("m")] == ["near", "far", "busy", "flaky"]
     assert client.oracles("other") == []
-    client.node.settings.prompt_privacy = "local"  # none of them is on this machine: none gets a prompt
+    settings[0] = Settings(prompt_privacy="local")  # none of them is on this machine: none gets a prompt
     assert client.oracles("m") == []

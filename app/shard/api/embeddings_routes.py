@@ -4,16 +4,18 @@ from the verifier's /embed (the served model's embeddings, or the embedding_mode
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from aiohttp import web
 
-from shard.api.errors import ApiError
+from shard.api.errors import ApiError, http_error
 from shard.api.keys import NODE
 from shard.api.openai_routes import read_json
-from shard.verifier.client import VerifierRequestError, VerifierUnavailable
+from shard.errors import InvalidRequest, ShardError
 from shard.verifier.protocol import MAX_EMBED_INPUTS, EmbedRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _inputs(value: Any, max_chars: int) -> EmbedRequest:
@@ -54,10 +56,11 @@ async def embed(request: web.Request, req: EmbedRequest, dimensions: int | None)
     verifier = node.require_verifier()
     try:
         out = await verifier.embed(req)
-    except VerifierRequestError as exc:
-        raise ApiError(400, str(exc), "invalid_request", "input") from None
-    except VerifierUnavailable as exc:
-        raise ApiError(503, str(exc), "verifier_unavailable", headers={"Retry-After": "2"}) from None
+    except InvalidRequest as exc:
+        exc.param = exc.param or "input"
+        raise
+    import numpy as np  # here, not at the top: the node loads numpy only when it serves embeddings
+
     vectors = [np.asarray(v, dtype=np.float32) for v in out["embeddings"]]
     if dimensions is not None:
         if not 1 <= dimensions <= int(out["dimensions"]):
@@ -117,7 +120,8 @@ async def ollama_embed(request: web.Request) -> web.Response:
         vectors, n_tokens = await embed(
             request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body)
         )
-    except ApiError as err:
+    except (ApiError, ShardError) as exc:
+        err = http_error(exc)
         return web.json_response({"error": err.message}, status=err.status)
     return web.json_response(
         {

@@ -1,12 +1,57 @@
-"""Typed keys for what the aiohttp application holds."""
+"""Typed keys for what the aiohttp application holds: one per resource (as aiohttp-demos), each
+typed by what the handlers use of it, so the API never imports the node that wires it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from shard.node import Node
+    from shard.api.metrics import Metrics
+    from shard.config import Settings
+    from shard.coop.draft_model import DraftModel
+    from shard.credit.scheduler import Scheduler
+    from shard.network.peers import PeerTable
+    from shard.verifier.client import VerifierClient
+    from shard.verifier.protocol import GenerateRequest
 
-NODE: web.AppKey[Node] = web.AppKey("node")
+
+class NodeView(Protocol):
+    """What the handlers ask of the core: the served model, a generation, and the status, peers and
+    credit views (the same ones the tray shows). Domain errors (shard.errors) come out of these and
+    become HTTP in api/errors.py."""
+
+    settings: Settings
+    started_at: int
+    model_path: Path | None
+    draft_model: DraftModel | None
+    peer_table: PeerTable
+
+    @property
+    def verifier(self) -> VerifierClient | None: ...
+
+    def model_ids(self) -> list[str]: ...
+
+    def resolve_model(self, name: str, allow_default: bool = True) -> str: ...
+
+    def require_verifier(self) -> VerifierClient: ...
+
+    async def look_up_model(self, name: str) -> None: ...
+
+    def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]: ...
+
+    def status(self, detail: bool = False) -> dict[str, Any]: ...
+
+    async def topology(self) -> dict[str, Any]: ...
+
+    async def peers(self) -> dict[str, Any]: ...
+
+    def credit(self) -> dict[str, Any]: ...
+
+
+NODE: web.AppKey[NodeView] = web.AppKey("node")
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from shard.api.errors import ApiError, error_response
+from shard.api.errors import ApiError, error_response, http_error
 from shard.api.key_guesses import KeyGuesses
 from shard.config import Settings
+from shard.errors import ShardError
 
 log = logging.getLogger("shard.api")
 
@@ -36,6 +37,8 @@ def error_middleware(settings: Settings) -> web.middleware:
             return await handler(request)
         except ApiError as err:
             return error_response(err)
+        except ShardError as exc:
+            return error_response(http_error(exc))
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise

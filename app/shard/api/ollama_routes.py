@@ -17,11 +17,12 @@ from typing import Any
 
 from aiohttp import web
 
-from shard.api.errors import ApiError
+from shard.api.errors import ApiError, http_error
 from shard.api.keys import NODE
 from shard.api.openai_routes import events_for, read_json
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import parse as tool_parse
+from shard.errors import ShardError
 
 OLLAMA_VERSION = "0.12.0"  # the API shape followed; clients compare it for features
 # Ollama option -> OpenAI field; the others (num_ctx, repeat_penalty, mirostat...) change nothing here.
@@ -153,7 +154,8 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
         if not parsed.generate.max_tokens:
             parsed.generate.max_tokens = node.settings.default_max_tokens
         model = node.resolve_model(parsed.model)
-    except ApiError as err:
+    except (ApiError, ShardError) as exc:
+        err = http_error(exc)
         return _error(err.status, err.message)
     started = time.monotonic()
     events = events_for(request, parsed.generate, model)
@@ -294,7 +296,8 @@ async def show(request: web.Request) -> web.Response:
     name = _model_name((body or {}).get("model") or (body or {}).get("name")) if isinstance(body, dict) else ""
     try:
         model = node.resolve_model(name, allow_default=False)
-    except ApiError as err:
+    except (ApiError, ShardError) as exc:
+        err = http_error(exc)
         return _error(err.status, err.message)
     info = node.verifier.model_info if node.verifier is not None else {}
     details = _details(info)

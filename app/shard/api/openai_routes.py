@@ -14,13 +14,14 @@ from typing import Any
 
 from aiohttp import web
 
-from shard.api.errors import ApiError, error_body
-from shard.api.keys import NODE
+from shard.api.errors import ApiError, error_body, http_error
+from shard.api.keys import METRICS, NODE, SCHEDULER
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import ToolCall, ToolStream
 from shard.api.tools import parse as tool_parse
-from shard.credit.scheduler import Priority, QueueFull
-from shard.verifier.client import VerifierRequestError, VerifierUnavailable
+from shard.credit.scheduler import Priority
+from shard.errors import ShardError
+from shard.verifier.client import VerifierUnavailable
 from shard.verifier.protocol import GenerateRequest
 
 log = logging.getLogger("shard.api")
@@ -162,14 +163,14 @@ def _finish_reason(reason: str) -> str:
 async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
     node = request.app[NODE]
     try:
-        async with node.scheduler.admit(Priority.OWNER):
+        async with request.app[SCHEDULER].admit(Priority.OWNER):
             async with contextlib.aclosing(node.generation(generate, model)) as events:
                 async for event in events:
                     if event["type"] == "error":
                         raise VerifierUnavailable(event["message"])
                     if event["type"] == "end":
                         usage = event["usage"]
-                        node.metrics.record_usage(usage)
+                        request.app[METRICS].record_usage(usage)
                         log.info(
                             "%s: %d prompt + %d completion tokens, %s tok/s, finish %s",
                             request.path,
@@ -182,13 +183,8 @@ async def events_for(request: web.Request, generate: GenerateRequest, model: str
                         return
                     yield event
             raise VerifierUnavailable("the verifier ended the stream early")
-    except QueueFull as exc:
-        raise ApiError(503, str(exc), "queue_full", headers={"Retry-After": str(exc.retry_after_s)}) from None
-    except VerifierRequestError as exc:
-        code = "context_length_exceeded" if "context" in str(exc) else "invalid_request"
-        raise ApiError(400, str(exc), code) from None
-    except VerifierUnavailable as exc:
-        raise ApiError(503, str(exc), "verifier_unavailable", headers={"Retry-After": "2"}) from None
+    except ShardError as exc:  # raised as HTTP here: the streaming code below says it mid-stream too
+        raise http_error(exc) from None
 
 
 async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> web.StreamResponse:
@@ -227,12 +223,14 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
             return web.json_response(shape.whole(choices, _sum_usage([e["usage"] for _, e, _ in results])))
         return await _stream(request, shape, _merged(streams, firsts), parsed)
     except (ConnectionResetError, asyncio.CancelledError):
-        node.metrics.client_disconnects.inc()  # the finally below closes the verifier streams: it frees the slots
+        request.app[
+            METRICS
+        ].client_disconnects.inc()  # the finally below closes the verifier streams: it frees the slots
         raise
     finally:
         for s in streams:
             await s.aclose()
-        node.metrics.duration.observe(time.monotonic() - started)
+        request.app[METRICS].duration.observe(time.monotonic() - started)
 
 
 async def _collect(

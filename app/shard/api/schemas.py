@@ -10,10 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF
-
 from shard.api.errors import ApiError
-from shard.verifier.jsonschema import SchemaError, check_schema, schema_to_gbnf
+from shard.verifier.jsonschema import SchemaError, check_schema, json_object_grammar, schema_to_gbnf
 from shard.verifier.protocol import (
     MAX_TOKENS_PER_REQUEST,
     GenerateRequest,
@@ -89,7 +87,7 @@ def _grammar(body: dict[str, Any]) -> str | None:
     if fmt["type"] == "text":
         return None
     if fmt["type"] == "json_object":
-        return JSON_GBNF
+        return json_object_grammar()
     spec = fmt.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     if not isinstance(schema, dict):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shard.api.keys import NODE
+from shard.api.keys import METRICS, NODE
 from shard.api.metrics import CONTENT_TYPE
 
 
@@ -15,7 +15,7 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = request.app[NODE].metrics.render()
+    body = request.app[METRICS].render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 

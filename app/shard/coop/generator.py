@@ -27,14 +27,17 @@ from typing import TYPE_CHECKING, Any
 from shard.coop.golden import Finished, GoldenTickets
 from shard.credit import receipts
 from shard.credit.ledger import LedgerError
+from shard.errors import NoModel, ShardError
 from shard.network import messages
 from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.peers import PeerTable
 from shard.network.sidecar import SidecarError
-from shard.verifier.client import VerifierRequestError, VerifierUnavailable
+from shard.ports import LedgerProvider, LocalModel, NetworkProvider, SettingsReader
+from shard.verifier.client import VerifierUnavailable
 from shard.verifier.protocol import DraftRequest, GenerateRequest
 
 if TYPE_CHECKING:
-    from shard.node import Node
+    from shard.api.metrics import Metrics
 
 log = logging.getLogger("shard.coop")
 
@@ -119,29 +122,49 @@ class Ignored(Exception):
 
 
 class CoopGenerator:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        *,
+        settings: SettingsReader,
+        network: NetworkProvider,
+        ledger: LedgerProvider,
+        peers: PeerTable,
+        local: LocalModel,
+        metrics: Metrics,
+    ) -> None:
+        self._settings, self._network, self._ledger = settings, network, ledger
+        self._peers, self._local, self._metrics = peers, local, metrics
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.golden = GoldenTickets(rate=node.settings.golden_rate, on_score=self._keep_golden_score)
+        self.golden = GoldenTickets(rate=settings().golden_rate, on_score=self._keep_golden_score)
         self._pace: dict[str, _Pace] = {}  # per scout (bounded by the peer table's size)
 
     def _keep_golden_score(self, sender: str, proposed: int, accepted: int) -> None:
-        if self.node.ledger is None:
+        ledger = self._ledger()
+        if ledger is None:
             return
         try:
-            self.node.ledger.record_golden(sender, proposed, accepted)
+            ledger.record_golden(sender, proposed, accepted)
         except LedgerError as exc:
             log.error("%s", exc)
+
+    def admitted_scouts(self) -> list[str]:
+        """Connected scouts that may receive this user's prompts (none while the sidecar is down)."""
+        network, s = self._network(), self._settings()
+        if network is None or not network.ready:
+            return []
+        return self._peers.scouts(s.prompt_privacy, s.trusted_peers)
 
     # -- a request ------------------------------------------------------------------------------
 
     async def generate(self, request: GenerateRequest, share_allowed: bool = True) -> AsyncIterator[dict[str, Any]]:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
         (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
-        verifier = self.node.require_verifier()
-        share = share_allowed and bool(self.node.admitted_scouts())
-        drafter = "lookup" if self.node.settings.draft_lookup else "none"
+        verifier = self._local.verifier
+        if verifier is None:
+            raise NoModel("no model is loaded on this node")
+        share = share_allowed and bool(self.admitted_scouts())
+        drafter = "lookup" if self._settings().draft_lookup else "none"
         request = dataclasses.replace(request, share_context=share, drafter=drafter)
         session: _Session | None = None
         try:
@@ -152,11 +175,11 @@ class CoopGenerator:
                         session = _Session(
                             secrets.token_hex(8),
                             event["job"],
-                            self.node.model_id() or "",
+                            self._local.model_id() or "",
                             verifier.model_info.get("vocab", ""),
                             event["context_text"],
                             list(event["context_tokens"]),
-                            draft_model=self.node.draft_model.sha256 if self.node.draft_model else "",
+                            draft_model=draft.sha256 if (draft := self._local.draft_model) else "",
                         )
                         self._sessions[session.key] = session
                         self._publish(session)
@@ -194,13 +217,13 @@ class CoopGenerator:
     def _publish(self, session: _Session) -> None:
         if session.publishing:  # one publish at a time per request; the next picks up the newest text
             return
-        scouts = self.node.admitted_scouts()
-        sidecar = self.node.sidecar
+        scouts = self.admitted_scouts()
+        sidecar = self._network()
         if not scouts or sidecar is None:
             return
         work = session.next_work(MAX_DRAFT)
         golden = self.golden.maybe_ticket(MAX_DRAFT, work.deadline_ms)
-        peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
+        peers = None if self._settings().prompt_privacy == "anyone" else scouts
         session.publishing = True
 
         async def send() -> None:
@@ -226,7 +249,7 @@ class CoopGenerator:
         it first over the direct protocol to be paid for it: such drafts are never checked or paid
         (drafts go direct only), so publishing one earns nothing and copying one is worth nothing."""
         work_id = payload.get("work_id", "") if isinstance(payload, dict) else ""
-        metrics = self.node.metrics
+        metrics = self._metrics
         try:
             session, draft = self._admit(sender, payload)
             if gossip:
@@ -243,7 +266,7 @@ class CoopGenerator:
                 pace.rest -= 1
                 metrics.drafts_ignored.labels("resting").inc()
                 return Verdict(work_id=draft.work_id, outcome="ignored", reason="resting")
-            verifier = self.node.verifier
+            verifier = self._local.verifier
             try:
                 if verifier is None:
                     raise VerifierUnavailable("no verifier")
@@ -252,7 +275,7 @@ class CoopGenerator:
                         job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens, limit=pace.limit
                     )
                 )
-            except (VerifierUnavailable, VerifierRequestError) as exc:
+            except ShardError as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
             if result.outcome != "verified":  # stale, or the generation ended: counted, not checked
@@ -269,14 +292,15 @@ class CoopGenerator:
         if paused:
             metrics.drafts_ignored.labels("shadow_paused").inc()  # checked, answered as usual, never credited here
         if proposed:
+            ledger, network = self._ledger(), self._network()
             try:
-                if not paused:
-                    self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
+                if not paused and ledger is not None:
+                    ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
-            if accepted and self.node.sidecar is not None:
+            if accepted and network is not None:
                 try:
-                    receipt = await receipts.issue(self.node.sidecar, "draft", sender, draft.work_id, accepted)
+                    receipt = await receipts.issue(network, "draft", sender, draft.work_id, accepted)
                 except SidecarError as exc:
                     log.debug("cannot sign a receipt: %s", exc)
         return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
@@ -292,14 +316,12 @@ class CoopGenerator:
             draft = Draft.from_dict(payload)
         except MessageError:
             raise Ignored("invalid") from None
-        s = self.node.settings
+        s = self._settings()
         golden = draft.work_id in self.golden.tickets
         session = self._sessions.get(draft.work_id.split(".", 1)[0])
         if not golden and (session is None or draft.work_id not in session.works):
             raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
-        if self.node.peer_table.peers.get(sender) is None or not self.node.peer_table.admitted(
-            sender, s.prompt_privacy, s.trusted_peers
-        ):
+        if self._peers.peers.get(sender) is None or not self._peers.admitted(sender, s.prompt_privacy, s.trusted_peers):
             raise Ignored("not_admitted")
         if golden:
             return None, draft
@@ -311,7 +333,7 @@ class CoopGenerator:
         content = (draft.work_id, draft.text or tuple(draft.tokens or ()))
         if content in session.contents:
             raise Ignored("replay")  # another sender's draft, copied: only the first earns
-        self.node.metrics.draft_round_trip.observe(time.monotonic() - published)
+        self._metrics.draft_round_trip.observe(time.monotonic() - published)
         session.senders.add((draft.work_id, sender))
         session.contents.add(content)
         return session, draft

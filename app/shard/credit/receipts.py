@@ -11,15 +11,14 @@ the canonical form rebuilt from the checked fields, never the bytes as sent (no 
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from shard.network.messages import MAX_DRAFT_TOKENS
-from shard.network.sidecar import Sidecar, SidecarError
+from shard.limits import MAX_DRAFT_TOKENS
+from shard.ports import Signer
 from shard.verifier.protocol import MAX_TOKENS_PER_REQUEST
 
 KINDS = ("draft", "served")
@@ -67,10 +66,9 @@ class Receipt:
         return cls(kind, body["issuer"], body["subject"], body["ref"], float(amount), ts)
 
 
-async def issue(sidecar: Sidecar, kind: str, subject: str, ref: str, amount: float) -> dict[str, Any]:
-    receipt = Receipt(kind, str(sidecar.info.get("peer_id", "")), subject, ref, float(amount), int(time.time()))
-    signed = await sidecar.call("POST", "/sign", {"payload_b64": base64.b64encode(receipt.payload()).decode()})
-    return {"receipt": asdict(receipt), "signature_b64": signed["signature_b64"]}
+async def issue(signer: Signer, kind: str, subject: str, ref: str, amount: float) -> dict[str, Any]:
+    receipt = Receipt(kind, signer.peer_id, subject, ref, float(amount), int(time.time()))
+    return {"receipt": asdict(receipt), "signature_b64": await signer.sign(receipt.payload())}
 
 
 def canonical(receipt: Receipt, signature_b64: str) -> dict[str, Any]:
@@ -91,7 +89,7 @@ def parse_signed(signed: Any) -> tuple[Receipt, str] | None:
 
 
 async def check(
-    sidecar: Sidecar, signed: Any, *, kind: str, issuer: str, subject: str, ref: str, max_amount: float | None = None
+    signer: Signer, signed: Any, *, kind: str, issuer: str, subject: str, ref: str, max_amount: float | None = None
 ) -> Receipt | None:
     """The receipt if it is well formed, about this exchange, for at most `max_amount` (what was
     really delivered), and signed by `issuer`; else None."""
@@ -103,15 +101,7 @@ async def check(
         return None
     if max_amount is not None and r.amount > max_amount:
         return None
-    try:
-        answer = await sidecar.call(
-            "POST",
-            "/verify-signature",
-            {"payload_b64": base64.b64encode(r.payload()).decode(), "signature_b64": sig, "peer_id": issuer},
-        )
-    except SidecarError:
-        return None
-    return r if answer.get("valid") is True else None
+    return r if await signer.verify(r.payload(), sig, issuer) else None
 
 
 def proof(signed: dict[str, Any]) -> str:

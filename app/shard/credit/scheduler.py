@@ -17,17 +17,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from shard.errors import QueueFull
+
+__all__ = ["Priority", "QueueFull", "Scheduler"]
+
 
 class Priority(enum.IntEnum):
     OWNER = 0
     PEER = 1
     CONSUMER = 2
-
-
-class QueueFull(Exception):
-    def __init__(self, retry_after_s: int) -> None:
-        super().__init__(f"the node is busy: the request queue is full; retry in about {retry_after_s}s")
-        self.retry_after_s = retry_after_s
 
 
 @dataclass

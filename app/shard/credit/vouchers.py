@@ -24,8 +24,8 @@ from typing import Any
 
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
-from shard.network.messages import MAX_VOUCHERS
-from shard.network.sidecar import Sidecar
+from shard.limits import MAX_VOUCHERS
+from shard.ports import Signer
 
 WEIGHT = 0.5  # one vouched token counts as half a token earned here
 CAP = 256.0  # at most this much vouched credit per request
@@ -48,10 +48,10 @@ def gather(ledger: Ledger, oracle: str) -> list[dict[str, Any]]:
     return found[:MAX_VOUCHERS]
 
 
-async def vouched_credit(sidecar: Sidecar, ledger: Ledger, asker: str, vouchers: list[dict[str, Any]]) -> float:
+async def vouched_credit(signer: Signer, ledger: Ledger, asker: str, vouchers: list[dict[str, Any]]) -> float:
     """The Oracle's side: what `vouchers` are worth for `asker` here (0 for any that fails), each
     spent: counted once here, and taken from its issuer's standing."""
-    me = str(sidecar.info.get("peer_id", ""))
+    me = signer.peer_id
     total = 0.0
     for signed in vouchers[:MAX_VOUCHERS]:
         if WEIGHT * total >= CAP:
@@ -66,7 +66,7 @@ async def vouched_credit(sidecar: Sidecar, ledger: Ledger, asker: str, vouchers:
         budget = ledger.standing(r.issuer)
         if (known.accepted <= 0 and known.spent <= 0) or budget <= 0:
             continue  # an issuer that never did verified work here, or has vouched away its standing
-        checked = await receipts.check(sidecar, signed, kind="draft", issuer=r.issuer, subject=asker, ref=r.ref)
+        checked = await receipts.check(signer, signed, kind="draft", issuer=r.issuer, subject=asker, ref=r.ref)
         if checked is None:
             continue
         worth = min(checked.amount, budget)

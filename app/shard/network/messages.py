@@ -9,13 +9,15 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from shard.limits import MAX_DRAFT_TOKENS, MAX_VOUCHERS
+
+__all__ = ["MAX_DRAFT_TOKENS", "MAX_VOUCHERS"]  # bounds shared with credit, re-exported for the wire format's readers
+
 VERSION = 1
 MAX_WORK_ID = 128
 MAX_CONTEXT_CHARS = 64_000
 MAX_CONTEXT_TOKENS = 32_768
-MAX_DRAFT_TOKENS = 16
 MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
-MAX_VOUCHERS = 16  # receipts from other Oracles an asker may show with a request
 
 
 class MessageError(ValueError):

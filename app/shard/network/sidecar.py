@@ -6,6 +6,7 @@ reads instead of polling. Described in docs/protocol.md, "Sidecar".
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -142,6 +143,24 @@ class Sidecar:
     @property
     def ready(self) -> bool:
         return self.supervisor.ready
+
+    @property
+    def peer_id(self) -> str:
+        return str(self.info.get("peer_id", ""))
+
+    # -- signing (ports.Signer): receipts are signed with this node's libp2p key ---------------
+
+    async def sign(self, payload: bytes) -> str:
+        signed = await self.call("POST", "/sign", {"payload_b64": base64.b64encode(payload).decode()})
+        return str(signed["signature_b64"])
+
+    async def verify(self, payload: bytes, signature_b64: str, peer_id: str) -> bool:
+        body = {"payload_b64": base64.b64encode(payload).decode(), "signature_b64": signature_b64, "peer_id": peer_id}
+        try:
+            answer = await self.call("POST", "/verify-signature", body)
+        except SidecarError:
+            return False
+        return answer.get("valid") is True
 
     def _url(self, path: str, info: dict[str, Any] | None = None) -> str:
         return f"http://127.0.0.1:{(info or self.info).get('control_port', 0)}{path}"

@@ -30,13 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
+from shard.errors import PeerUnavailable
 from shard.network.messages import InferRequest
-from shard.network.peers import Peer
+from shard.network.peers import Peer, PeerTable
 from shard.network.sidecar import SidecarError
+from shard.ports import LedgerProvider, NetworkProvider, SettingsReader, Spawn
 from shard.verifier.protocol import GenerateRequest
 
 if TYPE_CHECKING:
-    from shard.node import Node
+    from shard.api.metrics import Metrics
 
 log = logging.getLogger("shard.infer")
 
@@ -49,13 +51,19 @@ class OracleLied(Exception):
     """The Oracle broke the protocol in a way only a dishonest one would; the text says how."""
 
 
-class RemoteUnavailable(Exception):
-    """No Oracle on the network can serve the request; the text says why."""
-
-
 class InferClient:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        *,
+        settings: SettingsReader,
+        network: NetworkProvider,
+        ledger: LedgerProvider,
+        peers: PeerTable,
+        metrics: Metrics,
+        spawn: Spawn,
+    ) -> None:
+        self._settings, self._network, self._ledger = settings, network, ledger
+        self._peers, self._metrics, self._spawn = peers, metrics, spawn
         self.failures: dict[str, int] = {}  # per Oracle: streams it broke off (bounded by the peers seen)
         self.dropped: dict[str, str] = {}  # Oracles caught lying -> why (never asked again)
 
@@ -63,9 +71,10 @@ class InferClient:
         """Connected Oracles serving `model` (any model for "" or "default"): those that failed
         this node least often first, then the least loaded (from their handshakes), then the
         nearest."""
-        if self.node.sidecar is None or not self.node.sidecar.ready:
+        network = self._network()
+        if network is None or not network.ready:
             return []
-        s, table = self.node.settings, self.node.peer_table
+        s, table = self._settings(), self._peers
         found = [
             p
             for p in table.peers.values()
@@ -88,7 +97,7 @@ class InferClient:
         """Look the model's Oracles up in the DHT (Kademlia provider records: beyond this node's
         peers) and wait until those reached have sent their handshakes, so `oracles(model)`
         lists them."""
-        sidecar = self.node.sidecar
+        sidecar = self._network()
         if sidecar is None or not sidecar.ready or model in ("", "default"):
             return
         try:
@@ -112,7 +121,11 @@ class InferClient:
         return sorted({m for p in self.oracles() for m in p.models})
 
     async def generate(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        sidecar = self.node.sidecar
+        """The request's events as the local verifier would give them (token events carry their count
+        `n`, not ids: an Oracle's token ids are not this node's to know); PeerUnavailable when no
+        Oracle could finish it."""
+        sidecar = self._network()
+        settings = self._settings()
         produced: list[str] = []
         n_done, started, tried, last_error = 0, False, set(), "no Oracle on the network serves this model"
         for _ in range(MAX_ORACLES):
@@ -133,9 +146,9 @@ class InferClient:
                 generate=generate.to_dict(),
                 model=model,
                 continuation="".join(produced),
-                vouchers=vouchers.gather(self.node.ledger, oracle) if self.node.ledger else [],
+                vouchers=vouchers.gather(ledger, oracle) if (ledger := self._ledger()) else [],
             )
-            wait_s = self.node.settings.remote_timeout_s
+            wait_s = settings.remote_timeout_s
             deadline = time.monotonic() + wait_s  # for the first token: "queued" lines do not extend it
             lines = sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()})
             try:
@@ -180,7 +193,7 @@ class InferClient:
                             raise OracleLied(f"more tokens than the {request.max_tokens} asked for")
                         produced.append(text)
                         n_done += n
-                        yield {"type": "token", "text": text, "ids": []}
+                        yield {"type": "token", "text": text, "n": n}
                     elif kind == "end":
                         usage = dict(line.get("usage") or {})
                         usage["completion_tokens"] = n_done
@@ -188,9 +201,9 @@ class InferClient:
                         if (
                             len(tried) == 1
                             and request.sampling.temperature == 0
-                            and random.random() < self.node.settings.spot_check_rate
+                            and random.random() < settings.spot_check_rate
                         ):
-                            self.node._spawn(self._spot_check(request, model, oracle, "".join(produced)))
+                            self._spawn(self._spot_check(request, model, oracle, "".join(produced)))
                         yield {
                             "type": "end",
                             "finish_reason": line.get("finish_reason", "stop"),
@@ -209,7 +222,7 @@ class InferClient:
                 self.failures[oracle] = self.failures.get(oracle, 0) + 1
                 while len(self.failures) > 1024:
                     self.failures.pop(next(iter(self.failures)))
-                self.node.metrics.remote_failovers.inc()
+                self._metrics.remote_failovers.inc()
                 log.warning(
                     "remote inference: %s; %s",
                     last_error,
@@ -217,7 +230,7 @@ class InferClient:
                 )
             finally:
                 await lines.aclose()
-        raise RemoteUnavailable(last_error)
+        raise PeerUnavailable(f"no local model, and the network could not serve the request: {last_error}")
 
     async def _spot_check(self, request: GenerateRequest, model: str, first: str, text: str) -> None:
         """Ask other Oracles the same greedy request; drop whoever disagrees with the rest."""
@@ -242,7 +255,7 @@ class InferClient:
 
     async def _answer_of(self, oracle: str, request: GenerateRequest, model: str) -> str | None:
         """`oracle`'s whole text for the request (the same checks as a served stream), or None."""
-        sidecar = self.node.sidecar
+        sidecar = self._network()
         if sidecar is None:
             return None
         generate = dataclasses.replace(request, sampling=dataclasses.replace(request.sampling, grammar=None))
@@ -251,7 +264,7 @@ class InferClient:
         n_done = 0
         lines = sidecar.stream("/infer", {"peer_id": oracle, "request": ask.to_dict()})
         try:
-            async with asyncio.timeout(self.node.settings.remote_timeout_s):
+            async with asyncio.timeout(self._settings().remote_timeout_s):
                 async for line in lines:
                     kind = line.get("type")
                     if kind == "token" and isinstance(line.get("text"), str) and isinstance(line.get("n"), int):
@@ -273,31 +286,29 @@ class InferClient:
         self.dropped[oracle] = why
         while len(self.dropped) > 4096:
             self.dropped.pop(next(iter(self.dropped)))
-        self.node.metrics.oracles_dropped.labels(reason).inc()
+        self._metrics.oracles_dropped.labels(reason).inc()
         log.warning("Oracle %s dropped: %s (reported; it is not asked again)", oracle, why)
 
     async def _pay(self, oracle: str, signed: Any, tokens: int) -> None:
         """Record what the Oracle served, if its receipt checks out and claims no more than the
         `tokens` it delivered (counted here from its stream)."""
-        node = self.node
-        if not tokens or node.sidecar is None or node.ledger is None:
+        network, ledger = self._network(), self._ledger()
+        if not tokens or network is None or ledger is None:
             return
         ref = signed.get("id", "") if isinstance(signed, dict) else ""
         receipt = await receipts.check(
-            node.sidecar,
+            network,
             signed,
             kind="served",
             issuer=oracle,
             ref=ref if isinstance(ref, str) else "",
-            subject=str(node.sidecar.info.get("peer_id")),
+            subject=network.peer_id,
             max_amount=float(tokens),
         )
         if receipt is None:
             log.warning("Oracle %s sent no valid receipt for the %d tokens it delivered: not recorded", oracle, tokens)
             return
         try:
-            node.ledger.record(
-                "spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed)
-            )
+            ledger.record("spent", oracle, f"infer:{oracle}:{ref}", amount=receipt.amount, proof=receipts.proof(signed))
         except LedgerError as exc:
             log.error("%s", exc)

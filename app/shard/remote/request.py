@@ -14,11 +14,9 @@ import dataclasses
 import json
 from typing import Any
 
-from llama_cpp.llama_grammar import JSON_GBNF
-
 from shard.config import Settings
 from shard.network.messages import InferRequest
-from shard.verifier.jsonschema import SchemaError, depth, schema_to_gbnf
+from shard.verifier.jsonschema import SchemaError, depth, json_object_grammar, schema_to_gbnf
 from shard.verifier.protocol import GenerateRequest
 
 MAX_STOP = 4  # what the local API accepts
@@ -38,7 +36,7 @@ def compile_schema(schema: dict[str, Any]) -> str:
     """A GBNF grammar for `schema` ({} means any JSON object), compiled here within limits tighter
     than a local client's (a peer's schema is smaller and shallower than any real output format)."""
     if not schema:
-        return JSON_GBNF
+        return json_object_grammar()
     if len(json.dumps(schema).encode()) > MAX_SCHEMA_BYTES:
         raise RemoteRequestError(f"'json_schema' is larger than {MAX_SCHEMA_BYTES} bytes")
     if depth(schema, MAX_SCHEMA_DEPTH) > MAX_SCHEMA_DEPTH:

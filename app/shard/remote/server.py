@@ -12,33 +12,44 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
-from shard.coop.remote_request import RemoteRequestError, bounded
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
-from shard.credit.scheduler import Priority, QueueFull
+from shard.credit.scheduler import Priority, Scheduler
+from shard.errors import ShardError
 from shard.network.messages import InferRequest, MessageError
 from shard.network.sidecar import SidecarError
-from shard.verifier.client import VerifierRequestError, VerifierUnavailable
-from shard.verifier.protocol import ProtocolError
-
-if TYPE_CHECKING:
-    from shard.node import Node
+from shard.ports import LedgerProvider, LocalModel, NetworkProvider, SettingsReader
+from shard.remote.request import RemoteRequestError, bounded
+from shard.verifier.protocol import GenerateRequest, ProtocolError
 
 log = logging.getLogger("shard.infer")
 
 QUEUE_REPORT_S = 1.0  # how often a waiting asker hears its place in the queue
 
 
+Generate = Callable[..., AsyncIterator[dict[str, Any]]]  # CoopGenerator.generate
+
+
 class InferServer:
-    def __init__(self, node: Node) -> None:
-        self.node = node
+    def __init__(
+        self,
+        *,
+        settings: SettingsReader,
+        network: NetworkProvider,
+        ledger: LedgerProvider,
+        local: LocalModel,
+        scheduler: Scheduler,
+        generate: Generate,
+    ) -> None:
+        self._settings, self._network, self._ledger = settings, network, ledger
+        self._local, self._scheduler, self._generate = local, scheduler, generate
 
     async def handle(self, event: dict[str, Any]) -> None:
         """Answer one `infer_request` event from the sidecar."""
-        sidecar = self.node.sidecar
+        sidecar = self._network()
         if sidecar is None:
             return
         asker = str(event.get("from"))
@@ -51,20 +62,19 @@ class InferServer:
             await lines.aclose()  # an asker that went away: stop generating for it
 
     def _refusal(self, req: InferRequest) -> str:
-        node = self.node
-        if not node.contributing:
+        local = self._local
+        if not local.contributing:
             return "this node has paused sharing its compute"
-        if node.verifier is None or not node.verifier.supervisor.ready:
+        if local.verifier is None or not local.verifier.supervisor.ready:
             return "this node has no model ready"
-        if req.model not in ("", "default", *node.model_ids()):
-            return f"this node serves {node.model_ids()}, not {req.model!r}"
+        if req.model not in ("", "default", *local.model_ids()):
+            return f"this node serves {local.model_ids()}, not {req.model!r}"
         return ""
 
     async def _lines(self, asker: str, payload: Any) -> AsyncIterator[dict[str, Any]]:
-        node = self.node
         try:
             req = InferRequest.from_dict(payload)
-            request = bounded(req, node.settings)
+            request: GenerateRequest = bounded(req, self._settings())
         except (MessageError, ProtocolError, RemoteRequestError) as exc:
             yield {"type": "error", "message": f"bad request: {exc}"}
             return
@@ -72,10 +82,11 @@ class InferServer:
         if refusal:
             yield {"type": "error", "message": refusal}
             return
-        credit = node.ledger.standing(asker) if node.ledger else 0.0  # less what it vouched for others
+        ledger, network, scheduler = self._ledger(), self._network(), self._scheduler
+        credit = ledger.standing(asker) if ledger else 0.0  # less what it vouched for others
         vouched = 0.0
-        if req.vouchers and node.ledger is not None and node.sidecar is not None:
-            vouched = await vouchers.vouched_credit(node.sidecar, node.ledger, asker, req.vouchers)
+        if req.vouchers and ledger is not None and network is not None:
+            vouched = await vouchers.vouched_credit(network, ledger, asker, req.vouchers)
         standing = credit + vouched
         priority = Priority.PEER if standing > 0 else Priority.CONSUMER
         served_id = secrets.token_hex(8)
@@ -91,8 +102,8 @@ class InferServer:
 
         async def run() -> None:
             try:
-                async with node.scheduler.admit(priority, standing, tag, on_preempt=preempt):
-                    async with contextlib.aclosing(node.coop.generate(request, share_allowed=False)) as events:
+                async with scheduler.admit(priority, standing, tag, on_preempt=preempt):
+                    async with contextlib.aclosing(self._generate(request, share_allowed=False)) as events:
                         async for e in events:
                             await queue.put(e)
             except asyncio.CancelledError:
@@ -101,9 +112,7 @@ class InferServer:
                 log.info("a request from %s was preempted: this node's owner needs the slot", asker)
                 with contextlib.suppress(asyncio.QueueFull):
                     queue.put_nowait({"type": "error", "message": "preempted: the Oracle's owner needs the slot"})
-            except QueueFull as exc:
-                await queue.put({"type": "error", "message": str(exc)})
-            except (VerifierUnavailable, VerifierRequestError) as exc:
+            except ShardError as exc:  # the queue is full, the model is not ready, the request is refused
                 await queue.put({"type": "error", "message": str(exc)})
             finally:
                 await queue.put(None)
@@ -123,9 +132,9 @@ class InferServer:
                     e = await asyncio.wait_for(queue.get(), wait_s)
                 except TimeoutError:
                     wait_s = QUEUE_REPORT_S
-                    place = node.scheduler.position(tag)
+                    place = scheduler.position(tag)
                     if place:
-                        yield {"type": "queued", "position": place, "eta_s": node.scheduler.retry_after()}
+                        yield {"type": "queued", "position": place, "eta_s": scheduler.retry_after()}
                     continue
                 if e is None:
                     return
@@ -153,13 +162,13 @@ class InferServer:
 
     async def _settle(self, asker: str, served_id: str, tokens: int) -> dict[str, Any] | None:
         """Record the tokens served to `asker` and sign a receipt for them."""
-        node = self.node
-        if not tokens or node.sidecar is None:
+        network, ledger = self._network(), self._ledger()
+        if not tokens or network is None:
             return None
         try:
-            if node.ledger is not None:
-                node.ledger.record("earned", asker, f"served:{served_id}", amount=float(tokens))
-            return {"id": served_id, **await receipts.issue(node.sidecar, "served", asker, served_id, tokens)}
+            if ledger is not None:
+                ledger.record("earned", asker, f"served:{served_id}", amount=float(tokens))
+            return {"id": served_id, **await receipts.issue(network, "served", asker, served_id, tokens)}
         except (LedgerError, SidecarError) as exc:
             log.error("cannot settle %d tokens served to %s: %s", tokens, asker, exc)
             return None

@@ -36,14 +36,14 @@ from shard.ui.pages.peers import PeersPage
 from shard.ui.pages.settings import SettingsPage
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 log = logging.getLogger("shard.ui")
 
 POLL_MS = 1000
 
 
-def page_factories(shell: ShardApp) -> list[tuple[str, str, Callable[[], QWidget]]]:
+def page_factories(shell: Shell) -> list[tuple[str, str, Callable[[], QWidget]]]:
     """(key, title, make) for each page in the navigation; the newer pages get narrow inputs."""
     node = shell.node
     return [
@@ -72,7 +72,7 @@ def page_factories(shell: ShardApp) -> list[tuple[str, str, Callable[[], QWidget
 
 
 class Dashboard(QMainWindow):
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         self.launched_at: float | None = None

@@ -11,21 +11,14 @@ from typing import Any
 
 import aiohttp
 
+from shard import errors
 from shard.config import Settings
 from shard.supervisor import ChildSpec, ChildState, Supervisor, SupervisorEvent
 from shard.verifier import protocol
 
 
-class VerifierUnavailable(Exception):
+class VerifierUnavailable(errors.ModelUnavailable):
     """The verifier cannot take requests now (loading, restarting, failed); the text says which."""
-
-
-class VerifierRequestError(Exception):
-    """The verifier refused a request (HTTP 4xx); the text is its reason."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def verifier_command(settings: Settings, model_path: Path) -> list[str]:
@@ -182,11 +175,15 @@ class VerifierClient:
         return (await self._post("/tokenize", {"text": text, "special": special}))["tokens"]
 
 
-async def _request_error(r: aiohttp.ClientResponse) -> Exception:
+async def _request_error(r: aiohttp.ClientResponse) -> errors.ShardError:
+    """The domain error the verifier's refusal names by its code (InvalidRequest for a 4xx it does not name)."""
+    code = "invalid_request"
     try:
-        message = (await r.json())["error"]["message"]
+        error = (await r.json())["error"]
+        message = str(error["message"])
+        code = str(error.get("code") or code)
     except Exception:
         message = f"verifier answered HTTP {r.status}"
     if r.status == 503:
         return VerifierUnavailable(message)
-    return VerifierRequestError(r.status, message)
+    return errors.from_code(code, message)

@@ -29,6 +29,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
+from shard import errors
 from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
 from shard.verifier.policy import EXPLORE_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
@@ -112,6 +113,10 @@ class EngineError(Exception):
     pass
 
 
+class PromptTooLong(EngineError, errors.ContextTooLong):
+    """The prompt does not fit the context (its code tells the node so, across the process boundary)."""
+
+
 class Engine:
     def __init__(self, model: Model) -> None:
         self.model = model
@@ -166,7 +171,7 @@ class Engine:
         if not job.prompt:
             raise EngineError("the prompt is empty")
         if len(job.prompt) >= self.n_ctx:
-            raise EngineError(f"the prompt is {len(job.prompt)} tokens; the context holds {self.n_ctx}")
+            raise PromptTooLong(f"the prompt is {len(job.prompt)} tokens; the context holds {self.n_ctx}")
         bad = [t for t in itertools.chain(job.prompt, job.draft) if not self.model.valid_token(t)]
         if bad:
             raise EngineError(f"token ids out of range 0..{self.model.n_vocab - 1}: {bad[:5]}")

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llama_cpp.llama_grammar import json_schema_to_gbnf
-
 MAX_SCHEMA_CHARS = 65536
 MAX_SCHEMA_DEPTH = 32
 MAX_REF_HOPS = 16
@@ -92,7 +90,16 @@ def check_schema(schema: Any) -> dict[str, Any]:
     return schema
 
 
+def json_object_grammar() -> str:
+    """The GBNF grammar of any JSON value (`response_format: json_object`)."""
+    from llama_cpp.llama_grammar import JSON_GBNF  # here, not at the top: the node loads llama.cpp only when asked
+
+    return str(JSON_GBNF)
+
+
 def schema_to_gbnf(schema: Any) -> str:
+    from llama_cpp.llama_grammar import json_schema_to_gbnf  # here, not at the top (see json_object_grammar)
+
     checked = check_schema(schema)
     try:
         return json_schema_to_gbnf(json.dumps(checked))

@@ -16,12 +16,11 @@ from llama_cpp import _internals
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from shard.verifier import tools as tool_prompts
+from shard.verifier.model_file import ModelLoadError, check_gguf_file
 
 log = logging.getLogger("shard.verifier.model")
 # llama.cpp prints every graph tensor at INFO; warnings and errors are what a person needs to see.
 logging.getLogger("llama-cpp-python").setLevel(logging.WARNING)
-
-GGUF_MAGIC = b"GGUF"
 
 # Used when a GGUF carries no chat template (ChatML is what most small instruct models use).
 FALLBACK_CHAT_TEMPLATE = (
@@ -39,25 +38,6 @@ def vocab_fingerprint(vocab: Any, n_vocab: int) -> str:
         n = llama_cpp.llama_token_to_piece(vocab, t, buf, len(buf), 0, True)
         h.update(buf.raw[: max(n, 0)] + b"\x00")
     return h.hexdigest()[:16]
-
-
-class ModelLoadError(Exception):
-    """The file is missing, is not a GGUF model, or llama.cpp refused it."""
-
-
-def check_gguf_file(path: Path) -> None:
-    """Cheap checks before handing a file to llama.cpp, so a wrong path gets a clear message."""
-    if not path.exists():
-        raise ModelLoadError(f"model file not found: {path}")
-    if not path.is_file():
-        raise ModelLoadError(f"model path is not a file: {path}")
-    try:
-        with path.open("rb") as f:
-            magic = f.read(4)
-    except OSError as exc:
-        raise ModelLoadError(f"cannot read model file {path}: {exc}") from None
-    if magic != GGUF_MAGIC:
-        raise ModelLoadError(f"{path} is not a GGUF model file (it starts with {magic!r}, not b'GGUF')")
 
 
 @dataclass(frozen=True)

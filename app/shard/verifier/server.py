@@ -23,12 +23,14 @@ import llama_cpp
 from aiohttp import web
 from llama_cpp import _internals
 
+from shard import errors
 from shard.verifier import protocol
 from shard.verifier.embed import Embedder, EmbedError
 from shard.verifier.engine import Engine, EngineError, ExternalDraft, Job
 from shard.verifier.jsonschema import SchemaError
 from shard.verifier.lookup import PromptLookup
-from shard.verifier.model import Model, ModelLoadError, ModelOptions, check_gguf_file, default_threads
+from shard.verifier.model import Model, ModelOptions, default_threads
+from shard.verifier.model_file import ModelLoadError, check_gguf_file
 from shard.verifier.tools import call_grammar as tool_grammar
 
 log = logging.getLogger("shard.verifier")
@@ -195,7 +197,7 @@ async def generate(request: web.Request) -> web.StreamResponse:
         )
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
-        return _error(400, str(exc))
+        return _error(400, str(exc), exc.code if isinstance(exc, errors.ShardError) else "invalid_request")
     jobs = request.app[STATE].jobs
     jobs[job.id] = job
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})

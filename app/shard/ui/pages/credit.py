@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 PEER_COLUMNS = ("Peer", "Drafts proposed", "Accepted", "Acceptance", "You earned from them", "You spent with them")
 UNITS = (
@@ -135,7 +135,7 @@ class CreditPage(QWidget):
     needs_peers = False
     needs_credit = True
 
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)

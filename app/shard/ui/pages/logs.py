@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 SOURCES = ("Shard", "Verifier", "Sidecar")
 LEVELS = (
@@ -59,7 +59,7 @@ class LogsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 FIELDS = {
     "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
@@ -69,7 +69,7 @@ class OverviewPage(QWidget):
     needs_peers = True
     needs_credit = False
 
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         self.fields: dict[str, QLabel] = {}

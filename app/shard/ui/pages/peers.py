@@ -12,7 +12,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit,
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 COLUMNS = ("Name", "Role", "Model", "Latency (ms)", "Reputation", "Accepted tokens", "Connected", "Addresses")
 SORT_ROLE = Qt.ItemDataRole.UserRole
@@ -124,7 +124,7 @@ class PeersPage(QWidget):
     needs_peers = True
     needs_credit = True
 
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         layout = QVBoxLayout(self)

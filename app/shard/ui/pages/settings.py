@@ -38,7 +38,7 @@ from shard.supervisor import ChildState
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.app import ShardApp
+    from shard.ui.shell import Shell
 
 log = logging.getLogger("shard.ui")
 
@@ -108,7 +108,7 @@ class SettingsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, shell: ShardApp) -> None:
+    def __init__(self, shell: Shell) -> None:
         super().__init__()
         self.shell = shell
         outer = QVBoxLayout(self)
