@@ -257,3 +257,34 @@ def test_addresses_and_this_machine() -> None:
     peer = table.upsert({"peer_id": "p", "addrs": [f"/ip4/{lan[0] if lan else '127.0.0.1'}/tcp/9"], "local": False})
     assert peer is not None and peer.local
     assert psutil.net_if_addrs()  # the source of that list
+
+
+async def test_on_lagged_the_node_reads_the_daemons_peers_again_so_no_ghost_stays(tmp_path: Path) -> None:
+    """A daemon drops events a slow reader missed and says `lagged`: a peer_disconnected among
+    them would leave a ghost in the node's table, unless the node reads the daemon's peers again."""
+    import asyncio
+
+    from shard.config import Settings
+    from shard.network.sidecar import Sidecar, find_daemon
+    from shard.node import Node
+
+    settings = Settings(data_dir=str(tmp_path), control_port=0, tcp_port=0, p2p_host="127.0.0.1", mdns=False)
+    binary = find_daemon(settings)
+    assert binary is not None, "build the sidecar first (bash scripts/setup)"
+    node = Node(settings)
+    sidecar = Sidecar(settings, binary, lambda e: None, lambda e: None)
+    sidecar.start()
+    try:
+        assert await sidecar.supervisor.wait_ready(30)
+        node.sidecar = sidecar  # the real daemon, which has no peers
+        ghost = "12D3KooWghostghostghostghostghostghostghostghostgh"
+        node._on_network_event({"type": "peer_connected", "peer_id": ghost, "addr": "/ip4/127.0.0.1/tcp/9"})
+        assert ghost in node.peer_table.peers
+        node._on_network_event({"type": "lagged", "missed": 3})  # its peer_disconnected was dropped
+        for _ in range(100):
+            if ghost not in node.peer_table.peers:
+                break
+            await asyncio.sleep(0.1)
+        assert node.peer_table.peers == {}, "the ghost stayed after lagged"
+    finally:
+        await sidecar.stop()

@@ -4,6 +4,7 @@ events that a UI observes. Plain asyncio; it never imports Qt (the tray runs thi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import signal
@@ -16,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from shard import __version__, models, paths
+from shard import __version__, events, models, paths
 from shard.access_log import FailedRequestLog
 from shard.api.app import create_app
 from shard.api.metrics import Metrics
@@ -28,10 +29,11 @@ from shard.counters import Counters
 from shard.credit.ledger import Ledger, LedgerError
 from shard.credit.scheduler import Scheduler
 from shard.downloads import DownloadProgress, Downloads
-from shard.errors import ModelNotFound, NoModel
+from shard.errors import ModelNotFound, ModelUnavailable, NoModel
+from shard.events import GenerationEvent
 from shard.model_watch import ModelFolderWatch
 from shard.network import pairing
-from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
+from shard.network.peers import PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.remote.client import InferClient
 from shard.remote.server import InferServer
@@ -291,30 +293,35 @@ class Node:
             info["draft_model"] = self.draft_model.describe()
         return info
 
-    def _on_network_event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind in PEER_EVENTS:
-            joined = kind == "peer_connected" and event.get("peer_id") not in self.peer_table.peers
-            self.peer_table.apply(event)
+    def _on_network_event(self, raw: dict[str, Any]) -> None:
+        event = events.from_sidecar(raw)  # the daemon's event stream, typed once
+        if isinstance(event, events.PeerEvent):
+            joined = event.kind == "peer_connected" and event.peer_id not in self.peer_table.peers
+            self.peer_table.apply(event.payload)
             if joined:
                 self._publish(
-                    NodeEvent("peer_joined", {"peer_id": str(event.get("peer_id")), "local": bool(event.get("local"))})
+                    NodeEvent("peer_joined", {"peer_id": event.peer_id, "local": bool(event.payload.get("local"))})
                 )
-        elif kind in ("subscribed", "lagged"):  # what the stream did not carry: read it from the daemon
+        elif isinstance(event, (events.Subscribed, events.Lagged)):
+            # What the stream did not carry (before it opened, or dropped while this node read too
+            # slowly: a lost peer_disconnected would leave a ghost peer): read it from the daemon.
+            if isinstance(event, events.Lagged):
+                log.info("sidecar: %d events were dropped; reading its peers again", event.missed)
             if self.sidecar is not None:
                 self._spawn(reconcile(self.peer_table, self.sidecar))
-        elif kind == "result":
-            self._spawn(self.coop.on_draft(str(event.get("from")), event.get("result"), gossip=True))
-        elif kind == "verify_request":
-            self._spawn(self._answer_verify(event))
-        elif kind == "infer_request" and model_transfer.is_fetch(event.get("request")):
-            self._spawn(self._send_draft_model(event))
-        elif kind == "infer_request":
-            self._spawn(self._serve_peer(event))
+        elif isinstance(event, events.Request):
+            if event.kind == "result":
+                self._spawn(self.coop.on_draft(event.sender, event.payload, gossip=True))
+            elif event.kind == "verify_request":
+                self._spawn(self._answer_verify(event))
+            elif model_transfer.is_fetch(event.payload):
+                self._spawn(self._send_draft_model(event))
+            else:
+                self._spawn(self._serve_peer(event))
 
-    async def _serve_peer(self, event: dict[str, Any]) -> None:
+    async def _serve_peer(self, event: events.Request) -> None:
         self.counters.add("requests_for_peers")
-        await self.infer_server.handle(event)
+        await self.infer_server.handle(event.sender, event.payload, event.request_id)
 
     # -- models: downloads and the models folder ---------------------------------------------------
 
@@ -350,24 +357,24 @@ class Node:
             "started_at": self.started_at,
         }
 
-    async def _send_draft_model(self, event: dict[str, Any]) -> None:
+    async def _send_draft_model(self, event: events.Request) -> None:
         """A scout fetches the draft model this node announced (and nothing else)."""
         if self.sidecar is None:
             return
-        lines = model_transfer.serve(self.draft_model, event["request"])
+        lines = model_transfer.serve(self.draft_model, event.payload)
         try:
-            await self.sidecar.send_stream(f"/infer-response?request_id={event.get('request_id')}", lines)
+            await self.sidecar.send_stream(f"/infer-response?request_id={event.request_id}", lines)
         except SidecarError as exc:
-            log.info("sending the draft model to %s ended: %s", event.get("from"), exc)
+            log.info("sending the draft model to %s ended: %s", event.sender, exc)
         finally:
             await lines.aclose()
 
-    async def _answer_verify(self, event: dict[str, Any]) -> None:
-        verdict = await self.coop.on_draft(str(event.get("from")), event.get("request"))
+    async def _answer_verify(self, event: events.Request) -> None:
+        verdict = await self.coop.on_draft(event.sender, event.payload)
         if self.sidecar is not None:
             try:
                 await self.sidecar.call(
-                    "POST", "/verify-response", {"request_id": event.get("request_id"), "response": verdict.to_dict()}
+                    "POST", "/verify-response", {"request_id": event.request_id, "response": verdict.to_dict()}
                 )
             except SidecarError as exc:
                 log.debug("sidecar: cannot answer a verify request: %s", exc)
@@ -509,15 +516,20 @@ class Node:
             raise NoModel("no model is loaded on this node")
         return self.verifier
 
-    async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        """One request's events: on the local model (with scouts), or, with none, on an Oracle peer
-        (PeerUnavailable when none could serve it)."""
+    async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]:
+        """One request's typed events: on the local model (with scouts), or, with none, on an Oracle
+        peer (PeerUnavailable when none could serve it). A failure mid-stream is ModelUnavailable."""
         self.counters.add("requests_local")
-        source = (
-            self.coop.generate(request) if self.verifier is not None else self.infer_client.generate(request, model)
-        )
-        async for event in source:
-            yield event
+        if self.verifier is None:
+            async for event in self.infer_client.generate(request, model):
+                yield event
+            return
+        async with contextlib.aclosing(self.coop.generate(request)) as lines:
+            async for line in lines:
+                event = events.from_verifier(line)  # the verifier's stream, typed once
+                if isinstance(event, events.Failed):
+                    raise ModelUnavailable(event.message)
+                yield event
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier

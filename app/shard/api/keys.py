@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from shard.config import Settings
     from shard.coop.draft_model import DraftModel
     from shard.credit.scheduler import Scheduler
+    from shard.events import GenerationEvent
     from shard.network.peers import PeerTable
     from shard.verifier.client import VerifierClient
     from shard.verifier.protocol import GenerateRequest
@@ -41,7 +42,7 @@ class NodeView(Protocol):
 
     async def look_up_model(self, name: str) -> None: ...
 
-    def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]: ...
+    def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]: ...
 
     def status(self, detail: bool = False) -> dict[str, Any]: ...
 

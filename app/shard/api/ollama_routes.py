@@ -23,6 +23,7 @@ from shard.api.openai_routes import events_for, read_json
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import parse as tool_parse
 from shard.errors import ShardError
+from shard.events import Finished, GenerationEvent, Token
 
 OLLAMA_VERSION = "0.12.0"  # the API shape followed; clients compare it for features
 # Ollama option -> OpenAI field; the others (num_ctx, repeat_penalty, mirostat...) change nothing here.
@@ -166,7 +167,7 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
             return {**head, "created_at": _now(), "message": {"role": "assistant", "content": text}, "done": done}
         return {**head, "created_at": _now(), "response": text, "done": done}
 
-    def last(text: str, event: dict[str, Any]) -> dict[str, Any]:
+    def last(text: str, event: Finished) -> dict[str, Any]:
         out = line(text, True)
         if chat and parsed.tool_names:
             content, calls = tool_parse(text, set(parsed.tool_names))
@@ -176,8 +177,8 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
                     "content": content,
                     "tool_calls": [{"function": {"name": c.name, "arguments": json.loads(c.arguments)}} for c in calls],
                 }
-        reason = "length" if event["finish_reason"] == "length" else "stop"
-        return {**out, "done_reason": reason, **_counts(event["usage"], started)}
+        reason = "length" if event.reason == "length" else "stop"
+        return {**out, "done_reason": reason, **_counts(event.usage, started)}
 
     try:
         try:
@@ -185,11 +186,11 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
         except ApiError as err:
             return _error(err.status, err.message)
         if not parsed.stream:
-            text = [first.get("text", "")] if first["type"] == "token" else []
+            text = [first.text] if isinstance(first, Token) else []
             async for event in events:
-                if event["type"] == "token":
-                    text.append(event["text"])
-                elif event["type"] == "end":
+                if isinstance(event, Token):
+                    text.append(event.text)
+                elif isinstance(event, Finished):
                     return web.json_response(last("".join(text), event))
             return _error(503, "the model ended the stream early")
         return await _stream(request, events, first, line, last, bool(chat and parsed.tool_names))
@@ -198,7 +199,12 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
 
 
 async def _stream(
-    request: web.Request, events: AsyncIterator[dict[str, Any]], first: dict[str, Any], line: Any, last: Any, hold: bool
+    request: web.Request,
+    events: AsyncIterator[GenerationEvent],
+    first: GenerationEvent,
+    line: Any,
+    last: Any,
+    hold: bool,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
     origin = request.headers.get("Origin")
@@ -212,12 +218,12 @@ async def _stream(
     held: list[str] = []  # with tools, the text goes out whole in the last line (it may be a call)
     try:
         async for event in _achain(first, events):
-            if event["type"] == "token" and event["text"]:
+            if isinstance(event, Token) and event.text:
                 if hold:
-                    held.append(event["text"])
+                    held.append(event.text)
                 else:
-                    await send(line(event["text"]))
-            elif event["type"] == "end":
+                    await send(line(event.text))
+            elif isinstance(event, Finished):
                 await send(last("".join(held), event))
                 break
     except ApiError as err:
@@ -226,7 +232,7 @@ async def _stream(
     return resp
 
 
-async def _achain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def _achain(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) -> AsyncIterator[GenerationEvent]:
     yield first
     async for e in rest:
         yield e

@@ -20,8 +20,8 @@ from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import ToolCall, ToolStream
 from shard.api.tools import parse as tool_parse
 from shard.credit.scheduler import Priority
-from shard.errors import ShardError
-from shard.verifier.client import VerifierUnavailable
+from shard.errors import ModelUnavailable, ShardError
+from shard.events import Finished, GenerationEvent, Queued, Token
 from shard.verifier.protocol import GenerateRequest
 
 log = logging.getLogger("shard.api")
@@ -160,16 +160,16 @@ def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]:
+    """One request's typed events, after its turn in the scheduler; domain errors become ApiError
+    here (the streaming code below tells them mid-stream too)."""
     node = request.app[NODE]
     try:
         async with request.app[SCHEDULER].admit(Priority.OWNER):
             async with contextlib.aclosing(node.generation(generate, model)) as events:
                 async for event in events:
-                    if event["type"] == "error":
-                        raise VerifierUnavailable(event["message"])
-                    if event["type"] == "end":
-                        usage = event["usage"]
+                    if isinstance(event, Finished):
+                        usage = event.usage
                         request.app[METRICS].record_usage(usage)
                         log.info(
                             "%s: %d prompt + %d completion tokens, %s tok/s, finish %s",
@@ -177,12 +177,12 @@ async def events_for(request: web.Request, generate: GenerateRequest, model: str
                             usage.get("prompt_tokens", 0),
                             usage.get("completion_tokens", 0),
                             usage.get("tokens_per_s") or "-",
-                            event["finish_reason"],
+                            event.reason,
                         )
                         yield event
                         return
                     yield event
-            raise VerifierUnavailable("the verifier ended the stream early")
+            raise ModelUnavailable("the verifier ended the stream early")
     except ShardError as exc:  # raised as HTTP here: the streaming code below says it mid-stream too
         raise http_error(exc) from None
 
@@ -217,10 +217,8 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
                 if parsed.tool_names:
                     text, calls = tool_parse(text, set(parsed.tool_names))
                     calls = calls if parsed.parallel_tool_calls else calls[:1]
-                choices.append(
-                    shape.choice(i, text, _finish_reason(event["finish_reason"]), calls, shape.logprobs(lps))
-                )
-            return web.json_response(shape.whole(choices, _sum_usage([e["usage"] for _, e, _ in results])))
+                choices.append(shape.choice(i, text, _finish_reason(event.reason), calls, shape.logprobs(lps)))
+            return web.json_response(shape.whole(choices, _sum_usage([e.usage for _, e, _ in results])))
         return await _stream(request, shape, _merged(streams, firsts), parsed)
     except (ConnectionResetError, asyncio.CancelledError):
         request.app[
@@ -234,18 +232,18 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
 
 
 async def _collect(
-    events: AsyncIterator[dict[str, Any]], first: dict[str, Any]
-) -> tuple[str, dict[str, Any], list[dict[str, Any]] | None]:
+    events: AsyncIterator[GenerationEvent], first: GenerationEvent
+) -> tuple[str, Finished, list[dict[str, Any]] | None]:
     """One choice's whole text, its end event and its log-probabilities (None if not asked for)."""
     text: list[str] = []
     lps: list[dict[str, Any]] | None = None
     event = first
     while True:
-        if event["type"] == "token":
-            text.append(event["text"])
-            if "logprobs" in event:
-                lps = (lps or []) + event["logprobs"]
-        elif event["type"] == "end":
+        if isinstance(event, Token):
+            text.append(event.text)
+            if event.logprobs is not None:
+                lps = (lps or []) + event.logprobs
+        elif isinstance(event, Finished):
             return "".join(text), event, lps
         try:
             event = await anext(events)
@@ -254,8 +252,8 @@ async def _collect(
 
 
 async def _merged(
-    streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]
-) -> AsyncIterator[tuple[int, dict[str, Any]]]:
+    streams: list[AsyncIterator[GenerationEvent]], firsts: list[GenerationEvent]
+) -> AsyncIterator[tuple[int, GenerationEvent]]:
     """The events of n choices as they come, tagged with the choice's index."""
     for i, first in enumerate(firsts):
         yield i, first
@@ -263,7 +261,7 @@ async def _merged(
         async for event in streams[0]:
             yield 0, event
         return
-    queue: asyncio.Queue[tuple[int, dict[str, Any] | BaseException | None]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, GenerationEvent | BaseException | None]] = asyncio.Queue()
 
     async def pump(i: int) -> None:
         try:
@@ -292,7 +290,7 @@ async def _merged(
 
 
 async def _stream(
-    request: web.Request, shape: _Shape, events: AsyncIterator[tuple[int, dict[str, Any]]], parsed: ParsedRequest
+    request: web.Request, shape: _Shape, events: AsyncIterator[tuple[int, GenerationEvent]], parsed: ParsedRequest
 ) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -314,11 +312,9 @@ async def _stream(
     async def send(obj: dict[str, Any]) -> None:
         await write(b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n")
 
-    async def note(event: dict[str, Any]) -> None:
+    async def note(event: Queued) -> None:
         # An SSE comment (clients skip it): where a request waiting at an Oracle stands.
-        await write(
-            f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode()
-        )
+        await write(f": queued at Oracle {event.oracle}: place {event.position}, about {event.eta_s} s\n\n".encode())
 
     n = parsed.n
     tools = [ToolStream(set(parsed.tool_names), parsed.tool_forced) if parsed.tool_names else None for _ in range(n)]
@@ -328,17 +324,16 @@ async def _stream(
         await send(shape.chunk("", None, first=True, index=i))
     try:
         async for i, event in events:
-            kind = event["type"]
-            if kind == "queued":
+            if isinstance(event, Queued):
                 await note(event)
-            elif kind == "token" and (event["text"] or "logprobs" in event):
-                text = tools[i].push(event["text"]) if tools[i] is not None else event["text"]
-                lps = shape.logprobs(event.get("logprobs"), offsets[i])
+            elif isinstance(event, Token) and (event.text or event.logprobs is not None):
+                text = tools[i].push(event.text) if tools[i] is not None else event.text
+                lps = shape.logprobs(event.logprobs, offsets[i])
                 offsets[i] += len(text)
                 if text or lps:
                     await send(shape.chunk(text, None, index=i, logprobs=lps))
-            elif kind == "end":
-                finish = _finish_reason(event["finish_reason"])
+            elif isinstance(event, Finished):
+                finish = _finish_reason(event.reason)
                 tool = tools[i]
                 if tool is not None:  # the held tail: a tool call, or content after all
                     rest, calls = tool.finish()
@@ -348,7 +343,7 @@ async def _stream(
                         await send(shape.tool_chunk(calls if parsed.parallel_tool_calls else calls[:1], i))
                         finish = "tool_calls"
                 await send(shape.chunk(None if shape.chat else "", finish, index=i))
-                usages.append(event["usage"])
+                usages.append(event.usage)
                 if len(usages) == n:
                     if parsed.include_usage:
                         await send(shape.usage_chunk(_sum_usage(usages)))

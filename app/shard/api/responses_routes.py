@@ -27,6 +27,7 @@ from shard.api.openai_routes import _collect, _finish_reason, events_for, read_j
 from shard.api.schemas import ParsedRequest, parse_chat
 from shard.api.tools import ToolCall, ToolStream
 from shard.api.tools import parse as tool_parse
+from shard.events import Finished, GenerationEvent, Token
 
 RESPONSE_ID = re.compile(r"^resp_[0-9a-f]{32}$")
 MAX_STORED_BYTES = 4 * 1024 * 1024
@@ -282,9 +283,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     }
     history_messages = history + messages
 
-    def finish(response: dict[str, Any], output: list[dict[str, Any]], event: dict[str, Any]) -> dict[str, Any]:
-        u = event["usage"]
-        length = _finish_reason(event["finish_reason"]) == "length"
+    def finish(response: dict[str, Any], output: list[dict[str, Any]], event: Finished) -> dict[str, Any]:
+        u = event.usage
+        length = _finish_reason(event.reason) == "length"
         response.update(
             output=output,
             status="incomplete" if length else "completed",
@@ -320,8 +321,8 @@ async def _stream(
     request: web.Request,
     response: dict[str, Any],
     parsed: ParsedRequest,
-    first: dict[str, Any],
-    events: AsyncIterator[dict[str, Any]],
+    first: GenerationEvent,
+    events: AsyncIterator[GenerationEvent],
     finish: Any,
 ) -> web.StreamResponse:
     resp = web.StreamResponse(
@@ -368,11 +369,11 @@ async def _stream(
     try:
         event = first
         while True:
-            if event["type"] == "token" and event["text"]:
-                delta = tools.push(event["text"]) if tools is not None else event["text"]
+            if isinstance(event, Token) and event.text:
+                delta = tools.push(event.text) if tools is not None else event.text
                 if delta:
                     await emit_text(delta)
-            elif event["type"] == "end":
+            elif isinstance(event, Finished):
                 calls: list[ToolCall] = []
                 if tools is not None:
                     rest, calls = tools.finish()

@@ -28,9 +28,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from shard import events
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
 from shard.errors import PeerUnavailable
+from shard.events import Failed, Finished, GenerationEvent, Queued, Started, Token
 from shard.network.messages import InferRequest
 from shard.network.peers import Peer, PeerTable
 from shard.network.sidecar import SidecarError
@@ -44,11 +46,15 @@ log = logging.getLogger("shard.infer")
 
 MAX_ORACLES = 3  # Oracles tried for one request before giving up
 HANDSHAKE_WAIT_S = 5.0  # after a provider lookup, how long to wait for the Oracles' handshakes
-MAX_CHARS_PER_TOKEN = 64  # no tokenizer's piece is longer: a claimed token count must cover the text
 
 
 class OracleLied(Exception):
-    """The Oracle broke the protocol in a way only a dishonest one would; the text says how."""
+    """The Oracle broke the protocol in a way only a dishonest one would; the text says how, the
+    reason is the metrics label ("bad_line", "overrun")."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class InferClient:
@@ -120,10 +126,10 @@ class InferClient:
     def models(self) -> list[str]:
         return sorted({m for p in self.oracles() for m in p.models})
 
-    async def generate(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
-        """The request's events as the local verifier would give them (token events carry their count
-        `n`, not ids: an Oracle's token ids are not this node's to know); PeerUnavailable when no
-        Oracle could finish it."""
+    async def generate(self, request: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]:
+        """The request's events, each line parsed and checked once (events.from_remote); token
+        events carry their count, not ids (an Oracle's token ids are not this node's to know).
+        PeerUnavailable when no Oracle could finish it."""
         sidecar = self._network()
         settings = self._settings()
         produced: list[str] = []
@@ -160,43 +166,25 @@ class InferClient:
                         break
                     except TimeoutError:
                         raise SidecarError(f"no token within {wait_s:g} s") from None
-                    kind = line.get("type")
-                    if kind != "queued":
+                    try:
+                        event = events.from_remote(line)
+                    except events.BadEvent as exc:
+                        raise OracleLied(str(exc), "bad_line") from None
+                    if not isinstance(event, Queued):
                         deadline = time.monotonic() + wait_s  # then: no silence longer than that
-                    if kind == "queued":
-                        log.info("queued at %s: place %s, about %ss", oracle, line.get("position"), line.get("eta_s"))
-                        yield {
-                            "type": "queued",
-                            "oracle": oracle,
-                            "position": line.get("position"),
-                            "eta_s": line.get("eta_s"),
-                        }
-                    elif kind == "start" and not started:
+                    if isinstance(event, Queued):
+                        log.info("queued at %s: place %s, about %ss", oracle, event.position, event.eta_s)
+                        yield dataclasses.replace(event, oracle=oracle)
+                    elif isinstance(event, Started) and not started:
                         started = True
-                        yield {
-                            "type": "start",
-                            "prompt_tokens": line.get("prompt_tokens", 0),
-                            "cached_tokens": 0,
-                            "oracle": oracle,
-                        }
-                    elif kind == "token":
-                        text, n = line.get("text"), line.get("n")
-                        if (
-                            not isinstance(text, str)
-                            or isinstance(n, bool)
-                            or not isinstance(n, int)
-                            or n < 0
-                            or len(text) > MAX_CHARS_PER_TOKEN * max(n, 1)
-                        ):
-                            raise OracleLied("a token line whose count does not match its text")
-                        if left and n_done + n > request.max_tokens:
-                            raise OracleLied(f"more tokens than the {request.max_tokens} asked for")
-                        produced.append(text)
-                        n_done += n
-                        yield {"type": "token", "text": text, "n": n}
-                    elif kind == "end":
-                        usage = dict(line.get("usage") or {})
-                        usage["completion_tokens"] = n_done
+                        yield dataclasses.replace(event, oracle=oracle)
+                    elif isinstance(event, Token):
+                        if left and n_done + event.n > request.max_tokens:
+                            raise OracleLied(f"more tokens than the {request.max_tokens} asked for", "overrun")
+                        produced.append(event.text)
+                        n_done += event.n
+                        yield event
+                    elif isinstance(event, Finished):
                         await self._pay(oracle, line.get("receipt"), n_done)
                         if (
                             len(tried) == 1
@@ -204,18 +192,13 @@ class InferClient:
                             and random.random() < settings.spot_check_rate
                         ):
                             self._spawn(self._spot_check(request, model, oracle, "".join(produced)))
-                        yield {
-                            "type": "end",
-                            "finish_reason": line.get("finish_reason", "stop"),
-                            "usage": usage,
-                            "oracle": oracle,
-                        }
+                        yield Finished(event.reason, {**event.usage, "completion_tokens": n_done}, oracle)
                         return
-                    elif kind == "error":
-                        raise SidecarError(str(line.get("message", "the Oracle failed")))
+                    elif isinstance(event, Failed):
+                        raise SidecarError(event.message)
                 raise SidecarError("the Oracle closed the stream before the end")
             except OracleLied as exc:
-                self._drop(oracle, str(exc), "overrun" if "more tokens" in str(exc) else "bad_line")
+                self._drop(oracle, str(exc), exc.reason)
                 last_error = f"Oracle {oracle[-8:]}: {exc}"
             except SidecarError as exc:
                 last_error = f"Oracle {oracle[-8:]}: {exc}"
@@ -266,14 +249,17 @@ class InferClient:
         try:
             async with asyncio.timeout(self._settings().remote_timeout_s):
                 async for line in lines:
-                    kind = line.get("type")
-                    if kind == "token" and isinstance(line.get("text"), str) and isinstance(line.get("n"), int):
-                        parts.append(line["text"])
-                        n_done += line["n"]
-                    elif kind == "end":
+                    try:
+                        event = events.from_remote(line)
+                    except events.BadEvent:
+                        continue  # a line that proves nothing; the text is compared without it
+                    if isinstance(event, Token):
+                        parts.append(event.text)
+                        n_done += event.n
+                    elif isinstance(event, Finished):
                         await self._pay(oracle, line.get("receipt"), n_done)
                         return "".join(parts)
-                    elif kind == "error":
+                    elif isinstance(event, Failed):
                         return None
         except (TimeoutError, SidecarError):
             return None

@@ -19,6 +19,7 @@ from shard.credit import receipts, vouchers
 from shard.credit.ledger import LedgerError
 from shard.credit.scheduler import Priority, Scheduler
 from shard.errors import ShardError
+from shard.events import Failed, Finished, GenerationEvent, Queued, from_verifier, to_remote
 from shard.network.messages import InferRequest, MessageError
 from shard.network.sidecar import SidecarError
 from shard.ports import LedgerProvider, LocalModel, NetworkProvider, SettingsReader
@@ -47,15 +48,14 @@ class InferServer:
         self._settings, self._network, self._ledger = settings, network, ledger
         self._local, self._scheduler, self._generate = local, scheduler, generate
 
-    async def handle(self, event: dict[str, Any]) -> None:
-        """Answer one `infer_request` event from the sidecar."""
+    async def handle(self, asker: str, payload: Any, request_id: Any) -> None:
+        """Answer one `infer_request` from the sidecar: `asker` is its authenticated sender."""
         sidecar = self._network()
         if sidecar is None:
             return
-        asker = str(event.get("from"))
-        lines = self._lines(asker, event.get("request"))
+        lines = self._lines(asker, payload)
         try:
-            await sidecar.send_stream(f"/infer-response?request_id={event.get('request_id')}", lines)
+            await sidecar.send_stream(f"/infer-response?request_id={request_id}", lines)
         except SidecarError as exc:
             log.info("remote request from %s ended: %s", asker, exc)
         finally:
@@ -90,7 +90,7 @@ class InferServer:
         standing = credit + vouched
         priority = Priority.PEER if standing > 0 else Priority.CONSUMER
         served_id = secrets.token_hex(8)
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=256)
+        queue: asyncio.Queue[GenerationEvent | None] = asyncio.Queue(maxsize=256)
         tag = object()
 
         preempted = False
@@ -105,15 +105,15 @@ class InferServer:
                 async with scheduler.admit(priority, standing, tag, on_preempt=preempt):
                     async with contextlib.aclosing(self._generate(request, share_allowed=False)) as events:
                         async for e in events:
-                            await queue.put(e)
+                            await queue.put(from_verifier(e))
             except asyncio.CancelledError:
                 if not preempted:
                     raise
                 log.info("a request from %s was preempted: this node's owner needs the slot", asker)
                 with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait({"type": "error", "message": "preempted: the Oracle's owner needs the slot"})
+                    queue.put_nowait(Failed("preempted", "preempted: the Oracle's owner needs the slot"))
             except ShardError as exc:  # the queue is full, the model is not ready, the request is refused
-                await queue.put({"type": "error", "message": str(exc)})
+                await queue.put(Failed(exc.code, str(exc)))
             finally:
                 await queue.put(None)
 
@@ -134,26 +134,16 @@ class InferServer:
                     wait_s = QUEUE_REPORT_S
                     place = scheduler.position(tag)
                     if place:
-                        yield {"type": "queued", "position": place, "eta_s": scheduler.retry_after()}
+                        yield to_remote(Queued(place, scheduler.retry_after()))
                     continue
                 if e is None:
                     return
-                kind = e["type"]
-                if kind == "start":
-                    yield {"type": "start", "prompt_tokens": e.get("prompt_tokens", 0)}
-                elif kind == "token":
-                    yield {"type": "token", "text": e["text"], "n": len(e.get("ids", ()))}
-                elif kind == "error":
-                    yield {"type": "error", "message": e.get("message", "the generation failed")}
+                if isinstance(e, Finished):  # the end line carries the receipt for what was served
+                    tokens = int(e.usage.get("completion_tokens") or 0)
+                    yield {**to_remote(e), "receipt": await self._settle(asker, served_id, tokens)}
                     return
-                elif kind == "end":
-                    usage = e.get("usage", {})
-                    yield {
-                        "type": "end",
-                        "finish_reason": e.get("finish_reason"),
-                        "usage": usage,
-                        "receipt": await self._settle(asker, served_id, int(usage.get("completion_tokens") or 0)),
-                    }
+                yield to_remote(e)
+                if isinstance(e, Failed):
                     return
         finally:
             task.cancel()
