@@ -64,3 +64,41 @@ def test_save_merges_atomically_and_validates(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown"):
         save_settings({"colour": "blue"}, cfg)
     assert load_settings(config_file=cfg, environ={}).port == 8100  # the failed saves changed nothing
+
+
+def test_settings_are_immutable_and_a_change_makes_a_new_one(tmp_path: Path) -> None:
+    import dataclasses
+
+    s = load_settings(config_file=tmp_path / "missing.toml", environ={"SHARD_DATA_DIR": str(tmp_path)})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.prompt_privacy = "anyone"  # type: ignore[misc]
+    t = s.changed(prompt_privacy="lan", trusted_peers="a, b")
+    assert (t.prompt_privacy, t.trusted_peers, s.prompt_privacy) == ("lan", ["a", "b"], "local")
+    with pytest.raises(ConfigError, match="prompt_privacy"):
+        s.changed(prompt_privacy="everyone")
+    with pytest.raises(ConfigError, match="unknown settings: nonsense"):
+        s.changed(nonsense=1)
+
+
+async def test_a_settings_change_goes_through_the_node(tmp_path: Path) -> None:
+    """Checked, saved, in use at once (a new Settings the parts read) and published; ports wait for
+    the next start; a bad value changes nothing."""
+    from shard.node import Node, NodeEvent
+
+    cfg = tmp_path / "config.toml"
+    node = Node(load_settings({"data_dir": str(tmp_path / "data")}, config_file=cfg, environ={}), cfg)
+    seen: list[NodeEvent] = []
+    node.subscribe(seen.append)
+    before = node.settings
+    applied = await node.apply_settings({"prompt_privacy": "anyone", "port": 9123, "update_check": before.update_check})
+    assert (applied.now, applied.needs_restart, applied.refused) == (["prompt_privacy"], ["port"], {})
+    assert node.settings is not before and node.settings.prompt_privacy == "anyone"
+    assert node.settings.port == before.port, "a port is read at start: in use from the next one"
+    assert node.coop.admitted_scouts() == []  # the parts read the current Settings (and no sidecar here)
+    saved = load_settings({}, config_file=cfg, environ={})
+    assert (saved.prompt_privacy, saved.port) == ("anyone", 9123)
+    assert [e.data for e in seen if e.kind == "settings"] == [{"now": ["prompt_privacy"], "needs_restart": ["port"]}]
+    with pytest.raises(ConfigError):
+        await node.apply_settings({"prompt_privacy": "everyone", "trusted_peers": ["x"]})
+    assert node.settings.trusted_peers == [] and load_settings({}, config_file=cfg, environ={}).trusted_peers == []
+    assert (await node.apply_settings({"prompt_privacy": "anyone"})).now == [], "no change, nothing applied"

@@ -30,8 +30,11 @@ class ConfigError(ValueError):
     """A setting has a value that cannot be used; the message says which and why."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
+    """Immutable: a change makes a new Settings (`changed`), which the node applies and publishes
+    (`Node.apply_settings`); the core's parts read the current one when they use it."""
+
     # OpenAI-compatible endpoint
     host: str = "127.0.0.1"
     port: int = 8000
@@ -106,7 +109,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.data_dir:
-            self.data_dir = str(paths.default_data_dir())
+            object.__setattr__(self, "data_dir", str(paths.default_data_dir()))  # frozen: set once, here
+
+    def changed(self, **changes: Any) -> Settings:
+        """A new Settings with `changes` (each coerced as the config file's values are), checked."""
+        unknown = sorted(set(changes) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(f"unknown settings: {', '.join(unknown)}")
+        new = dataclasses.replace(self, **{k: _coerce(k, v) for k, v in changes.items()})
+        new.validate()
+        return new
 
     @property
     def data_path(self) -> Path:

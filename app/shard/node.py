@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import logging
 import signal
@@ -21,7 +22,7 @@ from shard import __version__, events, models, paths
 from shard.access_log import FailedRequestLog
 from shard.api.app import create_app
 from shard.api.metrics import Metrics
-from shard.config import Settings
+from shard.config import Settings, save_settings
 from shard.coop import model_transfer
 from shard.coop.draft_model import DraftModel, DraftModelError, check_draft_model, find_draft_model
 from shard.coop.generator import CoopGenerator
@@ -53,6 +54,31 @@ class NodeStartError(Exception):
     """The node cannot start as configured; the message says what to change."""
 
 
+# Read only when the node (or its sidecar) starts: saved, and in use from the next start of Shard.
+RESTART_SETTINGS = frozenset({"port", "tcp_port", "ws_port", "control_port", "host", "data_dir"})
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What `Node.apply_settings` did: settings in use now, settings saved for the next start,
+    and changes refused (setting -> why; the rest still applied)."""
+
+    now: list[str] = field(default_factory=list)
+    needs_restart: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
+    reloaded: str = ""  # "model" (a new one is loading) or "n_gpu_layers" (reloading with them)
+
+
+@dataclass(frozen=True)
+class ModelLoad:
+    """Where loading the local model stands, for views (the tray's pages read this, not the supervisor)."""
+
+    state: str  # "none" (no model), "loading", "loaded", "failed", or another step ("backoff"...)
+    name: str = ""  # the model file's name
+    progress: float = 0.0  # 0..1 while loading
+    message: str = ""  # in words, when not loaded
+
+
 @dataclass(frozen=True)
 class NodeEvent:
     kind: str  # "state", "child"
@@ -60,8 +86,9 @@ class NodeEvent:
 
 
 class Node:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
+    def __init__(self, settings: Settings, config_file: Path | None = None) -> None:
+        self.settings = settings  # immutable; apply_settings replaces it
+        self.config_file = config_file  # where apply_settings saves changes (None: not saved)
         self.metrics = Metrics(self._live_metrics)
         self.scheduler = Scheduler(settings.parallel, settings.max_queue)
         self.verifier: VerifierClient | None = None
@@ -406,6 +433,54 @@ class Node:
         self._start_verifier(self.model_path)
         self._publish(NodeEvent("state", self.status()))
 
+    async def apply_settings(self, changes: dict[str, Any]) -> Applied:
+        """Apply and save a change of settings: a new model is loaded (checked first: a file that
+        cannot be served is refused, the rest still applies, and the current model keeps serving),
+        a new GPU layer count reloads the model; the rest as `change_settings`. ConfigError or
+        OSError when the change cannot be saved (nothing is applied then)."""
+        changes = {k: v for k, v in changes.items() if getattr(self.settings, k, None) != v}
+        self.settings.changed(**changes)  # checked before anything is applied
+        refused: dict[str, str] = {}
+        switch: Path | None = None
+        if changes.get("model") and self.running:
+            switch = Path(changes["model"]).expanduser()
+            if not switch.exists():  # a name in the models folder, as `--model NAME`
+                switch = models.model_file(self.settings.data_path, changes["model"]) or switch
+            switch = switch.resolve() if switch.exists() else switch
+            try:
+                check_gguf_file(switch)
+            except ModelLoadError as exc:
+                refused["model"] = str(exc)
+                del changes["model"]
+                switch = None
+            if switch == self.model_path:
+                switch = None  # already serving it (the Models page switched first)
+        applied = dataclasses.replace(self.change_settings(changes), refused=refused)
+        if switch is not None:
+            await self.switch_model(switch)
+            return dataclasses.replace(applied, reloaded="model")
+        if "n_gpu_layers" in changes and self.running and self.model_path is not None:
+            await self.switch_model(self.model_path)  # the verifier reads the layer count when it starts
+            return dataclasses.replace(applied, reloaded="n_gpu_layers")
+        return applied
+
+    def change_settings(self, changes: dict[str, Any]) -> Applied:
+        """Save `changes` and put them in use: settings read only at start (RESTART_SETTINGS) are
+        saved for the next start, the rest replace the node's Settings at once (the core's parts
+        read the current one). Published as a "settings" event. No model is (re)loaded here."""
+        changes = {k: v for k, v in changes.items() if getattr(self.settings, k, None) != v}
+        if not changes:
+            return Applied()
+        new = self.settings.changed(**{k: v for k, v in changes.items() if k not in RESTART_SETTINGS})
+        if self.config_file is not None:
+            save_settings(changes, self.config_file)
+        self.settings = new
+        now = sorted(k for k in changes if k not in RESTART_SETTINGS)
+        later = sorted(k for k in changes if k in RESTART_SETTINGS)
+        log.info("settings changed: %s", ", ".join(sorted(changes)))
+        self._publish(NodeEvent("settings", {"now": now, "needs_restart": later}))
+        return Applied(now=now, needs_restart=later)
+
     def set_contributing(self, on: bool) -> None:
         self.contributing = on
         log.info("contributing to the network %s", "resumed" if on else "paused")
@@ -530,6 +605,17 @@ class Node:
                 if isinstance(event, events.Failed):
                     raise ModelUnavailable(event.message)
                 yield event
+
+    def model_load(self) -> ModelLoad:
+        v = self.verifier
+        if v is None:
+            return ModelLoad("none")
+        state = v.supervisor.state
+        if state is ChildState.RUNNING:
+            return ModelLoad("loaded", v.model_path.name, 1.0)
+        progress = float(v.last_status.get("progress", 0.0)) if state is ChildState.STARTING else 0.0
+        name = {ChildState.STARTING: "loading", ChildState.FAILED: "failed"}.get(state, state.value)
+        return ModelLoad(name, v.model_path.name, progress, v.describe_state())
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier

@@ -21,7 +21,7 @@ from PySide6.QtGui import QAction, QDesktopServices, QGuiApplication
 from PySide6.QtWidgets import QApplication, QMenu, QSystemTrayIcon
 
 from shard import __version__, autostart, models, paths
-from shard.config import ConfigError, Settings, save_settings
+from shard.config import ConfigError, Settings
 from shard.node import Node, NodeEvent, NodeStartError
 from shard.ui import data, icons
 from shard.ui.log_capture import RingHandler
@@ -60,14 +60,13 @@ class ShardApp(QObject):
         launch_args: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.settings = settings
         self.config_file = config_file
         # What start at login passes to `shard`, so that it starts this same node (see autostart).
         self.launch_args = (
             launch_args if launch_args is not None else autostart.node_args(settings.data_path, config_file)
         )
         self.ring = ring or RingHandler()
-        self.node = Node(settings)
+        self.node = Node(settings, config_file)  # it saves and applies settings changes (apply_settings)
         self.node.subscribe(self._on_node_event)
         self.tray_available = QSystemTrayIcon.isSystemTrayAvailable() if tray_available is None else tray_available
         self.tray_state = "starting"
@@ -176,15 +175,17 @@ class ShardApp(QObject):
             and not models.list_models(self.settings.data_path)
         )
 
+    @property
+    def settings(self) -> Settings:
+        """The node's settings now (immutable: a change makes a new one, through the node)."""
+        return self.node.settings
+
     def _save(self, changes: dict[str, Any]) -> bool:
         try:
-            save_settings(changes, self.config_file)
+            self.node.change_settings(changes)
         except (ConfigError, OSError) as exc:
             log.error("cannot save %s to %s: %s", ", ".join(changes), self.config_file, exc)
             return False
-        for key, value in changes.items():
-            setattr(self.settings, key, value)
-        log.info("settings saved to %s: %s", self.config_file, ", ".join(sorted(changes)))
         return True
 
     def use_model_file(self, path: Path) -> None:
@@ -274,6 +275,11 @@ class ShardApp(QObject):
 
     def _on_node_event(self, event: NodeEvent) -> None:
         # Called on the loop's thread (the Qt thread under qasync): safe to touch widgets.
+        if event.kind == "settings":  # what the tray itself reads of them
+            self.updates.enabled = self.settings.update_check
+            self.updates.feed_url = self.settings.update_feed_url
+            self.node_event.emit(event)
+            return
         if event.kind == "download":
             d = event.data
             if d.get("state") == "done" and d.get("done"):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import secrets as pysecrets
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, QTimer
@@ -32,9 +31,8 @@ from PySide6.QtWidgets import (
 )
 
 from shard import autostart
-from shard.config import PRIVACY_LEVELS, ConfigError, Settings, save_settings
+from shard.config import PRIVACY_LEVELS, ConfigError, Settings
 from shard.node import NodeStartError
-from shard.supervisor import ChildState
 from shard.ui import data
 
 if TYPE_CHECKING:
@@ -381,35 +379,24 @@ class SettingsPage(QWidget):
 
     async def save(self) -> list[str]:
         """Save what changed, apply it, and say what happened (also returned, for tests)."""
-        s = self.shell.settings
         node = self.shell.node
-        changes = {k: v for k, v in self.form_values().items() if v != getattr(s, k)}
+        changes = {k: v for k, v in self.form_values().items() if v != getattr(node.settings, k)}
         notes: list[str] = []
         error = ""
-        if "model" in changes and changes["model"] and node.running:
-            try:
-                await node.switch_model(Path(changes["model"]).expanduser())
-                notes.append("loading the new model")
-            except NodeStartError as exc:
-                error = f"Model not changed: {exc}"
-                del changes["model"]
-        elif "n_gpu_layers" in changes and node.running and node.model_path is not None:
-            s.n_gpu_layers = changes["n_gpu_layers"]
-            await node.switch_model(node.model_path)
+        try:  # the core applies, saves and publishes them; this page only collects the values
+            applied = await node.apply_settings(changes)
+        except (ConfigError, OSError, NodeStartError) as exc:
+            self._show(f"Not saved: {exc}", error=True)
+            return [str(exc)]
+        if "model" in applied.refused:
+            error = f"Model not changed: {applied.refused['model']}"
+            changes.pop("model")
+        if applied.reloaded == "model":
+            notes.append("loading the new model")
+        elif applied.reloaded == "n_gpu_layers":
             notes.append("reloading the model with the new GPU layers")
-        if changes:
-            try:
-                save_settings(changes, self.shell.config_file)
-            except (ConfigError, OSError) as exc:
-                self._show(f"Not saved: {exc}", error=True)
-                return [str(exc)]
-            for key, value in changes.items():
-                if key not in dict(PORTS):
-                    setattr(s, key, value)  # read live by the core (privacy, bootstrap on next start)
-            self.shell.updates.enabled = s.update_check
-            self.shell.updates.feed_url = s.update_feed_url
-            if any(k in changes for k in dict(PORTS)):
-                notes.append(RESTART_NOTE)
+        if applied.needs_restart:
+            notes.append(RESTART_NOTE)
         keys = self.key_values()
         if keys != node.secrets.api_keys():
             node.secrets.set_api_keys(keys)
@@ -464,31 +451,22 @@ class SettingsPage(QWidget):
 
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
         self._ports_in_use()
-        v = self.shell.node.verifier
-        if (
-            self._message_waits_for_load
-            and v is not None
-            and v.supervisor.state in (ChildState.RUNNING, ChildState.FAILED)
-        ):
+        load = self.shell.node.model_load()
+        if self._message_waits_for_load and load.state in ("loaded", "failed"):
             self._message_waits_for_load = False  # "Loading the new model" is stale now: say how it ended
             self._show(
-                f"Saved. The model {v.model_path.name} is loaded."
-                if v.supervisor.state is ChildState.RUNNING
-                else f"Saved, but the model did not load: {v.describe_state()}",
-                error=v.supervisor.state is ChildState.FAILED,
+                f"Saved. The model {load.name} is loaded."
+                if load.state == "loaded"
+                else f"Saved, but the model did not load: {load.message}",
+                error=load.state == "failed",
             )
             self._clear_timer.start(MESSAGE_TTL_MS)
-        if v is None:
+        if load.state == "none":
             self.load_progress.setValue(0)
             self.load_state.setText("No model loaded" if self.shell.node.running else "The node is stopped")
-            return
-        state = v.supervisor.state
-        if state is ChildState.RUNNING:
+        elif load.state == "loaded":
             self.load_progress.setValue(100)
-            self.load_state.setText(f"Loaded: {v.model_path.name}")
-        elif state is ChildState.STARTING:
-            self.load_progress.setValue(int(float(v.last_status.get("progress", 0.0)) * 100))
-            self.load_state.setText(v.describe_state())
+            self.load_state.setText(f"Loaded: {load.name}")
         else:
-            self.load_progress.setValue(0)
-            self.load_state.setText(v.describe_state())
+            self.load_progress.setValue(int(load.progress * 100))
+            self.load_state.setText(load.message)
