@@ -338,7 +338,7 @@ def test_credit_page_shows_ledger_and_draws_history(shell: ShardApp, loop: async
     page = w.pages["credit"]
     snap = run(loop, w.refresh())
     c = snap.credit  # the real ledger: what the node says is what the page shows
-    assert c == shell.node.credit()
+    assert c == shell.node.views.credit()
     assert page.values["balance"].text() == f"{float(c['balance']):,.2f}"
     assert page.table.rowCount() == len(c["peers"])
     now = time.time()
@@ -673,7 +673,7 @@ def test_with_sidecar_contributing_peers_and_clean_quit(
         run(loop, until(lambda: logs.render() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
         assert list(node.sidecar.supervisor.lines)[-1] in logs.view.toPlainText()
         # Peers: a second node that joins through this one shows up in the table, by its peer id.
-        topo = run(loop, node.topology())
+        topo = run(loop, node.views.topology())
         own = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
         # The peer has no model: its apps' requests come to this node, an Oracle (served for a peer, and credit earned).
         peer = run(

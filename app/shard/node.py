@@ -43,6 +43,7 @@ from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.client import VerifierClient
 from shard.verifier.model_file import ModelLoadError, check_gguf_file
 from shard.verifier.protocol import GenerateRequest
+from shard.views import NetworkViews
 
 log = logging.getLogger("shard.node")
 
@@ -134,6 +135,13 @@ class Node:
             spawn=self._spawn,
         )
         self._announced: dict[str, Any] | None = None  # the local info peers have now
+        self.views = NetworkViews(
+            sidecar=lambda: self.sidecar,
+            sidecar_note=lambda: self.sidecar_note,
+            peers=self.peer_table,
+            ledger=ledger,
+            shadow_paused=self.coop.golden.paused,
+        )
         self.counters = Counters(settings.data_path)
         self._earned_at_start = 0.0
         self.downloads = Downloads(settings.data_path, self._on_download)
@@ -498,7 +506,7 @@ class Node:
         # keepalive_timeout also bounds a connection that never finishes its request headers
         # (aiohttp arms it at connect): a flood of half-sent requests is closed, not kept an hour.
         self._runner = web.AppRunner(
-            create_app(self, s, self.metrics, self.scheduler, self.api_keys),
+            create_app(self, self.views, s, self.metrics, self.scheduler, self.api_keys),
             handler_cancellation=True,
             access_log=logging.getLogger("shard.api"),
             access_log_class=FailedRequestLog,
@@ -648,7 +656,7 @@ class Node:
                     "model_path": str(self.model_path) if self.model_path else None,
                     "model_info": v.model_info if v else {},
                     "verifier": v.supervisor.snapshot() if v else None,
-                    "sidecar": self._sidecar_status(),
+                    "sidecar": self.views.sidecar_status(),
                     "queue": {"in_flight": self.scheduler.in_flight, "waiting": self.scheduler.depth},
                 }
             )
@@ -662,81 +670,6 @@ class Node:
             "verifier_up": 1.0 if v is not None and v.supervisor.ready else 0.0,
             "verifier_restarts": float(v.supervisor.restarts) if v else 0.0,
         }
-
-    def _sidecar_status(self) -> dict[str, Any]:
-        sc = self.sidecar
-        if sc is None:
-            return {"state": "disabled", "message": self.sidecar_note}
-        return {**sc.supervisor.snapshot(), "peer_id": sc.info.get("peer_id"), "peers": len(self.peer_table.peers)}
-
-    def _no_network(self) -> dict[str, Any] | None:
-        if self.sidecar is not None and self.sidecar.ready:
-            return None
-        why = self.sidecar_note if self.sidecar is None else f"the sidecar is {self.sidecar.supervisor.state.value}"
-        return {
-            "sidecar": "not running",
-            "message": f"the libp2p sidecar is {why}: this node has no network "
-            "addresses and no peers; it serves only local requests",
-        }
-
-    async def topology(self) -> dict[str, Any]:
-        down = self._no_network()
-        if down is not None:
-            return {**down, "peer_id": None, "listen_addrs": [], "ws_addrs": []}
-        assert self.sidecar is not None
-        try:
-            topo = await self.sidecar.call("GET", "/topology")
-        except SidecarError as exc:
-            return {"sidecar": "error", "message": str(exc), "peer_id": None, "listen_addrs": [], "ws_addrs": []}
-        return {"sidecar": "running", **topo}
-
-    async def peers(self) -> dict[str, Any]:
-        down = self._no_network()
-        if down is not None:
-            return {**down, "peers": []}
-        await self._fresh_latency()
-        ledger = self.ledger
-        peers = []
-        for p in self.peer_table.listing():
-            credit = ledger.peer(p["peer_id"]) if ledger else None
-            peers.append(
-                {
-                    **p,
-                    "reputation": round(credit.reputation, 4) if credit else 0.0,
-                    "accepted": credit.accepted if credit else 0,
-                    "credit": credit.credit if credit else 0.0,
-                    "shadow_paused": self.coop.golden.paused(p["peer_id"]),
-                }
-            )
-        return {
-            "sidecar": "running",
-            "peer_id": self.sidecar.info.get("peer_id") if self.sidecar else None,
-            "peers": peers,
-        }
-
-    async def _fresh_latency(self) -> None:
-        """Round-trip times change after the handshake: read the sidecar's current ping figures."""
-        if self.sidecar is None:
-            return
-        try:
-            fresh = (await self.sidecar.call("GET", "/peers"))["peers"]
-        except (SidecarError, KeyError, TypeError) as exc:
-            log.debug("sidecar: cannot read peer latency: %s", exc)
-            return
-        for d in fresh if isinstance(fresh, list) else []:
-            peer = self.peer_table.peers.get(d.get("peer_id")) if isinstance(d, dict) else None
-            latency = d.get("latency_ms") if peer is not None else None
-            if isinstance(latency, (int, float)) and not isinstance(latency, bool) and 0 <= latency < 3_600_000:
-                peer.latency_ms = float(latency)
-
-    def credit(self) -> dict[str, Any]:
-        """Balance, earned, spent and per-peer figures from the ledger."""
-        if self.ledger is None:
-            return {"balance": 0.0, "earned": 0.0, "spent": 0.0, "peers": [], "history": []}
-        summary = self.ledger.summary()
-        for p in summary["peers"]:  # a scout failing golden tickets: its drafts earn nothing here
-            p["shadow_paused"] = self.coop.golden.paused(p["peer_id"])
-        return summary
 
 
 async def run_headless(settings: Settings) -> int:

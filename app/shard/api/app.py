@@ -18,10 +18,11 @@ from shard.api import (
     system_routes,
     webapp_routes,
 )
-from shard.api.keys import METRICS, NODE, SCHEDULER, NodeView
+from shard.api.keys import METRICS, NODE, SCHEDULER, VIEWS, NodeView
 from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.credit.scheduler import Scheduler
+from shard.views import NetworkViews
 
 
 def metrics_middleware(metrics: Metrics) -> web.middleware:
@@ -42,7 +43,12 @@ def metrics_middleware(metrics: Metrics) -> web.middleware:
 
 
 def create_app(
-    node: NodeView, settings: Settings, metrics: Metrics, scheduler: Scheduler, api_keys: Callable[[], list[str]]
+    node: NodeView,
+    views: NetworkViews,
+    settings: Settings,
+    metrics: Metrics,
+    scheduler: Scheduler,
+    api_keys: Callable[[], list[str]],
 ) -> web.Application:
     s = settings
     app = web.Application(
@@ -56,6 +62,7 @@ def create_app(
         ],
     )
     app[NODE] = node
+    app[VIEWS] = views
     app[METRICS] = metrics
     app[SCHEDULER] = scheduler
     openai_routes.add_routes(app)

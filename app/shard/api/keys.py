@@ -18,12 +18,13 @@ if TYPE_CHECKING:
     from shard.network.peers import PeerTable
     from shard.verifier.client import VerifierClient
     from shard.verifier.protocol import GenerateRequest
+    from shard.views import NetworkViews
 
 
 class NodeView(Protocol):
-    """What the handlers ask of the core: the served model, a generation, and the status, peers and
-    credit views (the same ones the tray shows). Domain errors (shard.errors) come out of these and
-    become HTTP in api/errors.py."""
+    """What the handlers ask of the core: the served model, a generation, and the status (the same
+    one the tray shows). Domain errors (shard.errors) come out of these and become HTTP in
+    api/errors.py."""
 
     settings: Settings
     started_at: int
@@ -46,13 +47,8 @@ class NodeView(Protocol):
 
     def status(self, detail: bool = False) -> dict[str, Any]: ...
 
-    async def topology(self) -> dict[str, Any]: ...
-
-    async def peers(self) -> dict[str, Any]: ...
-
-    def credit(self) -> dict[str, Any]: ...
-
 
 NODE: web.AppKey[NodeView] = web.AppKey("node")
+VIEWS: web.AppKey[NetworkViews] = web.AppKey("views")  # topology, peers, credit: the tray reads the same
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")

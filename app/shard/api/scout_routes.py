@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shard import models
-from shard.api.keys import NODE
+from shard.api.keys import NODE, VIEWS
 from shard.coop.draft_model import TAB_MAX_BYTES
 
 ISOLATION = {
@@ -113,7 +113,7 @@ async def model_file(request: web.Request) -> web.StreamResponse:
 
 async def node_json(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    topo = await node.topology()
+    topo = await request.app[VIEWS].topology()
     served = [
         {"name": name, "url": MODEL_PREFIX + name, "bytes": p.stat().st_size}
         for name, p in sorted(_served_models(request).items())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from shard.api.keys import METRICS, NODE
+from shard.api.keys import METRICS, NODE, VIEWS
 from shard.api.metrics import CONTENT_TYPE
 
 
@@ -27,15 +27,15 @@ async def system_status(request: web.Request) -> web.Response:
 
 
 async def topology(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].topology())
+    return web.json_response(await request.app[VIEWS].topology())
 
 
 async def peers(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].peers())
+    return web.json_response(await request.app[VIEWS].peers())
 
 
 async def credit(request: web.Request) -> web.Response:
-    return web.json_response(request.app[NODE].credit())
+    return web.json_response(request.app[VIEWS].credit())
 
 
 def add_routes(app: web.Application) -> None:

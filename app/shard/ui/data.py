@@ -66,7 +66,7 @@ class Snapshot:
 
 async def _peers(node: Node) -> dict[str, Any]:
     try:
-        return await asyncio.wait_for(node.peers(), 5.0)
+        return await asyncio.wait_for(node.views.peers(), 5.0)
     except Exception as exc:  # a sidecar that went away must not stop the dashboard refreshing
         log.debug("reading peers failed: %s", exc)
         return {"unavailable": f"cannot read peers: {exc}"}
@@ -77,7 +77,7 @@ async def snapshot(node: Node, *, peers: bool = True, credit: bool = True) -> Sn
     if peers:
         snap.peers = await _peers(node)
     if credit:
-        snap.credit = node.credit()
+        snap.credit = node.views.credit()
     return snap
 
 
