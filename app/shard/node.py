@@ -55,8 +55,14 @@ class NodeStartError(Exception):
     """The node cannot start as configured; the message says what to change."""
 
 
-# Read only when the node (or its sidecar) starts: saved, and in use from the next start of Shard.
-RESTART_SETTINGS = frozenset({"port", "tcp_port", "ws_port", "control_port", "host", "data_dir"})
+# Read only when the node starts (its API, scheduler, sidecar): saved, in use from the next start of Shard.
+RESTART_SETTINGS = frozenset(
+    {
+        *("port", "tcp_port", "ws_port", "control_port", "host", "p2p_host", "data_dir", "sidecar", "mdns"),
+        *("allowed_hosts", "allowed_origins", "rate_limit_per_minute", "rate_limit_loopback", "max_body_bytes"),
+        *("parallel", "max_queue"),
+    }
+)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from shard.api import (
     system_routes,
     webapp_routes,
 )
-from shard.api.keys import METRICS, NODE, SCHEDULER, VIEWS, NodeView
+from shard.api.keys import METRICS, NODE, SCHEDULER, SETTINGS, VIEWS, NodeView
 from shard.api.metrics import Metrics
 from shard.config import Settings
 from shard.credit.scheduler import Scheduler
@@ -62,6 +62,7 @@ def create_app(
         ],
     )
     app[NODE] = node
+    app[SETTINGS] = lambda: node.settings
     app[VIEWS] = views
     app[METRICS] = metrics
     app[SCHEDULER] = scheduler

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from shard.api.errors import ApiError, http_error
-from shard.api.keys import NODE
+from shard.api.keys import NODE, SETTINGS
 from shard.api.openai_routes import read_json
 from shard.errors import InvalidRequest, ShardError
 from shard.verifier.protocol import MAX_EMBED_INPUTS, EmbedRequest
@@ -92,7 +92,7 @@ async def embeddings(request: web.Request) -> web.Response:
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", "invalid_request", "encoding_format")
     model = node.resolve_model(body.get("model") if isinstance(body.get("model"), str) else "")
     vectors, n_tokens = await embed(
-        request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body)
+        request, _inputs(body.get("input"), request.app[SETTINGS]().max_prompt_chars), _dimensions(body)
     )
     data = [
         {
@@ -118,7 +118,7 @@ async def ollama_embed(request: web.Request) -> web.Response:
         name = body.get("model") if isinstance(body.get("model"), str) else ""
         model = node.resolve_model(name.removesuffix(":latest"))
         vectors, n_tokens = await embed(
-            request, _inputs(body.get("input"), node.settings.max_prompt_chars), _dimensions(body)
+            request, _inputs(body.get("input"), request.app[SETTINGS]().max_prompt_chars), _dimensions(body)
         )
     except (ApiError, ShardError) as exc:
         err = http_error(exc)

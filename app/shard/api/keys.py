@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from shard.ports import SettingsReader
+
 if TYPE_CHECKING:
     from shard.api.metrics import Metrics
     from shard.config import Settings
@@ -49,6 +51,9 @@ class NodeView(Protocol):
 
 
 NODE: web.AppKey[NodeView] = web.AppKey("node")
-VIEWS: web.AppKey[NetworkViews] = web.AppKey("views")  # topology, peers, credit: the tray reads the same
+VIEWS: web.AppKey[NetworkViews] = web.AppKey("views")
+SETTINGS: web.AppKey[SettingsReader] = web.AppKey(
+    "settings"
+)  # the node's Settings now (a change makes a new one)  # topology, peers, credit: the tray reads the same
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 SCHEDULER: web.AppKey[Scheduler] = web.AppKey("scheduler")

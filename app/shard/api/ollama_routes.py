@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from shard.api.errors import ApiError, http_error
-from shard.api.keys import NODE
+from shard.api.keys import NODE, SETTINGS
 from shard.api.openai_routes import events_for, read_json
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import parse as tool_parse
@@ -151,9 +151,9 @@ async def _run(request: web.Request, chat: bool) -> web.StreamResponse:
                 {"model": _tag(model), "created_at": _now(), "response": "", "done": True, "done_reason": "load"}
             )
         parse = parse_chat if "messages" in oa else parse_completion
-        parsed: ParsedRequest = parse(oa, node.settings.max_prompt_chars)
+        parsed: ParsedRequest = parse(oa, request.app[SETTINGS]().max_prompt_chars)
         if not parsed.generate.max_tokens:
-            parsed.generate.max_tokens = node.settings.default_max_tokens
+            parsed.generate.max_tokens = request.app[SETTINGS]().default_max_tokens
         model = node.resolve_model(parsed.model)
     except (ApiError, ShardError) as exc:
         err = http_error(exc)
@@ -290,7 +290,7 @@ async def ps(request: web.Request) -> web.Response:
     node = request.app[NODE]
     running = node.verifier is not None and node.verifier.supervisor.ready
     models = [
-        {**m, "expires_at": "2999-01-01T00:00:00Z", "size_vram": 0, "context_length": node.settings.n_ctx}
+        {**m, "expires_at": "2999-01-01T00:00:00Z", "size_vram": 0, "context_length": request.app[SETTINGS]().n_ctx}
         for m in (_listing(request) if running else [])
     ]
     return web.json_response({"models": models})

@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from shard.api.errors import ApiError, error_body, http_error
-from shard.api.keys import METRICS, NODE, SCHEDULER
+from shard.api.keys import METRICS, NODE, SCHEDULER, SETTINGS
 from shard.api.schemas import ParsedRequest, parse_chat, parse_completion
 from shard.api.tools import ToolCall, ToolStream
 from shard.api.tools import parse as tool_parse
@@ -190,11 +190,11 @@ async def events_for(request: web.Request, generate: GenerateRequest, model: str
 async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> web.StreamResponse:
     node = request.app[NODE]
     if not parsed.generate.max_tokens:  # a request without a cap: the node's default, not the whole context
-        parsed.generate.max_tokens = node.settings.default_max_tokens
-    if parsed.n > max(node.settings.parallel, 1):
+        parsed.generate.max_tokens = request.app[SETTINGS]().default_max_tokens
+    if parsed.n > max(request.app[SETTINGS]().parallel, 1):
         raise ApiError(
             400,
-            f"'n' is at most {node.settings.parallel} here (the choices are generated side by side, one per slot)",
+            f"'n' is at most {request.app[SETTINGS]().parallel} here (the choices are generated side by side, one per slot)",
             "invalid_request",
             "n",
         )
@@ -300,7 +300,7 @@ async def _stream(
         resp.headers.update({"Access-Control-Allow-Origin": cors, "Vary": "Origin"})
     await resp.prepare(request)
 
-    stall_s = request.app[NODE].settings.stall_timeout_s
+    stall_s = request.app[SETTINGS]().stall_timeout_s
 
     async def write(data: bytes) -> None:
         try:  # a client that stops reading fills the socket; past the limit it counts as gone
@@ -357,15 +357,13 @@ async def _stream(
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE]
-    return await _complete(request, parse_chat(await read_json(request), node.settings.max_prompt_chars), chat=True)
+    limit = request.app[SETTINGS]().max_prompt_chars
+    return await _complete(request, parse_chat(await read_json(request), limit), chat=True)
 
 
 async def completions(request: web.Request) -> web.StreamResponse:
-    node = request.app[NODE]
-    return await _complete(
-        request, parse_completion(await read_json(request), node.settings.max_prompt_chars), chat=False
-    )
+    limit = request.app[SETTINGS]().max_prompt_chars
+    return await _complete(request, parse_completion(await read_json(request), limit), chat=False)
 
 
 async def models(request: web.Request) -> web.Response:

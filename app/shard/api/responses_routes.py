@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from shard.api.errors import ApiError
-from shard.api.keys import NODE
+from shard.api.keys import NODE, SETTINGS
 from shard.api.openai_routes import _collect, _finish_reason, events_for, read_json
 from shard.api.schemas import ParsedRequest, parse_chat
 from shard.api.tools import ToolCall, ToolStream
@@ -173,7 +173,7 @@ class Store:
 
 
 def _store(request: web.Request) -> Store:
-    return Store(request.app[NODE].settings.data_path / "responses")
+    return Store(request.app[SETTINGS]().data_path / "responses")
 
 
 def _output_items(text: str, calls: list[ToolCall]) -> list[dict[str, Any]]:
@@ -255,9 +255,9 @@ async def create(request: web.Request) -> web.StreamResponse:
     fmt = _response_format(body)
     if fmt is not None:
         chat_body["response_format"] = fmt
-    parsed = parse_chat(chat_body, node.settings.max_prompt_chars)
+    parsed = parse_chat(chat_body, request.app[SETTINGS]().max_prompt_chars)
     if not parsed.generate.max_tokens:
-        parsed.generate.max_tokens = node.settings.default_max_tokens
+        parsed.generate.max_tokens = request.app[SETTINGS]().default_max_tokens
     model = node.resolve_model(parsed.model)
     base = {
         "id": "resp_" + uuid.uuid4().hex,
@@ -333,7 +333,7 @@ async def _stream(
         resp.headers.update({"Access-Control-Allow-Origin": origin, "Vary": "Origin"})
     await resp.prepare(request)
     seq = 0
-    stall_s = request.app[NODE].settings.stall_timeout_s
+    stall_s = request.app[SETTINGS]().stall_timeout_s
 
     async def send(kind: str, **data: Any) -> None:
         nonlocal seq

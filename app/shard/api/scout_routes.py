@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from shard import models
-from shard.api.keys import NODE, VIEWS
+from shard.api.keys import NODE, SETTINGS, VIEWS
 from shard.coop.draft_model import TAB_MAX_BYTES
 
 ISOLATION = {
@@ -43,7 +43,7 @@ def _served_models(request: web.Request) -> dict[str, Path]:
     """File name -> path: the node's draft model, and GGUFs a tab can load (the models folder and
     the model it runs, up to TAB_MAX_BYTES: a tab never downloads an Oracle's big model)."""
     node = request.app[NODE]
-    found = {p.name: p for p in models.list_models(node.settings.data_path) if _tab_sized(p)}
+    found = {p.name: p for p in models.list_models(request.app[SETTINGS]().data_path) if _tab_sized(p)}
     if node.model_path is not None and node.model_path.suffix.lower() == ".gguf" and _tab_sized(node.model_path):
         found.setdefault(node.model_path.name, node.model_path)
     draft = getattr(node, "draft_model", None)
@@ -134,7 +134,7 @@ async def node_json(request: web.Request) -> web.Response:
             else None
         ),
         "models": served,
-        "prompt_privacy": getattr(node.settings, "prompt_privacy", None),
+        "prompt_privacy": request.app[SETTINGS]().prompt_privacy,
         # The pairing key, so this page's scout is admitted as the user's own (network/pairing.py). Only a page
         # on this origin can read it (Host and Origin checked, no CORS); with API keys set, never here.
         "pair_key": node.peer_table.pair_key if _may_pair(request) else None,
