@@ -102,7 +102,7 @@ def from_verifier(d: dict[str, Any]) -> GenerationEvent:
         return Token(str(d.get("text", "")), n, ids, lps if isinstance(lps, list) else None)
     if kind == "queued":
         eta = d.get("eta_s")
-        return Queued(_int(d.get("position")), float(eta) if isinstance(eta, (int, float)) else None, d.get("oracle"))
+        return Queued(_int(d.get("position")), _amount(eta), d.get("oracle"))
     if kind == "end":
         usage = d.get("usage")
         return Finished(
@@ -113,8 +113,18 @@ def from_verifier(d: dict[str, Any]) -> GenerationEvent:
     raise BadEvent(f"unknown event type {kind!r}")
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+def _amount(value: Any) -> float | None:
+    """A finite, non-negative number as a float; None for anything else (bools included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
+
+
+def _usage(value: Any) -> dict[str, Any]:
+    """A peer's usage figures: at most MAX_USAGE_KEYS named non-negative numbers."""
+    if not isinstance(value, dict):
+        return {}
+    return {k[:64]: v for k, v in list(value.items())[:MAX_USAGE_KEYS] if isinstance(k, str) and _amount(v) is not None}
 
 
 def from_remote(line: Any) -> GenerationEvent | None:
@@ -126,7 +136,7 @@ def from_remote(line: Any) -> GenerationEvent | None:
     kind = line.get("type")
     if kind == "queued":
         position, eta = line.get("position"), line.get("eta_s")
-        return Queued(_int(position), float(eta) if _number(eta) else None)
+        return Queued(_int(position), _amount(eta))
     if kind == "start":
         return Started(prompt_tokens=max(_int(line.get("prompt_tokens")), 0))
     if kind == "token":
@@ -142,12 +152,7 @@ def from_remote(line: Any) -> GenerationEvent | None:
         return Token(text, n)
     if kind == "end":
         usage, reason = line.get("usage"), line.get("finish_reason", "stop")
-        return Finished(
-            reason[:MAX_REASON] if isinstance(reason, str) else "stop",
-            {k[:64]: v for k, v in list(usage.items())[:MAX_USAGE_KEYS] if isinstance(k, str) and _number(v)}
-            if isinstance(usage, dict)
-            else {},
-        )
+        return Finished(reason[:MAX_REASON] if isinstance(reason, str) else "stop", _usage(usage))
     if kind == "error":
         message = line.get("message", "the Oracle failed")
         return Failed("peer_error", str(message)[:MAX_MESSAGE])

@@ -7,7 +7,7 @@ the ledger opens at start, a settings change makes a new Settings."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class Network(Signer, Protocol):
         self, method: str, path: str, body: dict[str, Any] | None = None, timeout: float = 15.0
     ) -> dict[str, Any]: ...
 
-    def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]: ...
+    def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]: ...
 
     async def send_stream(self, path: str, lines: AsyncIterator[dict[str, Any]]) -> None: ...
 

@@ -89,10 +89,11 @@ class NetworkViews:
             log.debug("sidecar: cannot read peer latency: %s", exc)
             return
         for d in fresh if isinstance(fresh, list) else []:
-            peer = self._peers.peers.get(d.get("peer_id")) if isinstance(d, dict) else None
+            peer = self._peers.peers.get(str(d.get("peer_id"))) if isinstance(d, dict) else None
             latency = d.get("latency_ms") if peer is not None else None
-            if isinstance(latency, (int, float)) and not isinstance(latency, bool) and 0 <= latency < 3_600_000:
-                peer.latency_ms = float(latency)
+            if peer is not None and isinstance(latency, (int, float)) and not isinstance(latency, bool):
+                if 0 <= latency < 3_600_000:
+                    peer.latency_ms = float(latency)
 
     def credit(self) -> dict[str, Any]:
         """Balance, earned, spent and per-peer figures from the ledger."""

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 from shard.credit import receipts, vouchers
@@ -71,7 +71,7 @@ class InferServer:
             return f"this node serves {local.model_ids()}, not {req.model!r}"
         return ""
 
-    async def _lines(self, asker: str, payload: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _lines(self, asker: str, payload: Any) -> AsyncGenerator[dict[str, Any], None]:
         try:
             req = InferRequest.from_dict(payload)
             request: GenerateRequest = bounded(req, self._settings())
