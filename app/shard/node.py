@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -630,6 +630,11 @@ class Node:
         progress = float(v.last_status.get("progress", 0.0)) if state is ChildState.STARTING else 0.0
         name = {ChildState.STARTING: "loading", ChildState.FAILED: "failed"}.get(state, state.value)
         return ModelLoad(name, v.model_path.name, progress, v.describe_state())
+
+    def child_lines(self, name: str) -> Sequence[str] | None:
+        """The recent output of the "verifier" or "sidecar" child (None when it does not run)."""
+        part = self.verifier if name == "verifier" else self.sidecar if name == "sidecar" else None
+        return part.supervisor.lines if part is not None else None
 
     def status(self, detail: bool = False) -> dict[str, Any]:
         v = self.verifier

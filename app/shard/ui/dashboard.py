@@ -47,15 +47,15 @@ def page_factories(shell: Shell) -> list[tuple[str, str, Callable[[], QWidget]]]
     """(key, title, make) for each page in the navigation; the newer pages get narrow inputs."""
     node = shell.node
     return [
-        ("overview", "Overview", lambda: OverviewPage(shell)),
+        ("overview", "Overview", lambda: OverviewPage(lambda: shell.status_line, shell.copy_api_url)),
         (
             "models",
             "Models",
             lambda: ModelsPage(node.downloads, shell.settings.data_path, lambda: node.model_path, shell.use_model_file),
         ),
-        ("peers", "Peers", lambda: PeersPage(shell)),
-        ("credit", "Credit", lambda: CreditPage(shell)),
-        ("logs", "Logs", lambda: LogsPage(shell)),
+        ("peers", "Peers", PeersPage),
+        ("credit", "Credit", CreditPage),
+        ("logs", "Logs", lambda: LogsPage(shell.ring, node.child_lines, shell.flash, shell.open_logs_folder)),
         ("settings", "Settings", lambda: SettingsPage(shell)),
         (
             "about",

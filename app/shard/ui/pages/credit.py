@@ -4,7 +4,7 @@ QtCharts is not in PySide6-Essentials)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QPainter, QPainterPath, QPen
@@ -21,9 +21,6 @@ from PySide6.QtWidgets import (
 )
 
 from shard.ui import data
-
-if TYPE_CHECKING:
-    from shard.ui.shell import Shell
 
 PEER_COLUMNS = ("Peer", "Drafts proposed", "Accepted", "Acceptance", "You earned from them", "You spent with them")
 UNITS = (
@@ -135,9 +132,8 @@ class CreditPage(QWidget):
     needs_peers = False
     needs_credit = True
 
-    def __init__(self, shell: Shell) -> None:
+    def __init__(self) -> None:  # all it shows comes with refresh(snapshot)
         super().__init__()
-        self.shell = shell
         layout = QVBoxLayout(self)
         totals = QHBoxLayout()
         self.values: dict[str, QLabel] = {}

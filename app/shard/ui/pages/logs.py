@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtGui import QFontDatabase, QGuiApplication
@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from shard.ui import data
 
 if TYPE_CHECKING:
-    from shard.ui.shell import Shell
+    from shard.ui.log_capture import RingHandler
 
 SOURCES = ("Shard", "Verifier", "Sidecar")
 LEVELS = (
@@ -59,9 +59,15 @@ class LogsPage(QWidget):
     needs_peers = False
     needs_credit = False
 
-    def __init__(self, shell: Shell) -> None:
+    def __init__(
+        self,
+        ring: RingHandler,
+        child_lines: Callable[[str], Sequence[str] | None],
+        flash: Callable[[str], None],
+        open_logs_folder: Callable[[], None],
+    ) -> None:
         super().__init__()
-        self.shell = shell
+        self._ring, self._child_output, self._flash = ring, child_lines, flash
         layout = QVBoxLayout(self)
         bar = QHBoxLayout()
         self.source = QComboBox()
@@ -78,7 +84,7 @@ class LogsPage(QWidget):
         self.copy = QPushButton("Copy")
         self.copy.setToolTip("Copy the lines shown to the clipboard")
         self.open_folder = QPushButton("Open folder")
-        self.open_folder.clicked.connect(shell.open_logs_folder)
+        self.open_folder.clicked.connect(open_logs_folder)
         for w in (self.source, self.level):
             bar.addWidget(w)
         bar.addWidget(self.search, 1)
@@ -102,17 +108,15 @@ class LogsPage(QWidget):
     # -- the lines --------------------------------------------------------------------------------
 
     def _child_lines(self, name: str) -> tuple[Iterable[str], str]:
-        node = self.shell.node
-        part = node.verifier if name == "Verifier" else getattr(node, "sidecar", None)
-        sup = getattr(part, "supervisor", None)
-        if sup is None:
+        lines = self._child_output("verifier" if name == "Verifier" else "sidecar")
+        if lines is None:
             why = (
                 "no model is loaded, so no verifier runs"
                 if name == "Verifier"
                 else "the sidecar is not running (disabled, or not built)"
             )
             return [], why
-        return sup.lines, ""
+        return lines, ""
 
     def lines(self) -> tuple[list[str], str]:
         """The lines that pass the filters, and a note when the source has none to give."""
@@ -120,7 +124,7 @@ class LogsPage(QWidget):
         min_level = LEVELS[self.level.currentIndex()][1]
         needle = self.search.text().strip().lower()
         if name == "Shard":
-            records: Iterable[tuple[int, str]] = list(self.shell.ring.records)
+            records: Iterable[tuple[int, str]] = list(self._ring.records)
             note = ""
         else:
             raw, note = self._child_lines(name)
@@ -131,7 +135,7 @@ class LogsPage(QWidget):
     def _source_signature(self) -> Any:
         name = self.source.currentText()
         if name == "Shard":
-            return (name, self.shell.ring.serial)
+            return (name, self._ring.serial)
         raw, _ = self._child_lines(name)
         return (name, id(raw), len(raw), raw[-1] if raw else None)
 
@@ -158,5 +162,5 @@ class LogsPage(QWidget):
         lines = self.view.toPlainText()
         QGuiApplication.clipboard().setText(lines)
         n = len(lines.splitlines())
-        self.shell.flash(f"Copied {n} log line{'s' if n != 1 else ''} to the clipboard")
+        self._flash(f"Copied {n} log line{'s' if n != 1 else ''} to the clipboard")
         self.count.setText(f"Copied {n} line{'s' if n != 1 else ''}")

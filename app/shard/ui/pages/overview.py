@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import (
@@ -18,9 +18,6 @@ from PySide6.QtWidgets import (
 )
 
 from shard.ui import data
-
-if TYPE_CHECKING:
-    from shard.ui.shell import Shell
 
 FIELDS = {
     "Endpoint": [("status", "Status"), ("api_url", "API URL"), ("model", "Model"), ("device", "Runs on")],
@@ -69,9 +66,9 @@ class OverviewPage(QWidget):
     needs_peers = True
     needs_credit = False
 
-    def __init__(self, shell: Shell) -> None:
+    def __init__(self, status_line: Callable[[], str], copy_api_url: Callable[[], None]) -> None:
         super().__init__()
-        self.shell = shell
+        self._status_line, self._copy_api_url = status_line, copy_api_url
         self.fields: dict[str, QLabel] = {}
         outer = QVBoxLayout(self)
         for title, rows in FIELDS.items():
@@ -99,14 +96,14 @@ class OverviewPage(QWidget):
         outer.addStretch(1)
 
     def _copied(self, button: QPushButton) -> None:
-        self.shell.copy_api_url()
+        self._copy_api_url()
         button.setText("Copied ✓")
         QTimer.singleShot(2000, lambda: button.setText("Copy"))
 
     def refresh(self, snap: data.Snapshot) -> None:
         st, m = snap.status, snap.metrics
         f = self.fields
-        f["status"].setText(self.shell.status_line)
+        f["status"].setText(self._status_line())
         f["api_url"].setText(st.get("api_url", "—") if st.get("status") != "stopped" else "— (node stopped)")
         f["model"].setText(st.get("model") or "none loaded")
         f["device"].setText(data.device_text(st))

@@ -4,15 +4,12 @@ come from the credit ledger, by peer id)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, QSortFilterProxyModel, Qt
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QLabel, QLineEdit, QTableView, QVBoxLayout, QWidget
 
 from shard.ui import data
-
-if TYPE_CHECKING:
-    from shard.ui.shell import Shell
 
 COLUMNS = ("Name", "Role", "Model", "Latency (ms)", "Reputation", "Accepted tokens", "Connected", "Addresses")
 SORT_ROLE = Qt.ItemDataRole.UserRole
@@ -124,9 +121,8 @@ class PeersPage(QWidget):
     needs_peers = True
     needs_credit = True
 
-    def __init__(self, shell: Shell) -> None:
+    def __init__(self) -> None:  # all it shows comes with refresh(snapshot)
         super().__init__()
-        self.shell = shell
         layout = QVBoxLayout(self)
         self.message = QLabel()
         self.message.setWordWrap(True)
