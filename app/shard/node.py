@@ -631,6 +631,17 @@ class Node:
         name = {ChildState.STARTING: "loading", ChildState.FAILED: "failed"}.get(state, state.value)
         return ModelLoad(name, v.model_path.name, progress, v.describe_state())
 
+    def ports_in_use(self) -> dict[str, int | None]:
+        """The ports the node and its sidecar listen on now (None: not in use)."""
+        sc = self.sidecar
+        info = sc.info if sc is not None and sc.ready else {}
+        return {
+            "port": self.port if self.running else None,
+            "tcp_port": info.get("tcp_port"),
+            "ws_port": info.get("ws_port"),
+            "control_port": info.get("control_port"),
+        }
+
     def child_lines(self, name: str) -> Sequence[str] | None:
         """The recent output of the "verifier" or "sidecar" child (None when it does not run)."""
         part = self.verifier if name == "verifier" else self.sidecar if name == "sidecar" else None

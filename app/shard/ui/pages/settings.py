@@ -434,13 +434,7 @@ class SettingsPage(QWidget):
 
     def _ports_in_use(self) -> None:
         node = self.shell.node
-        info = node.sidecar.info if node.sidecar is not None and node.sidecar.ready else {}
-        used = {
-            "port": node.port if node.running else None,
-            "tcp_port": info.get("tcp_port"),
-            "ws_port": info.get("ws_port"),
-            "control_port": info.get("control_port"),
-        }
+        used = node.ports_in_use()
         for key, label in self.ports_in_use.items():
             port = used.get(key)
             if port is None:
