@@ -17,9 +17,11 @@ from pydantic import BaseModel
 
 import shard.api
 from conftest import ServedNode
-from shard.api import openapi, wire
+from shard.api import openapi
 from shard.api.errors import ApiError
 from shard.api.schemas import parse_chat, parse_completion
+from shard.api.wire import ollama, responses, system
+from shard.api.wire import openai as wire
 from shard.verifier.protocol import GenerateRequest, ProtocolError, Sampling, SamplingParams, VerifyRequest
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -49,7 +51,7 @@ def test_every_registered_route_is_in_the_openapi_document() -> None:
     assert routes <= described, sorted(routes - described)
 
 
-def test_the_openai_shapes_in_the_document_are_generated_from_the_models() -> None:
+def test_the_documents_bodies_are_generated_from_the_models() -> None:
     schemas = openapi.build_spec()["components"]["schemas"]
     for model in openapi.MODELS:
         generated = model.model_json_schema(ref_template="#/components/schemas/{model}")
@@ -62,6 +64,7 @@ def test_the_openai_shapes_in_the_document_are_generated_from_the_models() -> No
     assert {"minimum": 0.0, "maximum": 2.0} == {k: temperature["anyOf"][0][k] for k in ("minimum", "maximum")}
     text = json.dumps(schemas)
     assert "#/$defs/" not in text  # every reference points into components/schemas
+    assert not [name for name in schemas if "__" in name]  # two models of one name would be renamed
 
 
 @pytest.mark.parametrize(
@@ -152,3 +155,33 @@ def test_a_real_nodes_answers_fit_the_answer_models(tiny_node: ServedNode) -> No
     assert bad.status_code == 400
     _check(wire.Error, bad.json())
     assert bad.json()["error"]["param"] == "temperature"
+
+
+def test_the_other_answers_fit_their_models_too(tiny_node: ServedNode) -> None:
+    url, api = tiny_node.url, tiny_node.api
+    _check(system.Health, requests.get(url + "/health", timeout=10).json())
+    _check(system.SystemStatus, requests.get(api + "/system/status", timeout=10).json())
+    _check(system.Topology, requests.get(api + "/system/topology", timeout=10).json())
+    _check(system.Peers, requests.get(api + "/system/peers", timeout=10).json())
+    _check(system.Credit, requests.get(api + "/system/credit", timeout=10).json())
+    tags = requests.get(url + "/api/tags", timeout=10).json()
+    _check(ollama.OllamaModels, tags)
+    _check(ollama.OllamaModels, requests.get(url + "/api/ps", timeout=10).json())
+    name = tags["models"][0]["name"]
+    chat = {"model": name, "messages": MSG, "stream": False, "options": {"num_predict": 3, "temperature": 0}}
+    _check(ollama.OllamaAnswer, requests.post(url + "/api/chat", json=chat, timeout=60).json())
+    for line in requests.post(url + "/api/chat", json={**chat, "stream": True}, timeout=60).text.splitlines():
+        _check(ollama.OllamaAnswer, json.loads(line))
+    gen = {"model": name, "prompt": "hi", "stream": False, "options": {"num_predict": 3}}
+    _check(ollama.OllamaAnswer, requests.post(url + "/api/generate", json=gen, timeout=60).json())
+    _check(
+        ollama.OllamaEmbed, requests.post(url + "/api/embed", json={"model": name, "input": "hi"}, timeout=60).json()
+    )
+    _check(ollama.OllamaShow, requests.post(url + "/api/show", json={"model": name}, timeout=10).json())
+    bad = requests.post(url + "/api/chat", json={"model": name, "messages": "hi"}, timeout=10)
+    assert bad.status_code == 400
+    _check(ollama.OllamaError, bad.json())
+    answer = requests.post(api + "/responses", json={"input": "hi", "max_output_tokens": 3}, timeout=60).json()
+    _check(responses.Response, answer)
+    _check(responses.Response, requests.get(api + "/responses/" + answer["id"], timeout=10).json())
+    _check(responses.ResponseDeleted, requests.delete(api + "/responses/" + answer["id"], timeout=10).json())

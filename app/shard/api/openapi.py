@@ -1,11 +1,12 @@
 """The node's HTTP API as an OpenAPI 3.1 document, served at GET /openapi.json (open, like /health).
 
-One description of every endpoint in docs/protocol.md's node API table. The OpenAI shapes (requests,
-answers, stream chunks, errors, models, embeddings) are generated from the pydantic models that
-validate them (`shard.api.wire`), so the document cannot disagree with the checks; the node's own
-system, Responses and Ollama shapes are still written here. The
-schemathesis test (tests/test_reliability.py) holds the routes to it: a status, content type or
-body that this document does not describe is a failing test.
+One description of every route the node serves. Every body (OpenAI's requests, answers, stream
+chunks and errors; Responses, Ollama and the system endpoints) is generated from the pydantic
+models in `shard.api.wire`, the same ones that validate the chat and completion requests, so the
+document cannot disagree with the checks. Written here: the paths, their statuses and error
+answers. The schemathesis test (tests/test_reliability.py) holds the routes to it: a status,
+content type or body that this document does not describe is a failing test; tests/test_wire.py
+checks that every registered route is in it.
 """
 
 from __future__ import annotations
@@ -17,21 +18,38 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from shard import __version__
-from shard.api import wire
-from shard.verifier.protocol import MAX_EMBED_INPUTS, MAX_TOKENS_PER_REQUEST
+from shard.api.wire import ollama, openai, responses, system
 
-# Generated into components/schemas under their class names.
+# The request and answer bodies the paths name, generated into components/schemas under their
+# class names (with every model they use).
 MODELS: tuple[type[BaseModel], ...] = (
-    wire.ChatCompletionRequest,
-    wire.CompletionRequest,
-    wire.EmbeddingRequest,
-    wire.Error,
-    wire.ChatCompletion,
-    wire.ChatCompletionChunk,
-    wire.TextCompletion,
-    wire.Model,
-    wire.ModelList,
-    wire.Embeddings,
+    openai.ChatCompletionRequest,
+    openai.CompletionRequest,
+    openai.EmbeddingRequest,
+    openai.Error,
+    openai.ChatCompletion,
+    openai.ChatCompletionChunk,
+    openai.TextCompletion,
+    openai.Model,
+    openai.ModelList,
+    openai.Embeddings,
+    responses.ResponseRequest,
+    responses.Response,
+    responses.ResponseDeleted,
+    ollama.OllamaError,
+    ollama.OllamaChatRequest,
+    ollama.OllamaGenerateRequest,
+    ollama.OllamaShowRequest,
+    ollama.OllamaAnswer,
+    ollama.OllamaModels,
+    ollama.OllamaShow,
+    ollama.OllamaEmbedRequest,
+    ollama.OllamaEmbed,
+    system.Health,
+    system.SystemStatus,
+    system.Topology,
+    system.Peers,
+    system.Credit,
 )
 
 JSON = "application/json"
@@ -41,10 +59,6 @@ NDJSON = "application/x-ndjson"
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -91,412 +105,15 @@ _POST_ERRORS = {
     ),
 }
 
-_NUM = {"type": "number"}
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
-_BOOL = {"type": "boolean"}
 _OBJ = {"type": "object"}
-_ANY: dict[str, Any] = {}
 
 
 def _generated() -> dict[str, Any]:
     """The pydantic models' JSON Schemas, their references pointing into components/schemas."""
     _, top = models_json_schema([(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}")
     return dict(top["$defs"])
-
-
-def _schemas() -> dict[str, Any]:
-    health = {
-        "type": "object",
-        "required": ["status", "message", "model", "version"],
-        "properties": {
-            "status": {"enum": ["ok", "loading", "no_model", "error", "stopped"]},
-            "message": _STR,
-            "model": _nullable(_STR),
-            "version": _STR,
-            "contributing": _BOOL,
-        },
-    }
-    child = {
-        "type": "object",
-        "properties": {"state": _STR, "pid": _nullable(_INT), "restarts": _INT, "last_error": _STR},
-    }
-    status = {
-        "allOf": [
-            _ref("Health"),
-            {
-                "type": "object",
-                "required": ["api_url", "model_path", "model_info", "verifier", "sidecar", "queue"],
-                "properties": {
-                    "api_url": _STR,
-                    "model_path": _nullable(_STR),
-                    "model_info": _OBJ,
-                    "verifier": _nullable(child),
-                    "sidecar": {
-                        "type": "object",
-                        "required": ["state"],
-                        "properties": {
-                            **child["properties"],
-                            "message": _STR,
-                            "peer_id": _nullable(_STR),
-                            "peers": _INT,
-                        },
-                    },
-                    "queue": {
-                        "type": "object",
-                        "required": ["in_flight", "waiting"],
-                        "properties": {"in_flight": _INT, "waiting": _INT},
-                    },
-                },
-            },
-        ]
-    }
-    addrs = {"type": "array", "items": _STR}
-    topology = {
-        "type": "object",
-        "required": ["sidecar", "peer_id", "listen_addrs", "ws_addrs"],
-        "properties": {
-            "sidecar": {"enum": ["running", "not running", "error"]},
-            "message": _STR,
-            "peer_id": _nullable(_STR),
-            "listen_addrs": addrs,
-            "ws_addrs": addrs,
-            "tcp_addrs": addrs,
-            "quic_addrs": addrs,
-            "tcp_port": _INT,
-            "ws_port": _INT,
-            "quic_port": _nullable(_INT),
-            "reachability": {
-                "type": "object",
-                "properties": {
-                    "mode": {"enum": ["public", "relayed", "hole-punched", "private", "unknown"]},
-                    "nat": _STR,
-                    "relay_addrs": addrs,
-                    "relay_server": _BOOL,
-                    "hole_punched_peers": _INT,
-                },
-            },
-            "provided_models": addrs,
-            "target_peers": _INT,
-            "remembered_peers": _INT,
-            "gossip_mesh_peers": _INT,
-        },
-    }
-    peer = {
-        "type": "object",
-        "required": ["peer_id"],
-        "properties": {
-            "peer_id": _STR,
-            "addrs": addrs,
-            "roles": addrs,
-            "models": addrs,
-            "capacity": _nullable(_INT),
-            "load": _nullable(_INT),
-            "agent": _nullable(_STR),
-            "latency_ms": _nullable(_NUM),
-            "connected_since": _nullable(_NUM),
-            "local": _nullable(_BOOL),
-            "reputation": _NUM,
-            "accepted": _INT,
-            "credit": _NUM,
-        },
-    }
-    peers = {
-        "type": "object",
-        "required": ["sidecar", "peers"],
-        "properties": {
-            "sidecar": {"enum": ["running", "not running"]},
-            "message": _STR,
-            "peer_id": _nullable(_STR),
-            "peers": {"type": "array", "items": peer},
-        },
-    }
-    credit_peer = {
-        "type": "object",
-        "required": [
-            "peer_id",
-            "drafts",
-            "proposed",
-            "accepted",
-            "acceptance_rate",
-            "reputation",
-            "credit",
-            "earned",
-            "spent",
-            "last_seen",
-        ],
-        "properties": {
-            "peer_id": _STR,
-            "drafts": _INT,
-            "proposed": _INT,
-            "accepted": _INT,
-            "acceptance_rate": _NUM,
-            "reputation": _NUM,
-            "credit": _NUM,
-            "earned": _NUM,
-            "spent": _NUM,
-            "last_seen": _NUM,
-        },
-    }
-    credit = {
-        "type": "object",
-        "required": ["balance", "earned", "spent", "peers", "history"],
-        "properties": {
-            "balance": _NUM,
-            "earned": _NUM,
-            "spent": _NUM,
-            "peers": {"type": "array", "items": credit_peer},
-            "history": {
-                "type": "array",
-                "items": {"type": "object", "required": ["t", "balance"], "properties": {"t": _NUM, "balance": _NUM}},
-            },
-        },
-    }
-    return {
-        **_generated(),
-        "Health": health,
-        **_new_schemas(),
-        "SystemStatus": status,
-        "Topology": topology,
-        "Peers": peers,
-        "Credit": credit,
-    }
-
-
-def _new_schemas() -> dict[str, Any]:
-    """Embeddings, Responses and Ollama's shapes (kept loose where the body echoes what was sent)."""
-    embedding_input = {
-        "anyOf": [
-            _STR,
-            {"type": "array", "minItems": 1, "maxItems": MAX_EMBED_INPUTS, "items": _STR},
-            {"type": "array", "minItems": 1, "items": _INT},
-            {"type": "array", "minItems": 1, "items": {"type": "array", "items": _INT}},
-        ]
-    }
-    response = {
-        "type": "object",
-        "required": ["id", "object", "created_at", "status", "model", "output"],
-        "properties": {
-            "id": _STR,
-            "object": {"const": "response"},
-            "created_at": _INT,
-            "model": _STR,
-            "status": {"enum": ["completed", "incomplete", "in_progress", "failed"]},
-            "output": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["type"],
-                    "properties": {"type": {"enum": ["message", "function_call"]}},
-                },
-            },
-            "usage": _nullable(
-                {"type": "object", "properties": {"input_tokens": _INT, "output_tokens": _INT, "total_tokens": _INT}}
-            ),
-        },
-    }
-    ollama_model = {
-        "type": "object",
-        "required": ["name", "model", "size", "digest", "details"],
-        "properties": {"name": _STR, "model": _STR, "size": _INT, "digest": _STR, "modified_at": _STR, "details": _OBJ},
-    }
-    return {
-        "ResponseRequest": {
-            "type": "object",
-            "required": ["input"],
-            "description": "also `previous_response_id` (a stored "
-            "response's id: its conversation goes first; 404 when not stored)",
-            "properties": {
-                "model": _STR,
-                "input": {
-                    "anyOf": [
-                        {**_STR, "minLength": 1},
-                        {
-                            "type": "array",
-                            "minItems": 1,
-                            "items": {
-                                "anyOf": [
-                                    {
-                                        "type": "object",
-                                        "required": ["role", "content"],
-                                        "properties": {
-                                            "type": {"const": "message"},
-                                            "role": {"enum": ["system", "developer", "user", "assistant"]},
-                                            "content": _STR,
-                                        },
-                                    },
-                                    {
-                                        "type": "object",
-                                        "required": ["type", "call_id", "name", "arguments"],
-                                        "properties": {
-                                            "type": {"const": "function_call"},
-                                            "call_id": _STR,
-                                            "name": _STR,
-                                            "arguments": _STR,
-                                        },
-                                    },
-                                    {
-                                        "type": "object",
-                                        "required": ["type", "call_id", "output"],
-                                        "properties": {
-                                            "type": {"const": "function_call_output"},
-                                            "call_id": _STR,
-                                            "output": _STR,
-                                        },
-                                    },
-                                ]
-                            },
-                        },
-                    ]
-                },
-                "instructions": _STR,
-                "tools": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "name"],
-                        "properties": {
-                            "type": {"const": "function"},
-                            "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-                            "description": _STR,
-                            "parameters": {"type": "object", "properties": {"type": {"const": "object"}}},
-                        },
-                    },
-                },
-                "tool_choice": {"enum": ["auto", "none"]},
-                "parallel_tool_calls": _BOOL,
-                "stream": _BOOL,
-                "store": _BOOL,
-                "max_output_tokens": {**_INT, "minimum": 1, "maximum": MAX_TOKENS_PER_REQUEST},
-                "temperature": {**_NUM, "minimum": 0, "maximum": 2},
-                "top_p": {**_NUM, "minimum": 0, "maximum": 1},
-                "text": {
-                    "type": "object",
-                    "properties": {
-                        "format": {
-                            "type": "object",
-                            "required": ["type"],
-                            "properties": {"type": {"enum": ["text", "json_object"]}},
-                        }
-                    },
-                    "description": "or json_schema with a `schema`",
-                },
-                "metadata": _OBJ,
-            },
-        },
-        "Response": response,
-        "ResponseDeleted": {
-            "type": "object",
-            "required": ["id", "deleted"],
-            "properties": {"id": _STR, "deleted": {"const": True}},
-        },
-        "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": _STR}},
-        "OllamaChatRequest": {
-            "type": "object",
-            "required": ["model", "messages"],
-            "properties": {
-                "model": _STR,
-                "messages": {
-                    "type": "array",
-                    "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["role", "content"],
-                        "properties": {
-                            "role": {"enum": ["system", "user", "assistant", "tool"]},
-                            "content": _STR,
-                            "tool_name": _STR,
-                            "tool_calls": {"type": "array", "items": _OBJ},
-                        },
-                    },
-                },
-                "stream": _BOOL,
-                "format": {"anyOf": [{"const": "json"}, _OBJ]},
-                "options": _OBJ,
-                "tools": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "function"],
-                        "properties": {
-                            "type": {"const": "function"},
-                            "function": {
-                                "type": "object",
-                                "required": ["name"],
-                                "properties": {
-                                    "name": {**_STR, "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
-                                    "description": _STR,
-                                    "parameters": _OBJ,
-                                },
-                            },
-                        },
-                    },
-                },
-                "keep_alive": _ANY,
-            },
-        },
-        "OllamaShowRequest": {"type": "object", "required": ["model"], "properties": {"model": _STR}},
-        "OllamaGenerateRequest": {
-            "type": "object",
-            "required": ["model"],
-            "properties": {
-                "model": _STR,
-                "prompt": _STR,
-                "system": _STR,
-                "suffix": _STR,
-                "raw": _BOOL,
-                "stream": _BOOL,
-                "format": _ANY,
-                "options": _OBJ,
-                "keep_alive": _ANY,
-            },
-        },
-        "OllamaAnswer": {
-            "type": "object",
-            "required": ["model", "created_at", "done"],
-            "properties": {
-                "model": _STR,
-                "created_at": _STR,
-                "done": _BOOL,
-                "done_reason": _STR,
-                "message": _OBJ,
-                "response": _STR,
-                "eval_count": _INT,
-                "prompt_eval_count": _INT,
-                "total_duration": _INT,
-            },
-        },
-        "OllamaModels": {
-            "type": "object",
-            "required": ["models"],
-            "properties": {"models": {"type": "array", "items": ollama_model}},
-        },
-        "OllamaShow": {
-            "type": "object",
-            "required": ["details", "capabilities"],
-            "properties": {
-                "details": _OBJ,
-                "capabilities": {"type": "array", "items": _STR},
-                "model_info": _OBJ,
-                "modelfile": _STR,
-            },
-        },
-        "OllamaEmbedRequest": {
-            "type": "object",
-            "required": ["model", "input"],
-            "properties": {
-                "model": _STR,
-                "input": embedding_input,
-                "truncate": _BOOL,
-                "dimensions": {**_INT, "minimum": 1},
-            },
-        },
-        "OllamaEmbed": {
-            "type": "object",
-            "required": ["model", "embeddings"],
-            "properties": {"model": _STR, "embeddings": {"type": "array", "items": {"type": "array", "items": _NUM}}},
-        },
-    }
 
 
 def _post(op: str, summary: str, request: str, ok: dict[str, Any], ollama: bool = False) -> dict[str, Any]:
@@ -764,7 +381,7 @@ def build_spec() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _generated(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

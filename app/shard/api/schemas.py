@@ -14,7 +14,7 @@ from llama_cpp.llama_grammar import JSON_GBNF
 from pydantic import BaseModel, ValidationError
 
 from shard.api.errors import ApiError
-from shard.api.wire import (
+from shard.api.wire.openai import (
     MAX_N,
     ROLES,
     UNSUPPORTED,

@@ -34,6 +34,7 @@ Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 TokenBudget = Annotated[int, Field(ge=1, le=MAX_TOKENS_PER_REQUEST)]
 TopLogprobs = Annotated[int, Field(ge=0, le=20)]
 FinishReason = Literal["stop", "length", "tool_calls"] | None
+Dimensions = Annotated[int, Field(ge=1)]
 
 
 class Strict(BaseModel):
@@ -180,7 +181,7 @@ class EmbeddingRequest(Strict):
     input: EmbeddingInput
     model: str = ""
     encoding_format: Literal["float", "base64"] | None = None
-    dimensions: Annotated[int, Field(ge=1)] | None = None
+    dimensions: Dimensions | None = None
     user: Any = Field(None, json_schema_extra={"type": "string"})
 
 
