@@ -70,7 +70,7 @@ def parse(cls: type[T], d: Any) -> T:
         raise MessageError("the payload must be a JSON object")
     adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, TypeAdapter(cls))
     try:
-        return adapter.validate_python(d)  # type: ignore[no-any-return]
+        return adapter.validate_python(d)
     except ValidationError as exc:
         message = error_text(exc)[0]
         if "'v'" in message:
