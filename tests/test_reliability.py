@@ -26,8 +26,9 @@ from conftest import ServedNode, start_node, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG = [{"role": "user", "content": "hello there"}]
-# The paths without /v1 are the same handlers as with it; a stored response's id cannot be guessed (always 404).
-NOT_FUZZED = "^/(chat/|completions|models|embeddings|responses)|^/v1/responses/"
+# The paths without /v1 are the same handlers as with it; a stored response's id cannot be guessed (always 404),
+# nor can the name of a web scout asset or draft model file.
+NOT_FUZZED = "^/(chat/|completions|models|embeddings|responses)|^/v1/responses/|^/scout/(assets|models)/"
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 

@@ -2,6 +2,8 @@
 
 mod api;
 mod connmgr;
+#[cfg(test)]
+mod fixture_tests;
 mod infer;
 mod ip_limits;
 mod net;

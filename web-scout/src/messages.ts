@@ -1,6 +1,7 @@
 // The cooperative-generation messages (docs/protocol.md, "Cooperative generation"), with the same
-// limits as the node's own codec (app/shard/network/messages.py). The sidecar carries them as
-// opaque JSON; who sent one is the libp2p peer, never a field.
+// limits as the node's own codec (app/shard/network/messages.py, credit/receipts.py). The sidecar
+// carries them as opaque JSON; who sent one is the libp2p peer, never a field. The examples in
+// protocol/fixtures/ are read by this file's test (test/fixtures.test.ts), pytest and cargo test alike.
 
 export const VERSION = 1
 export const MAX_WORK_ID = 128
@@ -41,6 +42,37 @@ export interface Verdict {
   proposed: number
   accepted: number
   reason: string
+  /** the Oracle's signed receipt when tokens were accepted (unchecked here: see `parseReceipt`,
+   * `checkReceipt`); only a receipt that checks out counts as credit */
+  receipt: unknown
+}
+
+export const RECEIPT_KINDS = ['draft', 'served'] as const
+export const MAX_RECEIPT_AMOUNT: Record<string, number> = { draft: MAX_DRAFT_TOKENS, served: 65536 }
+const MAX_ID_CHARS = 128
+const MAX_REF_CHARS = 160
+const MAX_SIGNATURE_CHARS = 256
+
+/** What one node owes another, signed by the issuer's libp2p key (app/shard/credit/receipts.py). */
+export interface Receipt {
+  kind: 'draft' | 'served'
+  issuer: string
+  subject: string
+  ref: string
+  amount: number
+  ts: number
+}
+
+export interface SignedReceipt {
+  receipt: Receipt
+  signature_b64: string
+}
+
+export interface DraftModelInfo {
+  name: string
+  size: number
+  sha256: string
+  vocab: string
 }
 
 export interface HandshakeInfo {
@@ -50,6 +82,7 @@ export interface HandshakeInfo {
   capacity: number
   load: number
   agent: string
+  draft_model?: DraftModelInfo
   /** pairing proof for the peer it is sent to: hex HMAC-SHA256 of "<scout id>/<that peer's id>" (docs/security.md) */
   pair?: string
 }
@@ -59,7 +92,7 @@ type Obj = Record<string, unknown>
 function object (d: unknown): Obj {
   if (d === null || typeof d !== 'object' || Array.isArray(d)) throw new MessageError('the payload must be a JSON object')
   const o = d as Obj
-  const v = o.v ?? VERSION
+  const v = o.v === undefined ? VERSION : o.v
   if (v !== VERSION) throw new MessageError(`unsupported message version ${JSON.stringify(o.v)} (this scout speaks ${VERSION})`)
   return o
 }
@@ -139,28 +172,127 @@ export function parseVerdict (d: unknown): Verdict {
     outcome: str(o, 'outcome', 32),
     proposed: int(o, 'proposed', 0, 1 << 20),
     accepted: int(o, 'accepted', 0, 1 << 20),
-    reason: typeof o.reason === 'string' ? o.reason : ''
+    reason: typeof o.reason === 'string' ? o.reason : '',
+    receipt: o.receipt !== null && typeof o.receipt === 'object' && !Array.isArray(o.receipt) ? o.receipt : null
   }
 }
 
+/** A peer's `{"receipt": {...}, "signature_b64"}`: exactly the six receipt fields with their types
+ * and bounds (an amount is a number within its kind's bound, never a string), or MessageError. */
+export function parseReceipt (d: unknown): SignedReceipt {
+  if (d === null || typeof d !== 'object' || Array.isArray(d)) throw new MessageError('a receipt must be a JSON object')
+  const signed = d as Obj
+  const r = signed.receipt
+  if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new MessageError("'receipt' must be an object")
+  const o = r as Obj
+  const keys = Object.keys(o).sort().join(',')
+  if (keys !== 'amount,issuer,kind,ref,subject,ts') throw new MessageError('a receipt has exactly kind, issuer, subject, ref, amount and ts')
+  const kind = o.kind
+  if (kind !== 'draft' && kind !== 'served') throw new MessageError("'kind' must be 'draft' or 'served'")
+  const amount = o.amount
+  if (typeof amount !== 'number' || !Number.isFinite(amount) || amount < 0 || amount > MAX_RECEIPT_AMOUNT[kind]) {
+    throw new MessageError(`'amount' must be a number from 0 to ${MAX_RECEIPT_AMOUNT[kind]}`)
+  }
+  const sig = signed.signature_b64
+  if (typeof sig !== 'string' || sig.length === 0 || sig.length > MAX_SIGNATURE_CHARS) {
+    throw new MessageError(`'signature_b64' must be a string of 1 to ${MAX_SIGNATURE_CHARS} characters`)
+  }
+  return {
+    receipt: {
+      kind,
+      issuer: str(o, 'issuer', MAX_ID_CHARS),
+      subject: str(o, 'subject', MAX_ID_CHARS),
+      ref: str(o, 'ref', MAX_REF_CHARS),
+      amount,
+      ts: int(o, 'ts', 0, 2 ** 40 - 1)
+    },
+    signature_b64: sig
+  }
+}
+
+/** The bytes the issuer signed: canonical JSON as Python's `json.dumps(sort_keys=True,
+ * separators=(",", ":"))` writes it (the amount always a float, non-ASCII escaped). */
+export function receiptPayload (r: Receipt): Uint8Array {
+  const s = (v: string): string => JSON.stringify(v).replace(/[\u0080-\uffff]/g, c => '\\u' + c.charCodeAt(0).toString(16).padStart(4, '0'))
+  const amount = Number.isInteger(r.amount) ? r.amount.toFixed(1) : String(r.amount)
+  return new TextEncoder().encode(
+    `{"amount":${amount},"issuer":${s(r.issuer)},"kind":${s(r.kind)},"ref":${s(r.ref)},"subject":${s(r.subject)},"ts":${r.ts}}`
+  )
+}
+
+/** Verifies an Ed25519 signature by `issuer` (a libp2p peer id that embeds its public key). */
+export type SignatureCheck = (issuer: string, payload: Uint8Array, signature: Uint8Array) => Promise<boolean>
+
+/** The credit a verdict's receipt backs: its amount if it is well formed, about this exchange
+ * (kind "draft", from `oracle`, for `self`, for `workId`), for at most `offered` tokens and signed
+ * by the Oracle; else 0. Mirrors app/shard/coop/scout.py (receipts.check). */
+export async function receiptCredit (
+  receipt: unknown, want: { oracle: string, self: string, workId: string, offered: number }, verify: SignatureCheck
+): Promise<number> {
+  let signed: SignedReceipt
+  try {
+    signed = parseReceipt(receipt)
+  } catch {
+    return 0
+  }
+  const r = signed.receipt
+  if (r.kind !== 'draft' || r.issuer !== want.oracle || r.subject !== want.self || r.ref !== want.workId || r.amount > want.offered) return 0
+  let sig: Uint8Array
+  try {
+    sig = Uint8Array.from(atob(signed.signature_b64), c => c.charCodeAt(0))
+  } catch {
+    return 0
+  }
+  try {
+    return (await verify(r.issuer, receiptPayload(r), sig)) ? r.amount : 0
+  } catch {
+    return 0
+  }
+}
+
+const chars = (s: string): number => [...s].length
+const HEX = /^[0-9a-fA-F]+$/
+
+/** A peer's handshake, checked as the sidecar checks it (sidecar/src/util.rs, `LocalInfo::parse`). */
 export function parseHandshake (d: unknown): HandshakeInfo {
   if (d === null || typeof d !== 'object' || Array.isArray(d)) throw new MessageError('the handshake must be a JSON object')
   const o = d as Obj
   const strings = (key: string, each: number, count: number): string[] => {
-    const v = o[key] ?? []
-    if (!Array.isArray(v) || v.length > count || !v.every(s => typeof s === 'string' && s.length <= each)) {
-      throw new MessageError(`'${key}' must be a list of at most ${count} strings of at most ${each} characters`)
+    const v = o[key] === undefined ? [] : o[key]
+    if (!Array.isArray(v) || v.length > count || !v.every(s => typeof s === 'string' && s.length > 0 && chars(s) <= each)) {
+      throw new MessageError(`'${key}' must be a list of at most ${count} strings of 1 to ${each} characters`)
     }
     return v as string[]
   }
-  return {
-    protocol_version: int(o, 'protocol_version', 0, 2 ** 31),
+  const hex = (v: unknown, key: string, max: number): string => {
+    if (typeof v !== 'string' || v.length === 0 || v.length > max || !HEX.test(v)) throw new MessageError(`'${key}' must be 1 to ${max} hex digits`)
+    return v
+  }
+  if (o.agent !== undefined && (typeof o.agent !== 'string' || chars(o.agent) > 256)) {
+    throw new MessageError("'agent' must be a string of at most 256 characters")
+  }
+  const info: HandshakeInfo = {
+    protocol_version: int(o, 'protocol_version', 0, Number.MAX_SAFE_INTEGER),
     roles: strings('roles', 64, 16),
     models: strings('models', 256, 64),
-    capacity: o.capacity === undefined || o.capacity === null ? 0 : int(o, 'capacity', 0, 2 ** 32 - 1),
-    load: o.load === undefined || o.load === null ? 0 : int(o, 'load', 0, 2 ** 32 - 1),
-    agent: typeof o.agent === 'string' ? o.agent.slice(0, 256) : ''
+    capacity: o.capacity === undefined ? 0 : int(o, 'capacity', 0, 2 ** 32 - 1),
+    load: o.load === undefined ? 0 : int(o, 'load', 0, 2 ** 32 - 1),
+    agent: typeof o.agent === 'string' ? o.agent : ''
   }
+  const dm = o.draft_model
+  if (dm !== undefined && dm !== null) {
+    if (typeof dm !== 'object' || Array.isArray(dm)) throw new MessageError("'draft_model' must be an object")
+    const m = dm as Obj
+    const name = m.name
+    if (typeof name !== 'string' || name.length === 0 || chars(name) > 256 || /[/\\]/.test(name) || name === '.' || name === '..') {
+      throw new MessageError("'draft_model.name' must be a file name")
+    }
+    const sha256 = hex(m.sha256, 'draft_model.sha256', 64)
+    if (sha256.length !== 64) throw new MessageError("'draft_model.sha256' must be 64 hex digits")
+    info.draft_model = { name, size: int(m, 'size', 0, Number.MAX_SAFE_INTEGER), sha256, vocab: hex(m.vocab, 'draft_model.vocab', 64) }
+  }
+  if (o.pair !== undefined) info.pair = hex(o.pair, 'pair', 64)
+  return info
 }
 
 const encoder = new TextEncoder()

@@ -5,8 +5,9 @@
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { DrafterConfig, DraftResult } from './drafters'
-import { makeDraft, pairProof, parseVerdict, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { makeDraft, pairProof, parseVerdict, receiptCredit, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
 import { PROTO_VERIFY, ScoutNet, type Via } from './net'
+import { verifyPeerSignature } from './signature'
 
 export const AGENT = 'shard-web-scout/0.1.0'
 const MAX_REQUESTS = 64 // newest work kept for at most this many requests
@@ -32,7 +33,7 @@ export interface ScoutState {
   verdicts: Record<string, number>
   proposed: number
   accepted: number
-  credit: number // accepted tokens, one unit each, as the Oracles' verdicts say
+  credit: number // accepted tokens backed by the Oracle's signed receipt, one unit each (like app/shard/coop/scout.py)
   last: { work_id: string, text: string, source: string, outcome: string, accepted: number, proposed: number } | null
   log: string[]
 }
@@ -233,7 +234,7 @@ export class Scout {
         const draft = makeDraft(work, reply.text)
         if (draft === null) continue
         if (this.inFlight >= MAX_IN_FLIGHT) continue
-        void this.send(from, draft, reply.source)
+        void this.send(from, draft, reply.source, work.max_draft)
       }
     } finally {
       this.drafting = false
@@ -263,7 +264,7 @@ export class Scout {
     }
   }
 
-  private async send (oracle: string, draft: ReturnType<typeof makeDraft> & object, source: string): Promise<void> {
+  private async send (oracle: string, draft: ReturnType<typeof makeDraft> & object, source: string, offered: number): Promise<void> {
     this.inFlight++
     this.state.drafts.sent++
     this.state.drafts.bySource[source] = (this.state.drafts.bySource[source] ?? 0) + 1
@@ -272,10 +273,14 @@ export class Scout {
       // Drafts go direct only: on the open result topic any peer could copy one and send it first for
       // the pay, so Oracles ignore drafts there (docs/security.md). No connection: not delivered.
       const verdict: Verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
+      // Credit only with the Oracle's signed receipt for these tokens: a verdict alone proves nothing.
+      const want = { oracle, self: this.net.peerId, workId: draft.work_id, offered }
+      const credit = verdict.accepted > 0 ? await receiptCredit(verdict.receipt, want, verifyPeerSignature) : 0
+      if (verdict.accepted > 0 && credit === 0) this.log(`the verdict for ${draft.work_id} has no valid receipt: not counted`)
       this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
       this.state.proposed += verdict.proposed
       this.state.accepted += verdict.accepted
-      this.state.credit += verdict.accepted
+      this.state.credit += credit
       this.state.last = { work_id: draft.work_id, text: draft.text ?? '', source, outcome: verdict.outcome, accepted: verdict.accepted, proposed: verdict.proposed }
       if (verdict.outcome === 'ignored') this.log(`draft ${draft.work_id} ignored: ${verdict.reason}`)
     } catch (err) {

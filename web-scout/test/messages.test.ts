@@ -58,7 +58,7 @@ describe('Draft', () => {
 describe('Verdict', () => {
   it('parses the Oracle\'s answer', () => {
     expect(parseVerdict({ v: 1, work_id: 'a.1', outcome: 'verified', proposed: 5, accepted: 3, reason: '' }))
-      .toEqual({ v: 1, work_id: 'a.1', outcome: 'verified', proposed: 5, accepted: 3, reason: '' })
+      .toEqual({ v: 1, work_id: 'a.1', outcome: 'verified', proposed: 5, accepted: 3, reason: '', receipt: null })
     expect(parseVerdict({ work_id: 'a.1', outcome: 'ignored', proposed: 0, accepted: 0, reason: 'duplicate' }).reason).toBe('duplicate')
     expect(parseVerdict({ work_id: 'a.1', outcome: 'stale', proposed: 0, accepted: 0, reason: 7 }).reason).toBe('')
   })

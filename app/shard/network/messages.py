@@ -1,13 +1,23 @@
-"""The payloads that travel between nodes through the sidecar: work for scouts, their drafts, and
-the Oracle's verdicts. One place for this wire format (docs/protocol.md, "Cooperative generation");
-the sidecar carries them as opaque JSON and adds the authenticated sender (`from`) itself.
+"""The payloads that travel between nodes through the sidecar: work for scouts, their drafts, the
+Oracle's verdicts, remote inference requests and the handshake. One place for this wire format
+(docs/protocol.md, "Cooperative generation"); the sidecar carries most of them as opaque JSON and
+adds the authenticated sender (`from`) itself.
+
+Each message is a frozen dataclass whose field annotations are its schema (types and bounds, read
+by pydantic): `from_dict` validates a peer's payload against them, while the node builds its own
+messages directly. `protocol/fixtures/` holds valid and invalid examples of every message; the
+Python, TypeScript (web-scout/src/messages.ts) and Rust (sidecar) tests all read them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
+
+from shard.verifier.protocol import error_text
 
 from shard.limits import MAX_DRAFT_TOKENS, MAX_VOUCHERS
 
@@ -18,48 +28,61 @@ MAX_WORK_ID = 128
 MAX_CONTEXT_CHARS = 64_000
 MAX_CONTEXT_TOKENS = 32_768
 MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
+MAX_ROLES = 16
+MAX_MODELS = 64
+MAX_NAME_CHARS = 256
+MAX_U32 = 2**32 - 1
 
 
 class MessageError(ValueError):
     """A payload that does not follow this format; the text says which field and why."""
 
 
-def _str(d: dict[str, Any], key: str, limit: int, allow_empty: bool = False) -> str:
-    v = d.get(key)
-    if not isinstance(v, str) or (not v and not allow_empty) or len(v) > limit:
-        raise MessageError(
-            f"'{key}' must be a {'' if allow_empty else 'non-empty '}string of at most {limit} characters"
-        )
-    return v
+def _or_default(default: Any, kind: type) -> BeforeValidator:
+    """Lenient fields: a value of another type reads as the default (never refuses the message)."""
+    return BeforeValidator(lambda v: v if isinstance(v, kind) else default)
 
 
-def _int(d: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    v = d.get(key)
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise MessageError(f"'{key}' must be an integer between {lo} and {hi}")
-    return v
+# The field types, with their bounds (strict: a string is not a number, a number is not a boolean).
+TokenId = Annotated[int, Strict(), Field(ge=0, lt=1 << 24)]
+WorkId = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_WORK_ID)]
+Position = Annotated[int, Strict(), Field(ge=1, le=1 << 30)]
+Name = Annotated[str, Strict(), Field(max_length=MAX_NAME_CHARS)]
+ShortName = Annotated[str, Strict(), Field(max_length=64)]
+Context = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_CONTEXT_CHARS)]
+Continuation = Annotated[str, Strict(), Field(max_length=MAX_CONTEXT_CHARS)]
+DraftText = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DRAFT_CHARS)]
+MaxDraft = Annotated[int, Strict(), Field(ge=1, le=MAX_DRAFT_TOKENS)]
+DeadlineMs = Annotated[int, Strict(), Field(ge=0, le=1 << 53)]
+Count = Annotated[int, Strict(), Field(ge=0, le=1 << 20)]
+Outcome = Annotated[str, Strict(), Field(min_length=1, max_length=32)]
+U32 = Annotated[int, Strict(), Field(ge=0, le=MAX_U32)]
+Role = Annotated[str, Strict(), Field(min_length=1, max_length=64)]
+ModelId = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME_CHARS)]
+Version = Annotated[int, Strict(), Field(ge=VERSION, le=VERSION, description="the message version")]
+Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
+
+T = TypeVar("T")
+_ADAPTERS: dict[type, TypeAdapter[Any]] = {}
 
 
-def _token_list(d: dict[str, Any], key: str, limit: int) -> list[int] | None:
-    v = d.get(key)
-    if v is None:
-        return None
-    if (
-        not isinstance(v, list)
-        or not v
-        or len(v) > limit
-        or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < 1 << 24 for t in v)
-    ):
-        raise MessageError(f"'{key}' must be a non-empty list of at most {limit} token ids")
-    return v
-
-
-def _object(d: Any) -> dict[str, Any]:
+def parse(cls: type[T], d: Any) -> T:
+    """`d` (a peer's payload) as a `cls`, or MessageError naming the field."""
     if not isinstance(d, dict):
         raise MessageError("the payload must be a JSON object")
-    if d.get("v", VERSION) != VERSION:
-        raise MessageError(f"unsupported message version {d.get('v')!r} (this node speaks {VERSION})")
-    return d
+    adapter = _ADAPTERS.get(cls) or _ADAPTERS.setdefault(cls, TypeAdapter(cls))
+    try:
+        return adapter.validate_python(d)
+    except ValidationError as exc:
+        message = error_text(exc)[0]
+        if "'v'" in message:
+            message = f"unsupported message version {d.get('v')!r} (this node speaks {VERSION}): {message}"
+        raise MessageError(message) from None
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of a message (docs/protocol.md points here)."""
+    return TypeAdapter(cls).json_schema()
 
 
 @dataclass(frozen=True)
@@ -70,34 +93,23 @@ class Work:
     tokenizer drafts in tokens (exact), any other in text. `draft_model` names (by sha256) the
     draft model the Oracle offers its scouts (in its handshake)."""
 
-    work_id: str
-    model: str
-    context: str
-    position: int
-    max_draft: int
-    deadline_ms: int
-    vocab: str = ""
-    tokens: list[int] | None = None
-    draft_model: str = ""  # sha256 of the draft model the Oracle offers for this work ('' for none)
-    v: int = VERSION
+    work_id: WorkId
+    model: Name
+    context: Context
+    position: Position
+    max_draft: MaxDraft
+    deadline_ms: DeadlineMs
+    vocab: ShortName = ""
+    tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_CONTEXT_TOKENS)] | None = None
+    draft_model: ShortName = ""  # sha256 of the draft model the Oracle offers for this work ('' for none)
+    v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> Work:
-        d = _object(d)
-        return cls(
-            work_id=_str(d, "work_id", MAX_WORK_ID),
-            model=_str(d, "model", 256, allow_empty=True),
-            context=_str(d, "context", MAX_CONTEXT_CHARS),
-            position=_int(d, "position", 1, 1 << 30),
-            max_draft=_int(d, "max_draft", 1, MAX_DRAFT_TOKENS),
-            deadline_ms=_int(d, "deadline_ms", 0, 1 << 53),
-            vocab=_str(d, "vocab", 64, allow_empty=True) if "vocab" in d else "",
-            tokens=_token_list(d, "tokens", MAX_CONTEXT_TOKENS),
-            draft_model=_str(d, "draft_model", 64, allow_empty=True) if "draft_model" in d else "",
-        )
+        return parse(cls, d)
 
 
 @dataclass(frozen=True)
@@ -107,56 +119,46 @@ class Draft:
     from a scout with the work's tokenizer, as `tokens` (exactly one of them).
     Who sent it is never a field: the sidecar reports the signed sender."""
 
-    work_id: str
-    position: int
-    text: str | None = None
-    tokens: list[int] | None = None
-    v: int = VERSION
+    work_id: WorkId
+    position: Position
+    text: DraftText | None = None
+    tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_DRAFT_TOKENS)] | None = None
+    v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> Draft:
-        d = _object(d)
-        if (d.get("text") is None) == (d.get("tokens") is None):
+        if isinstance(d, dict) and (d.get("text") is None) == (d.get("tokens") is None):
             raise MessageError("give exactly one of 'text' or 'tokens'")
-        return cls(
-            work_id=_str(d, "work_id", MAX_WORK_ID),
-            position=_int(d, "position", 1, 1 << 30),
-            text=_str(d, "text", MAX_DRAFT_CHARS) if d.get("text") is not None else None,
-            tokens=_token_list(d, "tokens", MAX_DRAFT_TOKENS),
-        )
+        return parse(cls, d)
 
 
 @dataclass(frozen=True)
 class Verdict:
     """The Oracle's answer to a draft sent over `/shard/oracle/verify/1.0.0`. `outcome` is
     "verified" (checked: `accepted` of `proposed` tokens kept), "stale", "finished", or "ignored"
-    with `reason` (unknown work, not admitted, duplicate, replay, oversize, ...)."""
+    with `reason` (unknown work, not admitted, duplicate, replay, oversize, ...). `receipt` is the
+    signed receipt (credit/receipts.py) when tokens were accepted: only that counts as credit."""
 
-    work_id: str
-    outcome: str
-    proposed: int = 0
-    accepted: int = 0
-    reason: str = ""
-    receipt: dict[str, Any] | None = None  # signed by the Oracle when tokens were accepted
-    v: int = VERSION
+    work_id: WorkId
+    outcome: Outcome
+    proposed: Count = 0  # required on the wire (from_dict)
+    accepted: Count = 0
+    reason: Annotated[str, _or_default("", str)] = ""
+    receipt: Annotated[dict[str, Any] | None, _or_default(None, dict)] = None
+    v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> Verdict:
-        d = _object(d)
-        return cls(
-            work_id=_str(d, "work_id", MAX_WORK_ID),
-            outcome=_str(d, "outcome", 32),
-            proposed=_int(d, "proposed", 0, 1 << 20),
-            accepted=_int(d, "accepted", 0, 1 << 20),
-            reason=d.get("reason", "") if isinstance(d.get("reason", ""), str) else "",
-            receipt=d.get("receipt") if isinstance(d.get("receipt"), dict) else None,
-        )
+        for key in ("proposed", "accepted"):
+            if isinstance(d, dict) and key not in d:
+                raise MessageError(f"'{key}': Field required")
+        return parse(cls, d)
 
 
 @dataclass(frozen=True)
@@ -169,30 +171,67 @@ class InferRequest:
     `queued` {position, eta_s}, `start`, `token` {text, n}, `end` {finish_reason, usage, receipt},
     or `error` {message}."""
 
-    generate: dict[str, Any]
-    model: str = ""
-    continuation: str = ""
-    vouchers: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-    v: int = VERSION
+    generate: Annotated[dict[str, Any], Strict()]
+    model: Name = ""
+    continuation: Continuation = ""
+    vouchers: Annotated[list[Annotated[dict[str, Any], Strict()]], Field(max_length=MAX_VOUCHERS)] = dataclasses.field(
+        default_factory=list
+    )
+    v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> InferRequest:
-        d = _object(d)
-        if not isinstance(d.get("generate"), dict):
-            raise MessageError("'generate' must be an object")
-        vouchers = d.get("vouchers", [])
-        if (
-            not isinstance(vouchers, list)
-            or len(vouchers) > MAX_VOUCHERS
-            or not all(isinstance(x, dict) for x in vouchers)
-        ):
-            raise MessageError(f"'vouchers' must be a list of at most {MAX_VOUCHERS} objects")
-        return cls(
-            generate=d["generate"],
-            model=_str(d, "model", 256, allow_empty=True) if "model" in d else "",
-            continuation=_str(d, "continuation", MAX_CONTEXT_CHARS, allow_empty=True) if "continuation" in d else "",
-            vouchers=vouchers,
-        )
+        return parse(cls, d)
+
+
+def _file_name(name: str) -> str:
+    if name in (".", ".."):
+        raise ValueError("must be a file name")
+    return name
+
+
+@dataclass(frozen=True)
+class DraftModelInfo:
+    """A draft model as a handshake names it (docs/protocol.md, "Draft models")."""
+
+    name: Annotated[
+        str, Strict(), Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\\]+$"), AfterValidator(_file_name)
+    ]
+    size: Annotated[int, Strict(), Field(ge=0)]
+    sha256: Annotated[str, Strict(), Field(pattern=r"^[0-9a-fA-F]{64}$")]
+    vocab: Hex64
+
+
+@dataclass(frozen=True)
+class Handshake:
+    """What a peer tells about itself when it connects (`/shard/handshake/1.0.0`), as the sidecar
+    checks it (sidecar/src/util.rs, `LocalInfo::parse`) before reporting it in a `handshake` event.
+    `pair` is a scout's pairing proof for the peer it is sent to (network/pairing.py)."""
+
+    protocol_version: Annotated[int, Strict(), Field(ge=0, le=2**64 - 1)]
+    roles: Annotated[list[Role], Field(max_length=MAX_ROLES)] = dataclasses.field(default_factory=list)
+    models: Annotated[list[ModelId], Field(max_length=MAX_MODELS)] = dataclasses.field(default_factory=list)
+    capacity: U32 = 0
+    load: U32 = 0
+    agent: Name = ""
+    draft_model: DraftModelInfo | None = None
+    pair: Hex64 | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Handshake:
+        return parse(cls, d)
+
+
+MESSAGES: dict[str, type] = {
+    "work": Work,
+    "draft": Draft,
+    "verdict": Verdict,
+    "infer_request": InferRequest,
+    "handshake": Handshake,
+}

@@ -1,7 +1,9 @@
 """The verifier's wire format (node <-> verifier child, 127.0.0.1, per-launch bearer token).
 
 One place for it: the child parses with these classes and the node's client builds them.
-Described in docs/protocol.md ("Verifier").
+Described in docs/protocol.md ("Verifier"). The sampling ranges are written here once, as pydantic
+types (`Temperature`, `TopP`, ...): the OpenAI API's request models (api/schemas.py), the generated
+OpenAPI document and peers' requests (coop/remote_request.py) all validate with them.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 READY_PREFIX = "SHARD_VERIFIER_READY "
 TOKEN_ENV = "SHARD_VERIFIER_TOKEN"
@@ -20,17 +24,6 @@ MAX_TOKENS_PER_REQUEST = 65536
 
 class ProtocolError(ValueError):
     """A message that does not follow this format; the text says which field and why."""
-
-
-def _num(d: dict[str, Any], key: str, default: float, lo: float, hi: float) -> float:
-    v = d.get(key, default)
-    if v is None:
-        return default
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise ProtocolError(f"'{key}' must be a number")
-    if not lo <= v <= hi:
-        raise ProtocolError(f"'{key}' must be between {lo} and {hi}, got {v}")
-    return float(v)
 
 
 def _int(d: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
@@ -44,13 +37,61 @@ def _int(d: dict[str, Any], key: str, default: int, lo: int, hi: int) -> int:
     return v
 
 
-def _tokens(d: dict[str, Any], key: str) -> list[int]:
+def token_ids(d: dict[str, Any], key: str) -> list[int]:
+    """`d[key]` as a list of token ids (missing or null: []), at most MAX_TOKENS_PER_REQUEST long."""
     v = d.get(key) or []
     if not isinstance(v, list) or not all(isinstance(t, int) and not isinstance(t, bool) for t in v):
         raise ProtocolError(f"'{key}' must be a list of token ids")
     if len(v) > MAX_TOKENS_PER_REQUEST:
         raise ProtocolError(f"'{key}' has more than {MAX_TOKENS_PER_REQUEST} tokens")
     return v
+
+
+# -- the sampling ranges, written once ---------------------------------------------------------
+Temperature = Annotated[float, Field(ge=0.0, le=2.0, description="0 is greedy; default 0.8")]
+TopP = Annotated[float, Field(ge=0.0, le=1.0, description="default 0.95")]
+TopK = Annotated[int, Field(ge=0, le=1 << 20, description="extension; default 40")]
+MinP = Annotated[float, Field(ge=0.0, le=1.0, description="extension; default 0.05")]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+Seed = Annotated[int, Field(ge=-(2**63), le=2**64 - 1, description="taken modulo 2**64")]
+
+
+class SamplingParams(BaseModel):
+    """The sampling fields as a sender writes them (absent or null: the default). Strict: a string
+    or a boolean is not a number."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    temperature: Temperature | None = None
+    top_p: TopP | None = None
+    top_k: TopK | None = None
+    min_p: MinP | None = None
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    seed: Seed | None = None
+
+
+def error_text(exc: ValidationError) -> tuple[str, str | None]:
+    """The first problem pydantic found, as one sentence naming the field, and that field's top-level name."""
+    err = exc.errors(include_url=False)[0]
+    # A union's failing member appears in the path ('str', 'list[str]', 'TextPart'): not a field name.
+    path = [str(p) for p in err["loc"] if not _UNION_TAG.search(str(p))]
+    loc = ".".join(path)
+    return (f"'{loc}': {err['msg']}" if loc else err["msg"]), (path[0] if path else None)
+
+
+_UNION_TAG = re.compile(r"^(str|int|float|bool|dict|list|none)$|[\[A-Z]")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], d: Any) -> M:
+    """`d` validated by `model`, or a ProtocolError naming the field."""
+    try:
+        return model.model_validate(d)
+    except ValidationError as exc:
+        raise ProtocolError(error_text(exc)[0]) from None
 
 
 @dataclass
@@ -69,18 +110,20 @@ class Sampling:
         grammar = d.get("grammar")
         if grammar is not None and not isinstance(grammar, str):
             raise ProtocolError("'grammar' must be a GBNF string")
-        seed = d.get("seed")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ProtocolError("'seed' must be an integer")
+        return cls.from_params(parse(SamplingParams, d), grammar or None)
+
+    @classmethod
+    def from_params(cls, p: SamplingParams, grammar: str | None = None) -> Sampling:
+        """The values to sample with: what was sent, else the defaults."""
         return cls(
-            temperature=_num(d, "temperature", cls.temperature, 0.0, 2.0),
-            top_p=_num(d, "top_p", cls.top_p, 0.0, 1.0),
-            top_k=_int(d, "top_k", cls.top_k, 0, 1 << 20),
-            min_p=_num(d, "min_p", cls.min_p, 0.0, 1.0),
-            presence_penalty=_num(d, "presence_penalty", 0.0, -2.0, 2.0),
-            frequency_penalty=_num(d, "frequency_penalty", 0.0, -2.0, 2.0),
-            seed=None if seed is None else seed & 0xFFFFFFFFFFFFFFFF,
-            grammar=grammar or None,
+            temperature=cls.temperature if p.temperature is None else p.temperature,
+            top_p=cls.top_p if p.top_p is None else p.top_p,
+            top_k=cls.top_k if p.top_k is None else p.top_k,
+            min_p=cls.min_p if p.min_p is None else p.min_p,
+            presence_penalty=p.presence_penalty or 0.0,
+            frequency_penalty=p.frequency_penalty or 0.0,
+            seed=None if p.seed is None else p.seed & 0xFFFFFFFFFFFFFFFF,
+            grammar=grammar,
         )
 
 
@@ -98,7 +141,7 @@ TOOL_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")  # OpenAI's rule, plus '.' an
 TOOL_CHOICES = ("auto", "none", "required")
 
 
-def _tools(d: dict[str, Any]) -> list[dict[str, Any]] | None:
+def check_tools(d: dict[str, Any]) -> list[dict[str, Any]] | None:
     """OpenAI's function tools, checked: names, an object of parameters, bounded in count and size."""
     tools = d.get("tools")
     if tools is None:
@@ -125,7 +168,7 @@ def _tools(d: dict[str, Any]) -> list[dict[str, Any]] | None:
     return tools
 
 
-def _tool_choice(d: dict[str, Any], tools: list[dict[str, Any]] | None) -> Any:
+def check_tool_choice(d: dict[str, Any], tools: list[dict[str, Any]] | None) -> Any:
     """'auto', 'none', 'required' or {'type': 'function', 'function': {'name': a declared tool}}."""
     choice = d.get("tool_choice")
     if choice is None:
@@ -218,7 +261,7 @@ class GenerateRequest:
         prompt, messages = d.get("prompt"), _messages(d)
         if prompt is not None and not isinstance(prompt, str):
             raise ProtocolError("'prompt' must be a string")
-        tools = _tools(d)
+        tools = check_tools(d)
         if tools and messages is None:
             raise ProtocolError("'tools' go with 'messages' only")
         stop = d.get("stop") or []
@@ -230,7 +273,7 @@ class GenerateRequest:
         return cls(
             prompt=prompt,
             messages=messages,
-            tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None,
+            tokens=token_ids(d, "tokens") if d.get("tokens") is not None else None,
             max_tokens=_int(d, "max_tokens", 0, 0, MAX_TOKENS_PER_REQUEST),
             stop=stop,
             sampling=Sampling.from_dict(d.get("sampling") or {}),
@@ -239,7 +282,7 @@ class GenerateRequest:
             continuation=_continuation(d),
             json_schema=d.get("json_schema") if isinstance(d.get("json_schema"), dict) else None,
             tools=tools,
-            tool_choice=_tool_choice(d, tools),
+            tool_choice=check_tool_choice(d, tools),
             parallel_tool_calls=bool(d.get("parallel_tool_calls", True)),
             logprobs=_int(d, "logprobs", -1, -1, 20),
             suffix=_suffix(d, prompt),
@@ -261,12 +304,12 @@ class VerifyRequest:
     def from_dict(cls, d: Any) -> VerifyRequest:
         if not isinstance(d, dict):
             raise ProtocolError("the body must be a JSON object")
-        context = _tokens(d, "context")
+        context = token_ids(d, "context")
         if not context:
             raise ProtocolError("'context' must hold at least one token")
         return cls(
             context=context,
-            draft=_tokens(d, "draft"),
+            draft=token_ids(d, "draft"),
             sampling=Sampling.from_dict(d.get("sampling") or {"temperature": 0.0}),
         )
 
@@ -301,7 +344,7 @@ class DraftRequest:
             job=_int(d, "job", 0, 1, 1 << 62),
             position=_int(d, "position", 0, 0, 1 << 30),
             text=text,
-            tokens=_tokens(d, "tokens") if d.get("tokens") is not None else None,
+            tokens=token_ids(d, "tokens") if d.get("tokens") is not None else None,
             limit=_int(d, "limit", 0, 0, 1 << 16),
         )
 
@@ -350,7 +393,7 @@ class EmbedRequest:
         if tokens is not None:
             if not isinstance(tokens, list):
                 raise ProtocolError("'tokens' must be a list of token lists")
-            tokens = [_tokens({"t": t}, "t") for t in tokens]
-        if not 1 <= len(inputs if inputs is not None else tokens) <= MAX_EMBED_INPUTS:
+            tokens = [token_ids({"t": t}, "t") for t in tokens]
+        if not 1 <= len(inputs if inputs is not None else tokens or []) <= MAX_EMBED_INPUTS:
             raise ProtocolError(f"give between 1 and {MAX_EMBED_INPUTS} inputs")
         return cls(inputs=inputs, tokens=tokens)

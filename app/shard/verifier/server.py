@@ -132,7 +132,7 @@ async def detokenize(request: web.Request) -> web.Response:
     engine = _ready_engine(request)
     body = await _json_body(request)
     try:
-        tokens = protocol._tokens(body if isinstance(body, dict) else {}, "tokens")
+        tokens = protocol.token_ids(body if isinstance(body, dict) else {}, "tokens")
     except protocol.ProtocolError as exc:
         return _error(400, str(exc))
     if not all(engine.model.valid_token(t) for t in tokens):
