@@ -94,7 +94,7 @@ class HostilePeer(Daemon):
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:"):
                         event = json.loads(raw[5:])
-                        if event["type"] == "work":
+                        if event["type"] == "work" and event["work"].get("type") != "progress":  # works only
                             self.works.append(event["work"])
                         if event["type"] in ("infer_request", "verify_request"):
                             threading.Thread(target=self._answer, args=(event,), daemon=True).start()
@@ -669,7 +669,8 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
             with requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r:
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
-                        works.append(e["work"])
+                        if e["work"].get("type") != "progress":  # works only, not a drafting session's news
+                            works.append(e["work"])
 
         threading.Thread(target=watch, daemon=True).start()
         time.sleep(0.5)

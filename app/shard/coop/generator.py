@@ -3,10 +3,15 @@
 The verifier decodes at full speed on its own (with its prompt-lookup drafter); this module only
 adds to it. When the privacy setting admits some connected scouts, it publishes work for the
 request (its text so far and the token position: once at the start, then again when the position
-has moved on by REPUBLISH_TOKENS or a scout has answered), takes the drafts that come back, checks
-who sent them and whether they belong to live work, and hands them to the verifier, which checks
-them in its next batched step (reconciling a draft made for an older position with what was
-generated since). Nothing here ever waits for the network: with no drafts, it is plain decoding.
+has moved on by REPUBLISH_TOKENS, for scouts that draft once per work), and streams the tokens it decides to
+the scouts as `Progress` messages (coalesced: one send in flight per request). That makes each
+request a drafting session: a scout drafts continuously ahead of the Oracle from its own guess and
+sends its draft again as it grows (each draft numbered: `seq`). This module takes the drafts that
+come back, checks who sent them and whether they belong to live work at a position the request
+has reached, and hands them to the verifier, which checks the part beyond its position in its next
+batched step (reconciling a draft made for an older position with what was generated since), as
+many tokens as policy.py finds pay for that scout. Nothing here ever waits for the network: with no
+drafts, it is plain decoding.
 
 A draft's verdict is credited to its sender (the signed libp2p source the sidecar reports) in the
 ledger, once per work id and sender.
@@ -28,7 +33,7 @@ from shard.coop.golden import Finished, GoldenTickets
 from shard.credit import receipts
 from shard.credit.ledger import LedgerError
 from shard.network import messages
-from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.messages import Draft, MessageError, Progress, Verdict, Work
 from shard.network.sidecar import SidecarError
 from shard.verifier.client import VerifierRequestError, VerifierUnavailable
 from shard.verifier.protocol import DraftRequest, GenerateRequest
@@ -39,10 +44,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.coop")
 
 REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
-MIN_MOVE = 4  # ...or this far, when a scout has just answered (not a publish per answer)
 MAX_DRAFT = 16
 DEADLINE_MS = 2000
 LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
+MAX_HEARD = 4096  # drafts remembered per request for the duplicate and replay rules (oldest forgotten)
 
 
 @dataclass
@@ -60,13 +65,55 @@ class _Session:
     seq: int = 0
     published_position: int = -1  # position of the newest published work
     works: dict[str, tuple[int, float]] = field(default_factory=dict)  # live work id -> (position, published at)
-    senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
-    contents: set[tuple[str, Any]] = field(default_factory=set)  # (work id, draft text or tokens) already heard
+    senders: dict[tuple[str, str, int], None] = field(default_factory=dict)  # (work id, sender, seq) already heard
+    contents: dict[tuple[str, int, Any], str] = field(
+        default_factory=dict
+    )  # (work id, position, draft) -> first sender
     publishing: bool = False
     draft_model: str = ""  # sha256 of the node's draft model, named in each work
+    progress_event: int = 0  # token events already streamed to the scouts
+    progressing: bool = False  # a progress message is on its way
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.tokens)
+        self.progress_position = len(self.tokens)  # where the next progress message starts
+
+    def next_progress(self) -> Progress | None:
+        """The tokens decided since the last progress message (at most MAX_PROGRESS_TOKENS)."""
+        if not self.works or self.progress_event >= len(self.events):
+            return None
+        ids: list[int] = []
+        text = ""
+        i = self.progress_event
+        while i < len(self.events):
+            e_ids, e_text = self.events[i]
+            if ids and (
+                len(ids) + len(e_ids) > messages.MAX_PROGRESS_TOKENS
+                or len(text) + len(e_text) > messages.MAX_PROGRESS_CHARS
+            ):
+                break
+            ids += e_ids
+            text += e_text
+            i += 1
+        position = self.progress_position
+        self.progress_event, self.progress_position = i, position + len(ids)
+        if not ids or len(ids) > messages.MAX_PROGRESS_TOKENS or len(text) > messages.MAX_PROGRESS_CHARS:
+            return None  # an event with no new ids (a stop string's tail), or one too big to say
+        return Progress(work_id=next(reversed(self.works)), position=position, tokens=ids, text=text)
+
+    def heard(self, key: tuple[str, str, int], content: tuple[str, int, Any], sender: str) -> str:
+        """'' for a new draft (remembered), else why it is ignored: 'duplicate' or 'replay'."""
+        first = self.contents.get(content)
+        if key in self.senders or first == sender:
+            return "duplicate"
+        if first is not None:
+            return "replay"  # another sender's draft, copied: only the first earns
+        self.senders[key] = None
+        self.contents[content] = sender
+        for d in (self.senders, self.contents):
+            while len(d) > MAX_HEARD:
+                d.pop(next(iter(d)))  # type: ignore[attr-defined]
+        return ""
 
     @property
     def position(self) -> int:
@@ -107,6 +154,8 @@ class _Pace:
     backoff: int = 1
 
     def update(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout
+            return
         self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
         if accepted == 0:
             self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
@@ -166,6 +215,7 @@ class CoopGenerator:
                         session.tokens += event["ids"]
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
+                        self._progress(session)
                     elif (
                         kind == "end"
                         and session is not None
@@ -217,6 +267,36 @@ class CoopGenerator:
 
         self._spawn(send())
 
+    def _progress(self, session: _Session) -> None:
+        """Stream the newly decided tokens to the request's scouts (one message in flight; the
+        next carries everything decided meanwhile). Never awaited by the generation."""
+        if session.progressing:
+            return
+        scouts = self.node.admitted_scouts()
+        sidecar = self.node.sidecar
+        if not scouts or sidecar is None:
+            return
+        peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
+        session.progressing = True
+
+        async def send() -> None:
+            try:
+                while self._sessions.get(session.key) is session:
+                    progress = session.next_progress()
+                    if progress is None:
+                        break
+                    await sidecar.call(
+                        "POST",
+                        "/broadcast-work",
+                        {"work": progress.to_dict(), **({"peers": peers} if peers else {})},
+                    )
+            except SidecarError as exc:
+                log.debug("progress for %s not sent: %s", session.key, exc)
+            finally:
+                session.progressing = False
+
+        self._spawn(send())
+
     # -- drafts from scouts ---------------------------------------------------------------------
 
     async def on_draft(self, sender: str, payload: Any, gossip: bool = False) -> Verdict:
@@ -249,21 +329,24 @@ class CoopGenerator:
                     raise VerifierUnavailable("no verifier")
                 result = await verifier.draft(
                     DraftRequest(
-                        job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens, limit=pace.limit
+                        job=session.job,
+                        position=draft.position,
+                        text=draft.text,
+                        tokens=draft.tokens,
+                        limit=pace.limit,
+                        source=sender,
                     )
                 )
             except (VerifierUnavailable, VerifierRequestError) as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-            if result.outcome != "verified":  # stale, or the generation ended: counted, not checked
-                metrics.drafts_ignored.labels(result.outcome).inc()
+            if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
+                metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
                 return Verdict(work_id=draft.work_id, outcome=result.outcome)
             proposed, accepted = result.proposed, result.accepted
             pace.update(proposed, accepted)
             metrics.draft_proposed.labels("scout").inc(proposed)
             metrics.draft_accepted.labels("scout").inc(accepted)
-            if self._sessions.get(session.key) is session and session.position - session.published_position >= MIN_MOVE:
-                self._publish(session)  # that scout is free again: give it the newest position
         receipt = None
         paused = self.golden.paused(sender)
         if paused:
@@ -271,12 +354,12 @@ class CoopGenerator:
         if proposed:
             try:
                 if not paused:
-                    self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
+                    self.node.ledger.record_draft(sender, f"{draft.ref}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
             if accepted and self.node.sidecar is not None:
                 try:
-                    receipt = await receipts.issue(self.node.sidecar, "draft", sender, draft.work_id, accepted)
+                    receipt = await receipts.issue(self.node.sidecar, "draft", sender, draft.ref, accepted)
                 except SidecarError as exc:
                     log.debug("cannot sign a receipt: %s", exc)
         return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
@@ -304,16 +387,19 @@ class CoopGenerator:
         if golden:
             return None, draft
         position, published = session.works[draft.work_id]
-        if draft.position != position:
+        # One draft per work at its position, or (a drafting session: seq > 0) drafts from any
+        # position the generation has reached since, as the scout follows the progress messages.
+        if draft.position != position and not (draft.seq and position < draft.position <= session.position):
             raise Ignored("wrong_position")
-        if (draft.work_id, sender) in session.senders:
-            raise Ignored("duplicate")
-        content = (draft.work_id, draft.text or tuple(draft.tokens or ()))
-        if content in session.contents:
-            raise Ignored("replay")  # another sender's draft, copied: only the first earns
-        self.node.metrics.draft_round_trip.observe(time.monotonic() - published)
-        session.senders.add((draft.work_id, sender))
-        session.contents.add(content)
+        why = session.heard(
+            (draft.work_id, sender, draft.seq),
+            (draft.work_id, draft.position, draft.text or tuple(draft.tokens or ())),
+            sender,
+        )
+        if why:
+            raise Ignored(why)
+        if draft.seq <= 1:  # the first answer to the work: how long the scout took
+            self.node.metrics.draft_round_trip.observe(time.monotonic() - published)
         return session, draft
 
     async def close(self) -> None:

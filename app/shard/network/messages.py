@@ -16,6 +16,9 @@ MAX_CONTEXT_TOKENS = 32_768
 MAX_DRAFT_TOKENS = 16
 MAX_DRAFT_CHARS = 512  # a draft of MAX_DRAFT_TOKENS tokens is far shorter than this
 MAX_VOUCHERS = 16  # receipts from other Oracles an asker may show with a request
+MAX_PROGRESS_TOKENS = 64  # accepted tokens in one progress message (the Oracle sends more messages if need be)
+MAX_PROGRESS_CHARS = 2048
+MAX_DRAFT_SEQ = 1 << 20  # drafts one scout may send for one work
 
 
 class MessageError(ValueError):
@@ -109,10 +112,16 @@ class Draft:
     position: int
     text: str | None = None
     tokens: list[int] | None = None
+    seq: int = 0  # in a drafting session, the scout's number for this draft (1, 2, ...): its receipt's ref
     v: int = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def ref(self) -> str:
+        """What the draft's ledger entry and receipt are about: the work, and the draft within it."""
+        return f"{self.work_id}#{self.seq}" if self.seq else self.work_id
 
     @classmethod
     def from_dict(cls, d: Any) -> Draft:
@@ -124,6 +133,42 @@ class Draft:
             position=_int(d, "position", 1, 1 << 30),
             text=_str(d, "text", MAX_DRAFT_CHARS) if d.get("text") is not None else None,
             tokens=_token_list(d, "tokens", MAX_DRAFT_TOKENS),
+            seq=_int(d, "seq", 0, MAX_DRAFT_SEQ) if "seq" in d else 0,
+        )
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Sent to the scouts of a running request on the work channel, as its tokens are decided:
+    the generation's tokens from `position` on are `tokens` (and spell `text`). `work_id` is the
+    request's newest work (its request key is the part before the dot). A scout keeps a drafting
+    session per request: it drafts ahead of the Oracle from its own guess and reconciles that
+    guess with each progress message. `type` tells it apart from a Work on the same channel."""
+
+    work_id: str
+    position: int
+    tokens: list[int]
+    text: str = ""
+    type: str = "progress"
+    v: int = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def is_progress(d: Any) -> bool:
+        return isinstance(d, dict) and d.get("type") == "progress"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Progress:
+        d = _object(d)
+        if d.get("type") != "progress":
+            raise MessageError("'type' must be 'progress'")
+        return cls(
+            work_id=_str(d, "work_id", MAX_WORK_ID),
+            position=_int(d, "position", 1, 1 << 30),
+            tokens=_token_list(d, "tokens", MAX_PROGRESS_TOKENS) or [],
+            text=_str(d, "text", MAX_PROGRESS_CHARS, allow_empty=True) if "text" in d else "",
         )
 
 
