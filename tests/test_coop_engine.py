@@ -291,3 +291,20 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
     assert p.backoff == 1 and p.limit == 2
+
+
+def test_local_scouts_draft_only_while_measured_to_pay() -> None:
+    """No double-dip: with scouts on this machine, requests are tried with and without them; the
+    faster way is kept, the other probed one request in PROBE_EVERY."""
+    from shard.coop.local_gate import PROBE_EVERY, LocalGate
+
+    gate = LocalGate()
+    assert gate.use_local() is True  # first tried with them
+    gate.record(True, 65, 8.0)  # 8 tokens/s with the local scout (it takes the Oracle's cores)
+    assert gate.use_local() is False  # then measured without
+    gate.record(False, 65, 6.4)  # 10 tokens/s on its own: the scout does not pay
+    ways = [gate.use_local() for _ in range(2 * PROBE_EVERY)]
+    assert ways.count(True) == 2  # only the probes use it
+    for _ in range(10):  # the workload changes: now its drafts are mostly accepted
+        gate.record(True, 65, 3.2)
+    assert [gate.use_local() for _ in range(PROBE_EVERY)].count(True) == PROBE_EVERY - 1

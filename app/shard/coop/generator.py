@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shard.coop.golden import Finished, GoldenTickets
+from shard.coop.local_gate import LocalGate
 from shard.credit import receipts
 from shard.credit.ledger import LedgerError
 from shard.network import messages
@@ -72,6 +73,7 @@ class _Session:
     publishing: bool = False
     draft_model: str = ""  # sha256 of the node's draft model, named in each work
     progress_event: int = 0  # token events already streamed to the scouts
+    exclude_local: bool = False  # scouts on this machine sit this request out (coop/local_gate.py)
     progressing: bool = False  # a progress message is on its way
 
     def __post_init__(self) -> None:
@@ -174,6 +176,19 @@ class CoopGenerator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.golden = GoldenTickets(rate=node.settings.golden_rate, on_score=self._keep_golden_score)
         self._pace: dict[str, _Pace] = {}  # per scout (bounded by the peer table's size)
+        self.local_gate = LocalGate()
+
+    def _is_local(self, peer_id: str) -> bool:
+        peer = self.node.peer_table.peers.get(peer_id)
+        return peer is not None and peer.local
+
+    def _targets(self, session: _Session) -> tuple[list[str], list[str] | None]:
+        """The scouts that get this request's work, and the `peers` to send it to (None: gossip)."""
+        scouts = self.node.admitted_scouts()
+        if session.exclude_local:
+            scouts = [p for p in scouts if not self._is_local(p)]
+            return scouts, scouts
+        return scouts, None if self.node.settings.prompt_privacy == "anyone" else scouts
 
     def _keep_golden_score(self, sender: str, proposed: int, accepted: int) -> None:
         if self.node.ledger is None:
@@ -189,7 +204,11 @@ class CoopGenerator:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
         (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
         verifier = self.node.require_verifier()
-        share = share_allowed and bool(self.node.admitted_scouts())
+        scouts = self.node.admitted_scouts() if share_allowed else []
+        gated = self.node.settings.local_scout_gate and any(self._is_local(p) for p in scouts)
+        use_local = self.local_gate.use_local() if gated else True
+        share = any(use_local or not self._is_local(p) for p in scouts)
+        first_token_at = 0.0
         drafter = "lookup" if self.node.settings.draft_lookup else "none"
         request = dataclasses.replace(request, share_context=share, drafter=drafter)
         session: _Session | None = None
@@ -197,6 +216,11 @@ class CoopGenerator:
             async with contextlib.aclosing(verifier.generate(request)) as events:
                 async for event in events:
                     kind = event["type"]
+                    if kind == "token" and not first_token_at:
+                        first_token_at = time.monotonic()
+                    elif kind == "end" and gated and first_token_at:  # how fast it was, with or without
+                        done = int((event.get("usage") or {}).get("completion_tokens", 0))
+                        self.local_gate.record(use_local, done, time.monotonic() - first_token_at)
                     if kind == "start" and share and event.get("context_text"):
                         session = _Session(
                             secrets.token_hex(8),
@@ -207,6 +231,7 @@ class CoopGenerator:
                             list(event["context_tokens"]),
                             draft_model=self.node.draft_model.sha256 if self.node.draft_model else "",
                         )
+                        session.exclude_local = not use_local
                         self._sessions[session.key] = session
                         self._publish(session)
                     elif kind == "token" and session is not None:
@@ -244,13 +269,12 @@ class CoopGenerator:
     def _publish(self, session: _Session) -> None:
         if session.publishing:  # one publish at a time per request; the next picks up the newest text
             return
-        scouts = self.node.admitted_scouts()
+        scouts, peers = self._targets(session)
         sidecar = self.node.sidecar
         if not scouts or sidecar is None:
             return
         work = session.next_work(MAX_DRAFT)
         golden = self.golden.maybe_ticket(MAX_DRAFT, work.deadline_ms)
-        peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
         session.publishing = True
 
         async def send() -> None:
@@ -272,11 +296,10 @@ class CoopGenerator:
         next carries everything decided meanwhile). Never awaited by the generation."""
         if session.progressing:
             return
-        scouts = self.node.admitted_scouts()
+        scouts, peers = self._targets(session)
         sidecar = self.node.sidecar
         if not scouts or sidecar is None:
             return
-        peers = None if self.node.settings.prompt_privacy == "anyone" else scouts
         session.progressing = True
 
         async def send() -> None:
@@ -386,6 +409,8 @@ class CoopGenerator:
             raise Ignored("not_admitted")
         if golden:
             return None, draft
+        if session.exclude_local and self._is_local(sender):
+            raise Ignored("not_admitted")  # a scout on this machine, sitting this request out
         position, published = session.works[draft.work_id]
         # One draft per work at its position, or (a drafting session: seq > 0) drafts from any
         # position the generation has reached since, as the scout follows the progress messages.

@@ -132,7 +132,7 @@ class Engine:
         params.n_seq_max = opts.parallel
         params.kv_unified = False  # each slot gets its own n_ctx
         params.n_threads = threads
-        params.n_threads_batch = max(threads, os.cpu_count() or 1)
+        params.n_threads_batch = max(threads, _usable_cpus())
         params.no_perf = True
         mappings_before = anonymous_mappings()
         self.ctx = _internals.LlamaContext(model=model.model, params=params, verbose=False)
@@ -154,6 +154,8 @@ class Engine:
             "steps": 0,
             "draft_offered": 0,
             "external_offered": 0,
+            "draft_checks": 0,  # steps that checked some of a lookup draft
+            "external_checks": 0,  # ... of a scout's draft
         }
         # Engine-wide acceptance per source: where a new job's estimate starts. Prompt lookup's depends
         # on the kind of work; each scout's is its own record (a scout first heard of starts at
@@ -457,6 +459,7 @@ class Engine:
         if len(draft) > n_draft_ok:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
         if job.external is not None:
+            self.counters["external_checks"] += 1 if draft else 0
             self.counters["external_proposed"] += len(draft)
             self.counters["external_accepted"] += n_draft_ok
             job.external.done(len(draft), n_draft_ok, "verified")
@@ -464,6 +467,7 @@ class Engine:
         elif draft:
             job.stats.draft_proposed += len(draft)
             job.stats.draft_accepted += n_draft_ok
+            self.counters["draft_checks"] += 1
             self.counters["draft_proposed"] += len(draft)
             self.counters["draft_accepted"] += n_draft_ok
             if job.draft_source is not None:
@@ -572,6 +576,15 @@ def token_logprobs(model: Model, logits: np.ndarray, token: int, top: int) -> di
     else:
         out["top_logprobs"] = []
     return out
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, cgroups' cpusets), not all the machine's: more batch
+    threads than that only wait on each other."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
