@@ -110,7 +110,7 @@ class Run:
         self.name, self.port, self.latency_ms = name, free_port(), latency_ms
         self.proxy: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
-        data = tmp / f"data-{name.replace(' ', '-').replace(',', '')}"
+        data = self.data = tmp / f"data-{name.replace(' ', '-').replace(',', '').replace('@', 'at')}"
         self.log = (tmp / f"{data.name}.log").open("wb")
         env = {
             **os.environ,
@@ -187,6 +187,8 @@ class Run:
                     "1",
                     "--data-dir",
                     str(tmp / "scout"),
+                    "--pair",  # paired with the Oracle, as a user pairs their scout (else "local" privacy refuses it)
+                    (self.data / "pair.key").read_text().strip(),
                     *NET,
                 ],
                 stdout=(tmp / "scout.log").open("wb"),
@@ -231,7 +233,12 @@ def main() -> None:
     cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
     ap.add_argument("--model", type=Path, default=models.default_model_path(cache), help="the scout's model (SmolLM2)")
     ap.add_argument("--slowdowns", default="4", help="comma list: idle layers for about this many times slower")
-    ap.add_argument("--noise", type=float, default=0.1, help="the noisy twin's output scale (0: no noisy twin)")
+    ap.add_argument(
+        "--noise",
+        type=float,
+        default=0.3,
+        help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
+    )
     ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
     ap.add_argument("--tokens", type=int, default=64)
@@ -254,7 +261,10 @@ def main() -> None:
             oracles.append((f"exact {x:g}x", write_twin(args.model, tmp / f"exact-{x:g}.gguf", idle)))
             if args.noise:
                 oracles.append(
-                    (f"noisy {x:g}x", write_twin(args.model, tmp / f"noisy-{x:g}.gguf", idle, noise=args.noise))
+                    (
+                        f"noisy {x:g}x",
+                        write_twin(args.model, tmp / f"noisy-{x:g}.gguf", idle, noise=args.noise * 30 / idle),
+                    )
                 )
         oracles.insert(0, ("SmolLM2 itself", args.model))  # the scout's own speed, for the slowdowns
         for oracle_name, oracle in oracles:

@@ -115,7 +115,7 @@ class DraftSession:
     guess: list[int] = field(default_factory=list)
     epoch: int = 0  # bumped whenever the guess is dropped: a model call made before is discarded
     seq: int = 0
-    sent: tuple[int, int] = (0, 0)  # (position, guess length) of the last draft sent
+    sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
     in_flight: int = 0
     ahead: int = 8  # how far ahead to draft: follows the verdicts
     heard_at: float = field(default_factory=time.monotonic)
@@ -348,7 +348,9 @@ class Scout:
 
     @staticmethod
     def _sendable(s: DraftSession) -> bool:
-        return bool(s.guess) and s.in_flight < MAX_IN_FLIGHT and (s.position, len(s.guess)) != s.sent
+        # Only a guess that reaches further than the last one sent (or replaces it) is news to the Oracle.
+        epoch, end = s.sent
+        return bool(s.guess) and s.in_flight < MAX_IN_FLIGHT and (s.epoch != epoch or s.position + len(s.guess) > end)
 
     async def _draft_more(self, session: DraftSession) -> None:
         """One model call that grows the session's guess by up to CHUNK tokens, then a draft of the
@@ -374,7 +376,7 @@ class Scout:
         assert self.drafter is not None
         guess = session.guess[:MAX_DRAFT_TOKENS]
         session.seq += 1
-        session.sent = (session.position, len(session.guess))
+        session.sent = (session.epoch, session.position + len(guess))
         if session.exact:
             draft = Draft(session.work.work_id, session.position, tokens=guess, seq=session.seq)
         else:
