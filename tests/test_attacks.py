@@ -326,9 +326,15 @@ def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny
     scout = start_scout(tiny_model, hostile.addr(), tmp_path / "s")
     verdicts: dict[str, Callable[[str, str], dict[str, Any]]] = {}
 
+    answered: set[str] = set()
+
     def verdict(request: dict[str, Any], sender: str) -> dict[str, Any]:
         work_id = request["work_id"]
-        receipt = verdicts[work_id](sender, work_id)
+        if work_id in answered:  # the scout drafts on (a drafting session): its later drafts earn nothing here
+            return {"v": 1, "work_id": work_id, "outcome": "stale", "proposed": 0, "accepted": 0}
+        answered.add(work_id)
+        ref = f"{work_id}#{request['seq']}" if request.get("seq") else work_id  # what the draft's receipt is about
+        receipt = verdicts[work_id](sender, ref)
         return {"v": 1, "work_id": work_id, "outcome": "verified", "proposed": 3, "accepted": 3, "receipt": receipt}
 
     hostile.on_verify = verdict
