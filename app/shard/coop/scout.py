@@ -118,6 +118,8 @@ class DraftSession:
     sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
     in_flight: int = 0
     ahead: int = 8  # how far ahead to draft: follows the verdicts
+    rest: int = 0  # sends to skip: after a draft of which nothing was kept (1, 2, 4 ... 32)
+    backoff: int = 1
     heard_at: float = field(default_factory=time.monotonic)
 
     def advance(self, tokens: list[int], text: str, tokenize: Any) -> None:
@@ -375,8 +377,11 @@ class Scout:
     def _send(self, session: DraftSession) -> None:
         assert self.drafter is not None
         guess = session.guess[:MAX_DRAFT_TOKENS]
-        session.seq += 1
         session.sent = (session.epoch, session.position + len(guess))
+        if session.rest > 0:  # its last drafts were of no use: spare the Oracle this one
+            session.rest -= 1
+            return
+        session.seq += 1
         if session.exact:
             draft = Draft(session.work.work_id, session.position, tokens=guess, seq=session.seq)
         else:
@@ -415,6 +420,10 @@ class Scout:
         elif verdict.proposed:  # how far ahead to draft follows what the Oracle keeps
             full = verdict.accepted == verdict.proposed
             session.ahead = min(MAX_DRAFT_TOKENS, session.ahead + 2) if full else max(2, verdict.accepted + 2)
+        if verdict.accepted:
+            session.backoff = 1
+        elif verdict.outcome in ("verified", "ignored"):  # missed, or not worth a check: send less
+            session.rest, session.backoff = session.backoff, min(session.backoff * 2, 32)
         if verdict.accepted:  # counted only with the Oracle's signed receipt for it
             offered = len(draft.tokens) if draft.tokens is not None else work.max_draft  # no receipt may claim more
             receipt = await receipts.check(
