@@ -1,17 +1,24 @@
-"""Cooperative generation benchmark: the same requests, in one run, through `shard serve` as
-  plain          no drafting at all (--no-lookup, no sidecar): plain local decoding
-  coop, no scout the sidecar running and the cooperative path on, but no scout and no lookup
-  lookup         the verifier's prompt-lookup drafter (the default), no sidecar
-  scout          one headless scout (`shard scout`, same model) over loopback libp2p, no lookup
-on two workloads: "chat" (open questions) and "edit" (rewrite or fix a given text, where the answer
-repeats the prompt). Prints tokens/s per request (completion tokens / wall time, non-streamed),
-the ratio to plain, and for drafting runs the acceptance rate and the scout's round trip.
+"""Cooperative generation benchmark on realistic pairs: an Oracle that is a slower twin of SmolLM2
+(bench/twin_gguf.py: idle layers, so the same logits, N times slower: "exact"; or layers that add
+a little, so its text drifts from SmolLM2's and a SmolLM2 scout's acceptance falls: "noisy"), and a
+headless scout (`shard scout`) drafting with SmolLM2 itself. Per Oracle, through `shard serve`:
+  plain            no drafting at all (--no-lookup, no sidecar)
+  lookup           the verifier's own prompt-lookup drafter, no sidecar
+  scout @ D ms     a drafting session with one scout (no lookup), D ms of added round trip
+  scout+lookup     both (the default setup), at the first latency
+  all-wrong scout  a scout whose model guesses wrong every time (SmolLM2 with scrambled embeddings,
+                   same tokenizer), no lookup: what a useless scout costs
+Latency comes from bench/delay_proxy.py between the scout and the Oracle (this kernel has no netem).
+The Oracle is pinned to CPU 0 and the scout to CPU 1 (taskset), one decode thread each.
+Per row: tokens/s (completion tokens / wall time, non-streamed), ratio to plain and to lookup,
+acceptance (accepted / checked draft tokens, all sources), mean accepted length (accepted tokens
+per verify step that checked a draft), tokens per verify step, and the scout's share of accepted
+draft tokens.
 
-    .venv/bin/python bench/coop_bench.py [--model PATH] [--scout-model PATH] [--tokens 128] [--rounds 2]
-    .venv/bin/python bench/coop_bench.py --twin     # a slow Oracle and a fast scout that agree exactly
+    .venv/bin/python bench/coop_bench.py [--slowdowns 4] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
-the output). Needs the sidecar built (`bash scripts/setup`) for the two network runs.
+the output). Needs the sidecar built (`bash scripts/setup`).
 """
 
 from __future__ import annotations
@@ -74,6 +81,13 @@ def wait(check, timeout: float = 300.0, what: str = "") -> object:  # type: igno
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def pin(cpu: int) -> list[str]:
+    """taskset onto one CPU, where there are two or more and taskset exists."""
+    if shutil.which("taskset") and len(os.sched_getaffinity(0)) > 1:
+        return ["taskset", "-c", str(cpu % len(os.sched_getaffinity(0)))]
+    return []
+
+
 def metric(base: str, name: str) -> float:
     text = requests.get(base + "/metrics", timeout=5).text
     total = 0.0
@@ -83,14 +97,30 @@ def metric(base: str, name: str) -> float:
 
 
 class Run:
-    def __init__(self, name: str, model: Path, tmp: Path, threads: int, flags: list[str], scout: Path | None) -> None:
-        self.name, self.port = name, free_port()
+    def __init__(
+        self,
+        name: str,
+        model: Path,
+        tmp: Path,
+        threads: int,
+        flags: list[str],
+        scout: Path | None,
+        latency_ms: float = 0.0,
+    ) -> None:
+        self.name, self.port, self.latency_ms = name, free_port(), latency_ms
+        self.proxy: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
-        data = tmp / f"data-{name.replace(' ', '-').replace(',', '')}"
+        data = self.data = tmp / f"data-{name.replace(' ', '-').replace(',', '').replace('@', 'at')}"
         self.log = (tmp / f"{data.name}.log").open("wb")
-        env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
+        env = {
+            **os.environ,
+            "SHARD_CONFIG": str(tmp / "none.toml"),
+            "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
+            "SHARD_LOCAL_SCOUT_GATE": "0",  # the scout stands for one on its own machine (its own core here)
+        }
         self.proc = subprocess.Popen(
             [
+                *pin(0),
                 sys.executable,
                 "-m",
                 "shard",
@@ -129,8 +159,22 @@ class Run:
             )
             topo = requests.get(self.base + "/v1/system/topology", timeout=5).json()
             addr = next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
+            if self.latency_ms:  # the scout reaches the Oracle through a delaying forwarder
+                port, via = int(addr.split("/tcp/")[1].split("/")[0]), free_port()
+                self.proxy = subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(ROOT / "bench" / "delay_proxy.py"),
+                        str(via),
+                        f"127.0.0.1:{port}",
+                        str(self.latency_ms),
+                    ]
+                )
+                addr = addr.replace(f"/tcp/{port}/", f"/tcp/{via}/")
+                time.sleep(0.5)
             self.scout = subprocess.Popen(
                 [
+                    *pin(1),
                     sys.executable,
                     "-m",
                     "shard",
@@ -143,6 +187,8 @@ class Run:
                     "1",
                     "--data-dir",
                     str(tmp / "scout"),
+                    "--pair",  # paired with the Oracle, as a user pairs their scout (else "local" privacy refuses it)
+                    (self.data / "pair.key").read_text().strip(),
                     *NET,
                 ],
                 stdout=(tmp / "scout.log").open("wb"),
@@ -168,8 +214,12 @@ class Run:
         body = r.json()
         return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
 
+    def counters(self) -> dict[str, float]:
+        info = requests.get(self.base + "/v1/system/status", timeout=5).json().get("model_info") or {}
+        return dict(info.get("counters") or {})
+
     def stop(self) -> None:
-        for p in (self.scout, self.proc):
+        for p in (self.scout, self.proc, self.proxy):
             if p is not None and p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
@@ -181,80 +231,125 @@ class Run:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
-    ap.add_argument("--model", type=Path, default=models.default_model_path(cache))
-    ap.add_argument("--scout-model", type=Path, help="the scout's model (default: the Oracle's)")
+    ap.add_argument("--model", type=Path, default=models.default_model_path(cache), help="the scout's model (SmolLM2)")
+    ap.add_argument("--slowdowns", default="4", help="comma list: idle layers for about this many times slower")
     ap.add_argument(
-        "--twin",
-        action="store_true",
-        help="the test models instead: a slow Oracle (the tiny model plus idle "
-        "layers) and a scout running the tiny model, which agree exactly: a big model and its small drafter",
+        "--noise",
+        type=float,
+        default=0.3,
+        help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
     )
-    ap.add_argument("--tokens", type=int, default=128)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
+    ap.add_argument("--skip", default="", help="comma list of row kinds to leave out (lookup, scout+lookup, all-wrong)")
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
-    if args.twin:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_gguf import write_tiny_gguf
+    sys.path.insert(0, str(ROOT / "bench"))
+    from twin_gguf import write_twin
 
-        args.model = write_tiny_gguf(tmp / "slow-twin.gguf", seed=1, idle_layers=48)
-        args.scout_model = write_tiny_gguf(tmp / "tiny.gguf", seed=1)
-    scout_model = args.scout_model or args.model
-    configs = [
-        ("plain", ["--no-lookup", "--no-sidecar"], None),
-        ("coop, no scout", ["--no-lookup", *NET], None),
-        ("lookup", ["--no-sidecar"], None),
-        ("scout", ["--no-lookup", *NET], scout_model),
-    ]
-    rows, reference = [], {}
+    tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
+    latencies = [float(x) for x in args.latencies.split(",") if x]
+    skip = set(args.skip.split(","))
+    rows: list[dict[str, object]] = []
     try:
-        for name, flags, scout in configs:
-            run = Run(name, args.model, tmp, args.threads, flags, scout)
-            try:
-                for wl, prompts in WORKLOADS.items():
-                    run.complete(prompts[0], 8)  # warm-up
-                    before = {k: metric(run.base, f"shard_draft_tokens_{k}_total") for k in ("proposed", "accepted")}
-                    rtt_sum, rtt_n = (
-                        metric(run.base, "shard_draft_round_trip_seconds_sum"),
-                        metric(run.base, "shard_draft_round_trip_seconds_count"),
+        wrong = write_twin(args.model, tmp / "all-wrong.gguf", 0, scramble=True)
+        oracles = []
+        for x in (float(v) for v in args.slowdowns.split(",") if v):
+            idle = max(1, round((x - 1) / 0.0137))  # step time ~ 0.59 + 0.0137 x layers (measured), 1 at 30
+            oracles.append((f"exact {x:g}x", write_twin(args.model, tmp / f"exact-{x:g}.gguf", idle)))
+            if args.noise:
+                oracles.append(
+                    (
+                        f"noisy {x:g}x",
+                        write_twin(args.model, tmp / f"noisy-{x:g}.gguf", idle, noise=args.noise * 30 / idle),
                     )
-                    speeds, texts = [], []
+                )
+        oracles.insert(0, ("SmolLM2 itself", args.model))  # the scout's own speed, for the slowdowns
+        for oracle_name, oracle in oracles:
+            configs: list[tuple[str, list[str], Path | None, float]] = [
+                ("plain", ["--no-lookup", "--no-sidecar"], None, 0.0),
+            ]
+            if oracle == args.model:
+                pass
+            elif "lookup" not in skip:
+                configs.append(("lookup", ["--no-sidecar"], None, 0.0))
+            if oracle == args.model:
+                configs = configs[:1]
+            configs += (
+                []
+                if oracle == args.model
+                else [(f"scout @ {d:g} ms", ["--no-lookup", *NET], args.model, d) for d in latencies]
+            )
+            if "scout+lookup" not in skip and oracle != args.model:
+                configs.append((f"scout+lookup @ {latencies[0]:g} ms", list(NET), args.model, latencies[0]))
+            if "all-wrong" not in skip and oracle != args.model:
+                configs.append((f"all-wrong scout @ {latencies[0]:g} ms", ["--no-lookup", *NET], wrong, latencies[0]))
+            reference: list[str] = []
+            for name, flags, scout, latency in configs:
+                run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
+                try:
+                    prompts = WORKLOADS[args.workload]
+                    run.complete(prompts[0], 8)  # warm-up (and the scout's first session)
+                    before = run.counters()
+                    speeds, texts, n_tokens = [], [], 0
                     for _ in range(args.rounds):
                         for p in prompts:
                             text, n, dt = run.complete(p, args.tokens)
                             speeds.append(n / dt)
                             texts.append(text)
-                    if name == "plain":
-                        reference[wl] = texts
-                    same = texts == reference[wl]
-                    proposed = metric(run.base, "shard_draft_tokens_proposed_total") - before["proposed"]
-                    accepted = metric(run.base, "shard_draft_tokens_accepted_total") - before["accepted"]
-                    rtt_n2 = metric(run.base, "shard_draft_round_trip_seconds_count") - rtt_n
-                    rtt = (
-                        (metric(run.base, "shard_draft_round_trip_seconds_sum") - rtt_sum) / rtt_n2 * 1000
-                        if rtt_n2
-                        else None
-                    )
-                    rows.append((name, wl, statistics.mean(speeds), proposed, accepted, rtt, same))
-            finally:
-                run.stop()
+                            n_tokens += n
+                    after = run.counters()
+                finally:
+                    run.stop()
+                d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                if name == "plain":
+                    reference = texts
+                proposed = d.get("draft_proposed", 0) + d.get("external_proposed", 0)
+                accepted = d.get("draft_accepted", 0) + d.get("external_accepted", 0)
+                rows.append(
+                    {
+                        "oracle": oracle_name,
+                        "run": name,
+                        "speed": statistics.mean(speeds),
+                        "acceptance": accepted / proposed if proposed else None,
+                        "tokens_per_step": d.get("tokens_generated", 0) / d["steps"] if d.get("steps") else None,
+                        "accepted": accepted,
+                        "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
+                        "steps_with_draft": d.get("draft_checks", 0) + d.get("external_checks", 0),
+                        "same": texts == reference,
+                    }
+                )
+                print(f"{oracle_name} / {name}: {rows[-1]['speed']:.2f} tok/s", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    plain = {wl: s for n, wl, s, *_ in rows if n == "plain"}
     print(
-        f"\nOracle {args.model.name}, scout {scout_model.name}, {args.tokens} tokens per request, {args.rounds} rounds x 3 prompts, "
-        f"greedy, 1 slot, Oracle {args.threads} thread(s), scout 1 thread\n"
+        f"\nScout SmolLM2-135M Q4_1; Oracles: its twins; workload {args.workload}, {args.tokens} tokens x "
+        f"{args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} thread(s) on CPU 0, "
+        "scout 1 on CPU 1\n"
     )
     print(
-        "| run | workload | tok/s | vs plain | drafts proposed | accepted | acceptance | scout round trip ms | same text as plain |"
+        "| Oracle | run | tok/s | vs plain | vs lookup | acceptance | mean accepted per step | tokens per step "
+        "| scout's share of accepted | same text |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name, wl, speed, proposed, accepted, rtt, same in rows:
-        acc = f"{accepted / proposed:.0%}" if proposed else "-"
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    base = {(r["oracle"], r["run"]): r["speed"] for r in rows}
+
+    def pct(v: object) -> str:
+        return f"{v:.0%}" if isinstance(v, float) else "-"
+
+    for r in rows:
+        plain = base[(r["oracle"], "plain")]
+        lookup = base.get((r["oracle"], "lookup"))
+        tps = r["tokens_per_step"]
+        mean_acc = r["accepted"] / r["steps_with_draft"] if r.get("steps_with_draft") else None
+        vs_lookup = f"{r['speed'] / lookup:.2f}x" if lookup else "-"
         print(
-            f"| {name} | {wl} | {speed:.1f} | {speed / plain[wl]:.2f}x | {proposed:.0f} | {accepted:.0f} | {acc} | "
-            f"{f'{rtt:.1f}' if rtt is not None else '-'} | {'yes' if same else 'NO'} |"
+            f"| {r['oracle']} | {r['run']} | {r['speed']:.2f} | {r['speed'] / plain:.2f}x | "
+            f"{vs_lookup} | {pct(r['acceptance'])} | "
+            f"{f'{mean_acc:.2f}' if mean_acc is not None else '-'} | {f'{tps:.2f}' if tps else '-'} | "
+            f"{pct(r['scout_share'])} | {'yes' if r['same'] else 'NO'} |"
         )
 
 

@@ -147,6 +147,9 @@ def start_node(
         **os.environ,
         "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
         "SHARD_CONFIG": str(tmp / "none.toml"),
+        # Scouts in tests run on this machine: let them draft on every request (whether that pays
+        # here is coop/local_gate.py's call, tested on its own in test_coop_engine.py).
+        "SHARD_LOCAL_SCOUT_GATE": "0",
         **(env or {}),
     }
     proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)

@@ -94,7 +94,7 @@ class HostilePeer(Daemon):
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:"):
                         event = json.loads(raw[5:])
-                        if event["type"] == "work":
+                        if event["type"] == "work" and event["work"].get("type") != "progress":  # works only
                             self.works.append(event["work"])
                         if event["type"] in ("infer_request", "verify_request"):
                             threading.Thread(target=self._answer, args=(event,), daemon=True).start()
@@ -326,9 +326,15 @@ def test_8_a_scout_survives_hostile_work_and_verdicts(hostile: HostilePeer, tiny
     scout = start_scout(tiny_model, hostile.addr(), tmp_path / "s")
     verdicts: dict[str, Callable[[str, str], dict[str, Any]]] = {}
 
+    answered: set[str] = set()
+
     def verdict(request: dict[str, Any], sender: str) -> dict[str, Any]:
         work_id = request["work_id"]
-        receipt = verdicts[work_id](sender, work_id)
+        if work_id in answered:  # the scout drafts on (a drafting session): its later drafts earn nothing here
+            return {"v": 1, "work_id": work_id, "outcome": "stale", "proposed": 0, "accepted": 0}
+        answered.add(work_id)
+        ref = f"{work_id}#{request['seq']}" if request.get("seq") else work_id  # what the draft's receipt is about
+        receipt = verdicts[work_id](sender, ref)
         return {"v": 1, "work_id": work_id, "outcome": "verified", "proposed": 3, "accepted": 3, "receipt": receipt}
 
     hostile.on_verify = verdict
@@ -669,7 +675,8 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
             with requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r:
                 for raw in r.iter_lines():
                     if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
-                        works.append(e["work"])
+                        if e["work"].get("type") != "progress":  # works only, not a drafting session's news
+                            works.append(e["work"])
 
         threading.Thread(target=watch, daemon=True).start()
         time.sleep(0.5)

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policy_helpers import FreeChecks
+from policy_helpers import CPU, FreeChecks, curve
 from shard.verifier.engine import Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
@@ -149,6 +149,67 @@ def test_a_draft_for_an_older_position_is_reconciled(engine: Engine, reference: 
     assert outcome == "verified" and proposed == 6 and accepted == 6  # the 3 old tokens were skipped
 
 
+def test_a_drafting_session_ahead_of_the_generation(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
+    """A scout drafting ahead: after every step it sends its guess again as it grew (from a position
+    one token behind, as a progress message would have left it, then longer from the same place),
+    several drafts waiting at once. The newest that fits is checked, the others answered stale; the
+    output is the plain output, in fewer steps than tokens."""
+    prompt, ref = reference
+    answer = prompt + ref
+    verdicts = Verdicts()
+    handed = [0]
+
+    def send(job: Job, start: int, length: int) -> None:
+        handed[0] += 1
+        job.inbox.append(ExternalDraft(start, answer[start : start + length], verdicts.done, source="session"))
+
+    def arrive(job: Job) -> None:
+        start = max(len(prompt), len(job.tokens) - 1)  # the scout heard of the last token late
+        for length in (2, 4, 8):  # the guess growing while the Oracle decodes
+            send(job, start, length)
+
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    send(job, len(prompt), 4)
+    out = _run(engine, job, on_token=arrive)
+    assert out["tokens"] == ref
+    assert len(verdicts.seen) == handed[0]
+    checked = [(p, a) for p, a, o in verdicts.seen if o == "verified" and p]
+    assert checked and all(a == p for p, a in checked)  # the guess was right: all of it kept
+    assert any(o == "stale" for *_, o in verdicts.seen)  # superseded by the grown guess, never checked
+    assert out["usage"]["completion_tokens"] == N and len(checked) < N // 2  # many tokens per step
+
+
+def test_a_scout_whose_drafts_all_miss_stops_being_checked(
+    engine: Engine, reference: tuple[list[int], list[int]]
+) -> None:
+    """The double-dip rule's floor: a scout that is always wrong costs a few checks, then none. The
+    engine keeps each source's acceptance across jobs, so the next requests do not check it again
+    (with a flat, GPU-like cost curve, where even a fair guess would pay)."""
+    prompt, ref = reference
+    answer = prompt + ref
+    saved = engine.curve
+    engine.curve = fixed = curve({n: 0.010 * (1 + 0.1 * (n - 1)) for n in CPU})
+    fixed.observe = lambda n, seconds: None  # type: ignore[method-assign]  # this machine's timings aside
+    try:
+        checked: list[int] = []
+        for _ in range(4):
+            verdicts = Verdicts()
+
+            def wrong(job: Job) -> None:
+                have = len(job.tokens)
+                bad = [(t + 1) % engine.model.n_vocab for t in answer[have : have + 4]] or [1]
+                job.inbox.append(ExternalDraft(have, bad, verdicts.done, source="always-wrong"))
+
+            job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+            wrong(job)
+            assert _run(engine, job, on_token=wrong)["tokens"] == ref
+            checked.append(sum(1 for p, *_ in verdicts.seen if p))
+        assert checked[0] <= 10, checked  # a handful of misses, then its drafts are not admitted
+        assert sum(checked[1:]) <= 1, checked  # the next jobs remember it (one exploration check at most)
+    finally:
+        engine.curve = saved
+
+
 def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> None:
     """Temperature 0.4, no truncation: over many seeds, the first sampled token with an adversarial
     draft follows the target's softmax (chi-square test), and equals the draw without drafts."""
@@ -165,6 +226,8 @@ def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> N
         sampling = Sampling(**params, seed=seed)
         drafted = Job(prompt=prompt, params=sampling, emit=lambda e: None, max_tokens=1)
         drafted.inbox.append(ExternalDraft(len(prompt), [mode, mode], lambda *a: None))
+        if seed % 2:  # a drafting session: the guess sent again as it grew, the newest checked
+            drafted.inbox.append(ExternalDraft(len(prompt), [mode, mode, mode], lambda *a: None, source="session"))
         tok = _run(engine, drafted)["tokens"][0]
         counts[tok] += 1
         if seed < 40:  # the draw is the same as without the draft
@@ -228,3 +291,20 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
     assert p.backoff == 1 and p.limit == 2
+
+
+def test_local_scouts_draft_only_while_measured_to_pay() -> None:
+    """No double-dip: with scouts on this machine, requests are tried with and without them; the
+    faster way is kept, the other probed one request in PROBE_EVERY."""
+    from shard.coop.local_gate import PROBE_EVERY, LocalGate
+
+    gate = LocalGate()
+    assert gate.use_local() is True  # first tried with them
+    gate.record(True, 65, 8.0)  # 8 tokens/s with the local scout (it takes the Oracle's cores)
+    assert gate.use_local() is False  # then measured without
+    gate.record(False, 65, 6.4)  # 10 tokens/s on its own: the scout does not pay
+    ways = [gate.use_local() for _ in range(2 * PROBE_EVERY)]
+    assert ways.count(True) == 2  # only the probes use it
+    for _ in range(10):  # the workload changes: now its drafts are mostly accepted
+        gate.record(True, 65, 3.2)
+    assert [gate.use_local() for _ in range(PROBE_EVERY)].count(True) == PROBE_EVERY - 1

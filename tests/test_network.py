@@ -4,6 +4,7 @@ and credits (and which gets no work when the privacy setting does not admit it).
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import signal
@@ -134,6 +135,9 @@ def test_a_scout_drafts_the_oracle_verifies_and_credits(oracle: ServedNode, tiny
     finally:
         scout.send_signal(signal.SIGTERM)
         scout.wait(20)
+    # A drafting session: the Oracle streamed the tokens it decided, and the scout drafted on from them.
+    stats = ast.literal_eval((tmp_path / "scout.log").read_text().rsplit("scout stopped: ", 1)[1].splitlines()[0])
+    assert stats["progress"] > 0 and stats["accepted"] > 0, stats
     # The scout counted what it earned only from the Oracle's signed receipts: both sides agree.
     scout_books = Ledger(tmp_path / "scout-data" / "ledger.db").summary()
     oracle_books = requests.get(oracle.api + "/system/credit", timeout=5).json()
@@ -246,6 +250,8 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
         work = None
         for raw in events.iter_lines():
             if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
+                if e["work"].get("type") == "progress":  # a drafting session's news may overtake the work
+                    continue
                 work = e["work"]
                 break
         events.close()
@@ -260,7 +266,12 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
         first = send()
         assert first["outcome"] in ("verified", "stale", "finished"), first
         assert send()["reason"] == "duplicate"
-        assert send(position=work["position"] + 1, text=" eight")["reason"] == "wrong_position"
+        assert (
+            send(position=work["position"] + 1, text=" eight")["reason"] == "wrong_position"
+        )  # no seq: its work's only
+        assert (
+            send(position=work["position"] + 10_000, text=" nine", seq=1)["reason"] == "wrong_position"
+        )  # not reached
         assert send(work_id="feedfacecafe0000.1")["reason"] == "unknown_work"
         busy.join()
         after = ignored(oracle)
@@ -351,6 +362,8 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
             if not raw.startswith(b"data:") or (e := json.loads(raw[5:]))["type"] != "work":
                 continue
             work = e["work"]
+            if work.get("type") == "progress":  # a drafting session's news: this cheater answers works only
+                continue
             seen.update(work["tokens"])
             if work["deadline_ms"] < time.time() * 1000:
                 continue  # stale: answering it would only be counted as unknown or late work

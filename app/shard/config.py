@@ -91,6 +91,9 @@ class Settings:
     pair_key: str = ""
     # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
     golden_rate: float = 0.1
+    # Scouts on this machine share its cores: they draft only while that measures faster than
+    # without them (coop/local_gate.py). False: they always draft (benchmarks of a remote scout).
+    local_scout_gate: bool = True
     # Share of greedy answers from a remote Oracle that are asked again of another Oracle and compared.
     spot_check_rate: float = 0.1
     # A remote Oracle must send a first token within this long (however often it says "queued"),

@@ -100,7 +100,9 @@ export class ScoutNet {
       const msg = evt.detail
       if (msg.topic !== TOPIC_WORK || msg.type !== 'signed') return
       try {
-        this.opts.events.onWork?.(msg.from.toString(), parseWork(decodeJson(msg.data, MAX_REQUEST_BYTES)), 'gossip')
+        const payload = decodeJson(msg.data, MAX_REQUEST_BYTES)
+        if (isProgress(payload)) return
+        this.opts.events.onWork?.(msg.from.toString(), parseWork(payload), 'gossip')
       } catch (err) {
         this.log(`bad gossip work from ${msg.from.toString()}: ${(err as Error).message}`)
       }
@@ -168,7 +170,8 @@ export class ScoutNet {
     let work: Work | null = null
     let answer: Record<string, unknown>
     try {
-      work = parseWork(decodeJson(await readAll(stream, MAX_REQUEST_BYTES)))
+      const payload = decodeJson(await readAll(stream, MAX_REQUEST_BYTES))
+      if (!isProgress(payload)) work = parseWork(payload)
       answer = { ok: true }
     } catch (err) {
       answer = { ok: false, error: `invalid work: ${(err as Error).message}` }
@@ -187,4 +190,10 @@ export class ScoutNet {
   }
 
   async stop (): Promise<void> { await this.node?.stop() }
+}
+
+/** A drafting session's news (docs/protocol.md, `Progress`): the tab drafts once per work, so it
+ *  takes these quietly and leaves them (the headless scout drafts ahead with them). */
+function isProgress (payload: unknown): boolean {
+  return typeof payload === 'object' && payload !== null && (payload as { type?: unknown }).type === 'progress'
 }

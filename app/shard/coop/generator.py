@@ -3,10 +3,15 @@
 The verifier decodes at full speed on its own (with its prompt-lookup drafter); this module only
 adds to it. When the privacy setting admits some connected scouts, it publishes work for the
 request (its text so far and the token position: once at the start, then again when the position
-has moved on by REPUBLISH_TOKENS or a scout has answered), takes the drafts that come back, checks
-who sent them and whether they belong to live work, and hands them to the verifier, which checks
-them in its next batched step (reconciling a draft made for an older position with what was
-generated since). Nothing here ever waits for the network: with no drafts, it is plain decoding.
+has moved on by REPUBLISH_TOKENS, for scouts that draft once per work), and streams the tokens it decides to
+the scouts as `Progress` messages (coalesced: one send in flight per request). That makes each
+request a drafting session: a scout drafts continuously ahead of the Oracle from its own guess and
+sends its draft again as it grows (each draft numbered: `seq`). This module takes the drafts that
+come back, checks who sent them and whether they belong to live work at a position the request
+has reached, and hands them to the verifier, which checks the part beyond its position in its next
+batched step (reconciling a draft made for an older position with what was generated since), as
+many tokens as policy.py finds pay for that scout. Nothing here ever waits for the network: with no
+drafts, it is plain decoding.
 
 A draft's verdict is credited to its sender (the signed libp2p source the sidecar reports) in the
 ledger, once per work id and sender.
@@ -25,11 +30,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shard.coop.golden import Finished, GoldenTickets
+from shard.coop.local_gate import LocalGate
 from shard.credit import receipts
 from shard.credit.ledger import LedgerError
 from shard.errors import NoModel, ShardError
 from shard.network import messages
-from shard.network.messages import Draft, MessageError, Verdict, Work
+from shard.network.messages import Draft, MessageError, Progress, Verdict, Work
 from shard.network.peers import PeerTable
 from shard.network.sidecar import SidecarError
 from shard.ports import LedgerProvider, LocalModel, NetworkProvider, SettingsReader
@@ -42,10 +48,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("shard.coop")
 
 REPUBLISH_TOKENS = 8  # publish fresh work once the generation moved this far past the last one
-MIN_MOVE = 4  # ...or this far, when a scout has just answered (not a publish per answer)
 MAX_DRAFT = 16
 DEADLINE_MS = 2000
 LIVE_WORKS = 8  # work ids of a request that still take drafts (older ones are dropped)
+MAX_HEARD = 4096  # drafts remembered per request for the duplicate and replay rules (oldest forgotten)
 
 
 @dataclass
@@ -63,13 +69,56 @@ class _Session:
     seq: int = 0
     published_position: int = -1  # position of the newest published work
     works: dict[str, tuple[int, float]] = field(default_factory=dict)  # live work id -> (position, published at)
-    senders: set[tuple[str, str]] = field(default_factory=set)  # (work id, sender) already heard
-    contents: set[tuple[str, Any]] = field(default_factory=set)  # (work id, draft text or tokens) already heard
+    senders: dict[tuple[str, str, int], None] = field(default_factory=dict)  # (work id, sender, seq) already heard
+    contents: dict[tuple[str, int, Any], str] = field(
+        default_factory=dict
+    )  # (work id, position, draft) -> first sender
     publishing: bool = False
     draft_model: str = ""  # sha256 of the node's draft model, named in each work
+    progress_event: int = 0  # token events already streamed to the scouts
+    exclude_local: bool = False  # scouts on this machine sit this request out (coop/local_gate.py)
+    progressing: bool = False  # a progress message is on its way
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.tokens)
+        self.progress_position = len(self.tokens)  # where the next progress message starts
+
+    def next_progress(self) -> Progress | None:
+        """The tokens decided since the last progress message (at most MAX_PROGRESS_TOKENS)."""
+        if not self.works or self.progress_event >= len(self.events):
+            return None
+        ids: list[int] = []
+        text = ""
+        i = self.progress_event
+        while i < len(self.events):
+            e_ids, e_text = self.events[i]
+            if ids and (
+                len(ids) + len(e_ids) > messages.MAX_PROGRESS_TOKENS
+                or len(text) + len(e_text) > messages.MAX_PROGRESS_CHARS
+            ):
+                break
+            ids += e_ids
+            text += e_text
+            i += 1
+        position = self.progress_position
+        self.progress_event, self.progress_position = i, position + len(ids)
+        if not ids or len(ids) > messages.MAX_PROGRESS_TOKENS or len(text) > messages.MAX_PROGRESS_CHARS:
+            return None  # an event with no new ids (a stop string's tail), or one too big to say
+        return Progress(work_id=next(reversed(self.works)), position=position, tokens=ids, text=text)
+
+    def heard(self, key: tuple[str, str, int], content: tuple[str, int, Any], sender: str) -> str:
+        """'' for a new draft (remembered), else why it is ignored: 'duplicate' or 'replay'."""
+        first = self.contents.get(content)
+        if key in self.senders or first == sender:
+            return "duplicate"
+        if first is not None:
+            return "replay"  # another sender's draft, copied: only the first earns
+        self.senders[key] = None
+        self.contents[content] = sender
+        for d in (self.senders, self.contents):
+            while len(d) > MAX_HEARD:
+                d.pop(next(iter(d)))  # type: ignore[attr-defined]
+        return ""
 
     @property
     def position(self) -> int:
@@ -110,6 +159,8 @@ class _Pace:
     backoff: int = 1
 
     def update(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout
+            return
         self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
         if accepted == 0:
             self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
@@ -138,6 +189,19 @@ class CoopGenerator:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.golden = GoldenTickets(rate=settings().golden_rate, on_score=self._keep_golden_score)
         self._pace: dict[str, _Pace] = {}  # per scout (bounded by the peer table's size)
+        self.local_gate = LocalGate()
+
+    def _is_local(self, peer_id: str) -> bool:
+        peer = self._peers.peers.get(peer_id)
+        return peer is not None and peer.local
+
+    def _targets(self, session: _Session) -> tuple[list[str], list[str] | None]:
+        """The scouts that get this request's work, and the `peers` to send it to (None: gossip)."""
+        scouts = self.admitted_scouts()
+        if session.exclude_local:
+            scouts = [p for p in scouts if not self._is_local(p)]
+            return scouts, scouts
+        return scouts, None if self._settings().prompt_privacy == "anyone" else scouts
 
     def _keep_golden_score(self, sender: str, proposed: int, accepted: int) -> None:
         ledger = self._ledger()
@@ -163,7 +227,11 @@ class CoopGenerator:
         verifier = self._local.verifier
         if verifier is None:
             raise NoModel("no model is loaded on this node")
-        share = share_allowed and bool(self.admitted_scouts())
+        scouts = self.admitted_scouts() if share_allowed else []
+        gated = self._settings().local_scout_gate and any(self._is_local(p) for p in scouts)
+        use_local = self.local_gate.use_local() if gated else True
+        share = any(use_local or not self._is_local(p) for p in scouts)
+        first_token_at = 0.0
         drafter = "lookup" if self._settings().draft_lookup else "none"
         request = dataclasses.replace(request, share_context=share, drafter=drafter)
         session: _Session | None = None
@@ -171,6 +239,11 @@ class CoopGenerator:
             async with contextlib.aclosing(verifier.generate(request)) as events:
                 async for event in events:
                     kind = event["type"]
+                    if kind == "token" and not first_token_at:
+                        first_token_at = time.monotonic()
+                    elif kind == "end" and gated and first_token_at:  # how fast it was, with or without
+                        done = int((event.get("usage") or {}).get("completion_tokens", 0))
+                        self.local_gate.record(use_local, done, time.monotonic() - first_token_at)
                     if kind == "start" and share and event.get("context_text"):
                         session = _Session(
                             secrets.token_hex(8),
@@ -181,6 +254,7 @@ class CoopGenerator:
                             list(event["context_tokens"]),
                             draft_model=draft.sha256 if (draft := self._local.draft_model) else "",
                         )
+                        session.exclude_local = not use_local
                         self._sessions[session.key] = session
                         self._publish(session)
                     elif kind == "token" and session is not None:
@@ -189,6 +263,7 @@ class CoopGenerator:
                         session.tokens += event["ids"]
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
+                        self._progress(session)
                     elif (
                         kind == "end"
                         and session is not None
@@ -217,13 +292,12 @@ class CoopGenerator:
     def _publish(self, session: _Session) -> None:
         if session.publishing:  # one publish at a time per request; the next picks up the newest text
             return
-        scouts = self.admitted_scouts()
+        scouts, peers = self._targets(session)
         sidecar = self._network()
         if not scouts or sidecar is None:
             return
         work = session.next_work(MAX_DRAFT)
         golden = self.golden.maybe_ticket(MAX_DRAFT, work.deadline_ms)
-        peers = None if self._settings().prompt_privacy == "anyone" else scouts
         session.publishing = True
 
         async def send() -> None:
@@ -237,6 +311,35 @@ class CoopGenerator:
                 log.debug("publishing work %s failed: %s", work.work_id, exc)
             finally:
                 session.publishing = False
+
+        self._spawn(send())
+
+    def _progress(self, session: _Session) -> None:
+        """Stream the newly decided tokens to the request's scouts (one message in flight; the
+        next carries everything decided meanwhile). Never awaited by the generation."""
+        if session.progressing:
+            return
+        scouts, peers = self._targets(session)
+        sidecar = self._network()
+        if not scouts or sidecar is None:
+            return
+        session.progressing = True
+
+        async def send() -> None:
+            try:
+                while self._sessions.get(session.key) is session:
+                    progress = session.next_progress()
+                    if progress is None:
+                        break
+                    await sidecar.call(
+                        "POST",
+                        "/broadcast-work",
+                        {"work": progress.to_dict(), **({"peers": peers} if peers else {})},
+                    )
+            except SidecarError as exc:
+                log.debug("progress for %s not sent: %s", session.key, exc)
+            finally:
+                session.progressing = False
 
         self._spawn(send())
 
@@ -272,21 +375,24 @@ class CoopGenerator:
                     raise VerifierUnavailable("no verifier")
                 result = await verifier.draft(
                     DraftRequest(
-                        job=session.job, position=draft.position, text=draft.text, tokens=draft.tokens, limit=pace.limit
+                        job=session.job,
+                        position=draft.position,
+                        text=draft.text,
+                        tokens=draft.tokens,
+                        limit=pace.limit,
+                        source=sender,
                     )
                 )
             except ShardError as exc:
                 log.debug("draft %s not checked: %s", draft.work_id, exc)
                 return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-            if result.outcome != "verified":  # stale, or the generation ended: counted, not checked
-                metrics.drafts_ignored.labels(result.outcome).inc()
+            if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
+                metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
                 return Verdict(work_id=draft.work_id, outcome=result.outcome)
             proposed, accepted = result.proposed, result.accepted
             pace.update(proposed, accepted)
             metrics.draft_proposed.labels("scout").inc(proposed)
             metrics.draft_accepted.labels("scout").inc(accepted)
-            if self._sessions.get(session.key) is session and session.position - session.published_position >= MIN_MOVE:
-                self._publish(session)  # that scout is free again: give it the newest position
         receipt = None
         paused = self.golden.paused(sender)
         if paused:
@@ -295,12 +401,12 @@ class CoopGenerator:
             ledger, network = self._ledger(), self._network()
             try:
                 if not paused and ledger is not None:
-                    ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
+                    ledger.record_draft(sender, f"{draft.ref}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
             if accepted and network is not None:
                 try:
-                    receipt = await receipts.issue(network, "draft", sender, draft.work_id, accepted)
+                    receipt = await receipts.issue(network, "draft", sender, draft.ref, accepted)
                 except SidecarError as exc:
                     log.debug("cannot sign a receipt: %s", exc)
         return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
@@ -325,17 +431,22 @@ class CoopGenerator:
             raise Ignored("not_admitted")
         if golden:
             return None, draft
+        if session.exclude_local and self._is_local(sender):
+            raise Ignored("not_admitted")  # a scout on this machine, sitting this request out
         position, published = session.works[draft.work_id]
-        if draft.position != position:
+        # One draft per work at its position, or (a drafting session: seq > 0) drafts from any
+        # position the generation has reached since, as the scout follows the progress messages.
+        if draft.position != position and not (draft.seq and position < draft.position <= session.position):
             raise Ignored("wrong_position")
-        if (draft.work_id, sender) in session.senders:
-            raise Ignored("duplicate")
-        content = (draft.work_id, draft.text or tuple(draft.tokens or ()))
-        if content in session.contents:
-            raise Ignored("replay")  # another sender's draft, copied: only the first earns
-        self._metrics.draft_round_trip.observe(time.monotonic() - published)
-        session.senders.add((draft.work_id, sender))
-        session.contents.add(content)
+        why = session.heard(
+            (draft.work_id, sender, draft.seq),
+            (draft.work_id, draft.position, draft.text or tuple(draft.tokens or ())),
+            sender,
+        )
+        if why:
+            raise Ignored(why)
+        if draft.seq <= 1:  # the first answer to the work: how long the scout took
+            self._metrics.draft_round_trip.observe(time.monotonic() - published)
         return session, draft
 
     async def close(self) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
@@ -32,6 +32,9 @@ MAX_ROLES = 16
 MAX_MODELS = 64
 MAX_NAME_CHARS = 256
 MAX_U32 = 2**32 - 1
+MAX_PROGRESS_TOKENS = 64  # accepted tokens in one progress message (the Oracle sends more messages if need be)
+MAX_PROGRESS_CHARS = 2048
+MAX_DRAFT_SEQ = 1 << 20  # drafts one scout may send for one work
 
 
 class MessageError(ValueError):
@@ -61,6 +64,8 @@ Role = Annotated[str, Strict(), Field(min_length=1, max_length=64)]
 ModelId = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME_CHARS)]
 Version = Annotated[int, Strict(), Field(ge=VERSION, le=VERSION, description="the message version")]
 Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
+DraftSeq = Annotated[int, Strict(), Field(ge=0, le=MAX_DRAFT_SEQ)]
+ProgressText = Annotated[str, Strict(), Field(max_length=MAX_PROGRESS_CHARS)]
 
 T = TypeVar("T")
 _ADAPTERS: dict[type, TypeAdapter[Any]] = {}
@@ -123,15 +128,50 @@ class Draft:
     position: Position
     text: DraftText | None = None
     tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_DRAFT_TOKENS)] | None = None
+    seq: DraftSeq = 0  # in a drafting session, the scout's number for this draft (1, 2, ...): its receipt's ref
     v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def ref(self) -> str:
+        """What the draft's ledger entry and receipt are about: the work, and the draft within it."""
+        return f"{self.work_id}#{self.seq}" if self.seq else self.work_id
+
     @classmethod
     def from_dict(cls, d: Any) -> Draft:
         if isinstance(d, dict) and (d.get("text") is None) == (d.get("tokens") is None):
             raise MessageError("give exactly one of 'text' or 'tokens'")
+        return parse(cls, d)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Sent to the scouts of a running request on the work channel, as its tokens are decided:
+    the generation's tokens from `position` on are `tokens` (and spell `text`). `work_id` is the
+    request's newest work (its request key is the part before the dot). A scout keeps a drafting
+    session per request: it drafts ahead of the Oracle from its own guess and reconciles that
+    guess with each progress message. `type` tells it apart from a Work on the same channel."""
+
+    work_id: WorkId
+    position: Position
+    tokens: Annotated[list[TokenId], Field(max_length=MAX_PROGRESS_TOKENS)]
+    text: ProgressText = ""
+    type: Literal["progress"] = "progress"
+    v: Version = VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def is_progress(d: Any) -> bool:
+        return isinstance(d, dict) and d.get("type") == "progress"
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Progress:
+        if not Progress.is_progress(d):
+            raise MessageError("'type' must be 'progress'")
         return parse(cls, d)
 
 

@@ -1,9 +1,12 @@
 """The headless scout (`shard scout`): a node in scout role that drafts for Oracles.
 
 It runs its own sidecar, announces the role "scout" in the handshake, takes work from the network
-(gossip or direct), drafts a continuation with a small llama.cpp model, and hands the draft straight
-to the Oracle that sent the work over `/shard/oracle/verify/1.0.0`, which answers with the verdict.
-Only the newest work of each request is drafted: older positions would be stale on arrival.
+(gossip or direct) and keeps a drafting session per request: the Oracle streams the tokens it
+decides (`Progress`), and the scout drafts continuously ahead of them from its own latest guess
+with a small llama.cpp model, sending the guess again as it grows (at most MAX_IN_FLIGHT drafts on
+their way) straight to the Oracle over `/shard/oracle/verify/1.0.0`, which answers with the verdict.
+A progress message that agrees with the guess moves the guess's start on; one that disagrees drops
+it. How far ahead it drafts follows the verdicts (how much of its drafts the Oracle keeps).
 Without a model of its own (`shard scout --bootstrap ADDR`), it fetches the draft model that the
 first Oracle it meets announces in its handshake (coop/model_transfer.py), cached in its data dir.
 """
@@ -14,6 +17,7 @@ import asyncio
 import logging
 import signal
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +27,18 @@ from shard.coop import model_transfer
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
 from shard.network import pairing
-from shard.network.messages import MAX_DRAFT_CHARS, Draft, MessageError, Verdict, Work
+from shard.network.messages import MAX_DRAFT_CHARS, MAX_DRAFT_TOKENS, Draft, MessageError, Progress, Verdict, Work
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.model import vocab_fingerprint
 
 log = logging.getLogger("shard.scout")
+
+MAX_IN_FLIGHT = 2  # drafts of one session on their way: one can wait in the Oracle's inbox while one is checked
+CHUNK = 2  # tokens drafted per model call: progress and verdicts are read between calls
+SESSION_IDLE_S = 10.0  # a session with no news for this long has ended (or its Oracle went away)
+MAX_SESSIONS = 64
 
 
 class LlamaDrafter:
@@ -42,6 +51,31 @@ class LlamaDrafter:
         self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
         self.name = name or model_path.name
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
+
+    def extend(self, context: list[int], n: int) -> list[int]:
+        """Up to n greedy tokens after `context` (this model's ids); the prompt cache makes a
+        context that grew by a few tokens cost only those tokens."""
+        context = context[-(self.llm.n_ctx() - n - 1) :]
+        out: list[int] = []
+        if not context or n <= 0:
+            return out
+        for tok in self.llm.generate(context, top_k=1, temp=0.0, reset=True):
+            if self.llm.token_eos() == tok:
+                break
+            out.append(int(tok))
+            if len(out) >= n:
+                break
+        return out
+
+    def exact(self, work: Work) -> bool:
+        """Whether this model shares the work's tokenizer (drafts in the Oracle's token ids)."""
+        return work.tokens is not None and work.vocab == self.vocab
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.llm.tokenize(text.encode(), special=True)
+
+    def text(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", "ignore")
 
     def draft(self, work: Work) -> Draft | None:
         # A peer chooses the context's length: only its tail that fits this model's window is read
@@ -67,17 +101,80 @@ class LlamaDrafter:
         return Draft(work.work_id, work.position, text=text) if text else None
 
 
+@dataclass
+class DraftSession:
+    """A request the scout drafts for: what the Oracle has decided (`confirmed`, the Oracle's token
+    ids, or `text` for a scout with another tokenizer) and the scout's own guess beyond it."""
+
+    oracle: str
+    work: Work  # the newest work of the request (drafts name it)
+    exact: bool
+    confirmed: list[int]  # exact: the Oracle's tokens; else this model's tokens of `text`
+    position: int  # the Oracle's position (its token count) at the end of `confirmed`
+    text: str = ""
+    guess: list[int] = field(default_factory=list)
+    epoch: int = 0  # bumped whenever the guess is dropped: a model call made before is discarded
+    seq: int = 0
+    sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
+    in_flight: int = 0
+    ahead: int = 8  # how far ahead to draft: follows the verdicts
+    rest: int = 0  # sends to skip: after a draft of which nothing was kept (1, 2, 4 ... 32)
+    backoff: int = 1
+    heard_at: float = field(default_factory=time.monotonic)
+
+    def advance(self, tokens: list[int], text: str, tokenize: Any) -> None:
+        """The Oracle decided `tokens` (spelling `text`) after `confirmed`."""
+        self.heard_at = time.monotonic()
+        self.position += len(tokens)
+        if self.exact:
+            new = tokens
+        else:
+            self.text += text
+            new = tokenize(self.text)
+            self.confirmed, new = new, []
+            self.guess, self.epoch = [], self.epoch + 1  # another tokenizer: redraft from the new text
+            return
+        if self.guess[: len(new)] == new:
+            self.guess = self.guess[len(new) :]  # the guess was right so far: it stays ahead
+        else:
+            self.guess, self.epoch = [], self.epoch + 1
+        self.confirmed = self.confirmed + new
+
+    def resync(self, work: Work, tokenize: Any) -> None:
+        """A fresh work for the request: adopt it, keeping the guess if it still fits."""
+        self.heard_at = time.monotonic()
+        if work.position < self.work.position:
+            return  # an older work, late
+        if self.exact and work.tokens is not None:  # in token ids, position == len(confirmed)
+            n = min(len(work.tokens), len(self.confirmed))
+            if work.tokens[:n] == self.confirmed[:n]:
+                self.work = work  # drafts name the newest work
+                if len(work.tokens) > n:
+                    self.advance(work.tokens[n:], "", tokenize)
+                return
+            self.confirmed = list(work.tokens)
+        elif work.position <= self.position:
+            self.work = work
+            return
+        else:
+            self.text = work.context
+            self.confirmed = tokenize(work.context)
+        self.work, self.position = work, work.position
+        self.guess, self.epoch = [], self.epoch + 1
+
+
 class Scout:
     def __init__(self, settings: Settings, drafter: LlamaDrafter | None) -> None:
         self.settings = settings
         self.drafter = drafter  # None: the draft model is fetched from the first Oracle that offers one
         self.ledger = Ledger(settings.data_path / "ledger.db")
-        self.latest: dict[str, tuple[str, Work]] = {}  # request key -> (oracle peer id, newest work)
+        self.sessions: dict[str, DraftSession] = {}  # request key -> its drafting session
         self.peers = PeerTable()
         self._fetching: asyncio.Task[None] | None = None
         self._refused: set[str] = set()  # sha256 of draft models that failed their checks
         self._wake = asyncio.Event()
-        self.stats = {"work": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
+        self.stats = {"work": 0, "progress": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
+        self._tasks: set[asyncio.Task[None]] = set()
         binary = find_daemon(settings)
         if binary is None:
             raise RuntimeError(
@@ -129,17 +226,54 @@ class Scout:
             asyncio.get_running_loop().create_task(self._reconcile())
         if kind != "work":
             return
+        payload, sender = event.get("work"), str(event.get("from"))
+        if Progress.is_progress(payload):
+            self._on_progress(sender, payload)
+            return
         try:
-            work = Work.from_dict(event.get("work"))
+            work = Work.from_dict(payload)
         except MessageError as exc:
-            log.debug("bad work from %s: %s", event.get("from"), exc)
+            log.debug("bad work from %s: %s", sender, exc)
             return
         self.stats["work"] += 1
         if self.drafter is None:
             return
-        self.latest[work.work_id.split(".", 1)[0]] = (str(event.get("from")), work)
-        while len(self.latest) > 64:  # bounded: the oldest requests go first
-            self.latest.pop(next(iter(self.latest)))
+        key = work.work_id.split(".", 1)[0]
+        session = self.sessions.get(key)
+        if session is not None and session.oracle == sender:
+            session.resync(work, self.drafter.tokenize)
+        elif work.deadline_ms < time.time() * 1000:
+            self.stats["stale"] += 1  # late on arrival: the Oracle has moved on
+            return
+        else:
+            exact = self.drafter.exact(work)
+            self.sessions[key] = DraftSession(
+                sender,
+                work,
+                exact,
+                list(work.tokens or []) if exact else self.drafter.tokenize(work.context),
+                work.position,
+                text=work.context,
+            )
+            while len(self.sessions) > MAX_SESSIONS:  # bounded: the oldest requests go first
+                self.sessions.pop(next(iter(self.sessions)))
+        self._wake.set()
+
+    def _on_progress(self, sender: str, payload: Any) -> None:
+        try:
+            progress = Progress.from_dict(payload)
+        except MessageError as exc:
+            log.debug("bad progress from %s: %s", sender, exc)
+            return
+        self.stats["progress"] += 1
+        session = self.sessions.get(progress.work_id.split(".", 1)[0])
+        if session is None or session.oracle != sender or self.drafter is None:
+            return
+        skip = session.position - progress.position
+        if skip < 0 or skip > len(progress.tokens):
+            return  # a message was missed: the next work brings the whole context again
+        if skip < len(progress.tokens):
+            session.advance(progress.tokens[skip:], progress.text if skip == 0 else "", self.drafter.tokenize)
         self._wake.set()
 
     async def _reconcile(self) -> None:
@@ -181,35 +315,95 @@ class Scout:
         waiter = asyncio.ensure_future(stop.wait())
         try:
             while not stop.is_set():
-                wake = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait([wake, waiter], return_when=asyncio.FIRST_COMPLETED)
-                wake.cancel()
-                self._wake.clear()
-                while self.latest and not stop.is_set():
-                    oracle, work = self.latest.pop(next(iter(self.latest)))
-                    try:
-                        await self._draft_and_send(oracle, work)
-                    except Exception:  # a peer's work or verdict must never stop the scout
-                        log.exception("work %s from %s failed", work.work_id, oracle)
+                session = self._next_session()
+                if session is None:
+                    wake = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait([wake, waiter], return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
+                    self._wake.clear()
+                    continue
+                try:
+                    await self._draft_more(session)
+                except Exception:  # a peer's work or verdict must never stop the scout
+                    log.exception("drafting for %s from %s failed", session.work.work_id, session.oracle)
+                    self.sessions.pop(session.work.work_id.split(".", 1)[0], None)
         finally:
             waiter.cancel()
+            for task in list(self._tasks):
+                task.cancel()
             if self._fetching is not None:
                 self._fetching.cancel()
             await self.sidecar.stop()
             self.ledger.close()
 
-    async def _draft_and_send(self, oracle: str, work: Work) -> None:
-        if work.deadline_ms < time.time() * 1000:
-            self.stats["stale"] += 1
-            return
+    def _next_session(self) -> DraftSession | None:
+        """The newest live session whose guess is shorter than it should be, or that has a grown
+        guess to send; sessions with no news for SESSION_IDLE_S are dropped."""
+        now = time.monotonic()
+        for key, s in list(self.sessions.items()):
+            if now - s.heard_at > SESSION_IDLE_S:
+                del self.sessions[key]
+        for s in reversed(self.sessions.values()):
+            if len(s.guess) < s.ahead or self._sendable(s):
+                return s
+        return None
+
+    @staticmethod
+    def _sendable(s: DraftSession) -> bool:
+        # Only a guess that reaches further than the last one sent (or replaces it) is news to the Oracle.
+        epoch, end = s.sent
+        return bool(s.guess) and s.in_flight < MAX_IN_FLIGHT and (s.epoch != epoch or s.position + len(s.guess) > end)
+
+    async def _draft_more(self, session: DraftSession) -> None:
+        """One model call that grows the session's guess by up to CHUNK tokens, then a draft of the
+        guess if one may go (model calls run in a worker thread: progress is read meanwhile)."""
         assert self.drafter is not None
+        want = min(CHUNK, session.ahead - len(session.guess))
+        if want > 0:
+            epoch, context = session.epoch, session.confirmed + session.guess
+            try:
+                new = await asyncio.get_running_loop().run_in_executor(None, self.drafter.extend, context, want)
+            except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
+                log.warning("cannot draft for %s: %s", session.work.work_id, exc)
+                session.ahead = 0
+                return
+            if session.epoch == epoch:  # the guess was not dropped meanwhile (it may have moved on)
+                session.guess += new
+            if not new and session.epoch == epoch:
+                session.ahead = len(session.guess)  # the model ended its text here: nothing further to guess
+        if self._sendable(session):
+            self._send(session)
+
+    def _send(self, session: DraftSession) -> None:
+        assert self.drafter is not None
+        guess = session.guess[:MAX_DRAFT_TOKENS]
+        session.sent = (session.epoch, session.position + len(guess))
+        if session.rest > 0:  # its last drafts were of no use: spare the Oracle this one
+            session.rest -= 1
+            return
+        session.seq += 1
+        if session.exact:
+            draft = Draft(session.work.work_id, session.position, tokens=guess, seq=session.seq)
+        else:
+            text = self.drafter.text(guess)[:MAX_DRAFT_CHARS]
+            if not text:
+                return
+            draft = Draft(session.work.work_id, session.position, text=text, seq=session.seq)
+        session.in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(session, draft))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, session: DraftSession, draft: Draft) -> None:
         try:
-            draft = await asyncio.get_running_loop().run_in_executor(None, self.drafter.draft, work)
-        except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
-            log.warning("cannot draft work %s from %s: %s", work.work_id, oracle, exc)
-            return
-        if draft is None:
-            return
+            await self._send_draft(session.oracle, session.work, draft, session)
+        except Exception:  # a peer's verdict must never stop the scout
+            log.exception("draft %s for %s failed", draft.seq, draft.work_id)
+        finally:
+            session.in_flight -= 1
+            self._wake.set()
+
+    async def _send_draft(self, oracle: str, work: Work, draft: Draft, session: DraftSession) -> None:
         self.stats["drafts"] += 1
         try:
             answer = await self.sidecar.call("POST", "/send-verify", {"peer_id": oracle, "request": draft.to_dict()})
@@ -219,6 +413,17 @@ class Scout:
             return
         self.stats["proposed"] += verdict.proposed
         self.stats["accepted"] += verdict.accepted
+        if verdict.outcome == "stale":
+            self.stats["stale"] += 1
+        elif verdict.outcome == "finished":
+            session.ahead = 0  # the request ended: draft no more for it
+        elif verdict.proposed:  # how far ahead to draft follows what the Oracle keeps
+            full = verdict.accepted == verdict.proposed
+            session.ahead = min(MAX_DRAFT_TOKENS, session.ahead + 2) if full else max(2, verdict.accepted + 2)
+        if verdict.accepted:
+            session.backoff = 1
+        elif verdict.outcome in ("verified", "ignored"):  # missed, or not worth a check: send less
+            session.rest, session.backoff = session.backoff, min(session.backoff * 2, 32)
         if verdict.accepted:  # counted only with the Oracle's signed receipt for it
             offered = len(draft.tokens) if draft.tokens is not None else work.max_draft  # no receipt may claim more
             receipt = await receipts.check(
@@ -227,7 +432,7 @@ class Scout:
                 kind="draft",
                 issuer=oracle,
                 subject=str(self.sidecar.info.get("peer_id")),
-                ref=work.work_id,
+                ref=draft.ref,
                 max_amount=float(offered),
             )
             if receipt is None:
@@ -237,7 +442,7 @@ class Scout:
                     self.ledger.record(
                         "earned",
                         oracle,
-                        f"draft:{work.work_id}",
+                        f"draft:{draft.ref}",
                         amount=receipt.amount,
                         proof=receipts.proof(verdict.receipt or {}),
                     )

@@ -41,6 +41,7 @@ log = logging.getLogger("shard.verifier.engine")
 
 MAX_DRAFT = 16
 EXTERNAL_PRIOR = 0.9  # a scout drafts with a model of the same family: usually right at first
+MAX_SOURCES = 256  # scouts whose acceptance the engine remembers across jobs (the oldest are forgotten)
 
 
 class DraftSource(Protocol):
@@ -59,6 +60,11 @@ class ExternalDraft:
     tokens: list[int]
     done: Callable[[int, int, str], None]
     limit: int = 0  # check at most this many new tokens of it (0: as many as fit)
+    source: str = ""  # who drafted it: its acceptance is learned per source, across jobs
+
+    @property
+    def key(self) -> str:
+        return f"external:{self.source}" if self.source else "external"
 
 
 @dataclass
@@ -97,7 +103,7 @@ class Job:
     chooser: TokenChooser | None = None
     text: TextStream | None = None
     external: ExternalDraft | None = None  # the external draft in the current step, if any
-    acceptance: dict[str, Acceptance] = field(default_factory=dict)  # per draft source ("lookup", "external")
+    acceptance: dict[str, Acceptance] = field(default_factory=dict)  # per draft source ("lookup", "external:<id>")
     shadows: dict[str, Shadow] = field(default_factory=dict)  # per source, a proposal awaiting its score
 
 
@@ -131,7 +137,7 @@ class Engine:
         params.n_seq_max = opts.parallel
         params.kv_unified = False  # each slot gets its own n_ctx
         params.n_threads = threads
-        params.n_threads_batch = max(threads, os.cpu_count() or 1)
+        params.n_threads_batch = max(threads, _usable_cpus())
         params.no_perf = True
         mappings_before = anonymous_mappings()
         self.ctx = _internals.LlamaContext(model=model.model, params=params, verbose=False)
@@ -153,10 +159,12 @@ class Engine:
             "steps": 0,
             "draft_offered": 0,
             "external_offered": 0,
+            "draft_checks": 0,  # steps that checked some of a lookup draft
+            "external_checks": 0,  # ... of a scout's draft
         }
-        # Engine-wide acceptance of prompt lookup: where a new job's estimate starts (it depends on
-        # the kind of work). A scout's drafts start each job at EXTERNAL_PRIOR: scouts differ, and
-        # the node already paces each one by its own record (the draft's `limit`).
+        # Engine-wide acceptance per source: where a new job's estimate starts. Prompt lookup's depends
+        # on the kind of work; each scout's is its own record (a scout first heard of starts at
+        # EXTERNAL_PRIOR), so a scout whose drafts keep missing is not checked again in the next job.
         self.acceptance = {"lookup": Acceptance(0.5)}
         # The KV cache was allocated for every slot's full context, and cleared: keep only what is
         # used (in host memory: a GPU's buffers are not ours to scan). At once, so the peak is brief.
@@ -350,7 +358,7 @@ class Engine:
             return draft, "given"
         draft, source = [], ""
         if job.inbox:
-            draft, source = self._take_external(job, limit), "external"
+            draft, source = self._take_external(job, limit)
         if not draft and job.draft_source is not None and job.n_past >= len(job.prompt):
             draft, source = job.draft_source.propose(job.tokens, limit)[:limit], "lookup"
         if not draft:
@@ -367,9 +375,21 @@ class Engine:
             acc = job.acceptance[source] = Acceptance(prior)
         return acc.rate
 
+    def _engine_acceptance(self, source: str) -> Acceptance:
+        """The engine-wide record of `source` (bounded: the least recently heard scouts are forgotten)."""
+        acc = self.acceptance.get(source)
+        if acc is None:
+            acc = self.acceptance[source] = Acceptance(EXTERNAL_PRIOR)
+            while len(self.acceptance) > MAX_SOURCES:
+                oldest = next(k for k in self.acceptance if k != "lookup")
+                del self.acceptance[oldest]
+        elif source != "lookup":  # most recently heard last
+            self.acceptance[source] = self.acceptance.pop(source)
+        return acc
+
     def _choose_drafts(self, rows: list[tuple[Slot, list[int], list[int] | None, str]], n: int) -> None:
         """Cut each offered draft to what pays in a batch that holds n tokens without them (policy.py)."""
-        offered = [i for i, r in enumerate(rows) if r[3] in ("lookup", "external")]
+        offered = [i for i, r in enumerate(rows) if r[3] == "lookup" or r[3].startswith("external")]
         if not offered:
             return
         emitting = sum(1 for r in rows if r[2] is not None)
@@ -384,7 +404,7 @@ class Engine:
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)
-            if source == "external" and k == 0 and slot.job.external is not None:
+            if source.startswith("external") and k == 0 and slot.job.external is not None:
                 slot.job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
                 slot.job.external = None
 
@@ -398,22 +418,30 @@ class Engine:
             if kept or missed:
                 self._rate(job, source)
                 job.acceptance[source].record(kept, missed)
-                if source in self.acceptance:
-                    self.acceptance[source].record(kept, missed)
+                if source != "external":  # a draft of no named source (a test's) is not remembered
+                    self._engine_acceptance(source).record(kept, missed)
 
     @staticmethod
-    def _take_external(job: Job, limit: int) -> list[int]:
-        """The first draft in the inbox that still fits what was generated, cut to what is new."""
+    def _take_external(job: Job, limit: int) -> tuple[list[int], str]:
+        """The newest draft in the inbox that still fits what was generated, cut to what is new (a
+        scout drafting ahead sends its guess again as it grows: the newest reaches furthest); the
+        older ones are answered "stale" without a check. Returns (tokens, source key)."""
         have = len(job.tokens)
+        best: ExternalDraft | None = None
         while job.inbox:
             ext = job.inbox.popleft()
             offset = have - ext.position
             if offset < 0 or ext.tokens[:offset] != job.tokens[ext.position : have] or offset >= len(ext.tokens):
                 ext.done(0, 0, "stale")  # made for a past the generation did not take, or nothing new
                 continue
-            job.external = ext
-            return ext.tokens[offset : offset + min(limit, ext.limit or limit)]
-        return []
+            if best is not None:
+                best.done(0, 0, "stale")  # superseded by a newer draft
+            best = ext
+        if best is None:
+            return [], ""
+        job.external = best
+        offset = have - best.position
+        return best.tokens[offset : offset + min(limit, best.limit or limit)], best.key
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
         job = slot.job
@@ -436,6 +464,7 @@ class Engine:
         if len(draft) > n_draft_ok:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
         if job.external is not None:
+            self.counters["external_checks"] += 1 if draft else 0
             self.counters["external_proposed"] += len(draft)
             self.counters["external_accepted"] += n_draft_ok
             job.external.done(len(draft), n_draft_ok, "verified")
@@ -443,6 +472,7 @@ class Engine:
         elif draft:
             job.stats.draft_proposed += len(draft)
             job.stats.draft_accepted += n_draft_ok
+            self.counters["draft_checks"] += 1
             self.counters["draft_proposed"] += len(draft)
             self.counters["draft_accepted"] += n_draft_ok
             if job.draft_source is not None:
@@ -551,6 +581,15 @@ def token_logprobs(model: Model, logits: np.ndarray, token: int, top: int) -> di
     else:
         out["top_logprobs"] = []
     return out
+
+
+def _usable_cpus() -> int:
+    """The CPUs this process may run on (taskset, cgroups' cpusets), not all the machine's: more batch
+    threads than that only wait on each other."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

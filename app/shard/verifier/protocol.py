@@ -327,6 +327,7 @@ class DraftRequest:
     text: str | None = None
     tokens: list[int] | None = None
     limit: int = 0  # check at most this many of its tokens (0: no limit); the node paces each scout
+    source: str = ""  # who drafted it (a scout's peer id): the engine learns each source's acceptance
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -346,7 +347,15 @@ class DraftRequest:
             text=text,
             tokens=token_ids(d, "tokens") if d.get("tokens") is not None else None,
             limit=_int(d, "limit", 0, 0, 1 << 16),
+            source=_source(d),
         )
+
+
+def _source(d: dict[str, Any]) -> str:
+    v = d.get("source", "")
+    if not isinstance(v, str) or len(v) > 128:
+        raise ProtocolError("'source' must be a string of at most 128 characters")
+    return v
 
 
 @dataclass

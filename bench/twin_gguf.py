@@ -1,0 +1,104 @@
+"""Slower twins of a real GGUF (SmolLM2), for benchmarks of a big Oracle with a small drafter.
+
+`write_twin(src, dst, idle_layers, noise)` copies every tensor and metadata key of `src`, raises the
+block count, and appends `idle_layers` copies of its layers (cycling through them). With `noise` 0
+the copies' output projections (`attn_output`, `ffn_down`) are zero, so each copy adds nothing to
+the residual stream: the twin computes the same logits as `src`, only slower (an exact drafter pair).
+With `noise` > 0 they are the original projections scaled by `noise`: each copy nudges the residual
+stream a little, and the twin's greedy text drifts from `src`'s (acceptance below 100%, as with a
+real small-drafts-for-large pair). Quantized Q4_0/Q4_1/Q8_0 blocks are scaled through their f16
+block scales (and Q4_1's minimums), F32/F16 tensors directly.
+
+    .venv/bin/python bench/twin_gguf.py SRC DST --idle 60 [--noise 0.05]
+    .venv/bin/python bench/twin_gguf.py SRC DST --idle 0 --scramble     # an all-wrong drafter
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import numpy as np
+
+OUTPUTS = re.compile(r"^blk\.(\d+)\.(attn_output|ffn_down)\.weight$")
+LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
+# bytes per block, and how many leading f16 values of each block are scales (multiply them to scale it)
+BLOCKS = {"Q4_0": (18, 1), "Q4_1": (20, 2), "Q8_0": (34, 1)}
+
+
+def _scaled(data: np.ndarray, type_name: str, factor: float) -> np.ndarray:
+    raw = np.array(data, copy=True)
+    if factor == 0.0:
+        return np.zeros_like(raw)  # all-zero bytes are zero weights in every format used here
+    if type_name == "F32" or type_name == "F16":
+        return (raw * factor).astype(raw.dtype)
+    if type_name not in BLOCKS:
+        raise ValueError(f"cannot scale a {type_name} tensor: use --noise 0 or a Q4_0/Q4_1/Q8_0/F16 model")
+    size, n_scales = BLOCKS[type_name]
+    flat = raw.reshape(-1).view(np.uint8).reshape(-1, size)
+    scales = flat[:, : 2 * n_scales].copy().view(np.float16)
+    flat[:, : 2 * n_scales] = (scales.astype(np.float32) * factor).astype(np.float16).view(np.uint8)
+    return raw
+
+
+def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scramble: bool = False) -> Path:
+    """`scramble`: shuffle the rows of the token embeddings (tied to the output layer): the same
+    tokenizer (and vocabulary fingerprint), a model whose every guess is wrong (an all-wrong scout)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(src))
+    arch = str(reader.fields["general.architecture"].contents())
+    block_key = f"{arch}.block_count"
+    n_layer = int(reader.fields[block_key].contents())
+    writer = gguf.GGUFWriter(str(dst), arch)
+    for field in reader.fields.values():
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        val_type = field.types[0]
+        sub_type = field.types[-1] if val_type == gguf.GGUFValueType.ARRAY else None
+        value = n_layer + idle_layers if field.name == block_key else field.contents()
+        writer.add_key_value(field.name, value, val_type, sub_type=sub_type)
+    tensors: list[tuple[str, np.ndarray, object]] = [(t.name, t.data, t.tensor_type) for t in reader.tensors]
+    if scramble:
+        rng = np.random.default_rng(7)
+        tensors = [
+            (n, d[rng.permutation(d.shape[0])] if n in ("token_embd.weight", "output.weight") else d, t)
+            for n, d, t in tensors
+        ]
+    layer_tensors: dict[int, list[tuple[str, np.ndarray, object]]] = {}
+    for name, data, ttype in tensors:
+        m = LAYER.match(name)
+        if m:
+            layer_tensors.setdefault(int(m.group(1)), []).append((m.group(2), data, ttype))
+    for i in range(idle_layers):
+        source = layer_tensors[i % n_layer]
+        for suffix, data, ttype in source:
+            name = f"blk.{n_layer + i}.{suffix}"
+            if OUTPUTS.match(name):
+                data = _scaled(data, ttype.name, noise)  # type: ignore[attr-defined]
+            tensors.append((name, data, ttype))
+    for name, data, ttype in tensors:
+        writer.add_tensor_info(name, data.shape, data.dtype, data.nbytes, ttype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for _, data, _ in tensors:
+        writer.write_tensor_data(data, tensor_endianess=reader.endianess)
+    writer.close()
+    return dst
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dst", type=Path)
+    ap.add_argument("--idle", type=int, default=60)
+    ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--scramble", action="store_true", help="an all-wrong drafter with the same tokenizer")
+    args = ap.parse_args()
+    write_twin(args.src, args.dst, args.idle, args.noise, args.scramble)
+
+
+if __name__ == "__main__":
+    main()
