@@ -20,20 +20,22 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
+from harness import free_port, stop, wait_for
+from shard import models
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "app"))
-from shard import models  # noqa: E402
+T = TypeVar("T")
 
 TEXT = (
     "The meeting is scheduled for tuesday at 10am in the main conference room. Please bring your laptop, "
@@ -55,23 +57,8 @@ WORKLOADS = {
 NET = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(check, timeout: float = 300.0, what: str = "") -> object:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            v = check()
-            if v:
-                return v
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+def wait(check: Callable[[], T], timeout: float = 300.0, what: str = "") -> T:
+    return wait_for(check, timeout, what)
 
 
 def metric(base: str, name: str) -> float:
@@ -170,12 +157,8 @@ class Run:
 
     def stop(self) -> None:
         for p in (self.scout, self.proc):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            if p is not None:
+                stop(p, 30)
 
 
 def main() -> None:
@@ -195,8 +178,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
     if args.twin:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_gguf import write_tiny_gguf
+        from harness.tiny_gguf import write_tiny_gguf
 
         args.model = write_tiny_gguf(tmp / "slow-twin.gguf", seed=1, idle_layers=48)
         args.scout_model = write_tiny_gguf(tmp / "tiny.gguf", seed=1)

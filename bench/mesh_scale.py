@@ -18,16 +18,14 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from shard.config import Settings  # noqa: E402
-from shard.network.sidecar import find_daemon  # noqa: E402
+from shard.config import Settings
+from shard.network.sidecar import find_daemon
 
 TOKEN = "mesh-scale-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}

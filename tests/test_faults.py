@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import start_node
+from harness import start_node
 
 
 def verifier_pid(node) -> int:

@@ -17,7 +17,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
+from harness import ServedNode, metric, pair_key, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.credit.ledger import Ledger
 from shard.network.sidecar import find_daemon

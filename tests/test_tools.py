@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 from shard.api.tools import ToolStream, parse
 
 WEATHER = {

@@ -33,7 +33,8 @@ from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
 from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import free_port, start_node, wait_for  # noqa: E402
+from harness import free_port, start_node, wait_for  # noqa: E402
+from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.ui import data  # noqa: E402
 from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
@@ -41,7 +42,6 @@ from shard.ui.log_capture import RingHandler  # noqa: E402
 from shard.ui.pages.logs import LEVELS  # noqa: E402
 from shard.ui.pages.peers import COLUMNS  # noqa: E402
 from shard.ui.single_instance import SingleInstance  # noqa: E402
-from tiny_gguf import write_tiny_gguf  # noqa: E402
 
 # -- harness: one qasync loop on pytest-qt's QApplication --------------------------------------
 
@@ -784,7 +784,7 @@ def test_tray_state_mapping() -> None:
 
 # -- the first run, models, start at login, feedback, About and updates, notifications -----------------
 
-from model_server import ModelServer, Served, model_server  # noqa: E402
+from harness.model_server import ModelServer, Served, model_server  # noqa: E402
 from shard import autostart, updates  # noqa: E402
 
 

@@ -19,9 +19,9 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, wait_for
+from harness import ServedNode, metric, start_node, wait_for
+from harness.browser import Browser
 from test_web_scout import EDIT_PROMPT, ISOLATION, need_node_tools
-from webapp_browser import Browser
 
 LAST_ANSWER = "[...document.querySelectorAll('#messages .msg.assistant .body')].pop()?.innerText ?? ''"
 STREAMING = "!document.getElementById('stop').hidden"
