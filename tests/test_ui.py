@@ -236,7 +236,7 @@ def test_logs_page_tails_app_and_verifier_with_filters(
     run(loop, until(lambda: marker in page.view.toPlainText(), 5, "the app's log line on the Logs page"))
     assert "OpenAI-compatible API on" in page.view.toPlainText()
     page.source.setCurrentText("Verifier")
-    page.render()
+    page.render_lines()
     assert "model loaded" in page.view.toPlainText()
     # Level filter: errors only hides INFO lines; search narrows to matching lines.
     page.source.setCurrentText("Shard")
@@ -670,7 +670,7 @@ def test_with_sidecar_contributing_peers_and_clean_quit(
         logs.level.setCurrentIndex(0)
         logs.search.clear()
         logs.source.setCurrentText("Sidecar")
-        run(loop, until(lambda: logs.render() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
+        run(loop, until(lambda: logs.render_lines() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
         assert list(node.sidecar.supervisor.lines)[-1] in logs.view.toPlainText()
         # Peers: a second node that joins through this one shows up in the table, by its peer id.
         topo = run(loop, node.topology())

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +132,7 @@ class Node:
         """The draft model: the setting, checked against the model's tokenizer (a clear error if it
         differs), else the smallest GGUF in the models folder with that tokenizer, else none."""
         s = self.settings
+        draft: DraftModel | None
         if s.draft_model:
             if self.model_path is None:
                 raise NodeStartError(
@@ -496,7 +497,7 @@ class Node:
             raise ApiError(503, "no model is loaded on this node", "no_model")
         return self.verifier
 
-    async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+    async def generation(self, request: GenerateRequest, model: str) -> AsyncGenerator[dict[str, Any], None]:
         """One request's events: on the local model (with scouts), or, with none, on an Oracle peer."""
         self.counters.add("requests_local")
         if self.verifier is not None:
@@ -616,9 +617,14 @@ class Node:
             log.debug("sidecar: cannot read peer latency: %s", exc)
             return
         for d in fresh if isinstance(fresh, list) else []:
-            peer = self.peer_table.peers.get(d.get("peer_id")) if isinstance(d, dict) else None
+            peer = self.peer_table.peers.get(str(d.get("peer_id"))) if isinstance(d, dict) else None
             latency = d.get("latency_ms") if peer is not None else None
-            if isinstance(latency, (int, float)) and not isinstance(latency, bool) and 0 <= latency < 3_600_000:
+            if (
+                peer is not None
+                and isinstance(latency, (int, float))
+                and not isinstance(latency, bool)
+                and 0 <= latency < 3_600_000
+            ):
                 peer.latency_ms = float(latency)
 
     def credit(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shard.api import (
     embeddings_routes,
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from shard.node import Node
 
 
-def metrics_middleware(node: Node) -> web.middleware:
+def metrics_middleware(node: Node) -> Middleware:
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]

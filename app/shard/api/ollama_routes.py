@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -224,7 +224,7 @@ async def _stream(
     return resp
 
 
-async def _achain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+async def _achain(first: dict[str, Any], rest: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
     yield first
     async for e in rest:
         yield e

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -159,7 +159,9 @@ def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+async def events_for(
+    request: web.Request, generate: GenerateRequest, model: str
+) -> AsyncGenerator[dict[str, Any], None]:
     node = request.app[NODE]
     try:
         async with node.scheduler.admit(Priority.OWNER):
@@ -256,7 +258,7 @@ async def _collect(
 
 
 async def _merged(
-    streams: list[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]
+    streams: Sequence[AsyncIterator[dict[str, Any]]], firsts: list[dict[str, Any]]
 ) -> AsyncIterator[tuple[int, dict[str, Any]]]:
     """The events of n choices as they come, tagged with the choice's index."""
     for i, first in enumerate(firsts):
@@ -334,7 +336,8 @@ async def _stream(
             if kind == "queued":
                 await note(event)
             elif kind == "token" and (event["text"] or "logprobs" in event):
-                text = tools[i].push(event["text"]) if tools[i] is not None else event["text"]
+                tool = tools[i]
+                text = tool.push(event["text"]) if tool is not None else event["text"]
                 lps = shape.logprobs(event.get("logprobs"), offsets[i])
                 offsets[i] += len(text)
                 if text or lps:

@@ -308,10 +308,8 @@ def _schemas() -> dict[str, Any]:
             "contributing": _BOOL,
         },
     }
-    child = {
-        "type": "object",
-        "properties": {"state": _STR, "pid": _nullable(_INT), "restarts": _INT, "last_error": _STR},
-    }
+    child_properties = {"state": _STR, "pid": _nullable(_INT), "restarts": _INT, "last_error": _STR}
+    child = {"type": "object", "properties": child_properties}
     status = {
         "allOf": [
             _ref("Health"),
@@ -327,7 +325,7 @@ def _schemas() -> dict[str, Any]:
                         "type": "object",
                         "required": ["state"],
                         "properties": {
-                            **child["properties"],
+                            **child_properties,
                             "message": _STR,
                             "peer_id": _nullable(_STR),
                             "peers": _INT,

@@ -182,7 +182,8 @@ def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
     for c in calls if isinstance(calls, list) else [None]:
         fn = c.get("function") if isinstance(c, dict) else None
         if (
-            not isinstance(fn, dict)
+            not isinstance(c, dict)
+            or not isinstance(fn, dict)
             or not isinstance(fn.get("name"), str)
             or not isinstance(fn.get("arguments", ""), str)
         ):

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -136,7 +136,9 @@ class CoopGenerator:
 
     # -- a request ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest, share_allowed: bool = True) -> AsyncIterator[dict[str, Any]]:
+    async def generate(
+        self, request: GenerateRequest, share_allowed: bool = True
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
         (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
         verifier = self.node.require_verifier()
@@ -270,7 +272,7 @@ class CoopGenerator:
             metrics.drafts_ignored.labels("shadow_paused").inc()  # checked, answered as usual, never credited here
         if proposed:
             try:
-                if not paused:
+                if not paused and self.node.ledger is not None:  # no ledger (it failed to open): nothing to credit
                     self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", proposed, accepted)
             except LedgerError as exc:
                 log.error("%s", exc)
@@ -303,6 +305,7 @@ class CoopGenerator:
             raise Ignored("not_admitted")
         if golden:
             return None, draft
+        assert session is not None  # not golden: a live session holds this work (checked above)
         position, published = session.works[draft.work_id]
         if draft.position != position:
             raise Ignored("wrong_position")

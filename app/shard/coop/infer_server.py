@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from shard.coop.remote_request import RemoteRequestError, bounded
@@ -60,7 +60,7 @@ class InferServer:
             return f"this node serves {node.model_ids()}, not {req.model!r}"
         return ""
 
-    async def _lines(self, asker: str, payload: Any) -> AsyncIterator[dict[str, Any]]:
+    async def _lines(self, asker: str, payload: Any) -> AsyncGenerator[dict[str, Any], None]:
         node = self.node
         try:
             req = InferRequest.from_dict(payload)

@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 from shard.credit import receipts, vouchers
@@ -111,7 +111,7 @@ class InferClient:
     def models(self) -> list[str]:
         return sorted({m for p in self.oracles() for m in p.models})
 
-    async def generate(self, request: GenerateRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+    async def generate(self, request: GenerateRequest, model: str) -> AsyncGenerator[dict[str, Any], None]:
         sidecar = self.node.sidecar
         produced: list[str] = []
         n_done, started, tried, last_error = 0, False, set(), "no Oracle on the network serves this model"

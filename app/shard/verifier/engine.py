@@ -78,7 +78,7 @@ class JobStats:
 class Job:
     prompt: list[int]
     params: Sampling
-    emit: Callable[[dict[str, Any]], None]
+    emit: Callable[[dict[str, Any]], object]  # called on the engine thread; its result is ignored
     max_tokens: int = 0  # 0: until the context is full
     stop: list[str] = field(default_factory=list)
     draft: list[int] = field(default_factory=list)  # offered once, at the first decode step
@@ -106,6 +106,11 @@ class Slot:
     cached: list[int] = field(default_factory=list)
     job: Job | None = None
     last_used: float = 0.0
+
+    def running(self) -> Job:
+        """The slot's job, on a slot the engine is stepping (only those are passed around with one)."""
+        assert self.job is not None
+        return self.job
 
 
 class EngineError(Exception):
@@ -274,7 +279,7 @@ class Engine:
     def _step(self) -> None:
         active = [s for s in self.slots if s.job is not None]
         for slot in active:
-            if slot.job.cancelled:
+            if slot.running().cancelled:
                 self._finish(slot, "cancelled")
         active = [s for s in active if s.job is not None]
         if not active:
@@ -284,8 +289,9 @@ class Engine:
         n = 0
         # slot, pending tokens, draft (None: a prompt chunk, no logits needed yet), draft source
         rows: list[tuple[Slot, list[int], list[int] | None, str]] = []
+        draft: list[int] | None
         for slot in active:
-            job = slot.job
+            job = slot.running()
             pending = job.tokens[job.n_past :]
             room = self.n_batch - n
             if room <= 0:
@@ -303,9 +309,10 @@ class Engine:
         plan: list[tuple[Slot, int, int, list[int] | None]] = []  # slot, first batch row, pending count, draft
         for slot, pending, draft, _ in rows:
             first = n
+            n_past = slot.running().n_past
             for i, tok in enumerate(itertools.chain(pending, draft or ())):
                 b.token[n] = tok
-                b.pos[n] = slot.job.n_past + i
+                b.pos[n] = n_past + i
                 b.n_seq_id[n] = 1
                 b.seq_id[n][0] = slot.seq_id
                 b.logits[n] = draft is not None and i >= len(pending) - 1
@@ -325,7 +332,7 @@ class Engine:
             return
         self.counters["steps"] += 1
         for slot, first, n_pending, draft in plan:
-            job = slot.job
+            job = slot.running()
             if draft is None:
                 job.n_past += n_pending
                 slot.cached = job.tokens[: job.n_past]
@@ -372,16 +379,17 @@ class Engine:
             self.curve,
             n,
             emitting,
-            [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
+            [(self._rate(rows[i][0].running(), rows[i][3]), len(rows[i][2] or ())) for i in offered],
             self.n_batch - n,
             explore=self.counters["steps"] % EXPLORE_EVERY == 0,
         )
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)
-            if source == "external" and k == 0 and slot.job.external is not None:
-                slot.job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
-                slot.job.external = None
+            job = slot.running()
+            if source == "external" and k == 0 and job.external is not None:
+                job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
+                job.external = None
 
     def _learn(self, job: Job) -> None:
         """Score the job's waiting proposals against what the target produced: the acceptance
@@ -411,8 +419,9 @@ class Engine:
         return []
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
-        job = slot.job
+        job = slot.running()
         chooser = job.chooser
+        assert chooser is not None  # set by submit()
         n_vocab = self.model.n_vocab
         accepted: list[int] = []
         lps: list[dict[str, Any]] = []
@@ -448,7 +457,9 @@ class Engine:
             self._learn(job)
 
     def _emit_tokens(self, slot: Slot, tokens: list[int], lps: list[dict[str, Any]] | None = None) -> None:
-        job = slot.job
+        job = slot.running()
+        stream = job.text
+        assert stream is not None  # set by submit()
         if not job.stats.first_token_at:
             job.stats.first_token_at = time.monotonic()
             self.counters["prompt_tokens"] += len(job.prompt) - job.stats.cached_tokens
@@ -463,8 +474,8 @@ class Engine:
             if lps:
                 out_lps.append(lps[len(ids) - 1])
             job.stats.completion_tokens += 1
-            text.append(job.text.push(self.model.piece(tok)))
-            if job.text.stopped:
+            text.append(stream.push(self.model.piece(tok)))
+            if stream.stopped:
                 reason = "stop"
                 break
             if job.max_tokens and job.stats.completion_tokens >= job.max_tokens:
@@ -483,14 +494,14 @@ class Engine:
             job.emit(event)
         slot.cached = job.tokens[: job.n_past]
         if reason:
-            if reason != "stop" or not job.text.stopped:
-                tail = job.text.flush()
+            if reason != "stop" or not stream.stopped:
+                tail = stream.flush()
                 if tail:
                     job.emit({"type": "token", "text": tail, "ids": []})
             self._finish(slot, reason)
 
     def _finish(self, slot: Slot, reason: str, error: str = "") -> None:
-        job = slot.job
+        job = slot.running()
         slot.job = None
         slot.last_used = time.monotonic()
         if job is None:

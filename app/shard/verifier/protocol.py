@@ -351,6 +351,6 @@ class EmbedRequest:
             if not isinstance(tokens, list):
                 raise ProtocolError("'tokens' must be a list of token lists")
             tokens = [_tokens({"t": t}, "t") for t in tokens]
-        if not 1 <= len(inputs if inputs is not None else tokens) <= MAX_EMBED_INPUTS:
+        if not 1 <= len(inputs if inputs is not None else tokens or []) <= MAX_EMBED_INPUTS:
             raise ProtocolError(f"give between 1 and {MAX_EMBED_INPUTS} inputs")
         return cls(inputs=inputs, tokens=tokens)

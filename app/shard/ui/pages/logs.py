@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtGui import QFontDatabase, QGuiApplication
@@ -82,8 +82,8 @@ class LogsPage(QWidget):
         for w in (self.source, self.level):
             bar.addWidget(w)
         bar.addWidget(self.search, 1)
-        for w in (self.follow, self.copy, self.open_folder):
-            bar.addWidget(w)
+        for button in (self.follow, self.copy, self.open_folder):
+            bar.addWidget(button)
         layout.addLayout(bar)
         self.view = QPlainTextEdit()
         self.view.setReadOnly(True)
@@ -94,14 +94,14 @@ class LogsPage(QWidget):
         self.count = QLabel()
         layout.addWidget(self.count)
         self._signature: Any = None
-        self.source.currentIndexChanged.connect(self.render)
-        self.level.currentIndexChanged.connect(self.render)
-        self.search.textChanged.connect(self.render)
+        self.source.currentIndexChanged.connect(self.render_lines)
+        self.level.currentIndexChanged.connect(self.render_lines)
+        self.search.textChanged.connect(self.render_lines)
         self.copy.clicked.connect(self.copy_shown)
 
     # -- the lines --------------------------------------------------------------------------------
 
-    def _child_lines(self, name: str) -> tuple[Iterable[str], str]:
+    def _child_lines(self, name: str) -> tuple[Sequence[str], str]:
         node = self.shell.node
         part = node.verifier if name == "Verifier" else getattr(node, "sidecar", None)
         sup = getattr(part, "supervisor", None)
@@ -135,7 +135,7 @@ class LogsPage(QWidget):
         raw, _ = self._child_lines(name)
         return (name, id(raw), len(raw), raw[-1] if raw else None)
 
-    def render(self) -> None:
+    def render_lines(self) -> None:
         signature = (self._source_signature(), self.level.currentIndex(), self.search.text())
         if signature == self._signature:
             return
@@ -152,7 +152,7 @@ class LogsPage(QWidget):
         self.count.setText(note or f"{len(lines)} line{'s' if len(lines) != 1 else ''} shown")
 
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
-        self.render()
+        self.render_lines()
 
     def copy_shown(self) -> None:
         lines = self.view.toPlainText()
