@@ -225,11 +225,13 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     plain = {wl: s for n, wl, s, *_ in rows if n == "plain"}
     print(
-        f"\nOracle {args.model.name}, scout {scout_model.name}, {args.tokens} tokens per request, {args.rounds} rounds x 3 prompts, "
+        f"\nOracle {args.model.name}, scout {scout_model.name}, {args.tokens} tokens per request, {args.rounds} rounds "
+        "x 3 prompts, "
         f"greedy, 1 slot, Oracle {args.threads} thread(s), scout 1 thread\n"
     )
     print(
-        "| run | workload | tok/s | vs plain | drafts proposed | accepted | acceptance | scout round trip ms | same text as plain |"
+        "| run | workload | tok/s | vs plain | drafts proposed | accepted | acceptance | scout round trip ms | same "
+        "text as plain |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for name, wl, speed, proposed, accepted, rtt, same in rows:

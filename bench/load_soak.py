@@ -6,7 +6,8 @@ when the node is full, or an error event), none hangs past its deadline, the nod
 slots drain to zero afterwards, and the memory of the node and its verifier stays flat.
 
     .venv/bin/python bench/load_soak.py                      # 48 clients, 60 s, the tiny test model
-    .venv/bin/python bench/load_soak.py --clients 64 --duration 1800 --model ~/.cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    .venv/bin/python bench/load_soak.py --clients 64 --duration 1800 \
+        --model ~/.cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
     .venv/bin/python bench/load_soak.py --url http://127.0.0.1:8000   # a node that is already running
 
 It prints the figures (clients, requests, duration, outcomes by kind, memory at start and end) and,

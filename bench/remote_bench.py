@@ -7,7 +7,8 @@
      N consumers (none), each sending requests back to back: time from request to first token
      (almost all of it queue wait) and requests served, per class.
 
-    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2] [--seed-credit 10000]
+    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2]
+        [--seed-credit 10000]
 
 Contributors' credit is written into the Oracle's ledger before it starts (--seed-credit accepted
 draft tokens each, as scouting for it would leave), so that part 2 measures the queue, not
@@ -73,7 +74,8 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         for name, s in (("Oracle called directly", d), ("through a node without a model (libp2p)", rm)):
             print(f"| {name} | {s['tok_s']:.1f} | {s['ttft_p50']:.0f} | {s['ttft_p99']:.0f} | {s['cut']} |")
         print(
-            f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} ms "
+            f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} "
+            "ms "
             f"({rm['ttft_p50'] / d['ttft_p50']:.2f}x)"
         )
         body = {"prompt": PROMPTS[0], "max_tokens": tokens, "temperature": 0}
@@ -141,7 +143,8 @@ async def mixed_load(
         if row["contributor"][1]:
             print(
                 f"\nconsumer / contributor wait p50: {row['consumer'][1] / row['contributor'][1]:.1f}x; "
-                f"share of requests served to contributors: {row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}"
+                "share of requests served to contributors: "
+                f"{row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}"
             )
     finally:
         oracle.stop()

@@ -383,8 +383,10 @@ def main() -> None:
         )
 
     print(
-        f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, {args.threads} decode "
-        f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds {args.rounds}\n"
+        f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, "
+        f"{args.threads} decode "
+        f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds "
+        f"{args.rounds}\n"
     )
     ref = {(r.workload, r.concurrency): r for r in results if r.server == "llama-server"}
     hdr = (

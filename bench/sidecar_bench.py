@@ -147,7 +147,7 @@ def main():
 
     print("| measure | value | goal |")
     print("|---|---|---|")
-    for n, p50, p99, mean, count in rows:
+    for n, p50, p99, _mean, count in rows:
         print(f"| round trip p50, {n} daemons ({count} rounds) | {p50:.2f} ms | < 5 ms |")
         print(f"| round trip p99, {n} daemons | {p99:.2f} ms | |")
     print(f"| RSS idle daemon | {idle_rss / 1024:.1f} MiB | < 30 MiB |")

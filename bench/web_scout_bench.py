@@ -175,20 +175,24 @@ def main() -> None:
 
     print(f"\n### wllama in headless Chromium ({args.model.name}, {os.cpu_count()} CPUs, node idle)\n")
     print(
-        "| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing context, ms each | tok/s there |"
+        "| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing "
+        "context, ms each | tok/s there |"
     )
     print("|---|---|---|---|---|---|---|")
     for s in speed_rows:
         print(
-            f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['first_draft_ms']} | "
+            f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | "
+            f"{s['first_draft_ms']} | "
             f"{' '.join(str(x) for x in s['incremental_8_token_draft_ms'])} | {s['incremental_tok_s']} |"
         )
     print(
-        f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} "
+        f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, "
+        f"Oracle {args.threads} "
         f"threads, wllama {args.browser_threads} thread(s))\n"
     )
     print(
-        "| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |"
+        "| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | "
+        "accepted | acceptance | same text |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["workload"]): r["tok_s"] for r in rows if r["run"] == "no browser"}
@@ -196,8 +200,10 @@ def main() -> None:
         acc = f"{r['accepted'] / r['proposed']:.0%}" if r["proposed"] else "-"
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items()) if v) or "-"
         print(
-            f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | {r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
-            f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | {r['accepted']:.0f} | {acc} | "
+            f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | "
+            f"{r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
+            f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | "
+            f"{r['accepted']:.0f} | {acc} | "
             f"{'yes' if r['same'] else 'NO'} |"
         )
 

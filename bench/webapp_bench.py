@@ -88,7 +88,8 @@ def main() -> None:
         none, tab = statistics.median(rates[(name, "none")]), statistics.median(rates[(name, "tab")])
         print(f"{name:10} {none:11.1f} {tab:12.1f} {tab / none:7.3f}")
     print(
-        f"draft tokens the tab had accepted: {accepted}; texts equal across runs: {all(len(v) == 1 for v in texts.values())}"
+        f"draft tokens the tab had accepted: {accepted}; texts equal across runs: "
+        f"{all(len(v) == 1 for v in texts.values())}"
     )
 
 

@@ -43,7 +43,8 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
             exc = sys.exc_info()[1]
             try:
                 sys.stderr.write(
-                    f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it works again\n"
+                    f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it "
+                    "works again\n"
                 )
             except (OSError, ValueError):
                 pass

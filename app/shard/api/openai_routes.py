@@ -321,7 +321,8 @@ async def _stream(
     async def note(event: dict[str, Any]) -> None:
         # An SSE comment (clients skip it): where a request waiting at an Oracle stands.
         await write(
-            f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, about {event.get('eta_s')} s\n\n".encode()
+            f": queued at Oracle {event.get('oracle')}: place {event.get('position')}, "
+            f"about {event.get('eta_s')} s\n\n".encode()
         )
 
     n = parsed.n

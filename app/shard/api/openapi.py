@@ -196,7 +196,8 @@ def _tools_fields() -> dict[str, Any]:
                     },
                 },
             ],
-            "description": "'required' or a named function: the answer is a call, constrained by a grammar from the schemas",
+            "description": "'required' or a named function: the answer is a call, constrained by a grammar from "
+            "the schemas",
         },
         "parallel_tool_calls": _BOOL,
         "functions": {"type": "array", "items": function, "description": "legacy: mapped onto tools"},
@@ -512,18 +513,6 @@ def _new_schemas() -> dict[str, Any]:
             {"type": "array", "minItems": 1, "items": {"type": "array", "items": _INT}},
         ]
     }
-    item = {
-        "type": "object",
-        "properties": {
-            "type": {"enum": ["message", "function_call", "function_call_output", "reasoning"]},
-            "role": _STR,
-            "content": _ANY,
-            "call_id": _STR,
-            "name": _STR,
-            "arguments": _STR,
-            "output": _ANY,
-        },
-    }
     response = {
         "type": "object",
         "required": ["id", "object", "created_at", "status", "model", "output"],
@@ -828,7 +817,8 @@ def _generation(summary: str, request: str, whole: str, chunk: str) -> dict[str,
             "requestBody": {"required": True, "content": {JSON: {"schema": _ref(request)}}},
             "responses": {
                 "200": {
-                    "description": f"the whole answer, or with `stream: true` Server-Sent Events: `data: <{chunk}>` lines, "
+                    "description": "the whole answer, or with `stream: true` Server-Sent Events: "
+                    f"`data: <{chunk}>` lines, "
                     "a last chunk with `usage` and empty `choices` when `stream_options.include_usage`, then "
                     '`data: [DONE]`; an error mid-stream arrives as `data: {"error": {...}}` and ends it',
                     "content": {JSON: {"schema": _ref(whole)}, SSE: {"schema": _sse_event(chunk)}},
@@ -1006,7 +996,8 @@ def build_spec() -> dict[str, Any]:
         "info": {
             "title": "Shard node API",
             "version": __version__,
-            "description": "The OpenAI-compatible endpoint of a Shard node and its system endpoints (docs/protocol.md). "
+            "description": "The OpenAI-compatible endpoint of a Shard node and its system endpoints "
+            "(docs/protocol.md). "
             "Bound to 127.0.0.1 by default; API keys apply only when configured.",
         },
         "paths": paths,

@@ -188,7 +188,8 @@ def _tool_calls(m: dict[str, Any], i: int) -> list[dict[str, Any]]:
             or not isinstance(fn.get("arguments", ""), str)
         ):
             raise _bad(
-                f"messages[{i}].tool_calls must be a list of {{'id', 'type': 'function', 'function': {{'name', 'arguments'}}}}",
+                f"messages[{i}].tool_calls must be a list of {{'id', 'type': 'function', 'function': {{'name', "
+                "'arguments'}}",
                 "messages",
             )
         out.append(
