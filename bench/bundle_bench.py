@@ -22,12 +22,11 @@ from pathlib import Path
 import requests
 
 from harness import free_port, stop
+from shard import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
-VERSION = next(
-    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
-)
+VERSION = __version__
 TEST_DATA = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
 SMOLLM2 = TEST_DATA / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 

@@ -27,14 +27,13 @@ import requests
 
 from harness import free_port, stop
 from harness.processes import kill_all
+from shard import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
 BUNDLE = DIST / "shard"
 EXE = BUNDLE / "Shard"
-VERSION = next(
-    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
-)
+VERSION = __version__
 
 pytestmark = [
     pytest.mark.skipif(
