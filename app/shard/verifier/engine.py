@@ -501,7 +501,7 @@ class Engine:
             self._finish(slot, reason)
 
     def _finish(self, slot: Slot, reason: str, error: str = "") -> None:
-        job = slot.running()
+        job = slot.job
         slot.job = None
         slot.last_used = time.monotonic()
         if job is None:
