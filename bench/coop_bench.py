@@ -24,14 +24,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import requests
 
-from harness import free_port, stop, wait_for
+from harness import free_port, stop, timed_chat, wait_for
 from shard import models
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -145,15 +144,7 @@ class Run:
             )
 
     def complete(self, prompt: str, tokens: int) -> tuple[str, int, float]:
-        t0 = time.perf_counter()
-        r = requests.post(
-            self.base + "/v1/chat/completions",
-            timeout=600,
-            json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
-        )
-        dt = time.perf_counter() - t0
-        body = r.json()
-        return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
+        return timed_chat(self.base, prompt, tokens)
 
     def stop(self) -> None:
         for p in (self.scout, self.proc):

@@ -30,7 +30,8 @@ from pathlib import Path
 import requests
 
 from harness import ServedNode, start_node
-from serve_bench import PROMPTS, _pct, one_stream
+from serve_bench import CHAT as PROMPTS
+from serve_bench import _pct, one_stream
 from shard import models
 from shard.credit.ledger import Ledger
 

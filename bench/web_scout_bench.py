@@ -31,10 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from coop_bench import WORKLOADS
-from harness import ServedNode, metric, start_node, wait_for
+from harness import ServedNode, metric, start_node, timed_chat, wait_for
 from harness.browser import WEB, BrowserScout
 from shard import models
 
@@ -44,18 +42,6 @@ def oracle(model: Path, tmp: Path, threads: int, flags: list[str]) -> ServedNode
     node = start_node(model, tmp, "--parallel", "1", "--threads", str(threads), *flags, sidecar=True, ready_timeout=300)
     node.wait_sidecar(300)
     return node
-
-
-def complete(node: ServedNode, prompt: str, tokens: int) -> tuple[str, int, float]:
-    t0 = time.perf_counter()
-    r = requests.post(
-        node.api + "/chat/completions",
-        timeout=600,
-        json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
-    )
-    dt = time.perf_counter() - t0
-    body = r.json()
-    return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
 
 
 def scouts(node: ServedNode) -> list[dict[str, Any]]:
@@ -122,7 +108,7 @@ def main() -> None:
                         wait_for(lambda: scouts(node), 300, "the browser's handshake")
                     try:
                         for wl, prompts in WORKLOADS.items():
-                            complete(node, prompts[0], 8)  # warm-up
+                            timed_chat(node.url, prompts[0], 8)  # warm-up
                             before = {
                                 k: metric(node.url, f"shard_draft_tokens_{k}_total", '{source="scout"}')
                                 for k in ("proposed", "accepted")
@@ -131,7 +117,7 @@ def main() -> None:
                             speeds, texts = [], []
                             for _ in range(args.rounds):
                                 for p in prompts:
-                                    text, n, dt = complete(node, p, args.tokens)
+                                    text, n, dt = timed_chat(node.url, p, args.tokens)
                                     speeds.append(n / dt)
                                     texts.append(text)
                             reference.setdefault(wl, texts)

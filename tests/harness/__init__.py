@@ -4,7 +4,16 @@ through pytest's `pythonpath` (pyproject.toml) and, for the benches, the `.pth` 
 scripts/setup writes into .venv."""
 
 from harness.daemons import Daemon, daemon_binary
-from harness.nodes import MODEL_CACHE, SIDECAR_FLAGS, ServedNode, metric, pair_key, start_node, start_scout
+from harness.nodes import (
+    MODEL_CACHE,
+    SIDECAR_FLAGS,
+    ServedNode,
+    metric,
+    pair_key,
+    start_node,
+    start_scout,
+    timed_chat,
+)
 from harness.ports import free_port
 from harness.processes import stop, tree, tree_rss
 from harness.waiting import wait_for
@@ -21,6 +30,7 @@ __all__ = [
     "start_node",
     "start_scout",
     "stop",
+    "timed_chat",
     "tree",
     "tree_rss",
     "wait_for",

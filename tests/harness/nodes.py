@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,20 @@ def start_node(
     if wait:
         node.wait_ready(ready_timeout)
     return node
+
+
+def timed_chat(url: str, prompt: str, tokens: int) -> tuple[str, int, float]:
+    """One greedy, non-streamed chat completion from the node at `url`: (text, completion tokens,
+    seconds), for the benches."""
+    t0 = time.perf_counter()
+    r = requests.post(
+        url + "/v1/chat/completions",
+        timeout=600,
+        json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
+    )
+    seconds = time.perf_counter() - t0
+    body = r.json()
+    return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], seconds
 
 
 def metric(node: ServedNode | str, name: str, labels: str = "") -> float:
