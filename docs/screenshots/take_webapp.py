@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import re
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,9 +27,9 @@ ROOT = HERE.parents[1]
 import requests  # noqa: E402
 
 from harness import MODEL_CACHE, start_node, wait_for  # noqa: E402
-from harness.browser import WEB, Browser  # noqa: E402
-from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
 from shard import models  # noqa: E402
+from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
+from harness.browser import WEB, Browser  # noqa: E402
 
 QUESTION = "Write a hello world program in Python, in a code block, and say what it prints."
 PHONE = (360, 740)
@@ -42,21 +43,10 @@ def gz(path: Path) -> int:
 def bundle_sizes() -> dict[str, int]:
     dist = WEB / "dist"
     html = (dist / "app.html").read_text()
-    first = [
-        dist / "app.html",
-        *(
-            dist / m.lstrip("/").removeprefix("scout/")
-            for m in re.findall(r'(?:src|href)="(/scout/assets/[^"]+)"', html)
-        ),
-    ]
+    first = [dist / "app.html", *(dist / m.lstrip("/").removeprefix("scout/") for m in re.findall(r'(?:src|href)="(/scout/assets/[^"]+)"', html))]
     worker = sorted((dist / "assets").glob("scout-worker-*.js")) + sorted((dist / "assets").glob("drafter-worker-*.js"))
-    return {
-        "page_files": len(first),
-        "page_gzip": sum(gz(p) for p in first),
-        "page_raw": sum(p.stat().st_size for p in first),
-        "worker_gzip": sum(gz(p) for p in worker),
-        "worker_raw": sum(p.stat().st_size for p in worker),
-    }
+    return {"page_files": len(first), "page_gzip": sum(gz(p) for p in first), "page_raw": sum(p.stat().st_size for p in first),
+            "worker_gzip": sum(gz(p) for p in worker), "worker_raw": sum(p.stat().st_size for p in worker)}
 
 
 def main() -> None:
@@ -67,11 +57,7 @@ def main() -> None:
     browser = Browser(tmp / "chromium.log")
     try:
         wait_for(lambda: oracle.status()["sidecar"]["state"] == "running", what="the sidecar")
-        addr = next(
-            a
-            for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"]
-            if "/tcp/" in a and "/ws" not in a
-        )
+        addr = next(a for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
         other = start_node(tiny, tmp / "other", "--ctx-size", "256", "--bootstrap", addr, sidecar=True)
 
         # load time: the first load in a fresh browser profile (cold HTTP cache), then 5 more (warm:
@@ -86,11 +72,7 @@ def main() -> None:
         browser.until("document.getElementById('peers').innerText.includes('oracle')", 60, "the second node")
         browser.do("fill", selector="#prompt", text=QUESTION)
         browser.do("press", key="Enter")
-        browser.until(
-            "document.getElementById('stop').hidden && document.querySelectorAll('#messages .msg.assistant').length > 0",
-            180,
-            "the answer",
-        )
+        browser.until("document.getElementById('stop').hidden && document.querySelectorAll('#messages .msg.assistant').length > 0", 180, "the answer")
         time.sleep(3.5)  # one more sidebar refresh
         for scheme in ("light", "dark"):
             browser.do("scheme", value=scheme)
@@ -105,11 +87,9 @@ def main() -> None:
             browser.do("screenshot", path=str(HERE / f"webapp-phone-network-{scheme}.png"))
             browser.do("click", selector="#net-toggle")
         keys = ("firstContentfulPaintMs", "domContentLoadedMs", "loadMs")
-
         def ms(values: list[float | None]) -> int | None:  # first paint may be unrecorded on a busy machine
             seen = [v for v in values if v is not None]
             return round(statistics.median(seen)) if seen else None
-
         print("load, cold (ms):", {k: ms([loads[0][k]]) for k in keys}, "transfer bytes:", loads[0]["transferBytes"])
         print("load, warm (median of 5, ms):", {k: ms([m[k] for m in loads[1:]]) for k in keys})
         print("bundle:", bundle_sizes())
