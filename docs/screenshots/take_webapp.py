@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
