@@ -94,24 +94,32 @@ def start_node(
     its log under `tmp`, no config file, no rate limit; `sidecar`: with its libp2p sidecar on
     loopback, else --no-sidecar; `wait`: until it answers /health."""
     tmp.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    data_dir = data_dir or tmp / f"data-{port}"
-    log_path = tmp / f"serve-{port}.log"
-    network = sidecar_flags if sidecar else ("--no-sidecar",)
-    args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(data_dir), *network, *extra]
-    if model is not None:
-        args += ["--model", str(model)]
     full_env = {
         **os.environ,
         "SHARD_RATE_LIMIT_PER_MINUTE": "100000",
         "SHARD_CONFIG": str(tmp / "none.toml"),
         **(env or {}),
     }
-    proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)
-    node = ServedNode(proc, port, data_dir, log_path)
-    if wait:
-        node.wait_ready(ready_timeout)
-    return node
+    network = sidecar_flags if sidecar else ("--no-sidecar",)
+    for attempt in range(3):
+        port = free_port()
+        node_dir = data_dir or tmp / f"data-{port}"
+        log_path = tmp / f"serve-{port}.log"
+        args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(node_dir), *network]
+        args += [*extra, *(("--model", str(model)) if model is not None else ())]
+        proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)
+        node = ServedNode(proc, port, node_dir, log_path)
+        if not wait:
+            return node
+        try:
+            node.wait_ready(ready_timeout)
+            return node
+        except AssertionError:
+            # another process on this machine took the port between free_port() and the node's bind
+            if attempt < 2 and proc.poll() is not None and f"port {port} on 127.0.0.1 is in use" in node.log():
+                continue
+            raise
+    raise AssertionError("unreachable")
 
 
 def timed_chat(url: str, prompt: str, tokens: int) -> tuple[str, int, float]:
