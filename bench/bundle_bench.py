@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 import requests
+
+from harness import free_port, stop
+from shard import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
-VERSION = next(
-    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
-)
+VERSION = __version__
 TEST_DATA = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
 SMOLLM2 = TEST_DATA / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -39,12 +37,6 @@ def tree_bytes(path: Path) -> int:
 
 def mb(n: int | None) -> str:
     return "-" if n is None else f"{n / 1e6:.1f}"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
@@ -87,20 +79,7 @@ def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
                 raise RuntimeError(f"no /health 200 after 180 s: see {data / 'serve.log'}")
             time.sleep(0.02)
     finally:
-        family = (
-            [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-            if proc.poll() is None
-            else []
-        )
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        _, alive = psutil.wait_procs(family, timeout=10)
-        for p in alive:
-            p.kill()
+        stop(proc, 30, reap=10)
 
 
 def main() -> int:
@@ -168,8 +147,7 @@ def main() -> int:
     print(f"\n| app | model | launch to /health 200, median of {args.runs} (s) | min | max |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="shard-bundle-bench-") as tmpdir:
         tmp = Path(tmpdir)
-        sys.path.insert(0, str(ROOT / "tests"))
-        from tiny_gguf import write_tiny_gguf
+        from harness.tiny_gguf import write_tiny_gguf
 
         tiny = write_tiny_gguf(tmp / "tiny.gguf", seed=1)
         results: dict[tuple[str, str], list[float]] = {}

@@ -27,20 +27,22 @@ import argparse
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import requests
 
+from harness import free_port, stop, timed_chat, wait_for
+from shard import models
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "app"))
-from shard import models  # noqa: E402
+T = TypeVar("T")
 
 TEXT = (
     "The meeting is scheduled for tuesday at 10am in the main conference room. Please bring your laptop, "
@@ -62,23 +64,8 @@ WORKLOADS = {
 NET = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait(check, timeout: float = 300.0, what: str = "") -> object:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            v = check()
-            if v:
-                return v
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"timed out waiting for {what}")
+def wait(check: Callable[[], T], timeout: float = 300.0, what: str = "") -> T:
+    return wait_for(check, timeout, what)
 
 
 def pin(cpu: int) -> list[str]:
@@ -204,15 +191,7 @@ class Run:
             )
 
     def complete(self, prompt: str, tokens: int) -> tuple[str, int, float]:
-        t0 = time.perf_counter()
-        r = requests.post(
-            self.base + "/v1/chat/completions",
-            timeout=600,
-            json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
-        )
-        dt = time.perf_counter() - t0
-        body = r.json()
-        return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
+        return timed_chat(self.base, prompt, tokens)
 
     def counters(self) -> dict[str, float]:
         info = requests.get(self.base + "/v1/system/status", timeout=5).json().get("model_info") or {}
@@ -220,12 +199,8 @@ class Run:
 
     def stop(self) -> None:
         for p in (self.scout, self.proc, self.proxy):
-            if p is not None and p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            if p is not None:
+                stop(p, 30)
 
 
 def main() -> None:
@@ -246,8 +221,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
     ap.add_argument("--skip", default="", help="comma list of row kinds to leave out (lookup, scout+lookup, all-wrong)")
     args = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "bench"))
-    from twin_gguf import write_twin
+    from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
 
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
     latencies = [float(x) for x in args.latencies.split(",") if x]

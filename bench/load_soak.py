@@ -6,7 +6,8 @@ when the node is full, or an error event), none hangs past its deadline, the nod
 slots drain to zero afterwards, and the memory of the node and its verifier stays flat.
 
     .venv/bin/python bench/load_soak.py                      # 48 clients, 60 s, the tiny test model
-    .venv/bin/python bench/load_soak.py --clients 64 --duration 1800 --model ~/.cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    .venv/bin/python bench/load_soak.py --clients 64 --duration 1800 \
+        --model ~/.cache/shard/test-data/models/SmolLM2-135M-Instruct.Q4_1.gguf
     .venv/bin/python bench/load_soak.py --url http://127.0.0.1:8000   # a node that is already running
 
 It prints the figures (clients, requests, duration, outcomes by kind, memory at start and end) and,
@@ -22,8 +23,6 @@ import collections
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
+
+from harness import free_port, stop, tree_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,24 +68,7 @@ class Figures:
 
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its children (the node and its verifier; the sidecar too when it runs)."""
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total / 2**20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return tree_rss(pid) / 2**20
 
 
 def start_node(
@@ -340,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             model = args.model
             if model is None:
-                sys.path.insert(0, str(ROOT / "tests"))
-                from tiny_gguf import write_tiny_gguf
+                from harness.tiny_gguf import write_tiny_gguf
 
                 model = write_tiny_gguf(Path(tmp.name) / "tiny.gguf", seed=1)
             proc, url = start_node(model, Path(tmp.name), args.parallel, args.max_queue, args.ctx_size, [])
@@ -349,12 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if proc is not None and proc.poll() is not None:
             figs.problems.append(f"the node exited with {proc.returncode}")
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if proc is not None:
+            stop(proc, 30)
         tmp.cleanup()
     print(report(figs))
     if args.json:

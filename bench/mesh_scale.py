@@ -18,16 +18,14 @@ import os
 import random
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import psutil
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "app"))
-from shard.config import Settings  # noqa: E402
-from shard.network.sidecar import find_daemon  # noqa: E402
+from shard.config import Settings
+from shard.network.sidecar import find_daemon
 
 TOKEN = "mesh-scale-token-0123456789"
 H = {"Authorization": f"Bearer {TOKEN}"}
@@ -183,7 +181,8 @@ def main() -> None:
     for n in [int(x) for x in a.sizes.split(",")]:
         r = asyncio.run(run(n, binary, a.messages, a.rate))
         print(
-            f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
+            f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} "
+            f"{r['held']:>6.1f} "
             f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['idle_cpu']:>10.2f}"
             f"  (publish errors: {r['errors']})",
             flush=True,

@@ -228,7 +228,8 @@ def main() -> None:
     publishes = 5 if args.quick else 20
     print("1. Gossip delivery (300-byte message; one-way link delay median 30 ms; 10 Mbit/s uplinks)")
     print(
-        f"{'topic size':>10} {'mesh D':>7} {'mean deg':>9} {'p50 ms':>8} {'p99 ms':>8} {'max hops':>9} {'copies/node':>12}"
+        f"{'topic size':>10} {'mesh D':>7} {'mean deg':>9} {'p50 ms':>8} {'p99 ms':>8} {'max hops':>9} "
+        f"{'copies/node':>12}"
     )
     rows = [(100, 99), (100, 6), (1000, 6), (10000, 6), (10000, 8)]
     copies_d6 = 0.0
@@ -240,7 +241,8 @@ def main() -> None:
             copies_d6 = r.copies_per_node
         label = "all" if d >= n - 1 else str(d)
         print(
-            f"{n:>10} {label:>7} {r.degree:>9.1f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_hops:>9} {r.copies_per_node:>12.1f}"
+            f"{n:>10} {label:>7} {r.degree:>9.1f} {r.p50_ms:>8.0f} {r.p99_ms:>8.0f} {r.max_hops:>9} "
+            f"{r.copies_per_node:>12.1f}"
         )
     print()
     print("2. Kademlia provider lookup (k=20, alpha=3, 64-bit ids, RTT per round = slowest of alpha)")
@@ -250,7 +252,8 @@ def main() -> None:
         r2 = simulate_lookups(n, 20, 3, 50 if args.quick else 200, rng)
         lookup_msgs = r2.messages_mean
         print(
-            f"{n:>11} {r2.rounds_p50:>11.0f} {r2.rounds_p99:>11.0f} {r2.messages_mean:>9.1f} {r2.ms_p50:>8.0f} {r2.ms_p99:>8.0f}"
+            f"{n:>11} {r2.rounds_p50:>11.0f} {r2.rounds_p99:>11.0f} {r2.messages_mean:>9.1f} {r2.ms_p50:>8.0f} "
+            f"{r2.ms_p99:>8.0f}"
         )
     print()
     print("3. Load per Oracle: 10,000 Oracles over 20 model topics, 1,000,000 scouts")

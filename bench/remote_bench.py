@@ -7,7 +7,8 @@
      N consumers (none), each sending requests back to back: time from request to first token
      (almost all of it queue wait) and requests served, per class.
 
-    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2] [--seed-credit 10000]
+    .venv/bin/python bench/remote_bench.py [--model PATH] [--tokens 64] [--rounds 2] [--mixed-s 90] [--askers 2]
+        [--seed-credit 10000]
 
 Contributors' credit is written into the Oracle's ledger before it starts (--seed-credit accepted
 draft tokens each, as scouting for it would leave), so that part 2 measures the queue, not
@@ -22,83 +23,22 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "app"))
-sys.path.insert(0, str(ROOT / "bench"))
-from serve_bench import PROMPTS, _pct, free_port, one_stream  # noqa: E402
-from shard import models  # noqa: E402
-from shard.credit.ledger import Ledger  # noqa: E402
-
-NET = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
+from harness import ServedNode, start_node
+from serve_bench import CHAT as PROMPTS
+from serve_bench import _pct, one_stream
+from shard import models
+from shard.credit.ledger import Ledger
 
 
-class Node:
-    def __init__(self, name: str, tmp: Path, *flags: str) -> None:
-        self.name, self.port, self.data = name, free_port(), tmp / name
-        self.log = tmp / f"{name}.log"
-        env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shard",
-                "serve",
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(self.data),
-                *NET,
-                *flags,
-            ],
-            stdout=self.log.open("wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str) -> dict:
-        return requests.get(self.base + path, timeout=10).json()
-
-    def wait(self, check, what: str, timeout: float = 300.0) -> object:  # type: ignore[no-untyped-def]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
-            try:
-                v = check()
-                if v:
-                    return v
-            except (requests.RequestException, KeyError, ValueError):
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"timed out waiting for {what} ({self.name})")
-
-    def healthy(self) -> None:
-        self.wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, "health")
-
-    def topology(self) -> dict:
-        return self.wait(lambda: (t := self.get("/v1/system/topology"))["sidecar"] == "running" and t, "the sidecar")  # type: ignore[return-value]
-
-    def tcp_addr(self) -> str:
-        return next(a for a in self.topology()["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def serve(name: str, tmp: Path, *flags: str) -> ServedNode:
+    """`shard serve` with its sidecar, data in tmp/name; not waited for."""
+    return start_node(None, tmp, *flags, sidecar=True, wait=False, data_dir=tmp / name)
 
 
 def summarize(streams: list) -> dict[str, float]:  # type: ignore[type-arg]
@@ -113,20 +53,20 @@ def summarize(streams: list) -> dict[str, float]:  # type: ignore[type-arg]
 
 
 async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, threads: int) -> None:
-    oracle = Node("oracle", tmp, "--model", str(model), "--threads", str(threads), "--parallel", "2")
-    oracle.healthy()
-    asker = Node("asker", tmp, "--bootstrap", oracle.tcp_addr())
+    oracle = serve("oracle", tmp, "--model", str(model), "--threads", str(threads), "--parallel", "2")
+    oracle.wait_ready(300)
+    asker = serve("asker", tmp, "--bootstrap", oracle.tcp_addr())
     try:
-        asker.healthy()
-        await one_stream(oracle.base, "default", "warm up", 8)
-        await one_stream(asker.base, "default", "warm up", 8)
+        asker.wait_ready(300)
+        await one_stream(oracle.url, "default", "warm up", 8)
+        await one_stream(asker.url, "default", "warm up", 8)
         got: dict[str, list] = {"direct": [], "remote": []}  # type: ignore[type-arg]
         for r in range(rounds):
             for prompt in PROMPTS:
                 for name, node in (
                     (("direct", oracle), ("remote", asker)) if r % 2 == 0 else (("remote", asker), ("direct", oracle))
                 ):
-                    stream, _ = await one_stream(node.base, "default", prompt, tokens)
+                    stream, _ = await one_stream(node.url, "default", prompt, tokens)
                     got[name].append(stream)
         d, rm = summarize(got["direct"]), summarize(got["remote"])
         print(f"\n## direct vs remote ({len(got['direct'])} streams each, {tokens} tokens, model {model.name})\n")
@@ -135,12 +75,13 @@ async def direct_vs_remote(model: Path, tmp: Path, tokens: int, rounds: int, thr
         for name, s in (("Oracle called directly", d), ("through a node without a model (libp2p)", rm)):
             print(f"| {name} | {s['tok_s']:.1f} | {s['ttft_p50']:.0f} | {s['ttft_p99']:.0f} | {s['cut']} |")
         print(
-            f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} ms "
+            f"\nremote / direct: tok/s {rm['tok_s'] / d['tok_s']:.3f}x, TTFT p50 +{rm['ttft_p50'] - d['ttft_p50']:.0f} "
+            "ms "
             f"({rm['ttft_p50'] / d['ttft_p50']:.2f}x)"
         )
         body = {"prompt": PROMPTS[0], "max_tokens": tokens, "temperature": 0}
         texts = [
-            requests.post(n.base + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
+            requests.post(n.url + "/v1/completions", json=body, timeout=120).json()["choices"][0]["text"]
             for n in (oracle, asker)
         ]
         same = texts[0] == texts[1]
@@ -155,14 +96,14 @@ async def mixed_load(
 ) -> None:
     # The askers first, without bootstrap (their identities are needed for the Oracle's ledger);
     # the Oracle then dials them.
-    nodes = {f"{kind}{i}": Node(f"{kind}{i}", tmp) for kind in ("contributor", "consumer") for i in range(askers)}
-    ids = {name: n.topology()["peer_id"] for name, n in nodes.items()}
+    nodes = {f"{kind}{i}": serve(f"{kind}{i}", tmp) for kind in ("contributor", "consumer") for i in range(askers)}
+    ids = {name: n.wait_sidecar(300)["peer_id"] for name, n in nodes.items()}
     ledger = Ledger(tmp / "oracle-mixed" / "ledger.db")
     for name, pid in ids.items():
         if name.startswith("contributor"):
             ledger.record_draft(pid, f"seed:{pid}", seed_credit, seed_credit)
     ledger.close()
-    oracle = Node(
+    oracle = serve(
         "oracle-mixed",
         tmp,
         "--model",
@@ -174,16 +115,16 @@ async def mixed_load(
         *(x for n in nodes.values() for x in ("--bootstrap", n.tcp_addr())),
     )
     try:
-        oracle.healthy()
+        oracle.wait_ready(300)
         for n in nodes.values():
-            n.healthy()
+            n.wait_ready(300)
         waits: dict[str, list[float]] = {name: [] for name in nodes}
         until = time.monotonic() + seconds
 
         async def client(name: str) -> None:
             i = 0
             while time.monotonic() < until:
-                stream, _ = await one_stream(nodes[name].base, "default", PROMPTS[i % len(PROMPTS)], tokens)
+                stream, _ = await one_stream(nodes[name].url, "default", PROMPTS[i % len(PROMPTS)], tokens)
                 if stream.finished:
                     waits[name].append(stream.ttft_s)
                 i += 1
@@ -203,7 +144,8 @@ async def mixed_load(
         if row["contributor"][1]:
             print(
                 f"\nconsumer / contributor wait p50: {row['consumer'][1] / row['contributor'][1]:.1f}x; "
-                f"share of requests served to contributors: {row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}"
+                "share of requests served to contributors: "
+                f"{row['contributor'][0] / max(1, row['contributor'][0] + row['consumer'][0]):.0%}"
             )
     finally:
         oracle.stop()

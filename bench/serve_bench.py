@@ -20,7 +20,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import psutil
+from harness import free_port, stop, tree_rss
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("SHARD_LLAMA_SERVER_DIR", Path.home() / ".cache/shard/llama-server"))
@@ -100,12 +99,6 @@ def _pct(values: list[float], p: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class RssSampler:
     """Peak resident memory of a process and all its children."""
 
@@ -115,12 +108,7 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            try:
-                root = psutil.Process(self.pid)
-                rss = sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
-                self.peak = max(self.peak, rss)
-            except psutil.Error:
-                pass
+            self.peak = max(self.peak, tree_rss(self.pid))
             time.sleep(0.05)
 
     def __enter__(self) -> RssSampler:
@@ -301,11 +289,7 @@ def run_server(
                     r = results[-1]
                     print(f"  {name}, {workload}, {c} stream(s): {r.tok_s_total():.1f} tok/s total", flush=True)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, 20)
     return results, overall.peak / 2**20
 
 
@@ -399,8 +383,10 @@ def main() -> None:
         )
 
     print(
-        f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, {args.threads} decode "
-        f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds {args.rounds}\n"
+        f"\nmodel {Path(args.model).name}, chat completions, {args.tokens} max tokens per stream, greedy, "
+        f"{args.threads} decode "
+        f"thread(s), {cpus} batch threads, {args.concurrency} slots x {args.ctx_size} context, {cpus} CPUs, rounds "
+        f"{args.rounds}\n"
     )
     ref = {(r.workload, r.concurrency): r for r in results if r.server == "llama-server"}
     hdr = (

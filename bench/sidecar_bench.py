@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark of the shard-daemon sidecar over loopback (Python 3 stdlib only).
+"""Benchmark of the shard-daemon sidecar over loopback (the daemons: tests/harness/daemons.py).
 
 Measures, driving the daemons through their control API:
   * work -> result round trip: daemon 0 publishes work on gossipsub (`POST /broadcast-work`),
@@ -9,140 +9,42 @@ Measures, driving the daemons through their control API:
   * resident memory (VmRSS) of an idle daemon and of one with 10 connected peers;
   * the release binary's size.
 
-Usage: python3 bench/sidecar_bench.py [--rounds 200] [--sizes 2,5,10]
-The binary is $CARGO_TARGET_DIR/release/shard-daemon (default ~/.cache/shard/cargo-target),
-or --binary PATH. Build it first: (cd sidecar && cargo build --release).
+Usage: .venv/bin/python bench/sidecar_bench.py [--rounds 200] [--sizes 2,5,10]
+The binary is the one a node would run ($CARGO_TARGET_DIR/release/shard-daemon, default
+~/.cache/shard/cargo-target), or --binary PATH. Build it first: (cd sidecar && cargo build --release).
 """
 
 import argparse
-import http.client
-import json
 import os
 import queue
 import statistics
-import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
+
+from harness import Daemon, daemon_binary, tree_rss, wait_for
 
 TOKEN = "bench-token-0123456789abcdef"
 # one round every 10 ms at most (100 work items/s): under the per-peer rate limit
 PACE_S = 0.010
 
 
-def default_binary():
-    target = os.environ.get("CARGO_TARGET_DIR") or os.path.expanduser("~/.cache/shard/cargo-target")
-    return os.path.join(target, "release", "shard-daemon")
-
-
-class Daemon:
-    def __init__(self, binary, extra=()):
-        args = [
-            binary,
-            "--control-port",
-            "0",
-            "--tcp-port",
-            "0",
-            "--listen-host",
-            "127.0.0.1",
-            "--no-mdns",
-            "--log-level",
-            "warn",
-            *extra,
-        ]
-        env = dict(os.environ, SHARD_CONTROL_TOKEN=TOKEN)
-        self.proc = subprocess.Popen(
-            args, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, text=True
-        )
-        deadline = time.time() + 30
-        self.ready = None
-        while time.time() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
-            if line.startswith("SHARD_SIDECAR_READY "):
-                self.ready = json.loads(line[len("SHARD_SIDECAR_READY ") :])
-                break
-        if self.ready is None:
-            self.proc.kill()
-            raise RuntimeError("daemon did not print its READY line")
-        self.port = self.ready["control_port"]
-        self.peer_id = self.ready["peer_id"]
-        self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-
-    def tcp_addr(self):
-        return next(a for a in self.ready["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
-
-    def call(self, method, path, body=None):
-        headers = {"Authorization": "Bearer " + TOKEN}
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        self.conn.request(method, path, body=data, headers=headers)
-        resp = self.conn.getresponse()
-        payload = resp.read()
-        return resp.status, json.loads(payload or b"null")
-
-    def events(self):
-        """A queue fed by a thread reading this daemon's /events stream."""
-        q = queue.Queue()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=3600)
-        conn.request("GET", "/events", headers={"Authorization": "Bearer " + TOKEN})
-        resp = conn.getresponse()
-        assert resp.status == 200, resp.status
-
-        def pump():
-            while True:
-                line = resp.fp.readline()
-                if not line:
-                    return
-                if line.startswith(b"data:"):
-                    try:
-                        q.put((time.perf_counter(), json.loads(line[5:].strip())))
-                    except ValueError:
-                        pass
-
-        threading.Thread(target=pump, daemon=True).start()
-        return q
-
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def peers(self):
-        return len(self.call("GET", "/peers")[1]["peers"])
-
-    def stop(self):
-        self.proc.kill()
-        self.proc.wait()
-
-
-def wait_for(pred, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise RuntimeError("timed out waiting for " + what)
+def daemon(binary, *extra):
+    return Daemon(Path(binary), None, "--log-level", "warn", *extra, token=TOKEN)
 
 
 def start_mesh(binary, n):
-    first = Daemon(binary)
-    rest = [Daemon(binary, ["--bootstrap", first.tcp_addr()]) for _ in range(n - 1)]
+    first = daemon(binary)
+    rest = [daemon(binary, "--bootstrap", first.tcp_addr()) for _ in range(n - 1)]
     nodes = [first] + rest
-    wait_for(lambda: first.peers() >= n - 1, 30, f"{n - 1} peers on daemon 0")
+    wait_for(lambda: len(first.peers()) >= n - 1, 30, f"{n - 1} peers on daemon 0")
     return nodes
 
 
 def responder(node, stop):
     """Answers every work event with a result carrying the same work_id."""
     q = node.events()
-    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=30)
-    headers = {"Authorization": "Bearer " + TOKEN, "Content-Type": "application/json"}
     while not stop.is_set():
         try:
             _, ev = q.get(timeout=0.2)
@@ -150,9 +52,7 @@ def responder(node, stop):
             continue
         if ev.get("type") != "work":
             continue
-        body = json.dumps({"result": {"work_id": ev["work"]["work_id"], "tokens": [1, 2, 3]}})
-        conn.request("POST", "/publish-result", body=body, headers=headers)
-        conn.getresponse().read()
+        node.call("POST", "/publish-result", {"result": {"work_id": ev["work"]["work_id"], "tokens": [1, 2, 3]}})
 
 
 def round_trips(nodes, rounds, warmup=20):
@@ -214,7 +114,7 @@ def pct(values, p):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--binary", default=default_binary())
+    ap.add_argument("--binary", default=str(daemon_binary()))
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--sizes", default="2,5,10")
     args = ap.parse_args()
@@ -224,9 +124,9 @@ def main():
     rows = []
     size_mb = os.path.getsize(args.binary) / 1e6
 
-    idle = Daemon(args.binary)
+    idle = daemon(args.binary)
     time.sleep(2.0)
-    idle_rss = idle.rss_kib()
+    idle_rss = tree_rss(idle.proc.pid) // 1024
     idle.stop()
 
     busy_rss = None
@@ -236,18 +136,18 @@ def main():
             lat = round_trips(nodes, args.rounds)
             rows.append((n, statistics.median(lat), pct(lat, 99), statistics.mean(lat), len(lat)))
             if n == 10:
-                extra = Daemon(args.binary, ["--bootstrap", nodes[0].tcp_addr()])
+                extra = daemon(args.binary, "--bootstrap", nodes[0].tcp_addr())
                 nodes.append(extra)
-                wait_for(lambda: nodes[0].peers() >= 10, 30, "10 peers")
+                wait_for(lambda: len(nodes[0].peers()) >= 10, 30, "10 peers")
                 time.sleep(1.0)
-                busy_rss = (nodes[0].rss_kib(), nodes[0].peers())
+                busy_rss = (tree_rss(nodes[0].proc.pid) // 1024, len(nodes[0].peers()))
         finally:
             for d in nodes:
                 d.stop()
 
     print("| measure | value | goal |")
     print("|---|---|---|")
-    for n, p50, p99, mean, count in rows:
+    for n, p50, p99, _mean, count in rows:
         print(f"| round trip p50, {n} daemons ({count} rounds) | {p50:.2f} ms | < 5 ms |")
         print(f"| round trip p99, {n} daemons | {p99:.2f} ms | |")
     print(f"| RSS idle daemon | {idle_rss / 1024:.1f} MiB | < 30 MiB |")

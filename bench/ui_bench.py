@@ -22,7 +22,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,18 +33,13 @@ from pathlib import Path
 import psutil
 import requests
 
+from harness import free_port, stop, tree
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOWN = re.compile(rb"window shown at \S+ \((\d+\.\d+) s after launch\)")  # launch: the process's start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def default_model() -> Path | None:
-    sys.path.insert(0, str(ROOT / "app"))
     from shard import models
 
     path = models.default_model_path(Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data")))
@@ -105,19 +99,10 @@ class App:
         raise RuntimeError(f"the app did not come up within {timeout}s:\n{self.output.decode(errors='replace')}")
 
     def tree(self) -> list[psutil.Process]:
-        try:
-            p = psutil.Process(self.proc.pid)
-            return [p, *p.children(recursive=True)]
-        except psutil.NoSuchProcess:
-            return []
+        return tree(self.proc.pid)
 
-    def stop(self) -> int:
-        self.proc.terminate()
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+    def stop(self) -> int | None:
+        return stop(self.proc, 30)
 
 
 def idle(app: App, seconds: float) -> tuple[float, float]:

@@ -23,102 +23,38 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import requests
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_web_scout import BrowserScout  # noqa: E402  (one driver of the page, for the test and this bench)
-
-ROOT = Path(__file__).resolve().parent.parent
-WEB = ROOT / "web-scout"
-sys.path.insert(0, str(ROOT / "app"))
-sys.path.insert(0, str(ROOT / "bench"))
-from coop_bench import NET, WORKLOADS, free_port, wait  # noqa: E402
-from shard import models  # noqa: E402
+from coop_bench import WORKLOADS
+from harness import ServedNode, metric, start_node, timed_chat, wait_for
+from harness.browser import WEB, BrowserScout
+from shard import models
 
 
-def metric(base: str, name: str, labels: str) -> float:
-    text = requests.get(base + "/metrics", timeout=5).text
-    m = re.search(rf"^{re.escape(name)}{re.escape(labels)} ([0-9.e+-]+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+def oracle(model: Path, tmp: Path, threads: int, flags: list[str]) -> ServedNode:
+    """`shard serve` with one slot and its sidecar, loaded and running."""
+    node = start_node(model, tmp, "--parallel", "1", "--threads", str(threads), *flags, sidecar=True, ready_timeout=300)
+    node.wait_sidecar(300)
+    return node
 
 
-class Node:
-    def __init__(self, model: Path, tmp: Path, threads: int, flags: list[str]) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "shard",
-                "serve",
-                "--model",
-                str(model),
-                "--port",
-                str(self.port),
-                "--data-dir",
-                str(tmp / f"data-{self.port}"),
-                "--parallel",
-                "1",
-                "--threads",
-                str(threads),
-                *NET,
-                *flags,
-            ],
-            stdout=(tmp / f"serve-{self.port}.log").open("wb"),
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what="the node to load")
-        wait(
-            lambda: requests.get(self.base + "/v1/system/status", timeout=2).json()["sidecar"]["state"] == "running",
-            what="the sidecar",
-        )
-
-    def complete(self, prompt: str, tokens: int) -> tuple[str, int, float]:
-        t0 = time.perf_counter()
-        r = requests.post(
-            self.base + "/v1/chat/completions",
-            timeout=600,
-            json={"messages": [{"role": "user", "content": prompt}], "max_tokens": tokens, "temperature": 0},
-        )
-        dt = time.perf_counter() - t0
-        body = r.json()
-        return body["choices"][0]["message"]["content"], body["usage"]["completion_tokens"], dt
-
-    def scouts(self) -> list[dict[str, Any]]:
-        return [
-            p for p in requests.get(self.base + "/v1/system/peers", timeout=5).json()["peers"] if "scout" in p["roles"]
-        ]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+def scouts(node: ServedNode) -> list[dict[str, Any]]:
+    return [p for p in node.get("/v1/system/peers")["peers"] if "scout" in p["roles"]]
 
 
-def wllama_speed(node: Node, threads: int) -> dict[str, Any]:
+def wllama_speed(node: ServedNode, threads: int) -> dict[str, Any]:
     out = subprocess.run(
         [
             "node",
             "e2e/wllama-speed.mjs",
             "--url",
-            f"{node.base}/scout/?drafter=wllama&lookup_first=0&threads={threads}",
+            f"{node.url}/scout/?drafter=wllama&lookup_first=0&threads={threads}",
         ],
         cwd=WEB,
         capture_output=True,
@@ -144,7 +80,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     try:
         for oracle_lookup in (False, True):
-            node = Node(args.model, tmp, args.threads, [] if oracle_lookup else ["--no-lookup"])
+            node = oracle(args.model, tmp, args.threads, [] if oracle_lookup else ["--no-lookup"])
             try:
                 if not oracle_lookup:
                     for t in sorted({1, 2}):
@@ -162,36 +98,36 @@ def main() -> None:
                     browser = None
                     if query is not None:
                         browser = BrowserScout(
-                            f"{node.base}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log", 3600
+                            f"{node.url}/scout/?threads={args.browser_threads}&{query}", tmp / "chromium.log", 3600
                         )
-                        wait(
+                        wait_for(
                             lambda: browser.state.get("connected") and browser.state["drafter"]["loaded"],
-                            timeout=180,  # noqa: B023
+                            timeout=180,
                             what="the page to connect and load its drafter",
                         )
-                        wait(lambda: node.scouts(), what="the browser's handshake")
+                        wait_for(lambda: scouts(node), 300, "the browser's handshake")
                     try:
                         for wl, prompts in WORKLOADS.items():
-                            node.complete(prompts[0], 8)  # warm-up
+                            timed_chat(node.url, prompts[0], 8)  # warm-up
                             before = {
-                                k: metric(node.base, f"shard_draft_tokens_{k}_total", '{source="scout"}')
+                                k: metric(node.url, f"shard_draft_tokens_{k}_total", '{source="scout"}')
                                 for k in ("proposed", "accepted")
                             }
                             page_before = json.loads(json.dumps(browser.state)) if browser else {}
                             speeds, texts = [], []
                             for _ in range(args.rounds):
                                 for p in prompts:
-                                    text, n, dt = node.complete(p, args.tokens)
+                                    text, n, dt = timed_chat(node.url, p, args.tokens)
                                     speeds.append(n / dt)
                                     texts.append(text)
                             reference.setdefault(wl, texts)
                             time.sleep(1.0)  # the last verdicts reach the page
                             proposed = (
-                                metric(node.base, "shard_draft_tokens_proposed_total", '{source="scout"}')
+                                metric(node.url, "shard_draft_tokens_proposed_total", '{source="scout"}')
                                 - before["proposed"]
                             )
                             accepted = (
-                                metric(node.base, "shard_draft_tokens_accepted_total", '{source="scout"}')
+                                metric(node.url, "shard_draft_tokens_accepted_total", '{source="scout"}')
                                 - before["accepted"]
                             )
                             page = browser.state if browser else {}
@@ -217,7 +153,7 @@ def main() -> None:
                     finally:
                         if browser is not None:
                             browser.stop()
-                            wait(lambda: not node.scouts(), what="the browser to leave")
+                            wait_for(lambda: not scouts(node), 300, "the browser to leave")
             finally:
                 node.stop()
     finally:
@@ -225,20 +161,24 @@ def main() -> None:
 
     print(f"\n### wllama in headless Chromium ({args.model.name}, {os.cpu_count()} CPUs, node idle)\n")
     print(
-        "| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing context, ms each | tok/s there |"
+        "| threads | load ms | prefill tok/s | decode tok/s | first draft (64 tok) ms | 8-token drafts on a growing "
+        "context, ms each | tok/s there |"
     )
     print("|---|---|---|---|---|---|---|")
     for s in speed_rows:
         print(
-            f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | {s['first_draft_ms']} | "
+            f"| {s['threads']} | {s['load_ms']} | {s['prefill_tok_s']:.1f} | {s['decode_tok_s']:.1f} | "
+            f"{s['first_draft_ms']} | "
             f"{' '.join(str(x) for x in s['incremental_8_token_draft_ms'])} | {s['incremental_tok_s']} |"
         )
     print(
-        f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} "
+        f"\n### End to end ({args.tokens} tokens per request, {args.rounds} round(s) x 3 prompts, greedy, 1 slot, "
+        f"Oracle {args.threads} "
         f"threads, wllama {args.browser_threads} thread(s))\n"
     )
     print(
-        "| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | accepted | acceptance | same text |"
+        "| Oracle | run | workload | tok/s (median) | vs no browser | drafts sent | verdicts | scout tokens proposed | "
+        "accepted | acceptance | same text |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["workload"]): r["tok_s"] for r in rows if r["run"] == "no browser"}
@@ -246,8 +186,10 @@ def main() -> None:
         acc = f"{r['accepted'] / r['proposed']:.0%}" if r["proposed"] else "-"
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items()) if v) or "-"
         print(
-            f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | {r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
-            f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | {r['accepted']:.0f} | {acc} | "
+            f"| {r['oracle']} | {r['run']} | {r['workload']} | {r['tok_s']:.1f} | "
+            f"{r['tok_s'] / base[(r['oracle'], r['workload'])]:.2f}x | "
+            f"{r['sent'] if r['run'] != 'no browser' else '-'} | {verdicts} | {r['proposed']:.0f} | "
+            f"{r['accepted']:.0f} | {acc} | "
             f"{'yes' if r['same'] else 'NO'} |"
         )
 

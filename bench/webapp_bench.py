@@ -15,20 +15,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "bench"))
-from conftest import MODEL_CACHE, start_node, wait_for  # noqa: E402
-from coop_bench import WORKLOADS  # noqa: E402
-from shard import models  # noqa: E402
-from webapp_browser import Browser  # noqa: E402
+from coop_bench import WORKLOADS
+from harness import MODEL_CACHE, start_node, wait_for
+from harness.browser import Browser
+from shard import models
 
 
 def run_workload(api: str, prompts: list[str], tokens: int) -> tuple[float, list[str]]:
@@ -92,7 +88,8 @@ def main() -> None:
         none, tab = statistics.median(rates[(name, "none")]), statistics.median(rates[(name, "tab")])
         print(f"{name:10} {none:11.1f} {tab:12.1f} {tab / none:7.3f}")
     print(
-        f"draft tokens the tab had accepted: {accepted}; texts equal across runs: {all(len(v) == 1 for v in texts.values())}"
+        f"draft tokens the tab had accepted: {accepted}; texts equal across runs: "
+        f"{all(len(v) == 1 for v in texts.values())}"
     )
 
 

@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
 target="${1:-}"
-VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -1)"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' app/shard/__init__.py | head -1)"  # the one place it is written
 log() { echo "==> $*"; }
 
 case "$(uname -s)" in

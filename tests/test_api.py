@@ -13,7 +13,7 @@ import openai
 import pytest
 import requests
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 
 
 def chat(node: ServedNode, body: dict, headers: dict | None = None, **kw) -> requests.Response:

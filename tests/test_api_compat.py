@@ -12,7 +12,7 @@ import pytest
 import requests
 from pydantic import BaseModel
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 
 MSG = [{"role": "user", "content": "hello"}]
 ORIGIN = "http://app.example:5173"

@@ -19,10 +19,7 @@ from typing import Any
 import pytest
 import requests
 
-from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
-from shard.config import Settings
-from shard.network.sidecar import find_daemon
-from test_security import Daemon
+from harness import Daemon, ServedNode, metric, pair_key, start_node, start_scout, wait_for
 
 MSG = [{"role": "user", "content": "hello there"}]
 Script = Callable[[dict[str, Any], str], Iterable["dict[str, Any] | float"]]  # lines to send; a float is a pause
@@ -41,12 +38,8 @@ class HostilePeer(Daemon):
         host: str = "127.0.0.1",
         pair_key: str | None = None,
     ) -> None:
-        binary = find_daemon(Settings())
-        if binary is None:
-            pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
         tmp.mkdir(parents=True, exist_ok=True)
-        super().__init__(binary, tmp, bootstrap, host=host)
-        self.peer_id: str = self.info["peer_id"]
+        super().__init__(None, tmp / "attacker.log", bootstrap=bootstrap, host=host)
         self.session.put(
             self.url + "/local-info",
             json={
@@ -141,14 +134,6 @@ def hostile(tmp_path: Path) -> Iterator[HostilePeer]:
     peer = HostilePeer(tmp_path / "hostile")
     yield peer
     peer.stop()
-
-
-def tcp_addr(node: ServedNode) -> str:
-    topo = wait_for(
-        lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
-        what="the sidecar",
-    )
-    return next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a)
 
 
 def tokens(n: int, text: str = " ok") -> list[dict[str, Any]]:
@@ -259,7 +244,7 @@ def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(
         "--bootstrap",
         hostile.addr(),
         "--bootstrap",
-        tcp_addr(honest),
+        honest.tcp_addr(),
         sidecar=True,
         env={"SHARD_SPOT_CHECK_RATE": "1"},
     )
@@ -396,8 +381,8 @@ def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def asker(oracle: ServedNode, tmp_path: Path) -> Iterator[HostilePeer]:
-    peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
-    peer.oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]  # type: ignore[attr-defined]
+    peer = HostilePeer(tmp_path / "asker", bootstrap=oracle.tcp_addr(), roles=("consumer",))
+    peer.oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]  # type: ignore[attr-defined]
     wait_for(
         lambda: any(
             p["peer_id"] == peer.peer_id for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
@@ -454,9 +439,9 @@ def test_9_remote_jobs_never_starve_the_owner(slow_twin_model: Path, tmp_path: P
     oracle = start_node(
         slow_twin_model, tmp_path / "o", "--ctx-size", "4096", "--parallel", "2", "--no-lookup", sidecar=True
     )
-    peer = HostilePeer(tmp_path / "asker", bootstrap=tcp_addr(oracle), roles=("consumer",))
+    peer = HostilePeer(tmp_path / "asker", bootstrap=oracle.tcp_addr(), roles=("consumer",))
     try:
-        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         wait_for(
             lambda: any(
                 p["peer_id"] == peer.peer_id
@@ -659,9 +644,9 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
         sidecar=True,
         env={"SHARD_GOLDEN_RATE": "1.0"},
     )
-    peer = HostilePeer(tmp_path / "scout", bootstrap=tcp_addr(oracle), roles=("scout",))
+    peer = HostilePeer(tmp_path / "scout", bootstrap=oracle.tcp_addr(), roles=("scout",))
     try:
-        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         wait_for(
             lambda: any(
                 p["peer_id"] == peer.peer_id and "scout" in p["roles"]
@@ -718,7 +703,7 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
 
 def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model: Path, tmp_path: Path) -> None:
     node = start_node(tiny_model, tmp_path / "n", "--ctx-size", "512", sidecar=True)  # privacy: local (the default)
-    addr = tcp_addr(node)
+    addr = node.tcp_addr()
     key_file = node.data_dir / "pair.key"
     liar = HostilePeer(tmp_path / "liar", addr, roles=("scout",))  # on loopback, says "scout": proves nothing
     paired = HostilePeer(tmp_path / "paired", addr, roles=("scout",), pair_key=pair_key(node))
@@ -810,7 +795,7 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
         env={"SHARD_GOLDEN_RATE": "0"},
     )
     try:
-        oracle_id = tcp_addr(oracle).rsplit("/p2p/", 1)[1]
+        oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         verdicts = perfect_drafts(
             oracle,
             peer,

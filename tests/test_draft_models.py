@@ -18,7 +18,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from harness import ServedNode, metric, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.coop import model_transfer
 from shard.coop.draft_model import DraftModel, vocab_fingerprint

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import start_node
+from harness import start_node
 
 
 def verifier_pid(node) -> int:
@@ -36,7 +36,7 @@ def test_verifier_killed_mid_request_fails_cleanly_and_comes_back(tiny_model: Pa
         pid = verifier_pid(node)
         got = 0
         with pytest.raises(openai.APIError) as info:
-            for chunk in stream:
+            for _chunk in stream:
                 got += 1
                 if got == 5:
                     os.kill(pid, signal.SIGKILL)

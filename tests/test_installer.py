@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -26,15 +25,15 @@ import psutil
 import pytest
 import requests
 
-from conftest import free_port
+from harness import free_port, stop
+from harness.processes import kill_all
+from shard import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
 DIST = ROOT / "dist"
 BUNDLE = DIST / "shard"
 EXE = BUNDLE / "Shard"
-VERSION = next(
-    line.split('"')[1] for line in (ROOT / "pyproject.toml").read_text().splitlines() if line.startswith("version = ")
-)
+VERSION = __version__
 
 pytestmark = [
     pytest.mark.skipif(
@@ -103,16 +102,9 @@ def test_bundle_layout_and_version(built: Path) -> None:
 
 
 def _stop(proc: subprocess.Popen[bytes], family: list[psutil.Process]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop(proc, 30)
     gone, alive = psutil.wait_procs(family, timeout=10)
-    for p in alive:
-        p.kill()
+    kill_all(alive)
     assert not alive, f"left behind: {[(p.pid, p.name()) for p in alive]}"
 
 

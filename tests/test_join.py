@@ -7,7 +7,6 @@ processes with their real sidecars; the peer table's reconciliation also on its 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServedNode, free_port, start_node, wait_for
+from harness import ServedNode, free_port, start_node, stop, wait_for
 from shard.network.peers import PeerTable, local_ips, normalize_addr, on_this_machine
 
 # Default network flags: mDNS on, listening on every interface; only the ports are left to the
@@ -83,16 +82,6 @@ def start_default_scout(model: Path, tmp: Path, bootstrap: str) -> subprocess.Po
         stderr=subprocess.STDOUT,
         env={**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")},
     )
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def scout_peer_id(tmp: Path) -> str:

@@ -3,26 +3,21 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 
 MSG = [{"role": "user", "content": "hello there"}]
 
 
-@pytest.fixture(scope="module")
-def node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    n = start_node(tiny_model, tmp_path_factory.mktemp("lp"), "--parallel", "3", "--ctx-size", "512")
-    yield n
-    n.stop()
+TINY_NODE_ARGS = ("--parallel", "3", "--ctx-size", "512")  # conftest.py's tiny_node starts with these
 
 
-def test_chat_logprobs_whole_and_streamed(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_chat_logprobs_whole_and_streamed(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     r = client.chat.completions.create(
         model="tiny", messages=MSG, max_tokens=8, temperature=0, logprobs=True, top_logprobs=5
     )
@@ -46,8 +41,8 @@ def test_chat_logprobs_whole_and_streamed(node: ServedNode) -> None:
         client.chat.completions.create(model="tiny", messages=MSG, max_tokens=1, logprobs=True, top_logprobs=21)
 
 
-def test_completion_logprobs_legacy_shape(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_completion_logprobs_legacy_shape(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     r = client.completions.create(model="tiny", prompt="once upon", max_tokens=5, temperature=0, logprobs=3)
     lp = r.choices[0].logprobs
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == 5
@@ -55,8 +50,8 @@ def test_completion_logprobs_legacy_shape(node: ServedNode) -> None:
     assert all(len(t) <= 3 for t in lp.top_logprobs)
 
 
-def test_n_choices_side_by_side(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_n_choices_side_by_side(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     r = client.chat.completions.create(model="tiny", messages=MSG, max_tokens=10, temperature=1.0, seed=4, n=3)
     assert [c.index for c in r.choices] == [0, 1, 2]
     assert len({c.message.content for c in r.choices}) == 3  # own seeds: different answers
@@ -88,14 +83,14 @@ def test_n_choices_side_by_side(node: ServedNode) -> None:
     assert len(legacy.choices) == 2
 
 
-def test_suffix_needs_fim_tokens(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_suffix_needs_fim_tokens(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     with pytest.raises(openai.BadRequestError, match="fill-in-the-middle"):
         client.completions.create(model="tiny", prompt="def f(", suffix="    return x\n", max_tokens=4)
 
 
 def test_suffix_with_fim_tokens(tiny_model: Path, tmp_path: Path) -> None:
-    from tiny_gguf import write_tiny_gguf
+    from harness.tiny_gguf import write_tiny_gguf
 
     fim = write_tiny_gguf(tmp_path / "fim.gguf", seed=1, fim=True)
     n = start_node(fim, tmp_path, "--parallel", "1", "--ctx-size", "256")

@@ -46,8 +46,8 @@ from collections.abc import Iterator  # noqa: E402
 
 import requests  # noqa: E402
 
-from conftest import start_node, wait_for  # noqa: E402
-from model_server import ModelServer, Served, model_server  # noqa: E402
+from harness import start_node, wait_for  # noqa: E402
+from harness.model_server import ModelServer, Served, model_server  # noqa: E402
 from shard import catalog, downloads  # noqa: E402
 from shard.model_watch import ModelFolderWatch  # noqa: E402
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_for
+from harness import wait_for
 from shard.config import Settings
 from shard.network.sidecar import find_daemon
 

@@ -18,7 +18,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, pair_key, start_node, start_scout, wait_for
+from harness import Daemon, ServedNode, metric, pair_key, start_node, start_scout, wait_for
 from shard.config import Settings
 from shard.credit.ledger import Ledger
 from shard.network.sidecar import find_daemon
@@ -214,12 +214,16 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
     """A second real daemon acting as a scout takes live work from the Oracle and answers it: once
     (checked), again (duplicate), at another position (wrong_position); and a work id that is not
     the Oracle's (unknown_work). Each is counted; none is credited twice."""
-    from test_security import Daemon, ignored
+    from test_security import ignored
 
     binary = find_daemon(Settings())
     assert binary is not None
     topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
-    d = Daemon(binary, tmp_path, next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
+    d = Daemon(
+        binary,
+        tmp_path / "attacker.log",
+        bootstrap=next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a),
+    )
     try:
         assert d.session.put(
             d.url + "/local-info",
@@ -300,7 +304,7 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     them, which it cannot tell apart) with tokens the model never produced, copies another
     scout's draft (replay), and claims another scout's peer id in its drafts (forged sender). The
     Oracle shadow-pauses it, credits it nothing and keeps the pause across a restart."""
-    from test_security import Daemon, ignored
+    from test_security import ignored
 
     oracle_dir = tmp_path / "o"
     oracle = start_node(
@@ -316,7 +320,8 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     oracle_id = requests.get(oracle.api + "/system/topology", timeout=5).json()["peer_id"]
     (tmp_path / "c").mkdir()
     (tmp_path / "v").mkdir()
-    cheater, victim = Daemon(binary, tmp_path / "c", addr), Daemon(binary, tmp_path / "v", addr)
+    cheater = Daemon(binary, tmp_path / "c" / "attacker.log", bootstrap=addr)
+    victim = Daemon(binary, tmp_path / "v" / "attacker.log", bootstrap=addr)
     client = OpenAI(base_url=oracle.api, api_key="x", timeout=120)
     stop = threading.Event()
     try:

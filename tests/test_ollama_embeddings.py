@@ -4,7 +4,6 @@ real `shard serve` (the tiny model: its own embeddings, mean-pooled)."""
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,34 +12,30 @@ import openai
 import pytest
 import requests
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 
 MSG = [{"role": "user", "content": "hello there"}]
 
 
-@pytest.fixture(scope="module")
-def node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    n = start_node(tiny_model, tmp_path_factory.mktemp("ollama"), "--parallel", "2", "--ctx-size", "4096")
-    yield n
-    n.stop()
+TINY_NODE_ARGS = ("--parallel", "2", "--ctx-size", "4096")  # conftest.py's tiny_node starts with these
 
 
-def test_ollama_listing_show_ps_version(node: ServedNode) -> None:
-    client = ollama.Client(host=node.url)
+def test_ollama_listing_show_ps_version(tiny_node: ServedNode) -> None:
+    client = ollama.Client(host=tiny_node.url)
     tags = client.list()
     assert [m.model for m in tags.models] == ["tiny:latest"]
     assert tags.models[0].size > 0 and tags.models[0].details.format == "gguf"
     shown = client.show("tiny")
     assert shown.details.family == "llama" and "tools" in shown.capabilities
     assert [m.model for m in client.ps().models] == ["tiny:latest"]
-    assert requests.get(node.url + "/api/version", timeout=5).json()["version"]
+    assert requests.get(tiny_node.url + "/api/version", timeout=5).json()["version"]
     with pytest.raises(ollama.ResponseError) as err:
         client.show("nope")
     assert err.value.status_code == 404 and "tiny" in err.value.error
 
 
-def test_ollama_chat_streams_like_openai(node: ServedNode) -> None:
-    client = ollama.Client(host=node.url)
+def test_ollama_chat_streams_like_openai(tiny_node: ServedNode) -> None:
+    client = ollama.Client(host=tiny_node.url)
     whole = client.chat(model="tiny", messages=MSG, options={"temperature": 0, "num_predict": 12})
     assert whole.done and whole.done_reason == "length" and whole.eval_count == 12 and whole.prompt_eval_count > 0
     parts = list(
@@ -48,14 +43,14 @@ def test_ollama_chat_streams_like_openai(node: ServedNode) -> None:
     )
     assert "".join(p.message.content for p in parts) == whole.message.content
     assert parts[-1].done and not any(p.done for p in parts[:-1]) and parts[-1].total_duration > 0
-    oa = openai.OpenAI(base_url=node.api, api_key="x").chat.completions.create(
+    oa = openai.OpenAI(base_url=tiny_node.api, api_key="x").chat.completions.create(
         model="tiny", messages=MSG, max_tokens=12, temperature=0
     )
     assert oa.choices[0].message.content == whole.message.content  # options mapped onto the same sampling
 
 
-def test_ollama_generate_options_and_format(node: ServedNode) -> None:
-    client = ollama.Client(host=node.url)
+def test_ollama_generate_options_and_format(tiny_node: ServedNode) -> None:
+    client = ollama.Client(host=tiny_node.url)
     a = client.generate(model="tiny", prompt="once upon", options={"temperature": 0.9, "seed": 7, "num_predict": 10})
     b = client.generate(model="tiny", prompt="once upon", options={"temperature": 0.9, "seed": 7, "num_predict": 10})
     assert a.response == b.response and a.eval_count == 10  # the seed reached the sampler
@@ -67,13 +62,15 @@ def test_ollama_generate_options_and_format(node: ServedNode) -> None:
     js = client.chat(model="tiny", messages=MSG, format="json", options={"num_predict": 5, "temperature": 0})
     assert js.message.content.lstrip().startswith("{")
     assert client.generate(model="tiny", prompt="").done_reason == "load"  # Ollama's "load the model" call
-    r = requests.post(node.url + "/api/generate", json={"model": "tiny", "prompt": "x", "format": "yaml"}, timeout=10)
+    r = requests.post(
+        tiny_node.url + "/api/generate", json={"model": "tiny", "prompt": "x", "format": "yaml"}, timeout=10
+    )
     assert (
         r.status_code == 400 and "format" in r.json()["error"]
     )  # the client checks this itself; a raw caller gets a 400
 
 
-def test_ollama_tool_call(node: ServedNode) -> None:
+def test_ollama_tool_call(tiny_node: ServedNode) -> None:
     def get_time(zone: str) -> str:
         """The time in a zone.
 
@@ -82,7 +79,7 @@ def test_ollama_tool_call(node: ServedNode) -> None:
         """
         return "noon"
 
-    client = ollama.Client(host=node.url)
+    client = ollama.Client(host=tiny_node.url)
     # Ollama has no tool_choice; a JSON schema format does not apply to calls. Auto: whatever the model says
     # comes back as text or as calls, never an error.
     r = client.chat(model="tiny", messages=MSG, tools=[get_time], options={"num_predict": 8})
@@ -99,8 +96,8 @@ def test_ollama_tool_call(node: ServedNode) -> None:
     assert client.chat(model="tiny", messages=history, tools=[get_time], options={"num_predict": 3}).done
 
 
-def test_openai_embeddings(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_openai_embeddings(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     texts = ["the cat sat on the mat", "the cat sat on a mat", "quick brown fox jumps"]
     r = client.embeddings.create(model="tiny", input=texts)
     vecs = np.array([d.embedding for d in r.data])
@@ -110,7 +107,7 @@ def test_openai_embeddings(node: ServedNode) -> None:
     assert np.allclose(single, vecs[0], atol=1e-4)  # batching changes nothing
     # base64: the SDK asks for it by default when numpy is there; decode it ourselves too.
     raw = requests.post(
-        node.api + "/embeddings", json={"input": texts[0], "encoding_format": "base64"}, timeout=30
+        tiny_node.api + "/embeddings", json={"input": texts[0], "encoding_format": "base64"}, timeout=30
     ).json()
     assert np.allclose(np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4"), vecs[0], atol=1e-6)
     short = client.embeddings.create(model="tiny", input=texts[0], dimensions=16).data[0].embedding
@@ -124,16 +121,16 @@ def test_openai_embeddings(node: ServedNode) -> None:
         {"input": "x", "encoding_format": "hex"},
         {"input": [[10**9]]},
     ):
-        r = requests.post(node.api + "/embeddings", json=bad, timeout=30)
+        r = requests.post(tiny_node.api + "/embeddings", json=bad, timeout=30)
         assert r.status_code == 400, (bad, r.text)
 
 
-def test_ollama_embed(node: ServedNode) -> None:
-    client = ollama.Client(host=node.url)
+def test_ollama_embed(tiny_node: ServedNode) -> None:
+    client = ollama.Client(host=tiny_node.url)
     out = client.embed(model="tiny", input=["hello world", "the cat"])
     assert len(out.embeddings) == 2 and len(out.embeddings[0]) > 8
     oa = (
-        openai.OpenAI(base_url=node.api, api_key="x")
+        openai.OpenAI(base_url=tiny_node.api, api_key="x")
         .embeddings.create(model="tiny", input="hello world")
         .data[0]
         .embedding

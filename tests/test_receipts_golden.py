@@ -96,7 +96,7 @@ def test_golden_tickets_look_like_work_and_score_drafts() -> None:
 def test_a_scout_that_fails_golden_tickets_is_shadow_paused() -> None:
     golden = GoldenTickets(rate=1.0, rng=random.Random(5))
     golden.remember(_finished())
-    for i in range(MIN_GOLDEN):
+    for _ in range(MIN_GOLDEN):
         t = golden.maybe_ticket(8, 0)
         assert t is not None
         assert not golden.paused("cheater")

@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServedNode, start_node, wait_for
+from harness import ServedNode, start_node, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MSG = [{"role": "user", "content": "hello there"}]

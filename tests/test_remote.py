@@ -15,7 +15,7 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, start_scout, wait_for
+from harness import ServedNode, metric, start_node, start_scout, wait_for
 
 
 def tcp_addr(node: ServedNode) -> str:

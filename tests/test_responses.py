@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import openai
 import pytest
 
-from conftest import ServedNode, start_node
+from harness import ServedNode
 
 TOOL = {
     "type": "function",
@@ -23,15 +21,11 @@ TOOL = {
 }
 
 
-@pytest.fixture(scope="module")
-def node(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
-    n = start_node(tiny_model, tmp_path_factory.mktemp("responses"), "--parallel", "2", "--ctx-size", "4096")
-    yield n
-    n.stop()
+TINY_NODE_ARGS = ("--parallel", "2", "--ctx-size", "4096")  # conftest.py's tiny_node starts with these
 
 
-def test_text_input_and_instructions(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_text_input_and_instructions(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     r = client.responses.create(
         model="tiny", input="hello there", instructions="be brief", max_output_tokens=6, temperature=0
     )
@@ -56,8 +50,8 @@ def test_text_input_and_instructions(node: ServedNode) -> None:
     assert items.output_text == r.output_text
 
 
-def test_streaming_events(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_streaming_events(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     events = list(
         client.responses.create(model="tiny", input="hello there", max_output_tokens=8, temperature=0, stream=True)
     )
@@ -79,8 +73,8 @@ def test_streaming_events(node: ServedNode) -> None:
         assert "".join(e.delta for e in stream if e.type == "response.output_text.delta") == text
 
 
-def test_function_tools_and_their_results(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_function_tools_and_their_results(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     r = client.responses.create(
         model="tiny",
         input="weather in Paris?",
@@ -116,8 +110,8 @@ def test_function_tools_and_their_results(node: ServedNode) -> None:
     assert done and json.loads(done[0].arguments)["city"] in ("Paris", "Oslo")
 
 
-def test_structured_output_via_text_format(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_structured_output_via_text_format(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     schema = {
         "type": "object",
         "properties": {"ok": {"type": "boolean"}},
@@ -133,8 +127,8 @@ def test_structured_output_via_text_format(node: ServedNode) -> None:
     assert isinstance(json.loads(r.output_text)["ok"], bool)
 
 
-def test_previous_response_id_and_store(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_previous_response_id_and_store(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     first = client.responses.create(model="tiny", input="hello there", max_output_tokens=4, temperature=0)
     second = client.responses.create(
         model="tiny", input="and then?", previous_response_id=first.id, max_output_tokens=4, temperature=0
@@ -144,9 +138,9 @@ def test_previous_response_id_and_store(node: ServedNode) -> None:
         second.usage.input_tokens > alone.usage.input_tokens + first.usage.output_tokens
     )  # the earlier turn is in the prompt
     assert client.responses.retrieve(first.id).output_text == first.output_text
-    assert (node.data_dir / "responses" / f"{first.id}.json").exists()
+    assert (tiny_node.data_dir / "responses" / f"{first.id}.json").exists()
     unstored = client.responses.create(model="tiny", input="x", max_output_tokens=2, store=False)
-    assert not (node.data_dir / "responses" / f"{unstored.id}.json").exists()
+    assert not (tiny_node.data_dir / "responses" / f"{unstored.id}.json").exists()
     with pytest.raises(openai.NotFoundError):
         client.responses.create(model="tiny", input="x", previous_response_id=unstored.id, max_output_tokens=2)
     with pytest.raises(openai.NotFoundError):
@@ -158,8 +152,8 @@ def test_previous_response_id_and_store(node: ServedNode) -> None:
         client.responses.retrieve(first.id)
 
 
-def test_bad_input_is_a_400(node: ServedNode) -> None:
-    client = openai.OpenAI(base_url=node.api, api_key="x")
+def test_bad_input_is_a_400(tiny_node: ServedNode) -> None:
+    client = openai.OpenAI(base_url=tiny_node.api, api_key="x")
     with pytest.raises(openai.BadRequestError):
         client.responses.create(model="tiny", input=[{"type": "input_image", "image_url": "x"}], max_output_tokens=2)
     with pytest.raises(openai.BadRequestError):

@@ -9,10 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import inspect
 import json
-import os
 import re
-import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +18,8 @@ import psutil
 import pytest
 import requests
 
-from conftest import ServedNode, metric, start_node, wait_for
+from harness import Daemon, ServedNode, metric, start_node, wait_for
 from shard.api import middlewares
-from shard.config import Settings
-from shard.network.sidecar import find_daemon
 from shard.verifier import server as verifier_server
 
 MSG = [{"role": "user", "content": "hello there"}]
@@ -153,50 +148,6 @@ def test_the_verifier_needs_its_per_launch_token(tiny_node: ServedNode) -> None:
 # -- peers: a second real daemon, hostile --------------------------------------------------------
 
 
-class Daemon:
-    """A bare shard-daemon driven through its control API: the hostile peer."""
-
-    def __init__(self, binary: Path, tmp: Path, bootstrap: str | None, *extra: str, host: str = "127.0.0.1") -> None:
-        self.token = "attacker-token-" + os.urandom(8).hex()
-        self.log = (tmp / "attacker.log").open("wb")
-        self.proc = subprocess.Popen(
-            [
-                str(binary),
-                "--control-port",
-                "0",
-                "--tcp-port",
-                "0",
-                "--listen-host",
-                host,
-                "--no-mdns",
-                *(("--bootstrap", bootstrap) if bootstrap else ()),
-                "--exit-with-stdin",
-                *extra,
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env={**os.environ, "SHARD_CONTROL_TOKEN": self.token},
-        )
-        line = self.proc.stdout.readline().decode()
-        assert line.startswith("SHARD_SIDECAR_READY "), line
-        self.info = json.loads(line.split(" ", 1)[1])
-        self.url = f"http://127.0.0.1:{self.info['control_port']}"
-        self.session = requests.Session()
-        self.session.headers["Authorization"] = f"Bearer {self.token}"
-
-    def post(self, path: str, body: dict, timeout: float = 20) -> requests.Response:
-        return self.session.post(self.url + path, json=body, timeout=timeout)
-
-    def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedNode]:
     # "anyone": the attacker is admitted as a scout, so its junk reaches every check, not just the first.
@@ -218,15 +169,12 @@ def oracle(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def attacker(oracle: ServedNode, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    binary = find_daemon(Settings())
-    if binary is None:
-        pytest.fail("shard-daemon is not built: cargo build --release --manifest-path sidecar/Cargo.toml")
     addr = next(
         a
         for a in requests.get(oracle.api + "/system/topology", timeout=5).json()["listen_addrs"]
         if "/tcp/" in a and "/ws" not in a
     )
-    d = Daemon(binary, tmp_path_factory.mktemp("attacker"), addr)
+    d = Daemon(log=tmp_path_factory.mktemp("attacker") / "attacker.log", bootstrap=addr)
     requests.put(
         d.url + "/local-info", json={"roles": ["scout"], "agent": "evil/1"}, headers=d.session.headers, timeout=5
     )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import openai
 
-from conftest import start_node
+from harness import start_node
 
 
 def test_openai_client_streams_from_smollm2(smollm2: Path, tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ import openai
 import pytest
 import requests
 
-from conftest import ServedNode, start_node
+from harness import ServedNode, start_node
 from shard.api.tools import ToolStream, parse
 
 WEATHER = {
@@ -74,7 +74,8 @@ def _check_weather(args: dict) -> None:
             [("get_time", {"zone": "UTC"})],
         ),
         (
-            'Let me see.\n<tool_call>{"name": "get_time", "arguments": {"zone": "A"}}</tool_call>\n<tool_call>{"name": "get_weather", '
+            'Let me see.\n<tool_call>{"name": "get_time", "arguments": {"zone": "A"}}</tool_call>\n<tool_call>{"name": '
+            '"get_weather", '
             '"arguments": {"city": "Oslo"}}</tool_call>',
             "Let me see.",
             [("get_time", {"zone": "A"}), ("get_weather", {"city": "Oslo"})],

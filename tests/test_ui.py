@@ -33,7 +33,8 @@ from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
 from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from conftest import free_port, start_node, wait_for  # noqa: E402
+from harness import free_port, start_node, wait_for  # noqa: E402
+from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.ui import data  # noqa: E402
 from shard.ui.app import NO_TRAY_REASON, ShardApp  # noqa: E402
@@ -41,7 +42,6 @@ from shard.ui.log_capture import RingHandler  # noqa: E402
 from shard.ui.pages.logs import LEVELS  # noqa: E402
 from shard.ui.pages.peers import COLUMNS  # noqa: E402
 from shard.ui.single_instance import SingleInstance  # noqa: E402
-from tiny_gguf import write_tiny_gguf  # noqa: E402
 
 # -- harness: one qasync loop on pytest-qt's QApplication --------------------------------------
 
@@ -236,7 +236,7 @@ def test_logs_page_tails_app_and_verifier_with_filters(
     run(loop, until(lambda: marker in page.view.toPlainText(), 5, "the app's log line on the Logs page"))
     assert "OpenAI-compatible API on" in page.view.toPlainText()
     page.source.setCurrentText("Verifier")
-    page.render()
+    page.render_lines()
     assert "model loaded" in page.view.toPlainText()
     # Level filter: errors only hides INFO lines; search narrows to matching lines.
     page.source.setCurrentText("Shard")
@@ -670,7 +670,7 @@ def test_with_sidecar_contributing_peers_and_clean_quit(
         logs.level.setCurrentIndex(0)
         logs.search.clear()
         logs.source.setCurrentText("Sidecar")
-        run(loop, until(lambda: logs.render() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
+        run(loop, until(lambda: logs.render_lines() or logs.view.toPlainText().strip(), 10, "sidecar lines"))
         assert list(node.sidecar.supervisor.lines)[-1] in logs.view.toPlainText()
         # Peers: a second node that joins through this one shows up in the table, by its peer id.
         topo = run(loop, node.views.topology())
@@ -784,7 +784,7 @@ def test_tray_state_mapping() -> None:
 
 # -- the first run, models, start at login, feedback, About and updates, notifications -----------------
 
-from model_server import ModelServer, Served, model_server  # noqa: E402
+from harness.model_server import ModelServer, Served, model_server  # noqa: E402
 from shard import autostart, updates  # noqa: E402
 
 

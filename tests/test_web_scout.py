@@ -13,21 +13,18 @@ import json
 import os
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, wait_for
+from harness import ServedNode, metric, start_node, wait_for
+from harness.browser import CHROMIUM, WEB, BrowserScout
 
 ROOT = Path(__file__).resolve().parents[1]
-WEB = ROOT / "web-scout"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ISOLATION = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Embedder-Policy": "require-corp",
@@ -137,42 +134,6 @@ def test_vitest_units_and_the_libp2p_interop_with_shard_daemon() -> None:
 
 
 # -- end to end in Chromium ------------------------------------------------------------------------
-
-
-class BrowserScout:
-    """e2e/scout.mjs: Chromium on the page; the newest window.shardScout state is kept here."""
-
-    def __init__(self, url: str, log: Path, seconds: int = 900) -> None:
-        self.state: dict[str, Any] = {}
-        self.log = log
-        self.proc = subprocess.Popen(
-            ["node", "e2e/scout.mjs", "--url", url, "--seconds", str(seconds)],
-            cwd=WEB,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=log.open("wb"),
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.state = json.loads(line)
-            except ValueError:
-                pass
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -19,9 +19,9 @@ import pytest
 import requests
 from openai import OpenAI
 
-from conftest import ServedNode, metric, start_node, wait_for
+from harness import ServedNode, metric, start_node, wait_for
+from harness.browser import Browser
 from test_web_scout import EDIT_PROMPT, ISOLATION, need_node_tools
-from webapp_browser import Browser
 
 LAST_ANSWER = "[...document.querySelectorAll('#messages .msg.assistant .body')].pop()?.innerText ?? ''"
 STREAMING = "!document.getElementById('stop').hidden"
@@ -29,7 +29,8 @@ STREAMING = "!document.getElementById('stop').hidden"
 WATCH = """(() => { window.__lens = []; new MutationObserver(() => {
   const b = [...document.querySelectorAll('#messages .msg.assistant .body')].pop()
   if (!document.getElementById('stop').hidden && b) window.__lens.push(b.innerText.length)
-}).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true }); return true })()"""
+}).observe(document.getElementById('messages'), { subtree: true, childList: true, characterData: true });
+return true })()"""
 
 
 def short(peer_id: str) -> str:
@@ -255,7 +256,8 @@ def test_the_sidebar_shows_a_second_node(app: Browser, oracle: ServedNode, tiny_
 
 def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedNode) -> None:
     state = app.until(
-        "window.shardApp.scout.state.connected && window.shardApp.scout.state.drafter.loaded && window.shardApp.scout.state",
+        "window.shardApp.scout.state.connected && window.shardApp.scout.state.drafter.loaded && "
+        "window.shardApp.scout.state",
         90,
         "the tab's scout to connect",
     )
@@ -270,7 +272,10 @@ def test_the_tabs_accepted_drafts_raise_its_credit(app: Browser, oracle: ServedN
     )[0]
     assert peer["roles"] == ["scout"] and peer["models"] == ["prompt-lookup"]
 
-    shown = "Number(/thistabearned([0-9.]+)credit/.exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? -1)"
+    shown = (
+        "Number(/thistabearned([0-9.]+)credit/"
+        ".exec(document.getElementById('credit-facts').innerText.replace(/\\s+/g, ''))?.[1] ?? -1)"
+    )
     start = app.until(f"{shown} >= 0 && String({shown})", 10, "the sidebar's credit")
     client = OpenAI(base_url=oracle.api, api_key="unused", max_retries=0, timeout=300)
     before = metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}')
@@ -321,7 +326,8 @@ def test_accessible_on_desktop_and_phone_in_light_and_dark(app: Browser) -> None
             app.js("document.getElementById('net-toggle').focus()")
             app.do("press", key="Enter")
             app.until(
-                "document.body.classList.contains('net-open') && getComputedStyle(document.getElementById('network')).visibility === 'visible'",
+                "document.body.classList.contains('net-open') && "
+                "getComputedStyle(document.getElementById('network')).visibility === 'visible'",
                 5,
                 "the drawer to open",
             )
@@ -349,11 +355,14 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
     starts a new one. The choice is remembered. With "Pause while the tab is hidden", a hidden tab
     does not scout."""
     me = app.until("window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId", 90, "the tab's scout")
-    scouts = lambda: {
-        p["peer_id"]
-        for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
-        if "scout" in p["roles"]
-    }  # noqa: E731
+
+    def scouts() -> set[str]:
+        return {
+            p["peer_id"]
+            for p in requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+            if "scout" in p["roles"]
+        }
+
     wait_for(lambda: me in scouts(), what="the tab at the node")
     app.do("click", selector="#contribute")
     wait_for(lambda: me not in scouts(), 30, "the tab's scout to leave the node")
@@ -361,7 +370,8 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
     assert "Not contributing" in app.text("#scout-state")
     app.do("click", selector="#contribute")
     again = app.until(
-        f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(me)} && window.shardApp.scout.state.peerId",
+        f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(me)} && "
+        "window.shardApp.scout.state.peerId",
         90,
         "a new scout",
     )
@@ -370,7 +380,10 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
     assert json.loads(app.js("localStorage.getItem('shard.scout.peers')"))[-2:] == [me, again]
     # "Pause while the tab is hidden": hidden, the scout ends; visible again, a new one starts
     # (the page's visibility is set by hand: a headless browser has no window to hide)
-    visibility = "Object.defineProperty(document, 'visibilityState', {{value: '{}', configurable: true}}); document.dispatchEvent(new Event('visibilitychange')); true"
+    visibility = (
+        "Object.defineProperty(document, 'visibilityState', {{value: '{}', configurable: true}}); "
+        "document.dispatchEvent(new Event('visibilitychange')); true"
+    )
     app.do("click", selector="#pause-hidden")
     try:
         app.js(visibility.format("hidden"))
@@ -378,7 +391,8 @@ def test_the_tab_stops_contributing_when_asked(app: Browser, oracle: ServedNode)
         assert "Paused while the tab is hidden" in app.text("#scout-state")
         app.js(visibility.format("visible"))
         third = app.until(
-            f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(again)} && window.shardApp.scout.state.peerId",
+            f"window.shardApp.scout.state.connected && window.shardApp.scout.state.peerId !== {json.dumps(again)} && "
+            "window.shardApp.scout.state.peerId",
             90,
             "the scout back when visible",
         )

@@ -305,7 +305,8 @@ def _list_models(data_dir: Path, with_catalog: bool) -> None:
         for path in found:
             st = path.stat()
             print(
-                f"{path.stem:<40} {st.st_size / 1e6:6.0f} MB  {time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))}"
+                f"{path.stem:<40} {st.st_size / 1e6:6.0f} MB  "
+                f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(st.st_mtime))}"
             )
     else:
         print(f"no models in {data_dir / 'models'}: `shard models pull {catalog.DEFAULT.name}` gets the default")

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import logging.handlers
 import os
 import sys
 from pathlib import Path
-from typing import TextIO
 
 from shard import paths
 
@@ -23,7 +23,7 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
     _failing = False
     _failed_now = False
 
-    def _open(self) -> TextIO:
+    def _open(self) -> io.TextIOWrapper:
         """Only the user may read the logs (they name peers, models and prompts' sizes): 0600,
         also for a file left by an older version and for each rotated file."""
         fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -43,7 +43,8 @@ class _FileHandler(logging.handlers.RotatingFileHandler):
             exc = sys.exc_info()[1]
             try:
                 sys.stderr.write(
-                    f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it works again\n"
+                    f"shard: cannot write the log file {self.baseFilename}: {exc}; its lines are dropped until it "
+                    "works again\n"
                 )
             except (OSError, ValueError):
                 pass

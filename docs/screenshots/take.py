@@ -23,7 +23,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ import qasync  # noqa: E402
 from PySide6.QtGui import QImage  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
+from harness import free_port  # noqa: E402
 from shard import models  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.logs import setup_logging  # noqa: E402
@@ -48,15 +48,8 @@ log = logging.getLogger("shard.screenshots")
 PAGES = ("overview", "models", "peers", "credit", "logs", "settings", "about")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def tiny_model(tmp: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from tiny_gguf import write_tiny_gguf
+    from harness.tiny_gguf import write_tiny_gguf
 
     return write_tiny_gguf(tmp / "tiny-test-model.gguf", seed=1)
 
@@ -130,8 +123,7 @@ async def tcp_addr(node_status: callable, timeout: float = 60) -> str:  # type: 
 
 async def first_run(tmp: Path) -> None:
     """The first-run view, and the default model's download in progress (from a local index)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from model_server import ModelServer
+    from harness.model_server import ModelServer
 
     smollm2 = next((p for p in (models.default_model_path(Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache/shard/test-data"))),
                                 models.default_model_path(Path(load_settings({}, environ={}).data_dir))) if p.exists()), None)

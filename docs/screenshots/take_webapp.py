@@ -16,21 +16,19 @@ from __future__ import annotations
 import gzip
 import re
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 import requests  # noqa: E402
 
-from conftest import MODEL_CACHE, start_node, wait_for  # noqa: E402
+from harness import MODEL_CACHE, start_node, wait_for  # noqa: E402
 from shard import models  # noqa: E402
-from tiny_gguf import write_tiny_gguf  # noqa: E402
-from webapp_browser import WEB, Browser  # noqa: E402
+from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
+from harness.browser import WEB, Browser  # noqa: E402
 
 QUESTION = "Write a hello world program in Python, in a code block, and say what it prints."
 PHONE = (360, 740)

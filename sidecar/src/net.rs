@@ -109,6 +109,8 @@ impl Stats {
 pub type Reply<T> = oneshot::Sender<T>;
 /// Result of one outbound request: the response, or an error text.
 pub type Pending = oneshot::Receiver<Result<Value, String>>;
+/// Work sent directly: a pending ack per connected peer, and the peers it could not reach.
+pub type WorkSent = (Vec<(PeerId, Pending)>, Vec<PeerId>);
 
 pub enum Command {
     Health(Reply<Value>),
@@ -125,7 +127,7 @@ pub enum Command {
     SendWork {
         peers: Vec<PeerId>,
         work: Value,
-        reply: Reply<(Vec<(PeerId, Pending)>, Vec<PeerId>)>,
+        reply: Reply<WorkSent>,
     },
     SendVerify {
         peer: PeerId,
@@ -661,7 +663,7 @@ impl EventLoop {
         }
         self.pending_out.retain(|_, tx| !tx.is_closed());
         self.ticks += 1;
-        if self.ticks % 20 == 0 {
+        if self.ticks.is_multiple_of(20) {
             self.maintain();
         }
     }
@@ -936,10 +938,12 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
-                if peer != self.peer_id() && !self.swarm.is_connected(&peer) && self.limits.may_dial(self.peers.len()) {
-                    let _ = self.swarm.dial(peer);
-                }
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
+                if peer != self.peer_id()
+                    && !self.swarm.is_connected(&peer)
+                    && self.limits.may_dial(self.peers.len()) =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {

@@ -115,7 +115,7 @@ impl PeerStore {
 
     /// Writes the file if anything changed, or always with `force` (atomically, mode 0600).
     pub fn save(&mut self, force: bool) {
-        if !self.dirty && !(force && !self.peers.is_empty()) {
+        if !self.dirty && (!force || self.peers.is_empty()) {
             return;
         }
         let Some(path) = &self.path else { return };

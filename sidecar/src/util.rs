@@ -345,7 +345,7 @@ impl ResultStore {
             let before = q.len();
             let mut freed = 0;
             q.retain(|r| {
-                let keep = r.at.map_or(true, |t| now.saturating_duration_since(t) < RESULT_TTL);
+                let keep = r.at.is_none_or(|t| now.saturating_duration_since(t) < RESULT_TTL);
                 if !keep {
                     freed += r.bytes;
                 }

@@ -1,44 +1,15 @@
 // The page: find the node that served it (same origin), dial its sidecar, load a drafter, scout.
-import type { Multiaddr } from '@multiformats/multiaddr'
 import wasmUrl from '@wllama/wllama/esm/wasm/wllama.wasm?url'
 import type { DrafterConfig } from './drafters'
+import { draftModelUrl, fetchNodeInfo, isLoopbackOrHere, type NodeInfo, wsAddr } from './node-info'
 import { Scout, type ScoutState } from './scout'
-
-interface NodeInfo {
-  sidecar?: string
-  message?: string
-  peer_id: string | null
-  ws_addrs: string[]
-  models?: Array<{ name: string, url: string, bytes: number }>
-  model?: string | null
-  draft_model?: string | null
-  pair_key?: string | null
-}
 
 const params = new URLSearchParams(location.search)
 const $ = (id: string): HTMLElement => document.getElementById(id)!
 
-async function nodeInfo (): Promise<NodeInfo> {
-  // /scout/node.json needs no API key (the page is public to this machine); the topology does
-  for (const path of ['/scout/node.json', '/v1/system/topology']) {
-    try {
-      const res = await fetch(path, { cache: 'no-store' })
-      if (res.ok) return await res.json()
-    } catch { /* try the next */ }
-  }
-  throw new Error('the node did not answer /scout/node.json or /v1/system/topology')
-}
-
-function isLoopbackOrHere (ma: Multiaddr): boolean {
-  const host = ma.getComponents().find(c => ['ip4', 'ip6', 'dns', 'dns4', 'dns6'].includes(c.name))?.value
-  return host === location.hostname || host === '127.0.0.1' || host === '::1' || host === 'localhost'
-}
-
 function pickModel (info: NodeInfo): string | null {
-  if (params.get('model') !== null) return params.get('model')
-  // The node's draft model (its own model only when a tab can load it): never guess another file.
-  const served = (info.models ?? []).find(m => m.name === info.draft_model)
-  return served !== undefined ? new URL(served.url, location.href).href : null
+  // ?model= given, else the node's draft model (its own model only when a tab can load it): never guess another file
+  return params.get('model') ?? draftModelUrl(info, location.href)
 }
 
 function render (s: ScoutState): void {
@@ -65,7 +36,7 @@ function render (s: ScoutState): void {
 async function main (): Promise<void> {
   $('origin').textContent = location.origin
   $('isolated').textContent = crossOriginIsolated ? 'yes (wllama can use threads)' : 'no (wllama runs single-threaded or not at all)'
-  const info = await nodeInfo().catch(() => ({ peer_id: null, ws_addrs: [] }) as NodeInfo)
+  const info = await fetchNodeInfo().catch(() => ({ peer_id: null, ws_addrs: [] }) as NodeInfo)
   const hc = navigator.hardwareConcurrency ?? 2
   const prefer = (params.get('drafter') ?? 'auto') as DrafterConfig['prefer']
   const config: DrafterConfig = {
@@ -90,15 +61,15 @@ async function main (): Promise<void> {
   scout.onChange(render)
   render(scout.state)
   scout.startDrafter()
-  await scout.startNet(isLoopbackOrHere)
+  await scout.startNet(ma => isLoopbackOrHere(ma, location.hostname))
 
   // dial the node's sidecar, and again whenever the connection drops
   for (;;) {
     if (!scout.state.connected) {
       try {
         scout.state.status = 'finding the node'
-        const fresh = await nodeInfo()
-        const addr = fresh.ws_addrs?.find(a => a.includes('/ip4/127.0.0.1/')) ?? fresh.ws_addrs?.[0]
+        const fresh = await fetchNodeInfo()
+        const addr = wsAddr(fresh)
         if (addr === undefined) throw new Error(fresh.message ?? `the node has no WebSocket address (sidecar: ${fresh.sidecar ?? 'unknown'})`)
         await scout.connect(addr)
       } catch (err) {

@@ -90,7 +90,7 @@ async def embeddings(request: web.Request) -> web.Response:
     fmt = body.get("encoding_format") or "float"
     if fmt not in ("float", "base64"):
         raise ApiError(400, "'encoding_format' must be 'float' or 'base64'", "invalid_request", "encoding_format")
-    model = node.resolve_model(body.get("model") if isinstance(body.get("model"), str) else "")
+    model = node.resolve_model(name if isinstance(name := body.get("model"), str) else "")
     vectors, n_tokens = await embed(
         request, _inputs(body.get("input"), request.app[SETTINGS]().max_prompt_chars), _dimensions(body)
     )
@@ -115,7 +115,7 @@ async def ollama_embed(request: web.Request) -> web.Response:
     if not isinstance(body, dict):
         return web.json_response({"error": "the request body must be a JSON object"}, status=400)
     try:
-        name = body.get("model") if isinstance(body.get("model"), str) else ""
+        name = given if isinstance(given := body.get("model"), str) else ""
         model = node.resolve_model(name.removesuffix(":latest"))
         vectors, n_tokens = await embed(
             request, _inputs(body.get("input"), request.app[SETTINGS]().max_prompt_chars), _dimensions(body)

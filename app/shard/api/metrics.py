@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -18,7 +18,7 @@ class _Live(Collector):
     def __init__(self, read: Callable[[], dict[str, float]]) -> None:
         self._read = read
 
-    def collect(self):  # type: ignore[no-untyped-def]
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         for name, value in self._read().items():
             yield GaugeMetricFamily(f"shard_{name}", name.replace("_", " "), value=value)
 

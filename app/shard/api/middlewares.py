@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shard.api.errors import ApiError, error_response, http_error
 from shard.api.key_guesses import KeyGuesses
@@ -30,7 +31,7 @@ BASE_ALLOWED_HEADERS = "Authorization, Content-Type, X-API-Key"
 _HEADER_LIST = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+(\s*,\s*[!#$%&'*+.^_`|~0-9A-Za-z-]+)*$")
 
 
-def error_middleware(settings: Settings) -> web.middleware:
+def error_middleware(settings: Settings) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -82,7 +83,7 @@ def _is_loopback(name: str) -> bool:
         return False
 
 
-def host_origin_middleware(settings: Settings) -> web.middleware:
+def host_origin_middleware(settings: Settings) -> Middleware:
     """A web page on a foreign site must not reach the API, by rebinding DNS (foreign Host header)
     or by cross-origin requests (foreign Origin). Loopback hosts and origins of any port are ours."""
     allowed_hosts = {h.lower() for h in settings.allowed_hosts} | (
@@ -151,7 +152,7 @@ def presented_key(request: web.Request) -> str:
     return request.headers.get("X-API-Key", "").strip()
 
 
-def auth_middleware(current_keys: Callable[[], list[str]]) -> web.middleware:
+def auth_middleware(current_keys: Callable[[], list[str]]) -> Middleware:
     """`current_keys` is read per request: keys changed in the UI apply at once. Wrong keys are
     throttled per address (api/key_guesses.py)."""
     guesses = KeyGuesses()
@@ -212,7 +213,7 @@ class RateLimiter:
         return 0.0
 
 
-def rate_limit_middleware(settings: Settings, current_keys: Callable[[], list[str]] = lambda: []) -> web.middleware:
+def rate_limit_middleware(settings: Settings, current_keys: Callable[[], list[str]] = lambda: []) -> Middleware:
     """Per API key when keys are set (this runs after auth: only valid keys get here); with no keys,
     per address, and loopback is not limited unless rate_limit_loopback says so. The key a client
     sends counts only when it is a configured one, so a new dummy key never resets the limit."""

@@ -26,6 +26,9 @@ from shard.errors import ShardError
 from shard.events import Finished, GenerationEvent, Token
 
 OLLAMA_VERSION = "0.12.0"  # the API shape followed; clients compare it for features
+# Each handler registers itself (aiohttp's route table): one place per route, no second list.
+routes = web.RouteTableDef()
+
 # Ollama option -> OpenAI field; the others (num_ctx, repeat_penalty, mirostat...) change nothing here.
 OPTIONS = {
     "temperature": "temperature",
@@ -238,10 +241,12 @@ async def _achain(first: GenerationEvent, rest: AsyncIterator[GenerationEvent]) 
         yield e
 
 
+@routes.post("/api/chat", name="ollama_chat")
 async def chat(request: web.Request) -> web.StreamResponse:
     return await _run(request, chat=True)
 
 
+@routes.post("/api/generate", name="ollama_generate")
 async def generate(request: web.Request) -> web.StreamResponse:
     return await _run(request, chat=False)
 
@@ -282,10 +287,12 @@ def _listing(request: web.Request) -> list[dict[str, Any]]:
     return out
 
 
+@routes.get("/api/tags", name="ollama_tags")
 async def tags(request: web.Request) -> web.Response:
     return web.json_response({"models": _listing(request)})
 
 
+@routes.get("/api/ps", name="ollama_ps")
 async def ps(request: web.Request) -> web.Response:
     node = request.app[NODE]
     running = node.verifier is not None and node.verifier.supervisor.ready
@@ -296,6 +303,7 @@ async def ps(request: web.Request) -> web.Response:
     return web.json_response({"models": models})
 
 
+@routes.post("/api/show", name="ollama_show")
 async def show(request: web.Request) -> web.Response:
     node = request.app[NODE]
     body = await read_json(request)
@@ -326,14 +334,10 @@ async def show(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/version", name="ollama_version")
 async def version(request: web.Request) -> web.Response:
     return web.json_response({"version": OLLAMA_VERSION})
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/api/chat", chat, name="ollama_chat")
-    app.router.add_post("/api/generate", generate, name="ollama_generate")
-    app.router.add_get("/api/tags", tags, name="ollama_tags")
-    app.router.add_post("/api/show", show, name="ollama_show")
-    app.router.add_get("/api/ps", ps, name="ollama_ps")
-    app.router.add_get("/api/version", version, name="ollama_version")
+    app.add_routes(routes)

@@ -194,7 +194,8 @@ async def _complete(request: web.Request, parsed: ParsedRequest, chat: bool) -> 
     if parsed.n > max(request.app[SETTINGS]().parallel, 1):
         raise ApiError(
             400,
-            f"'n' is at most {request.app[SETTINGS]().parallel} here (the choices are generated side by side, one per slot)",
+            f"'n' is at most {request.app[SETTINGS]().parallel} here "
+            "(the choices are generated side by side, one per slot)",
             "invalid_request",
             "n",
         )

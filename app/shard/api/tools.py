@@ -80,7 +80,7 @@ def _json_calls(text: str, names: set[str]) -> list[ToolCall] | None:
 def parse(text: str, names: set[str]) -> tuple[str, list[ToolCall]]:
     """(content, calls) from a model's whole output; no calls: the text unchanged."""
     if "<tool_call>" in text:
-        calls = []
+        calls: list[ToolCall] = []
         for m in _HERMES.finditer(text):
             call = _json_calls(m.group(1), names)
             if call is None:
@@ -92,10 +92,10 @@ def parse(text: str, names: set[str]) -> tuple[str, list[ToolCall]]:
     for marker in ("[TOOL_CALLS]", "<|python_tag|>"):
         if marker in text:
             head, _, tail = text.partition(marker)
-            calls = _json_calls(tail, names) or _json_lines(tail, names)
-            return (head.strip(), calls) if calls else (text, [])
-    calls = _json_calls(text, names) or _json_lines(text, names)
-    return ("", calls) if calls else (text, [])
+            found = _json_calls(tail, names) or _json_lines(tail, names)
+            return (head.strip(), found) if found else (text, [])
+    found = _json_calls(text, names) or _json_lines(text, names)
+    return ("", found) if found else (text, [])
 
 
 def _json_lines(text: str, names: set[str]) -> list[ToolCall] | None:

@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ def is_fetch(request: Any) -> bool:
     return isinstance(request, dict) and isinstance(request.get("fetch"), dict)
 
 
-async def serve(model: DraftModel | None, request: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+async def serve(model: DraftModel | None, request: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
     """The Oracle's answer lines to one fetch request."""
     fetch = request["fetch"]
     offset = fetch.get("offset", 0)

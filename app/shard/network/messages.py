@@ -17,9 +17,8 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
-from shard.verifier.protocol import error_text
-
 from shard.limits import MAX_DRAFT_TOKENS, MAX_VOUCHERS
+from shard.verifier.protocol import error_text
 
 __all__ = ["MAX_DRAFT_TOKENS", "MAX_VOUCHERS"]  # bounds shared with credit, re-exported for the wire format's readers
 

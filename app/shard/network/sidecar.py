@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ class Sidecar:
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise SidecarError(f"{method} {path} failed: {exc.__class__.__name__}: {exc}") from None
 
-    async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         """POST `body`, then yield the NDJSON lines of the answer as they arrive (`/infer`)."""
         if not self.ready or self._session is None:
             raise SidecarError(f"the sidecar is {self.supervisor.state.value}")

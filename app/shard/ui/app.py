@@ -99,7 +99,8 @@ class ShardApp(QObject):
 
     def _build_actions(self) -> None:
         self.menu = QMenu()
-        a = self.actions = {}
+        self.actions: dict[str, QAction] = {}
+        a = self.actions
 
         def add(key: str, text: str, slot: Callable[[], Any] | None = None, enabled: bool = True) -> QAction:
             act = QAction(text, self)
@@ -427,7 +428,8 @@ def run(settings: Settings, config_file: Path, launch_args: list[str] | None = N
     import psutil
 
     launched = psutil.Process().create_time()  # the process's start, not this function's
-    app = QApplication.instance() or QApplication(sys.argv[:1])
+    running = QApplication.instance()
+    app = running if isinstance(running, QApplication) else QApplication(sys.argv[:1])
     app.setApplicationName("Shard")
     app.setApplicationDisplayName("Shard")
     app.setDesktopFileName("shard")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import secrets
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,7 @@ class VerifierClient:
 
     # -- calls --------------------------------------------------------------------------------
 
-    async def generate(self, request: protocol.GenerateRequest) -> AsyncIterator[dict[str, Any]]:
+    async def generate(self, request: protocol.GenerateRequest) -> AsyncGenerator[dict[str, Any], None]:
         """Stream the verifier's events for one generation. Closing the iterator early (a client
         that went away) closes the connection, and the verifier frees the slot at once."""
         session = self._require_ready()

@@ -65,7 +65,9 @@ def release_zero_pages(before: list[tuple[int, int]]) -> int:
             n_pages = (end - start) // page
             if n_pages <= 0:
                 continue
-            words = np.frombuffer((ctypes.c_char * (n_pages * page)).from_address(start), dtype=np.uint64)
+            words = np.frombuffer(
+                memoryview((ctypes.c_char * (n_pages * page)).from_address(start)).cast("B"), dtype=np.uint64
+            )
             zero = ~words.reshape(n_pages, page // 8).any(axis=1)
             # runs of zero pages: where the mask steps up (a run starts) and down (it ends)
             edges = np.flatnonzero(np.diff(np.concatenate(([0], zero.view(np.int8), [0]))))

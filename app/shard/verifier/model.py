@@ -13,7 +13,7 @@ from typing import Any
 
 import llama_cpp
 from llama_cpp import _internals
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+from llama_cpp.llama_chat_format import ChatFormatterResponse, Jinja2ChatFormatter
 
 from shard.verifier import tools as tool_prompts
 from shard.verifier.model_file import ModelLoadError, check_gguf_file
@@ -93,7 +93,8 @@ class Model:
         template = self.metadata.get("tokenizer.chat_template") or FALLBACK_CHAT_TEMPLATE
         self.has_chat_template = "tokenizer.chat_template" in self.metadata
         self.tool_format = tool_prompts.template_format(template)  # "none": the template ignores tools
-        self._chat = Jinja2ChatFormatter(
+        # typed for llama_cpp's TypedDict messages; ours are the same dicts, checked by the API's schemas
+        self._chat: Callable[..., ChatFormatterResponse] = Jinja2ChatFormatter(
             template=template,
             eos_token=self._token_text(self.eos),
             bos_token=self._token_text(self.bos),

@@ -35,7 +35,7 @@ from shard.verifier.tools import call_grammar as tool_grammar
 
 log = logging.getLogger("shard.verifier")
 
-STATE = web.AppKey("state", "VerifierState")
+STATE: web.AppKey[VerifierState] = web.AppKey("state")
 MAX_BODY = 8 * 1024 * 1024
 
 

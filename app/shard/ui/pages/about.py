@@ -53,9 +53,9 @@ class AboutPage(QWidget):
             ("Logs folder", str(paths.log_dir(settings.data_path))),
             ("Settings file", str(config_file)),
         ):
-            text = QLabel(value)
-            text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            form.addRow(label, text)
+            shown = QLabel(value)
+            shown.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            form.addRow(label, shown)
         layout.addWidget(box)
 
         box = QGroupBox("Links")

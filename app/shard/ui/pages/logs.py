@@ -88,8 +88,8 @@ class LogsPage(QWidget):
         for w in (self.source, self.level):
             bar.addWidget(w)
         bar.addWidget(self.search, 1)
-        for w in (self.follow, self.copy, self.open_folder):
-            bar.addWidget(w)
+        for button in (self.follow, self.copy, self.open_folder):
+            bar.addWidget(button)
         layout.addLayout(bar)
         self.view = QPlainTextEdit()
         self.view.setReadOnly(True)
@@ -100,9 +100,9 @@ class LogsPage(QWidget):
         self.count = QLabel()
         layout.addWidget(self.count)
         self._signature: Any = None
-        self.source.currentIndexChanged.connect(self.render)
-        self.level.currentIndexChanged.connect(self.render)
-        self.search.textChanged.connect(self.render)
+        self.source.currentIndexChanged.connect(self.render_lines)
+        self.level.currentIndexChanged.connect(self.render_lines)
+        self.search.textChanged.connect(self.render_lines)
         self.copy.clicked.connect(self.copy_shown)
 
     # -- the lines --------------------------------------------------------------------------------
@@ -139,7 +139,7 @@ class LogsPage(QWidget):
         raw, _ = self._child_lines(name)
         return (name, id(raw), len(raw), raw[-1] if raw else None)
 
-    def render(self) -> None:
+    def render_lines(self) -> None:
         signature = (self._source_signature(), self.level.currentIndex(), self.search.text())
         if signature == self._signature:
             return
@@ -156,7 +156,7 @@ class LogsPage(QWidget):
         self.count.setText(note or f"{len(lines)} line{'s' if len(lines) != 1 else ''} shown")
 
     def refresh(self, _snap: data.Snapshot | None = None) -> None:
-        self.render()
+        self.render_lines()
 
     def copy_shown(self) -> None:
         lines = self.view.toPlainText()

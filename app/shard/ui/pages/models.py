@@ -116,7 +116,9 @@ class ModelsPage(QWidget):
     # -- installed --------------------------------------------------------------------------------
 
     def installed_names(self) -> list[str]:
-        return [self.installed.item(r, 0).text() for r in range(self.installed.rowCount())]
+        return [
+            item.text() for r in range(self.installed.rowCount()) if (item := self.installed.item(r, 0)) is not None
+        ]
 
     def _render_installed(self) -> None:
         folder = self.data_dir / "models"
@@ -163,7 +165,8 @@ class ModelsPage(QWidget):
         if not rows:
             self.message.setText("Select a model first.")
             return None
-        return models.model_file(self.data_dir, self.installed.item(rows[0].row(), 0).text())
+        item = self.installed.item(rows[0].row(), 0)
+        return models.model_file(self.data_dir, item.text()) if item is not None else None
 
     def _use_selected(self) -> None:
         path = self._selected()

@@ -109,8 +109,8 @@ class OverviewPage(QWidget):
         f["device"].setText(data.device_text(st))
         session, life = snap.counts.get("session", {}), snap.counts.get("lifetime", {})
         f["requests"].setText(
-            f"{_fmt_int(session.get('requests_local', 0))} this session · {_fmt_int(life.get('requests_local', 0))} in all"
-            + (f"  ({int(m['errors'])} failed this session)" if m.get("errors") else "")
+            f"{_fmt_int(session.get('requests_local', 0))} this session · {_fmt_int(life.get('requests_local', 0))} in "
+            "all" + (f"  ({int(m['errors'])} failed this session)" if m.get("errors") else "")
         )
         f["peer_requests"].setText(
             f"{_fmt_int(session.get('requests_for_peers', 0))} this session · "

@@ -145,7 +145,7 @@ class SettingsPage(QWidget):
         # Network
         box = QGroupBox("Network")
         form = QFormLayout(box)
-        self.ports: dict[str, QSpinBox] = {}
+        self.ports: dict[str, SpinBox] = {}
         self.ports_in_use: dict[str, QLabel] = {}
         for key, label in PORTS:
             spin = SpinBox()
