@@ -253,8 +253,8 @@ class CoopGenerator:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
         if result.outcome != "verified":  # stale, or the generation ended: counted, not checked
-            if session.golden and result.outcome == "stale":
-                self.golden.record_late(sender, draft, session.events, draft.position - session.prompt_len, pace.limit)
+            if session.golden and result.outcome == "stale":  # a greedy ticket's: wrong, if it disagrees
+                self._late_for_ticket(sender, session, draft, pace.limit)
             metrics.drafts_ignored.labels(result.outcome).inc()
             return Verdict(work_id=draft.work_id, outcome=result.outcome)
         proposed, accepted = result.proposed, result.accepted
@@ -281,6 +281,13 @@ class CoopGenerator:
                 except SidecarError as exc:
                     log.debug("cannot sign a receipt: %s", exc)
         return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
+
+    def _late_for_ticket(self, sender: str, session: _Session, draft: Draft, limit: int) -> None:
+        offset = draft.position - session.prompt_len
+        score = self.golden.record_late(sender, draft, session.events, offset, limit)
+        if score is not None and not self.golden.paused(sender):
+            with contextlib.suppress(LedgerError):  # booked as a draft with nothing accepted: no credit
+                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", score[0], 0)
 
     def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
         """The draft's live session, or Ignored with the reason."""

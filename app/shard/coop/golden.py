@@ -151,31 +151,35 @@ class GoldenTickets:
 
     def record_late(
         self, sender: str, draft: Draft, events: list[tuple[list[int], str]], offset: int, limit: int
-    ) -> None:
+    ) -> tuple[int, int] | None:
         """A draft the verifier found stale: a ticket is greedy, so one that disagrees with what the
         ticket generated after its position (`events`, the token events from `offset` tokens past the
-        prompt on) was wrong, and fails like one; one that agrees with all of it was only late."""
+        prompt on) was wrong, and fails like one: its (proposed, accepted), recorded; None for one
+        that agrees with all of it (only late) or was not made for a position the ticket passed."""
         done = 0
         while events and done < offset:
             done += len(events[0][0])
             events = events[1:]
         if done != offset:
-            return  # not a position the ticket passed through (the verifier said as much)
+            return None  # not a position the ticket passed through (the verifier said as much)
         if draft.tokens is not None:
             expected = [t for ids, _ in events for t in ids]
             right = next((i for i, (a, b) in enumerate(zip(draft.tokens, expected)) if a != b), None)
-            if right is not None:
-                self.record(sender, min(len(draft.tokens), limit), min(right, limit))
-            return
-        text, generated = draft.text or "", "".join(piece for _, piece in events)
-        if generated.startswith(text) or text.startswith(generated):
-            return
-        spelled, right = "", 0
-        for _, piece in events:  # whole token events the draft's text spells out
-            if not text.startswith(spelled + piece):
-                break
-            spelled, right = spelled + piece, right + 1
-        self.record(sender, min(max(right + 1, len(text) // 4), limit), min(right, limit))
+            if right is None:
+                return None
+            score = min(len(draft.tokens), limit), min(right, limit)
+        else:
+            text, generated = draft.text or "", "".join(piece for _, piece in events)
+            if generated.startswith(text) or text.startswith(generated):
+                return None
+            spelled, right = "", 0
+            for _, piece in events:  # whole token events the draft's text spells out
+                if not text.startswith(spelled + piece):
+                    break
+                spelled, right = spelled + piece, right + 1
+            score = min(max(right + 1, len(text) // 4), limit), min(right, limit)
+        self.record(sender, *score)
+        return score
 
     def paused(self, sender: str) -> bool:
         s = self.stats.get(sender)
