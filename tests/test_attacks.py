@@ -799,6 +799,69 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
         node.stop()
 
 
+def test_5_the_websocket_listener_refuses_pages_from_other_origins(tiny_model: Path, tmp_path: Path) -> None:
+    """A web page on any site could dial the sidecar's WebSocket listener (WebSockets are outside
+    CORS) and join as a peer: upgrades with `Origin: https://evil.example` or `null` were accepted.
+    Now only the node's own pages (and configured origins) get through; non-browsers send none."""
+    import asyncio
+
+    import aiohttp
+
+    node = start_node(
+        tiny_model,
+        tmp_path / "n",
+        "--log-level",
+        "DEBUG",
+        sidecar=True,
+        env={"SHARD_ALLOWED_ORIGINS": "https://app.example"},
+    )
+    try:
+        topo = wait_for(
+            lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+            what="the sidecar",
+        )
+        ws = next(a for a in topo["listen_addrs"] if a.startswith("/ip4/127.0.0.1/") and "/ws" in a)
+        url = f"ws://127.0.0.1:{ws.split('/tcp/')[1].split('/')[0]}/"
+
+        async def upgrade(origin: str | None) -> int:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(
+                        url, origin=origin, protocols=(), timeout=aiohttp.ClientWSTimeout(ws_close=5)
+                    ):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+                except aiohttp.ClientError:
+                    return 0  # closed without an answer
+
+        async def all_of() -> dict[str | None, int]:
+            origins = [None, node.url, f"http://localhost:{node.port}", "https://app.example", "https://evil.example",
+                       "null", f"http://127.0.0.1:{node.port + 1}", f"{node.url}.evil.example"]  # fmt: skip
+            return dict(zip(origins, await asyncio.gather(*(upgrade(o) for o in origins))))
+
+        got = asyncio.run(all_of())
+        print(got)
+        assert got[None] == got[node.url] == got[f"http://localhost:{node.port}"] == got["https://app.example"] == 101
+        for bad in ("https://evil.example", "null", f"http://127.0.0.1:{node.port + 1}", f"{node.url}.evil.example"):
+            assert got[bad] == 403, (bad, got)  # was 101: a foreign page joined the network
+        assert 'websocket upgrade from origin "https://evil.example" refused' in node.log()
+        # A real libp2p peer still joins over the WebSocket listener (it sends no Origin).
+        peer = HostilePeer(tmp_path / "peer", bootstrap=ws, roles=("scout",))
+        try:
+            wait_for(
+                lambda: any(
+                    p["peer_id"] == peer.peer_id
+                    for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+                ),
+                what="a peer over WebSocket",
+            )
+        finally:
+            peer.stop()
+    finally:
+        node.stop()
+
+
 # -- 15: a shadow-paused scout cannot tell; drafts on gossip are worth nothing --------------------
 
 

@@ -201,6 +201,8 @@ pub struct NetConfig {
     pub relay_server: bool,
     /// AutoNAT treats private IP addresses as reachable (tests in namespaces, LANs)
     pub reach_private: bool,
+    /// Origins a browser may open the WebSocket listener from (origin.rs)
+    pub allowed_origins: Vec<String>,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -211,17 +213,17 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let mdns_on = cfg.mdns;
     let version = cfg.version;
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
+    let allowed_origins = cfg.allowed_origins.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| format!("tcp transport: {e}"))?
         .with_quic()
+        .with_other_transport(|key| crate::origin::websocket_transport(key, &allowed_origins))
+        .map_err(|e| format!("websocket transport: {e}"))?
         .with_dns()
         .map_err(|e| format!("dns: {e}"))?;
     let swarm = swarm
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await
-        .map_err(|e| format!("websocket transport: {e}"))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| format!("relay client: {e}"))?
         .with_behaviour(|key, relay_client| {
