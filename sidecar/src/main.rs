@@ -10,6 +10,7 @@ mod peerstore;
 mod providers;
 mod reach;
 mod util;
+mod work_budget;
 
 use clap::Parser;
 use libp2p::{identity, Multiaddr};

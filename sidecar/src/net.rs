@@ -173,6 +173,8 @@ pub struct EventLoop {
     reconnect: Duration,
     results: ResultStore,
     limiter: Arc<std::sync::Mutex<RateLimiter>>,
+    /// Bytes of work accepted per peer (work_budget.rs)
+    work_bytes: RateLimiter,
     pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Value, String>>>,
     pending_verify: HashMap<String, (ResponseChannel<Value>, Instant)>,
     next_verify_id: u64,
@@ -538,6 +540,7 @@ impl EventLoop {
             reconnect: cfg.reconnect,
             results: ResultStore::default(),
             limiter: cfg.limiter.clone(),
+            work_bytes: crate::work_budget::limiter(),
             pending_out: HashMap::new(),
             pending_verify: HashMap::new(),
             next_verify_id: 1,
@@ -1085,7 +1088,10 @@ impl EventLoop {
                         self.count_invalid(&e);
                         json!({"ok": false, "error": e})
                     }
-                    Ok(_) if !self.limiter.lock().unwrap().allow(&peer, Instant::now()) => {
+                    Ok(_)
+                        if !self.limiter.lock().unwrap().allow(&peer, Instant::now())
+                            || !crate::work_budget::allow(&mut self.work_bytes, &peer, request.to_string().len()) =>
+                    {
                         self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                         json!({"ok": false, "error": "rate limited"})
                     }
@@ -1252,7 +1258,9 @@ impl EventLoop {
                 return Reject;
             }
         };
-        if !self.limiter.lock().unwrap().allow(&source, Instant::now()) {
+        if !self.limiter.lock().unwrap().allow(&source, Instant::now())
+            || (is_work && !crate::work_budget::allow(&mut self.work_bytes, &source, message.data.len()))
+        {
             self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
             return Ignore;
         }
