@@ -285,9 +285,10 @@ class CoopGenerator:
     def _late_for_ticket(self, sender: str, session: _Session, draft: Draft, limit: int) -> None:
         offset = draft.position - session.prompt_len
         score = self.golden.record_late(sender, draft, session.events, offset, limit)
-        if score is not None and not self.golden.paused(sender):
+        ledger = self.node.ledger
+        if score is not None and ledger is not None and not self.golden.paused(sender):
             with contextlib.suppress(LedgerError):  # booked as a draft with nothing accepted: no credit
-                self.node.ledger.record_draft(sender, f"{draft.work_id}:{sender}", score[0], 0)
+                ledger.record_draft(sender, f"{draft.work_id}:{sender}", score[0], 0)
 
     def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
         """The draft's live session, or Ignored with the reason."""

@@ -208,8 +208,12 @@ class GoldenTickets:
             return
         task = asyncio.current_task()
         assert task is not None
+
+        def preempt() -> None:  # the owner needs the slot: the ticket ends (its session with it)
+            task.cancel()
+
         try:
-            async with node.scheduler.admit(Priority.CONSUMER, on_preempt=task.cancel):
+            async with node.scheduler.admit(Priority.CONSUMER, on_preempt=preempt):
                 question = ""
                 async for event in verifier.generate(self.prompt_request()):
                     if event.get("type") == "token":
