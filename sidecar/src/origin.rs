@@ -42,7 +42,7 @@ pub fn check_head(head: &[u8], allowed: &[String]) -> Result<(), String> {
         let Some((name, value)) = line.split_once(':') else { continue };
         if name.trim().eq_ignore_ascii_case("origin") {
             let origin = value.trim().trim_end_matches('/').to_ascii_lowercase();
-            if !allowed.iter().any(|a| *a == origin) {
+            if !allowed.contains(&origin) {
                 return Err(origin);
             }
         }
