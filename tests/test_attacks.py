@@ -6,8 +6,11 @@ its fix; the item numbers are the issue's."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import random
+import re
 import sqlite3
 import stat
 import threading
@@ -558,6 +561,62 @@ def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
         victim.stop()
 
 
+def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path: Path) -> None:
+    """A peer flooding a scout with large work messages (256 KiB each, under the per-peer message
+    rate) filled the sidecar's event buffer faster than the scout read it: the scout saw `lagged`
+    and lost events, the honest Oracle's work among them. Work is now bounded per peer in bytes
+    before it reaches the event buffer: the flood is dropped, the honest work arrives."""
+    victim = HostilePeer(tmp_path / "victim", roles=("scout",))
+    honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
+    flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("oracle",))
+    stop = threading.Event()
+    try:
+        wait_for(
+            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == 2, what="both peers"
+        )
+
+        def work(work_id: str, context: str) -> dict[str, Any]:
+            deadline = int(time.time() * 1000) + 2000
+            return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
+                    "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
+
+        big = "x" * (250 * 1024)
+
+        def flood(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                with contextlib.suppress(requests.RequestException):
+                    flooder.post("/broadcast-work", {"work": work(f"flood{n}.{i}", big), "peers": [victim.peer_id]})
+
+        threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(2)  # the flood is on
+        sent = []
+        for i in range(40):  # an honest Oracle's work: a few KiB, several a second
+            sent.append(f"honest.{i + 1}")
+            r = honest.post(
+                "/broadcast-work", {"work": work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
+            )
+            assert r.status_code == 200, r.text
+            time.sleep(0.1)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        stats = victim.session.get(victim.url + "/stats", timeout=5).json()
+        got = {w["work_id"] for w in list(victim.works)}
+        flood_in = sum(1 for w in got if w.startswith("flood"))
+        print(f"honest {len([w for w in sent if w in got])}/{len(sent)}, flood in {flood_in}, stats {stats}")
+        assert all(w in got for w in sent), [w for w in sent if w not in got]  # were lost in the flood
+        assert stats["events_lagged"] == 0, stats
+    finally:
+        stop.set()
+        for peer in (flooder, honest, victim):
+            peer.stop()
+
+
 def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) -> None:
     import socket
 
@@ -623,16 +682,19 @@ def _closed(s: socket.socket) -> bool:  # noqa: F821
         return True
 
 
-# -- 2: golden tickets under the caps of real work ----------------------------------------------
+# -- 2: golden tickets that no peer can tell apart or answer from memory ---------------------------
 
 
-def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_real_draft(
-    smollm2: Path, tmp_path: Path
+def test_2_a_scout_that_spots_golden_tickets_and_answers_them_from_memory_catches_none(
+    slow_twin_model: Path, tmp_path: Path
 ) -> None:
-    """The fake scout remembers every work's text; a ticket (cut from an earlier generation) is
-    answered with what followed in it, as long a text as a draft may be. It scored 77 tokens."""
+    """The fake scout of the issue: a bare daemon with no model that remembers every work's text,
+    flags works whose request key is new with a sequence number other than 1 (how tickets cut from
+    earlier generations were sent), and answers each work from the text it has seen after it (junk
+    when it has none). It caught all 13 tickets and earned 333 credit. Tickets are now requests of
+    the Oracle's own, on prompts it makes up: numbered, capped, checked and timed like real work."""
     oracle = start_node(
-        smollm2,
+        slow_twin_model,
         tmp_path / "o",
         "--ctx-size",
         "1024",
@@ -641,10 +703,15 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
         "--privacy",
         "anyone",
         "--no-lookup",
+        "--log-level",
+        "DEBUG",
         sidecar=True,
         env={"SHARD_GOLDEN_RATE": "1.0"},
     )
     peer = HostilePeer(tmp_path / "scout", bootstrap=oracle.tcp_addr(), roles=("scout",))
+    seen: list[tuple[float, dict[str, Any], bool]] = []  # (arrival, work, flagged)
+    verdicts: dict[str, dict[str, Any]] = {}
+    stop = threading.Event()
     try:
         oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         wait_for(
@@ -654,46 +721,97 @@ def test_2_a_scout_answering_golden_tickets_from_memory_earns_no_more_than_a_rea
             ),
             what="the scout",
         )
-        works: list[dict[str, Any]] = []
 
-        def watch() -> None:
-            with requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r:
+        def answer(work: dict[str, Any], text: str) -> None:
+            draft = {"v": 1, "work_id": work["work_id"], "position": work["position"], "text": text}
+            r = peer.post("/send-verify", {"peer_id": oracle_id, "request": draft})
+            verdicts[work["work_id"]] = r.json().get("response", {})
+
+        def fake_scout() -> None:
+            keys: set[str] = set()
+            with (
+                contextlib.suppress(requests.RequestException),  # the daemon stopped
+                requests.get(peer.url + "/events", headers=peer.session.headers, stream=True, timeout=(5, None)) as r,
+            ):
                 for raw in r.iter_lines():
-                    if raw.startswith(b"data:") and (e := json.loads(raw[5:]))["type"] == "work":
-                        if e["work"].get("type") != "progress":  # works only, not a drafting session's news
-                            works.append(e["work"])
+                    if stop.is_set():
+                        return
+                    if not raw.startswith(b"data:") or (e := json.loads(raw[5:]))["type"] != "work":
+                        continue
+                    work = e["work"]
+                    if work.get("type") == "progress":  # a drafting session's news, not a work
+                        continue
+                    key, seq = work["work_id"].split(".")
+                    flagged = key not in keys and seq != "1"
+                    keys.add(key)
+                    known = [w["context"] for _, w, _ in seen if w["context"].startswith(work["context"])]
+                    later = max(known, key=len, default=work["context"])[len(work["context"]) :]
+                    seen.append((time.monotonic(), work, flagged))
+                    threading.Thread(target=answer, args=(work, later[:512] or " zq zq zq zq"), daemon=True).start()
 
-        threading.Thread(target=watch, daemon=True).start()
+        threading.Thread(target=fake_scout, daemon=True).start()
         time.sleep(0.5)
-        owner = {"prompt": "The history of the city of Rome began", "max_tokens": 120, "temperature": 0}
-        requests.post(
-            oracle.api + "/completions", json=owner, timeout=60
-        ).raise_for_status()  # the source, seen as work
-        time.sleep(1)
-        source_key = works[0]["work_id"].split(".")[0]
-        known = max((w["context"] for w in works if w["work_id"].startswith(source_key)), key=len)  # all it knows of it
-        requests.post(
-            oracle.api + "/completions", json={**owner, "prompt": "Paris is a city that"}, timeout=60
-        ).raise_for_status()
-        time.sleep(1)
-        scores = []
-        for w in works:
-            if not w["work_id"].startswith(source_key) and known.startswith(
-                w["context"]
-            ):  # a ticket cut from the source
-                answer = known[len(w["context"]) :][:512]
-                if answer:
-                    v = peer.post(
-                        "/send-verify",
-                        {
-                            "peer_id": oracle_id,
-                            "request": {"v": 1, "work_id": w["work_id"], "position": w["position"], "text": answer},
-                        },
-                    ).json()["response"]
-                    scores.append(v.get("accepted", 0))
-        assert scores, "no golden ticket was recognised"
-        assert max(scores) <= 16, scores  # a real draft is checked up to 16 tokens
+        prompts = [f"Request number {i}: the story of the {w} went" for i, w in enumerate("abcdefghijklmnopqrstuvwx")]
+        asked: list[str] = []
+        deadline = time.monotonic() + 150
+        tickets: set[str] = set()
+        while time.monotonic() < deadline and len(tickets) < 4 and len(asked) < len(prompts):
+            asked.append(prompts[len(asked)])
+            r = requests.post(
+                oracle.api + "/completions", json={"prompt": asked[-1], "max_tokens": 40, "temperature": 0}, timeout=60
+            )
+            r.raise_for_status()
+            time.sleep(random.uniform(0.5, 3.0))  # the owner's requests come now and then
+            tickets = set(re.findall(r"golden ticket ([0-9a-f]{16})$", oracle.log(), re.M))
+        time.sleep(3)  # the last ticket's verdicts
+        stop.set()
+
+        # It earned nothing: every ticket it answered failed, and the Oracle booked no credit for it.
+        credit = {p["peer_id"]: p for p in requests.get(oracle.api + "/system/credit", timeout=5).json()["peers"]}
+        assert credit.get(peer.peer_id, {}).get("credit", 0) == 0, credit  # was 333 per Sybil
+        assert all(v.get("accepted", 0) == 0 for v in verdicts.values()), verdicts
+        tickets = set(re.findall(r"golden ticket ([0-9a-f]{16})$", oracle.log(), re.M))
+        ticket_works = [(t, w, f) for t, w, f in seen if w["work_id"].split(".")[0] in tickets]
+        real_works = [(t, w, f) for t, w, f in seen if w["work_id"].split(".")[0] not in tickets]
+        ticket_keys = {w["work_id"].split(".")[0] for _, w, _ in ticket_works}
+        assert len(ticket_keys) >= 3, (len(ticket_keys), len(asked))  # tickets did come
+        # The rule that caught every ticket flags none now, and no more of them than of real work.
+        flag_rate = sum(f for *_, f in ticket_works) / len(ticket_works)
+        real_rate = sum(f for *_, f in real_works) / len(real_works)
+        print(f"tickets {len(ticket_keys)} ({len(ticket_works)} works), real {len(real_works)} works;", end=" ")
+        print(f"flagged: tickets {flag_rate:.2f}, real {real_rate:.2f}")
+        assert flag_rate <= real_rate, (flag_rate, real_rate)
+        # The same shape: the same fields, works numbered from 1, no prompt of the owner's in them.
+        assert all(set(w) == set(real_works[0][1]) for _, w, _ in ticket_works)
+        for key in ticket_keys:
+            seqs = [int(w["work_id"].split(".")[1]) for _, w, _ in ticket_works if w["work_id"].startswith(key)]
+            assert seqs[0] == 1 and seqs == sorted(seqs), seqs
+        assert not any(p.split(":")[0] in w["context"] for _, w, _ in ticket_works for p in asked)
+        # Scored, as real work is: the same 16-token cap (text of up to 512 characters was sent).
+        scored = [verdicts[w["work_id"]] for _, w, _ in ticket_works if w["work_id"] in verdicts]
+        print("ticket verdicts:", [(v.get("outcome"), v.get("reason"), v.get("proposed")) for v in scored])
+        assert scored and all(v.get("proposed", 0) <= 16 for v in scored), scored
+        # Its answers to tickets were scored (late ones too: a ticket is greedy, so a late draft that
+        # disagrees with it is wrong), it failed them, and it is shadow-paused.
+        with sqlite3.connect(oracle.data_dir / "ledger.db") as db:
+            n, proposed, accepted = db.execute(
+                "SELECT count(*), sum(proposed), sum(accepted) FROM golden WHERE peer = ?", (peer.peer_id,)
+            ).fetchone()
+        print(f"golden drafts scored {n}: {accepted} of {proposed} tokens right")
+        assert n >= 3 and accepted < 0.1 * proposed, (n, proposed, accepted)
+        peers = requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
+        assert next(p for p in peers if p["peer_id"] == peer.peer_id)["shadow_paused"] is True
+        # Not right after a real work: the gap before each ticket's first work.
+        gaps = []
+        for key in ticket_keys:
+            first = min(t for t, w, _ in ticket_works if w["work_id"].startswith(key))
+            before = [t for t, _, _ in real_works if t < first]
+            if before:
+                gaps.append(first - max(before))
+        print("gaps before tickets (s):", sorted(round(g, 2) for g in gaps))
+        assert gaps and sorted(gaps)[len(gaps) // 2] > 0.5, gaps
     finally:
+        stop.set()
         peer.stop()
         oracle.stop()
 
@@ -727,6 +845,69 @@ def test_5_a_local_process_that_says_scout_gets_no_work_unless_paired(tiny_model
     finally:
         liar.stop()
         paired.stop()
+        node.stop()
+
+
+def test_5_the_websocket_listener_refuses_pages_from_other_origins(tiny_model: Path, tmp_path: Path) -> None:
+    """A web page on any site could dial the sidecar's WebSocket listener (WebSockets are outside
+    CORS) and join as a peer: upgrades with `Origin: https://evil.example` or `null` were accepted.
+    Now only the node's own pages (and configured origins) get through; non-browsers send none."""
+    import asyncio
+
+    import aiohttp
+
+    node = start_node(
+        tiny_model,
+        tmp_path / "n",
+        "--log-level",
+        "DEBUG",
+        sidecar=True,
+        env={"SHARD_ALLOWED_ORIGINS": "https://app.example"},
+    )
+    try:
+        topo = wait_for(
+            lambda: (t := requests.get(node.api + "/system/topology", timeout=5).json())["sidecar"] == "running" and t,
+            what="the sidecar",
+        )
+        ws = next(a for a in topo["listen_addrs"] if a.startswith("/ip4/127.0.0.1/") and "/ws" in a)
+        url = f"ws://127.0.0.1:{ws.split('/tcp/')[1].split('/')[0]}/"
+
+        async def upgrade(origin: str | None) -> int:
+            async with aiohttp.ClientSession() as session:
+                try:
+                    async with session.ws_connect(
+                        url, origin=origin, protocols=(), timeout=aiohttp.ClientWSTimeout(ws_close=5)
+                    ):
+                        return 101
+                except aiohttp.WSServerHandshakeError as exc:
+                    return exc.status
+                except aiohttp.ClientError:
+                    return 0  # closed without an answer
+
+        async def all_of() -> dict[str | None, int]:
+            origins = [None, node.url, f"http://localhost:{node.port}", "https://app.example", "https://evil.example",
+                       "null", f"http://127.0.0.1:{node.port + 1}", f"{node.url}.evil.example"]  # fmt: skip
+            return dict(zip(origins, await asyncio.gather(*(upgrade(o) for o in origins))))
+
+        got = asyncio.run(all_of())
+        print(got)
+        assert got[None] == got[node.url] == got[f"http://localhost:{node.port}"] == got["https://app.example"] == 101
+        for bad in ("https://evil.example", "null", f"http://127.0.0.1:{node.port + 1}", f"{node.url}.evil.example"):
+            assert got[bad] == 403, (bad, got)  # was 101: a foreign page joined the network
+        assert 'websocket upgrade from origin "https://evil.example" refused' in node.log()
+        # A real libp2p peer still joins over the WebSocket listener (it sends no Origin).
+        peer = HostilePeer(tmp_path / "peer", bootstrap=ws, roles=("scout",))
+        try:
+            wait_for(
+                lambda: any(
+                    p["peer_id"] == peer.peer_id
+                    for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+                ),
+                what="a peer over WebSocket",
+            )
+        finally:
+            peer.stop()
+    finally:
         node.stop()
 
 

@@ -1,6 +1,7 @@
 """Receipts signed by a real sidecar hold only for their issuer and their exact content, and vouch
-for an asker at other Oracles only under their rules; golden tickets score drafts against a known
-continuation and shadow-pause scouts that fail them, across restarts."""
+for an asker at other Oracles only under their rules; golden tickets (the Oracle's own requests on
+made-up prompts) copy real requests' shape, score late drafts that disagree with them, and
+shadow-pause scouts that fail them, across restarts."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from shard.config import Settings
-from shard.coop.golden import MIN_GOLDEN, Finished, GoldenTickets
+from shard.coop.golden import MIN_GOLDEN, GoldenTickets
 from shard.credit import receipts, vouchers
 from shard.credit.ledger import Ledger
-from shard.network.messages import Draft, Work
+from shard.network.messages import Draft
 from shard.network.sidecar import Sidecar, find_daemon
 
 
@@ -64,45 +65,46 @@ async def test_a_receipt_holds_only_for_its_issuer_and_content(two_sidecars: tup
     )
 
 
-def _finished() -> Finished:
-    events = [([10 + i], f" t{i}") for i in range(20)]
-    return Finished(model="m", vocab="v", context="ctx", prompt=[1, 2, 3], events=events)
+EVENTS = [([10 + i], f" t{i}") for i in range(20)]  # a ticket's token events: ids and text
 
 
-def test_golden_tickets_look_like_work_and_score_drafts() -> None:
+def test_golden_tickets_copy_the_shape_of_real_requests_never_their_text() -> None:
     golden = GoldenTickets(rate=1.0, rng=random.Random(3))
-    assert golden.maybe_ticket(8, 0) is None  # nothing remembered yet
-    golden.remember(_finished())
-    ticket = golden.maybe_ticket(8, 123)
-    assert isinstance(ticket, Work)
-    assert Work.from_dict(ticket.to_dict()) == ticket  # the same shape as real work
-    first_key = ticket.work_id.split(".")[0]
-    assert len(first_key) == 16 and ticket.tokens is not None and ticket.position == len(ticket.tokens)
-    expected = golden.tickets[ticket.work_id].expected
-    # An honest scout: the known continuation, accepted in full.
-    assert golden.score("honest", Draft(ticket.work_id, ticket.position, tokens=expected[:6])) == (6, 6)
-    # A second answer by the same scout to the same ticket earns nothing.
-    assert golden.score("honest", Draft(ticket.work_id, ticket.position, tokens=expected[:6])) == (0, 0)
-    # A text draft is scored by the token texts it spells out.
-    text = "".join(golden.tickets[ticket.work_id].expected_text[:3]) + " nonsense"
-    assert golden.score("texty", Draft(ticket.work_id, ticket.position, text=text))[1] == 3
-    # Not a golden ticket: None (the draft goes to the verifier as usual).
-    assert golden.score("x", Draft("other.1", 4, tokens=[1])) is None
-    # Never reused: every ticket has its own id.
-    ids = {golden.maybe_ticket(8, 0).work_id for _ in range(50)}  # type: ignore[union-attr]
-    assert len(ids) == 50
+    golden.request_ended(chat=True, tokens=57)  # a real request: only its kind and length are kept
+    ticket = golden.ticket_request("what do bees eat?")
+    assert ticket.messages == [{"role": "user", "content": "what do bees eat?"}] and ticket.max_tokens == 57
+    assert ticket.sampling.temperature == 0  # greedy: a late draft that disagrees with it is wrong
+    made_up = golden.prompt_request()  # the prompt is sampled with a seed no peer knows
+    assert made_up.sampling.temperature > 0 and made_up.sampling.seed is not None
+    assert made_up.sampling.seed != golden.prompt_request().sampling.seed
+    # At random times, never "right after": every wait is at least a second, and they differ.
+    waits = [golden.request_started() for _ in range(50)]
+    assert all(w is not None and 1.0 <= w <= 120 for w in waits) and len(set(waits)) == 50
+    assert GoldenTickets(rate=0.0).request_started() is None
+
+
+def test_a_late_draft_for_a_ticket_is_wrong_only_if_it_disagrees() -> None:
+    golden = GoldenTickets()
+    # Made for the ticket's position 4 tokens past its prompt; the verifier found it stale.
+    golden.record_late("late", Draft("k.2", 7, tokens=[14, 15, 16]), EVENTS, 4, 16)  # agrees: only late
+    golden.record_late("late", Draft("k.2", 7, text=" t4 t5 t"), EVENTS, 4, 16)
+    assert "late" not in golden.stats
+    golden.record_late("junk", Draft("k.2", 7, tokens=[14, 99, 98]), EVENTS, 4, 16)
+    golden.record_late("junk", Draft("k.2", 7, text=" t4 nonsense, and more nonsense"), EVENTS, 4, 16)
+    junk = golden.stats["junk"]
+    assert (junk.drafts, junk.accepted) == (2, 2) and junk.proposed == 3 + 7
+    golden.record_late("long", Draft("k.2", 7, tokens=[14] + [99] * 300), EVENTS, 4, 16)
+    assert golden.stats["long"].proposed == 16  # the cap of real work
+    golden.record_late("x", Draft("k.2", 30, tokens=[1]), EVENTS, 27, 16)  # not a position it went through
+    assert "x" not in golden.stats
 
 
 def test_a_scout_that_fails_golden_tickets_is_shadow_paused() -> None:
     golden = GoldenTickets(rate=1.0, rng=random.Random(5))
-    golden.remember(_finished())
     for _ in range(MIN_GOLDEN):
-        t = golden.maybe_ticket(8, 0)
-        assert t is not None
         assert not golden.paused("cheater")
-        golden.score("cheater", Draft(t.work_id, t.position, tokens=[999] * 8))  # random junk
-        t2 = golden.maybe_ticket(8, 0)
-        golden.score("honest", Draft(t2.work_id, t2.position, tokens=golden.tickets[t2.work_id].expected[:8]))
+        golden.record("cheater", 8, 0)  # the verifier's verdicts on its ticket drafts
+        golden.record("honest", 8, 6)
     assert golden.paused("cheater")
     assert not golden.paused("honest")
 
@@ -155,11 +157,8 @@ async def test_receipts_from_other_oracles_vouch_for_an_asker(tmp_path: Path) ->
 def test_a_shadow_pause_survives_a_restart(tmp_path: Path) -> None:
     books = Ledger(tmp_path / "ledger.db")
     golden = GoldenTickets(rate=1.0, rng=random.Random(7), on_score=books.record_golden)
-    golden.remember(_finished())
     for _ in range(MIN_GOLDEN):
-        t = golden.maybe_ticket(8, 0)
-        assert t is not None
-        golden.score("cheater", Draft(t.work_id, t.position, tokens=[999] * 8))
+        golden.record("cheater", 8, 0)
     assert golden.paused("cheater")
     books.close()
     reopened = GoldenTickets()

@@ -89,7 +89,7 @@ class Settings:
     trusted_peers: list[str] = field(default_factory=list)
     # A scout's pairing key (`shard scout --pair`): else it reads <data dir>/pair.key (network/pairing.py).
     pair_key: str = ""
-    # Share of the work sent to scouts that is followed by a golden ticket (a check of honesty).
+    # Share of requests sent to scouts that a golden ticket follows, later (a check of honesty).
     golden_rate: float = 0.1
     # Scouts on this machine share its cores: they draft only while that measures faster than
     # without them (coop/local_gate.py). False: they always draft (benchmarks of a remote scout).

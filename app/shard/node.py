@@ -122,6 +122,7 @@ class Node:
             ledger=ledger,
             peers=self.peer_table,
             local=self,
+            scheduler=self.scheduler,
             metrics=self.metrics,
         )
         self.infer_server = InferServer(

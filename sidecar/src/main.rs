@@ -7,10 +7,12 @@ mod fixture_tests;
 mod infer;
 mod ip_limits;
 mod net;
+mod origin;
 mod peerstore;
 mod providers;
 mod reach;
 mod util;
+mod work_budget;
 
 use clap::Parser;
 use libp2p::{identity, Multiaddr};
@@ -90,6 +92,10 @@ struct Cli {
     /// Runtime worker threads (the daemon is I/O bound; 1 keeps latency and memory low)
     #[arg(long, default_value_t = 1)]
     worker_threads: usize,
+    /// Origin a browser's WebSocket upgrade may come from (repeatable; "null" allows opaque
+    /// origins). An upgrade with any other Origin is refused; one with none is not a browser's.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    allowed_origins: Vec<String>,
 }
 
 fn fail(code: i32, msg: &str) -> ! {
@@ -257,6 +263,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         target_peers: cli.target_peers,
         relay_server: !cli.no_relay_server,
         reach_private: cli.reach_private_addrs,
+        allowed_origins: cli.allowed_origins.clone(),
     };
     let el = match net::EventLoop::new(cfg, cmd_rx, ev_tx.clone(), stats.clone()).await {
         Ok(el) => el,

@@ -175,6 +175,8 @@ pub struct EventLoop {
     reconnect: Duration,
     results: ResultStore,
     limiter: Arc<std::sync::Mutex<RateLimiter>>,
+    /// Bytes of work accepted per peer (work_budget.rs)
+    work_bytes: RateLimiter,
     pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Value, String>>>,
     pending_verify: HashMap<String, (ResponseChannel<Value>, Instant)>,
     next_verify_id: u64,
@@ -203,6 +205,8 @@ pub struct NetConfig {
     pub relay_server: bool,
     /// AutoNAT treats private IP addresses as reachable (tests in namespaces, LANs)
     pub reach_private: bool,
+    /// Origins a browser may open the WebSocket listener from (origin.rs)
+    pub allowed_origins: Vec<String>,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -213,17 +217,17 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let mdns_on = cfg.mdns;
     let version = cfg.version;
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
+    let allowed_origins = cfg.allowed_origins.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| format!("tcp transport: {e}"))?
         .with_quic()
+        .with_other_transport(|key| crate::origin::websocket_transport(key, &allowed_origins))
+        .map_err(|e| format!("websocket transport: {e}"))?
         .with_dns()
         .map_err(|e| format!("dns: {e}"))?;
     let swarm = swarm
-        .with_websocket(noise::Config::new, yamux::Config::default)
-        .await
-        .map_err(|e| format!("websocket transport: {e}"))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| format!("relay client: {e}"))?
         .with_behaviour(|key, relay_client| {
@@ -538,6 +542,7 @@ impl EventLoop {
             reconnect: cfg.reconnect,
             results: ResultStore::default(),
             limiter: cfg.limiter.clone(),
+            work_bytes: crate::work_budget::limiter(),
             pending_out: HashMap::new(),
             pending_verify: HashMap::new(),
             next_verify_id: 1,
@@ -1087,7 +1092,10 @@ impl EventLoop {
                         self.count_invalid(&e);
                         json!({"ok": false, "error": e})
                     }
-                    Ok(_) if !self.limiter.lock().unwrap().allow(&peer, Instant::now()) => {
+                    Ok(_)
+                        if !self.limiter.lock().unwrap().allow(&peer, Instant::now())
+                            || !crate::work_budget::allow(&mut self.work_bytes, &peer, request.to_string().len()) =>
+                    {
                         self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
                         json!({"ok": false, "error": "rate limited"})
                     }
@@ -1254,7 +1262,9 @@ impl EventLoop {
                 return Reject;
             }
         };
-        if !self.limiter.lock().unwrap().allow(&source, Instant::now()) {
+        if !self.limiter.lock().unwrap().allow(&source, Instant::now())
+            || (is_work && !crate::work_budget::allow(&mut self.work_bytes, &source, message.data.len()))
+        {
             self.stats.dropped_rate.fetch_add(1, Ordering::Relaxed);
             return Ignore;
         }

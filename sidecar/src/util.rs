@@ -247,6 +247,11 @@ impl RateLimiter {
 
     /// Takes one token for `peer`; false when the peer is over its rate.
     pub fn allow(&mut self, peer: &libp2p::PeerId, now: Instant) -> bool {
+        self.allow_cost(peer, 1.0, now)
+    }
+
+    /// Takes `cost` tokens for `peer` (bytes, for a byte budget); false when it has not that many.
+    pub fn allow_cost(&mut self, peer: &libp2p::PeerId, cost: f64, now: Instant) -> bool {
         if !self.buckets.contains_key(peer) && self.buckets.len() >= self.max_peers {
             self.prune(now);
             if self.buckets.len() >= self.max_peers {
@@ -258,8 +263,8 @@ impl RateLimiter {
         let elapsed = now.saturating_duration_since(entry.1).as_secs_f64();
         entry.0 = (entry.0 + elapsed * rate).min(burst);
         entry.1 = now;
-        if entry.0 >= 1.0 {
-            entry.0 -= 1.0;
+        if entry.0 >= cost.max(1.0).min(burst) {
+            entry.0 -= cost.max(1.0).min(burst);
             true
         } else {
             false

@@ -29,10 +29,11 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shard.coop.golden import Finished, GoldenTickets
+from shard.coop.golden import GoldenTickets
 from shard.coop.local_gate import LocalGate
 from shard.credit import receipts
 from shard.credit.ledger import LedgerError
+from shard.credit.scheduler import Scheduler
 from shard.errors import NoModel, ShardError
 from shard.network import messages
 from shard.network.messages import Draft, MessageError, Progress, Verdict, Work
@@ -78,6 +79,7 @@ class _Session:
     progress_event: int = 0  # token events already streamed to the scouts
     exclude_local: bool = False  # scouts on this machine sit this request out (coop/local_gate.py)
     progressing: bool = False  # a progress message is on its way
+    golden: bool = False  # a golden ticket (the Oracle's own request): its verdicts are honesty scores
 
     def __post_init__(self) -> None:
         self.prompt_len = len(self.tokens)
@@ -181,10 +183,12 @@ class CoopGenerator:
         ledger: LedgerProvider,
         peers: PeerTable,
         local: LocalModel,
+        scheduler: Scheduler,
         metrics: Metrics,
     ) -> None:
         self._settings, self._network, self._ledger = settings, network, ledger
         self._peers, self._local, self._metrics = peers, local, metrics
+        self._scheduler = scheduler
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.golden = GoldenTickets(rate=settings().golden_rate, on_score=self._keep_golden_score)
@@ -221,9 +225,12 @@ class CoopGenerator:
 
     # -- a request ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest, share_allowed: bool = True) -> AsyncIterator[dict[str, Any]]:
+    async def generate(
+        self, request: GenerateRequest, share_allowed: bool = True, golden: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
-        (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
+        (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's; `golden`:
+        a golden ticket, see coop/golden.py)."""
         verifier = self._local.verifier
         if verifier is None:
             raise NoModel("no model is loaded on this node")
@@ -253,10 +260,12 @@ class CoopGenerator:
                             event["context_text"],
                             list(event["context_tokens"]),
                             draft_model=draft.sha256 if (draft := self._local.draft_model) else "",
+                            golden=golden,
                         )
                         session.exclude_local = not use_local
                         self._sessions[session.key] = session
                         self._publish(session)
+                        self._follow_with_ticket(session)
                     elif kind == "token" and session is not None:
                         session.generated.append(event["text"])
                         session.events.append((event["ids"], event["text"]))
@@ -264,25 +273,25 @@ class CoopGenerator:
                         if session.position - session.published_position >= REPUBLISH_TOKENS:
                             self._publish(session)
                         self._progress(session)
-                    elif (
-                        kind == "end"
-                        and session is not None
-                        and request.sampling.temperature == 0
-                        and not request.sampling.grammar
-                    ):
-                        self.golden.remember(
-                            Finished(
-                                session.model,
-                                session.vocab,
-                                session.context,
-                                session.tokens[: session.prompt_len],
-                                session.events,
-                            )
-                        )
+                    elif kind == "end" and session is not None and not golden:
+                        self.golden.request_ended(request.messages is not None, len(session.events))
                     yield event
         finally:
             if session is not None:
                 self._sessions.pop(session.key, None)
+
+    def _follow_with_ticket(self, session: _Session) -> None:
+        """Now and then, a golden ticket at a random time after a real request (never its text)."""
+        if session.golden:
+            log.debug("golden ticket %s", session.key)
+            return
+        wait_s = self.golden.request_started()
+        if wait_s is not None:
+            self._spawn(
+                self.golden.run(
+                    self._local, self._scheduler, self.admitted_scouts, lambda r: self.generate(r, golden=True), wait_s
+                )
+            )
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -297,16 +306,13 @@ class CoopGenerator:
         if not scouts or sidecar is None:
             return
         work = session.next_work(MAX_DRAFT)
-        golden = self.golden.maybe_ticket(MAX_DRAFT, work.deadline_ms)
         session.publishing = True
 
         async def send() -> None:
             try:
-                for w in (work, golden):
-                    if w is not None:
-                        await sidecar.call(
-                            "POST", "/broadcast-work", {"work": w.to_dict(), **({"peers": peers} if peers else {})}
-                        )
+                await sidecar.call(
+                    "POST", "/broadcast-work", {"work": work.to_dict(), **({"peers": peers} if peers else {})}
+                )
             except SidecarError as exc:
                 log.debug("publishing work %s failed: %s", work.work_id, exc)
             finally:
@@ -361,38 +367,40 @@ class CoopGenerator:
             metrics.drafts_ignored.labels(str(why)).inc()
             log.debug("draft from %s ignored: %s", sender, why)
             return Verdict(work_id=str(work_id)[: messages.MAX_WORK_ID], outcome="ignored", reason=str(why))
-        if session is None:  # a golden ticket: scored against the known continuation
-            proposed, accepted = self.golden.score(sender, draft) or (0, 0)
-        else:  # a shadow-paused scout's drafts are checked too: its verdicts must look (and take as long) as anyone's
-            pace = self._pace.setdefault(sender, _Pace())
-            if pace.rest > 0:  # its last drafts got nothing accepted: this one is not worth a check
-                pace.rest -= 1
-                metrics.drafts_ignored.labels("resting").inc()
-                return Verdict(work_id=draft.work_id, outcome="ignored", reason="resting")
-            verifier = self._local.verifier
-            try:
-                if verifier is None:
-                    raise VerifierUnavailable("no verifier")
-                result = await verifier.draft(
-                    DraftRequest(
-                        job=session.job,
-                        position=draft.position,
-                        text=draft.text,
-                        tokens=draft.tokens,
-                        limit=pace.limit,
-                        source=sender,
-                    )
+        # A shadow-paused scout's drafts are checked too: its verdicts must look (and take as long) as anyone's.
+        pace = self._pace.setdefault(sender, _Pace())
+        if pace.rest > 0:  # its last drafts got nothing accepted: this one is not worth a check
+            pace.rest -= 1
+            metrics.drafts_ignored.labels("resting").inc()
+            return Verdict(work_id=draft.work_id, outcome="ignored", reason="resting")
+        verifier = self._local.verifier
+        try:
+            if verifier is None:
+                raise VerifierUnavailable("no verifier")
+            result = await verifier.draft(
+                DraftRequest(
+                    job=session.job,
+                    position=draft.position,
+                    text=draft.text,
+                    tokens=draft.tokens,
+                    limit=pace.limit,
+                    source=sender,
                 )
-            except ShardError as exc:
-                log.debug("draft %s not checked: %s", draft.work_id, exc)
-                return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-            if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
-                metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
-                return Verdict(work_id=draft.work_id, outcome=result.outcome)
-            proposed, accepted = result.proposed, result.accepted
-            pace.update(proposed, accepted)
-            metrics.draft_proposed.labels("scout").inc(proposed)
-            metrics.draft_accepted.labels("scout").inc(accepted)
+            )
+        except ShardError as exc:
+            log.debug("draft %s not checked: %s", draft.work_id, exc)
+            return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
+        if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
+            if session.golden and result.outcome == "stale":  # a greedy ticket's: wrong, if it disagrees
+                self._late_for_ticket(sender, session, draft, pace.limit)
+            metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
+            return Verdict(work_id=draft.work_id, outcome=result.outcome)
+        proposed, accepted = result.proposed, result.accepted
+        if session.golden:  # a golden ticket: checked like any work, and kept as the sender's honesty score
+            self.golden.record(sender, proposed, accepted)
+        pace.update(proposed, accepted)
+        metrics.draft_proposed.labels("scout").inc(proposed)
+        metrics.draft_accepted.labels("scout").inc(accepted)
         receipt = None
         paused = self.golden.paused(sender)
         if paused:
@@ -411,8 +419,16 @@ class CoopGenerator:
                     log.debug("cannot sign a receipt: %s", exc)
         return Verdict(work_id=draft.work_id, outcome="verified", proposed=proposed, accepted=accepted, receipt=receipt)
 
-    def _admit(self, sender: str, payload: Any) -> tuple[_Session | None, Draft]:
-        """The draft's live session (None for a golden ticket), or Ignored with the reason."""
+    def _late_for_ticket(self, sender: str, session: _Session, draft: Draft, limit: int) -> None:
+        offset = draft.position - session.prompt_len
+        score = self.golden.record_late(sender, draft, session.events, offset, limit)
+        ledger = self._ledger()
+        if score is not None and ledger is not None and not self.golden.paused(sender):
+            with contextlib.suppress(LedgerError):  # booked as a draft with nothing accepted: no credit
+                ledger.record_draft(sender, f"{draft.work_id}:{sender}", score[0], 0)
+
+    def _admit(self, sender: str, payload: Any) -> tuple[_Session, Draft]:
+        """The draft's live session, or Ignored with the reason."""
         if isinstance(payload, dict) and (
             _size(payload.get("text")) > messages.MAX_DRAFT_CHARS
             or _size(payload.get("tokens")) > messages.MAX_DRAFT_TOKENS
@@ -423,14 +439,11 @@ class CoopGenerator:
         except MessageError:
             raise Ignored("invalid") from None
         s = self._settings()
-        golden = draft.work_id in self.golden.tickets
         session = self._sessions.get(draft.work_id.split(".", 1)[0])
-        if not golden and (session is None or draft.work_id not in session.works):
+        if session is None or draft.work_id not in session.works:
             raise Ignored("unknown_work")  # another node's work, or work that ended or was superseded
         if self._peers.peers.get(sender) is None or not self._peers.admitted(sender, s.prompt_privacy, s.trusted_peers):
             raise Ignored("not_admitted")
-        if golden:
-            return None, draft
         if session.exclude_local and self._is_local(sender):
             raise Ignored("not_admitted")  # a scout on this machine, sitting this request out
         position, published = session.works[draft.work_id]

@@ -72,6 +72,10 @@ class Scheduler:
         others = sum(1 for r in self._running if r.priority != Priority.OWNER)
         return priority == Priority.OWNER or others < self.concurrency - self.reserved
 
+    def can_start_now(self, priority: Priority) -> bool:
+        """Whether a job of `priority` would start at once (a free slot it may take, nobody waiting)."""
+        return not self._waiting and self._may_start(priority)
+
     def _wake_next(self) -> None:
         while True:
             now = time.monotonic()

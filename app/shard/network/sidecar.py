@@ -81,7 +81,17 @@ def daemon_command(binary: Path, settings: Settings) -> list[str]:
         argv.append("--no-relay-server")
     if settings.reach_private_addrs:
         argv.append("--reach-private-addrs")
+    for origin in node_origins(settings):  # browsers may open the WebSocket listener from these only
+        argv += ["--allowed-origin", origin]
     return argv
+
+
+def node_origins(settings: Settings) -> list[str]:
+    """The origins of the node's own pages (the web scout and app) and the configured extra ones."""
+    own = [f"http://{host}:{settings.port}" for host in ("127.0.0.1", "localhost", "[::1]")]
+    if settings.host not in ("127.0.0.1", "localhost", "::1", "0.0.0.0", "::"):
+        own.append(f"http://{settings.host}:{settings.port}")
+    return own + list(settings.allowed_origins)
 
 
 class Sidecar:
