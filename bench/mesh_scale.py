@@ -69,7 +69,7 @@ def start(binary: Path, bootstrap: list[str], extra: list[str]) -> tuple[subproc
     return p, json.loads(line.split(" ", 1)[1])
 
 
-async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]) -> dict[str, float]:
+async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str], settle: float) -> dict[str, float]:
     procs: list[subprocess.Popen[str]] = []
     infos: list[dict] = []
     try:
@@ -100,6 +100,7 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
                     break
                 await asyncio.sleep(0.5)
             mesh_s = time.monotonic() - t0
+            await asyncio.sleep(settle)  # let the start-up dials and pruning settle before measuring
             # delivery: every node's /events; publish from random nodes
             got: dict[str, list[float]] = {}
             churn = [0]  # connections opened or closed while the messages flow (and after)
@@ -195,6 +196,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,50,100")
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="publishes per second")
+    ap.add_argument("--settle", type=float, default=30.0, help="seconds between mesh>=4 and the messages")
     ap.add_argument("--daemon", type=Path, help="shard-daemon binary (default: the one the node finds)")
     ap.add_argument("--daemon-args", default="", help="extra daemon flags, e.g. '--target-peers 16'")
     a = ap.parse_args()
@@ -206,7 +208,7 @@ def main() -> None:
         f"{'RSS MB':>7} {'max':>5} {'PSS MB':>6} {'USS MB':>6} {'churn':>5} {'idle CPU %':>10}"
     )
     for n in [int(x) for x in a.sizes.split(",")]:
-        r = asyncio.run(run(n, binary, a.messages, a.rate, a.daemon_args.split()))
+        r = asyncio.run(run(n, binary, a.messages, a.rate, a.daemon_args.split(), a.settle))
         print(
             f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
             f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['pss']:>6.1f} "

@@ -642,7 +642,9 @@ impl EventLoop {
                     // below the target only: a bootstrap node that pruned us is not redialed
                     if self.limits.may_dial(self.peers.len()) {
                         self.dial_bootstrap();
-                        // a random walk finds peers that joined (or became reachable) since
+                    }
+                    // a random walk finds peers that joined (or became reachable) since
+                    if self.limits.may_walk(self.peers.len(), util::now_s()) {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                     if self.peers.is_empty() { self.dial_remembered(); }
