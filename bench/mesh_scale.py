@@ -210,7 +210,8 @@ def main() -> None:
     for n in [int(x) for x in a.sizes.split(",")]:
         r = asyncio.run(run(n, binary, a.messages, a.rate, a.daemon_args.split(), a.settle))
         print(
-            f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} {r['held']:>6.1f} "
+            f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} "
+            f"{r['held']:>6.1f} "
             f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['pss']:>6.1f} "
             f"{r['uss']:>6.1f} {r['churn']:>5.1f} {r['idle_cpu']:>10.2f}"
             f"  (publish errors: {r['errors']})",
