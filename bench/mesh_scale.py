@@ -36,7 +36,7 @@ def pct(v: list[float], q: float) -> float:
     return v[min(len(v) - 1, int(q * len(v)))] if v else float("nan")
 
 
-def start(binary: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], dict]:
+def start(binary: Path, bootstrap: list[str], extra: list[str]) -> tuple[subprocess.Popen[str], dict]:
     args = [
         str(binary),
         "--control-port",
@@ -53,6 +53,7 @@ def start(binary: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], di
     ]
     for b in bootstrap:
         args += ["--bootstrap", b]
+    args += extra
     p = subprocess.Popen(
         args,
         stdout=subprocess.PIPE,
@@ -66,7 +67,7 @@ def start(binary: Path, bootstrap: list[str]) -> tuple[subprocess.Popen[str], di
     return p, json.loads(line.split(" ", 1)[1])
 
 
-async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, float]:
+async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str], settle: float) -> dict[str, float]:
     procs: list[subprocess.Popen[str]] = []
     infos: list[dict] = []
     try:
@@ -76,15 +77,18 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
             if i > 1:
                 other = random.choice(infos[1:])
                 boot.append(next(a for a in other["listen_addrs"] if "/tcp/" in a and "/ws" not in a))
-            p, info = start(binary, boot)
+            p, info = start(binary, boot, extra)
             procs.append(p)
             infos.append(info)
         urls = [f"http://127.0.0.1:{i['control_port']}" for i in infos]
         async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=120)) as s:
 
             async def topo(u: str) -> dict:
-                async with s.get(u + "/topology") as r:
-                    return await r.json()
+                try:  # a daemon too busy to answer within its 5 s counts as not there yet
+                    async with s.get(u + "/topology") as r:
+                        return await r.json() if r.status == 200 else {"gossip_mesh_peers": 0}
+                except (TimeoutError, aiohttp.ClientError):
+                    return {"gossip_mesh_peers": 0}
 
             while True:
                 tops = await asyncio.gather(*(topo(u) for u in urls))
@@ -94,8 +98,10 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
                     break
                 await asyncio.sleep(0.5)
             mesh_s = time.monotonic() - t0
+            await asyncio.sleep(settle)  # let the start-up dials and pruning settle before measuring
             # delivery: every node's /events; publish from random nodes
             got: dict[str, list[float]] = {}
+            churn = [0]  # connections opened or closed while the messages flow (and after)
 
             async def listen(u: str) -> None:
                 async with s.get(u + "/events", timeout=aiohttp.ClientTimeout(total=None)) as r:
@@ -105,6 +111,8 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
                             ev = json.loads(line[5:])
                             if ev.get("type") == "work":
                                 got.setdefault(ev["work"]["work_id"], []).append(time.time() * 1000)
+                            elif ev.get("type") in ("peer_connected", "peer_disconnected"):
+                                churn[0] += 1
 
             tasks = [asyncio.create_task(listen(u)) for u in urls]
             await asyncio.sleep(1.0)
@@ -127,6 +135,7 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
                 got.setdefault(wid, []).append(sent[wid])  # the publisher itself (no self-delivery)
                 await asyncio.sleep(max(0.0, tp + (k + 1) / rate - time.monotonic()))
             await asyncio.sleep(3.0)
+            churn_s = time.monotonic() - tp
             for t in tasks:
                 t.cancel()
             lat = [t - sent[w] for w in sent for t in got.get(w, [])[1:]]
@@ -134,12 +143,24 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
             held = messages / (time.monotonic() - tp - 3.0)
 
             async def npeers(u: str) -> int:
-                async with s.get(u + "/peers") as r:
-                    return len((await r.json())["peers"])
+                for _ in range(5):
+                    try:
+                        async with s.get(u + "/peers") as r:
+                            if r.status == 200:
+                                return len((await r.json())["peers"])
+                    except (TimeoutError, aiohttp.ClientError):
+                        pass
+                    await asyncio.sleep(1)
+                return -1
 
             peer_counts = await asyncio.gather(*(npeers(u) for u in urls))
         ps = [psutil.Process(p.pid) for p in procs]
-        rss = [x.memory_info().rss / 2**20 for x in ps]
+        # RSS counts the binary's code in every process; PSS shares it out (the sum of PSS is
+        # what the N daemons cost together); USS is each one's private memory (heap, stacks)
+        mem = [x.memory_full_info() for x in ps]
+        rss = [m.rss / 2**20 for m in mem]
+        pss = [m.pss / 2**20 for m in mem]
+        uss = [m.uss / 2**20 for m in mem]
         c0 = [x.cpu_times() for x in ps]
         await asyncio.sleep(10)
         c1 = [x.cpu_times() for x in ps]
@@ -156,6 +177,9 @@ async def run(n: int, binary: Path, messages: int, rate: float) -> dict[str, flo
             "peers_max": max(peer_counts),
             "rss": statistics.mean(rss),
             "rss_max": max(rss),
+            "pss": statistics.mean(pss),
+            "uss": statistics.mean(uss),
+            "churn": churn[0] / 2 / n / churn_s * 60,
             "idle_cpu": statistics.mean(idle),
         }
     finally:
@@ -170,20 +194,24 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,50,100")
     ap.add_argument("--messages", type=int, default=20)
     ap.add_argument("--rate", type=float, default=10.0, help="publishes per second")
+    ap.add_argument("--settle", type=float, default=30.0, help="seconds between mesh>=4 and the messages")
+    ap.add_argument("--daemon", type=Path, help="shard-daemon binary (default: the one the node finds)")
+    ap.add_argument("--daemon-args", default="", help="extra daemon flags, e.g. '--target-peers 16'")
     a = ap.parse_args()
-    binary = find_daemon(Settings(data_dir="/tmp"))
+    binary = a.daemon or find_daemon(Settings(data_dir="/tmp"))
     assert binary is not None, "build the sidecar first"
     random.seed(1)
     print(
         f"{'N':>4} {'mesh>=4 s':>9} {'p50 ms':>7} {'p99 ms':>7} {'delivered':>9} {'msg/s':>6} {'peers':>6} {'max':>4} "
-        f"{'RSS MB':>7} {'max':>5} {'idle CPU %':>10}"
+        f"{'RSS MB':>7} {'max':>5} {'PSS MB':>6} {'USS MB':>6} {'churn':>5} {'idle CPU %':>10}"
     )
     for n in [int(x) for x in a.sizes.split(",")]:
-        r = asyncio.run(run(n, binary, a.messages, a.rate))
+        r = asyncio.run(run(n, binary, a.messages, a.rate, a.daemon_args.split(), a.settle))
         print(
             f"{r['n']:>4} {r['mesh_s']:>9.1f} {r['p50']:>7.0f} {r['p99']:>7.0f} {r['delivered']:>9.3f} "
             f"{r['held']:>6.1f} "
-            f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['idle_cpu']:>10.2f}"
+            f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['pss']:>6.1f} "
+            f"{r['uss']:>6.1f} {r['churn']:>5.1f} {r['idle_cpu']:>10.2f}"
             f"  (publish errors: {r['errors']})",
             flush=True,
         )

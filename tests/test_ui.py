@@ -183,6 +183,30 @@ def test_ready_state_and_notification(shell: ShardApp) -> None:
     assert shell.window.state_text.text() == shell.status_line
 
 
+def test_overview_reachability_line(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
+    """The Overview says public / behind NAT via relay / direct after hole punching, from the
+    sidecar's /topology reachability (the sidecar side is tested in tests/test_nat.py)."""
+    w = shell.window
+    w.show_page("overview")
+    snap = run(loop, w.refresh())
+    page, field = w.pages["overview"], w.pages["overview"].fields["reachability"]
+    assert field.text() == "— (no network)"  # this shell runs without a sidecar
+    cases = [
+        ({"mode": "public", "relay_server": True}, "public: peers connect directly (serves as a relay"),
+        (
+            {"mode": "relayed", "relay_addrs": ["/ip4/10.0.0.1/tcp/4001/p2p/X/p2p-circuit"]},
+            "behind NAT, reachable via relay (1 relay)",
+        ),
+        ({"mode": "hole-punched", "hole_punched_peers": 2}, "behind NAT, direct after hole punching (2 peers)"),
+        ({"mode": "private"}, "behind NAT, no relay yet"),
+        ({"mode": "unknown"}, "not known yet"),
+    ]
+    for reach, expected in cases:
+        snap.topology = {"sidecar": "running", "reachability": reach}
+        page.refresh(snap)
+        assert field.text().startswith(expected), (reach, field.text())
+
+
 def test_request_shows_in_overview_counters(shell: ShardApp, loop: asyncio.AbstractEventLoop) -> None:
     w = shell.window
     w.show_page("overview")
@@ -664,6 +688,8 @@ def test_with_sidecar_contributing_peers_and_clean_quit(
         run(loop, w.refresh())
         sidecar_pid = node.sidecar.supervisor.pid
         assert w.pages["overview"].fields["sidecar"].text().startswith(f"running, pid {sidecar_pid}")
+        # loopback only: AutoNAT has no public address to test, so reachability is not known
+        assert w.pages["overview"].fields["reachability"].text().startswith("not known yet")
         # Logs: the sidecar's own lines
         logs = w.pages["logs"]
         w.show_page("logs")

@@ -1,6 +1,6 @@
 //! The control API on 127.0.0.1: axum handlers that only send commands to the event loop.
 
-use crate::net::{Command, Pending, Reply, Stats, TOPIC_RESULT, TOPIC_WORK};
+use crate::net::{Command, Pending, Reply, Stats, TOPIC_RESULT};
 use crate::util::{self, LocalInfo};
 use axum::{
     body::Bytes,
@@ -71,6 +71,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/local-info", put(local_info))
         .route("/broadcast-work", post(broadcast_work))
         .route("/publish-result", post(publish_result))
+        .route("/work-topics", put(crate::topics::put_work_topics))
         .route("/send-verify", post(send_verify))
         .route("/verify-response", post(verify_response))
         .route("/infer", post(crate::infer::infer))
@@ -211,8 +212,8 @@ async fn broadcast_work(State(st): St, body: Result<Bytes, BytesRejection>) -> A
         Some(_) => return Err(ApiError::bad("`peers` must be a list of peer id strings")),
     };
     let Some(peers) = peers else {
-        let data = serde_json::to_vec(work).unwrap_or_default();
-        let out = call(&st, |reply| Command::Publish { topic: TOPIC_WORK, data, reply }).await?;
+        let (work, data) = (work.clone(), serde_json::to_vec(work).unwrap_or_default());
+        let out = call(&st, |reply| Command::PublishWork { work, data, reply }).await?;
         return Ok(Json(out));
     };
     let work = work.clone();

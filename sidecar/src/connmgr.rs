@@ -8,6 +8,15 @@
 //! Among the rest, peers outside our gossip mesh go first, then the least recently used, then
 //! the newest connections. A peer we pruned that dials back soon (it has no one else) gets no
 //! grace and goes first, so the count settles at the target instead of oscillating.
+//!
+//! Discovery counts its dials in flight against the target (a Kademlia walk reports dozens of
+//! peers at once: dialing each overshoots the target, the pruning that follows drops others
+//! below it, and they walk and overshoot in turn), and does not redial a peer whose connection
+//! closed lately (a peer that pruned us would be dialed again at its next routing update).
+//! A Kademlia random walk opens connections to tens of peers, which then sit above their own
+//! targets and prune: a node walks only when below half its target, at most once a minute
+//! (measured with bench/mesh_scale.py: walking whenever below the target churned 40-80
+//! connections per node per minute at N=50-100, and starved the event loops).
 
 use std::collections::HashMap;
 
@@ -22,6 +31,14 @@ pub const GRACE_S: u64 = 20;
 /// A peer pruned this recently that reconnects is pruned first, with no grace.
 pub const PRUNED_MEMORY_S: u64 = 600;
 
+/// A discovery dial not answered by then no longer counts as in flight.
+pub const DIAL_PENDING_S: u64 = 15;
+/// Discovery does not redial a peer whose connection closed this recently.
+pub const CLOSED_BACKOFF_S: u64 = 120;
+
+/// Least seconds between two random walks for more peers.
+pub const WALK_EVERY_S: u64 = 60;
+
 pub struct Candidate {
     pub peer: PeerId,
     pub protected: bool,
@@ -35,11 +52,23 @@ pub struct Limits {
     pub target: usize,
     /// peer -> unix seconds when we last pruned it
     pruned: HashMap<PeerId, u64>,
+    /// discovery dials in flight: peer -> unix seconds of the dial
+    dialing: HashMap<PeerId, u64>,
+    /// peer -> unix seconds when its last connection closed
+    closed: HashMap<PeerId, u64>,
+    /// unix seconds of the last random walk
+    walked: u64,
 }
 
 impl Limits {
     pub fn new(target: usize) -> Self {
-        Limits { target: target.max(1), pruned: HashMap::new() }
+        Limits {
+            target: target.max(1),
+            pruned: HashMap::new(),
+            dialing: HashMap::new(),
+            closed: HashMap::new(),
+            walked: 0,
+        }
     }
 
     /// Above this many peers, pruning starts (half the target again).
@@ -50,6 +79,41 @@ impl Limits {
     /// Whether discovery may dial another peer.
     pub fn may_dial(&self, connected: usize) -> bool {
         connected < self.target
+    }
+
+    /// Whether to walk the DHT for more peers now (records the walk).
+    pub fn may_walk(&mut self, connected: usize, now_s: u64) -> bool {
+        if connected >= self.target.div_ceil(2) || now_s.saturating_sub(self.walked) < WALK_EVERY_S {
+            return false;
+        }
+        self.walked = now_s;
+        true
+    }
+
+    /// Whether discovery may dial this peer now (with `connected` peers): below the target once
+    /// the dials in flight count, not already being dialed, not closed lately. Records the dial.
+    pub fn dial_discovered(&mut self, peer: PeerId, connected: usize, now_s: u64) -> bool {
+        self.dialing.retain(|_, t| now_s.saturating_sub(*t) < DIAL_PENDING_S);
+        self.closed.retain(|_, t| now_s.saturating_sub(*t) < CLOSED_BACKOFF_S);
+        if connected + self.dialing.len() >= self.target
+            || self.dialing.contains_key(&peer)
+            || self.closed.contains_key(&peer)
+        {
+            return false;
+        }
+        self.dialing.insert(peer, now_s);
+        true
+    }
+
+    /// A connection to the peer opened, or a dial to it failed: no longer in flight.
+    pub fn dial_done(&mut self, peer: &PeerId) {
+        self.dialing.remove(peer);
+    }
+
+    /// The peer's last connection closed (either side): discovery leaves it alone for a while.
+    pub fn on_closed(&mut self, peer: PeerId, now_s: u64) {
+        self.dialing.remove(&peer);
+        self.closed.insert(peer, now_s);
     }
 
     /// The peers to disconnect now: above the high watermark, or above the target while a peer
@@ -105,6 +169,37 @@ mod tests {
         // at or under the high watermark nothing is pruned
         let few: Vec<Candidate> = (0..6).map(|_| cand(false, false, 0)).collect();
         assert!(l.select_prune(few, now).is_empty());
+    }
+
+    #[test]
+    fn discovery_counts_dials_in_flight_and_backs_off_closed_peers() {
+        let mut l = Limits::new(3);
+        let now = 10_000;
+        let ids: Vec<PeerId> = (0..5).map(|_| PeerId::random()).collect();
+        // one connected: two dials fill the target, the third waits
+        assert!(l.dial_discovered(ids[0], 1, now));
+        assert!(!l.dial_discovered(ids[0], 1, now), "already in flight");
+        assert!(l.dial_discovered(ids[1], 1, now));
+        assert!(!l.dial_discovered(ids[2], 1, now));
+        // a dial answered frees its slot; one never answered expires
+        l.dial_done(&ids[0]);
+        assert!(l.dial_discovered(ids[2], 1, now));
+        assert!(l.dial_discovered(ids[3], 0, now + DIAL_PENDING_S));
+        // a peer whose connection closed is not redialed until the backoff ends
+        l.on_closed(ids[4], now);
+        l.dial_done(&ids[3]);
+        assert!(!l.dial_discovered(ids[4], 0, now + 1));
+        assert!(l.dial_discovered(ids[4], 0, now + CLOSED_BACKOFF_S));
+    }
+
+    #[test]
+    fn walks_only_below_half_the_target_once_a_minute() {
+        let mut l = Limits::new(32);
+        let now = 10_000;
+        assert!(!l.may_walk(16, now));
+        assert!(l.may_walk(15, now));
+        assert!(!l.may_walk(2, now + WALK_EVERY_S - 1));
+        assert!(l.may_walk(2, now + WALK_EVERY_S));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod origin;
 mod peerstore;
 mod providers;
 mod reach;
+mod topics;
 mod util;
 mod work_budget;
 
@@ -89,7 +90,8 @@ struct Cli {
     /// tests in network namespaces
     #[arg(long)]
     reach_private_addrs: bool,
-    /// Runtime worker threads (the daemon is I/O bound; 1 keeps latency and memory low)
+    /// Runtime worker threads (the daemon is I/O bound; 1, the default, runs everything on one
+    /// thread, which keeps memory and idle CPU low)
     #[arg(long, default_value_t = 1)]
     worker_threads: usize,
     /// Origin a browser's WebSocket upgrade may come from (repeatable; "null" allows opaque
@@ -228,11 +230,14 @@ fn main() {
         Some(d) => load_or_create_key(d).unwrap_or_else(|e| fail(1, &e)),
         None => identity::Keypair::generate_ed25519(),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cli.worker_threads.max(1))
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| fail(1, &format!("cannot start the runtime: {e}")));
+    // One thread by default: the daemon is I/O bound, and each worker costs a stack, an
+    // allocator arena and cross-thread wake-ups (docs/scale.md).
+    let rt = if cli.worker_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(cli.worker_threads).enable_all().build()
+    };
+    let rt = rt.unwrap_or_else(|e| fail(1, &format!("cannot start the runtime: {e}")));
     let code = rt.block_on(run(cli, token, bootstrap, keypair));
     std::process::exit(code);
 }

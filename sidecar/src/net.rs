@@ -43,6 +43,8 @@ pub const MAX_PENDING_OUTBOUND: usize = 4096;
 const MAX_EARLY_EVENTS: usize = 4096;
 /// Most connected peers; more are disconnected.
 pub const MAX_PEERS: usize = 256;
+/// Gossipsub's send queue per peer (publish + forward slots; control messages are unbounded).
+pub const GOSSIP_QUEUE_LEN: usize = 256;
 /// Most inbound connections still in their noise handshake at once.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -123,6 +125,14 @@ pub enum Command {
         data: Vec<u8>,
         reply: Reply<Value>,
     },
+    /// Publish a work item on its model's topic and/or the shared one (crate::topics).
+    PublishWork {
+        work: Value,
+        data: Vec<u8>,
+        reply: Reply<Value>,
+    },
+    /// Subscribe to the work topics of these models (empty: the shared topic).
+    SetWorkTopics(Vec<String>, Reply<Result<Value, String>>),
     /// Direct work to peers: replies with a pending ack per connected peer and the others.
     SendWork {
         peers: Vec<PeerId>,
@@ -187,6 +197,7 @@ pub struct EventLoop {
     reach: Reach,
     limits: connmgr::Limits,
     ticks: u64,
+    work_topics: crate::topics::WorkTopics,
 }
 
 pub struct NetConfig {
@@ -236,7 +247,10 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
                 .max_transmit_size(util::MAX_MESSAGE_BYTES)
                 .validation_mode(gossipsub::ValidationMode::Strict)
                 .validate_messages()
-                .heartbeat_interval(Duration::from_millis(700))
+                .heartbeat_interval(Duration::from_secs(1))
+                // the library preallocates half this many slots per connected peer (5000 by
+                // default: ~0.5 MB resident per peer); our traffic is a few messages a second
+                .connection_handler_queue_len(GOSSIP_QUEUE_LEN)
                 // a bounded mesh (docs/scale.md): each node forwards to ~D peers, not to all
                 .mesh_n(6)
                 .mesh_n_low(4)
@@ -271,7 +285,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             };
             Ok(Behaviour {
                 relay_client,
-                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(10))),
+                ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(15))),
                 identify: identify::Behaviour::new(
                     identify::Config::new(IDENTIFY_PROTOCOL.to_string(), key.public())
                         .with_agent_version(format!("shard-daemon/{version}"))
@@ -553,6 +567,7 @@ impl EventLoop {
             reach: Reach::new(cfg.relay_server),
             limits: connmgr::Limits::new(cfg.target_peers),
             ticks: 0,
+            work_topics: Default::default(),
         };
         for ev in early {
             el.on_swarm_event(ev);
@@ -634,7 +649,9 @@ impl EventLoop {
                     // below the target only: a bootstrap node that pruned us is not redialed
                     if self.limits.may_dial(self.peers.len()) {
                         self.dial_bootstrap();
-                        // a random walk finds peers that joined (or became reachable) since
+                    }
+                    // a random walk finds peers that joined (or became reachable) since
+                    if self.limits.may_walk(self.peers.len(), util::now_s()) {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
                     if self.peers.is_empty() { self.dial_remembered(); }
@@ -706,6 +723,37 @@ impl EventLoop {
         })
     }
 
+    /// Publishes on a topic: `{"published","delivered_to","reason"?}`.
+    fn publish(&mut self, t: gossipsub::IdentTopic, data: Vec<u8>) -> Value {
+        let hash = t.hash();
+        let subscribed: Vec<String> = self
+            .swarm
+            .behaviour()
+            .gossipsub
+            .all_peers()
+            .filter(|(_, ts)| ts.contains(&&hash))
+            .map(|(p, _)| p.to_string())
+            .collect();
+        let out = match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
+            Ok(_) => json!({"published": true, "delivered_to": subscribed}),
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => json!({
+                "published": false, "delivered_to": [], "reason": "no peers subscribed"
+            }),
+            Err(gossipsub::PublishError::AllQueuesFull(n)) => json!({
+                "published": false, "delivered_to": [],
+                "reason": format!("send queues of all {n} peers are full")
+            }),
+            Err(gossipsub::PublishError::Duplicate) => json!({
+                "published": false, "delivered_to": [], "reason": "duplicate message"
+            }),
+            Err(gossipsub::PublishError::MessageTooLarge) => json!({
+                "published": false, "delivered_to": [], "reason": "message too large"
+            }),
+            Err(e) => json!({"published": false, "delivered_to": [], "reason": e.to_string()}),
+        };
+        out
+    }
+
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Health(r) => {
@@ -742,6 +790,7 @@ impl EventLoop {
                     "gossip_mesh_peers": self.swarm.behaviour().gossipsub
                         .mesh_peers(&gossipsub::IdentTopic::new(TOPIC_WORK).hash()).count(),
                     "remembered_peers": self.peerstore.len(),
+                    "work_topics": self.work_topics.to_json(),
                 }));
             }
             Command::Peers(r) => {
@@ -763,34 +812,30 @@ impl EventLoop {
                 let _ = r.send(());
             }
             Command::Publish { topic, data, reply } => {
-                let t = gossipsub::IdentTopic::new(topic);
-                let hash = t.hash();
-                let subscribed: Vec<String> = self
-                    .swarm
-                    .behaviour()
-                    .gossipsub
-                    .all_peers()
-                    .filter(|(_, ts)| ts.contains(&&hash))
-                    .map(|(p, _)| p.to_string())
-                    .collect();
-                let out = match self.swarm.behaviour_mut().gossipsub.publish(t, data) {
-                    Ok(_) => json!({"published": true, "delivered_to": subscribed}),
-                    Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => json!({
-                        "published": false, "delivered_to": [], "reason": "no peers subscribed"
-                    }),
-                    Err(gossipsub::PublishError::AllQueuesFull(n)) => json!({
-                        "published": false, "delivered_to": [],
-                        "reason": format!("send queues of all {n} peers are full")
-                    }),
-                    Err(gossipsub::PublishError::Duplicate) => json!({
-                        "published": false, "delivered_to": [], "reason": "duplicate message"
-                    }),
-                    Err(gossipsub::PublishError::MessageTooLarge) => json!({
-                        "published": false, "delivered_to": [], "reason": "message too large"
-                    }),
-                    Err(e) => json!({"published": false, "delivered_to": [], "reason": e.to_string()}),
-                };
+                let out = self.publish(gossipsub::IdentTopic::new(topic), data);
                 let _ = reply.send(out);
+            }
+            Command::PublishWork { work, data, reply } => {
+                let gs = &self.swarm.behaviour().gossipsub;
+                let topics = crate::topics::publish_topics(&work, |h| gs.all_peers().any(|(_, ts)| ts.contains(&h)));
+                let mut delivered: Vec<Value> = vec![];
+                let mut out = json!({});
+                for t in topics {
+                    let name = t.to_string();
+                    out = self.publish(t, data.clone());
+                    if out["published"] == json!(true) {
+                        delivered.extend(out["delivered_to"].as_array().cloned().unwrap_or_default());
+                        out["topic"] = json!(name);
+                    }
+                }
+                if !delivered.is_empty() {
+                    out = json!({"published": true, "delivered_to": delivered});
+                }
+                let _ = reply.send(out);
+            }
+            Command::SetWorkTopics(models, reply) => {
+                let r = self.work_topics.set(&mut self.swarm.behaviour_mut().gossipsub, models);
+                let _ = reply.send(r.map(|_| self.work_topics.to_json()));
             }
             Command::SendWork { peers, work, reply } => {
                 let mut pending = vec![];
@@ -878,6 +923,7 @@ impl EventLoop {
                     return;
                 }
                 let new_peer = !self.peers.contains_key(&peer_id);
+                self.limits.dial_done(&peer_id);
                 let st = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     conns: HashMap::new(),
                     connected_since: util::now_s(),
@@ -907,6 +953,7 @@ impl EventLoop {
                 }
                 if num_established == 0 {
                     self.reach.on_disconnected(&peer_id);
+                    self.limits.on_closed(peer_id, util::now_s());
                 }
                 if num_established == 0 && self.peers.remove(&peer_id).is_some() {
                     tracing::info!("peer disconnected: {peer_id}");
@@ -914,6 +961,9 @@ impl EventLoop {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                if let Some(p) = peer_id {
+                    self.limits.dial_done(&p);
+                }
                 tracing::debug!("dial {peer_id:?} failed: {error}");
             }
             SwarmEvent::Behaviour(b) => self.on_behaviour_event(b),
@@ -943,17 +993,20 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
                 if peer != self.peer_id()
                     && !self.swarm.is_connected(&peer)
-                    && self.limits.may_dial(self.peers.len()) =>
-            {
-                let _ = self.swarm.dial(peer);
+                    && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
+                {
+                    let _ = self.swarm.dial(peer);
+                }
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if !self.swarm.is_connected(&peer) && self.limits.may_dial(self.peers.len()) {
+                    if !self.swarm.is_connected(&peer)
+                        && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
+                    {
                         let _ = self.swarm.dial(strip_p2p(&addr).0.with(Protocol::P2p(peer)));
                     }
                 }
@@ -1244,7 +1297,7 @@ impl EventLoop {
                 return Reject;
             }
         };
-        let is_work = message.topic == gossipsub::IdentTopic::new(TOPIC_WORK).hash();
+        let is_work = self.work_topics.takes(&message.topic);
         let is_result = message.topic == gossipsub::IdentTopic::new(TOPIC_RESULT).hash();
         if !is_work && !is_result {
             return Ignore;
@@ -1262,6 +1315,12 @@ impl EventLoop {
                 return Reject;
             }
         };
+        if let Some(m) = crate::topics::model_of(&message.topic) {
+            if value.get("model").and_then(Value::as_str) != Some(m) {
+                self.count_invalid("work for another model on a model's topic");
+                return Reject;
+            }
+        }
         if !self.limiter.lock().unwrap().allow(&source, Instant::now())
             || (is_work && !crate::work_budget::allow(&mut self.work_bytes, &source, message.data.len()))
         {

@@ -55,6 +55,7 @@ class Snapshot:
     peers: dict[str, Any] = field(default_factory=dict)
     credit: dict[str, Any] = field(default_factory=dict)
     counts: dict[str, Any] = field(default_factory=dict)  # requests and credit, this session and lifetime
+    topology: dict[str, Any] = field(default_factory=dict)  # the sidecar's addresses and reachability
 
     @property
     def peer_list(self) -> list[dict[str, Any]]:
@@ -72,10 +73,40 @@ async def _peers(node: Node) -> dict[str, Any]:
         return {"unavailable": f"cannot read peers: {exc}"}
 
 
+async def _topology(node: Node) -> dict[str, Any]:
+    try:
+        return await asyncio.wait_for(node.topology(), 5.0)
+    except Exception as exc:  # as for peers: the dashboard keeps refreshing without it
+        log.debug("reading topology failed: %s", exc)
+        return {}
+
+
+def reachability_text(topology: dict[str, Any]) -> str:
+    """How peers reach this node, from the sidecar's AutoNAT/relay/DCUtR state (`reachability.mode`)."""
+    r = topology.get("reachability")
+    if not isinstance(r, dict):
+        return "— (no network)" if topology.get("sidecar") != "running" else "—"
+    mode = r.get("mode")
+    relays = len(r.get("relay_addrs") or [])
+    punched = int(r.get("hole_punched_peers") or 0)
+    if mode == "public":
+        return "public: peers connect directly" + (
+            " (serves as a relay for NATed peers)" if r.get("relay_server") else ""
+        )
+    if mode == "hole-punched":
+        return f"behind NAT, direct after hole punching ({punched} peer{'s' if punched != 1 else ''})"
+    if mode == "relayed":
+        return f"behind NAT, reachable via relay ({relays} relay{'s' if relays != 1 else ''})"
+    if mode == "private":
+        return "behind NAT, no relay yet: only outgoing connections"
+    return "not known yet (AutoNAT asks peers to dial back)"
+
+
 async def snapshot(node: Node, *, peers: bool = True, credit: bool = True) -> Snapshot:
     snap = Snapshot(status=node.status(detail=True), metrics=metric_totals(node), counts=node.counts())
     if peers:
         snap.peers = await _peers(node)
+        snap.topology = await _topology(node)
     if credit:
         snap.credit = node.views.credit()
     return snap

@@ -35,6 +35,7 @@ FIELDS = {
         ("verifier", "Verifier"),
         ("sidecar", "Sidecar"),
         ("peers", "Peers"),
+        ("reachability", "Reachable"),
         ("uptime", "Up since"),
     ],
 }
@@ -135,7 +136,7 @@ class OverviewPage(QWidget):
         v = st.get("verifier")
         stopped = st.get("status") == "stopped"
         if stopped:
-            for key in ("verifier", "sidecar", "peers", "uptime"):
+            for key in ("verifier", "sidecar", "peers", "reachability", "uptime"):
                 f[key].setText("— (node stopped)")
             f["queue"].setText("—")
             return
@@ -159,4 +160,5 @@ class OverviewPage(QWidget):
             f["peers"].setText(f"{len(snap.peer_list)} ({snap.peers.get('message') or snap.peers.get('unavailable')})")
         else:
             f["peers"].setText(str(len(snap.peer_list)))
+        f["reachability"].setText(data.reachability_text(snap.topology))
         f["uptime"].setText(data.since_text(float(snap.counts.get("started_at") or time.time())))
