@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,9 +115,8 @@ class _Session:
             return "replay"  # another sender's draft, copied: only the first earns
         self.senders[key] = None
         self.contents[content] = sender
-        for d in (self.senders, self.contents):
-            while len(d) > MAX_HEARD:
-                d.pop(next(iter(d)))  # type: ignore[attr-defined]
+        _forget_oldest(self.senders, MAX_HEARD)
+        _forget_oldest(self.contents, MAX_HEARD)
         return ""
 
     @property
@@ -142,6 +141,12 @@ class _Session:
             tokens=list(self.tokens),
             draft_model=self.draft_model,
         )
+
+
+def _forget_oldest(d: dict[Any, Any], limit: int) -> None:
+    """Drop the oldest entries of d (insertion order) until it holds at most limit."""
+    while len(d) > limit:
+        del d[next(iter(d))]
 
 
 def _size(value: Any) -> int:
@@ -221,7 +226,9 @@ class CoopGenerator:
 
     # -- a request ------------------------------------------------------------------------------
 
-    async def generate(self, request: GenerateRequest, share_allowed: bool = True) -> AsyncIterator[dict[str, Any]]:
+    async def generate(
+        self, request: GenerateRequest, share_allowed: bool = True
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
         (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's)."""
         verifier = self._local.verifier
@@ -431,6 +438,7 @@ class CoopGenerator:
             raise Ignored("not_admitted")
         if golden:
             return None, draft
+        assert session is not None  # not golden: an unknown work was refused above
         if session.exclude_local and self._is_local(sender):
             raise Ignored("not_admitted")  # a scout on this machine, sitting this request out
         position, published = session.works[draft.work_id]
