@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,6 +200,7 @@ class Node:
         """The draft model: the setting, checked against the model's tokenizer (a clear error if it
         differs), else the smallest GGUF in the models folder with that tokenizer, else none."""
         s = self.settings
+        draft: DraftModel | None
         if s.draft_model:
             if self.model_path is None:
                 raise NodeStartError(
@@ -606,7 +607,7 @@ class Node:
             raise NoModel("no model is loaded on this node")
         return self.verifier
 
-    async def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]:
+    async def generation(self, request: GenerateRequest, model: str) -> AsyncGenerator[GenerationEvent, None]:
         """One request's typed events: on the local model (with scouts), or, with none, on an Oracle
         peer (PeerUnavailable when none could serve it). A failure mid-stream is ModelUnavailable."""
         self.counters.add("requests_local")

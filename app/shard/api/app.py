@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from shard.api import (
     embeddings_routes,
@@ -25,7 +26,7 @@ from shard.credit.scheduler import Scheduler
 from shard.views import NetworkViews
 
 
-def metrics_middleware(metrics: Metrics) -> web.middleware:
+def metrics_middleware(metrics: Metrics) -> Middleware:
     @web.middleware
     async def middleware(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]

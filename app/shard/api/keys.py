@@ -3,7 +3,7 @@ typed by what the handlers use of it, so the API never imports the node that wir
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -45,9 +45,11 @@ class NodeView(Protocol):
 
     async def look_up_model(self, name: str) -> None: ...
 
-    def generation(self, request: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]: ...
+    def generation(self, request: GenerateRequest, model: str) -> AsyncGenerator[GenerationEvent, None]: ...
 
     def status(self, detail: bool = False) -> dict[str, Any]: ...
+
+    def api_keys(self) -> list[str]: ...  # the scout page hands out the pairing key only without keys
 
 
 NODE: web.AppKey[NodeView] = web.AppKey("node")

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -160,7 +160,9 @@ def _finish_reason(reason: str) -> str:
     return "length" if reason == "length" else "stop"
 
 
-async def events_for(request: web.Request, generate: GenerateRequest, model: str) -> AsyncIterator[GenerationEvent]:
+async def events_for(
+    request: web.Request, generate: GenerateRequest, model: str
+) -> AsyncGenerator[GenerationEvent, None]:
     """One request's typed events, after its turn in the scheduler; domain errors become ApiError
     here (the streaming code below tells them mid-stream too)."""
     node = request.app[NODE]
@@ -253,7 +255,7 @@ async def _collect(
 
 
 async def _merged(
-    streams: list[AsyncIterator[GenerationEvent]], firsts: list[GenerationEvent]
+    streams: Sequence[AsyncIterator[GenerationEvent]], firsts: list[GenerationEvent]
 ) -> AsyncIterator[tuple[int, GenerationEvent]]:
     """The events of n choices as they come, tagged with the choice's index."""
     for i, first in enumerate(firsts):
@@ -328,7 +330,8 @@ async def _stream(
             if isinstance(event, Queued):
                 await note(event)
             elif isinstance(event, Token) and (event.text or event.logprobs is not None):
-                text = tools[i].push(event.text) if tools[i] is not None else event.text
+                tool = tools[i]
+                text = tool.push(event.text) if tool is not None else event.text
                 lps = shape.logprobs(event.logprobs, offsets[i])
                 offsets[i] += len(text)
                 if text or lps:

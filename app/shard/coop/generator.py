@@ -25,7 +25,7 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -117,9 +117,8 @@ class _Session:
             return "replay"  # another sender's draft, copied: only the first earns
         self.senders[key] = None
         self.contents[content] = sender
-        for d in (self.senders, self.contents):
-            while len(d) > MAX_HEARD:
-                d.pop(next(iter(d)))  # type: ignore[attr-defined]
+        _forget_oldest(self.senders, MAX_HEARD)
+        _forget_oldest(self.contents, MAX_HEARD)
         return ""
 
     @property
@@ -144,6 +143,12 @@ class _Session:
             tokens=list(self.tokens),
             draft_model=self.draft_model,
         )
+
+
+def _forget_oldest(d: dict[Any, Any], limit: int) -> None:
+    """Drop the oldest entries of d (insertion order) until it holds at most limit."""
+    while len(d) > limit:
+        del d[next(iter(d))]
 
 
 def _size(value: Any) -> int:
@@ -227,7 +232,7 @@ class CoopGenerator:
 
     async def generate(
         self, request: GenerateRequest, share_allowed: bool = True, golden: bool = False
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """The verifier's event stream for `request`, with scouts' drafts fed in when admitted
         (`share_allowed` False keeps the prompt on this machine, e.g. a remote asker's; `golden`:
         a golden ticket, see coop/golden.py)."""

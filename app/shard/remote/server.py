@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 from shard.credit import receipts, vouchers
@@ -31,7 +31,7 @@ log = logging.getLogger("shard.infer")
 QUEUE_REPORT_S = 1.0  # how often a waiting asker hears its place in the queue
 
 
-Generate = Callable[..., AsyncIterator[dict[str, Any]]]  # CoopGenerator.generate
+Generate = Callable[..., AsyncGenerator[dict[str, Any], None]]  # CoopGenerator.generate (closable)
 
 
 class InferServer:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,20 +66,24 @@ class Snapshot:
         return {p.get("peer_id", ""): p for p in self.credit.get("peers", [])}
 
 
-async def _peers(node: Node) -> dict[str, Any]:
+async def _read(view: Coroutine[Any, Any, dict[str, Any]], what: str) -> dict[str, Any] | str:
+    """A network view, or why it could not be read: a sidecar that went away must not stop the
+    dashboard refreshing."""
     try:
-        return await asyncio.wait_for(node.views.peers(), 5.0)
-    except Exception as exc:  # a sidecar that went away must not stop the dashboard refreshing
-        log.debug("reading peers failed: %s", exc)
-        return {"unavailable": f"cannot read peers: {exc}"}
+        return await asyncio.wait_for(view, 5.0)
+    except Exception as exc:
+        log.debug("reading %s failed: %s", what, exc)
+        return f"cannot read {what}: {exc}"
+
+
+async def _peers(node: Node) -> dict[str, Any]:
+    got = await _read(node.views.peers(), "peers")
+    return got if isinstance(got, dict) else {"unavailable": got}
 
 
 async def _topology(node: Node) -> dict[str, Any]:
-    try:
-        return await asyncio.wait_for(node.topology(), 5.0)
-    except Exception as exc:  # as for peers: the dashboard keeps refreshing without it
-        log.debug("reading topology failed: %s", exc)
-        return {}
+    got = await _read(node.views.topology(), "topology")
+    return got if isinstance(got, dict) else {}
 
 
 def reachability_text(topology: dict[str, Any]) -> str:

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 
 class Shell(Protocol):
-    settings: Settings
+    @property
+    def settings(self) -> Settings: ...  # read-only here: a change goes through the app (apply_settings)
+
     config_file: Path
     launch_args: list[str]
     node: Node

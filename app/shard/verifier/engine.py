@@ -114,6 +114,12 @@ class Slot:
     job: Job | None = None
     last_used: float = 0.0
 
+    def running(self) -> Job:
+        """The job in this slot, for the steps that only touch slots holding one."""
+        if self.job is None:
+            raise EngineError(f"slot {self.seq_id} holds no job")
+        return self.job
+
 
 class EngineError(Exception):
     pass
@@ -287,7 +293,7 @@ class Engine:
     def _step(self) -> None:
         active = [s for s in self.slots if s.job is not None]
         for slot in active:
-            if slot.job.cancelled:
+            if slot.running().cancelled:
                 self._finish(slot, "cancelled")
         active = [s for s in active if s.job is not None]
         if not active:
@@ -298,7 +304,7 @@ class Engine:
         # slot, pending tokens, draft (None: a prompt chunk, no logits needed yet), draft source
         rows: list[tuple[Slot, list[int], list[int] | None, str]] = []
         for slot in active:
-            job = slot.job
+            job = slot.running()
             pending = job.tokens[job.n_past :]
             room = self.n_batch - n
             if room <= 0:
@@ -307,9 +313,9 @@ class Engine:
                 rows.append((slot, pending[:room], None, ""))
                 n += room
                 continue
-            draft, source = self._offer(job, room - len(pending))
-            n += len(pending) + (len(draft) if source == "given" else 0)
-            rows.append((slot, pending, draft, source))
+            offer, source = self._offer(job, room - len(pending))
+            n += len(pending) + (len(offer) if source == "given" else 0)
+            rows.append((slot, pending, offer, source))
         self._choose_drafts(rows, n)
         b = self.batch.batch
         n = 0
@@ -318,7 +324,7 @@ class Engine:
             first = n
             for i, tok in enumerate(itertools.chain(pending, draft or ())):
                 b.token[n] = tok
-                b.pos[n] = slot.job.n_past + i
+                b.pos[n] = slot.running().n_past + i
                 b.n_seq_id[n] = 1
                 b.seq_id[n][0] = slot.seq_id
                 b.logits[n] = draft is not None and i >= len(pending) - 1
@@ -338,7 +344,7 @@ class Engine:
             return
         self.counters["steps"] += 1
         for slot, first, n_pending, draft in plan:
-            job = slot.job
+            job = slot.running()
             if draft is None:
                 job.n_past += n_pending
                 slot.cached = job.tokens[: job.n_past]
@@ -397,16 +403,17 @@ class Engine:
             self.curve,
             n,
             emitting,
-            [(self._rate(rows[i][0].job, rows[i][3]), len(rows[i][2] or ())) for i in offered],
+            [(self._rate(rows[i][0].running(), rows[i][3]), len(rows[i][2] or ())) for i in offered],
             self.n_batch - n,
             explore=self.counters["steps"] % EXPLORE_EVERY == 0,
         )
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]
             rows[i] = (slot, pending, (draft or [])[:k], source)
-            if source.startswith("external") and k == 0 and slot.job.external is not None:
-                slot.job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
-                slot.job.external = None
+            job = slot.running()
+            if source.startswith("external") and k == 0 and job.external is not None:
+                job.external.done(0, 0, "verified")  # not worth checking in this batch: nothing checked
+                job.external = None
 
     def _learn(self, job: Job) -> None:
         """Score the job's waiting proposals against what the target produced: the acceptance
@@ -444,8 +451,9 @@ class Engine:
         return best.tokens[offset : offset + min(limit, best.limit or limit)], best.key
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
-        job = slot.job
+        job = slot.running()
         chooser = job.chooser
+        assert chooser is not None, "submit() gives every job its chooser"
         n_vocab = self.model.n_vocab
         accepted: list[int] = []
         lps: list[dict[str, Any]] = []
@@ -483,7 +491,9 @@ class Engine:
             self._learn(job)
 
     def _emit_tokens(self, slot: Slot, tokens: list[int], lps: list[dict[str, Any]] | None = None) -> None:
-        job = slot.job
+        job = slot.running()
+        stream = job.text
+        assert stream is not None, "submit() gives every job its text stream"
         if not job.stats.first_token_at:
             job.stats.first_token_at = time.monotonic()
             self.counters["prompt_tokens"] += len(job.prompt) - job.stats.cached_tokens
@@ -498,8 +508,8 @@ class Engine:
             if lps:
                 out_lps.append(lps[len(ids) - 1])
             job.stats.completion_tokens += 1
-            text.append(job.text.push(self.model.piece(tok)))
-            if job.text.stopped:
+            text.append(stream.push(self.model.piece(tok)))
+            if stream.stopped:
                 reason = "stop"
                 break
             if job.max_tokens and job.stats.completion_tokens >= job.max_tokens:
@@ -518,8 +528,8 @@ class Engine:
             job.emit(event)
         slot.cached = job.tokens[: job.n_past]
         if reason:
-            if reason != "stop" or not job.text.stopped:
-                tail = job.text.flush()
+            if reason != "stop" or not stream.stopped:
+                tail = stream.flush()
                 if tail:
                     job.emit({"type": "token", "text": tail, "ids": []})
             self._finish(slot, reason)

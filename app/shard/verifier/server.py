@@ -176,7 +176,11 @@ def _start_job(request: web.Request, job: Job) -> tuple[Engine, asyncio.Queue[di
     engine = _ready_engine(request)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    job.emit = lambda event: loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def emit(event: dict[str, Any]) -> None:  # called on the engine's thread
+        loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    job.emit = emit
     engine.submit(job)
     return engine, queue
 

@@ -107,7 +107,7 @@ class LogsPage(QWidget):
 
     # -- the lines --------------------------------------------------------------------------------
 
-    def _child_lines(self, name: str) -> tuple[Iterable[str], str]:
+    def _child_lines(self, name: str) -> tuple[Sequence[str], str]:
         lines = self._child_output("verifier" if name == "Verifier" else "sidecar")
         if lines is None:
             why = (
