@@ -993,13 +993,12 @@ impl EventLoop {
                     }
                 }
             }
-            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. }) => {
+            BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if peer != self.peer_id()
                     && !self.swarm.is_connected(&peer)
-                    && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
-                {
-                    let _ = self.swarm.dial(peer);
-                }
+                    && self.limits.dial_discovered(peer, self.peers.len(), util::now_s()) =>
+            {
+                let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
