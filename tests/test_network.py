@@ -388,7 +388,10 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
             verdicts.append(cheater.post("/send-verify", {"peer_id": oracle_id, "request": forged}).json()["response"])
             credit = requests.get(oracle.api + "/system/credit", timeout=5).json()
             me = next((p for p in credit["peers"] if p["peer_id"] == cheater.info["peer_id"]), {})
-            if me.get("shadow_paused") and ignored(oracle).get("shadow_paused", 0) >= 1:
+            # Paused. (That a paused scout's drafts are still checked and answered as anyone's is
+            # test_attacks::test_15_a_shadow_paused…: under drafting sessions this works-only
+            # cheater's drafts arrive after the generation moved on, so they are stale, not checked.)
+            if me.get("shadow_paused"):
                 break
         events.close()
         stop.set()
