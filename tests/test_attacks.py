@@ -801,7 +801,11 @@ def test_2_a_scout_that_spots_golden_tickets_and_answers_them_from_memory_catche
         assert n >= 3 and accepted < 0.1 * proposed, (n, proposed, accepted)
         peers = requests.get(oracle.api + "/system/peers", timeout=5).json()["peers"]
         assert next(p for p in peers if p["peer_id"] == peer.peer_id)["shadow_paused"] is True
-        # Not right after a real work: the gap before each ticket's first work.
+
+        # Not right after a real work: the gap before each ticket's first work. The old tickets went
+        # out in the same publish as a real work (a gap of milliseconds); now a ticket starts at a
+        # random time, often beside a running real request whose works keep coming every few
+        # tokens, so the gaps spread from tenths of a second to seconds.
         gaps = []
         for key in ticket_keys:
             first = min(t for t, w, _ in ticket_works if w["work_id"].startswith(key))
@@ -809,7 +813,7 @@ def test_2_a_scout_that_spots_golden_tickets_and_answers_them_from_memory_catche
             if before:
                 gaps.append(first - max(before))
         print("gaps before tickets (s):", sorted(round(g, 2) for g in gaps))
-        assert gaps and sorted(gaps)[len(gaps) // 2] > 0.5, gaps
+        assert gaps and sorted(gaps)[len(gaps) // 2] > 0.1, gaps
     finally:
         stop.set()
         peer.stop()
