@@ -45,6 +45,19 @@ def oracle(slow_twin_model: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     node.stop()
 
 
+def announce_paired_scout(d: Daemon, oracle: ServedNode) -> None:
+    """A raw daemon announces itself as a scout paired with `oracle` (so a `local` Oracle admits it)."""
+    info = {
+        "roles": ["scout"],
+        "models": [],
+        "capacity": 1,
+        "load": 0,
+        "agent": "probe/1",
+        "pair_key": pair_key(oracle),
+    }
+    assert d.session.put(d.url + "/local-info", json=info, timeout=5).ok
+
+
 def test_topology_shows_the_sidecar_addresses(oracle: ServedNode) -> None:
     topo = requests.get(oracle.api + "/system/topology", timeout=5).json()
     assert topo["sidecar"] == "running"
@@ -225,18 +238,7 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
         bootstrap=next(a for a in topo["listen_addrs"] if "/tcp/" in a and "/ws" not in a),
     )
     try:
-        assert d.session.put(
-            d.url + "/local-info",
-            json={
-                "roles": ["scout"],
-                "models": [],
-                "capacity": 1,
-                "load": 0,
-                "agent": "probe/1",
-                "pair_key": pair_key(oracle),
-            },
-            timeout=5,
-        ).ok  # paired
+        announce_paired_scout(d, oracle)
         wait_for(
             lambda: any(
                 p["peer_id"] == d.info["peer_id"] and "scout" in p["roles"]
@@ -326,18 +328,7 @@ def test_a_cheating_scout_ends_shadow_paused_with_zero_credit(slow_twin_model: P
     stop = threading.Event()
     try:
         for d in (cheater, victim):
-            assert d.session.put(
-                d.url + "/local-info",
-                json={
-                    "roles": ["scout"],
-                    "models": [],
-                    "capacity": 1,
-                    "load": 0,
-                    "agent": "probe/1",
-                    "pair_key": pair_key(oracle),
-                },
-                timeout=5,
-            ).ok
+            announce_paired_scout(d, oracle)
         wait_for(
             lambda: (
                 sum(
