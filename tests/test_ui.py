@@ -974,7 +974,7 @@ def test_window_does_not_widen_itself_and_copy_confirms(shell: ShardApp, loop: a
     w.show_page("overview")
     width = w.width()
     shell._set_state("warning", "No model: " + "a very long state line " * 40)
-    QApplication.processEvents()
+    run(loop, asyncio.sleep(0.05))  # Qt lays out under the running loop, never beside it
     assert w.width() == width and w.minimumSizeHint().width() < width
     shell.refresh_state()
     w.pages["overview"].copy_button.click()
