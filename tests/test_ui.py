@@ -26,6 +26,7 @@ import openai  # noqa: E402
 import psutil  # noqa: E402
 import PySide6  # noqa: E402,F401  (before qasync)
 import pytest  # noqa: E402
+import pytestqt.plugin  # noqa: E402
 import qasync  # noqa: E402
 import requests  # noqa: E402
 from keyring.backends import fail  # noqa: E402
@@ -46,17 +47,41 @@ from shard.ui.single_instance import SingleInstance  # noqa: E402
 # -- harness: one qasync loop on pytest-qt's QApplication --------------------------------------
 
 
+# Qt's events carry qasync's callbacks (task steps, timers, socket readiness), so Qt may process
+# events only while the asyncio loop runs: a callback run outside it has no running loop and the
+# task it steps fails in whatever it awaits next ("RuntimeError: no running event loop", and
+# "coroutine ... was never awaited" for the coroutine it was about to await). Two things processed
+# events outside the loop here: qasync's run_until_complete (once more after its loop stopped) and
+# pytest-qt (after each setup, call and teardown); `run` and the `loop` fixture keep both inside it.
+
+
 @pytest.fixture(scope="module")
 def loop(qapp: QApplication) -> Iterator[asyncio.AbstractEventLoop]:
     lp = qasync.QEventLoop(qapp)
     asyncio.set_event_loop(lp)
-    yield lp
+    with pytest.MonkeyPatch.context() as mp:
+        # pytest-qt's processEvents between a test's phases: under the running loop instead.
+        mp.setattr(pytestqt.plugin, "_process_events", lambda: run(lp, asyncio.sleep(0)))
+        yield lp
+        left = [t for t in asyncio.all_tasks(lp) if not t.done()]
+        for task in left:
+            task.cancel()
+        run(lp, asyncio.gather(*left, return_exceptions=True))
     lp.close()  # joins its executor thread (asyncio.to_thread)
     asyncio.set_event_loop(None)
+    assert not left, f"tasks left running after the module's tests: {left}"
 
 
 def run(loop: asyncio.AbstractEventLoop, aw: Awaitable[Any], timeout: float = 60) -> Any:
-    return loop.run_until_complete(asyncio.wait_for(aw, timeout))
+    """Run `aw` on the loop until it is done (qasync's run_until_complete, less the processEvents
+    it runs after the loop has stopped)."""
+    task = asyncio.ensure_future(asyncio.wait_for(aw, timeout), loop=loop)
+    task.add_done_callback(lambda _: loop.stop())
+    loop.run_forever()
+    if not task.done():
+        task.cancel()
+        raise RuntimeError("Qt's event loop was quit before the awaited work was done")
+    return task.result()
 
 
 async def until(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
@@ -779,20 +804,27 @@ def test_with_sidecar_contributing_peers_and_clean_quit(
 def test_quit_stops_node_and_leaves_no_child(loop: asyncio.AbstractEventLoop, tiny_model: Path, tmp_path: Path) -> None:
     before = {p.pid for p in children()}  # the module's own app may have its verifier running
     shell = make_shell(tmp_path, tiny_model)
-    run(loop, shell.start())
-    run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the model"))
-    pid = shell.node.verifier.supervisor.pid
-    assert pid in [p.pid for p in children()] and pid not in before
-    shell.actions["quit"].trigger()
-    run(loop, shell.done.wait(), 30)
-    assert not shell.node.running and shell.node.verifier is None
-    left = [p for p in children() if p.pid not in before]
-    assert left == [], [p.cmdline() for p in left]
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    assert not shell.window.isVisible()
-    with pytest.raises(requests.ConnectionError):
-        requests.get(f"http://127.0.0.1:{shell.node.port}/health", timeout=2)
-    logging.getLogger().removeHandler(shell.ring)
+    others = [w for w in QApplication.topLevelWidgets() if w.isVisible()]
+    try:
+        run(loop, shell.start())
+        run(loop, until(lambda: shell.node.status()["status"] == "ok", 120, "the model"))
+        pid = shell.node.verifier.supervisor.pid
+        assert pid in [p.pid for p in children()] and pid not in before
+        for w in others:  # the module's app: hidden, so that Quit closes the last window (that ended Qt's loop)
+            w.hide()
+        shell.actions["quit"].trigger()
+        run(loop, shell.done.wait(), 30)
+        assert not shell.node.running and shell.node.verifier is None
+        left = [p for p in children() if p.pid not in before]
+        assert left == [], [p.cmdline() for p in left]
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert not shell.window.isVisible()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{shell.node.port}/health", timeout=2)
+    finally:
+        for w in others:
+            w.show()
+        close_shell(loop, shell)  # what run() does after Quit: the app's own tasks end with it
 
 
 def test_tray_state_mapping() -> None:
@@ -1088,7 +1120,7 @@ def test_update_check_off_switch(
     monkeypatch.setattr(updates, "CHECK_EVERY_S", 0.05)
     server.files["/feed.json"] = Served(b"{}")
     checker = updates.UpdateChecker(server.url + "/feed.json", "0.1.0", enabled=False, public_key="AAAA")
-    task = asyncio.ensure_future(checker.run(first_delay_s=0))
+    task = loop.create_task(checker.run(first_delay_s=0))
     try:
         run(loop, asyncio.sleep(0.3))
         assert checker.last is None and not [p for p, _ in server.requests if p == "/feed.json"], (
@@ -1099,5 +1131,6 @@ def test_update_check_off_switch(
         assert checker.last.state == "error" and "signed envelope" in checker.last.message
     finally:
         task.cancel()
+        run(loop, asyncio.gather(task, return_exceptions=True))  # its end, under the loop
     no_key = updates.UpdateChecker(server.url + "/feed.json", "0.1.0", public_key="")
     assert run(loop, no_key.check()).state == "off", "without a release key nothing is trusted (or fetched)"

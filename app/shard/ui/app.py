@@ -60,6 +60,9 @@ class ShardApp(QObject):
         launch_args: list[str] | None = None,
     ) -> None:
         super().__init__()
+        # A tray app: closing its window (Quit closes it before the node has stopped) must not end
+        # Qt's loop, and with it the asyncio loop that still has the node to stop.
+        QGuiApplication.setQuitOnLastWindowClosed(False)
         self.config_file = config_file
         # What start at login passes to `shard`, so that it starts this same node (see autostart).
         self.launch_args = (
@@ -433,7 +436,6 @@ def run(settings: Settings, config_file: Path, launch_args: list[str] | None = N
     app.setApplicationName("Shard")
     app.setApplicationDisplayName("Shard")
     app.setDesktopFileName("shard")
-    app.setQuitOnLastWindowClosed(False)
     app.setWindowIcon(icons.app_icon())
 
     from shard.ui.single_instance import SingleInstance
