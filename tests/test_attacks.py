@@ -601,7 +601,9 @@ def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path
             )
             assert r.status_code == 200, r.text
             time.sleep(0.1)
-        time.sleep(2)
+        # The flood goes on while the honest work comes in (a lost work never does; a slow machine reads late).
+        with contextlib.suppress(AssertionError):  # the assert below names what was lost
+            wait_for(lambda: {w["work_id"] for w in list(victim.works)} >= set(sent), 60, "the honest work")
         stop.set()
         for t in threads:
             t.join(10)
@@ -642,7 +644,7 @@ def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) 
                     p["peer_id"] == peer.peer_id
                     for p in victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]
                 ),
-                5,
+                9,  # under the 10-20 s it was locked out for; a loaded machine needs more than 5
                 "a real peer to get through",
             )
         finally:
@@ -1031,7 +1033,7 @@ def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: P
         )
         wait_for(
             lambda: metric(oracle, "shard_drafts_ignored_total", '{reason="gossip"}') >= 3,
-            20,
+            60,
             "the gossip drafts to be refused",
         )
         assert metric(oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') == 0  # was: checked and accepted

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +271,8 @@ async def test_on_lagged_the_node_reads_the_daemons_peers_again_so_no_ghost_stay
         node._on_network_event({"type": "peer_connected", "peer_id": ghost, "addr": "/ip4/127.0.0.1/tcp/9"})
         assert ghost in node.peer_table.peers
         node._on_network_event({"type": "lagged", "missed": 3})  # its peer_disconnected was dropped
-        for _ in range(100):
-            if ghost not in node.peer_table.peers:
-                break
+        deadline = time.monotonic() + 30  # a generous wait: a loaded machine answers late
+        while ghost in node.peer_table.peers and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         assert node.peer_table.peers == {}, "the ghost stayed after lagged"
     finally:

@@ -296,7 +296,7 @@ def test_a_node_killed_outright_leaves_no_sidecar(tiny_model: Path, tmp_path: Pa
     for pid in (sidecar, verifier):
         wait_for(
             lambda pid=pid: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
-            15,
+            60,
             what=f"child {pid} to exit",
         )
 
