@@ -17,7 +17,7 @@ import psutil
 import pytest
 import requests
 
-from harness import start_node
+from harness import start_node, wait_for
 
 
 def verifier_pid(node) -> int:
@@ -92,12 +92,11 @@ def test_node_killed_outright_takes_its_verifier_along(tiny_model: Path, tmp_pat
     pid = verifier_pid(node)
     node.proc.kill()  # SIGKILL: no cleanup code runs in the node; the verifier sees its stdin close
     node.proc.wait()
-    deadline = time.monotonic() + 10
-    while (
-        psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline
-    ):
-        time.sleep(0.1)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    wait_for(
+        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        60,
+        "the verifier to exit",
+    )
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness import nodes, start_node, stop, wait_for
+from harness import nodes, start_node, stop, until, wait_for
 from harness.ports import free_port
 
 
@@ -51,3 +52,21 @@ def test_wait_for_gives_up_when_the_process_exits() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(AssertionError, match="exited with 3 while waiting for nothing"):
         wait_for(lambda: False, 30, "nothing", alive=proc, log=lambda: "")
+
+
+async def test_until_lets_the_loop_run_and_counts_a_raising_check_as_not_yet() -> None:
+    ready = asyncio.Event()
+    asyncio.get_running_loop().call_later(0.2, ready.set)  # only runs if `until` awaits between checks
+    answers = iter([KeyError("not yet"), None, "done"])
+
+    def check() -> str | None:
+        if not ready.is_set():
+            return None
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert await until(check, 30, "the loop's timer") == "done"
+    with pytest.raises(AssertionError, match="timed out waiting for never"):
+        await until(lambda: False, 0.1, "never")

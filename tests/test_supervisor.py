@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import psutil
 
+from harness import until
 from shard.supervisor import ChildSpec, ChildState, Supervisor, SupervisorEvent
 
 CHILD = textwrap.dedent(
@@ -79,10 +80,7 @@ async def test_start_capture_restart_and_stop(tmp_path: Path) -> None:
     assert "hello from the child" in sup.tail()
     first_pid = sup.pid
     os.kill(first_pid, signal.SIGKILL)  # a crash: it must come back by itself
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        if sup.ready and sup.pid not in (None, first_pid):
-            break
+    await until(lambda: sup.ready and sup.pid not in (None, first_pid), 60, "the restart")
     assert sup.ready and sup.pid != first_pid and sup.restarts == 1
     assert any("exited with code -9" in e.message for e in events if e.state is ChildState.BACKOFF)
     states = [e.state for e in events]
@@ -106,11 +104,7 @@ async def test_fatal_exit_code_is_not_restarted(tmp_path: Path) -> None:
     events: list[SupervisorEvent] = []
     sup = make(tmp_path, "fatal", events, fatal_exit_codes=(3,))
     sup.start()
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if sup.state is ChildState.FAILED:
-            break
-    assert sup.state is ChildState.FAILED
+    await until(lambda: sup.state is ChildState.FAILED, 60, "the fatal exit")
     assert sup.last_error == "this model is not a model"
     assert sup.restarts == 0
     assert not await sup.wait_ready(0.3)
@@ -132,7 +126,7 @@ async def test_backoff_grows_between_crashes(tmp_path: Path) -> None:
         events.append,
     )
     sup.start()
-    await asyncio.sleep(2.0)
+    await until(lambda: sum(e.state is ChildState.BACKOFF for e in events) >= 4, 60, "four crashes")
     await sup.stop()
     delays = [float(e.message.rsplit("in ", 1)[1].rstrip("s")) for e in events if e.state is ChildState.BACKOFF]
     assert delays[:4] == [0.1, 0.2, 0.4, 0.4]
@@ -158,11 +152,8 @@ async def test_gives_up_after_repeated_crashes_while_starting(tmp_path: Path) ->
         events.append,
     )
     sup.start()
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if sup.state is ChildState.FAILED:
-            break
-    assert sup.state is ChildState.FAILED and sup.restarts == 2
+    await until(lambda: sup.state is ChildState.FAILED, 60, "the supervisor to give up")
+    assert sup.restarts == 2
     assert "3 times in a row" in sup.last_error and "-6" in sup.last_error
     await sup.stop()
 
@@ -178,18 +169,11 @@ async def test_a_child_gone_while_its_output_stays_open_is_not_reported_running(
     helper = int(next(line for line in sup.tail() if line.startswith("HELPER ")).split()[1])
     first_pid = sup.pid
     os.kill(first_pid, signal.SIGKILL)
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if sup.pid is None:
-            break
+    await until(lambda: sup.pid is None, 30, "the exit to be seen", interval=0.02)
     assert sup.state is ChildState.RUNNING  # the watch loop has not noticed
     assert sup.snapshot() == {"state": "restarting", "pid": None, "restarts": 0, "last_error": ""}
     assert not sup.ready
-    for _ in range(200):
-        await asyncio.sleep(0.05)
-        if sup.ready and sup.pid not in (None, first_pid):
-            break
+    await until(lambda: sup.ready and sup.pid not in (None, first_pid), 60, "the restart")
     assert sup.ready and sup.restarts == 1
-    await asyncio.sleep(0.2)
-    assert gone(helper)  # killed with the child's group
+    await until(lambda: gone(helper), 10, "the helper to go (it lives 60 s on its own)")  # killed with the group
     await sup.stop()

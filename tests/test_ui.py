@@ -16,7 +16,7 @@ import stat  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
+from collections.abc import Awaitable, Iterator  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any
 
@@ -34,7 +34,7 @@ from PySide6.QtCore import QObject, QUrl, Slot  # noqa: E402
 from PySide6.QtGui import QDesktopServices, QGuiApplication  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from harness import free_port, start_node, wait_for  # noqa: E402
+from harness import free_port, start_node, until, wait_for  # noqa: E402
 from harness.tiny_gguf import write_tiny_gguf  # noqa: E402
 from shard.config import load_settings  # noqa: E402
 from shard.ui import data  # noqa: E402
@@ -82,16 +82,6 @@ def run(loop: asyncio.AbstractEventLoop, aw: Awaitable[Any], timeout: float = 60
         task.cancel()
         raise RuntimeError("Qt's event loop was quit before the awaited work was done")
     return task.result()
-
-
-async def until(cond: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(autouse=True)

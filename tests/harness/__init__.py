@@ -16,7 +16,7 @@ from harness.nodes import (
 )
 from harness.ports import free_port
 from harness.processes import stop, tree, tree_rss
-from harness.waiting import wait_for
+from harness.waiting import until, wait_for
 
 __all__ = [
     "MODEL_CACHE",
@@ -33,5 +33,6 @@ __all__ = [
     "timed_chat",
     "tree",
     "tree_rss",
+    "until",
     "wait_for",
 ]

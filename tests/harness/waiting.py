@@ -1,7 +1,9 @@
-"""Polling until a condition holds: the one wait loop of the tests and benches."""
+"""Polling until a condition holds: the one wait loop of the tests and benches (and its twin for
+code on a running asyncio loop)."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from collections.abc import Callable
@@ -42,12 +44,25 @@ def wait_for(
         if alive is not None and alive.poll() is not None:
             detail = f":\n{log()}" if log else ""
             raise AssertionError(f"exited with {alive.returncode} while waiting for {what}{detail}")
-        try:
-            value = check()
-            if value:
-                return value
-        except NOT_YET:
-            pass
+        if value := _try(check):
+            return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(interval)
+
+
+async def until(check: Callable[[], T], timeout: float = 60.0, what: str = "condition", *, interval: float = 0.05) -> T:
+    """`wait_for` on a running asyncio loop: it awaits between checks, so the loop's own work goes on."""
+    deadline = time.monotonic() + timeout
+    while not (value := _try(check)):
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(interval)
+    return value
+
+
+def _try(check: Callable[[], T]) -> T | None:
+    try:
+        return check()
+    except NOT_YET:
+        return None
