@@ -33,7 +33,7 @@ describe('protocol/fixtures', () => {
 describe('receipts', () => {
   const fixture = read('verdict', 'valid-verified-with-receipt.json') as { work_id: string, receipt: { receipt: Receipt } }
   const { issuer, subject } = fixture.receipt.receipt
-  const want = { oracle: issuer, self: subject, workId: fixture.work_id, offered: 8 }
+  const want = { oracle: issuer, self: subject, ref: fixture.work_id, offered: 8 }
 
   it('checks the signature Python made over its canonical JSON', async () => {
     expect(new TextDecoder().decode(receiptPayload(fixture.receipt.receipt))).toBe(
@@ -49,7 +49,7 @@ describe('receipts', () => {
     expect(await receiptCredit(parseVerdict({ ...fixture, receipt: undefined }).receipt, want, verifyPeerSignature)).toBe(0)
     expect(await receiptCredit(tampered, want, verifyPeerSignature)).toBe(0) // the signature no longer matches
     expect(await receiptCredit(fixture.receipt, { ...want, self: issuer }, verifyPeerSignature)).toBe(0) // for someone else
-    expect(await receiptCredit(fixture.receipt, { ...want, workId: 'other.1' }, verifyPeerSignature)).toBe(0)
+    expect(await receiptCredit(fixture.receipt, { ...want, ref: 'other.1' }, verifyPeerSignature)).toBe(0)
     expect(await receiptCredit(fixture.receipt, { ...want, offered: 2 }, verifyPeerSignature)).toBe(0) // more than was offered
     // Well formed and about this draft, but signed by another key than the Oracle's.
     const other = await generateKeyPair('Ed25519')

@@ -157,6 +157,7 @@ class Progress:
     position: Position
     tokens: Annotated[list[TokenId], Field(max_length=MAX_PROGRESS_TOKENS)]
     text: ProgressText = ""
+    model: Name = ""  # the Oracle's model, as in its works: the sidecar publishes it on that model's topic too
     type: Literal["progress"] = "progress"
     v: Version = VERSION
 
