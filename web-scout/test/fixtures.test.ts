@@ -5,13 +5,13 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
-import { MessageError, parseDraft, parseHandshake, parseReceipt, parseVerdict, parseWork, receiptCredit, receiptPayload, type Receipt } from '../src/messages'
+import { MessageError, parseDraft, parseHandshake, parseProgress, parseReceipt, parseVerdict, parseWork, receiptCredit, receiptPayload, type Receipt } from '../src/messages'
 import { verifyPeerSignature } from '../src/signature'
 
 const ROOT = join(__dirname, '..', '..', 'protocol', 'fixtures')
 // The messages this scout parses; infer_request is between nodes only (Python and the sidecar).
 const PARSERS: Record<string, (d: unknown) => unknown> = {
-  work: parseWork, draft: parseDraft, verdict: parseVerdict, handshake: parseHandshake, receipt: parseReceipt
+  work: parseWork, draft: parseDraft, verdict: parseVerdict, handshake: parseHandshake, receipt: parseReceipt, progress: parseProgress
 }
 const read = (message: string, name: string): unknown => JSON.parse(readFileSync(join(ROOT, message, name), 'utf8'))
 
