@@ -164,8 +164,8 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
-        f"\nOracle: exact {args.slowdown:g}x twin of SmolLM2-135M Q4_1 (1 thread, CPU 0); scout: the web scout "
-        f"page in headless Chromium (CPU 1), wllama 1 thread with the Oracle's draft model (SmolLM2); workload "
+        f"\nOracle: {rows[0]['oracle'].split(',')[0]} twin of SmolLM2-135M Q4_1 (1 thread, CPU 0); scout: the web "
+        f"scout page in headless Chromium (CPU 1), wllama 1 thread with the Oracle's draft model (SmolLM2); workload "
         f"{args.workload}, {args.tokens} tokens x {args.rounds} round(s) x 3 prompts, greedy\n"
     )
     print("| run | tok/s | vs plain | acceptance | tokens per step | scout's share of accepted | same text |")
