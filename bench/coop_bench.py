@@ -16,6 +16,7 @@ per verify step that checked a draft), tokens per verify step, and the scout's s
 draft tokens.
 
     .venv/bin/python bench/coop_bench.py [--slowdowns 4] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
+                                         [--tab 8]   (the browser tab's rows: bench/coop_tab.py)
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
@@ -220,6 +221,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
     ap.add_argument("--skip", default="", help="comma list of row kinds to leave out (lookup, scout+lookup, all-wrong)")
+    ap.add_argument("--tab", type=float, default=0, help="add the browser tab's rows for a twin this many times slower")
     args = ap.parse_args()
     from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
 
@@ -296,6 +298,10 @@ def main() -> None:
                     }
                 )
                 print(f"{oracle_name} / {name}: {rows[-1]['speed']:.2f} tok/s", file=sys.stderr, flush=True)
+        if args.tab:  # the browser tab as the scout (bench/coop_tab.py): its own twin, plain and the tab
+            from coop_tab import tab_rows
+
+            rows += tab_rows(args.model, tmp, args.tab, args.workload, args.tokens, args.rounds)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(

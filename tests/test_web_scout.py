@@ -1,8 +1,9 @@
 """The browser web scout (web-scout/): the node serves its page, assets and models at /scout/;
 the page's unit tests and its js-libp2p <-> rust-libp2p interop test (vitest); and end to end, a
 real headless Chromium (Debian's, driven by playwright-core) opening the page from a real
-`shard serve` with SmolLM2 and its sidecar: it dials the sidecar, loads wllama, takes work and
-sends drafts that the Oracle verifies and credits to the browser's peer id.
+`shard serve` with SmolLM2 and its sidecar: it dials the sidecar, loads wllama, takes work and the
+Oracle's progress, drafts ahead of the Oracle in a drafting session per request, and sends drafts
+that the Oracle verifies and credits to the browser's peer id.
 
 Needs Node.js with `web-scout/node_modules` and `web-scout/dist` (scripts/setup builds them) and
 /usr/bin/chromium (.ci/run installs it); the tests that need them skip with the reason otherwise."""
@@ -184,7 +185,11 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
                 model="default", messages=[{"role": "user", "content": EDIT_PROMPT}], max_tokens=320, temperature=0
             )
             answers.append(r.choices[0].message.content)
-            if metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before:
+            time.sleep(1)  # the page's state reaches the test every 500 ms
+            if (
+                metric(smol_oracle, "shard_draft_tokens_accepted_total", '{source="scout"}') > before
+                and browser.state["sessions"]["acceptedAfterFirst"] > 0
+            ):
                 break
         # the page's state reaches the test every 500 ms: wait for it to catch up
         wait_for(
@@ -217,6 +222,11 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
         )
         assert final["credit"] == final["accepted"]
         assert final["verdicts"].get("verified", 0) > 0
+        # a drafting session, not one draft per work: the tab followed the Oracle's progress messages
+        # and drafted ahead of them, its later drafts of a request (seq 2, 3, ...) accepted too
+        sessions = final["sessions"]
+        assert sessions["progress"] > 0 and sessions["progressUsed"] > 0, sessions
+        assert sessions["maxSeq"] > 1 and sessions["acceptedAfterFirst"] > 0, sessions
     finally:
         browser.stop()
 
@@ -249,6 +259,48 @@ def test_the_tab_loads_the_draft_model_not_the_oracles(slow_twin_model: Path, ti
         )[0]
         assert peer["models"] == [tiny_model.name]  # it drafts with the draft model
         assert slow_twin_model.name not in json.dumps(browser.state)
+    finally:
+        if browser is not None:
+            browser.stop()
+        node.stop()
+
+
+def test_the_tab_takes_gossip_work_and_progress_on_its_models_topic(tiny_model: Path, tmp_path: Path) -> None:
+    """With `--privacy anyone` the Oracle publishes work and progress on gossip: the tab is on its
+    Oracle's model topic (`shard-work/<model>`, not everyone's `shard-work`) and still receives
+    both there (a progress message names its model, so the sidecar routes it to that topic too)."""
+    need_node_tools(browser=True)
+    node = start_node(tiny_model, tmp_path, "--ctx-size", "512", "--privacy", "anyone", sidecar=True)
+    browser = None
+    try:
+        wait_for(lambda: node.status()["sidecar"]["state"] == "running", what="the sidecar")
+        browser = BrowserScout(node.url + "/scout/", tmp_path / "chromium.log")
+        state = wait_for(
+            lambda: browser.state.get("connected") and browser.state.get("nodeInfo") and browser.state,
+            timeout=120,
+            what="the page to connect and read the node's handshake",
+        )
+        models = state["nodeInfo"]["models"]
+        assert models and state["workTopics"] == [f"shard-work/{m}" for m in models], state["workTopics"]
+        me = state["peerId"]
+        wait_for(
+            lambda: any(
+                p["peer_id"] == me and p["roles"] == ["scout"]
+                for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"]
+            ),
+            what="the browser's handshake at the node",
+        )
+        client = OpenAI(base_url=node.api, api_key="unused", max_retries=0, timeout=120)
+
+        def heard() -> bool:
+            client.completions.create(model="default", prompt="Once upon a time", max_tokens=48, temperature=0)
+            time.sleep(1)  # the page's state reaches the test every 500 ms
+            return browser.state["work"]["gossip"] > 0 and browser.state["sessions"]["progress"] > 0
+
+        wait_for(heard, timeout=120, what="work and progress on the model's topic")
+        final = browser.state
+        assert final["work"]["direct"] == 0  # it all came on gossip, on the one topic the tab is on
+        assert final["workTopics"] == state["workTopics"]
     finally:
         if browser is not None:
             browser.stop()

@@ -24,7 +24,8 @@ function render (s: ScoutState): void {
   $('speed').textContent = (d.tokensPerSecond !== null ? `${d.tokensPerSecond} tokens/s (model drafts)` : '–') +
     (s.oracleTokensPerSecond !== null ? `; the Oracle decodes ${s.oracleTokensPerSecond} tokens/s` : '')
   $('inuse').textContent = d.kind === 'lookup' ? 'prompt lookup only' : (d.modelInUse ? 'yes' : 'resting') + (d.why !== '' ? ` (${d.why})` : '')
-  $('work').textContent = `${s.work.received} (direct ${s.work.direct}, gossip ${s.work.gossip}; skipped: ${s.work.stale} past deadline, ${s.work.superseded} superseded)`
+  $('work').textContent = `${s.work.received} (direct ${s.work.direct}, gossip ${s.work.gossip}; skipped: ${s.work.stale} past deadline, ${s.work.superseded} superseded); ` +
+    `progress ${s.sessions.progress}; ${s.sessions.started} drafting sessions (${s.sessions.live} live), up to ${s.sessions.maxSeq} drafts in one; topics ${s.workTopics.join(', ')}`
   $('drafts').textContent = `${s.drafts.sent} (${Object.entries(s.drafts.bySource).map(([k, v]) => `${k} ${v}`).join(', ') || 'none yet'})${s.drafts.failed > 0 ? `, ${s.drafts.failed} undelivered` : ''}`
   $('accepted').textContent = `${s.accepted} of ${s.proposed} proposed tokens`
   $('credit').textContent = `${s.credit}`

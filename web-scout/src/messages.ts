@@ -10,6 +10,9 @@ export const MAX_CONTEXT_TOKENS = 32_768
 export const MAX_DRAFT_TOKENS = 16
 export const MAX_DRAFT_CHARS = 512
 export const MAX_MESSAGE_BYTES = 256 * 1024 // the sidecar's limit on a work / verify object
+export const MAX_PROGRESS_TOKENS = 64
+export const MAX_PROGRESS_CHARS = 2048
+export const MAX_DRAFT_SEQ = 1 << 20
 
 export class MessageError extends Error {}
 
@@ -31,6 +34,20 @@ export interface Draft {
   position: number
   text?: string
   tokens?: number[]
+  /** the draft's number in a drafting session (1, 2, ...): its receipt is about `<work_id>#<seq>` */
+  seq?: number
+}
+
+/** The tokens an Oracle decided for a request, streamed to its scouts (a drafting session's news). */
+export interface Progress {
+  v: number
+  type: 'progress'
+  work_id: string
+  position: number
+  tokens: number[]
+  text: string
+  /** the Oracle's model (routes it to the model's gossip topic); '' from Oracles that predate it */
+  model: string
 }
 
 export type Outcome = 'verified' | 'stale' | 'finished' | 'ignored' | string
@@ -146,7 +163,34 @@ export function parseDraft (d: unknown): Draft {
   const draft: Draft = { v: VERSION, work_id: str(o, 'work_id', MAX_WORK_ID), position: int(o, 'position', 1, 2 ** 30) }
   if (hasText) draft.text = str(o, 'text', MAX_DRAFT_CHARS)
   else draft.tokens = tokenList(o, 'tokens', MAX_DRAFT_TOKENS) ?? undefined
+  if (o.seq !== undefined) draft.seq = int(o, 'seq', 0, MAX_DRAFT_SEQ)
   return draft
+}
+
+/** Whether a payload on the work channel is a `Progress` (its `type` tells it from a `Work`). */
+export function isProgress (d: unknown): boolean {
+  return typeof d === 'object' && d !== null && !Array.isArray(d) && (d as { type?: unknown }).type === 'progress'
+}
+
+export function parseProgress (d: unknown): Progress {
+  const o = object(d)
+  if (o.type !== 'progress') throw new MessageError("'type' must be 'progress'")
+  const tokens = tokenList(o, 'tokens', MAX_PROGRESS_TOKENS)
+  if (tokens === null) throw new MessageError(`'tokens' must be a non-empty list of at most ${MAX_PROGRESS_TOKENS} token ids`)
+  return {
+    v: VERSION,
+    type: 'progress',
+    work_id: str(o, 'work_id', MAX_WORK_ID),
+    position: int(o, 'position', 1, 2 ** 30),
+    tokens,
+    text: o.text === undefined ? '' : str(o, 'text', MAX_PROGRESS_CHARS, true),
+    model: o.model === undefined ? '' : str(o, 'model', 256, true)
+  }
+}
+
+/** What a draft's receipt and ledger entry are about: the work, and the draft within it. */
+export function draftRef (draft: Draft): string {
+  return draft.seq !== undefined && draft.seq > 0 ? `${draft.work_id}#${draft.seq}` : draft.work_id
 }
 
 /** A draft for `work` from `text`: null when there is nothing to send. Cut to the wire limit
@@ -224,10 +268,10 @@ export function receiptPayload (r: Receipt): Uint8Array {
 export type SignatureCheck = (issuer: string, payload: Uint8Array, signature: Uint8Array) => Promise<boolean>
 
 /** The credit a verdict's receipt backs: its amount if it is well formed, about this exchange
- * (kind "draft", from `oracle`, for `self`, for `workId`), for at most `offered` tokens and signed
+ * (kind "draft", from `oracle`, for `self`, about `ref`: the draft's `draftRef`), for at most `offered` tokens and signed
  * by the Oracle; else 0. Mirrors app/shard/coop/scout.py (receipts.check). */
 export async function receiptCredit (
-  receipt: unknown, want: { oracle: string, self: string, workId: string, offered: number }, verify: SignatureCheck
+  receipt: unknown, want: { oracle: string, self: string, ref: string, offered: number }, verify: SignatureCheck
 ): Promise<number> {
   let signed: SignedReceipt
   try {
@@ -236,7 +280,7 @@ export async function receiptCredit (
     return 0
   }
   const r = signed.receipt
-  if (r.kind !== 'draft' || r.issuer !== want.oracle || r.subject !== want.self || r.ref !== want.workId || r.amount > want.offered) return 0
+  if (r.kind !== 'draft' || r.issuer !== want.oracle || r.subject !== want.self || r.ref !== want.ref || r.amount > want.offered) return 0
   let sig: Uint8Array
   try {
     sig = Uint8Array.from(atob(signed.signature_b64), c => c.charCodeAt(0))

@@ -3,7 +3,8 @@
 //   /shard/1.0.0/handshake      request-response: our info for theirs (role "scout")
 //   /shard/work/1.0.0           request-response: work pushed to us, answered {"ok":true}
 //   /shard/oracle/verify/1.0.0  request-response: our draft out, the Oracle's verdict back
-//   gossipsub shard-work, shard-work-result
+//   gossipsub shard-work/<model> (the work of the model the tab drafts for; shard-work until its
+//   node's handshake names the model), shard-work-result
 // rust-libp2p's JSON request-response codec: one JSON value per stream, no length prefix, the
 // writer closes its side after the message, the reader reads to the end.
 
@@ -16,13 +17,36 @@ import { webSockets } from '@libp2p/websockets'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import type { Connection, PeerId, Stream } from '@libp2p/interface'
-import { decodeJson, encodeJson, MessageError, parseHandshake, parseWork, type HandshakeInfo, type Work } from './messages'
+import { decodeJson, encodeJson, isProgress, MessageError, parseHandshake, parseProgress, parseWork, type HandshakeInfo, type Progress, type Work } from './messages'
 
 export const PROTO_HANDSHAKE = '/shard/1.0.0/handshake'
 export const PROTO_WORK = '/shard/work/1.0.0'
 export const PROTO_VERIFY = '/shard/oracle/verify/1.0.0'
 export const TOPIC_WORK = 'shard-work'
 export const TOPIC_RESULT = 'shard-work-result'
+export const WORK_TOPIC_PREFIX = 'shard-work/'
+export const MAX_WORK_TOPICS = 8 // as the sidecar's PUT /work-topics
+const MAX_MODEL_CHARS = 256
+
+/** The gossip work topic of `model` (sidecar/src/topics.rs). */
+export function workTopic (model: string): string { return WORK_TOPIC_PREFIX + model }
+
+/** The work topics to be on for `models` (the models drafted for): theirs, else the shared topic.
+ * Model ids as the sidecar takes them (1 to 256 characters, none a control character). */
+export function workTopics (models: string[]): string[] {
+  // eslint-disable-next-line no-control-regex
+  const ok = [...new Set(models)].filter(m => m.length > 0 && [...m].length <= MAX_MODEL_CHARS && !/[\u0000-\u001f\u007f-\u009f]/.test(m))
+  return ok.length === 0 ? [TOPIC_WORK] : ok.slice(0, MAX_WORK_TOPICS).map(workTopic)
+}
+
+/** Whether a message on `topic` is work (or progress) for a node on `topics`: on a model's topic,
+ * only that model's (the sidecar refuses to relay another's there too). */
+export function takesWork (topics: string[], topic: string, payload: unknown): boolean {
+  if (!topics.includes(topic)) return false
+  if (!topic.startsWith(WORK_TOPIC_PREFIX)) return true
+  const model = (payload as { model?: unknown } | null)?.model
+  return model === topic.slice(WORK_TOPIC_PREFIX.length)
+}
 export const MAX_REQUEST_BYTES = 1024 * 1024 // the codec's limits
 export const MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 
@@ -30,6 +54,7 @@ export type Via = 'direct' | 'gossip'
 
 export interface NetEvents {
   onWork?: (from: string, work: Work, via: Via) => void
+  onProgress?: (from: string, progress: Progress, via: Via) => void
   onHandshake?: (from: string, info: HandshakeInfo) => void
   onPeer?: (peer: string, connected: boolean) => void
   onLog?: (line: string) => void
@@ -74,6 +99,8 @@ export interface ScoutNetOptions {
 export class ScoutNet {
   node!: Libp2p<{ pubsub: ReturnType<ReturnType<typeof gossipsub>>, identify: unknown, ping: unknown }>
   readonly peerInfo = new Map<string, HandshakeInfo>()
+  /** the gossip work topics this tab is on */
+  topics: string[] = [TOPIC_WORK]
   constructor (private readonly opts: ScoutNetOptions) {}
 
   private log (line: string): void { this.opts.events.onLog?.(line) }
@@ -94,15 +121,15 @@ export class ScoutNet {
     await this.node.handle(PROTO_HANDSHAKE, (s, c) => this.onHandshakeStream(s, c))
     await this.node.handle(PROTO_WORK, (s, c) => this.onWorkStream(s, c))
     const pubsub = this.node.services.pubsub
-    pubsub.subscribe(TOPIC_WORK)
+    for (const t of this.topics) pubsub.subscribe(t)
     pubsub.subscribe(TOPIC_RESULT)
     pubsub.addEventListener('message', (evt) => {
       const msg = evt.detail
-      if (msg.topic !== TOPIC_WORK || msg.type !== 'signed') return
+      if (!this.topics.includes(msg.topic) || msg.type !== 'signed') return
       try {
         const payload = decodeJson(msg.data, MAX_REQUEST_BYTES)
-        if (isProgress(payload)) return
-        this.opts.events.onWork?.(msg.from.toString(), parseWork(payload), 'gossip')
+        if (!takesWork(this.topics, msg.topic, payload)) throw new MessageError(`not work for ${msg.topic}`)
+        this.deliver(msg.from.toString(), payload, 'gossip')
       } catch (err) {
         this.log(`bad gossip work from ${msg.from.toString()}: ${(err as Error).message}`)
       }
@@ -115,6 +142,23 @@ export class ScoutNet {
   }
 
   get peerId (): string { return this.node.peerId.toString() }
+
+  /** Be on the work topics of `models` (the models this tab drafts for; none: the shared topic),
+   * as a headless scout's sidecar is after `PUT /work-topics`. */
+  setWorkTopics (models: string[]): string[] {
+    const next = workTopics(models)
+    const pubsub = this.node.services.pubsub
+    for (const t of this.topics) if (!next.includes(t)) pubsub.unsubscribe(t)
+    for (const t of next) if (!this.topics.includes(t)) pubsub.subscribe(t)
+    this.topics = next
+    return next
+  }
+
+  /** A work or a progress message (both come on the work channel). */
+  private deliver (from: string, payload: unknown, via: Via): void {
+    if (isProgress(payload)) this.opts.events.onProgress?.(from, parseProgress(payload), via)
+    else this.opts.events.onWork?.(from, parseWork(payload), via)
+  }
 
   /** Dial the node's sidecar and exchange handshakes; returns its peer id. */
   async dial (addr: string): Promise<string> {
@@ -167,11 +211,11 @@ export class ScoutNet {
 
   private async onWorkStream (stream: Stream, conn: Connection): Promise<void> {
     const peer = conn.remotePeer.toString()
-    let work: Work | null = null
+    let work: Work | Progress | null = null
     let answer: Record<string, unknown>
     try {
       const payload = decodeJson(await readAll(stream, MAX_REQUEST_BYTES))
-      if (!isProgress(payload)) work = parseWork(payload)
+      work = isProgress(payload) ? parseProgress(payload) : parseWork(payload)
       answer = { ok: true }
     } catch (err) {
       answer = { ok: false, error: `invalid work: ${(err as Error).message}` }
@@ -181,7 +225,9 @@ export class ScoutNet {
     } catch (err) {
       stream.abort(err as Error)
     }
-    if (work !== null) this.opts.events.onWork?.(peer, work, 'direct')
+    if (work === null) return
+    if ('type' in work) this.opts.events.onProgress?.(peer, work, 'direct')
+    else this.opts.events.onWork?.(peer, work, 'direct')
   }
 
   async publishResult (result: unknown): Promise<number> {
@@ -190,10 +236,4 @@ export class ScoutNet {
   }
 
   async stop (): Promise<void> { await this.node?.stop() }
-}
-
-/** A drafting session's news (docs/protocol.md, `Progress`): the tab drafts once per work, so it
- *  takes these quietly and leaves them (the headless scout drafts ahead with them). */
-function isProgress (payload: unknown): boolean {
-  return typeof payload === 'object' && payload !== null && (payload as { type?: unknown }).type === 'progress'
 }

@@ -1,17 +1,20 @@
-// The scout: takes work from the node's sidecar (direct or gossip), keeps only the newest work of
-// each request, skips work past its deadline, drafts in the worker, and sends each draft to the
-// Oracle that sent the work over /shard/oracle/verify/1.0.0; the verdict says how many tokens were
-// accepted (each one a unit of credit at that Oracle). Mirrors app/shard/coop/scout.py.
+// The scout: takes work and progress from the node's sidecar (direct or gossip) and keeps a
+// drafting session per request (session.ts): it drafts ahead of the Oracle in the worker, a few
+// tokens at a time from the session's latest guess, and sends the guess to the Oracle that sent the
+// work over /shard/oracle/verify/1.0.0 whenever it reaches further (numbered drafts, at most 2 on
+// their way); the verdict says how many tokens were accepted (each one a unit of credit at that
+// Oracle). Mirrors app/shard/scout/headless.py.
 
 import type { Multiaddr } from '@multiformats/multiaddr'
 import type { DrafterConfig, DraftResult } from './drafters'
-import { makeDraft, pairProof, parseVerdict, receiptCredit, requestKey, type HandshakeInfo, type Verdict, type Work } from './messages'
+import { draftRef, pairProof, parseVerdict, receiptCredit, requestKey, type Draft, type HandshakeInfo, type Progress, type Verdict, type Work } from './messages'
 import { PROTO_VERIFY, ScoutNet, type Via } from './net'
+import { Sessions, type DraftSession } from './session'
 import { verifyPeerSignature } from './signature'
 
 export const AGENT = 'shard-web-scout/0.1.0'
-const MAX_REQUESTS = 64 // newest work kept for at most this many requests
-const MAX_IN_FLIGHT = 8 // drafts awaiting a verdict
+const MAX_REQUESTS = 64 // requests whose pace is followed
+const CHUNK = 2 // tokens drafted per model call: progress and verdicts are read between calls
 // The model drafter runs only when it can keep ahead of the Oracle: a draft the Oracle has already
 // passed is stale, and on the Oracle's own machine the model's CPU time slows the Oracle down.
 // The Oracle's pace comes from the work stream (position gained per second of the same request).
@@ -29,6 +32,11 @@ export interface ScoutState {
   drafter: { name: string, kind: string, loaded: boolean, loadMs: number, progress: number, notes: string[], tokensPerSecond: number | null, modelTokens: number, modelMs: number, modelInUse: boolean, why: string }
   oracleTokensPerSecond: number | null // the Oracle's decoding pace, seen from its work stream
   work: { received: number, direct: number, gossip: number, stale: number, superseded: number }
+  /** drafting sessions: progress messages taken (used: moved a session), sessions started, the
+   * highest draft number sent in one, and tokens accepted from a session's second draft on (drafts
+   * that only drafting ahead makes) */
+  workTopics: string[] // the gossip work topics this tab is on
+  sessions: { progress: number, progressUsed: number, started: number, live: number, maxSeq: number, acceptedAfterFirst: number }
   drafts: { sent: number, bySource: Record<string, number>, failed: number, lastMs: number | null }
   verdicts: Record<string, number>
   proposed: number
@@ -44,13 +52,12 @@ interface DraftReply extends DraftResult { id: number, error?: string }
 
 export class Scout {
   readonly state: ScoutState
-  private readonly latest = new Map<string, { from: string, work: Work }>()
+  private readonly sessions = new Sessions()
   private readonly seen = new Map<string, { position: number, at: number }>() // per request: the newest work's position and arrival
   private lastProbe = 0
   private net!: ScoutNet
   private worker!: Worker
   private drafting = false
-  private inFlight = 0
   private nextId = 1
   private readonly pending = new Map<number, (r: DraftReply) => void>()
   private readonly listeners: Listener[] = []
@@ -67,6 +74,8 @@ export class Scout {
       drafter: { name: 'none', kind: 'none', loaded: false, loadMs: 0, progress: 0, notes: [], tokensPerSecond: null, modelTokens: 0, modelMs: 0, modelInUse: true, why: '' },
       oracleTokensPerSecond: null,
       work: { received: 0, direct: 0, gossip: 0, stale: 0, superseded: 0 },
+      workTopics: ['shard-work'],
+      sessions: { progress: 0, progressUsed: 0, started: 0, live: 0, maxSeq: 0, acceptedAfterFirst: 0 },
       drafts: { sent: 0, bySource: {}, failed: 0, lastMs: null },
       verdicts: {},
       proposed: 0,
@@ -94,7 +103,7 @@ export class Scout {
       roles: ['scout'],
       models: this.models,
       capacity: 1,
-      load: this.latest.size,
+      load: this.sessions.map.size,
       agent: AGENT
     }
     if (this.pairKey !== null && peer !== undefined && this.state.peerId !== null) {
@@ -132,9 +141,8 @@ export class Scout {
       allowDial,
       events: {
         onWork: (from, work, via) => this.onWork(from, work, via),
-        onHandshake: (from, info) => {
-          if (from === this.state.nodePeer) { this.state.nodeInfo = info; this.changed() }
-        },
+        onProgress: (from, progress) => this.onProgress(from, progress),
+        onHandshake: (from, info) => { if (from === this.state.nodePeer) this.adoptNode(info) },
         onPeer: (peer, connected) => {
           if (peer === this.state.nodePeer && !connected) {
             this.state.connected = false
@@ -156,9 +164,21 @@ export class Scout {
     this.changed()
     const peer = await this.net.dial(addr)
     this.state.nodePeer = peer
+    const info = this.net.peerInfo.get(peer)
+    if (info !== undefined) this.adoptNode(info) // its handshake came first
     this.state.connected = true
     this.state.status = 'connected'
     this.log(`connected to ${peer}`)
+  }
+
+  /** The node's handshake: an Oracle's models are the ones this tab drafts for, so it takes
+   * their gossip work topics (`shard-work/<model>`) rather than everyone's `shard-work`. */
+  private adoptNode (info: HandshakeInfo): void {
+    this.state.nodeInfo = info
+    const topics = this.net.setWorkTopics(info.roles.includes('oracle') ? info.models : [])
+    if (topics.join() !== this.state.workTopics.join()) this.log(`work topics: ${topics.join(', ')}`)
+    this.state.workTopics = topics
+    this.changed()
   }
 
   private onWork (from: string, work: Work, via: Via): void {
@@ -167,15 +187,28 @@ export class Scout {
     st[via]++
     const key = requestKey(work.work_id)
     this.notePace(key, work.position)
-    const old = this.latest.get(key)
-    if (old !== undefined) {
+    const old = this.sessions.map.get(key)
+    if (old !== undefined && old.oracle === from) {
       if (old.work.position > work.position) return // an older work arriving late
       st.superseded++
     }
-    this.latest.set(key, { from, work })
-    while (this.latest.size > MAX_REQUESTS) this.latest.delete(this.latest.keys().next().value as string)
-    this.changed()
+    if (this.sessions.onWork(from, work, performance.now()) === null) st.stale++
+    this.noteSessions()
     void this.pump()
+  }
+
+  private onProgress (from: string, progress: Progress): void {
+    this.state.sessions.progress++
+    this.notePace(requestKey(progress.work_id), progress.position + progress.tokens.length)
+    if (this.sessions.onProgress(from, progress, performance.now())) this.state.sessions.progressUsed++
+    this.noteSessions()
+    void this.pump()
+  }
+
+  private noteSessions (): void {
+    this.state.sessions.started = this.sessions.started
+    this.state.sessions.live = this.sessions.map.size
+    this.changed()
   }
 
   private notePace (key: string, position: number): void {
@@ -212,37 +245,34 @@ export class Scout {
     return false
   }
 
-  /** Draft the newest work of each request in turn, one at a time. */
+  /** Keep drafting for the newest session that wants more, one model call at a time, and send
+   * each session's guess when it reaches further; returns when no session has anything to do
+   * (the next work, progress or verdict wakes it). */
   private async pump (): Promise<void> {
     if (this.drafting || !this.state.drafter.loaded) return
     this.drafting = true
     try {
-      while (this.latest.size > 0) {
-        const key = this.latest.keys().next().value as string
-        const { from, work } = this.latest.get(key)!
-        this.latest.delete(key)
-        if (work.deadline_ms < Date.now()) {
-          this.state.work.stale++
-          continue
+      for (;;) {
+        const s = this.sessions.next(CHUNK, performance.now())
+        if (s === null) break
+        const job = s.want(CHUNK)
+        if (job !== null) {
+          const reply = await this.draftText(job.prompt, job.maxTokens, this.modelAllowed())
+          if (reply.error !== undefined) {
+            this.log(`draft failed: ${reply.error}`)
+            s.grew(job.prompt, '', 0, 'error') // no more for this text
+          } else {
+            this.noteSpeed(reply)
+            s.grew(job.prompt, reply.text, reply.tokens, reply.source)
+          }
         }
-        const reply = await this.draftInWorker(work)
-        if (reply.error !== undefined) {
-          this.log(`draft failed: ${reply.error}`)
-          continue
-        }
-        this.noteSpeed(reply)
-        const draft = makeDraft(work, reply.text)
-        if (draft === null) continue
-        if (this.inFlight >= MAX_IN_FLIGHT) continue
-        void this.send(from, draft, reply.source, work.max_draft)
+        const draft = s.nextDraft()
+        if (draft !== null) void this.send(s, draft)
       }
     } finally {
       this.drafting = false
+      this.noteSessions()
     }
-  }
-
-  private async draftInWorker (work: Work): Promise<DraftReply> {
-    return await this.draftText(work.context, work.max_draft, this.modelAllowed())
   }
 
   /** A draft of `context` by the loaded drafter (also window.shardScoutDraft, for tests and the bench). */
@@ -264,22 +294,27 @@ export class Scout {
     }
   }
 
-  private async send (oracle: string, draft: ReturnType<typeof makeDraft> & object, source: string, offered: number): Promise<void> {
-    this.inFlight++
+  private async send (s: DraftSession, draft: Draft): Promise<void> {
+    const oracle = s.oracle
+    const source = s.source
+    const offered = s.work.max_draft // no receipt may claim more than a work asks for
     this.state.drafts.sent++
     this.state.drafts.bySource[source] = (this.state.drafts.bySource[source] ?? 0) + 1
+    this.state.sessions.maxSeq = Math.max(this.state.sessions.maxSeq, draft.seq ?? 0)
     this.changed()
+    let verdict: Verdict | null = null
     try {
       // Drafts go direct only: on the open result topic any peer could copy one and send it first for
       // the pay, so Oracles ignore drafts there (docs/security.md). No connection: not delivered.
-      const verdict: Verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
+      verdict = parseVerdict(await this.net.request(oracle, PROTO_VERIFY, draft, 10_000))
       // Credit only with the Oracle's signed receipt for these tokens: a verdict alone proves nothing.
-      const want = { oracle, self: this.net.peerId, workId: draft.work_id, offered }
+      const want = { oracle, self: this.net.peerId, ref: draftRef(draft), offered }
       const credit = verdict.accepted > 0 ? await receiptCredit(verdict.receipt, want, verifyPeerSignature) : 0
       if (verdict.accepted > 0 && credit === 0) this.log(`the verdict for ${draft.work_id} has no valid receipt: not counted`)
       this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
       this.state.proposed += verdict.proposed
       this.state.accepted += verdict.accepted
+      if ((draft.seq ?? 0) > 1) this.state.sessions.acceptedAfterFirst += verdict.accepted
       this.state.credit += credit
       this.state.last = { work_id: draft.work_id, text: draft.text ?? '', source, outcome: verdict.outcome, accepted: verdict.accepted, proposed: verdict.proposed }
       if (verdict.outcome === 'ignored') this.log(`draft ${draft.work_id} ignored: ${verdict.reason}`)
@@ -287,8 +322,9 @@ export class Scout {
       this.state.drafts.failed++
       this.log(`draft ${draft.work_id} not delivered: ${(err as Error).message}`)
     } finally {
-      this.inFlight--
+      s.answered(verdict)
       this.changed()
+      void this.pump()
     }
   }
 }

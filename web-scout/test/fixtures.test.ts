@@ -5,13 +5,13 @@ import { join } from 'node:path'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { describe, expect, it } from 'vitest'
-import { MessageError, parseDraft, parseHandshake, parseReceipt, parseVerdict, parseWork, receiptCredit, receiptPayload, type Receipt } from '../src/messages'
+import { MessageError, parseDraft, parseHandshake, parseProgress, parseReceipt, parseVerdict, parseWork, receiptCredit, receiptPayload, type Receipt } from '../src/messages'
 import { verifyPeerSignature } from '../src/signature'
 
 const ROOT = join(__dirname, '..', '..', 'protocol', 'fixtures')
 // The messages this scout parses; infer_request is between nodes only (Python and the sidecar).
 const PARSERS: Record<string, (d: unknown) => unknown> = {
-  work: parseWork, draft: parseDraft, verdict: parseVerdict, handshake: parseHandshake, receipt: parseReceipt
+  work: parseWork, draft: parseDraft, verdict: parseVerdict, handshake: parseHandshake, receipt: parseReceipt, progress: parseProgress
 }
 const read = (message: string, name: string): unknown => JSON.parse(readFileSync(join(ROOT, message, name), 'utf8'))
 
@@ -33,7 +33,7 @@ describe('protocol/fixtures', () => {
 describe('receipts', () => {
   const fixture = read('verdict', 'valid-verified-with-receipt.json') as { work_id: string, receipt: { receipt: Receipt } }
   const { issuer, subject } = fixture.receipt.receipt
-  const want = { oracle: issuer, self: subject, workId: fixture.work_id, offered: 8 }
+  const want = { oracle: issuer, self: subject, ref: fixture.work_id, offered: 8 }
 
   it('checks the signature Python made over its canonical JSON', async () => {
     expect(new TextDecoder().decode(receiptPayload(fixture.receipt.receipt))).toBe(
@@ -49,7 +49,7 @@ describe('receipts', () => {
     expect(await receiptCredit(parseVerdict({ ...fixture, receipt: undefined }).receipt, want, verifyPeerSignature)).toBe(0)
     expect(await receiptCredit(tampered, want, verifyPeerSignature)).toBe(0) // the signature no longer matches
     expect(await receiptCredit(fixture.receipt, { ...want, self: issuer }, verifyPeerSignature)).toBe(0) // for someone else
-    expect(await receiptCredit(fixture.receipt, { ...want, workId: 'other.1' }, verifyPeerSignature)).toBe(0)
+    expect(await receiptCredit(fixture.receipt, { ...want, ref: 'other.1' }, verifyPeerSignature)).toBe(0)
     expect(await receiptCredit(fixture.receipt, { ...want, offered: 2 }, verifyPeerSignature)).toBe(0) // more than was offered
     // Well formed and about this draft, but signed by another key than the Oracle's.
     const other = await generateKeyPair('Ed25519')

@@ -155,8 +155,9 @@ class Progress:
 
     work_id: WorkId
     position: Position
-    tokens: Annotated[list[TokenId], Field(max_length=MAX_PROGRESS_TOKENS)]
+    tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_PROGRESS_TOKENS)]
     text: ProgressText = ""
+    model: Name = ""  # the Oracle's model, as in its works: the sidecar publishes it on that model's topic too
     type: Literal["progress"] = "progress"
     v: Version = VERSION
 
@@ -273,4 +274,5 @@ MESSAGES: dict[str, type] = {
     "verdict": Verdict,
     "infer_request": InferRequest,
     "handshake": Handshake,
+    "progress": Progress,
 }

@@ -1,0 +1,187 @@
+"""The browser tab as the scout of a slower Oracle: issue 14's tab row of bench/coop_bench.py.
+
+The Oracle is an exact twin of SmolLM2 about N times slower (bench/twin_gguf.py; default 8x) with
+SmolLM2 as its draft model (`--draft-model`), and the scout is the web scout page (web-scout/) in
+Debian's headless Chromium (playwright-core, e2e/scout.mjs): wllama drafting with the draft model
+the node serves, in a drafting session per request (it follows the Oracle's progress messages and
+drafts ahead of them). The Oracle runs on CPU 0, the browser on CPU 1 (the affinity the processes
+inherit), each decoding with one thread. Rows, one run each (greedy, non-streamed, the texts checked
+equal to plain's):
+  plain                no drafting at all (--no-lookup, no sidecar)
+  tab (wllama)         the tab drafts with the model on every request (`pace=0`), no Oracle lookup
+  tab (page default)   the page as a user opens it (lookup first; the model while it keeps ahead)
+
+    .venv/bin/python bench/coop_tab.py [--slowdown 8] [--workload chat] [--tokens 64] [--rounds 1]
+    .venv/bin/python bench/coop_bench.py --tab 8 ...     (the same rows in coop_bench's table)
+
+Needs the sidecar, web-scout/dist and node_modules (bash scripts/setup) and /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from coop_bench import WORKLOADS
+from harness import ServedNode, start_node, timed_chat, wait_for
+from harness.browser import BrowserScout
+from shard import models
+from twin_gguf import write_twin
+
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: a model with more aborts at load
+NET = ("--privacy", "local")  # the tab is on this machine and paired by the page (node.json's pair_key)
+
+
+@contextlib.contextmanager
+def on_cpu(cpu: int) -> Iterator[None]:
+    """Processes started inside run on `cpu` only (they inherit this process's affinity)."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) < 2:
+        yield
+        return
+    os.sched_setaffinity(0, {sorted(cpus)[cpu % len(cpus)]})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, cpus)
+
+
+def counters(node: ServedNode) -> dict[str, float]:
+    info = requests.get(node.url + "/v1/system/status", timeout=5).json().get("model_info") or {}
+    return dict(info.get("counters") or {})
+
+
+def measure(node: ServedNode, prompts: list[str], tokens: int, rounds: int) -> tuple[list[str], dict[str, Any]]:
+    """The texts, and a coop_bench row's figures, over `rounds` of `prompts`."""
+    timed_chat(node.url, prompts[0], 8)  # warm-up
+    before = counters(node)
+    speeds, texts = [], []
+    for _ in range(rounds):
+        for p in prompts:
+            text, n, dt = timed_chat(node.url, p, tokens)
+            speeds.append(n / dt)
+            texts.append(text)
+    after = counters(node)
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    proposed = d.get("draft_proposed", 0) + d.get("external_proposed", 0)
+    accepted = d.get("draft_accepted", 0) + d.get("external_accepted", 0)
+    return texts, {
+        "speed": statistics.mean(speeds),
+        "acceptance": accepted / proposed if proposed else None,
+        "tokens_per_step": d.get("tokens_generated", 0) / d["steps"] if d.get("steps") else None,
+        "accepted": accepted,
+        "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
+        "steps_with_draft": d.get("draft_checks", 0) + d.get("external_checks", 0),
+    }
+
+
+def tab_rows(
+    model: Path, tmp: Path, slowdown: float = 8.0, workload: str = "chat", tokens: int = 64, rounds: int = 1
+) -> list[dict[str, Any]]:
+    """coop_bench rows for an exact `slowdown`x twin of `model`: plain, and the tab as its scout."""
+    import gguf
+
+    layers = int(gguf.GGUFReader(str(model)).fields["llama.block_count"].contents())
+    # as coop_bench: step time ~ 0.59 + 0.0137 x layers; llama.cpp refuses more than 512 layers
+    idle = min(max(1, round((slowdown - 1) / 0.0137)), MAX_LAYERS - layers)
+    twin = write_twin(model, tmp / f"tab-exact-{slowdown:g}.gguf", idle)
+    oracle_name = f"exact {0.59 + 0.0137 * (layers + idle):.1f}x, browser tab"
+    prompts = WORKLOADS[workload]
+    rows: list[dict[str, Any]] = []
+    reference: list[str] = []
+    configs: list[tuple[str, list[str], str | None]] = [
+        ("plain", ["--no-lookup"], None),
+        ("tab (wllama) @ 0 ms", ["--no-lookup", "--draft-model", str(model), *NET], "pace=0&threads=1"),
+        ("tab (page default) @ 0 ms", ["--no-lookup", "--draft-model", str(model), *NET], "threads=1"),
+    ]
+    for name, flags, page in configs:
+        run_tmp = tmp / name.split(" ")[0].replace("(", "") / str(len(rows))
+        with on_cpu(0):
+            node = start_node(
+                twin, run_tmp, "--parallel", "1", "--threads", "1", *flags, sidecar=page is not None, ready_timeout=600
+            )
+        browser = None
+        try:
+            if page is not None:
+                node.wait_sidecar(300)
+                with on_cpu(1):
+                    browser = BrowserScout(f"{node.url}/scout/?{page}", run_tmp / "chromium.log")
+                wait_for(
+                    lambda: (
+                        browser is not None
+                        and browser.state.get("connected")
+                        and browser.state["drafter"]["loaded"]
+                        and any("scout" in p["roles"] for p in node.get("/v1/system/peers")["peers"])
+                    ),
+                    300,
+                    "the tab to connect, load its drafter and shake hands",
+                )
+                drafter = browser.state["drafter"]
+                print(f"{name}: the tab drafts with {drafter['name']} ({drafter['kind']})", file=sys.stderr)
+            texts, row = measure(node, prompts, tokens, rounds)
+            if browser is not None:
+                s = browser.state
+                print(
+                    f"{name}: page: work {s['work']['received']}, progress {s['sessions']['progress']}, "
+                    f"drafts {s['drafts']['sent']} (highest seq {s['sessions']['maxSeq']}), "
+                    f"accepted {s['accepted']} of {s['proposed']}, verdicts {s['verdicts']}, "
+                    f"model {s['drafter']['tokensPerSecond']} tok/s, Oracle {s['oracleTokensPerSecond']} tok/s",
+                    file=sys.stderr,
+                )
+        finally:
+            if browser is not None:
+                browser.stop()
+            node.stop()
+        if name == "plain":
+            reference = texts
+        rows.append({"oracle": oracle_name, "run": name, **row, "same": texts == reference})
+        print(f"{oracle_name} / {name}: {row['speed']:.2f} tok/s", file=sys.stderr, flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
+    ap.add_argument("--model", type=Path, default=models.default_model_path(cache), help="the draft model (SmolLM2)")
+    ap.add_argument("--slowdown", type=float, default=8.0, help="the Oracle twin is about this many times slower")
+    ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="shard-coop-tab-"))
+    try:
+        rows = tab_rows(args.model, tmp, args.slowdown, args.workload, args.tokens, args.rounds)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(
+        f"\nOracle: {rows[0]['oracle'].split(',')[0]} twin of SmolLM2-135M Q4_1 (1 thread, CPU 0); scout: the web "
+        f"scout page in headless Chromium (CPU 1), wllama 1 thread with the Oracle's draft model (SmolLM2); workload "
+        f"{args.workload}, {args.tokens} tokens x {args.rounds} round(s) x 3 prompts, greedy\n"
+    )
+    print("| run | tok/s | vs plain | acceptance | tokens per step | scout's share of accepted | same text |")
+    print("|---|---|---|---|---|---|---|")
+    plain = rows[0]["speed"]
+
+    def pct(v: object) -> str:
+        return f"{v:.0%}" if isinstance(v, float) else "-"
+
+    for r in rows:
+        tps = r["tokens_per_step"]
+        print(
+            f"| {r['run']} | {r['speed']:.2f} | {r['speed'] / plain:.2f}x | {pct(r['acceptance'])} | "
+            f"{f'{tps:.2f}' if tps else '-'} | {pct(r['scout_share'])} | {'yes' if r['same'] else 'NO'} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
