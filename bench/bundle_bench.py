@@ -19,9 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import requests
-
-from harness import free_port, stop
+from harness import start_node, stop
 from shard import __version__
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,46 +38,15 @@ def mb(n: int | None) -> str:
 
 
 def time_to_health(cmd: list[str], model: Path, tmp: Path) -> float:
-    port = free_port()
-    data = Path(tempfile.mkdtemp(dir=tmp))
-    args = cmd + [
-        "serve",
-        "--model",
-        str(model),
-        "--port",
-        str(port),
-        "--data-dir",
-        str(data),
-        "--control-port",
-        "0",
-        "--tcp-port",
-        "0",
-        "--p2p-host",
-        "127.0.0.1",
-        "--no-mdns",
-        "--parallel",
-        "2",
-        "--ctx-size",
-        "1024",
-    ]
-    env = {**os.environ, "SHARD_CONFIG": str(tmp / "none.toml")}
-    log = (data / "serve.log").open("wb")
     t0 = time.perf_counter()
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+    node = start_node(
+        model, tmp, "--parallel", "2", "--ctx-size", "1024", command=(*cmd, "serve"), sidecar=True, wait=False
+    )
     try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited with {proc.returncode}: see {data / 'serve.log'}")
-            try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    return time.perf_counter() - t0
-            except requests.RequestException:
-                pass
-            if time.perf_counter() - t0 > 180:
-                raise RuntimeError(f"no /health 200 after 180 s: see {data / 'serve.log'}")
-            time.sleep(0.02)
+        node.wait_ready(180, interval=0.02)
+        return time.perf_counter() - t0
     finally:
-        stop(proc, 30, reap=10)
+        stop(node.proc, 30, reap=10)
 
 
 def main() -> int:

@@ -21,9 +21,7 @@ import argparse
 import asyncio
 import collections
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +31,7 @@ from typing import Any
 
 import aiohttp
 
-from harness import free_port, stop, tree_rss
+from harness import start_node, stop, tree_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,44 +67,6 @@ class Figures:
 def tree_rss_mb(pid: int) -> float:
     """RSS of a process and its children (the node and its verifier; the sidecar too when it runs)."""
     return tree_rss(pid) / 2**20
-
-
-def start_node(
-    model: Path, data_dir: Path, parallel: int, max_queue: int, ctx: int, extra: list[str]
-) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "SHARD_RATE_LIMIT_PER_MINUTE": "1000000",
-        "SHARD_MAX_QUEUE": str(max_queue),
-        "SHARD_CONFIG": str(data_dir / "none.toml"),
-        "PYTHONPATH": str(ROOT / "app"),
-    }
-    log = (data_dir / "serve.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "shard",
-            "serve",
-            "--port",
-            str(port),
-            "--data-dir",
-            str(data_dir / "data"),
-            "--no-sidecar",
-            "--model",
-            str(model),
-            "--parallel",
-            str(parallel),
-            "--ctx-size",
-            str(ctx),
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    return proc, f"http://127.0.0.1:{port}"
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 180.0) -> None:
@@ -326,7 +286,21 @@ def main(argv: list[str] | None = None) -> int:
                 from harness.tiny_gguf import write_tiny_gguf
 
                 model = write_tiny_gguf(Path(tmp.name) / "tiny.gguf", seed=1)
-            proc, url = start_node(model, Path(tmp.name), args.parallel, args.max_queue, args.ctx_size, [])
+            node = start_node(
+                model,
+                Path(tmp.name),
+                "--parallel",
+                str(args.parallel),
+                "--ctx-size",
+                str(args.ctx_size),
+                env={
+                    "SHARD_RATE_LIMIT_PER_MINUTE": "1000000",
+                    "SHARD_MAX_QUEUE": str(args.max_queue),
+                    "PYTHONPATH": str(ROOT / "app"),
+                },
+                ready_timeout=180,
+            )
+            proc, url = node.proc, node.url
         figs = asyncio.run(soak(url.rstrip("/"), proc.pid if proc else None, args))
         if proc is not None and proc.poll() is not None:
             figs.problems.append(f"the node exited with {proc.returncode}")

@@ -25,7 +25,7 @@ import psutil
 import pytest
 import requests
 
-from harness import free_port, stop
+from harness import start_node, stop
 from harness.processes import kill_all
 from shard import __version__
 
@@ -124,57 +124,22 @@ def _children_until(proc: subprocess.Popen[bytes], names: set[str], timeout: flo
 def served(
     built: Path, tiny_model: Path, tmp_path: Path
 ) -> Iterator[tuple[str, subprocess.Popen[bytes], list[psutil.Process], Path]]:
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    env = {**os.environ, "SHARD_CONFIG": str(tmp_path / "none.toml"), "SHARD_RATE_LIMIT_PER_MINUTE": "100000"}
-    env.pop("SHARD_DAEMON", None)
-    proc = subprocess.Popen(
-        [
-            str(EXE),
-            "serve",
-            "--model",
-            str(tiny_model),
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--control-port",
-            "0",
-            "--tcp-port",
-            "0",
-            "--p2p-host",
-            "127.0.0.1",
-            "--no-mdns",
-            "--parallel",
-            "2",
-            "--ctx-size",
-            "512",
-        ],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
+    node = start_node(
+        tiny_model,
+        tmp_path,
+        *("--parallel", "2", "--ctx-size", "512"),
+        command=(str(EXE), "serve"),
+        sidecar=True,
+        env={"SHARD_DAEMON": ""},  # the bundle's own sidecar, not the one this checkout built
+        data_dir=tmp_path / "data",
         cwd=tmp_path,
     )
-    family: list[psutil.Process] = []
+    family: list[psutil.Process] = [psutil.Process(node.proc.pid)]
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, (
-                f"the bundle exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
-            )
-            try:
-                if requests.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"not healthy after 120 s:\n{log_path.read_text(errors='replace')}")
-        family = [psutil.Process(proc.pid), *_children_until(proc, {"shard-daemon", "Shard"})]
-        yield url, proc, family, log_path
+        family += _children_until(node.proc, {"shard-daemon", "Shard"})
+        yield node.url, node.proc, family, node.log_path
     finally:
-        _stop(proc, family)
+        _stop(node.proc, family)
 
 
 def test_bundled_serve_health_chat_sidecar_and_clean_stop(served) -> None:
@@ -206,45 +171,21 @@ def test_bundled_serve_health_chat_sidecar_and_clean_stop(served) -> None:
 
 def test_bundled_tray_app_offscreen(built: Path, tiny_model: Path, tmp_path: Path) -> None:
     """`Shard` with no command: PySide6 and qasync from the bundle, the dashboard (no tray offscreen)."""
-    port = free_port()
-    log_path = tmp_path / "tray.log"
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SHARD_CONFIG": str(tmp_path / "none.toml")}
-    proc = subprocess.Popen(
-        [
-            str(EXE),
-            "--model",
-            str(tiny_model),
-            "--port",
-            str(port),
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--no-sidecar",
-            "--parallel",
-            "1",
-            "--ctx-size",
-            "256",
-        ],
-        stdout=log_path.open("wb"),
-        stderr=subprocess.STDOUT,
-        env=env,
+    node = start_node(
+        tiny_model,
+        tmp_path,
+        *("--parallel", "1", "--ctx-size", "256"),
+        command=(str(EXE),),
+        env={"QT_QPA_PLATFORM": "offscreen"},
+        data_dir=tmp_path / "data",
         cwd=tmp_path,
     )
-    family: list[psutil.Process] = [psutil.Process(proc.pid)]
+    family: list[psutil.Process] = [psutil.Process(node.proc.pid)]
     try:
-        deadline = time.monotonic() + 120
-        healthy = False
-        while time.monotonic() < deadline and not healthy:
-            assert proc.poll() is None, (
-                f"the tray app exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
-            )
-            try:
-                healthy = requests.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
-            except requests.RequestException:
-                time.sleep(0.2)
-        assert healthy, log_path.read_text(errors="replace")
-        family += _children_until(proc, {"Shard"})
+        family += _children_until(node.proc, {"Shard"})
     finally:
-        _stop(proc, family)
+        _stop(node.proc, family)
+    log_path = node.log_path
     assert "Traceback" not in log_path.read_text(errors="replace")
 
 

@@ -27,9 +27,7 @@ from typing import Any
 
 import pytest
 
-from harness import wait_for
-from shard.config import Settings
-from shard.network.sidecar import find_daemon
+from harness import Daemon, wait_for
 
 TOKEN = "nat-test-token-0123456789"
 NAMESPACES = ("pub", "r1", "r2", "r3", "a", "b", "c")
@@ -163,12 +161,17 @@ def ns_http(
 
 @dataclass
 class NsDaemon:
+    """A shard-daemon in a namespace: its control API answers on that namespace's loopback."""
+
     where: str
-    proc: subprocess.Popen[str]
-    ready: dict[str, Any]
+    daemon: Daemon
+
+    @property
+    def ready(self) -> dict[str, Any]:
+        return self.daemon.info
 
     def get(self, path: str) -> Any:
-        status, body = ns_http(self.where, "GET", f"http://127.0.0.1:{self.ready['control_port']}{path}")
+        status, body = ns_http(self.where, "GET", f"http://127.0.0.1:{self.daemon.control_port}{path}")
         assert status == 200, body
         return body
 
@@ -176,39 +179,14 @@ class NsDaemon:
         return {p["peer_id"]: p for p in self.get("/peers")["peers"]}
 
     def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
+        self.daemon.stop()
 
 
 def start_daemon(where: str, tmp: Path, *extra: str) -> NsDaemon:
-    binary = find_daemon(Settings(data_dir=str(tmp)))
-    assert binary is not None, "build the sidecar first (scripts/setup)"
-    log = (tmp / f"daemon-{where}-{time.monotonic_ns()}.log").open("w")
-    proc = subprocess.Popen(
-        in_ns(
-            where,
-            str(binary),
-            "--control-port",
-            "0",
-            "--tcp-port",
-            "4001",
-            "--listen-host",
-            "0.0.0.0",
-            "--no-mdns",
-            "--reach-private-addrs",
-            "--log-level",
-            "info",
-            *extra,
-        ),
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, "SHARD_CONTROL_TOKEN": TOKEN},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("SHARD_SIDECAR_READY "), f"daemon in {where} did not start: {line!r}"
-    return NsDaemon(where, proc, json.loads(line.split(" ", 1)[1]))
+    log = tmp / f"daemon-{where}-{time.monotonic_ns()}.log"
+    flags = ("--reach-private-addrs", "--log-level", "info", *extra)
+    daemon = Daemon(None, log, *flags, host="0.0.0.0", tcp_port=4001, prefix=tuple(in_ns(where)), token=TOKEN)
+    return NsDaemon(where, daemon)
 
 
 def test_nated_daemons_meet_through_the_relay_then_directly(network: None, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ def daemon_binary() -> Path:
 
 class Daemon:
     """shard-daemon on loopback, free ports, no mDNS; it exits when we close its stdin or stop it.
-    `log`: where its stderr goes (else nowhere); `bootstrap`: a multiaddr to dial first."""
+    `log`: where its stderr goes (else nowhere); `bootstrap`: a multiaddr to dial first; `prefix`:
+    what runs it (`ip netns exec NAME` puts it in a network namespace), `tcp_port` its libp2p port."""
 
     def __init__(
         self,
@@ -44,16 +45,19 @@ class Daemon:
         host: str = "127.0.0.1",
         token: str | None = None,
         ready_timeout: float = 30.0,
+        tcp_port: int = 0,
+        prefix: tuple[str, ...] = (),
     ) -> None:
         self.token = token or "harness-token-" + os.urandom(8).hex()
         self.log: IO[bytes] | int = log.open("wb") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [
+                *prefix,
                 str(binary or daemon_binary()),
                 "--control-port",
                 "0",
                 "--tcp-port",
-                "0",
+                str(tcp_port),
                 "--listen-host",
                 host,
                 "--no-mdns",

@@ -50,12 +50,12 @@ class ServedNode:
         status: dict[str, Any] = self.get("/v1/system/status", timeout=5)
         return status
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, interval: float = 0.1) -> None:
         wait_for(
             lambda: requests.get(self.url + "/health", timeout=2).status_code == 200,
             timeout,
             "shard serve to answer /health",
-            interval=0.1,
+            interval=interval,
             alive=self.proc,
             log=self.log,
         )
@@ -79,6 +79,10 @@ class ServedNode:
         return stop(self.proc, 30)
 
 
+# How a node is started: `shard serve` from this checkout's Python.
+SERVE = (sys.executable, "-m", "shard", "serve")
+
+
 def start_node(
     model: Path | None,
     tmp: Path,
@@ -89,10 +93,13 @@ def start_node(
     sidecar_flags: tuple[str, ...] = SIDECAR_FLAGS,
     ready_timeout: float = 120.0,
     data_dir: Path | None = None,
+    command: tuple[str, ...] = SERVE,
+    cwd: Path | None = None,
 ) -> ServedNode:
     """`shard serve` on a free port with its own data dir (`data_dir`, else one under `tmp`) and
     its log under `tmp`, no config file, no rate limit; `sidecar`: with its libp2p sidecar on
-    loopback, else --no-sidecar; `wait`: until it answers /health."""
+    loopback, else --no-sidecar; `wait`: until it answers /health. `command`: another way to run
+    it (a bundle's `Shard serve`, or the tray app `Shard`), run in `cwd`."""
     tmp.mkdir(parents=True, exist_ok=True)
     full_env = {
         **os.environ,
@@ -108,9 +115,9 @@ def start_node(
         port = free_port()
         node_dir = data_dir or tmp / f"data-{port}"
         log_path = tmp / f"serve-{port}.log"
-        args = [sys.executable, "-m", "shard", "serve", "--port", str(port), "--data-dir", str(node_dir), *network]
+        args = [*command, "--port", str(port), "--data-dir", str(node_dir), *network]
         args += [*extra, *(("--model", str(model)) if model is not None else ())]
-        proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env)
+        proc = subprocess.Popen(args, stdout=log_path.open("wb"), stderr=subprocess.STDOUT, env=full_env, cwd=cwd)
         node = ServedNode(proc, port, node_dir, log_path)
         if not wait:
             return node
@@ -121,6 +128,7 @@ def start_node(
             # another process on this machine took the port between free_port() and the node's bind
             if attempt < 2 and proc.poll() is not None and f"port {port} on 127.0.0.1 is in use" in node.log():
                 continue
+            node.stop()  # not left running when it never answered
             raise
     raise AssertionError("unreachable")
 
