@@ -285,6 +285,85 @@ def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(
         honest.stop()
 
 
+def oracles_seen(node: ServedNode) -> list[dict[str, Any]]:
+    return [p for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"] if "oracle" in p["roles"]]
+
+
+def test_7_a_consumer_with_the_model_checks_an_oracles_answer_itself_and_drops_a_liar(
+    hostile: HostilePeer, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A node that has the model but sends requests to the network (`prefer_network`) scores the
+    Oracle's text with its own verifier: " PWNED" x3 is not what the model writes for a greedy
+    request. The answer ends with a clear error instead of passing as the model's, the liar is
+    dropped and shown so in the peer listing, and the next request is served by the model here."""
+    consumer = start_node(
+        tiny_model,
+        tmp_path / "c",
+        "--ctx-size",
+        "512",
+        "--bootstrap",
+        hostile.addr(),
+        sidecar=True,
+        env={"SHARD_SPOT_CHECK_RATE": "1", "SHARD_PREFER_NETWORK": "1"},
+    )
+    try:
+        hostile.on_infer = lambda req, asker: [
+            {"type": "start", "prompt_tokens": 1},
+            *tokens(3, " PWNED"),
+            {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}},
+        ]
+        wait_for(lambda: len(oracles_seen(consumer)) == 1, what="the Oracle")
+        greedy = {"prompt": "x", "max_tokens": 3, "temperature": 0}
+        r = requests.post(consumer.api + "/completions", json=greedy, timeout=60)
+        assert len(hostile.infer_requests) == 1  # it went to the network (was: served here, never asked)
+        assert r.status_code == 503, r.text  # was: 200 with " PWNED PWNED PWNED"
+        assert "would not write" in r.json()["error"]["message"]
+        assert metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') == 1
+        assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
+        listed = next(p for p in oracles_seen(consumer) if p["peer_id"] == hostile.peer_id)
+        assert "checked with this node's model" in (listed["dropped"] or ""), listed
+        r = requests.post(consumer.api + "/completions", json=greedy, timeout=60)
+        assert r.status_code == 200 and "PWNED" not in r.json()["choices"][0]["text"], r.text
+        assert len(hostile.infer_requests) == 1  # the liar is not asked again: the model here answers
+    finally:
+        consumer.stop()
+
+
+def test_7_an_honest_oracle_passes_every_local_check_greedy_and_sampled(smollm2: Path, tmp_path: Path) -> None:
+    """The local check scores an honest Oracle's tokens as its own sampler would have admitted
+    them, with slack for another machine's arithmetic: no honest answer is flagged, greedy or
+    sampled (hot sampling included), and every one was checked."""
+    honest = start_node(smollm2, tmp_path / "h", "--ctx-size", "1024", sidecar=True)
+    consumer = start_node(
+        smollm2,
+        tmp_path / "c",
+        "--ctx-size",
+        "1024",
+        "--bootstrap",
+        honest.tcp_addr(),
+        sidecar=True,
+        env={"SHARD_SPOT_CHECK_RATE": "1", "SHARD_PREFER_NETWORK": "1"},
+    )
+    try:
+        wait_for(lambda: len(oracles_seen(consumer)) == 1, what="the Oracle")
+        prompts = ["Write a short story about a robot.", "Explain photosynthesis.", "def fibonacci(n):"]
+        runs = [(p, t) for p in prompts for t in (0.0, 0.8, 1.4)]
+        for prompt, temperature in runs:
+            r = requests.post(
+                consumer.api + "/chat/completions",
+                json={"messages": [{"role": "user", "content": prompt}], "max_tokens": 64, "temperature": temperature},
+                timeout=120,
+            )
+            assert r.status_code == 200, r.text
+        log = consumer.log()
+        assert log.count("answer is the model's (checked here)") == len(runs)  # was: never asked, never checked
+        assert metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') == 0
+        assert not re.search(r"Oracle \S+ dropped", log)
+    finally:
+        consumer.stop()
+        honest.stop()
+
+
 def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
     consumer = consumer_of(hostile, tmp_path / "c", env={"SHARD_REMOTE_TIMEOUT_S": "3"})
     try:
