@@ -1119,3 +1119,64 @@ def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: P
     finally:
         oracle.stop()
         author.stop()
+
+
+def test_a_sybil_work_flood_within_each_peers_budget_does_not_drown_an_honest_oracles_work(tmp_path: Path) -> None:
+    """Many fresh identities together: each Sybil sends small works under every per-peer limit
+    (message rate and bytes), but their sum outran what the scout reads, and the sidecar's event
+    buffer dropped the oldest events, honest work among them. Work now also has an aggregate
+    budget shared fairly: over it, only peers sending more than their share are cut."""
+    victim = HostilePeer(tmp_path / "victim", roles=("scout",))
+    honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
+    sybils = [HostilePeer(tmp_path / f"sybil{i}", bootstrap=victim.addr(), roles=("oracle",)) for i in range(12)]
+    stop = threading.Event()
+    try:
+        wait_for(
+            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == 13,
+            60,
+            what="all peers",
+        )
+
+        def work(work_id: str, context: str) -> dict[str, Any]:
+            deadline = int(time.time() * 1000) + 2000
+            return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
+                    "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
+
+        big = "y" * (250 * 1024)
+
+        def flood(n: int, sybil: HostilePeer) -> None:
+            i, started = 0, time.monotonic()
+            while not stop.is_set():
+                i += 1
+                with contextlib.suppress(requests.RequestException):
+                    sybil.post("/broadcast-work", {"work": work(f"sybil{n}.{i}", big), "peers": [victim.peer_id]})
+                ahead = (i - 16) / 3.5 - (time.monotonic() - started)  # its 4 MiB burst, then under 1 MiB/s
+                if ahead > 0:
+                    time.sleep(ahead)
+
+        threads = [threading.Thread(target=flood, args=(n, s), daemon=True) for n, s in enumerate(sybils)]
+        for t in threads:
+            t.start()
+        time.sleep(2)  # the flood is on
+        sent = []
+        for i in range(40):  # an honest Oracle's work: a few KiB, several a second
+            sent.append(f"honest.{i + 1}")
+            r = honest.post(
+                "/broadcast-work", {"work": work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
+            )
+            assert r.status_code == 200, r.text
+            time.sleep(0.1)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        stats = victim.session.get(victim.url + "/stats", timeout=5).json()
+        got = {w["work_id"] for w in list(victim.works)}
+        flood_in = sum(1 for w in got if w.startswith("sybil"))
+        print(f"honest {len([w for w in sent if w in got])}/{len(sent)}, sybil works in {flood_in}, stats {stats}")
+        assert all(w in got for w in sent), [w for w in sent if w not in got]  # were lost in the flood
+        assert stats["events_lagged"] == 0, stats
+    finally:
+        stop.set()
+        for peer in (*sybils, honest, victim):
+            peer.stop()
