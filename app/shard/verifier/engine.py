@@ -527,15 +527,11 @@ class Engine:
             ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, row + i)
             allowed = chooser.admissible(np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)))
             guess = draft[i] if i < len(draft) else -1
-            spells = [
-                int(t)
-                for t in ([guess] if guess in allowed else []) + list(allowed[:MAX_ALTERNATIVES])
-                if (piece := self.model.piece(int(t))) and expect.startswith(piece)
-            ]
-            if not spells:
+            candidates = ([guess] if guess in allowed else []) + [int(t) for t in allowed[:MAX_ALTERNATIVES]]
+            tok = next((t for t in candidates if (p := self.model.piece(t)) and expect.startswith(p)), None)
+            if tok is None:
                 reason = "mismatch"
                 break
-            tok = spells[0]
             chooser.accept(tok)
             taken.append(tok)
             expect = expect[len(self.model.piece(tok)) :]
