@@ -285,6 +285,85 @@ def test_7_an_oracle_whose_greedy_answer_differs_is_caught_by_a_spot_check(
         honest.stop()
 
 
+def oracles_seen(node: ServedNode) -> list[dict[str, Any]]:
+    return [p for p in requests.get(node.api + "/system/peers", timeout=5).json()["peers"] if "oracle" in p["roles"]]
+
+
+def test_7_a_consumer_with_the_model_checks_an_oracles_answer_itself_and_drops_a_liar(
+    hostile: HostilePeer, tiny_model: Path, tmp_path: Path
+) -> None:
+    """A node that has the model but sends requests to the network (`prefer_network`) scores the
+    Oracle's text with its own verifier: " PWNED" x3 is not what the model writes for a greedy
+    request. The answer ends with a clear error instead of passing as the model's, the liar is
+    dropped and shown so in the peer listing, and the next request is served by the model here."""
+    consumer = start_node(
+        tiny_model,
+        tmp_path / "c",
+        "--ctx-size",
+        "512",
+        "--bootstrap",
+        hostile.addr(),
+        sidecar=True,
+        env={"SHARD_SPOT_CHECK_RATE": "1", "SHARD_PREFER_NETWORK": "1"},
+    )
+    try:
+        hostile.on_infer = lambda req, asker: [
+            {"type": "start", "prompt_tokens": 1},
+            *tokens(3, " PWNED"),
+            {"type": "end", "finish_reason": "length", "usage": {"completion_tokens": 3}},
+        ]
+        wait_for(lambda: len(oracles_seen(consumer)) == 1, what="the Oracle")
+        greedy = {"prompt": "x", "max_tokens": 3, "temperature": 0}
+        r = requests.post(consumer.api + "/completions", json=greedy, timeout=60)
+        assert len(hostile.infer_requests) == 1  # it went to the network (was: served here, never asked)
+        assert r.status_code == 503, r.text  # was: 200 with " PWNED PWNED PWNED"
+        assert "would not write" in r.json()["error"]["message"]
+        assert metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') == 1
+        assert f"Oracle {hostile.peer_id} dropped" in consumer.log()
+        listed = next(p for p in oracles_seen(consumer) if p["peer_id"] == hostile.peer_id)
+        assert "checked with this node's model" in (listed["dropped"] or ""), listed
+        r = requests.post(consumer.api + "/completions", json=greedy, timeout=60)
+        assert r.status_code == 200 and "PWNED" not in r.json()["choices"][0]["text"], r.text
+        assert len(hostile.infer_requests) == 1  # the liar is not asked again: the model here answers
+    finally:
+        consumer.stop()
+
+
+def test_7_an_honest_oracle_passes_every_local_check_greedy_and_sampled(smollm2: Path, tmp_path: Path) -> None:
+    """The local check scores an honest Oracle's tokens as its own sampler would have admitted
+    them, with slack for another machine's arithmetic: no honest answer is flagged, greedy or
+    sampled (hot sampling included), and every one was checked."""
+    honest = start_node(smollm2, tmp_path / "h", "--ctx-size", "1024", sidecar=True)
+    consumer = start_node(
+        smollm2,
+        tmp_path / "c",
+        "--ctx-size",
+        "1024",
+        "--bootstrap",
+        honest.tcp_addr(),
+        sidecar=True,
+        env={"SHARD_SPOT_CHECK_RATE": "1", "SHARD_PREFER_NETWORK": "1"},
+    )
+    try:
+        wait_for(lambda: len(oracles_seen(consumer)) == 1, what="the Oracle")
+        prompts = ["Write a short story about a robot.", "Explain photosynthesis.", "def fibonacci(n):"]
+        runs = [(p, t) for p in prompts for t in (0.0, 0.8, 1.4)]
+        for prompt, temperature in runs:
+            r = requests.post(
+                consumer.api + "/chat/completions",
+                json={"messages": [{"role": "user", "content": prompt}], "max_tokens": 64, "temperature": temperature},
+                timeout=120,
+            )
+            assert r.status_code == 200, r.text
+        log = consumer.log()
+        assert log.count("answer is the model's (checked here)") == len(runs)  # was: never asked, never checked
+        assert metric(consumer, "shard_oracles_dropped_total", '{reason="spot_check"}') == 0
+        assert not re.search(r"Oracle \S+ dropped", log)
+    finally:
+        consumer.stop()
+        honest.stop()
+
+
 def test_11_an_oracle_that_only_says_queued_is_given_up(hostile: HostilePeer, tmp_path: Path) -> None:
     consumer = consumer_of(hostile, tmp_path / "c", env={"SHARD_REMOTE_TIMEOUT_S": "3"})
     try:
@@ -1049,3 +1128,64 @@ def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: P
     finally:
         oracle.stop()
         author.stop()
+
+
+def test_a_sybil_work_flood_within_each_peers_budget_does_not_drown_an_honest_oracles_work(tmp_path: Path) -> None:
+    """Many fresh identities together: each Sybil sends small works under every per-peer limit
+    (message rate and bytes), but their sum outran what the scout reads, and the sidecar's event
+    buffer dropped the oldest events, honest work among them. Work now also has an aggregate
+    budget shared fairly: over it, only peers sending more than their share are cut."""
+    victim = HostilePeer(tmp_path / "victim", roles=("scout",))
+    honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
+    sybils = [HostilePeer(tmp_path / f"sybil{i}", bootstrap=victim.addr(), roles=("oracle",)) for i in range(12)]
+    stop = threading.Event()
+    try:
+        wait_for(
+            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == 13,
+            60,
+            what="all peers",
+        )
+
+        def work(work_id: str, context: str) -> dict[str, Any]:
+            deadline = int(time.time() * 1000) + 2000
+            return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
+                    "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
+
+        big = "y" * (250 * 1024)
+
+        def flood(n: int, sybil: HostilePeer) -> None:
+            i, started = 0, time.monotonic()
+            while not stop.is_set():
+                i += 1
+                with contextlib.suppress(requests.RequestException):
+                    sybil.post("/broadcast-work", {"work": work(f"sybil{n}.{i}", big), "peers": [victim.peer_id]})
+                ahead = (i - 16) / 3.5 - (time.monotonic() - started)  # its 4 MiB burst, then under 1 MiB/s
+                if ahead > 0:
+                    time.sleep(ahead)
+
+        threads = [threading.Thread(target=flood, args=(n, s), daemon=True) for n, s in enumerate(sybils)]
+        for t in threads:
+            t.start()
+        time.sleep(2)  # the flood is on
+        sent = []
+        for i in range(40):  # an honest Oracle's work: a few KiB, several a second
+            sent.append(f"honest.{i + 1}")
+            r = honest.post(
+                "/broadcast-work", {"work": work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
+            )
+            assert r.status_code == 200, r.text
+            time.sleep(0.1)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(10)
+        stats = victim.session.get(victim.url + "/stats", timeout=5).json()
+        got = {w["work_id"] for w in list(victim.works)}
+        flood_in = sum(1 for w in got if w.startswith("sybil"))
+        print(f"honest {len([w for w in sent if w in got])}/{len(sent)}, sybil works in {flood_in}, stats {stats}")
+        assert all(w in got for w in sent), [w for w in sent if w not in got]  # were lost in the flood
+        assert stats["events_lagged"] == 0, stats
+    finally:
+        stop.set()
+        for peer in (*sybils, honest, victim):
+            peer.stop()

@@ -94,8 +94,12 @@ class Settings:
     # Scouts on this machine share its cores: they draft only while that measures faster than
     # without them (coop/local_gate.py). False: they always draft (benchmarks of a remote scout).
     local_scout_gate: bool = True
-    # Share of greedy answers from a remote Oracle that are asked again of another Oracle and compared.
+    # Share of answers from a remote Oracle that are spot-checked: by the local model when this node
+    # has the Oracle's model (any sampling), else (greedy only) asked again of another Oracle.
     spot_check_rate: float = 0.1
+    # With a model of its own, send requests to Oracles on the network first (this node's own model
+    # then checks their answers, see spot_check_rate); with none connected, generate here.
+    prefer_network: bool = False
     # A remote Oracle must send a first token within this long (however often it says "queued"),
     # and may then be silent no longer than this; else the request goes to another Oracle.
     remote_timeout_s: float = 300.0

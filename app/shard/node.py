@@ -140,6 +140,7 @@ class Node:
             peers=self.peer_table,
             metrics=self.metrics,
             spawn=self._spawn,
+            local=self,
         )
         self._announced: dict[str, Any] | None = None  # the local info peers have now
         self.views = NetworkViews(
@@ -608,10 +609,12 @@ class Node:
         return self.verifier
 
     async def generation(self, request: GenerateRequest, model: str) -> AsyncGenerator[GenerationEvent, None]:
-        """One request's typed events: on the local model (with scouts), or, with none, on an Oracle
-        peer (PeerUnavailable when none could serve it). A failure mid-stream is ModelUnavailable."""
+        """One request's typed events: on the local model (with scouts), or, with none (or with
+        `prefer_network` and an Oracle of the model connected), on an Oracle peer (PeerUnavailable
+        when none could serve it; the local model then spot-checks its answer). A failure
+        mid-stream is ModelUnavailable."""
         self.counters.add("requests_local")
-        if self.verifier is None:
+        if self.verifier is None or (self.settings.prefer_network and self.infer_client.oracles(model)):
             async for event in self.infer_client.generate(request, model):
                 yield event
             return

@@ -185,8 +185,8 @@ pub struct EventLoop {
     reconnect: Duration,
     results: ResultStore,
     limiter: Arc<std::sync::Mutex<RateLimiter>>,
-    /// Bytes of work accepted per peer (work_budget.rs)
-    work_bytes: RateLimiter,
+    /// Bytes of work accepted per peer and in all (work_budget.rs)
+    work_bytes: crate::work_budget::WorkBudget,
     pending_out: HashMap<OutboundRequestId, oneshot::Sender<Result<Value, String>>>,
     pending_verify: HashMap<String, (ResponseChannel<Value>, Instant)>,
     next_verify_id: u64,

@@ -118,6 +118,7 @@ class PeerTable:
         self._syncs = 0
         self.pair_key = ""  # this node's pairing key, and its peer id: what a local scout's proof is checked with
         self.me = ""
+        self.dropped: dict[str, str] = {}  # Oracles caught lying -> why (remote/client.py; shown in the listing)
 
     def replace(self, listing: list[dict[str, Any]]) -> None:
         self.peers = {}
@@ -180,7 +181,7 @@ class PeerTable:
         self.peers.pop(peer_id, None)
 
     def listing(self) -> list[dict[str, Any]]:
-        return [asdict(p) for p in self.peers.values()]
+        return [{**asdict(p), "dropped": self.dropped.get(p.peer_id)} for p in self.peers.values()]
 
     def admits(self, peer: Peer, privacy: str, trusted: list[str], paired_only: bool = True) -> bool:
         """May this peer receive the user's prompts under the privacy setting? Under `local`, a

@@ -12,10 +12,14 @@ it may not send more tokens than asked or claim a token count its text cannot ho
 may not claim more than it delivered. An Oracle caught breaking these is dropped for good (this
 run) and reported in the log and in `shard_oracles_dropped_total{reason}`.
 
-Spot checks: a share (`spot_check_rate`) of greedy answers, served whole by one Oracle, is asked
-again of another Oracle in the background and compared (greedy output is the model's, so honest
-Oracles with the model agree). On a mismatch a third one decides and the one outvoted is dropped;
-with no third, both are dropped (this node cannot tell which lied, and trusts neither).
+Spot checks: a share (`spot_check_rate`) of answers served whole by one Oracle is checked, in one
+place (`_spot_check`) whoever checks. A node that has the Oracle's model checks the answer itself
+before it ends (remote/check.py: its verifier scores the Oracle's tokens under the request's
+sampling; any sampling), and a liar's answer ends with an error instead of passing as good. A node
+without it asks another Oracle the same greedy request in the background and compares (greedy
+output is the model's, so honest Oracles with the model agree): on a mismatch a third one decides
+and the one outvoted is dropped; with no third, both are dropped (this node cannot tell which lied,
+and trusts neither). Either way a liar is dropped and reported as above (reason "spot_check").
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ from shard.events import Failed, Finished, GenerationEvent, Queued, Started, Tok
 from shard.network.messages import InferRequest
 from shard.network.peers import Peer, PeerTable
 from shard.network.sidecar import SidecarError
-from shard.ports import LedgerProvider, NetworkProvider, SettingsReader, Spawn
+from shard.ports import LedgerProvider, LocalModel, NetworkProvider, SettingsReader, Spawn
+from shard.remote import check
 from shard.verifier.protocol import GenerateRequest
 
 if TYPE_CHECKING:
@@ -67,11 +72,13 @@ class InferClient:
         peers: PeerTable,
         metrics: Metrics,
         spawn: Spawn,
+        local: LocalModel | None = None,
     ) -> None:
         self._settings, self._network, self._ledger = settings, network, ledger
         self._peers, self._metrics, self._spawn = peers, metrics, spawn
+        self._local = local  # this node's own model, if any: it checks Oracles' answers
         self.failures: dict[str, int] = {}  # per Oracle: streams it broke off (bounded by the peers seen)
-        self.dropped: dict[str, str] = {}  # Oracles caught lying -> why (never asked again)
+        self.dropped = peers.dropped  # Oracles caught lying -> why (never asked again; in the peer listing)
 
     def oracles(self, model: str = "") -> list[Peer]:
         """Connected Oracles serving `model` (any model for "" or "default"): those that failed
@@ -188,10 +195,13 @@ class InferClient:
                         await self._pay(oracle, line.get("receipt"), n_done)
                         if (
                             len(tried) == 1
-                            and request.sampling.temperature == 0
                             and random.random() < settings.spot_check_rate
+                            and await self._spot_check(request, model, oracle, "".join(produced))
                         ):
-                            self._spawn(self._spot_check(request, model, oracle, "".join(produced)))
+                            raise PeerUnavailable(
+                                f"Oracle {oracle[-8:]} answered text the model would not write (checked here): "
+                                "it was dropped; ask again"
+                            )
                         yield Finished(event.reason, {**event.usage, "completion_tokens": n_done}, oracle)
                         return
                     elif isinstance(event, Failed):
@@ -215,7 +225,21 @@ class InferClient:
                 await lines.aclose()
         raise PeerUnavailable(f"no local model, and the network could not serve the request: {last_error}")
 
-    async def _spot_check(self, request: GenerateRequest, model: str, first: str, text: str) -> None:
+    async def _spot_check(self, request: GenerateRequest, model: str, oracle: str, text: str) -> bool:
+        """Check `oracle`'s answer `text`: with this node's own model now (True: it lied, and is
+        dropped), else, for a greedy request, against other Oracles in the background."""
+        agrees = await check.by_local_model(self._local, request, model, text) if self._local else None
+        if agrees is None:
+            if request.sampling.temperature == 0:
+                self._spawn(self._second_opinion(request, model, oracle, text))
+            return False
+        if agrees:
+            log.info("spot check: Oracle %s's answer is the model's (checked here)", oracle)
+            return False
+        self._drop(oracle, "its answer is not one the model would write (checked with this node's model)", "spot_check")
+        return True
+
+    async def _second_opinion(self, request: GenerateRequest, model: str, first: str, text: str) -> None:
         """Ask other Oracles the same greedy request; drop whoever disagrees with the rest."""
         answers = {first: text}
         for other in [p.peer_id for p in self.oracles(model) if p.peer_id != first][:2]:

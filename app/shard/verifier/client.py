@@ -163,6 +163,10 @@ class VerifierClient:
     async def verify(self, request: protocol.VerifyRequest) -> protocol.VerifyResult:
         return protocol.VerifyResult(**await self._post("/verify", request.to_dict()))
 
+    async def check(self, request: protocol.CheckRequest) -> protocol.CheckResult:
+        """Whether a peer's text is one this model could have written for the request."""
+        return protocol.CheckResult(**await self._post("/check", request.to_dict()))
+
     async def draft(self, request: protocol.DraftRequest) -> protocol.DraftVerdict:
         """Hand a draft to a running generation; returns once a step has checked it (or the job ended)."""
         return protocol.DraftVerdict(**await self._post("/draft", request.to_dict()))

@@ -10,6 +10,9 @@ Which drafts go into a step is policy.py's call: only the tokens whose expected 
 add to the step's cost, given every stream in the batch (a full batch of missing drafts drafts nothing).
 
 Generation without drafts and `verify(context, draft)` are the same step, so there is one code path.
+A check of a peer's text (`Job.expect`) is that step too, with the text as the draft: each token is
+kept if an honest sampler could have chosen it (sampling.py's `admissible`), not only if it is the
+one this engine would draw.
 Jobs are served side by side; none is cut off when another arrives (llama_cpp.server does that).
 """
 
@@ -42,6 +45,7 @@ log = logging.getLogger("shard.verifier.engine")
 MAX_DRAFT = 16
 EXTERNAL_PRIOR = 0.9  # a scout drafts with a model of the same family: usually right at first
 MAX_SOURCES = 256  # scouts whose acceptance the engine remembers across jobs (the oldest are forgotten)
+MAX_ALTERNATIVES = 64  # admissible tokens tried against a checked text where its own tokenization is not one
 
 
 class DraftSource(Protocol):
@@ -92,6 +96,10 @@ class Job:
     draft_source: DraftSource | None = None
     max_steps: int = 0  # 0: no limit; verify() uses 1
     logprobs: int = -1  # -1: none; else each token's log-probability and this many alternatives
+    # A check (POST /check): the bytes of a peer's text still to follow. The job follows it token by
+    # token while each is one an honest sampler could have chosen; it ends "checked" when it has
+    # followed all of it (or max_tokens of it), "mismatch" where no admissible token spells it on.
+    expect: bytes | None = None
     # Drafts handed in while the job runs (scouts); appended from other threads (deque is atomic).
     inbox: deque[ExternalDraft] = field(default_factory=deque)
     id: int = field(default_factory=itertools.count(1).__next__)
@@ -354,6 +362,8 @@ class Engine:
     def _offer(self, job: Job, room: int) -> tuple[list[int], str]:
         """The draft a job could check this step and its source: "given" (a verify request's own,
         always checked), "external" (a scout's) or "lookup"; each proposal is scored later (Shadow)."""
+        if job.expect is not None:
+            return self._expected(job, room), "given"
         limit = min(room, MAX_DRAFT, self.n_ctx - len(job.tokens) - 1)
         if job.max_tokens:
             limit = min(limit, job.max_tokens - job.stats.completion_tokens - 1)
@@ -373,6 +383,17 @@ class Engine:
             job.shadows[source] = Shadow(len(job.tokens), list(draft))
         self.counters["draft_offered" if source == "lookup" else "external_offered"] += len(draft)
         return draft, source
+
+    def _expected(self, job: Job, room: int) -> list[int]:
+        """A check's draft: the rest of the text to follow, as this tokenizer would cut it (a guess:
+        _follow also takes other cuts of it), as much as fits the batch."""
+        limit = min(room, self.n_ctx - len(job.tokens) - 1)
+        if job.max_tokens:
+            limit = min(limit, job.max_tokens - job.stats.completion_tokens - 1)
+        if limit <= 0 or not self.drafts_supported or not job.expect:
+            return []
+        text = job.expect[: limit * 16].decode("utf-8", "ignore")
+        return self.model.tokenize_continuation(job.tokens[-4:], text)[:limit]
 
     def _rate(self, job: Job, source: str) -> float:
         acc = job.acceptance.get(source)
@@ -452,6 +473,9 @@ class Engine:
 
     def _accept(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
         job = slot.running()
+        if job.expect is not None:
+            self._follow(slot, row, n_pending, draft)
+            return
         chooser = job.chooser
         assert chooser is not None, "submit() gives every job its chooser"
         n_vocab = self.model.n_vocab
@@ -489,6 +513,46 @@ class Engine:
         self._emit_tokens(slot, accepted, lps)
         if job.shadows:
             self._learn(job)
+
+    def _follow(self, slot: Slot, row: int, n_pending: int, draft: list[int]) -> None:
+        """A check's step: at each row, the token that spells the text on, if an honest sampler
+        could have chosen it: the draft's, else (the peer's tokenizer cut the text otherwise) the
+        likeliest admissible one that does. None does: the text is not this model's ("mismatch")."""
+        job = slot.running()
+        chooser, expect = job.chooser, job.expect
+        assert chooser is not None and expect is not None, "a check job has both"
+        taken: list[int] = []
+        reason = ""
+        for i in range(len(draft) + 1):
+            ptr = llama_cpp.llama_get_logits_ith(self.ctx.ctx, row + i)
+            allowed = chooser.admissible(np.ctypeslib.as_array(ptr, shape=(self.model.n_vocab,)))
+            guess = draft[i] if i < len(draft) else -1
+            candidates = ([guess] if guess in allowed else []) + [int(t) for t in allowed[:MAX_ALTERNATIVES]]
+            tok = next((t for t in candidates if (p := self.model.piece(t)) and expect.startswith(p)), None)
+            if tok is None:
+                reason = "mismatch"
+                break
+            chooser.accept(tok)
+            taken.append(tok)
+            expect = expect[len(self.model.piece(tok)) :]
+            if not expect or (job.max_tokens and job.stats.completion_tokens + len(taken) >= job.max_tokens):
+                reason = "checked"
+                break
+            if tok != guess:
+                break  # the rows after this one were computed for the draft's token
+        kept = max(len(taken) - 1, 0) if reason != "mismatch" else len(taken)
+        job.n_past += n_pending + kept
+        if len(draft) > kept:
+            llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
+        job.tokens.extend(taken)
+        job.expect = expect
+        job.stats.completion_tokens += len(taken)
+        job.stats.steps += 1
+        slot.cached = job.tokens[: job.n_past]
+        if not reason and len(job.tokens) >= self.n_ctx:
+            reason = "checked"  # as much as fits the context
+        if reason:
+            self._finish(slot, reason)
 
     def _emit_tokens(self, slot: Slot, tokens: list[int], lps: list[dict[str, Any]] | None = None) -> None:
         job = slot.running()

@@ -377,6 +377,45 @@ class VerifyResult:
         return dataclasses.asdict(self)
 
 
+MAX_CHECK_CHARS = 65536
+
+
+@dataclass
+class CheckRequest:
+    """POST /check: would this model, sampling as `generate` says, have written `expect` right
+    after `generate`'s prompt (and its continuation)? A remote Oracle's answer, checked by a node
+    that has the model. At most `limit` tokens of it are followed (0: all that fit)."""
+
+    generate: GenerateRequest
+    expect: str
+    limit: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"generate": self.generate.to_dict(), "expect": self.expect, "limit": self.limit}
+
+    @classmethod
+    def from_dict(cls, d: Any) -> CheckRequest:
+        if not isinstance(d, dict):
+            raise ProtocolError("the body must be a JSON object")
+        expect = d.get("expect")
+        if not isinstance(expect, str) or not expect or len(expect) > MAX_CHECK_CHARS:
+            raise ProtocolError(f"'expect' must be a text of 1 to {MAX_CHECK_CHARS} characters")
+        return cls(
+            generate=GenerateRequest.from_dict(d.get("generate")),
+            expect=expect,
+            limit=_int(d, "limit", 0, 0, MAX_TOKENS_PER_REQUEST),
+        )
+
+
+@dataclass
+class CheckResult:
+    agrees: bool  # every token followed was one an honest sampler could have chosen
+    checked: int  # tokens followed (of `limit`)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 MAX_EMBED_INPUTS = 2048
 
 

@@ -285,6 +285,37 @@ async def verify(request: web.Request) -> web.Response:
         raise
 
 
+async def check(request: web.Request) -> web.Response:
+    """Whether a peer's text is one this model could have written for the request (CheckRequest)."""
+    engine = _ready_engine(request)
+    try:
+        req = protocol.CheckRequest.from_dict(await _json_body(request))
+        prompt, _ = _prompt(engine, req.generate)
+        job = Job(
+            prompt=prompt,
+            params=_sampling(engine, req.generate),
+            emit=lambda e: None,
+            max_tokens=req.limit,
+            expect=req.expect.encode("utf-8"),
+        )
+        engine, queue = _start_job(request, job)
+    except (protocol.ProtocolError, EngineError, ValueError) as exc:
+        return _error(400, str(exc), exc.code if isinstance(exc, errors.ShardError) else "invalid_request")
+    try:
+        while True:
+            event = await queue.get()
+            if event["type"] == "error":
+                return _error(500, event["message"], "engine_error")
+            if event["type"] == "end":
+                result = protocol.CheckResult(
+                    agrees=event["finish_reason"] != "mismatch", checked=event["usage"]["completion_tokens"]
+                )
+                return web.json_response(result.to_dict())
+    except asyncio.CancelledError:
+        engine.cancel(job)
+        raise
+
+
 def _embedder(state: VerifierState, engine: Engine) -> Embedder:
     with state.embed_lock:
         if state.embedder is None:
@@ -337,6 +368,7 @@ def create_app(state: VerifierState) -> web.Application:
     app.router.add_post("/detokenize", detokenize)
     app.router.add_post("/generate", generate)
     app.router.add_post("/verify", verify)
+    app.router.add_post("/check", check)
     app.router.add_post("/draft", draft)
     app.router.add_post("/embed", embed)
     return app
