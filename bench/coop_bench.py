@@ -277,6 +277,7 @@ def measure(run: Run, prompts: list[str], tokens: int, repeats: int) -> dict[str
         "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
         "scout_steps": d.get("external_checks", 0) / steps if steps else None,
         "stale": ignored.get("stale", 0),
+        "detail": {"ignored": {k: v for k, v in ignored.items() if v}, **{k: v for k, v in d.items() if v}},
     }
 
 
@@ -339,7 +340,7 @@ def main() -> None:
                 row.update(oracle=oracle_name, run=name, same=row.pop("texts") == reference)
                 rows.append(row)
                 runs = " / ".join(f"{v:.2f}" for v in row["speeds"])  # type: ignore[attr-defined]
-                print(f"{oracle_name} / {name}: {runs} tok/s", file=sys.stderr, flush=True)
+                print(f"{oracle_name} / {name}: {runs} tok/s {row.pop('detail')}", file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows, args, len(prompts))

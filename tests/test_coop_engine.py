@@ -4,6 +4,7 @@ the plain output, and sampled output keeps the target model's distribution."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -293,6 +294,23 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     assert p.backoff == 1 and p.limit == 2
 
 
+def test_a_scout_whose_drafts_the_policy_declines_rests_too() -> None:
+    """A draft the engine's policy found not worth checking (verified, 0 proposed: the scout's
+    acceptance is too low for the cost curve) still cost the Oracle's core a round trip to the
+    verifier: the next ones rest unchecked (1, 2, 4 ...) as after a miss, with its draft length kept."""
+    from shard.coop.generator import _Pace
+
+    p = _Pace()
+    p.update(0, 0)
+    assert (p.limit, p.rest, p.backoff) == (4, 1, 2)
+    p.rest = 0
+    p.update(0, 0)
+    assert p.rest == 2
+    p.rest = 0
+    p.update(2, 2)  # a draft worth checking again, and right: forgiven
+    assert p.backoff == 1
+
+
 def test_local_scouts_draft_only_while_measured_to_pay() -> None:
     """No double-dip: with scouts on this machine, requests are tried with and without them; the
     faster way is kept, the other probed one request in PROBE_EVERY."""
@@ -308,3 +326,32 @@ def test_local_scouts_draft_only_while_measured_to_pay() -> None:
     for _ in range(10):  # the workload changes: now its drafts are mostly accepted
         gate.record(True, 65, 3.2)
     assert [gate.use_local() for _ in range(PROBE_EVERY)].count(True) == PROBE_EVERY - 1
+
+
+async def test_the_verifier_hands_a_scouts_drafts_to_the_engine_under_its_name(
+    engine: Engine, reference: tuple[list[int], list[int]], aiohttp_client: Any
+) -> None:
+    """The engine learns each scout's acceptance across jobs by its name (`ExternalDraft.source`):
+    a draft posted to the verifier's /draft must keep the sender the node named, else every scout
+    is one anonymous "external" source that starts each request trusted again (an all-wrong scout
+    then gets checked at the start of every request)."""
+    from shard.verifier.model import ModelOptions
+    from shard.verifier.server import VerifierState, create_app
+
+    state = VerifierState(ModelOptions("unused"), token="t")
+    state.engine, state.model, state.status = engine, engine.model, "ready"
+    prompt, ref = reference
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    job.tokens = list(prompt)
+    state.jobs[job.id] = job  # a running generation, as far as /draft can tell
+    client = await aiohttp_client(create_app(state))
+    body = {"job": job.id, "position": len(prompt), "tokens": ref[:3], "source": "12D3KooWscout"}
+    posted = asyncio.ensure_future(client.post("/draft", json=body, headers={"Authorization": "Bearer t"}))
+    for _ in range(200):
+        if job.inbox:
+            break
+        await asyncio.sleep(0.01)
+    ext = job.inbox.popleft()
+    assert (ext.tokens, ext.source, ext.key) == (ref[:3], "12D3KooWscout", "external:12D3KooWscout")
+    ext.done(3, 3, "verified")
+    assert (await (await posted).json())["accepted"] == 3
