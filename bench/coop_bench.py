@@ -15,7 +15,9 @@ acceptance (accepted / checked draft tokens, all sources), mean accepted length 
 per verify step that checked a draft), tokens per verify step, and the scout's share of accepted
 draft tokens.
 
-    .venv/bin/python bench/coop_bench.py [--slowdowns 4] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
+    .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
+    .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
+        [--repeats 2] [--quant Q8_0]
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
@@ -289,7 +291,7 @@ def main() -> None:
     ap.add_argument(
         "--noise",
         type=float,
-        default=0.3,
+        default=0.1,  # 0.3 made SmolLM2's twin repeat itself (lookup then accepted 98%): no real pair does that
         help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
     )
     ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")

@@ -294,23 +294,6 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     assert p.backoff == 1 and p.limit == 2
 
 
-def test_a_scout_whose_drafts_the_policy_declines_rests_too() -> None:
-    """A draft the engine's policy found not worth checking (verified, 0 proposed: the scout's
-    acceptance is too low for the cost curve) still cost the Oracle's core a round trip to the
-    verifier: the next ones rest unchecked (1, 2, 4 ...) as after a miss, with its draft length kept."""
-    from shard.coop.generator import _Pace
-
-    p = _Pace()
-    p.update(0, 0)
-    assert (p.limit, p.rest, p.backoff) == (4, 1, 2)
-    p.rest = 0
-    p.update(0, 0)
-    assert p.rest == 2
-    p.rest = 0
-    p.update(2, 2)  # a draft worth checking again, and right: forgiven
-    assert p.backoff == 1
-
-
 def test_local_scouts_draft_only_while_measured_to_pay() -> None:
     """No double-dip: with scouts on this machine, requests are tried with and without them; the
     faster way is kept, the other probed one request in PROBE_EVERY."""

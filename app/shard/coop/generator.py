@@ -159,17 +159,15 @@ def _size(value: Any) -> int:
 class _Pace:
     """How much of a scout's drafts is worth checking: on a CPU each checked token costs nearly a
     decode step, so a scout's draft length follows its acceptance (as the lookup drafter's does),
-    and after a draft with nothing accepted, or one the policy found not worth checking, its next
-    drafts rest unchecked (1, 2, 4 ... 64)."""
+    and after a draft with nothing accepted its next drafts rest unchecked (1, 2, 4 ... 64)."""
 
     limit: int = 4
     rest: int = 0
     backoff: int = 1
 
     def update(self, proposed: int, accepted: int) -> None:
-        if proposed == 0:  # not checked: the policy found it would not pay (the scout's acceptance is too
-            # low for the cost curve), yet it cost a round trip to the verifier: rest as after a miss
-            self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
+        if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout (a
+            # short draft from a good scout is declined too; resting it then cost the exact twin its drafts)
             return
         self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
         if accepted == 0:
@@ -398,8 +396,6 @@ class CoopGenerator:
         except ShardError as exc:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-        if result.outcome == "verified" and result.proposed == 0:  # not worth a check: it rests (_Pace)
-            pace.update(0, 0)
         if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
             if session.golden and result.outcome == "stale":  # a greedy ticket's: wrong, if it disagrees
                 self._late_for_ticket(sender, session, draft, pace.limit)
