@@ -10,10 +10,15 @@ headless scout (`shard scout`) drafting with SmolLM2 itself. Per Oracle, through
                    same tokenizer), no lookup: what a useless scout costs
 Latency comes from bench/delay_proxy.py between the scout and the Oracle (this kernel has no netem).
 The Oracle is pinned to CPU 0 and the scout to CPU 1 (taskset), one decode thread each.
-Per row: tokens/s (completion tokens / wall time, non-streamed), ratio to plain and to lookup,
-acceptance (accepted / checked draft tokens, all sources), mean accepted length (accepted tokens
-per verify step that checked a draft), tokens per verify step, and the scout's share of accepted
-draft tokens.
+Models: SmolLM2 is first rewritten as Q8_0 (--quant; ggml checks a batch of draft tokens of a
+Q8_0/Q4_0/Q4_K model with tiled kernels, as for a real Oracle's file, where Q4_1 costs nearly a
+step per token), and the scout, the twins and the all-wrong scout are all made from that file.
+Per row, each of --repeats runs (every prompt once) timed on its own: tokens/s (completion tokens /
+wall time, non-streamed; the mean and each run), ratio to plain and to lookup, acceptance (accepted
+/ checked draft tokens, all sources), mean accepted length (accepted tokens per verify step that
+checked a draft), tokens per verify step, the share of steps that checked a scout's draft, the
+scout drafts answered "stale" (made for a past the Oracle did not take, or with nothing new), and
+the scout's share of accepted draft tokens. Each row's raw counters go to stderr.
 
     .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
     .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
@@ -241,7 +246,8 @@ def configs_for(oracle: Path, args: argparse.Namespace, wrong: Path, latencies: 
     skip = set(args.skip.split(","))
     if "lookup" not in skip:
         configs.append(("lookup", ["--no-sidecar"], None, 0.0))
-    configs += [(f"scout @ {d:g} ms", ["--no-lookup", *NET], args.model, d) for d in latencies]
+    if "scout" not in skip:
+        configs += [(f"scout @ {d:g} ms", ["--no-lookup", *NET], args.model, d) for d in latencies]
     if "scout+lookup" not in skip:
         configs.append((f"scout+lookup @ {latencies[0]:g} ms", list(NET), args.model, latencies[0]))
     if "all-wrong" not in skip:
@@ -300,7 +306,9 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=3, help="how many of the workload's prompts each repeat runs")
     ap.add_argument("--repeats", type=int, default=2, help="measurements per row (each: every prompt once)")
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
-    ap.add_argument("--skip", default="", help="comma list of row kinds to leave out (lookup, scout+lookup, all-wrong)")
+    ap.add_argument(
+        "--skip", default="", help="comma list of row kinds to leave out (lookup, scout, scout+lookup, all-wrong)"
+    )
     ap.add_argument(
         "--quick",
         action="store_true",
