@@ -255,19 +255,31 @@ def configs_for(oracle: Path, args: argparse.Namespace, wrong: Path, latencies: 
     return configs
 
 
-def measure(run: Run, prompts: list[str], tokens: int, repeats: int) -> dict[str, object]:
-    """Each repeat runs every prompt once; tok/s per repeat, counters over all of them."""
+def speed_of(run: Run, prompts: list[str], tokens: int, texts: list[str]) -> float:
+    """tok/s over every prompt once (texts appended)."""
+    n_all, dt_all = 0, 0.0
+    for p in prompts:
+        text, n, dt = run.complete(p, tokens)
+        texts.append(text)
+        n_all, dt_all = n_all + n, dt_all + dt
+    return n_all / dt_all
+
+
+def measure(run: Run, prompts: list[str], tokens: int, repeats: int, partner: Run | None = None) -> dict[str, object]:
+    """Each repeat runs every prompt once; tok/s per repeat, counters over all of them. With a
+    `partner` (plain, on the same Oracle file and core, idle meanwhile), each repeat runs it
+    right before: the ratio of the two is measured under the same load (this machine's load moves
+    tok/s by tens of percent from one minute to the next)."""
     run.complete(prompts[0], 8)  # warm-up (and the scout's first session)
     before, ignored_before = run.counters(), ignored_by_reason(run.base)
     speeds: list[float] = []
+    ratios: list[float] = []
     texts: list[str] = []
     for _ in range(repeats):
-        n_all, dt_all = 0, 0.0
-        for p in prompts:
-            text, n, dt = run.complete(p, tokens)
-            texts.append(text)
-            n_all, dt_all = n_all + n, dt_all + dt
-        speeds.append(n_all / dt_all)
+        base = speed_of(partner, prompts, tokens, []) if partner is not None else 0.0
+        speeds.append(speed_of(run, prompts, tokens, texts))
+        if base:
+            ratios.append(speeds[-1] / base)
     after, ignored_after = run.counters(), ignored_by_reason(run.base)
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     ignored = {k: v - ignored_before.get(k, 0) for k, v in ignored_after.items()}
@@ -285,6 +297,7 @@ def measure(run: Run, prompts: list[str], tokens: int, repeats: int) -> dict[str
         "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
         "scout_steps": d.get("external_checks", 0) / steps if steps else None,
         "stale": ignored.get("stale", 0),
+        "ratios": ratios,
         "detail": {"ignored": {k: v for k, v in ignored.items() if v}, **{k: v for k, v in d.items() if v}},
     }
 
@@ -321,6 +334,11 @@ def main() -> None:
         "(Q8_0: ggml checks a batch of draft tokens with tiled kernels, as for real Oracles' Q4_K/Q8_0 files; "
         "'' keeps the Q4_1 file, whose batches cost nearly a step per token)",
     )
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="keep plain running beside each other row and time them in turn: ratios under the same load",
+    )
     args = ap.parse_args()
     if args.quick:
         args.tokens, args.prompts, args.latencies = 32, 1, "20"
@@ -339,21 +357,37 @@ def main() -> None:
         slowdowns = [float(v) for v in args.slowdowns.split(",") if v]
         for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise):
             reference: list[str] = []
-            for name, flags, scout, latency in configs_for(oracle, args, wrong, latencies):
-                run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
-                try:
-                    row = measure(run, prompts, args.tokens, args.repeats)
-                finally:
-                    run.stop()
-                if name == "plain":
-                    reference = list(row["texts"])  # type: ignore[call-overload]
-                row.update(oracle=oracle_name, run=name, same=row.pop("texts") == reference)
-                rows.append(row)
-                runs = " / ".join(f"{v:.2f}" for v in row["speeds"])  # type: ignore[attr-defined]
-                print(f"{oracle_name} / {name}: {runs} tok/s {row.pop('detail')}", file=sys.stderr, flush=True)
+            partner: Run | None = None  # --paired: plain, kept running beside the other rows
+            try:
+                for name, flags, scout, latency in configs_for(oracle, args, wrong, latencies):
+                    run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
+                    try:
+                        row = measure(run, prompts, args.tokens, args.repeats, partner)
+                    finally:
+                        if args.paired and name == "plain":
+                            partner = run
+                        else:
+                            run.stop()
+                    report(row, oracle_name, name, reference, rows)
+            finally:
+                if partner is not None:
+                    partner.stop()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows, args, len(prompts))
+
+
+def report(
+    row: dict[str, object], oracle_name: str, name: str, reference: list[str], rows: list[dict[str, object]]
+) -> None:
+    """Check the row's texts against plain's (the first row of an Oracle sets `reference`), keep it."""
+    if name == "plain":
+        reference[:] = list(row["texts"])  # type: ignore[call-overload]
+    row.update(oracle=oracle_name, run=name, same=row.pop("texts") == reference)
+    rows.append(row)
+    runs = " / ".join(f"{v:.2f}" for v in row["speeds"])  # type: ignore[attr-defined]
+    paired = " / ".join(f"{v:.2f}" for v in row["ratios"])  # type: ignore[attr-defined]
+    print(f"{oracle_name} / {name}: {runs} tok/s, paired {paired} {row.pop('detail')}", file=sys.stderr, flush=True)
 
 
 def write_scrambled(model: Path, tmp: Path) -> Path:
@@ -389,6 +423,10 @@ def print_table(rows: list[dict[str, object]], args: argparse.Namespace, n_promp
         lookup = base.get((r["oracle"], "lookup"))
         vs_lookup = f"{speed / float(lookup):.2f}x" if lookup else "-"  # type: ignore[arg-type]
         runs = " / ".join(f"{v:.2f}" for v in r["speeds"])  # type: ignore[attr-defined]
+        ratios: list[float] = r["ratios"]  # type: ignore[assignment]
+        if ratios:  # --paired: each run against plain right before it
+            runs += " (paired: " + " / ".join(f"{v:.2f}x" for v in ratios) + ")"
+            plain = speed / statistics.mean(ratios)
         scouted = "scout" in str(r["run"])
         stale = f"{float(r['stale']):g}" if scouted else "-"  # type: ignore[arg-type]
         print(
