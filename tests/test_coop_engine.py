@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_helpers import CPU, FreeChecks, curve
-from shard.verifier.engine import Engine, ExternalDraft, Job
+from shard.verifier.engine import EXTERNAL_PRIOR, Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
 
@@ -117,7 +117,7 @@ def test_any_external_drafts_leave_greedy_output_unchanged(
     # Every draft got exactly one verdict, and a verdict never claims more than was proposed.
     assert len(verdicts.seen) == handed[0]
     assert all(0 <= a <= p for p, a, _ in verdicts.seen)
-    assert {o for *_, o in verdicts.seen} <= {"verified", "stale", "finished"}
+    assert {o for *_, o in verdicts.seen} <= {"verified", "stale", "missed", "finished"}
 
 
 def test_right_external_drafts_are_accepted_and_counted(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
@@ -211,6 +211,33 @@ def test_a_scout_whose_drafts_all_miss_stops_being_checked(
         engine.curve = saved
 
 
+def test_a_late_draft_that_guessed_the_past_wrong_is_a_miss(
+    engine: Engine, reference: tuple[list[int], list[int]]
+) -> None:
+    """A scout's draft that arrives after the generation passed its start, and disagrees with
+    what was generated, was a wrong guess: answered "missed" (not a mere "stale"), and counted
+    against its sender's acceptance as a checked miss would be, so that a scout whose drafts are
+    always wrong, and always late, is rested too (measured: an all-wrong scout's drafts were all
+    "stale", ~1.5 per token, each a round trip on the Oracle's core, and it was never rested)."""
+    prompt, ref = reference
+    verdicts = Verdicts()
+    before = engine.acceptance.get("external:late-and-wrong")
+    assert before is None
+    sent = [False]
+
+    def late_wrong(job: Job) -> None:
+        have = len(job.tokens)
+        if not sent[0] and have >= len(prompt) + 3:  # made for 3 tokens back, first guess wrong
+            sent[0] = True
+            bad = [(ref[0] + 1) % engine.model.n_vocab, *ref[1:6]]
+            job.inbox.append(ExternalDraft(len(prompt), bad, verdicts.done, source="late-and-wrong"))
+
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    assert _run(engine, job, on_token=late_wrong)["tokens"] == ref
+    assert verdicts.seen == [(0, 0, "missed")]
+    assert engine.acceptance["external:late-and-wrong"].rate < EXTERNAL_PRIOR  # lowered from where a new scout starts
+
+
 def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> None:
     """Temperature 0.4, no truncation: over many seeds, the first sampled token with an adversarial
     draft follows the target's softmax (chi-square test), and equals the draw without drafts."""
@@ -292,6 +319,8 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
     assert p.backoff == 1 and p.limit == 2
+    p.missed()  # a late draft that guessed the past wrong: a miss, its length kept
+    assert (p.limit, p.rest, p.backoff) == (2, 1, 2)
 
 
 def test_local_scouts_draft_only_while_measured_to_pay() -> None:

@@ -171,9 +171,13 @@ class _Pace:
             return
         self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
         if accepted == 0:
-            self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
+            self.missed()
         else:
             self.backoff = 1
+
+    def missed(self) -> None:
+        """A miss (checked with nothing kept, or late and wrong): the next drafts rest unchecked."""
+        self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
 
 
 class Ignored(Exception):
@@ -396,11 +400,14 @@ class CoopGenerator:
         except ShardError as exc:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
+        if result.outcome == "missed":  # late, and its start guessed what was generated wrong: a miss
+            pace.missed()
         if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
-            if session.golden and result.outcome == "stale":  # a greedy ticket's: wrong, if it disagrees
+            if session.golden and result.outcome in ("stale", "missed"):  # a greedy ticket's: wrong, if it disagrees
                 self._late_for_ticket(sender, session, draft, pace.limit)
             metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
-            return Verdict(work_id=draft.work_id, outcome=result.outcome)
+            # "missed" is the verifier's word: on the wire it is "stale" (late), as it always was
+            return Verdict(work_id=draft.work_id, outcome="stale" if result.outcome == "missed" else result.outcome)
         proposed, accepted = result.proposed, result.accepted
         if session.golden:  # a golden ticket: checked like any work, and kept as the sender's honesty score
             self.golden.record(sender, proposed, accepted)
