@@ -216,9 +216,9 @@ def test_a_late_draft_that_guessed_the_past_wrong_is_a_miss(
 ) -> None:
     """A scout's draft that arrives after the generation passed its start, and disagrees with
     what was generated, was a wrong guess: answered "missed" (not a mere "stale"), and counted
-    against its sender's acceptance as a checked miss would be, so that a scout whose drafts are
-    always wrong, and always late, is rested too (measured: an all-wrong scout's drafts were all
-    "stale", ~1.5 per token, each a round trip on the Oracle's core, and it was never rested)."""
+    against its sender's acceptance as a checked miss would be, so that the drafts of a scout whose
+    guesses are always wrong are not checked when one does come in time (measured: an all-wrong
+    scout's drafts were all "stale", ~1.5 per token, and never counted against it)."""
     prompt, ref = reference
     verdicts = Verdicts()
     before = engine.acceptance.get("external:late-and-wrong")
@@ -319,7 +319,7 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
     assert p.backoff == 1 and p.limit == 2
-    p.missed()  # a late draft that guessed the past wrong: a miss, its length kept
+    p.missed()  # a miss: the next drafts rest, its length kept
     assert (p.limit, p.rest, p.backoff) == (2, 1, 2)
 
 

@@ -400,8 +400,9 @@ class CoopGenerator:
         except ShardError as exc:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
-        if result.outcome == "missed":  # late, and its start guessed what was generated wrong: a miss
-            pace.missed()
+        # A "missed" draft (late, and its start guessed what was generated wrong) does not rest the
+        # scout here: the engine counts it against the scout's acceptance, so its next drafts are
+        # not checked while it keeps missing; resting it would also leave golden tickets unscored.
         if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
             if session.golden and result.outcome in ("stale", "missed"):  # a greedy ticket's: wrong, if it disagrees
                 self._late_for_ticket(sender, session, draft, pace.limit)
