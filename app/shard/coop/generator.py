@@ -407,8 +407,9 @@ class CoopGenerator:
             if session.golden and result.outcome in ("stale", "missed"):  # a greedy ticket's: wrong, if it disagrees
                 self._late_for_ticket(sender, session, draft, pace.limit)
             metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
-            # "missed" is the verifier's word: on the wire it is "stale" (late), as it always was
-            return Verdict(work_id=draft.work_id, outcome="stale" if result.outcome == "missed" else result.outcome)
+            if result.outcome == "missed":  # a wrong guess: the scout is told so (and rests), not just "late"
+                return Verdict(work_id=draft.work_id, outcome="ignored", reason="missed")
+            return Verdict(work_id=draft.work_id, outcome=result.outcome)
         proposed, accepted = result.proposed, result.accepted
         if session.golden:  # a golden ticket: checked like any work, and kept as the sender's honesty score
             self.golden.record(sender, proposed, accepted)
