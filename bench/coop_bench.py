@@ -143,7 +143,11 @@ class Run:
             raise
 
     def _start(self, name: str, model: Path, tmp: Path, env: dict[str, str], scout: Path | None) -> None:
-        wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what=f"{name} to load")
+        wait(
+            lambda: requests.get(self.base + "/health", timeout=2).status_code == 200,
+            900,  # an 8x twin is 2.3 GB (Q8_0): on a loaded machine, loading and calibrating took over 300 s
+            f"{name} to load",
+        )
         if scout:
             wait(
                 lambda: (
