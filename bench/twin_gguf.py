@@ -24,10 +24,12 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: SmolLM2's "8x" twin (541 layers) made the verifier abort
 OUTPUTS = re.compile(r"^blk\.(\d+)\.(attn_output|ffn_down)\.weight$")
 LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
 # bytes per block, and how many leading f16 values of each block are scales (multiply them to scale it)
@@ -58,6 +60,9 @@ def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scram
     arch = str(reader.fields["general.architecture"].contents())
     block_key = f"{arch}.block_count"
     n_layer = int(reader.fields[block_key].contents())
+    if n_layer + idle_layers > MAX_LAYERS:  # llama.cpp aborts loading a model with more layers
+        idle_layers = MAX_LAYERS - n_layer
+        print(f"twin_gguf: {dst.name} capped at {MAX_LAYERS} layers ({idle_layers} idle)", file=sys.stderr)
     writer = gguf.GGUFWriter(str(dst), arch)
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
