@@ -10,13 +10,19 @@ headless scout (`shard scout`) drafting with SmolLM2 itself. Per Oracle, through
                    same tokenizer), no lookup: what a useless scout costs
 Latency comes from bench/delay_proxy.py between the scout and the Oracle (this kernel has no netem).
 The Oracle is pinned to CPU 0 and the scout to CPU 1 (taskset), one decode thread each.
-Per row: tokens/s (completion tokens / wall time, non-streamed), ratio to plain and to lookup,
-acceptance (accepted / checked draft tokens, all sources), mean accepted length (accepted tokens
-per verify step that checked a draft), tokens per verify step, and the scout's share of accepted
-draft tokens.
+Models: SmolLM2 is first rewritten as Q8_0 (--quant; ggml checks a batch of draft tokens of a
+Q8_0/Q4_0/Q4_K model with tiled kernels, as for a real Oracle's file, where Q4_1 costs nearly a
+step per token), and the scout, the twins and the all-wrong scout are all made from that file.
+Per row, each of --repeats runs (every prompt once) timed on its own: tokens/s (completion tokens /
+wall time, non-streamed; the mean and each run), ratio to plain and to lookup, acceptance (accepted
+/ checked draft tokens, all sources), mean accepted length (accepted tokens per verify step that
+checked a draft), tokens per verify step, the share of steps that checked a scout's draft, the
+scout drafts answered "stale" (made for a past the Oracle did not take, or with nothing new), and
+the scout's share of accepted draft tokens. Each row's raw counters go to stderr.
 
-    .venv/bin/python bench/coop_bench.py [--slowdowns 4] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
-                                         [--tab 8]   (the browser tab's rows: bench/coop_tab.py)
+    .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
+    .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
+        [--repeats 2] [--quant Q8_0] [--tab 8]   (--tab: the browser tab's rows, bench/coop_tab.py)
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
@@ -137,7 +143,11 @@ class Run:
             raise
 
     def _start(self, name: str, model: Path, tmp: Path, env: dict[str, str], scout: Path | None) -> None:
-        wait(lambda: requests.get(self.base + "/health", timeout=2).status_code == 200, what=f"{name} to load")
+        wait(
+            lambda: requests.get(self.base + "/health", timeout=2).status_code == 200,
+            900,  # an 8x twin is 2.3 GB (Q8_0): on a loaded machine, loading and calibrating took over 300 s
+            f"{name} to load",
+        )
         if scout:
             wait(
                 lambda: (
@@ -204,131 +214,234 @@ class Run:
                 stop(p, 30)
 
 
+def ignored_by_reason(base: str) -> dict[str, float]:
+    """The Oracle's scout drafts not checked, by reason (stale, resting, unpaid, ...)."""
+    text = requests.get(base + "/metrics", timeout=5).text
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^shard_drafts_ignored_total\{reason="([^"]*)"\} ([0-9.e+-]+)$', text, re.M)
+    }
+
+
+def oracles_for(model: Path, tmp: Path, slowdowns: list[float], noise: float) -> list[tuple[str, Path]]:
+    """SmolLM2 itself (the scout's own speed), then per slowdown its exact twin and (noise > 0) its noisy one."""
+    from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
+
+    oracles = [("SmolLM2 itself", model)]
+    for x in slowdowns:
+        idle = max(1, round((x - 1) / 0.0137))  # step time ~ 0.59 + 0.0137 x layers (measured), 1 at 30
+        oracles.append((f"exact {x:g}x", write_twin(model, tmp / f"exact-{x:g}.gguf", idle)))
+        if noise:
+            # the same total drift for every slowdown: the noise is spread over the idle layers
+            oracles.append(
+                (f"noisy {x:g}x", write_twin(model, tmp / f"noisy-{x:g}.gguf", idle, noise=noise * 30 / idle))
+            )
+    return oracles
+
+
+Config = tuple[str, list[str], "Path | None", float]
+
+
+def configs_for(oracle: Path, args: argparse.Namespace, wrong: Path, latencies: list[float]) -> list[Config]:
+    """The rows measured for one Oracle (only plain for SmolLM2 itself)."""
+    configs: list[Config] = [("plain", ["--no-lookup", "--no-sidecar"], None, 0.0)]
+    if oracle == args.model:
+        return configs
+    skip = set(args.skip.split(","))
+    if "lookup" not in skip:
+        configs.append(("lookup", ["--no-sidecar"], None, 0.0))
+    if "scout" not in skip:
+        configs += [(f"scout @ {d:g} ms", ["--no-lookup", *NET], args.model, d) for d in latencies]
+    if "scout+lookup" not in skip:
+        configs.append((f"scout+lookup @ {latencies[0]:g} ms", list(NET), args.model, latencies[0]))
+    if "all-wrong" not in skip:
+        configs.append((f"all-wrong scout @ {latencies[0]:g} ms", ["--no-lookup", *NET], wrong, latencies[0]))
+    return configs
+
+
+def speed_of(run: Run, prompts: list[str], tokens: int, texts: list[str]) -> float:
+    """tok/s over every prompt once (texts appended)."""
+    n_all, dt_all = 0, 0.0
+    for p in prompts:
+        text, n, dt = run.complete(p, tokens)
+        texts.append(text)
+        n_all, dt_all = n_all + n, dt_all + dt
+    return n_all / dt_all
+
+
+def measure(run: Run, prompts: list[str], tokens: int, repeats: int, partner: Run | None = None) -> dict[str, object]:
+    """Each repeat runs every prompt once; tok/s per repeat, counters over all of them. With a
+    `partner` (plain, on the same Oracle file and core, idle meanwhile), each repeat runs it
+    right before: the ratio of the two is measured under the same load (this machine's load moves
+    tok/s by tens of percent from one minute to the next)."""
+    run.complete(prompts[0], 8)  # warm-up (and the scout's first session)
+    before, ignored_before = run.counters(), ignored_by_reason(run.base)
+    speeds: list[float] = []
+    ratios: list[float] = []
+    texts: list[str] = []
+    for _ in range(repeats):
+        base = speed_of(partner, prompts, tokens, []) if partner is not None else 0.0
+        speeds.append(speed_of(run, prompts, tokens, texts))
+        if base:
+            ratios.append(speeds[-1] / base)
+    after, ignored_after = run.counters(), ignored_by_reason(run.base)
+    d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    ignored = {k: v - ignored_before.get(k, 0) for k, v in ignored_after.items()}
+    proposed = d.get("draft_proposed", 0) + d.get("external_proposed", 0)
+    accepted = d.get("draft_accepted", 0) + d.get("external_accepted", 0)
+    checks = d.get("draft_checks", 0) + d.get("external_checks", 0)
+    steps = d.get("steps", 0)
+    return {
+        "speeds": speeds,
+        "speed": statistics.mean(speeds),
+        "texts": texts,
+        "acceptance": accepted / proposed if proposed else None,
+        "mean_accepted": accepted / checks if checks else None,
+        "tokens_per_step": d.get("tokens_generated", 0) / steps if steps else None,
+        "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
+        "scout_steps": d.get("external_checks", 0) / steps if steps else None,
+        "stale": ignored.get("stale", 0),
+        "ratios": ratios,
+        "detail": {"ignored": {k: v for k, v in ignored.items() if v}, **{k: v for k, v in d.items() if v}},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
     ap.add_argument("--model", type=Path, default=models.default_model_path(cache), help="the scout's model (SmolLM2)")
-    ap.add_argument("--slowdowns", default="4", help="comma list: idle layers for about this many times slower")
+    ap.add_argument("--slowdowns", default="2,4,8", help="comma list: idle layers for about this many times slower")
     ap.add_argument(
         "--noise",
         type=float,
-        default=0.3,
+        default=0.1,  # 0.3 made SmolLM2's twin repeat itself (lookup then accepted 98%): no real pair does that
         help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
     )
     ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
     ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--prompts", type=int, default=3, help="how many of the workload's prompts each repeat runs")
+    ap.add_argument("--repeats", type=int, default=2, help="measurements per row (each: every prompt once)")
     ap.add_argument("--threads", type=int, default=1, help="the Oracle's decode threads (the scout gets 1 of its own)")
-    ap.add_argument("--skip", default="", help="comma list of row kinds to leave out (lookup, scout+lookup, all-wrong)")
+    ap.add_argument(
+        "--skip", default="", help="comma list of row kinds to leave out (lookup, scout, scout+lookup, all-wrong)"
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="small enough for a shared 2-core machine: 32 tokens, 1 prompt, 20 ms only, no scout+lookup row",
+    )
+    ap.add_argument(
+        "--quant",
+        default="Q8_0",
+        help="rewrite SmolLM2 (and so the scout, the twins and the all-wrong scout) in this llama.cpp type first "
+        "(Q8_0: ggml checks a batch of draft tokens with tiled kernels, as for real Oracles' Q4_K/Q8_0 files; "
+        "'' keeps the Q4_1 file, whose batches cost nearly a step per token)",
+    )
     ap.add_argument("--tab", type=float, default=0, help="add the browser tab's rows for a twin this many times slower")
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="keep plain running beside each other row and time them in turn: ratios under the same load",
+    )
     args = ap.parse_args()
-    from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
+    if args.quick:
+        args.tokens, args.prompts, args.latencies = 32, 1, "20"
+        args.skip = ",".join(x for x in (args.skip, "scout+lookup") if x)
 
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
     latencies = [float(x) for x in args.latencies.split(",") if x]
-    skip = set(args.skip.split(","))
+    prompts = WORKLOADS[args.workload][: max(1, args.prompts)]
     rows: list[dict[str, object]] = []
     try:
-        wrong = write_twin(args.model, tmp / "all-wrong.gguf", 0, scramble=True)
-        oracles = []
-        for x in (float(v) for v in args.slowdowns.split(",") if v):
-            idle = max(1, round((x - 1) / 0.0137))  # step time ~ 0.59 + 0.0137 x layers (measured), 1 at 30
-            oracles.append((f"exact {x:g}x", write_twin(args.model, tmp / f"exact-{x:g}.gguf", idle)))
-            if args.noise:
-                oracles.append(
-                    (
-                        f"noisy {x:g}x",
-                        write_twin(args.model, tmp / f"noisy-{x:g}.gguf", idle, noise=args.noise * 30 / idle),
-                    )
-                )
-        oracles.insert(0, ("SmolLM2 itself", args.model))  # the scout's own speed, for the slowdowns
-        for oracle_name, oracle in oracles:
-            configs: list[tuple[str, list[str], Path | None, float]] = [
-                ("plain", ["--no-lookup", "--no-sidecar"], None, 0.0),
-            ]
-            if oracle == args.model:
-                pass
-            elif "lookup" not in skip:
-                configs.append(("lookup", ["--no-sidecar"], None, 0.0))
-            if oracle == args.model:
-                configs = configs[:1]
-            configs += (
-                []
-                if oracle == args.model
-                else [(f"scout @ {d:g} ms", ["--no-lookup", *NET], args.model, d) for d in latencies]
-            )
-            if "scout+lookup" not in skip and oracle != args.model:
-                configs.append((f"scout+lookup @ {latencies[0]:g} ms", list(NET), args.model, latencies[0]))
-            if "all-wrong" not in skip and oracle != args.model:
-                configs.append((f"all-wrong scout @ {latencies[0]:g} ms", ["--no-lookup", *NET], wrong, latencies[0]))
+        if args.quant:
+            from twin_gguf import requantize
+
+            args.model = requantize(args.model, tmp / f"smollm2-{args.quant}.gguf", args.quant)
+        wrong = write_scrambled(args.model, tmp)
+        slowdowns = [float(v) for v in args.slowdowns.split(",") if v]
+        for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise):
             reference: list[str] = []
-            for name, flags, scout, latency in configs:
-                run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
-                try:
-                    prompts = WORKLOADS[args.workload]
-                    run.complete(prompts[0], 8)  # warm-up (and the scout's first session)
-                    before = run.counters()
-                    speeds, texts, n_tokens = [], [], 0
-                    for _ in range(args.rounds):
-                        for p in prompts:
-                            text, n, dt = run.complete(p, args.tokens)
-                            speeds.append(n / dt)
-                            texts.append(text)
-                            n_tokens += n
-                    after = run.counters()
-                finally:
-                    run.stop()
-                d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                if name == "plain":
-                    reference = texts
-                proposed = d.get("draft_proposed", 0) + d.get("external_proposed", 0)
-                accepted = d.get("draft_accepted", 0) + d.get("external_accepted", 0)
-                rows.append(
-                    {
-                        "oracle": oracle_name,
-                        "run": name,
-                        "speed": statistics.mean(speeds),
-                        "acceptance": accepted / proposed if proposed else None,
-                        "tokens_per_step": d.get("tokens_generated", 0) / d["steps"] if d.get("steps") else None,
-                        "accepted": accepted,
-                        "scout_share": d.get("external_accepted", 0) / accepted if accepted else None,
-                        "steps_with_draft": d.get("draft_checks", 0) + d.get("external_checks", 0),
-                        "same": texts == reference,
-                    }
-                )
-                print(f"{oracle_name} / {name}: {rows[-1]['speed']:.2f} tok/s", file=sys.stderr, flush=True)
+            partner: Run | None = None  # --paired: plain, kept running beside the other rows
+            try:
+                for name, flags, scout, latency in configs_for(oracle, args, wrong, latencies):
+                    run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
+                    try:
+                        row = measure(run, prompts, args.tokens, args.repeats, partner)
+                    finally:
+                        if args.paired and name == "plain":
+                            partner = run
+                        else:
+                            run.stop()
+                    report(row, oracle_name, name, reference, rows)
+            finally:
+                if partner is not None:
+                    partner.stop()
         if args.tab:  # the browser tab as the scout (bench/coop_tab.py): its own twin, plain and the tab
             from coop_tab import tab_rows
 
-            rows += tab_rows(args.model, tmp, args.tab, args.workload, args.tokens, args.rounds)
+            rows += tab_rows(args.model, tmp, args.tab, args.workload, args.tokens, args.repeats)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    print_table(rows, args, len(prompts))
+
+
+def report(
+    row: dict[str, object], oracle_name: str, name: str, reference: list[str], rows: list[dict[str, object]]
+) -> None:
+    """Check the row's texts against plain's (the first row of an Oracle sets `reference`), keep it."""
+    if name == "plain":
+        reference[:] = list(row["texts"])  # type: ignore[call-overload]
+    row.update(oracle=oracle_name, run=name, same=row.pop("texts") == reference)
+    rows.append(row)
+    runs = " / ".join(f"{v:.2f}" for v in row["speeds"])  # type: ignore[attr-defined]
+    paired = " / ".join(f"{v:.2f}" for v in row["ratios"])  # type: ignore[attr-defined]
+    print(f"{oracle_name} / {name}: {runs} tok/s, paired {paired} {row.pop('detail')}", file=sys.stderr, flush=True)
+
+
+def write_scrambled(model: Path, tmp: Path) -> Path:
+    from twin_gguf import write_twin
+
+    return write_twin(model, tmp / "all-wrong.gguf", 0, scramble=True)
+
+
+def print_table(rows: list[dict[str, object]], args: argparse.Namespace, n_prompts: int) -> None:
     print(
-        f"\nScout SmolLM2-135M Q4_1; Oracles: its twins; workload {args.workload}, {args.tokens} tokens x "
-        f"{args.rounds} round(s) x 3 prompts, greedy, 1 slot, Oracle {args.threads} thread(s) on CPU 0, "
-        "scout 1 on CPU 1\n"
+        f"\nScout SmolLM2-135M {args.quant or 'Q4_1'}; Oracles: its twins; workload {args.workload}, "
+        f"{args.tokens} tokens x "
+        f"{n_prompts} prompt(s) per run, {args.repeats} runs per row, greedy, 1 slot, "
+        f"Oracle {args.threads} thread(s) on CPU 0, scout 1 on CPU 1\n"
     )
     print(
-        "| Oracle | run | tok/s | vs plain | vs lookup | acceptance | mean accepted per step | tokens per step "
-        "| scout's share of accepted | same text |"
+        "| Oracle | run | tok/s (mean) | each run | vs plain | vs lookup | acceptance | mean accepted per check "
+        "| tokens per step | steps checking a scout draft | stale scout drafts | scout's share of accepted "
+        "| same text |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["run"]): r["speed"] for r in rows}
 
     def pct(v: object) -> str:
         return f"{v:.0%}" if isinstance(v, float) else "-"
 
+    def num(v: object) -> str:
+        return f"{v:.2f}" if isinstance(v, float) else "-"
+
     for r in rows:
-        plain = base[(r["oracle"], "plain")]
+        speed = float(r["speed"])  # type: ignore[arg-type]
+        plain = float(base[(r["oracle"], "plain")])  # type: ignore[arg-type]
         lookup = base.get((r["oracle"], "lookup"))
-        tps = r["tokens_per_step"]
-        mean_acc = r["accepted"] / r["steps_with_draft"] if r.get("steps_with_draft") else None
-        vs_lookup = f"{r['speed'] / lookup:.2f}x" if lookup else "-"
+        vs_lookup = f"{speed / float(lookup):.2f}x" if lookup else "-"  # type: ignore[arg-type]
+        runs = " / ".join(f"{v:.2f}" for v in r.get("speeds", [speed]))  # type: ignore[attr-defined]
+        ratios: list[float] = r.get("ratios", [])  # type: ignore[assignment]  # the tab's rows are unpaired
+        if ratios:  # --paired: each run against plain right before it
+            runs += " (paired: " + " / ".join(f"{v:.2f}x" for v in ratios) + ")"
+            plain = speed / statistics.mean(ratios)
+        scouted = "scout" in str(r["run"])
+        stale = f"{float(r['stale']):g}" if scouted and "stale" in r else "-"  # type: ignore[arg-type]
         print(
-            f"| {r['oracle']} | {r['run']} | {r['speed']:.2f} | {r['speed'] / plain:.2f}x | "
-            f"{vs_lookup} | {pct(r['acceptance'])} | "
-            f"{f'{mean_acc:.2f}' if mean_acc is not None else '-'} | {f'{tps:.2f}' if tps else '-'} | "
+            f"| {r['oracle']} | {r['run']} | {speed:.2f} | {runs} | {speed / plain:.2f}x | {vs_lookup} | "
+            f"{pct(r['acceptance'])} | {num(r.get('mean_accepted'))} | {num(r['tokens_per_step'])} | "
+            f"{pct(r.get('scout_steps')) if scouted else '-'} | {stale} | "
             f"{pct(r['scout_share'])} | {'yes' if r['same'] else 'NO'} |"
         )
 

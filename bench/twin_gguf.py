@@ -11,16 +11,25 @@ block scales (and Q4_1's minimums), F32/F16 tensors directly.
 
     .venv/bin/python bench/twin_gguf.py SRC DST --idle 60 [--noise 0.05]
     .venv/bin/python bench/twin_gguf.py SRC DST --idle 0 --scramble     # an all-wrong drafter
+    .venv/bin/python bench/twin_gguf.py SRC DST --quant Q8_0            # SRC in another type, no twin
+
+`requantize(src, dst, "Q8_0")` rewrites a model in another llama.cpp type first (llama.cpp's own
+quantizer): on x86 and ARM CPUs, ggml multiplies Q8_0 and Q4_0 weights by a batch of tokens with
+tiled kernels (llamafile's tinyBLAS, repacked Q4_0), where Q4_1 gets one dot product per row and
+token, so checking k draft tokens costs nearly k single steps. Real Oracles' types (Q4_K, Q8_0,
+Q4_0) have such kernels: twins made from a Q4_1 file overstate what verification costs.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 
+MAX_LAYERS = 512  # llama.cpp's LLAMA_MAX_LAYERS: SmolLM2's "8x" twin (541 layers) made the verifier abort
 OUTPUTS = re.compile(r"^blk\.(\d+)\.(attn_output|ffn_down)\.weight$")
 LAYER = re.compile(r"^blk\.(\d+)\.(.+)$")
 # bytes per block, and how many leading f16 values of each block are scales (multiply them to scale it)
@@ -51,6 +60,9 @@ def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scram
     arch = str(reader.fields["general.architecture"].contents())
     block_key = f"{arch}.block_count"
     n_layer = int(reader.fields[block_key].contents())
+    if n_layer + idle_layers > MAX_LAYERS:  # llama.cpp aborts loading a model with more layers
+        idle_layers = MAX_LAYERS - n_layer
+        print(f"twin_gguf: {dst.name} capped at {MAX_LAYERS} layers ({idle_layers} idle)", file=sys.stderr)
     writer = gguf.GGUFWriter(str(dst), arch)
     for field in reader.fields.values():
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
@@ -89,6 +101,19 @@ def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scram
     return dst
 
 
+def requantize(src: Path, dst: Path, type_name: str) -> Path:
+    """`src` rewritten as `type_name` (e.g. Q8_0: nearly lossless from Q4_1), by llama.cpp."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{type_name}")
+    params.allow_requantize = True
+    params.nthread = 1
+    if llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), params) != 0:
+        raise RuntimeError(f"llama.cpp could not rewrite {src} as {type_name}")
+    return dst
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("src", type=Path)
@@ -96,7 +121,11 @@ def main() -> None:
     ap.add_argument("--idle", type=int, default=60)
     ap.add_argument("--noise", type=float, default=0.0)
     ap.add_argument("--scramble", action="store_true", help="an all-wrong drafter with the same tokenizer")
+    ap.add_argument("--quant", default="", help="only rewrite SRC as this type (Q8_0, Q4_0) into DST")
     args = ap.parse_args()
+    if args.quant:
+        requantize(args.src, args.dst, args.quant)
+        return
     write_twin(args.src, args.dst, args.idle, args.noise, args.scramble)
 
 

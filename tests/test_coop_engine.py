@@ -4,6 +4,7 @@ the plain output, and sampled output keeps the target model's distribution."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import queue
 import threading
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_helpers import CPU, FreeChecks, curve
-from shard.verifier.engine import Engine, ExternalDraft, Job
+from shard.verifier.engine import EXTERNAL_PRIOR, Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
 
@@ -116,7 +117,7 @@ def test_any_external_drafts_leave_greedy_output_unchanged(
     # Every draft got exactly one verdict, and a verdict never claims more than was proposed.
     assert len(verdicts.seen) == handed[0]
     assert all(0 <= a <= p for p, a, _ in verdicts.seen)
-    assert {o for *_, o in verdicts.seen} <= {"verified", "stale", "finished"}
+    assert {o for *_, o in verdicts.seen} <= {"verified", "stale", "missed", "finished"}
 
 
 def test_right_external_drafts_are_accepted_and_counted(engine: Engine, reference: tuple[list[int], list[int]]) -> None:
@@ -210,6 +211,33 @@ def test_a_scout_whose_drafts_all_miss_stops_being_checked(
         engine.curve = saved
 
 
+def test_a_late_draft_that_guessed_the_past_wrong_is_a_miss(
+    engine: Engine, reference: tuple[list[int], list[int]]
+) -> None:
+    """A scout's draft that arrives after the generation passed its start, and disagrees with
+    what was generated, was a wrong guess: answered "missed" (not a mere "stale"), and counted
+    against its sender's acceptance as a checked miss would be, so that the drafts of a scout whose
+    guesses are always wrong are not checked when one does come in time (measured: an all-wrong
+    scout's drafts were all "stale", ~1.5 per token, and never counted against it)."""
+    prompt, ref = reference
+    verdicts = Verdicts()
+    before = engine.acceptance.get("external:late-and-wrong")
+    assert before is None
+    sent = [False]
+
+    def late_wrong(job: Job) -> None:
+        have = len(job.tokens)
+        if not sent[0] and have >= len(prompt) + 3:  # made for 3 tokens back, first guess wrong
+            sent[0] = True
+            bad = [(ref[0] + 1) % engine.model.n_vocab, *ref[1:6]]
+            job.inbox.append(ExternalDraft(len(prompt), bad, verdicts.done, source="late-and-wrong"))
+
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    assert _run(engine, job, on_token=late_wrong)["tokens"] == ref
+    assert verdicts.seen == [(0, 0, "missed")]
+    assert engine.acceptance["external:late-and-wrong"].rate < EXTERNAL_PRIOR  # lowered from where a new scout starts
+
+
 def test_sampling_with_drafts_keeps_the_target_distribution(engine: Engine) -> None:
     """Temperature 0.4, no truncation: over many seeds, the first sampled token with an adversarial
     draft follows the target's softmax (chi-square test), and equals the draw without drafts."""
@@ -291,6 +319,8 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
     assert p.backoff == 1 and p.limit == 2
+    p.missed()  # a miss: the next drafts rest, its length kept
+    assert (p.limit, p.rest, p.backoff) == (2, 1, 2)
 
 
 def test_local_scouts_draft_only_while_measured_to_pay() -> None:
@@ -308,3 +338,51 @@ def test_local_scouts_draft_only_while_measured_to_pay() -> None:
     for _ in range(10):  # the workload changes: now its drafts are mostly accepted
         gate.record(True, 65, 3.2)
     assert [gate.use_local() for _ in range(PROBE_EVERY)].count(True) == PROBE_EVERY - 1
+
+
+async def test_the_verifier_hands_a_scouts_drafts_to_the_engine_under_its_name(
+    engine: Engine, reference: tuple[list[int], list[int]], aiohttp_client: Any
+) -> None:
+    """The engine learns each scout's acceptance across jobs by its name (`ExternalDraft.source`):
+    a draft posted to the verifier's /draft must keep the sender the node named, else every scout
+    is one anonymous "external" source that starts each request trusted again (an all-wrong scout
+    then gets checked at the start of every request)."""
+    from shard.verifier.model import ModelOptions
+    from shard.verifier.server import VerifierState, create_app
+
+    state = VerifierState(ModelOptions("unused"), token="t")
+    state.engine, state.model, state.status = engine, engine.model, "ready"
+    prompt, ref = reference
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    job.tokens = list(prompt)
+    state.jobs[job.id] = job  # a running generation, as far as /draft can tell
+    client = await aiohttp_client(create_app(state))
+    body = {"job": job.id, "position": len(prompt), "tokens": ref[:3], "source": "12D3KooWscout"}
+    posted = asyncio.ensure_future(client.post("/draft", json=body, headers={"Authorization": "Bearer t"}))
+    for _ in range(200):
+        if job.inbox:
+            break
+        await asyncio.sleep(0.01)
+    ext = job.inbox.popleft()
+    assert (ext.tokens, ext.source, ext.key) == (ref[:3], "12D3KooWscout", "external:12D3KooWscout")
+    ext.done(3, 3, "verified")
+    assert (await (await posted).json())["accepted"] == 3
+
+
+def test_a_resting_scout_session_does_not_draft_until_the_oracle_moved_on() -> None:
+    """A scout told its drafts are of no use rests: it neither sends nor runs its model for the
+    next `rest` steps of the Oracle (progress messages), so a useless scout stops costing CPU
+    (measured: an all-wrong scout kept drafting flat out on its core, and on a shared machine
+    that load lands on the Oracle's core: 0.80x plain in the paired bench)."""
+    from shard.network.messages import Work
+    from shard.scout.headless import DraftSession
+
+    work = Work(work_id="k.1", model="m", context="a b", position=2, max_draft=16, deadline_ms=0, tokens=[5, 6])
+    s = DraftSession(oracle="o", work=work, exact=True, confirmed=[5, 6], position=2)
+    assert s.drafting()
+    s.rest = 2
+    assert not s.drafting()
+    s.advance([7], "", None)
+    assert not s.drafting()
+    s.advance([8], "", None)
+    assert s.drafting() and s.rest == 0

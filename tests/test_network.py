@@ -270,7 +270,7 @@ def test_duplicate_replayed_and_misplaced_drafts_are_ignored(oracle: ServedNode,
             return r.json()["response"]
 
         first = send()
-        assert first["outcome"] in ("verified", "stale", "finished"), first
+        assert first["outcome"] in ("verified", "stale", "finished") or first.get("reason") == "missed", first
         assert send()["reason"] == "duplicate"
         assert (
             send(position=work["position"] + 1, text=" eight")["reason"] == "wrong_position"

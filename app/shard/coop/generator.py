@@ -166,13 +166,18 @@ class _Pace:
     backoff: int = 1
 
     def update(self, proposed: int, accepted: int) -> None:
-        if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout
+        if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout (a
+            # short draft from a good scout is declined too; resting it then cost the exact twin its drafts)
             return
         self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
         if accepted == 0:
-            self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
+            self.missed()
         else:
             self.backoff = 1
+
+    def missed(self) -> None:
+        """A miss (checked with nothing kept, or late and wrong): the next drafts rest unchecked."""
+        self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
 
 
 class Ignored(Exception):
@@ -395,10 +400,15 @@ class CoopGenerator:
         except ShardError as exc:
             log.debug("draft %s not checked: %s", draft.work_id, exc)
             return Verdict(work_id=draft.work_id, outcome="finished", reason="the generation is no longer running")
+        # A "missed" draft (late, and its start guessed what was generated wrong) does not rest the
+        # scout here: the engine counts it against the scout's acceptance, so its next drafts are
+        # not checked while it keeps missing; resting it would also leave golden tickets unscored.
         if result.outcome != "verified" or result.proposed == 0:  # stale, ended, or not worth a check
-            if session.golden and result.outcome == "stale":  # a greedy ticket's: wrong, if it disagrees
+            if session.golden and result.outcome in ("stale", "missed"):  # a greedy ticket's: wrong, if it disagrees
                 self._late_for_ticket(sender, session, draft, pace.limit)
             metrics.drafts_ignored.labels(result.outcome if result.outcome != "verified" else "unpaid").inc()
+            if result.outcome == "missed":  # a wrong guess: the scout is told so (and rests), not just "late"
+                return Verdict(work_id=draft.work_id, outcome="ignored", reason="missed")
             return Verdict(work_id=draft.work_id, outcome=result.outcome)
         proposed, accepted = result.proposed, result.accepted
         if session.golden:  # a golden ticket: checked like any work, and kept as the sender's honesty score

@@ -118,13 +118,21 @@ class DraftSession:
     sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
     in_flight: int = 0
     ahead: int = 8  # how far ahead to draft: follows the verdicts
-    rest: int = 0  # sends to skip: after a draft of which nothing was kept (1, 2, 4 ... 32)
+    rest: int = (
+        0  # Oracle steps to sit out (no drafting, no sending): after a draft of which nothing was kept (1, 2, 4 ... 32)
+    )
     backoff: int = 1
     heard_at: float = field(default_factory=time.monotonic)
 
+    def drafting(self) -> bool:
+        """Whether the model should grow the guess now: not while resting, nor once far enough ahead."""
+        return self.rest == 0 and len(self.guess) < self.ahead
+
     def advance(self, tokens: list[int], text: str, tokenize: Any) -> None:
-        """The Oracle decided `tokens` (spelling `text`) after `confirmed`."""
+        """The Oracle decided `tokens` (spelling `text`) after `confirmed` (one of its steps went by:
+        one less to rest)."""
         self.heard_at = time.monotonic()
+        self.rest = max(0, self.rest - 1)
         self.position += len(tokens)
         if self.exact:
             new = tokens
@@ -344,7 +352,7 @@ class Scout:
             if now - s.heard_at > SESSION_IDLE_S:
                 del self.sessions[key]
         for s in reversed(self.sessions.values()):
-            if len(s.guess) < s.ahead or self._sendable(s):
+            if s.drafting() or (s.rest == 0 and self._sendable(s)):
                 return s
         return None
 
@@ -378,8 +386,7 @@ class Scout:
         assert self.drafter is not None
         guess = session.guess[:MAX_DRAFT_TOKENS]
         session.sent = (session.epoch, session.position + len(guess))
-        if session.rest > 0:  # its last drafts were of no use: spare the Oracle this one
-            session.rest -= 1
+        if session.rest > 0:  # its last drafts were of no use: spare the Oracle (progress counts the rest down)
             return
         session.seq += 1
         if session.exact:

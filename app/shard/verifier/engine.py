@@ -449,18 +449,29 @@ class Engine:
                 if source != "external":  # a draft of no named source (a test's) is not remembered
                     self._engine_acceptance(source).record(kept, missed)
 
-    @staticmethod
-    def _take_external(job: Job, limit: int) -> tuple[list[int], str]:
+    def _take_external(self, job: Job, limit: int) -> tuple[list[int], str]:
         """The newest draft in the inbox that still fits what was generated, cut to what is new (a
         scout drafting ahead sends its guess again as it grows: the newest reaches furthest); the
-        older ones are answered "stale" without a check. Returns (tokens, source key)."""
+        older ones are answered "stale" without a check, and one whose start disagrees with what
+        was generated "missed": a wrong guess, counted against its source as a checked miss would
+        be (it cost no step, yet a source whose drafts always come late and wrong must be rested
+        like one whose drafts are checked and wrong). Returns (tokens, source key)."""
         have = len(job.tokens)
         best: ExternalDraft | None = None
         while job.inbox:
             ext = job.inbox.popleft()
             offset = have - ext.position
-            if offset < 0 or ext.tokens[:offset] != job.tokens[ext.position : have] or offset >= len(ext.tokens):
-                ext.done(0, 0, "stale")  # made for a past the generation did not take, or nothing new
+            n = max(0, min(offset, len(ext.tokens)))
+            kept = _common_prefix(ext.tokens[:n], job.tokens[ext.position : ext.position + n])
+            if offset >= 0 and kept < n:
+                self._rate(job, ext.key)
+                job.acceptance[ext.key].record(kept, True)
+                if ext.source:
+                    self._engine_acceptance(ext.key).record(kept, True)
+                ext.done(0, 0, "missed")
+                continue
+            if offset < 0 or offset >= len(ext.tokens):
+                ext.done(0, 0, "stale")  # made for a position not reached yet, or nothing new
                 continue
             if best is not None:
                 best.done(0, 0, "stale")  # superseded by a newer draft

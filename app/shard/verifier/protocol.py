@@ -362,7 +362,9 @@ def _source(d: dict[str, Any]) -> str:
 class DraftVerdict:
     proposed: int  # draft tokens that were checked (0 if the draft was not used)
     accepted: int  # of those, how many the target model kept
-    outcome: str  # "verified", "stale" (did not fit what was generated), "finished" (too late), "invalid"
+    # "verified", "stale" (superseded, or nothing new), "missed" (late, and its start disagreed with what
+    # was generated: a wrong guess), "finished" (too late), "invalid"
+    outcome: str
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

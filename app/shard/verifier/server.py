@@ -256,7 +256,9 @@ async def draft(request: web.Request) -> web.Response:
 
         loop.call_soon_threadsafe(settle)
 
-    job.inbox.append(ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done, req.limit))
+    # Under its sender's name: the engine learns each scout's acceptance across jobs by it.
+    ext = ExternalDraft(req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done, req.limit, req.source)
+    job.inbox.append(ext)
     if req.job not in request.app[STATE].jobs:  # the job ended while this draft was being queued
         done(0, 0, "finished")
     return web.json_response((await verdict).to_dict())
