@@ -79,8 +79,8 @@ struct Cli {
     /// Burst size of the per-peer rate limit
     #[arg(long, default_value_t = 400.0)]
     peer_burst: f64,
-    /// Peers to keep connected (discovery stops dialing here; above 1.5x the least useful
-    /// are closed)
+    /// Peers to keep connected (discovery dials below half of it; above 1.5x the least useful
+    /// are closed down to it)
     #[arg(long, default_value_t = connmgr::DEFAULT_TARGET)]
     target_peers: usize,
     /// Do not serve as a relay (v2) even when AutoNAT finds this node publicly reachable

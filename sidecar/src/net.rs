@@ -45,6 +45,9 @@ const MAX_EARLY_EVENTS: usize = 4096;
 pub const MAX_PEERS: usize = 256;
 /// Gossipsub's send queue per peer (publish + forward slots; control messages are unbounded).
 pub const GOSSIP_QUEUE_LEN: usize = 256;
+/// Between two Kademlia routing table refreshes (a walk dials peers we are not connected to, which
+/// then sit above their targets and prune: the library's own every 5 min churned the mesh).
+pub const KAD_REFRESH: Duration = Duration::from_secs(1800);
 /// Most inbound connections still in their noise handshake at once.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -85,6 +88,24 @@ pub struct Stats {
     pub infer_unanswered: AtomicU64,
     pub infer_asker_gone: AtomicU64,
     pub infer_outbound: AtomicU64,
+    /// What the event loop does (bench/mesh_scale.py reads these to find where time and
+    /// connections go): swarm events handled and the time spent handling them and commands.
+    pub swarm_events: AtomicU64,
+    pub loop_busy_us: AtomicU64,
+    /// Connections opened (we dialed / they dialed) and closed (by our pruning, by the idle
+    /// timeout, by an I/O error or the remote closing, by us otherwise).
+    pub conns_out: AtomicU64,
+    pub conns_in: AtomicU64,
+    pub closed_pruned: AtomicU64,
+    pub closed_idle: AtomicU64,
+    pub closed_remote: AtomicU64,
+    pub closed_local: AtomicU64,
+    /// Dials we started: bootstrap redials, discovery (Kademlia routing updates, mDNS).
+    pub dials_bootstrap: AtomicU64,
+    pub dials_discovery: AtomicU64,
+    /// Kademlia bootstraps (random walks) finished: ours and the library's automatic ones; each
+    /// dials peers we are not connected to.
+    pub kad_walks: AtomicU64,
 }
 
 impl Stats {
@@ -104,8 +125,30 @@ impl Stats {
             "infer_unanswered": g(&self.infer_unanswered),
             "infer_asker_gone": g(&self.infer_asker_gone),
             "infer_outbound": g(&self.infer_outbound),
+            "swarm_events": g(&self.swarm_events),
+            "loop_busy_ms": g(&self.loop_busy_us) / 1000,
+            "connections": {
+                "opened_out": g(&self.conns_out),
+                "opened_in": g(&self.conns_in),
+                "closed_pruned": g(&self.closed_pruned),
+                "closed_idle": g(&self.closed_idle),
+                "closed_remote": g(&self.closed_remote),
+                "closed_local": g(&self.closed_local),
+                "dials_bootstrap": g(&self.dials_bootstrap),
+                "dials_discovery": g(&self.dials_discovery),
+                "kad_walks": g(&self.kad_walks),
+            },
         })
     }
+}
+
+/// What woke the event loop.
+enum Wake {
+    Swarm(Box<SwarmEvent<BehaviourEvent>>),
+    Command(Option<Command>),
+    Housekeeping,
+    Reconnect,
+    KadRefresh,
 }
 
 pub type Reply<T> = oneshot::Sender<T>;
@@ -197,6 +240,8 @@ pub struct EventLoop {
     reach: Reach,
     limits: connmgr::Limits,
     ticks: u64,
+    /// peers we are disconnecting to prune (the close is counted as pruning)
+    pruning: HashSet<PeerId>,
     work_topics: crate::topics::WorkTopics,
 }
 
@@ -264,6 +309,8 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             gossipsub.with_peer_score(params, thresholds).map_err(|e| format!("peer score: {e}"))?;
             let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
             kad_cfg.set_query_timeout(Duration::from_secs(30));
+            // refreshed by the event loop instead (KAD_REFRESH, and walks below the low watermark)
+            kad_cfg.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
             kad.set_mode(Some(kad::Mode::Server));
             let mdns = if mdns_on {
@@ -567,6 +614,7 @@ impl EventLoop {
             reach: Reach::new(cfg.relay_server),
             limits: connmgr::Limits::new(cfg.target_peers),
             ticks: 0,
+            pruning: HashSet::new(),
             work_topics: Default::default(),
         };
         for ev in early {
@@ -611,6 +659,7 @@ impl EventLoop {
             } else if self.peers.values().any(|s| s.conns.values().any(|c| c == &bare)) {
                 continue;
             }
+            self.stats.dials_bootstrap.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.swarm.dial(a.clone()) {
                 tracing::debug!("dial bootstrap {a}: {e}");
             }
@@ -626,27 +675,55 @@ impl EventLoop {
         let mut reconnect = tokio::time::interval(self.reconnect);
         reconnect.tick().await;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
-        let mut kad_bootstrap = tokio::time::interval(Duration::from_secs(300));
+        let mut kad_refresh = tokio::time::interval(KAD_REFRESH);
+        kad_refresh.tick().await;
         let mut kad_bootstrapped = false;
         loop {
-            tokio::select! {
-                ev = self.swarm.select_next_some() => {
-                    let first_conn = matches!(ev, SwarmEvent::ConnectionEstablished { .. });
-                    self.on_swarm_event(ev);
+            // The swarm is no tokio resource, so tokio's cooperative budget never makes a busy
+            // swarm yield: spend a unit per turn, and the control API's tasks on this thread get
+            // their turn after every budget's worth of events (issue 15: at N=100 the API went
+            // unanswered for over 10 s).
+            tokio::task::coop::consume_budget().await;
+            let stats = self.stats.clone();
+            let swarm = &mut self.swarm;
+            // time in the swarm's own poll (its behaviours) counts as busy too
+            let next = futures::future::poll_fn(|cx| {
+                let t = Instant::now();
+                let r = swarm.poll_next_unpin(cx);
+                stats.loop_busy_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                r
+            });
+            // biased: a command from the control API goes before the swarm's next event
+            let wake = tokio::select! {
+                biased;
+                cmd = self.commands.recv() => Wake::Command(cmd),
+                _ = housekeeping.tick() => Wake::Housekeeping,
+                _ = reconnect.tick() => Wake::Reconnect,
+                _ = kad_refresh.tick() => Wake::KadRefresh,
+                ev = next => match ev {
+                    Some(ev) => Wake::Swarm(Box::new(ev)),
+                    None => Wake::Command(None),
+                },
+            };
+            let t = Instant::now();
+            match wake {
+                Wake::Swarm(ev) => {
+                    self.stats.swarm_events.fetch_add(1, Ordering::Relaxed);
+                    let first_conn = matches!(*ev, SwarmEvent::ConnectionEstablished { .. });
+                    self.on_swarm_event(*ev);
                     if first_conn && !kad_bootstrapped {
                         kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                     }
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Shutdown) | None => {
-                        tracing::info!("event loop stopping");
-                        self.peerstore.save(true);
-                        return;
-                    }
-                    Some(c) => self.on_command(c),
-                },
-                _ = reconnect.tick() => {
-                    // below the target only: a bootstrap node that pruned us is not redialed
+                Wake::Command(Some(Command::Shutdown) | None) => {
+                    tracing::info!("event loop stopping");
+                    self.peerstore.save(true);
+                    return;
+                }
+                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Reconnect => {
+                    // below the low watermark only: a bootstrap node that pruned us is not
+                    // redialed while we have other peers (it would prune us again: churn)
                     if self.limits.may_dial(self.peers.len()) {
                         self.dial_bootstrap();
                     }
@@ -654,11 +731,16 @@ impl EventLoop {
                     if self.limits.may_walk(self.peers.len(), util::now_s()) {
                         let _ = self.swarm.behaviour_mut().kad.bootstrap();
                     }
-                    if self.peers.is_empty() { self.dial_remembered(); }
+                    if self.peers.is_empty() {
+                        self.dial_remembered();
+                    }
                 }
-                _ = housekeeping.tick() => self.housekeeping(),
-                _ = kad_bootstrap.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+                Wake::Housekeeping => self.housekeeping(),
+                Wake::KadRefresh => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
             }
+            self.stats.loop_busy_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
     }
 
@@ -923,6 +1005,8 @@ impl EventLoop {
                     return;
                 }
                 let new_peer = !self.peers.contains_key(&peer_id);
+                let counter = if endpoint.is_dialer() { &self.stats.conns_out } else { &self.stats.conns_in };
+                counter.fetch_add(1, Ordering::Relaxed);
                 self.limits.dial_done(&peer_id);
                 let st = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     conns: HashMap::new(),
@@ -947,7 +1031,14 @@ impl EventLoop {
                     self.swarm.behaviour_mut().handshake.send_request(&peer_id, body);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                let counter = match &cause {
+                    _ if self.pruning.remove(&peer_id) => &self.stats.closed_pruned,
+                    Some(libp2p::swarm::ConnectionError::KeepAliveTimeout) => &self.stats.closed_idle,
+                    Some(_) => &self.stats.closed_remote,
+                    None => &self.stats.closed_local,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(st) = self.peers.get_mut(&peer_id) {
                     st.conns.remove(&connection_id);
                 }
@@ -998,6 +1089,7 @@ impl EventLoop {
                     && !self.swarm.is_connected(&peer)
                     && self.limits.dial_discovered(peer, self.peers.len(), util::now_s()) =>
             {
+                self.stats.dials_discovery.fetch_add(1, Ordering::Relaxed);
                 let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
@@ -1006,6 +1098,7 @@ impl EventLoop {
                     if !self.swarm.is_connected(&peer)
                         && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
                     {
+                        self.stats.dials_discovery.fetch_add(1, Ordering::Relaxed);
                         let _ = self.swarm.dial(strip_p2p(&addr).0.with(Protocol::P2p(peer)));
                     }
                 }
@@ -1013,6 +1106,15 @@ impl EventLoop {
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.latency_ms = Some((rtt.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(_),
+                step,
+                ..
+            }) => {
+                if step.last {
+                    self.stats.kad_walks.fetch_add(1, Ordering::Relaxed);
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -1252,7 +1354,9 @@ impl EventLoop {
             .collect();
         for p in self.limits.select_prune(cands, now) {
             tracing::debug!("pruning {p}: above the target of {} peers", self.limits.target);
-            let _ = self.swarm.disconnect_peer_id(p);
+            if self.swarm.disconnect_peer_id(p).is_ok() {
+                self.pruning.insert(p);
+            }
         }
         let peers = &self.peers;
         for a in self.reach.reservations_to_make(|p| peers.contains_key(p)) {

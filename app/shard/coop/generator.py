@@ -106,7 +106,7 @@ class _Session:
         self.progress_event, self.progress_position = i, position + len(ids)
         if not ids or len(ids) > messages.MAX_PROGRESS_TOKENS or len(text) > messages.MAX_PROGRESS_CHARS:
             return None  # an event with no new ids (a stop string's tail), or one too big to say
-        return Progress(work_id=next(reversed(self.works)), position=position, tokens=ids, text=text)
+        return Progress(work_id=next(reversed(self.works)), position=position, tokens=ids, text=text, model=self.model)
 
     def heard(self, key: tuple[str, str, int], content: tuple[str, int, Any], sender: str) -> str:
         """'' for a new draft (remembered), else why it is ignored: 'duplicate' or 'replay'."""

@@ -157,6 +157,8 @@ class Progress:
     position: Position
     tokens: Annotated[list[TokenId], Field(max_length=MAX_PROGRESS_TOKENS)]
     text: ProgressText = ""
+    # the request's model: the sidecar publishes it on that model's work topic, where its scouts are
+    model: Name = ""
     type: Literal["progress"] = "progress"
     v: Version = VERSION
 
