@@ -50,6 +50,10 @@ def start(binary: Path, bootstrap: list[str], extra: list[str]) -> tuple[subproc
         "warn",
         "--reconnect-seconds",
         "5",
+        # every daemon here dials from 127.0.0.1: the default 32 inbound connections per IP
+        # address would leave late joiners with no bootstrap peer that accepts them
+        "--max-conns-per-ip",
+        "1000",
     ]
     for b in bootstrap:
         args += ["--bootstrap", b]

@@ -208,6 +208,8 @@ struct PeerState {
     info: Option<LocalInfo>,
     /// unix seconds of the last request to or from it (connection management keeps it)
     last_used: u64,
+    /// we dialed its first connection (a walk's dials are trimmed right after it: connmgr.rs)
+    dialed: bool,
 }
 
 pub struct Ports {
@@ -258,6 +260,8 @@ pub struct NetConfig {
     pub limiter: Arc<std::sync::Mutex<RateLimiter>>,
     pub data_dir: Option<std::path::PathBuf>,
     pub target_peers: usize,
+    /// Inbound connections accepted from one IP address (ip_limits.rs)
+    pub max_conns_per_ip: usize,
     pub relay_server: bool,
     /// AutoNAT treats private IP addresses as reachable (tests in namespaces, LANs)
     pub reach_private: bool,
@@ -273,6 +277,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let mdns_on = cfg.mdns;
     let version = cfg.version;
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
+    let max_per_ip = cfg.max_conns_per_ip;
     let allowed_origins = cfg.allowed_origins.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
@@ -360,7 +365,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
                 verify: rr(PROTO_VERIFY, 15),
                 work: rr(PROTO_WORK, 10),
                 infer: libp2p_stream::Behaviour::new(),
-                ip_limits: crate::ip_limits::Behaviour::default(),
+                ip_limits: crate::ip_limits::Behaviour::new(max_per_ip),
                 limits: libp2p::connection_limits::Behaviour::new(
                     libp2p::connection_limits::ConnectionLimits::default()
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
@@ -729,7 +734,10 @@ impl EventLoop {
                     }
                     // a random walk finds peers that joined (or became reachable) since
                     if self.limits.may_walk(self.peers.len(), util::now_s()) {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        // one lookup of our own id (a bootstrap also refreshes every bucket: at
+                        // N=100 it dialed ~65 peers)
+                        let me = self.peer_id();
+                        self.swarm.behaviour_mut().kad.get_closest_peers(me);
                     }
                     if self.peers.is_empty() {
                         self.dial_remembered();
@@ -1014,6 +1022,7 @@ impl EventLoop {
                     latency_ms: None,
                     info: None,
                     last_used: 0,
+                    dialed: endpoint.is_dialer(),
                 });
                 st.conns.insert(connection_id, addr.clone());
                 if endpoint.is_dialer() && !reach::is_relayed(&addr) {
@@ -1109,12 +1118,15 @@ impl EventLoop {
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::Bootstrap(_),
+                result: kad::QueryResult::Bootstrap(_) | kad::QueryResult::GetClosestPeers(_),
                 step,
                 ..
             }) => {
                 if step.last {
+                    // the walk connected to every peer it asked: trim those beyond the target
+                    // ourselves, before they all pass their own high watermarks and prune
                     self.stats.kad_walks.fetch_add(1, Ordering::Relaxed);
+                    self.limits.walk_done();
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -1349,6 +1361,7 @@ impl EventLoop {
                     in_mesh: mesh.contains(p),
                     last_used: s.last_used,
                     connected_since: s.connected_since,
+                    dialed: s.dialed,
                 }
             })
             .collect();
