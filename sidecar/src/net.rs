@@ -142,7 +142,8 @@ impl Stats {
     }
 }
 
-/// What woke the event loop.
+/// What woke the event loop (one lives for one turn, on the stack: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Wake {
     Swarm(Box<SwarmEvent<BehaviourEvent>>),
     Command(Option<Command>),
@@ -1121,13 +1122,11 @@ impl EventLoop {
                 result: kad::QueryResult::Bootstrap(_) | kad::QueryResult::GetClosestPeers(_),
                 step,
                 ..
-            }) => {
-                if step.last {
-                    // the walk connected to every peer it asked: trim those beyond the target
-                    // ourselves, before they all pass their own high watermarks and prune
-                    self.stats.kad_walks.fetch_add(1, Ordering::Relaxed);
-                    self.limits.walk_done();
-                }
+            }) if step.last => {
+                // the walk connected to every peer it asked: trim those beyond the target
+                // ourselves, before they all pass their own high watermarks and prune
+                self.stats.kad_walks.fetch_add(1, Ordering::Relaxed);
+                self.limits.walk_done();
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
