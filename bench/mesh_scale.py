@@ -50,6 +50,10 @@ def start(binary: Path, bootstrap: list[str], extra: list[str]) -> tuple[subproc
         "warn",
         "--reconnect-seconds",
         "5",
+        # every daemon here dials from 127.0.0.1: the default 32 inbound connections per IP
+        # address would leave late joiners with no bootstrap peer that accepts them
+        "--max-conns-per-ip",
+        "1000",
     ]
     for b in bootstrap:
         args += ["--bootstrap", b]
@@ -81,7 +85,10 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
             procs.append(p)
             infos.append(info)
         urls = [f"http://127.0.0.1:{i['control_port']}" for i in infos]
-        async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=120)) as s:
+        # no connection limit: aiohttp's default of 100 is all taken by the /events streams at
+        # N=100, and every publish then waited for a free connection until it timed out
+        conn = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=120), connector=conn) as s:
 
             async def topo(u: str) -> dict:
                 try:  # a daemon too busy to answer within its 5 s counts as not there yet
@@ -117,12 +124,14 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
             tasks = [asyncio.create_task(listen(u)) for u in urls]
             await asyncio.sleep(1.0)
             sent: dict[str, float] = {}
+            api_ms: list[float] = []  # how long each publisher's control API took to answer
             errors = 0
             tp = time.monotonic()
             for k in range(messages):
                 wid = f"m{n}-{k}"
                 src = random.randrange(n)
                 sent[wid] = time.time() * 1000
+                ta = time.monotonic()
                 try:  # a publisher too starved to answer in 10 s counts as a lost message
                     async with s.post(
                         urls[src] + "/broadcast-work",
@@ -130,8 +139,10 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
                         timeout=aiohttp.ClientTimeout(total=10),
                     ) as r:
                         await r.json()
+                    api_ms.append((time.monotonic() - ta) * 1000)
                 except (TimeoutError, aiohttp.ClientError):
                     errors += 1
+                    api_ms.append((time.monotonic() - ta) * 1000)
                 got.setdefault(wid, []).append(sent[wid])  # the publisher itself (no self-delivery)
                 await asyncio.sleep(max(0.0, tp + (k + 1) / rate - time.monotonic()))
             await asyncio.sleep(3.0)
@@ -154,6 +165,23 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
                 return -1
 
             peer_counts = await asyncio.gather(*(npeers(u) for u in urls))
+
+            async def stats(u: str) -> dict:
+                try:
+                    async with s.get(u + "/stats") as r:
+                        return await r.json() if r.status == 200 else {}
+                except (TimeoutError, aiohttp.ClientError):
+                    return {}
+
+            # where the connections and the event loops' time went, summed over the nodes since start
+            conn: dict[str, int] = {}
+            busy = events = 0
+            for st in await asyncio.gather(*(stats(u) for u in urls)):
+                for k, v in st.get("connections", {}).items():
+                    conn[k] = conn.get(k, 0) + v
+                busy += st.get("loop_busy_ms", 0)
+                events += st.get("swarm_events", 0)
+            up_s = time.monotonic() - t0
         ps = [psutil.Process(p.pid) for p in procs]
         # RSS counts the binary's code in every process; PSS shares it out (the sum of PSS is
         # what the N daemons cost together); USS is each one's private memory (heap, stacks)
@@ -181,6 +209,11 @@ async def run(n: int, binary: Path, messages: int, rate: float, extra: list[str]
             "uss": statistics.mean(uss),
             "churn": churn[0] / 2 / n / churn_s * 60,
             "idle_cpu": statistics.mean(idle),
+            "api_p50": pct(api_ms, 0.5),
+            "api_p99": pct(api_ms, 0.99),
+            "conn": {k: round(v / n, 1) for k, v in conn.items()},
+            "loop_busy_pct": busy / 1000 / up_s / n * 100,
+            "events_per_s": events / up_s / n,
         }
     finally:
         for p in procs:
@@ -212,7 +245,12 @@ def main() -> None:
             f"{r['held']:>6.1f} "
             f"{r['peers']:>6.1f} {r['peers_max']:>4} {r['rss']:>7.1f} {r['rss_max']:>5.1f} {r['pss']:>6.1f} "
             f"{r['uss']:>6.1f} {r['churn']:>5.1f} {r['idle_cpu']:>10.2f}"
-            f"  (publish errors: {r['errors']})",
+            f"  (publish errors: {r['errors']}; control API p50/p99 {r['api_p50']:.0f}/{r['api_p99']:.0f} ms)",
+            flush=True,
+        )
+        print(
+            f"     per node since start: {r['events_per_s']:.1f} swarm events/s, event loop busy "
+            f"{r['loop_busy_pct']:.2f}% of the time; connections {r['conn']}",
             flush=True,
         )
     print(

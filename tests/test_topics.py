@@ -16,6 +16,7 @@ import aiohttp
 import pytest
 
 from shard.config import Settings
+from shard.network.messages import Progress
 from shard.network.sidecar import find_daemon
 
 TOKEN = "topics-test-token-0123456789"
@@ -134,3 +135,69 @@ async def _scenario(publisher: Daemon, scout_a: Daemon, scout_b: Daemon, shared:
 
 def test_a_scout_of_model_a_does_not_receive_model_b_work(daemons: list[Daemon]) -> None:
     asyncio.run(_scenario(*daemons))
+
+
+async def _scout_scenario(oracle: Daemon, data: Path) -> None:
+    from shard.scout.headless import Scout
+
+    settings = Settings(
+        data_dir=str(data),
+        control_port=0,
+        tcp_port=0,
+        p2p_host="127.0.0.1",
+        bootstrap=[oracle.tcp],
+        mdns=False,
+        log_level="warning",
+    )
+    scout = Scout(settings, None)  # no draft model: the topics come from the Oracles it meets
+    stop = asyncio.Event()
+    run = asyncio.create_task(scout.run(stop))
+    async with aiohttp.ClientSession(headers=H, timeout=aiohttp.ClientTimeout(total=20)) as s:
+        try:
+
+            async def scout_topics() -> list[str]:
+                if not scout.sidecar.ready:
+                    return []
+                return (await scout.sidecar.call("GET", "/topology"))["work_topics"]
+
+            deadline = time.monotonic() + 30
+            while await scout_topics() != ["shard-work"]:
+                assert time.monotonic() < deadline, "the scout's sidecar never came up"
+                await asyncio.sleep(0.2)
+            # the Oracle says what it serves: the scout moves to that model's topic by itself
+            info = {"roles": ["oracle"], "models": ["A"], "capacity": 1, "load": 0, "agent": "shard/test"}
+            async with s.put(oracle.url + "/local-info", json=info) as r:
+                assert r.status == 200
+            while await scout_topics() != ["shard-work/A"]:
+                assert time.monotonic() < deadline, await scout_topics()
+                await asyncio.sleep(0.2)
+            scout_id = scout.sidecar.info["peer_id"]
+
+            async def delivered(work: dict) -> list[str]:
+                async with s.post(oracle.url + "/broadcast-work", json={"work": work}) as r:
+                    assert r.status == 200
+                    return (await r.json())["delivered_to"]
+
+            # the Oracle's work and its progress messages (which name the model) reach the scout on
+            # A's topic once the subscription arrived; model B's work does not
+            progress = Progress(work_id="w1.0", position=3, tokens=[1, 2], text="ab", model="A").to_dict()
+            while scout_id not in await delivered(progress):
+                assert time.monotonic() < deadline, "the scout never joined A's topic"
+                await asyncio.sleep(0.3)
+            assert scout_id in await delivered({"work_id": "w2.0", "model": "A", "context": "x", "position": 1})
+            assert scout_id not in await delivered({"work_id": "w3.0", "model": "B", "context": "x", "position": 1})
+        finally:
+            stop.set()
+            await asyncio.wait_for(run, 15)
+
+
+def test_the_headless_scout_takes_the_work_topic_of_the_oracle_it_drafts_for(tmp_path: Path) -> None:
+    """The Python scout calls PUT /work-topics with the models of the Oracles it meets: it then gets
+    their work and progress on the model's topic, and not another model's work."""
+    binary = find_daemon(Settings(data_dir=tmp_path))
+    assert binary is not None, "build the sidecar first (cargo build --release in sidecar/)"
+    oracle = Daemon(binary, tmp_path / "oracle.log", None)
+    try:
+        asyncio.run(_scout_scenario(oracle, tmp_path / "scout"))
+    finally:
+        oracle.stop()

@@ -20,7 +20,8 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 
-/// Inbound connections (pending or established) from one IP address.
+/// Inbound connections (pending or established) from one IP address, by default
+/// (`--max-conns-per-ip`: N daemons on one machine's loopback need more).
 pub const MAX_PER_IP: usize = 32;
 
 fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
@@ -36,19 +37,29 @@ pub struct TooManyFromIp(pub IpAddr);
 
 impl std::fmt::Display for TooManyFromIp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "more than {MAX_PER_IP} connections from {}", self.0)
+        write!(f, "too many connections from {}", self.0)
     }
 }
 
 impl std::error::Error for TooManyFromIp {}
 
-#[derive(Default)]
 pub struct Behaviour {
     by_connection: HashMap<ConnectionId, IpAddr>,
     per_ip: HashMap<IpAddr, usize>,
+    max: usize,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour::new(MAX_PER_IP)
+    }
 }
 
 impl Behaviour {
+    pub fn new(max: usize) -> Self {
+        Behaviour { by_connection: HashMap::new(), per_ip: HashMap::new(), max: max.max(1) }
+    }
+
     fn release(&mut self, id: &ConnectionId) {
         if let Some(ip) = self.by_connection.remove(id) {
             if let Some(n) = self.per_ip.get_mut(&ip) {
@@ -80,7 +91,7 @@ impl NetworkBehaviour for Behaviour {
             return Ok(()); // a relayed connection: its relay's own limits apply
         };
         let n = self.per_ip.entry(ip).or_insert(0);
-        if *n >= MAX_PER_IP {
+        if *n >= self.max {
             return Err(ConnectionDenied::new(TooManyFromIp(ip)));
         }
         *n += 1;

@@ -79,10 +79,14 @@ struct Cli {
     /// Burst size of the per-peer rate limit
     #[arg(long, default_value_t = 400.0)]
     peer_burst: f64,
-    /// Peers to keep connected (discovery stops dialing here; above 1.5x the least useful
-    /// are closed)
+    /// Peers to keep connected (discovery dials below half of it; above 1.5x the least useful
+    /// are closed down to it)
     #[arg(long, default_value_t = connmgr::DEFAULT_TARGET)]
     target_peers: usize,
+    /// Inbound connections accepted from one IP address (loopback is one address: N daemons on
+    /// one machine, as in bench/mesh_scale.py, need more than the default)
+    #[arg(long, default_value_t = ip_limits::MAX_PER_IP)]
+    max_conns_per_ip: usize,
     /// Do not serve as a relay (v2) even when AutoNAT finds this node publicly reachable
     #[arg(long)]
     no_relay_server: bool,
@@ -266,6 +270,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         limiter: limiter.clone(),
         data_dir: cli.data_dir.clone(),
         target_peers: cli.target_peers,
+        max_conns_per_ip: cli.max_conns_per_ip,
         relay_server: !cli.no_relay_server,
         reach_private: cli.reach_private_addrs,
         allowed_origins: cli.allowed_origins.clone(),

@@ -45,6 +45,9 @@ const MAX_EARLY_EVENTS: usize = 4096;
 pub const MAX_PEERS: usize = 256;
 /// Gossipsub's send queue per peer (publish + forward slots; control messages are unbounded).
 pub const GOSSIP_QUEUE_LEN: usize = 256;
+/// Between two Kademlia routing table refreshes (a walk dials peers we are not connected to, which
+/// then sit above their targets and prune: the library's own every 5 min churned the mesh).
+pub const KAD_REFRESH: Duration = Duration::from_secs(1800);
 /// Most inbound connections still in their noise handshake at once.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -85,6 +88,24 @@ pub struct Stats {
     pub infer_unanswered: AtomicU64,
     pub infer_asker_gone: AtomicU64,
     pub infer_outbound: AtomicU64,
+    /// What the event loop does (bench/mesh_scale.py reads these to find where time and
+    /// connections go): swarm events handled and the time spent handling them and commands.
+    pub swarm_events: AtomicU64,
+    pub loop_busy_us: AtomicU64,
+    /// Connections opened (we dialed / they dialed) and closed (by our pruning, by the idle
+    /// timeout, by an I/O error or the remote closing, by us otherwise).
+    pub conns_out: AtomicU64,
+    pub conns_in: AtomicU64,
+    pub closed_pruned: AtomicU64,
+    pub closed_idle: AtomicU64,
+    pub closed_remote: AtomicU64,
+    pub closed_local: AtomicU64,
+    /// Dials we started: bootstrap redials, discovery (Kademlia routing updates, mDNS).
+    pub dials_bootstrap: AtomicU64,
+    pub dials_discovery: AtomicU64,
+    /// Kademlia bootstraps (random walks) finished: ours and the library's automatic ones; each
+    /// dials peers we are not connected to.
+    pub kad_walks: AtomicU64,
 }
 
 impl Stats {
@@ -104,8 +125,31 @@ impl Stats {
             "infer_unanswered": g(&self.infer_unanswered),
             "infer_asker_gone": g(&self.infer_asker_gone),
             "infer_outbound": g(&self.infer_outbound),
+            "swarm_events": g(&self.swarm_events),
+            "loop_busy_ms": g(&self.loop_busy_us) / 1000,
+            "connections": {
+                "opened_out": g(&self.conns_out),
+                "opened_in": g(&self.conns_in),
+                "closed_pruned": g(&self.closed_pruned),
+                "closed_idle": g(&self.closed_idle),
+                "closed_remote": g(&self.closed_remote),
+                "closed_local": g(&self.closed_local),
+                "dials_bootstrap": g(&self.dials_bootstrap),
+                "dials_discovery": g(&self.dials_discovery),
+                "kad_walks": g(&self.kad_walks),
+            },
         })
     }
+}
+
+/// What woke the event loop (one lives for one turn, on the stack: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Wake {
+    Swarm(Box<SwarmEvent<BehaviourEvent>>),
+    Command(Option<Command>),
+    Housekeeping,
+    Reconnect,
+    KadRefresh,
 }
 
 pub type Reply<T> = oneshot::Sender<T>;
@@ -165,6 +209,8 @@ struct PeerState {
     info: Option<LocalInfo>,
     /// unix seconds of the last request to or from it (connection management keeps it)
     last_used: u64,
+    /// we dialed its first connection (a walk's dials are trimmed right after it: connmgr.rs)
+    dialed: bool,
 }
 
 pub struct Ports {
@@ -197,6 +243,8 @@ pub struct EventLoop {
     reach: Reach,
     limits: connmgr::Limits,
     ticks: u64,
+    /// peers we are disconnecting to prune (the close is counted as pruning)
+    pruning: HashSet<PeerId>,
     work_topics: crate::topics::WorkTopics,
 }
 
@@ -213,6 +261,8 @@ pub struct NetConfig {
     pub limiter: Arc<std::sync::Mutex<RateLimiter>>,
     pub data_dir: Option<std::path::PathBuf>,
     pub target_peers: usize,
+    /// Inbound connections accepted from one IP address (ip_limits.rs)
+    pub max_conns_per_ip: usize,
     pub relay_server: bool,
     /// AutoNAT treats private IP addresses as reachable (tests in namespaces, LANs)
     pub reach_private: bool,
@@ -228,6 +278,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let mdns_on = cfg.mdns;
     let version = cfg.version;
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
+    let max_per_ip = cfg.max_conns_per_ip;
     let allowed_origins = cfg.allowed_origins.clone();
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
@@ -264,6 +315,8 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             gossipsub.with_peer_score(params, thresholds).map_err(|e| format!("peer score: {e}"))?;
             let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
             kad_cfg.set_query_timeout(Duration::from_secs(30));
+            // refreshed by the event loop instead (KAD_REFRESH, and walks below the low watermark)
+            kad_cfg.set_periodic_bootstrap_interval(None);
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
             kad.set_mode(Some(kad::Mode::Server));
             let mdns = if mdns_on {
@@ -313,7 +366,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
                 verify: rr(PROTO_VERIFY, 15),
                 work: rr(PROTO_WORK, 10),
                 infer: libp2p_stream::Behaviour::new(),
-                ip_limits: crate::ip_limits::Behaviour::default(),
+                ip_limits: crate::ip_limits::Behaviour::new(max_per_ip),
                 limits: libp2p::connection_limits::Behaviour::new(
                     libp2p::connection_limits::ConnectionLimits::default()
                         .with_max_pending_incoming(Some(MAX_PENDING_INCOMING)),
@@ -567,6 +620,7 @@ impl EventLoop {
             reach: Reach::new(cfg.relay_server),
             limits: connmgr::Limits::new(cfg.target_peers),
             ticks: 0,
+            pruning: HashSet::new(),
             work_topics: Default::default(),
         };
         for ev in early {
@@ -611,6 +665,7 @@ impl EventLoop {
             } else if self.peers.values().any(|s| s.conns.values().any(|c| c == &bare)) {
                 continue;
             }
+            self.stats.dials_bootstrap.fetch_add(1, Ordering::Relaxed);
             if let Err(e) = self.swarm.dial(a.clone()) {
                 tracing::debug!("dial bootstrap {a}: {e}");
             }
@@ -626,39 +681,75 @@ impl EventLoop {
         let mut reconnect = tokio::time::interval(self.reconnect);
         reconnect.tick().await;
         let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
-        let mut kad_bootstrap = tokio::time::interval(Duration::from_secs(300));
+        let mut kad_refresh = tokio::time::interval(KAD_REFRESH);
+        kad_refresh.tick().await;
         let mut kad_bootstrapped = false;
         loop {
-            tokio::select! {
-                ev = self.swarm.select_next_some() => {
-                    let first_conn = matches!(ev, SwarmEvent::ConnectionEstablished { .. });
-                    self.on_swarm_event(ev);
+            // The swarm is no tokio resource, so tokio's cooperative budget never makes a busy
+            // swarm yield: spend a unit per turn, and the control API's tasks on this thread get
+            // their turn after every budget's worth of events (issue 15: at N=100 the API went
+            // unanswered for over 10 s).
+            tokio::task::coop::consume_budget().await;
+            let stats = self.stats.clone();
+            let swarm = &mut self.swarm;
+            // time in the swarm's own poll (its behaviours) counts as busy too
+            let next = futures::future::poll_fn(|cx| {
+                let t = Instant::now();
+                let r = swarm.poll_next_unpin(cx);
+                stats.loop_busy_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
+                r
+            });
+            // biased: a command from the control API goes before the swarm's next event
+            let wake = tokio::select! {
+                biased;
+                cmd = self.commands.recv() => Wake::Command(cmd),
+                _ = housekeeping.tick() => Wake::Housekeeping,
+                _ = reconnect.tick() => Wake::Reconnect,
+                _ = kad_refresh.tick() => Wake::KadRefresh,
+                ev = next => match ev {
+                    Some(ev) => Wake::Swarm(Box::new(ev)),
+                    None => Wake::Command(None),
+                },
+            };
+            let t = Instant::now();
+            match wake {
+                Wake::Swarm(ev) => {
+                    self.stats.swarm_events.fetch_add(1, Ordering::Relaxed);
+                    let first_conn = matches!(*ev, SwarmEvent::ConnectionEstablished { .. });
+                    self.on_swarm_event(*ev);
                     if first_conn && !kad_bootstrapped {
                         kad_bootstrapped = self.swarm.behaviour_mut().kad.bootstrap().is_ok();
                     }
                 }
-                cmd = self.commands.recv() => match cmd {
-                    Some(Command::Shutdown) | None => {
-                        tracing::info!("event loop stopping");
-                        self.peerstore.save(true);
-                        return;
-                    }
-                    Some(c) => self.on_command(c),
-                },
-                _ = reconnect.tick() => {
-                    // below the target only: a bootstrap node that pruned us is not redialed
+                Wake::Command(Some(Command::Shutdown) | None) => {
+                    tracing::info!("event loop stopping");
+                    self.peerstore.save(true);
+                    return;
+                }
+                Wake::Command(Some(c)) => self.on_command(c),
+                Wake::Reconnect => {
+                    // below the low watermark only: a bootstrap node that pruned us is not
+                    // redialed while we have other peers (it would prune us again: churn)
                     if self.limits.may_dial(self.peers.len()) {
                         self.dial_bootstrap();
                     }
                     // a random walk finds peers that joined (or became reachable) since
                     if self.limits.may_walk(self.peers.len(), util::now_s()) {
-                        let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                        // one lookup of our own id (a bootstrap also refreshes every bucket: at
+                        // N=100 it dialed ~65 peers)
+                        let me = self.peer_id();
+                        self.swarm.behaviour_mut().kad.get_closest_peers(me);
                     }
-                    if self.peers.is_empty() { self.dial_remembered(); }
+                    if self.peers.is_empty() {
+                        self.dial_remembered();
+                    }
                 }
-                _ = housekeeping.tick() => self.housekeeping(),
-                _ = kad_bootstrap.tick() => { let _ = self.swarm.behaviour_mut().kad.bootstrap(); }
+                Wake::Housekeeping => self.housekeeping(),
+                Wake::KadRefresh => {
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
             }
+            self.stats.loop_busy_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
         }
     }
 
@@ -923,6 +1014,8 @@ impl EventLoop {
                     return;
                 }
                 let new_peer = !self.peers.contains_key(&peer_id);
+                let counter = if endpoint.is_dialer() { &self.stats.conns_out } else { &self.stats.conns_in };
+                counter.fetch_add(1, Ordering::Relaxed);
                 self.limits.dial_done(&peer_id);
                 let st = self.peers.entry(peer_id).or_insert_with(|| PeerState {
                     conns: HashMap::new(),
@@ -930,6 +1023,7 @@ impl EventLoop {
                     latency_ms: None,
                     info: None,
                     last_used: 0,
+                    dialed: endpoint.is_dialer(),
                 });
                 st.conns.insert(connection_id, addr.clone());
                 if endpoint.is_dialer() && !reach::is_relayed(&addr) {
@@ -947,7 +1041,14 @@ impl EventLoop {
                     self.swarm.behaviour_mut().handshake.send_request(&peer_id, body);
                 }
             }
-            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, cause, .. } => {
+                let counter = match &cause {
+                    _ if self.pruning.remove(&peer_id) => &self.stats.closed_pruned,
+                    Some(libp2p::swarm::ConnectionError::KeepAliveTimeout) => &self.stats.closed_idle,
+                    Some(_) => &self.stats.closed_remote,
+                    None => &self.stats.closed_local,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 if let Some(st) = self.peers.get_mut(&peer_id) {
                     st.conns.remove(&connection_id);
                 }
@@ -998,6 +1099,7 @@ impl EventLoop {
                     && !self.swarm.is_connected(&peer)
                     && self.limits.dial_discovered(peer, self.peers.len(), util::now_s()) =>
             {
+                self.stats.dials_discovery.fetch_add(1, Ordering::Relaxed);
                 let _ = self.swarm.dial(peer);
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
@@ -1006,6 +1108,7 @@ impl EventLoop {
                     if !self.swarm.is_connected(&peer)
                         && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
                     {
+                        self.stats.dials_discovery.fetch_add(1, Ordering::Relaxed);
                         let _ = self.swarm.dial(strip_p2p(&addr).0.with(Protocol::P2p(peer)));
                     }
                 }
@@ -1014,6 +1117,16 @@ impl EventLoop {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.latency_ms = Some((rtt.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
                 }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::Bootstrap(_) | kad::QueryResult::GetClosestPeers(_),
+                step,
+                ..
+            }) if step.last => {
+                // the walk connected to every peer it asked: trim those beyond the target
+                // ourselves, before they all pass their own high watermarks and prune
+                self.stats.kad_walks.fetch_add(1, Ordering::Relaxed);
+                self.limits.walk_done();
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id,
@@ -1247,12 +1360,15 @@ impl EventLoop {
                     in_mesh: mesh.contains(p),
                     last_used: s.last_used,
                     connected_since: s.connected_since,
+                    dialed: s.dialed,
                 }
             })
             .collect();
         for p in self.limits.select_prune(cands, now) {
             tracing::debug!("pruning {p}: above the target of {} peers", self.limits.target);
-            let _ = self.swarm.disconnect_peer_id(p);
+            if self.swarm.disconnect_peer_id(p).is_ok() {
+                self.pruning.insert(p);
+            }
         }
         let peers = &self.peers;
         for a in self.reach.reservations_to_make(|p| peers.contains_key(p)) {

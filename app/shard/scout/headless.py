@@ -39,6 +39,21 @@ MAX_IN_FLIGHT = 2  # drafts of one session on their way: one can wait in the Ora
 CHUNK = 2  # tokens drafted per model call: progress and verdicts are read between calls
 SESSION_IDLE_S = 10.0  # a session with no news for this long has ended (or its Oracle went away)
 MAX_SESSIONS = 64
+MAX_WORK_TOPICS = 8  # the sidecar's limit on `PUT /work-topics`
+
+
+def work_models(peers: PeerTable, draft_sha256: str = "") -> list[str]:
+    """The models whose work a scout takes (`PUT /work-topics`): those of the Oracles it is
+    connected to that offer its draft model (one it fetched, by sha256), else of every Oracle it is
+    connected to (a scout with a model of its own drafts for any). Empty, no Oracle yet: the shared
+    work topic. Sorted and bounded, so an unchanged set is not sent again."""
+    oracles = [p for p in peers.peers.values() if "oracle" in p.roles]
+    if draft_sha256:
+        offering = [
+            p for p in oracles if isinstance(p.draft_model, dict) and p.draft_model.get("sha256") == draft_sha256
+        ]
+        oracles = offering or oracles
+    return sorted({m for p in oracles for m in p.models if isinstance(m, str) and m})[:MAX_WORK_TOPICS]
 
 
 class LlamaDrafter:
@@ -180,6 +195,9 @@ class Scout:
         self.peers = PeerTable()
         self._fetching: asyncio.Task[None] | None = None
         self._refused: set[str] = set()  # sha256 of draft models that failed their checks
+        self._draft_sha256 = ""  # of the draft model fetched from an Oracle ('' for one of our own)
+        self._topics: list[str] | None = None  # the models of the work topics the sidecar is on (None: unknown)
+        self._topics_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.stats = {"work": 0, "progress": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -202,6 +220,8 @@ class Scout:
                 " ".join(info.get("listen_addrs", [])),
             )
             asyncio.get_running_loop().create_task(self._announce())
+            self._topics = []  # a new sidecar starts on the shared work topic
+            self._sync_topics()
 
     async def _announce(self) -> None:
         try:
@@ -230,6 +250,7 @@ class Scout:
         if kind in PEER_EVENTS:
             self.peers.apply(event)
             self._maybe_fetch()
+            self._sync_topics()
         elif kind in ("subscribed", "lagged"):
             asyncio.get_running_loop().create_task(self._reconcile())
         if kind != "work":
@@ -287,6 +308,28 @@ class Scout:
     async def _reconcile(self) -> None:
         await reconcile(self.peers, self.sidecar)
         self._maybe_fetch()
+        self._sync_topics()
+
+    def _sync_topics(self) -> None:
+        """Puts the sidecar on the work topics of the models this scout drafts for, when they changed:
+        it then receives, checks and forwards only those models' work (issue 15)."""
+        if self._topics is not None and work_models(self.peers, self._draft_sha256) != self._topics:
+            task = asyncio.get_running_loop().create_task(self._put_topics())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _put_topics(self) -> None:
+        async with self._topics_lock:  # one at a time, each with the newest set
+            models = work_models(self.peers, self._draft_sha256)
+            if self._topics is None or models == self._topics:
+                return
+            try:
+                await self.sidecar.call("PUT", "/work-topics", {"models": models})
+            except SidecarError as exc:
+                log.warning("sidecar: work topics %s: %s", models, exc)
+                return
+            self._topics = models
+            log.info("taking the work of %s", ", ".join(models) if models else "every model (shared topic)")
 
     def _maybe_fetch(self) -> None:
         """No model yet: fetch the draft model of the first Oracle that announces one."""
@@ -315,6 +358,8 @@ class Scout:
             self._maybe_fetch()
             return
         self.drafter = drafter
+        self._draft_sha256 = str(description.get("sha256", ""))
+        self._sync_topics()
         log.info("drafting with %s (fetched from %s)", drafter.name, oracle)
         await self._announce()
 
