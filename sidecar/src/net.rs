@@ -912,7 +912,7 @@ impl EventLoop {
                 if let Err(e) = &reason {
                     tracing::info!("listener closed: {e}");
                 }
-                self.reach.on_listener_closed(listener_id, &addresses);
+                self.reach.on_listener_closed(listener_id);
                 self.listen_addrs.retain(|a| !addresses.contains(a));
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {

@@ -132,17 +132,13 @@ impl Reach {
     /// A listener closed (a reservation refused or lost): forget its relay, so that it (or
     /// another) is asked again at the next maintenance. A relay that has not yet learned its own
     /// public address answers with an empty reservation, which the client refuses: asked again
-    /// once AutoNAT finds it public, it succeeds.
-    pub fn on_listener_closed(&mut self, id: ListenerId, addrs: &[Multiaddr]) {
+    /// once AutoNAT finds it public, it succeeds. By id, not address: a refused listener has no
+    /// address, and one through a relay that is itself reached through a circuit names the outer
+    /// relay first.
+    pub fn on_listener_closed(&mut self, id: ListenerId) {
         if let Some(relay) = self.listeners.remove(&id) {
             // unless a newer listener asks the same relay (after a reconnection)
             if !self.listeners.values().any(|r| r == &relay) {
-                self.asked.remove(&relay);
-                self.reserved.remove(&relay);
-            }
-        }
-        for a in addrs {
-            if let Some(Protocol::P2p(relay)) = a.iter().take_while(|p| !matches!(p, Protocol::P2pCircuit)).last() {
                 self.asked.remove(&relay);
                 self.reserved.remove(&relay);
             }
@@ -238,7 +234,7 @@ mod tests {
         assert!(r.reservations_to_make(|_| true).is_empty(), "one request at a time");
         // the relay was not yet public: its reservation had no address, the client refused it
         // and closed the listener before it reported any address
-        r.on_listener_closed(id, &[]);
+        r.on_listener_closed(id);
         let again = r.reservations_to_make(|_| true);
         assert_eq!(again.iter().map(|x| x.0).collect::<Vec<_>>(), vec![relay]);
     }
@@ -252,5 +248,22 @@ mod tests {
         assert_eq!(r.reservations_to_make(|_| true).len(), 1);
         r.listening(relay, None);
         assert_eq!(r.reservations_to_make(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn a_listener_closing_forgets_only_its_own_relay() {
+        let mut r = Reach::new(false);
+        r.nat = "private";
+        let (outer, inner) = (PeerId::random(), PeerId::random());
+        r.on_identify(outer, &relay_info(), Some(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()));
+        r.on_identify(inner, &relay_info(), Some(&"/ip4/10.0.0.3/tcp/4001".parse().unwrap()));
+        let (a, b) = (ListenerId::next(), ListenerId::next());
+        for (relay, _) in r.reservations_to_make(|_| true) {
+            r.listening(relay, Some(if relay == outer { a } else { b }));
+        }
+        // the inner relay (itself reached through `outer`) goes away: `outer` stays reserved
+        r.on_listener_closed(b);
+        assert_eq!(r.reservations_to_make(|_| true).iter().map(|x| x.0).collect::<Vec<_>>(), vec![inner]);
+        assert!(r.is_relay_of_ours(&outer));
     }
 }
