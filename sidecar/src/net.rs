@@ -999,8 +999,11 @@ impl EventLoop {
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 self.listen_addrs.retain(|a| a != &address);
             }
-            SwarmEvent::ListenerClosed { addresses, .. } => {
-                self.reach.on_listener_closed(&addresses);
+            SwarmEvent::ListenerClosed { listener_id, addresses, reason } => {
+                if let Err(e) = &reason {
+                    tracing::info!("listener closed: {e}");
+                }
+                self.reach.on_listener_closed(listener_id);
                 self.listen_addrs.retain(|a| !addresses.contains(a));
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, num_established, .. } => {
@@ -1371,11 +1374,10 @@ impl EventLoop {
             }
         }
         let peers = &self.peers;
-        for a in self.reach.reservations_to_make(|p| peers.contains_key(p)) {
+        for (relay, a) in self.reach.reservations_to_make(|p| peers.contains_key(p)) {
             tracing::info!("behind a NAT: reserving a relay slot at {a}");
-            if let Err(e) = self.swarm.listen_on(a.clone()) {
-                tracing::warn!("cannot listen on {a}: {e}");
-            }
+            let id = self.swarm.listen_on(a.clone()).map_err(|e| tracing::warn!("cannot listen on {a}: {e}")).ok();
+            self.reach.listening(relay, id);
         }
         let has_peers = !self.peers.is_empty();
         self.providers.republish_on_join(&mut self.swarm.behaviour_mut().kad, has_peers);

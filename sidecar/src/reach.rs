@@ -6,7 +6,10 @@
 //! learns of through identify, so others reach it at `<relay>/p2p-circuit/p2p/<it>`, and DCUtR
 //! then upgrades such relayed connections to direct ones when the NATs allow.
 
-use libp2p::{autonat, dcutr, identify, multiaddr::Protocol, relay, Multiaddr, PeerId, StreamProtocol};
+use libp2p::{
+    autonat, core::transport::ListenerId, dcutr, identify, multiaddr::Protocol, relay, Multiaddr, PeerId,
+    StreamProtocol,
+};
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
@@ -25,6 +28,9 @@ pub struct Reach {
     reserved: HashMap<PeerId, Multiaddr>,
     /// relays asked for a reservation (listen_on issued), not yet answered
     asked: HashSet<PeerId>,
+    /// the circuit listener of each relay asked: a refused reservation closes it before it
+    /// reports any address, so only its id tells which relay to ask again
+    listeners: HashMap<ListenerId, PeerId>,
     /// peers that run a relay, with a direct address of theirs
     candidates: HashMap<PeerId, Multiaddr>,
     /// peers reached directly after hole punching (until they disconnect)
@@ -77,8 +83,9 @@ impl Reach {
         }
     }
 
-    /// Circuit addresses to listen on now: when private, on relays we hold no reservation with.
-    pub fn reservations_to_make(&mut self, connected: impl Fn(&PeerId) -> bool) -> Vec<Multiaddr> {
+    /// Circuit addresses to listen on now (with their relay): when private, on relays we hold no
+    /// reservation with. Pass each listener's id to `listening`.
+    pub fn reservations_to_make(&mut self, connected: impl Fn(&PeerId) -> bool) -> Vec<(PeerId, Multiaddr)> {
         if self.nat != "private" {
             return vec![];
         }
@@ -94,7 +101,7 @@ impl Reach {
             }
             self.asked.insert(*peer);
             room -= 1;
-            out.push(addr.clone().with(Protocol::P2p(*peer)).with(Protocol::P2pCircuit));
+            out.push((*peer, addr.clone().with(Protocol::P2p(*peer)).with(Protocol::P2pCircuit)));
         }
         out
     }
@@ -110,10 +117,28 @@ impl Reach {
         }
     }
 
-    /// A listener closed (a reservation refused or lost): forget it, so another is tried.
-    pub fn on_listener_closed(&mut self, addrs: &[Multiaddr]) {
-        for a in addrs {
-            if let Some(Protocol::P2p(relay)) = a.iter().take_while(|p| !matches!(p, Protocol::P2pCircuit)).last() {
+    /// The circuit listener asking `relay` for a reservation, or None when it could not start.
+    pub fn listening(&mut self, relay: PeerId, id: Option<ListenerId>) {
+        match id {
+            Some(id) => {
+                self.listeners.insert(id, relay);
+            }
+            None => {
+                self.asked.remove(&relay);
+            }
+        }
+    }
+
+    /// A listener closed (a reservation refused or lost): forget its relay, so that it (or
+    /// another) is asked again at the next maintenance. A relay that has not yet learned its own
+    /// public address answers with an empty reservation, which the client refuses: asked again
+    /// once AutoNAT finds it public, it succeeds. By id, not address: a refused listener has no
+    /// address, and one through a relay that is itself reached through a circuit names the outer
+    /// relay first.
+    pub fn on_listener_closed(&mut self, id: ListenerId) {
+        if let Some(relay) = self.listeners.remove(&id) {
+            // unless a newer listener asks the same relay (after a reconnection)
+            if !self.listeners.values().any(|r| r == &relay) {
                 self.asked.remove(&relay);
                 self.reserved.remove(&relay);
             }
@@ -176,5 +201,69 @@ impl Reach {
             "hole_punch_ok": self.punch_ok,
             "hole_punch_failed": self.punch_failed,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relay_info() -> identify::Info {
+        identify::Info {
+            public_key: libp2p::identity::Keypair::generate_ed25519().public(),
+            protocol_version: "p".into(),
+            agent_version: "a".into(),
+            listen_addrs: vec![],
+            protocols: vec![HOP_PROTOCOL],
+            observed_addr: "/ip4/10.0.0.2/tcp/1".parse().unwrap(),
+            signed_peer_record: None,
+        }
+    }
+
+    #[test]
+    fn a_refused_reservation_is_asked_again() {
+        let mut r = Reach::new(false);
+        r.nat = "private";
+        let relay = PeerId::random();
+        r.on_identify(relay, &relay_info(), Some(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()));
+        let asked = r.reservations_to_make(|_| true);
+        assert_eq!(asked.len(), 1);
+        assert_eq!(asked[0].0, relay);
+        let id = ListenerId::next();
+        r.listening(relay, Some(id));
+        assert!(r.reservations_to_make(|_| true).is_empty(), "one request at a time");
+        // the relay was not yet public: its reservation had no address, the client refused it
+        // and closed the listener before it reported any address
+        r.on_listener_closed(id);
+        let again = r.reservations_to_make(|_| true);
+        assert_eq!(again.iter().map(|x| x.0).collect::<Vec<_>>(), vec![relay]);
+    }
+
+    #[test]
+    fn a_listener_that_could_not_start_is_forgotten() {
+        let mut r = Reach::new(false);
+        r.nat = "private";
+        let relay = PeerId::random();
+        r.on_identify(relay, &relay_info(), Some(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()));
+        assert_eq!(r.reservations_to_make(|_| true).len(), 1);
+        r.listening(relay, None);
+        assert_eq!(r.reservations_to_make(|_| true).len(), 1);
+    }
+
+    #[test]
+    fn a_listener_closing_forgets_only_its_own_relay() {
+        let mut r = Reach::new(false);
+        r.nat = "private";
+        let (outer, inner) = (PeerId::random(), PeerId::random());
+        r.on_identify(outer, &relay_info(), Some(&"/ip4/10.0.0.1/tcp/4001".parse().unwrap()));
+        r.on_identify(inner, &relay_info(), Some(&"/ip4/10.0.0.3/tcp/4001".parse().unwrap()));
+        let (a, b) = (ListenerId::next(), ListenerId::next());
+        for (relay, _) in r.reservations_to_make(|_| true) {
+            r.listening(relay, Some(if relay == outer { a } else { b }));
+        }
+        // the inner relay (itself reached through `outer`) goes away: `outer` stays reserved
+        r.on_listener_closed(b);
+        assert_eq!(r.reservations_to_make(|_| true).iter().map(|x| x.0).collect::<Vec<_>>(), vec![inner]);
+        assert!(r.is_relay_of_ours(&outer));
     }
 }
