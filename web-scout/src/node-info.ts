@@ -78,7 +78,8 @@ function byNearness (addrs: string[], hostname: string): string[] {
  *  page's `?transport=`) keeps one kind; `webrtc` says whether this runtime can dial it at all. */
 export function dialAddrs (info: NodeInfo, page: PagePlace, only: Transport | null = null, webrtc = true): string[] {
   const ws = page.protocol === 'https:' ? [] : byNearness(info.ws_addrs ?? [], page.hostname)
-  const rtc = webrtc ? byNearness(info.webrtc_addrs ?? [], page.hostname) : []
+  // Chromium gathers no loopback ICE candidates: WebRTC-direct to 127.0.0.1 never connects there
+  const rtc = webrtc ? byNearness(info.webrtc_addrs ?? [], page.hostname).sort((a, b) => Number(isLoopbackHost(hostOf(a) ?? '')) - Number(isLoopbackHost(hostOf(b) ?? ''))) : []
   if (only === 'ws') return ws
   if (only === 'webrtc-direct') return rtc
   return [...ws, ...rtc]

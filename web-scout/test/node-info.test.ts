@@ -11,8 +11,8 @@ const info: NodeInfo = {
 }
 
 describe('the sidecar address a page dials', () => {
-  it('tries the WebSocket first from a plain-http page, then WebRTC-direct, loopback first on loopback', () => {
-    expect(dialAddrs(info, { protocol: 'http:', hostname: '127.0.0.1' })).toEqual([info.ws_addrs[0], info.ws_addrs[1], info.webrtc_addrs![0], info.webrtc_addrs![1]])
+  it('tries the WebSocket first from a plain-http page (loopback first on loopback), then WebRTC-direct (loopback last)', () => {
+    expect(dialAddrs(info, { protocol: 'http:', hostname: '127.0.0.1' })).toEqual([info.ws_addrs[0], info.ws_addrs[1], info.webrtc_addrs![1], info.webrtc_addrs![0]])
   })
 
   it('prefers the addresses of the host that served the page (another machine)', () => {
@@ -27,14 +27,14 @@ describe('the sidecar address a page dials', () => {
 
   it('uses WebRTC-direct when the node lists no WebSocket, and nothing where the runtime has no WebRTC', () => {
     const noWs = { ...info, ws_addrs: [] }
-    expect(dialAddrs(noWs, { protocol: 'http:', hostname: '127.0.0.1' })).toEqual(info.webrtc_addrs)
+    expect(dialAddrs(noWs, { protocol: 'http:', hostname: '127.0.0.1' })).toEqual([info.webrtc_addrs![1], info.webrtc_addrs![0]])
     expect(dialAddrs(noWs, { protocol: 'http:', hostname: '127.0.0.1' }, null, false)).toEqual([])
     expect(dialAddrs({ peer_id: ID, ws_addrs: info.ws_addrs }, { protocol: 'http:', hostname: '127.0.0.1' })).toEqual(info.ws_addrs)
   })
 
   it('keeps one kind when the page is told to (?transport=)', () => {
     const here = { protocol: 'http:', hostname: '127.0.0.1' }
-    expect(dialAddrs(info, here, 'webrtc-direct')).toEqual(info.webrtc_addrs)
+    expect(dialAddrs(info, here, 'webrtc-direct')).toEqual([info.webrtc_addrs![1], info.webrtc_addrs![0]])
     expect(dialAddrs(info, here, 'ws')).toEqual(info.ws_addrs)
   })
 

@@ -162,6 +162,8 @@ where
                         Some(msg) if !msg.is_empty() => {
                             *read_buffer = msg.into();
                         }
+                        // Shard patch: an acknowledgement carries nothing to read, and no EOF
+                        _ if flag == Some(Flag::FIN_ACK) => continue,
                         _ => {
                             tracing::debug!("poll_read buffer is empty, received None");
                             return Poll::Ready(Ok(0));
