@@ -102,3 +102,20 @@ async def test_a_settings_change_goes_through_the_node(tmp_path: Path) -> None:
         await node.apply_settings({"prompt_privacy": "everyone", "trusted_peers": ["x"]})
     assert node.settings.trusted_peers == [] and load_settings({}, config_file=cfg, environ={}).trusted_peers == []
     assert (await node.apply_settings({"prompt_privacy": "anyone"})).now == [], "no change, nothing applied"
+
+
+def test_the_webrtc_settings_reach_the_sidecars_command_line(tmp_path: Path) -> None:
+    """Issue 15: WebRTC-direct on by default (the daemon's own default port: the WebSocket port's
+    number), a port of its own when set, off with `webrtc = false`."""
+    from shard.network.sidecar import daemon_command
+
+    def argv(**env: str) -> list[str]:
+        s = load_settings(config_file=tmp_path / "missing.toml", environ={"SHARD_DATA_DIR": str(tmp_path), **env})
+        return daemon_command(Path("shard-daemon"), s)
+
+    default = argv()
+    assert "--no-webrtc" not in default and "--webrtc-port" not in default
+    own = argv(SHARD_WEBRTC_PORT="4555")
+    assert own[own.index("--webrtc-port") + 1] == "4555"
+    off = argv(SHARD_WEBRTC="false", SHARD_WEBRTC_PORT="4555")
+    assert "--no-webrtc" in off and "--webrtc-port" not in off

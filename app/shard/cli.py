@@ -144,6 +144,16 @@ def _add_network_flags(p: argparse.ArgumentParser) -> None:
         help="the sidecar's WebSocket port (browsers); default TCP port + 100 " + _env_help("ws_port", d.ws_port),
     )
     p.add_argument(
+        "--webrtc-port",
+        dest="webrtc_port",
+        type=int,
+        help="the sidecar's WebRTC-direct UDP port (browsers on other machines); default the WebSocket port "
+        + _env_help("webrtc_port", d.webrtc_port),
+    )
+    p.add_argument(
+        "--no-webrtc", dest="webrtc", action="store_const", const=False, help="do not listen on WebRTC-direct"
+    )
+    p.add_argument(
         "--p2p-host",
         dest="p2p_host",
         help="address the sidecar listens on for peers " + _env_help("p2p_host", d.p2p_host),

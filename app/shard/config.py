@@ -77,6 +77,8 @@ class Settings:
     control_port: int = 9091
     tcp_port: int = 4001
     ws_port: int = 0
+    webrtc: bool = True  # WebRTC-direct for browsers on other machines (pages served over https too)
+    webrtc_port: int = 0  # its UDP port; 0: the WebSocket port's number
     bootstrap: list[str] = field(default_factory=lambda: list(DEFAULT_BOOTSTRAP))
     p2p_host: str = "0.0.0.0"  # where peers reach the sidecar (the control API is always 127.0.0.1)
     mdns: bool = True  # find peers on the local network

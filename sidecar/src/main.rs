@@ -13,6 +13,7 @@ mod providers;
 mod reach;
 mod topics;
 mod util;
+mod webrtc_direct;
 mod work_budget;
 
 use clap::Parser;
@@ -43,6 +44,13 @@ struct Cli {
     /// libp2p WebSocket port (default: tcp port + 100; 0: OS-chosen)
     #[arg(long)]
     ws_port: Option<u16>,
+    /// WebRTC-direct UDP port, for browsers on other machines (default: the WebSocket port
+    /// number, on UDP; 0: OS-chosen)
+    #[arg(long)]
+    webrtc_port: Option<u16>,
+    /// Do not listen on WebRTC-direct
+    #[arg(long)]
+    no_webrtc: bool,
     /// Address the libp2p listeners bind (the control API is always on 127.0.0.1)
     #[arg(long, alias = "p2p-host", default_value = "0.0.0.0")]
     listen_host: IpAddr,
@@ -253,6 +261,16 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
     };
     let control_port = control.local_addr().map(|a| a.port()).unwrap_or(0);
     let ws_port = cli.ws_port.unwrap_or(if cli.tcp_port == 0 { 0 } else { cli.tcp_port.saturating_add(100) });
+    let webrtc = if cli.no_webrtc {
+        None
+    } else {
+        let cert = webrtc_direct::load_or_create_cert(cli.data_dir.as_deref()).unwrap_or_else(|e| fail(1, &e));
+        Some(webrtc_direct::Listen {
+            port: cli.webrtc_port.unwrap_or(ws_port),
+            explicit: cli.webrtc_port.is_some(),
+            cert,
+        })
+    };
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (ev_tx, _) = broadcast::channel(EVENT_CAPACITY);
     let stats = Arc::new(net::Stats::default());
@@ -274,6 +292,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         relay_server: !cli.no_relay_server,
         reach_private: cli.reach_private_addrs,
         allowed_origins: cli.allowed_origins.clone(),
+        webrtc,
     };
     let el = match net::EventLoop::new(cfg, cmd_rx, ev_tx.clone(), stats.clone()).await {
         Ok(el) => el,
@@ -286,6 +305,7 @@ async fn run(cli: Cli, token: String, bootstrap: Vec<Multiaddr>, keypair: identi
         "tcp_port": el.ports.tcp,
         "ws_port": el.ports.ws,
         "quic_port": el.ports.quic,
+        "webrtc_port": el.ports.webrtc,
         "listen_addrs": el.listen_addrs_p2p(),
         "version": VERSION,
     });

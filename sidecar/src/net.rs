@@ -217,6 +217,8 @@ pub struct Ports {
     pub tcp: u16,
     pub ws: u16,
     pub quic: u16,
+    /// UDP port of the WebRTC-direct listener; None: off
+    pub webrtc: Option<u16>,
 }
 
 pub struct EventLoop {
@@ -268,6 +270,8 @@ pub struct NetConfig {
     pub reach_private: bool,
     /// Origins a browser may open the WebSocket listener from (origin.rs)
     pub allowed_origins: Vec<String>,
+    /// The WebRTC-direct listener (webrtc_direct.rs); None: off
+    pub webrtc: Option<crate::webrtc_direct::Listen>,
 }
 
 fn rr_config(timeout: Duration) -> request_response::Config {
@@ -280,6 +284,7 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
     let (relay_server, reach_private) = (cfg.relay_server, cfg.reach_private);
     let max_per_ip = cfg.max_conns_per_ip;
     let allowed_origins = cfg.allowed_origins.clone();
+    let webrtc_cert = cfg.webrtc.as_ref().map(|w| w.cert.clone());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
@@ -287,6 +292,8 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
         .with_quic()
         .with_other_transport(|key| crate::origin::websocket_transport(key, &allowed_origins))
         .map_err(|e| format!("websocket transport: {e}"))?
+        .with_other_transport(|key| crate::webrtc_direct::transport(key, webrtc_cert))
+        .map_err(|e| format!("webrtc-direct transport: {e:?}"))?
         .with_dns()
         .map_err(|e| format!("dns: {e}"))?;
     let swarm = swarm
@@ -411,7 +418,7 @@ fn port_free(ip: IpAddr, port: u16, kind: Kind) -> std::io::Result<()> {
         return Ok(());
     }
     match kind {
-        Kind::Quic => std::net::UdpSocket::bind((ip, port)).map(drop),
+        Kind::Quic | Kind::WebRtc => std::net::UdpSocket::bind((ip, port)).map(drop),
         _ => std::net::TcpListener::bind((ip, port)).map(drop),
     }
 }
@@ -446,6 +453,7 @@ enum Kind {
     Tcp,
     Ws,
     Quic,
+    WebRtc,
     Other,
 }
 
@@ -461,6 +469,7 @@ fn addr_kind(addr: &Multiaddr) -> (Kind, u16) {
             Protocol::Udp(n) => port = n,
             Protocol::Ws(_) => kind = Kind::Ws,
             Protocol::QuicV1 => kind = Kind::Quic,
+            Protocol::WebRTCDirect => kind = Kind::WebRtc,
             Protocol::P2pCircuit => return (Kind::Other, 0),
             _ => {}
         }
@@ -493,6 +502,7 @@ impl EventLoop {
             match kind {
                 Kind::Tcp => a.with(Protocol::Tcp(port)),
                 Kind::Ws => a.with(Protocol::Tcp(port)).with(Protocol::Ws("/".into())),
+                Kind::WebRtc => a.with(Protocol::Udp(port)).with(Protocol::WebRTCDirect),
                 _ => a.with(Protocol::Udp(port)).with(Protocol::QuicV1),
             }
         };
@@ -500,12 +510,17 @@ impl EventLoop {
         // The TCP port actually used; QUIC takes the same number on UDP when it can.
         let mut tcp_chosen = 0u16;
         let mut fallbacks = vec![];
-        for (kind, requested, name) in
-            [(Kind::Tcp, cfg.tcp_port, "tcp"), (Kind::Ws, cfg.ws_port, "ws"), (Kind::Quic, cfg.tcp_port, "quic (udp)")]
-        {
+        let mut kinds = vec![
+            (Kind::Tcp, cfg.tcp_port, "tcp"),
+            (Kind::Ws, cfg.ws_port, "ws"),
+            (Kind::Quic, cfg.tcp_port, "quic (udp)"),
+        ];
+        kinds.extend(cfg.webrtc.as_ref().map(|w| (Kind::WebRtc, w.port, "webrtc-direct (udp)")));
+        for (kind, requested, name) in kinds {
             // QUIC: try the TCP port number first; only an explicit request is strict.
             let (port, strict) = match kind {
                 Kind::Quic if tcp_chosen != requested => (tcp_chosen, false),
+                Kind::WebRtc => (requested, cfg.strict_ports && cfg.webrtc.as_ref().is_some_and(|w| w.explicit)),
                 _ => (requested, cfg.strict_ports),
             };
             // libp2p's TCP listener sets SO_REUSEPORT, so a second process could bind the
@@ -572,7 +587,7 @@ impl EventLoop {
                                 ports.insert(*kind, port);
                                 if !listen_addrs.contains(&address) { listen_addrs.push(address); }
                             }
-                            if ports.len() == 3 && settle.is_none() {
+                            if ports.len() == listeners.len() && settle.is_none() {
                                 settle = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
                             }
                         }
@@ -596,7 +611,12 @@ impl EventLoop {
         for a in &listen_addrs {
             tracing::info!("listening on {a}");
         }
-        let ports = Ports { tcp: ports[&Kind::Tcp], ws: ports[&Kind::Ws], quic: ports[&Kind::Quic] };
+        let ports = Ports {
+            tcp: ports[&Kind::Tcp],
+            ws: ports[&Kind::Ws],
+            quic: ports[&Kind::Quic],
+            webrtc: ports.get(&Kind::WebRtc).copied(),
+        };
         let mut el = EventLoop {
             swarm,
             commands,
@@ -872,9 +892,11 @@ impl EventLoop {
                     "tcp_addrs": pick(Kind::Tcp),
                     "ws_addrs": pick(Kind::Ws),
                     "quic_addrs": pick(Kind::Quic),
+                    "webrtc_addrs": pick(Kind::WebRtc),
                     "tcp_port": self.ports.tcp,
                     "ws_port": self.ports.ws,
                     "quic_port": self.ports.quic,
+                    "webrtc_port": self.ports.webrtc,
                     "reachability": self.reach.to_json(),
                     "provided_models": self.providers.provided(),
                     "target_peers": self.limits.target,

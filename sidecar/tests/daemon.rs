@@ -686,6 +686,47 @@ fn peers_connect_over_websocket_and_quic() {
     }
 }
 
+/// Issue 15: WebRTC-direct, for browsers that may not open ws://. A second daemon dials the
+/// first's `webrtc_addrs` one (rust-libp2p dials it too), the address keeps its certhash across a
+/// restart with the same data dir, a busy port falls back, and `--no-webrtc` turns it off.
+#[test]
+fn peers_connect_over_webrtc_direct() {
+    let dir = tmpdir("webrtc");
+    let args = vec!["--data-dir".to_string(), dir.display().to_string()];
+    let a = start(&args);
+    let (_, topo) = a.get("/topology");
+    let rtc = topo["webrtc_addrs"][0].as_str().unwrap().to_string();
+    let port = port_of(&a, "webrtc_port");
+    assert!(rtc.starts_with(&format!("/ip4/127.0.0.1/udp/{port}/webrtc-direct/certhash/")), "{rtc}");
+    assert!(rtc.ends_with(&format!("/p2p/{}", a.peer_id)), "{rtc}");
+    let b = start(&["--bootstrap".into(), rtc.clone()]);
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let (_, v) = b.get("/peers");
+            v["peers"].as_array().unwrap().iter().any(|p| {
+                p["peer_id"] == json!(a.peer_id)
+                    && p["handshake"] == json!(true)
+                    && p["addrs"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().contains("/webrtc-direct"))
+            })
+        }),
+        "no webrtc-direct connection with a handshake: {}",
+        b.get("/peers").1
+    );
+    // a busy port is replaced by another (without --strict-ports)
+    let busy = start(&["--webrtc-port".into(), port.to_string()]);
+    assert!(port_of(&busy, "webrtc_port") > 0 && port_of(&busy, "webrtc_port") != port);
+    // the same certificate after a restart: the same address
+    let a_peer = a.peer_id.clone();
+    drop(a);
+    let again = start(&[args.clone(), vec!["--webrtc-port".into(), port.to_string()]].concat());
+    assert_eq!(again.peer_id, a_peer);
+    assert_eq!(again.get("/topology").1["webrtc_addrs"][0].as_str().unwrap(), rtc);
+    let off = start(&["--no-webrtc".into()]);
+    assert!(off.ready["webrtc_port"].is_null());
+    assert!(!off.get("/topology").1["listen_addrs"].to_string().contains("webrtc"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 // /shard/infer/1.0.0: streaming remote inference. A raw HTTP/1.1 client over TCP, so that both
 // the request body (the Oracle node's answer) and the response body (the asker's lines) stream.

@@ -89,10 +89,10 @@ class Browser(Driver):
 
 class BrowserScout(Driver):
     """e2e/scout.mjs on the scout page at `url` for at most `seconds`; `state`: the page's newest
-    window.shardScout, read on a thread."""
+    window.shardScout, read on a thread; `extra`: more of e2e/scout.mjs's flags."""
 
-    def __init__(self, url: str, log: Path, seconds: int = 900) -> None:
-        super().__init__("scout.mjs", log, "--url", url, "--seconds", str(seconds))
+    def __init__(self, url: str, log: Path, seconds: int = 900, *extra: str) -> None:
+        super().__init__("scout.mjs", log, "--url", url, "--seconds", str(seconds), *extra)
         self.state: dict[str, Any] = {}
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

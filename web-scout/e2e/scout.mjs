@@ -2,6 +2,8 @@
 // and report the page's state (window.shardScout) as one JSON line on stdout every 500 ms, until
 // stdin closes or --seconds pass. Used by tests/test_web_scout.py and bench/web_scout_bench.py.
 //   node e2e/scout.mjs --url http://127.0.0.1:8000/scout/ [--seconds 600] [--chromium /usr/bin/chromium]
+//     [--secure-origin http://10.0.0.1:8000] (a plain-http origin Chromium treats as secure, as
+//     it does localhost: for a page from another machine's node in tests)
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -17,7 +19,8 @@ const browser = await chromium.launchPersistentContext(profile, {
   executablePath,
   headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run']
+    '--disable-component-update', '--disable-sync', '--no-first-run',
+    ...(args['secure-origin'] !== undefined ? [`--unsafely-treat-insecure-origin-as-secure=${args['secure-origin']}`] : [])]
 })
 let stopping = false
 const stop = async (code) => {

@@ -1,7 +1,8 @@
 // The page: find the node that served it (same origin), dial its sidecar, load a drafter, scout.
 import wasmUrl from '@wllama/wllama/esm/wasm/wllama.wasm?url'
 import type { DrafterConfig } from './drafters'
-import { draftModelUrl, fetchNodeInfo, isLoopbackOrHere, type NodeInfo, wsAddr } from './node-info'
+import { hasWebRTC } from './net'
+import { dialAddrs, draftModelUrl, fetchNodeInfo, isListedWebRTC, isLoopbackOrHere, type NodeInfo, type Transport } from './node-info'
 import { Scout, type ScoutState } from './scout'
 
 const params = new URLSearchParams(location.search)
@@ -62,17 +63,20 @@ async function main (): Promise<void> {
   scout.onChange(render)
   render(scout.state)
   scout.startDrafter()
-  await scout.startNet(ma => isLoopbackOrHere(ma, location.hostname))
+  // ?transport=ws or webrtc-direct keeps one kind (tests, or a user whose network blocks the other)
+  const only = (params.get('transport') as Transport | null) ?? null
+  let known: NodeInfo = info
+  await scout.startNet(ma => isLoopbackOrHere(ma, location.hostname) || isListedWebRTC(ma, known))
 
   // dial the node's sidecar, and again whenever the connection drops
   for (;;) {
     if (!scout.state.connected) {
       try {
         scout.state.status = 'finding the node'
-        const fresh = await fetchNodeInfo()
-        const addr = wsAddr(fresh)
-        if (addr === undefined) throw new Error(fresh.message ?? `the node has no WebSocket address (sidecar: ${fresh.sidecar ?? 'unknown'})`)
-        await scout.connect(addr)
+        known = await fetchNodeInfo()
+        const addrs = dialAddrs(known, location, only, hasWebRTC())
+        if (addrs.length === 0) throw new Error(known.message ?? `the node has no address this page can dial (sidecar: ${known.sidecar ?? 'unknown'})`)
+        await connectFirst(scout, addrs)
       } catch (err) {
         scout.state.status = `not connected: ${(err as Error).message}`
         scout.log(scout.state.status)
@@ -80,6 +84,21 @@ async function main (): Promise<void> {
     }
     await new Promise(resolve => setTimeout(resolve, 3000))
   }
+}
+
+/** Dial the addresses in turn until one connects (a WebSocket may be blocked where WebRTC is not). */
+async function connectFirst (scout: Scout, addrs: string[]): Promise<void> {
+  let last: unknown = null
+  for (const addr of addrs) {
+    try {
+      await scout.connect(addr)
+      return
+    } catch (err) {
+      last = err
+      scout.log(`dial ${addr} failed: ${(err as Error).message}`)
+    }
+  }
+  throw last
 }
 
 main().catch((err) => {

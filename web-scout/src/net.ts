@@ -1,4 +1,5 @@
-// The scout's libp2p side: js-libp2p over a plain WebSocket to the node's shard-daemon, speaking
+// The scout's libp2p side: js-libp2p over a plain WebSocket (or WebRTC-direct, where a page may
+// not open ws://: served over https, or from another machine's node) to the node's shard-daemon, speaking
 // the daemon's protocols (docs/protocol.md, "Sidecar (shard-daemon)" > "libp2p"):
 //   /shard/1.0.0/handshake      request-response: our info for theirs (role "scout")
 //   /shard/work/1.0.0           request-response: work pushed to us, answered {"ok":true}
@@ -13,6 +14,7 @@ import { yamux } from '@chainsafe/libp2p-yamux'
 import { gossipsub } from '@libp2p/gossipsub'
 import { identify } from '@libp2p/identify'
 import { ping } from '@libp2p/ping'
+import { webRTCDirect } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
@@ -94,6 +96,14 @@ export interface ScoutNetOptions {
   events: NetEvents
   /** addresses this page may dial (the node's own): plain ws and loopback are refused by default in browsers */
   allowDial?: (ma: Multiaddr) => boolean
+  /** dial WebRTC-direct addresses too; default: where the runtime has RTCPeerConnection (a
+   *  page, not a worker). Node.js has it through @libp2p/webrtc's node-datachannel. */
+  webrtcDirect?: boolean
+}
+
+/** Where RTCPeerConnection exists (a page's main thread; workers have none). */
+export function hasWebRTC (): boolean {
+  return typeof (globalThis as { RTCPeerConnection?: unknown }).RTCPeerConnection === 'function'
 }
 
 export class ScoutNet {
@@ -108,7 +118,7 @@ export class ScoutNet {
   async start (): Promise<void> {
     const allow = this.opts.allowDial ?? (() => true)
     this.node = await createLibp2p({
-      transports: [webSockets()],
+      transports: (this.opts.webrtcDirect ?? hasWebRTC()) ? [webSockets(), webRTCDirect()] : [webSockets()],
       connectionEncrypters: [noise()],
       streamMuxers: [yamux()],
       connectionGater: { denyDialMultiaddr: (ma: Multiaddr) => !allow(ma) },

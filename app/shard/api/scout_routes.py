@@ -124,6 +124,8 @@ async def node_json(request: web.Request) -> web.Response:
         "message": topo.get("message"),
         "peer_id": topo.get("peer_id"),
         "ws_addrs": topo.get("ws_addrs", []),
+        # for a page that may not open ws:// (served over https, or by another machine's node)
+        "webrtc_addrs": topo.get("webrtc_addrs", []),
         "model": node.model_path.name if node.model_path is not None else None,
         # what the tab drafts with: the draft model, else the node's own model only if a tab can load it
         "draft_model": node.draft_model.name

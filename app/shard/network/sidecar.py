@@ -76,6 +76,10 @@ def daemon_command(binary: Path, settings: Settings) -> list[str]:
         argv += ["--bootstrap", addr]
     if not settings.mdns:
         argv.append("--no-mdns")
+    if not settings.webrtc:
+        argv.append("--no-webrtc")
+    elif settings.webrtc_port:
+        argv += ["--webrtc-port", str(settings.webrtc_port)]
     argv += ["--target-peers", str(settings.target_peers)]
     if not settings.relay_server:
         argv.append("--no-relay-server")

@@ -63,9 +63,11 @@ class Topology(Answer):
     ws_addrs: list[str]
     tcp_addrs: list[str] | None = None
     quic_addrs: list[str] | None = None
+    webrtc_addrs: list[str] | None = None
     tcp_port: int | None = None
     ws_port: int | None = None
     quic_port: int | None = None
+    webrtc_port: int | None = None
     reachability: Reachability | None = None
     provided_models: list[str] | None = None
     target_peers: int | None = None
