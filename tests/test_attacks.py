@@ -640,35 +640,26 @@ def test_12_results_over_gossip_do_not_fill_the_sidecar(tmp_path: Path) -> None:
         victim.stop()
 
 
-def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path: Path) -> None:
-    """A peer flooding a scout with large work messages (256 KiB each, under the per-peer message
-    rate) filled the sidecar's event buffer faster than the scout read it: the scout saw `lagged`
-    and lost events, the honest Oracle's work among them. Work is now bounded per peer in bytes
-    before it reaches the event buffer: the flood is dropped, the honest work arrives."""
-    victim = HostilePeer(tmp_path / "victim", roles=("scout",))
-    honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
-    flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("oracle",))
+def _work(work_id: str, context: str) -> dict[str, Any]:
+    """A work with a 2 s deadline (a late one is worth nothing to its Oracle)."""
+    deadline = int(time.time() * 1000) + 2000
+    return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
+            "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
+
+
+def _honest_work_arrives_under_flood(
+    victim: HostilePeer, honest: HostilePeer, flooders: list[HostilePeer], flood: Callable[..., None]
+) -> None:
+    """Run `flood(n, flooder, stop)` in a thread per flooder while an honest Oracle sends 40 small
+    works to the victim scout; every honest work must arrive, and the victim's events never lag."""
     stop = threading.Event()
     try:
         wait_for(
-            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == 2, what="both peers"
+            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == len(flooders) + 1,
+            60,
+            what="all peers",
         )
-
-        def work(work_id: str, context: str) -> dict[str, Any]:
-            deadline = int(time.time() * 1000) + 2000
-            return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
-                    "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
-
-        big = "x" * (250 * 1024)
-
-        def flood(n: int) -> None:
-            i = 0
-            while not stop.is_set():
-                i += 1
-                with contextlib.suppress(requests.RequestException):
-                    flooder.post("/broadcast-work", {"work": work(f"flood{n}.{i}", big), "peers": [victim.peer_id]})
-
-        threads = [threading.Thread(target=flood, args=(n,), daemon=True) for n in range(6)]
+        threads = [threading.Thread(target=flood, args=(n, f, stop), daemon=True) for n, f in enumerate(flooders)]
         for t in threads:
             t.start()
         time.sleep(2)  # the flood is on
@@ -676,7 +667,7 @@ def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path
         for i in range(40):  # an honest Oracle's work: a few KiB, several a second
             sent.append(f"honest.{i + 1}")
             r = honest.post(
-                "/broadcast-work", {"work": work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
+                "/broadcast-work", {"work": _work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
             )
             assert r.status_code == 200, r.text
             time.sleep(0.1)
@@ -688,14 +679,41 @@ def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path
             t.join(10)
         stats = victim.session.get(victim.url + "/stats", timeout=5).json()
         got = {w["work_id"] for w in list(victim.works)}
-        flood_in = sum(1 for w in got if w.startswith("flood"))
+        flood_in = sum(1 for w in got if not w.startswith("honest"))
         print(f"honest {len([w for w in sent if w in got])}/{len(sent)}, flood in {flood_in}, stats {stats}")
         assert all(w in got for w in sent), [w for w in sent if w not in got]  # were lost in the flood
         assert stats["events_lagged"] == 0, stats
     finally:
         stop.set()
-        for peer in (flooder, honest, victim):
+        for peer in (*flooders, honest, victim):
             peer.stop()
+
+
+def test_work_flood_from_one_peer_does_not_drown_an_honest_oracles_work(tmp_path: Path) -> None:
+    """A peer flooding a scout with large work messages (256 KiB each, under the per-peer message
+    rate) filled the sidecar's event buffer faster than the scout read it: the scout saw `lagged`
+    and lost events, the honest Oracle's work among them. Work is now bounded per peer in bytes
+    before it reaches the event buffer: the flood is dropped, the honest work arrives."""
+    victim = HostilePeer(tmp_path / "victim", roles=("scout",))
+    honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
+    flooder = HostilePeer(tmp_path / "flooder", bootstrap=victim.addr(), roles=("oracle",))
+    big = "x" * (250 * 1024)
+
+    def flood(n: int, peer: HostilePeer, stop: threading.Event) -> None:  # six threads on one peer
+        def one(t: int) -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                with contextlib.suppress(requests.RequestException):
+                    peer.post("/broadcast-work", {"work": _work(f"flood{t}.{i}", big), "peers": [victim.peer_id]})
+
+        threads = [threading.Thread(target=one, args=(t,), daemon=True) for t in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    _honest_work_arrives_under_flood(victim, honest, [flooder], flood)
 
 
 def test_14_a_flood_of_idle_connections_does_not_lock_peers_out(tmp_path: Path) -> None:
@@ -1138,54 +1156,16 @@ def test_a_sybil_work_flood_within_each_peers_budget_does_not_drown_an_honest_or
     victim = HostilePeer(tmp_path / "victim", roles=("scout",))
     honest = HostilePeer(tmp_path / "honest", bootstrap=victim.addr(), roles=("oracle",))
     sybils = [HostilePeer(tmp_path / f"sybil{i}", bootstrap=victim.addr(), roles=("oracle",)) for i in range(12)]
-    stop = threading.Event()
-    try:
-        wait_for(
-            lambda: len(victim.session.get(victim.url + "/peers", timeout=5).json()["peers"]) == 13,
-            60,
-            what="all peers",
-        )
+    big = "y" * (250 * 1024)
 
-        def work(work_id: str, context: str) -> dict[str, Any]:
-            deadline = int(time.time() * 1000) + 2000
-            return {"v": 1, "work_id": work_id, "model": "tiny", "context": context, "position": 3,
-                    "max_draft": 16, "deadline_ms": deadline, "vocab": "v", "tokens": [1, 2, 3]}  # fmt: skip
+    def flood(n: int, sybil: HostilePeer, stop: threading.Event) -> None:
+        i, started = 0, time.monotonic()
+        while not stop.is_set():
+            i += 1
+            with contextlib.suppress(requests.RequestException):
+                sybil.post("/broadcast-work", {"work": _work(f"sybil{n}.{i}", big), "peers": [victim.peer_id]})
+            ahead = (i - 16) / 3.5 - (time.monotonic() - started)  # its 4 MiB burst, then under 1 MiB/s
+            if ahead > 0:
+                time.sleep(ahead)
 
-        big = "y" * (250 * 1024)
-
-        def flood(n: int, sybil: HostilePeer) -> None:
-            i, started = 0, time.monotonic()
-            while not stop.is_set():
-                i += 1
-                with contextlib.suppress(requests.RequestException):
-                    sybil.post("/broadcast-work", {"work": work(f"sybil{n}.{i}", big), "peers": [victim.peer_id]})
-                ahead = (i - 16) / 3.5 - (time.monotonic() - started)  # its 4 MiB burst, then under 1 MiB/s
-                if ahead > 0:
-                    time.sleep(ahead)
-
-        threads = [threading.Thread(target=flood, args=(n, s), daemon=True) for n, s in enumerate(sybils)]
-        for t in threads:
-            t.start()
-        time.sleep(2)  # the flood is on
-        sent = []
-        for i in range(40):  # an honest Oracle's work: a few KiB, several a second
-            sent.append(f"honest.{i + 1}")
-            r = honest.post(
-                "/broadcast-work", {"work": work(sent[-1], "The history of Rome " * 100), "peers": [victim.peer_id]}
-            )
-            assert r.status_code == 200, r.text
-            time.sleep(0.1)
-        time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join(10)
-        stats = victim.session.get(victim.url + "/stats", timeout=5).json()
-        got = {w["work_id"] for w in list(victim.works)}
-        flood_in = sum(1 for w in got if w.startswith("sybil"))
-        print(f"honest {len([w for w in sent if w in got])}/{len(sent)}, sybil works in {flood_in}, stats {stats}")
-        assert all(w in got for w in sent), [w for w in sent if w not in got]  # were lost in the flood
-        assert stats["events_lagged"] == 0, stats
-    finally:
-        stop.set()
-        for peer in (*sybils, honest, victim):
-            peer.stop()
+    _honest_work_arrives_under_flood(victim, honest, sybils, flood)
