@@ -272,16 +272,21 @@ async def verify(request: web.Request) -> web.Response:
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
         return _error(400, str(exc))
+    end = await _until_end(engine, job, queue)
+    if end["type"] == "error":
+        return _error(500, end["message"], "engine_error")
+    return web.json_response(
+        protocol.VerifyResult(accepted=end["tokens"], n_draft_accepted=end["usage"]["draft_accepted"]).to_dict()
+    )
+
+
+async def _until_end(engine: Engine, job: Job, queue: asyncio.Queue[dict[str, Any]]) -> dict[str, Any]:
+    """A one-answer job's last event: its end or its error (a client that leaves cancels the job)."""
     try:
         while True:
             event = await queue.get()
-            if event["type"] == "error":
-                return _error(500, event["message"], "engine_error")
-            if event["type"] == "end":
-                result = protocol.VerifyResult(
-                    accepted=event["tokens"], n_draft_accepted=event["usage"]["draft_accepted"]
-                )
-                return web.json_response(result.to_dict())
+            if event["type"] in ("error", "end"):
+                return event
     except asyncio.CancelledError:
         engine.cancel(job)
         raise
@@ -303,19 +308,14 @@ async def check(request: web.Request) -> web.Response:
         engine, queue = _start_job(request, job)
     except (protocol.ProtocolError, EngineError, ValueError) as exc:
         return _error(400, str(exc), exc.code if isinstance(exc, errors.ShardError) else "invalid_request")
-    try:
-        while True:
-            event = await queue.get()
-            if event["type"] == "error":
-                return _error(500, event["message"], "engine_error")
-            if event["type"] == "end":
-                result = protocol.CheckResult(
-                    agrees=event["finish_reason"] != "mismatch", checked=event["usage"]["completion_tokens"]
-                )
-                return web.json_response(result.to_dict())
-    except asyncio.CancelledError:
-        engine.cancel(job)
-        raise
+    end = await _until_end(engine, job, queue)
+    if end["type"] == "error":
+        return _error(500, end["message"], "engine_error")
+    return web.json_response(
+        protocol.CheckResult(
+            agrees=end["finish_reason"] != "mismatch", checked=end["usage"]["completion_tokens"]
+        ).to_dict()
+    )
 
 
 def _embedder(state: VerifierState, engine: Engine) -> Embedder:
