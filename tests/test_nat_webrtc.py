@@ -1,11 +1,4 @@
-"""WORK IN PROGRESS, not collected (the name does not start with test_): it fails today. Chromium
-in the namespace dials the node's WebRTC-direct address and the dial times out ("signal timed
-out"), on 0.0.0.0 and on the single address 10.99.1.1 alike, while Node.js's libdatachannel
-(web-scout/test/interop.test.ts) connects to the same daemon build. Next: the daemon's debug log
-(libp2p_webrtc, webrtc_ice, webrtc_dtls) during a Chromium dial, and Chromium's
-chrome://webrtc-internals dump. Rename to test_nat_webrtc.py once it passes.
-
-A browser on another machine reaches a node over WebRTC-direct (issue 15), in the network
+"""A browser on another machine reaches a node over WebRTC-direct (issue 15), in the network
 namespaces of tests/test_nat.py (root; no traffic leaves them): a node in the public namespace
 `pub` (10.99.1.1), a headless Chromium in `a` behind its NAT (192.168.1.2, masqueraded by r1).
 The router also refuses TCP to the node's WebSocket port, as a network that lets no plain ws
@@ -112,6 +105,8 @@ def test_a_tab_behind_a_nat_reaches_a_public_node_over_webrtc_direct(
         # the tab's address as the node sees it: r1's public side (the NAT), over WebRTC-direct
         assert any(a.startswith("/ip4/10.99.1.2/udp/") and "/webrtc-direct" in a for a in peer["addrs"]), peer
 
+        # the tab may connect before the node's model has loaded (503 "the model is loading")
+        wait_for(lambda: node.api("GET", "/health")[0] == 200, 120, "the node's model to load")
         ask = {"model": "default", "messages": [{"role": "user", "content": EDIT_PROMPT}], "max_tokens": 48}
         deadline = time.monotonic() + 150
         while time.monotonic() < deadline and not browser.state["drafts"]["sent"]:
