@@ -244,6 +244,9 @@ def test_the_sidebar_shows_a_second_node(app: Browser, oracle: ServedNode, tiny_
             60,
             "the second node in Peers",
         )
+        # Peers lists it when connected; Oracles once its handshake has named its role and model (later).
+        oracle_line = json.dumps(f"Oracle {short(other_id)} (on this machine)")
+        app.until(f"document.getElementById('oracles').innerText.includes({oracle_line})", 60, "it under Oracles")
         oracles = app.text("#oracles")
         assert "This node" in oracles and f"Oracle {short(other_id)} (on this machine)" in oracles and "tiny" in oracles
         assert other_id not in app.js("document.body.innerText")  # full ids only under Details
