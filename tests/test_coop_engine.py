@@ -309,12 +309,14 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     p.update(8, 8)
     p.update(16, 16)
     assert p.limit == MAX_DRAFT
-    p.update(16, 2)
-    assert p.limit == 3
-    p.update(3, 0)  # nothing accepted: the next draft rests, then 2, then 4 ...
-    assert (p.limit, p.rest) == (1, 1)
+    p.update(16, 2)  # a partial verdict halves the length (a 70% scout's runs vary from 0 to 10)
+    assert p.limit == 8
+    p.update(8, 5)
+    assert p.limit == 6  # never below what was kept, plus one
+    p.update(6, 0)  # nothing accepted: the next draft rests, then 2, then 4 ...
+    assert (p.limit, p.rest) == (3, 1)
     p.rest = 0
-    p.update(1, 0)
+    p.update(3, 0)
     assert p.rest == 2
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
@@ -380,9 +382,38 @@ def test_a_resting_scout_session_does_not_draft_until_the_oracle_moved_on() -> N
     work = Work(work_id="k.1", model="m", context="a b", position=2, max_draft=16, deadline_ms=0, tokens=[5, 6])
     s = DraftSession(oracle="o", work=work, exact=True, confirmed=[5, 6], position=2)
     assert s.drafting()
-    s.rest = 2
+    s.standing.rest = 2
     assert not s.drafting()
     s.advance([7], "", None)
     assert not s.drafting()
     s.advance([8], "", None)
     assert s.drafting() and s.rest == 0
+
+
+def test_one_wrong_guess_counts_once_however_many_late_drafts_carry_it(
+    engine: Engine, reference: tuple[list[int], list[int]]
+) -> None:
+    """A scout drafting ahead sends its guess again as it grows: every draft sent before it heard of
+    the token its guess got wrong carries that same mistake, at the same place. It is one miss
+    (measured: counted once per late draft, a noisy twin's 70% scout read far lower and was never
+    checked again: "unpaid" after two proposed tokens in a whole run)."""
+    from shard.verifier.policy import Acceptance
+
+    prompt, ref = reference
+    verdicts = Verdicts()
+    sent = [False]
+
+    def late_and_wrong_three_times(job: Job) -> None:
+        if not sent[0] and len(job.tokens) >= len(prompt) + 5:
+            sent[0] = True
+            wrong = (ref[2] + 1) % engine.model.n_vocab
+            for length in (3, 4, 5):  # right twice, then wrong at the same place, growing
+                draft = [*ref[:2], wrong, *ref[3:length]]
+                job.inbox.append(ExternalDraft(len(prompt), draft, verdicts.done, source="wrong-once"))
+
+    job = Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=N)
+    assert _run(engine, job, on_token=late_and_wrong_three_times)["tokens"] == ref
+    assert verdicts.seen == [(0, 0, "missed")] * 3
+    once = Acceptance(EXTERNAL_PRIOR)
+    once.record(2, True)
+    assert engine.acceptance["external:wrong-once"].rate == pytest.approx(once.rate)

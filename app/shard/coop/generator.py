@@ -169,7 +169,9 @@ class _Pace:
         if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout (a
             # short draft from a good scout is declined too; resting it then cost the exact twin its drafts)
             return
-        self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(1, accepted + 1)
+        # A partial verdict halves the length (no lower than what was kept, plus one): cutting it to what
+        # was kept starved a 70% scout, whose runs vary from 0 to 10 (policy.py weighs each token anyway).
+        self.limit = min(self.limit * 2, MAX_DRAFT) if accepted == proposed else max(accepted + 1, self.limit // 2)
         if accepted == 0:
             self.missed()
         else:

@@ -40,6 +40,9 @@ CHUNK = 2  # tokens drafted per model call: progress and verdicts are read betwe
 SESSION_IDLE_S = 10.0  # a session with no news for this long has ended (or its Oracle went away)
 MAX_SESSIONS = 64
 MAX_WORK_TOPICS = 8  # the sidecar's limit on `PUT /work-topics`
+REST_BELOW = 0.4  # a scout whose guesses agree less often than this with its Oracle rests after a useless draft
+SKILL_DECAY = 0.95  # per scored guess token: the agreement is about the last ~20 of them
+MAX_STANDINGS = 64  # Oracles whose standing (agreement, rest) the scout remembers across requests
 
 
 def work_models(peers: PeerTable, draft_sha256: str = "") -> list[str]:
@@ -117,6 +120,58 @@ class LlamaDrafter:
 
 
 @dataclass
+class Standing:
+    """How this scout fares with one Oracle, across its requests: how often its guesses agree with the
+    tokens the Oracle decides (scored from progress messages, like the Oracle's shadow scoring:
+    tokens of the guess kept are successes, the first disagreement a failure), and its rest. Kept
+    per Oracle, so a scout resting at the end of one request still rests at the start of the next
+    (an all-wrong scout is not tried afresh at each request), and a good scout starts its next
+    request drafting far ahead instead of ramping up again."""
+
+    kept: float = 1.8  # a prior worth 2 scored tokens at 90%: a new scout is tried
+    missed: float = 0.2
+    rest: int = 0  # Oracle steps to sit out (no drafting, no sending): after a useless draft (1, 2, 4 ... 32)
+    backoff: int = 1
+
+    @property
+    def rate(self) -> float:
+        total = self.kept + self.missed
+        return self.kept / total if total > 0 else 0.0
+
+    def record(self, kept: int, missed: bool) -> None:
+        for _ in range(kept):
+            self.kept, self.missed = self.kept * SKILL_DECAY + 1, self.missed * SKILL_DECAY
+        if missed:
+            self.kept, self.missed = self.kept * SKILL_DECAY, self.missed * SKILL_DECAY + 1
+
+    def ahead(self) -> int:
+        """How far ahead of the Oracle's known position to guess: about the run of tokens its drafts
+        keep (1 / (1 - rate)) twice over, since by the time a draft arrives the Oracle has moved on
+        by about one such run; plus a few. A good scout drafts the most one draft holds."""
+        run = 1 / max(1e-3, 1 - self.rate)
+        return max(4, min(MAX_DRAFT_TOKENS, round(2 * run) + 2))
+
+    def useless_draft(self) -> None:
+        """A draft of which nothing was kept (checked or not): rest, if its guesses are mostly wrong
+        (a fair scout's misses are part of drafting; an all-wrong one's cost the Oracle a check or a
+        read each, and its own core)."""
+        if self.rate < REST_BELOW:
+            self.rest, self.backoff = self.backoff, min(self.backoff * 2, 32)
+
+    def useful_draft(self) -> None:
+        self.backoff = 1
+
+
+def standing_for(standings: dict[str, Standing], oracle: str) -> Standing:
+    """The scout's standing with `oracle`, from `standings` (bounded: the least recently used are forgotten)."""
+    standing = standings.pop(oracle, None) or Standing()
+    standings[oracle] = standing
+    while len(standings) > MAX_STANDINGS:
+        del standings[next(iter(standings))]
+    return standing
+
+
+@dataclass
 class DraftSession:
     """A request the scout drafts for: what the Oracle has decided (`confirmed`, the Oracle's token
     ids, or `text` for a scout with another tokenizer) and the scout's own guess beyond it."""
@@ -132,12 +187,18 @@ class DraftSession:
     seq: int = 0
     sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
     in_flight: int = 0
-    ahead: int = 8  # how far ahead to draft: follows the verdicts
-    rest: int = (
-        0  # Oracle steps to sit out (no drafting, no sending): after a draft of which nothing was kept (1, 2, 4 ... 32)
-    )
-    backoff: int = 1
+    cap: int = MAX_DRAFT_TOKENS  # how far ahead at most: 0 once the request ended, less where the model ends its text
+    standing: Standing = field(default_factory=Standing)  # shared by the sessions of one Oracle
     heard_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def ahead(self) -> int:
+        """How far ahead to draft: follows the scout's agreement with this Oracle."""
+        return min(self.cap, self.standing.ahead())
+
+    @property
+    def rest(self) -> int:
+        return self.standing.rest
 
     def drafting(self) -> bool:
         """Whether the model should grow the guess now: not while resting, nor once far enough ahead."""
@@ -145,9 +206,9 @@ class DraftSession:
 
     def advance(self, tokens: list[int], text: str, tokenize: Any) -> None:
         """The Oracle decided `tokens` (spelling `text`) after `confirmed` (one of its steps went by:
-        one less to rest)."""
+        one less to rest). In token ids, the guess is scored against them first."""
         self.heard_at = time.monotonic()
-        self.rest = max(0, self.rest - 1)
+        self.standing.rest = max(0, self.standing.rest - 1)
         self.position += len(tokens)
         if self.exact:
             new = tokens
@@ -157,11 +218,30 @@ class DraftSession:
             self.confirmed, new = new, []
             self.guess, self.epoch = [], self.epoch + 1  # another tokenizer: redraft from the new text
             return
+        n = min(len(new), len(self.guess))
+        if n:
+            kept = _common_prefix(self.guess[:n], new[:n])
+            self.standing.record(kept, kept < n)
         if self.guess[: len(new)] == new:
             self.guess = self.guess[len(new) :]  # the guess was right so far: it stays ahead
         else:
             self.guess, self.epoch = [], self.epoch + 1
         self.confirmed = self.confirmed + new
+
+    def on_verdict(self, verdict: Verdict) -> bool:
+        """Take the Oracle's answer to a draft; True if nothing of it was kept (missed, checked and
+        wrong, or not worth a check). How far ahead it drafts follows its agreement with the
+        Oracle's tokens (scored in advance()), not single verdicts: a fair scout's drafts are often
+        declined or cut short, and resting it then (as every useless draft did) starved a 70% scout."""
+        if verdict.outcome == "finished":
+            self.cap = 0  # the request ended: draft no more for it
+        if verdict.accepted:
+            self.standing.useful_draft()
+            return False
+        if verdict.outcome in ("verified", "ignored"):
+            self.standing.useless_draft()
+            return True
+        return False
 
     def resync(self, work: Work, tokenize: Any) -> None:
         """A fresh work for the request: adopt it, keeping the guess if it still fits."""
@@ -192,6 +272,7 @@ class Scout:
         self.drafter = drafter  # None: the draft model is fetched from the first Oracle that offers one
         self.ledger = Ledger(settings.data_path / "ledger.db")
         self.sessions: dict[str, DraftSession] = {}  # request key -> its drafting session
+        self.standings: dict[str, Standing] = {}  # per Oracle, across its requests
         self.peers = PeerTable()
         self._fetching: asyncio.Task[None] | None = None
         self._refused: set[str] = set()  # sha256 of draft models that failed their checks
@@ -199,7 +280,7 @@ class Scout:
         self._topics: list[str] | None = None  # the models of the work topics the sidecar is on (None: unknown)
         self._topics_lock = asyncio.Lock()
         self._wake = asyncio.Event()
-        self.stats = {"work": 0, "progress": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0}
+        self.stats = {"work": 0, "progress": 0, "drafts": 0, "proposed": 0, "accepted": 0, "stale": 0, "useless": 0}
         self._tasks: set[asyncio.Task[None]] = set()
         binary = find_daemon(settings)
         if binary is None:
@@ -283,10 +364,14 @@ class Scout:
                 list(work.tokens or []) if exact else self.drafter.tokenize(work.context),
                 work.position,
                 text=work.context,
+                standing=self._standing(sender),
             )
             while len(self.sessions) > MAX_SESSIONS:  # bounded: the oldest requests go first
                 self.sessions.pop(next(iter(self.sessions)))
         self._wake.set()
+
+    def _standing(self, oracle: str) -> Standing:
+        return standing_for(self.standings, oracle)
 
     def _on_progress(self, sender: str, payload: Any) -> None:
         try:
@@ -418,12 +503,12 @@ class Scout:
                 new = await asyncio.get_running_loop().run_in_executor(None, self.drafter.extend, context, want)
             except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
                 log.warning("cannot draft for %s: %s", session.work.work_id, exc)
-                session.ahead = 0
+                session.cap = 0
                 return
             if session.epoch == epoch:  # the guess was not dropped meanwhile (it may have moved on)
                 session.guess += new
             if not new and session.epoch == epoch:
-                session.ahead = len(session.guess)  # the model ended its text here: nothing further to guess
+                session.cap = len(session.guess)  # the model ended its text here: nothing further to guess
         if self._sendable(session):
             self._send(session)
 
@@ -467,15 +552,8 @@ class Scout:
         self.stats["accepted"] += verdict.accepted
         if verdict.outcome == "stale":
             self.stats["stale"] += 1
-        elif verdict.outcome == "finished":
-            session.ahead = 0  # the request ended: draft no more for it
-        elif verdict.proposed:  # how far ahead to draft follows what the Oracle keeps
-            full = verdict.accepted == verdict.proposed
-            session.ahead = min(MAX_DRAFT_TOKENS, session.ahead + 2) if full else max(2, verdict.accepted + 2)
-        if verdict.accepted:
-            session.backoff = 1
-        elif verdict.outcome in ("verified", "ignored"):  # missed, or not worth a check: send less
-            session.rest, session.backoff = session.backoff, min(session.backoff * 2, 32)
+        if session.on_verdict(verdict):
+            self.stats["useless"] += 1
         if verdict.accepted:  # counted only with the Oracle's signed receipt for it
             offered = len(draft.tokens) if draft.tokens is not None else work.max_draft  # no receipt may claim more
             receipt = await receipts.check(
@@ -501,6 +579,15 @@ class Scout:
                 except LedgerError as exc:
                     log.error("%s", exc)
         log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 async def run_scout(settings: Settings, model_path: Path | None) -> int:

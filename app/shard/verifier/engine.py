@@ -113,6 +113,7 @@ class Job:
     external: ExternalDraft | None = None  # the external draft in the current step, if any
     acceptance: dict[str, Acceptance] = field(default_factory=dict)  # per draft source ("lookup", "external:<id>")
     shadows: dict[str, Shadow] = field(default_factory=dict)  # per source, a proposal awaiting its score
+    missed_at: dict[str, int] = field(default_factory=dict)  # per source, the position of its last miss counted
 
 
 @dataclass
@@ -444,6 +445,8 @@ class Engine:
             if decided:
                 del job.shadows[source]
             if kept or missed:
+                if missed:
+                    job.missed_at[source] = shadow.position + shadow.scored
                 self._rate(job, source)
                 job.acceptance[source].record(kept, missed)
                 if source != "external":  # a draft of no named source (a test's) is not remembered
@@ -464,10 +467,16 @@ class Engine:
             n = max(0, min(offset, len(ext.tokens)))
             kept = _common_prefix(ext.tokens[:n], job.tokens[ext.position : ext.position + n])
             if offset >= 0 and kept < n:
-                self._rate(job, ext.key)
-                job.acceptance[ext.key].record(kept, True)
-                if ext.source:
-                    self._engine_acceptance(ext.key).record(kept, True)
+                # One wrong guess counts once: the drafts a scout sent before it heard of the token it
+                # missed (up to one per token it drafted) all carry the same mistake at the same place.
+                # Counted once per place, a 70% scout's acceptance read 20-30% and it was never checked.
+                wrong_at = ext.position + kept
+                if wrong_at > job.missed_at.get(ext.key, -1):
+                    job.missed_at[ext.key] = wrong_at
+                    self._rate(job, ext.key)
+                    job.acceptance[ext.key].record(kept, True)
+                    if ext.source:
+                        self._engine_acceptance(ext.key).record(kept, True)
                 ext.done(0, 0, "missed")
                 continue
             if offset < 0 or offset >= len(ext.tokens):
