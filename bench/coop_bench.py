@@ -41,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import requests
 
@@ -109,7 +109,7 @@ class Run:
         self.proxy: subprocess.Popen[bytes] | None = None
         self.base = f"http://127.0.0.1:{self.port}"
         data = self.data = tmp / f"data-{name.replace(' ', '-').replace(',', '').replace('@', 'at')}"
-        self.log = (tmp / f"{data.name}.log").open("wb")
+        self.log = (tmp / f"{model.stem}-{data.name}.log").open("wb")
         env = {
             **os.environ,
             "SHARD_CONFIG": str(tmp / "none.toml"),
@@ -189,11 +189,12 @@ class Run:
                     "1",
                     "--data-dir",
                     str(tmp / "scout"),
+                    *(["--log-level", "DEBUG"] if os.environ.get("COOP_BENCH_DEBUG") else []),
                     "--pair",  # paired with the Oracle, as a user pairs their scout (else "local" privacy refuses it)
                     (self.data / "pair.key").read_text().strip(),
                     *NET,
                 ],
-                stdout=(tmp / "scout.log").open("wb"),
+                stdout=(tmp / f"scout-{model.stem}-{self.data.name}.log").open("wb"),
                 stderr=subprocess.STDOUT,
                 env=env,
             )
@@ -209,8 +210,10 @@ class Run:
         return timed_chat(self.base, prompt, tokens)
 
     def counters(self) -> dict[str, float]:
-        info = requests.get(self.base + "/v1/system/status", timeout=5).json().get("model_info") or {}
-        return dict(info.get("counters") or {})
+        return dict(self.info().get("counters") or {})
+
+    def info(self) -> dict[str, Any]:
+        return dict(requests.get(self.base + "/v1/system/status", timeout=5).json().get("model_info") or {})
 
     def stop(self) -> None:
         for p in (self.scout, self.proc, self.proxy):
@@ -306,7 +309,11 @@ def measure(run: Run, prompts: list[str], tokens: int, repeats: int, partner: Ru
         "scout_steps": d.get("external_checks", 0) / steps if steps else None,
         "stale": ignored.get("stale", 0),
         "ratios": ratios,
-        "detail": {"ignored": {k: v for k, v in ignored.items() if v}, **{k: v for k, v in d.items() if v}},
+        "detail": {
+            "ignored": {k: v for k, v in ignored.items() if v},
+            **{k: v for k, v in d.items() if v},
+            "verify_cost_ms": run.info().get("verify_cost_ms"),
+        },
     }
 
 
@@ -342,6 +349,7 @@ def main() -> None:
         "(Q8_0: ggml checks a batch of draft tokens with tiled kernels, as for real Oracles' Q4_K/Q8_0 files; "
         "'' keeps the Q4_1 file, whose batches cost nearly a step per token)",
     )
+    ap.add_argument("--logs", type=Path, help="keep each run's Oracle and scout logs in this folder")
     ap.add_argument("--tab", type=float, default=0, help="add the browser tab's rows for a twin this many times slower")
     ap.add_argument(
         "--paired",
@@ -388,6 +396,10 @@ def main() -> None:
 
             rows += tab_rows(args.model, tmp, args.tab, args.workload, args.tokens, args.repeats)
     finally:
+        if args.logs:  # each run's Oracle and scout logs (the scout's debug timeline: COOP_BENCH_DEBUG=1)
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for log_file in tmp.glob("*.log"):
+                shutil.copy(log_file, args.logs / log_file.name)
         shutil.rmtree(tmp, ignore_errors=True)
     print_table(rows, args, len(prompts))
 

@@ -36,6 +36,25 @@ def test_now_and_then_one_token_is_checked_to_measure_its_cost_again() -> None:
     assert allot(dear, 1, 1, [(0.01, 16)], 500, explore=True) == [0]  # not for drafts that never hit
 
 
+def test_now_and_then_a_paying_draft_is_checked_further_to_measure_that_size() -> None:
+    """The curve knows only sizes that ran: beyond them it extrapolates its last segment. A length
+    the policy settled on must be measured longer now and then, or it never changes."""
+    steep = curve({1: 0.010, 2: 0.014, 4: 0.024})  # sizes above 4 never ran: extrapolated steeply
+    k = allot(steep, 1, 1, [(0.95, 16)], 500)[0]
+    assert 0 < k < 8
+    assert allot(steep, 1, 1, [(0.95, 16)], 500, grow=True) == [2 * k]
+    assert allot(steep, 1, 1, [(0.3, 16)], 500, grow=True) == [0]  # not for drafts that do not pay at all
+    assert allot(steep, 1, 1, [(0.95, 3)], 500, grow=True)[0] <= 3  # nor beyond what is offered
+
+
+def test_calibration_measures_sizes_far_apart_first() -> None:
+    """A slow model's calibration runs out of time after a few sizes: those should be 1, 4 and 16
+    (1 and 2 alone extrapolated a steep curve for a 150-layer twin of SmolLM2)."""
+    calls: list[int] = []
+    assert calibrate(calls.append, budget_s=10.0).known()
+    assert calls[2:8] == [1, 4, 16, 2, 8, 32]
+
+
 def test_room_and_prompt_chunks_limit_the_drafts() -> None:
     cpu = curve(CPU)
     assert sum(allot(cpu, 1, 1, [(0.99, 16), (0.99, 16)], 5)) <= 5
@@ -67,4 +86,4 @@ def test_cost_curve_interpolates_and_resists_outliers() -> None:
     c.observe(4, 10.0)  # one descheduled step
     assert c.cost(4) < 0.026 * 1.3
     calls: list[int] = []
-    assert calibrate(calls.append, budget_s=0.0).known() is False and calls == [1, 2]  # no time: warm-up only
+    assert calibrate(calls.append, budget_s=0.0, steps=0).known() is False and calls == [1, 2]  # no time: warm-up only

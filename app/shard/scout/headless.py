@@ -190,6 +190,11 @@ class DraftSession:
     cap: int = MAX_DRAFT_TOKENS  # how far ahead at most: 0 once the request ended, less where the model ends its text
     standing: Standing = field(default_factory=Standing)  # shared by the sessions of one Oracle
     heard_at: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.monotonic)
+
+    def ms(self) -> float:
+        """Milliseconds since the session began (the debug log's timeline of a session)."""
+        return (time.monotonic() - self.started_at) * 1000
 
     @property
     def ahead(self) -> int:
@@ -388,6 +393,15 @@ class Scout:
             return  # a message was missed: the next work brings the whole context again
         if skip < len(progress.tokens):
             session.advance(progress.tokens[skip:], progress.text if skip == 0 else "", self.drafter.tokenize)
+        log.debug(
+            "%s +%.0f ms: progress to %d, guess %d ahead, agreement %.2f, rest %d",
+            progress.work_id,
+            session.ms(),
+            session.position,
+            len(session.guess),
+            session.standing.rate,
+            session.rest,
+        )
         self._wake.set()
 
     async def _reconcile(self) -> None:
@@ -527,6 +541,14 @@ class Scout:
                 return
             draft = Draft(session.work.work_id, session.position, text=text, seq=session.seq)
         session.in_flight += 1
+        log.debug(
+            "%s +%.0f ms: draft %d sent, %d tokens from %d",
+            draft.work_id,
+            session.ms(),
+            draft.seq,
+            len(guess),
+            draft.position,
+        )
         task = asyncio.get_running_loop().create_task(self._deliver(session, draft))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -578,7 +600,16 @@ class Scout:
                     )
                 except LedgerError as exc:
                     log.error("%s", exc)
-        log.debug("draft %s: %s, %d of %d accepted", work.work_id, verdict.outcome, verdict.accepted, verdict.proposed)
+        log.debug(
+            "%s +%.0f ms: draft %d %s%s, %d of %d accepted",
+            work.work_id,
+            session.ms(),
+            draft.seq,
+            verdict.outcome,
+            f" ({verdict.reason})" if verdict.reason else "",
+            verdict.accepted,
+            verdict.proposed,
+        )
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

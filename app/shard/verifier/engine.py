@@ -35,7 +35,7 @@ from llama_cpp import _internals
 from shard import errors
 from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
-from shard.verifier.policy import EXPLORE_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
+from shard.verifier.policy import EXPLORE_EVERY, GROW_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
 from shard.verifier.protocol import Sampling
 from shard.verifier.sampling import GrammarMask, TokenChooser
 from shard.verifier.textstream import TextStream
@@ -428,6 +428,7 @@ class Engine:
             [(self._rate(rows[i][0].running(), rows[i][3]), len(rows[i][2] or ())) for i in offered],
             self.n_batch - n,
             explore=self.counters["steps"] % EXPLORE_EVERY == 0,
+            grow=self.counters["steps"] % GROW_EVERY == 0,
         )
         for i, k in zip(offered, take):
             slot, pending, draft, source = rows[i]

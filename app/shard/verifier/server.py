@@ -114,7 +114,14 @@ async def health(request: web.Request) -> web.Response:
 
 async def info(request: web.Request) -> web.Response:
     engine = _ready_engine(request)
-    return web.json_response({**engine.model.info(), "counters": engine.counters, "load": engine.load()})
+    return web.json_response(
+        {
+            **engine.model.info(),
+            "counters": engine.counters,
+            "load": engine.load(),
+            "verify_cost_ms": engine.curve.table(),
+        }
+    )
 
 
 async def tokenize(request: web.Request) -> web.Response:
