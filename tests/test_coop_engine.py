@@ -313,15 +313,19 @@ def test_scout_pace_follows_acceptance_and_rests_after_misses() -> None:
     assert p.limit == 8
     p.update(8, 5)
     assert p.limit == 6  # never below what was kept, plus one
-    p.update(6, 0)  # nothing accepted: the next draft rests, then 2, then 4 ...
-    assert (p.limit, p.rest) == (3, 1)
+    p.update(6, 0)  # nothing accepted after a hit: forgiven (its next draft is its corrected guess)
+    assert (p.limit, p.rest) == (3, 0)
+    p.update(3, 0)  # again: the next draft rests, then 2, then 4 ...
+    assert (p.limit, p.rest) == (1, 1)
     p.rest = 0
-    p.update(3, 0)
+    p.update(1, 0)
     assert p.rest == 2
     p.rest = 0
     p.update(1, 1)  # one hit: forgiven
-    assert p.backoff == 1 and p.limit == 2
-    p.missed()  # a miss: the next drafts rest, its length kept
+    assert p.backoff == 0 and p.limit == 2
+    p.missed()  # a miss (late and wrong): forgiven once, its length kept
+    assert (p.limit, p.rest) == (2, 0)
+    p.missed()
     assert (p.limit, p.rest, p.backoff) == (2, 1, 2)
 
 

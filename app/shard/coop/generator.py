@@ -159,11 +159,13 @@ def _size(value: Any) -> int:
 class _Pace:
     """How much of a scout's drafts is worth checking: on a CPU each checked token costs nearly a
     decode step, so a scout's draft length follows its acceptance (as the lookup drafter's does),
-    and after a draft with nothing accepted its next drafts rest unchecked (1, 2, 4 ... 64)."""
+    and after drafts with nothing accepted its next drafts rest unchecked (0, 1, 2, 4 ... 64: a
+    scout's first miss after a hit is forgiven, since the draft it sends next is its corrected guess,
+    and resting that one cost a 95% scout a step after each of its misses)."""
 
     limit: int = 4
     rest: int = 0
-    backoff: int = 1
+    backoff: int = 0
 
     def update(self, proposed: int, accepted: int) -> None:
         if proposed == 0:  # not checked (the policy found it would not pay): no news about the scout (a
@@ -175,11 +177,11 @@ class _Pace:
         if accepted == 0:
             self.missed()
         else:
-            self.backoff = 1
+            self.backoff = 0
 
     def missed(self) -> None:
         """A miss (checked with nothing kept, or late and wrong): the next drafts rest unchecked."""
-        self.rest, self.backoff = self.backoff, min(self.backoff * 2, 64)
+        self.rest, self.backoff = self.backoff, min(max(1, self.backoff * 2), 64)
 
 
 class Ignored(Exception):
