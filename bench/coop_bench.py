@@ -18,11 +18,18 @@ wall time, non-streamed; the mean and each run), ratio to plain and to lookup, a
 / checked draft tokens, all sources), mean accepted length (accepted tokens per verify step that
 checked a draft), tokens per verify step, the share of steps that checked a scout's draft, the
 scout drafts answered "stale" (made for a past the Oracle did not take, or with nothing new), and
-the scout's share of accepted draft tokens. Each row's raw counters go to stderr.
+the scout's share of accepted draft tokens; for plain rows, the measured ratio of the scout's
+model's plain speed to the Oracle's (the twins' idle layers aim at the nominal slowdown, the table
+says what it was). Each row's raw counters and the Oracle's verify-cost curve go to stderr.
+The noisy twins' teacher-forced agreement with SmolLM2 (bench/twin_agreement.py) is 79% at the
+default --noise 0.1 (4x twin: 71 / 75 / 92% on the three chat prompts), 76% at 0.2.
 
     .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
     .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
         [--repeats 2] [--quant Q8_0] [--tab 8]   (--tab: the browser tab's rows, bench/coop_tab.py)
+    COOP_BENCH_DEBUG=1 .venv/bin/python bench/coop_bench.py --quick --logs DIR ...
+        (keeps each run's Oracle and scout logs; the scout's log has each drafting session's timeline:
+        progress received, drafts sent, verdicts, in ms since the session began)
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
