@@ -34,6 +34,10 @@ def test_now_and_then_one_token_is_checked_to_measure_its_cost_again() -> None:
     assert allot(dear, 1, 1, [(0.8, 16)], 500) == [0]
     assert allot(dear, 1, 1, [(0.8, 16)], 500, explore=True) == [1]
     assert allot(dear, 1, 1, [(0.01, 16)], 500, explore=True) == [0]  # not for drafts that never hit
+    # More often (every GROW_EVERY steps) for a draft whose first token is likely: a curve measured
+    # on a busy moment declined a 95% scout's every draft for a whole request.
+    assert allot(dear, 1, 1, [(0.95, 16)], 500, grow=True) == [1]
+    assert allot(dear, 1, 1, [(0.3, 16)], 500, grow=True) == [0]
 
 
 def test_now_and_then_a_paying_draft_is_checked_further_to_measure_that_size() -> None:

@@ -27,6 +27,7 @@ EWMA = 0.2  # how fast a measured step cost moves the curve
 SIZES = (1, 2, 4, 8, 16, 32)  # batch sizes measured at start, as far as the time budget goes
 EXPLORE_EVERY = 64  # steps: one draft token that does not seem to pay is checked anyway (see allot)
 GROW_EVERY = 8  # steps: a draft that pays is checked twice as far as seems best, to measure that size (see allot)
+PROBE_GAIN = 0.5  # ... and one that seems not to pay, but whose first token is this likely, is checked for one token
 CALIBRATE_STEPS = 12  # the calibration's time budget, in one-token steps (a slow model gets more seconds)
 MAX_CALIBRATE_S = 3.0
 
@@ -149,7 +150,10 @@ def allot(
     twice as many as seem best (of those worth MIN_GAIN): the curve knows only the sizes that were
     run, and beyond them it extrapolates its last segment, so without this a draft length chosen
     once is never measured longer (measured: a 95% scout's drafts were checked 3 tokens at a time,
-    every step, because sizes above 4 had never run)."""
+    every step, because sizes above 4 had never run); and a draft that seems not to pay but whose
+    first token is likely (PROBE_GAIN) is checked for one token, for the same reason (measured: a
+    calibration under a load spike made C(2) look 3x C(1), and a 95% scout's 16-token drafts were
+    all declined for a whole request, with `explore` only every 64 steps)."""
     gains: list[tuple[float, int]] = []
     for i, (rate, length) in enumerate(offers):
         g = rate
@@ -170,7 +174,7 @@ def allot(
         v = tokens / curve.cost(base_tokens + k)
         if v > best:
             best, best_k = v, k
-    if explore and best_k == 0:
+    if best_k == 0 and (explore or (grow and gains[0][0] >= PROBE_GAIN)):
         best_k = 1
     elif grow and best_k > 0:
         best_k = min(len(gains), 2 * best_k)
