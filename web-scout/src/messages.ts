@@ -8,6 +8,7 @@ export const MAX_WORK_ID = 128
 export const MAX_CONTEXT_CHARS = 64_000
 export const MAX_CONTEXT_TOKENS = 32_768
 export const MAX_DRAFT_TOKENS = 16
+export const MAX_SESSION_DRAFT_TOKENS = 2 * MAX_DRAFT_TOKENS // a drafting session's draft: the Oracle's lead plus one check (app/shard/limits.py)
 export const MAX_DRAFT_CHARS = 512
 export const MAX_MESSAGE_BYTES = 256 * 1024 // the sidecar's limit on a work / verify object
 export const MAX_PROGRESS_TOKENS = 64
@@ -162,7 +163,7 @@ export function parseDraft (d: unknown): Draft {
   if (hasText === hasTokens) throw new MessageError("give exactly one of 'text' or 'tokens'")
   const draft: Draft = { v: VERSION, work_id: str(o, 'work_id', MAX_WORK_ID), position: int(o, 'position', 1, 2 ** 30) }
   if (hasText) draft.text = str(o, 'text', MAX_DRAFT_CHARS)
-  else draft.tokens = tokenList(o, 'tokens', MAX_DRAFT_TOKENS) ?? undefined
+  else draft.tokens = tokenList(o, 'tokens', MAX_SESSION_DRAFT_TOKENS) ?? undefined
   if (o.seq !== undefined) draft.seq = int(o, 'seq', 0, MAX_DRAFT_SEQ)
   return draft
 }

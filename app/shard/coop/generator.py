@@ -450,7 +450,7 @@ class CoopGenerator:
         """The draft's live session, or Ignored with the reason."""
         if isinstance(payload, dict) and (
             _size(payload.get("text")) > messages.MAX_DRAFT_CHARS
-            or _size(payload.get("tokens")) > messages.MAX_DRAFT_TOKENS
+            or _size(payload.get("tokens")) > messages.MAX_SESSION_DRAFT_TOKENS
         ):
             raise Ignored("oversize")  # a peer's junk of any other type (5, true, {}) is "invalid" below
         try:

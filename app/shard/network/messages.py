@@ -17,10 +17,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, BeforeValidator, Field, Strict, TypeAdapter, ValidationError
 
-from shard.limits import MAX_DRAFT_TOKENS, MAX_VOUCHERS
+from shard.limits import MAX_DRAFT_TOKENS, MAX_SESSION_DRAFT_TOKENS, MAX_VOUCHERS
 from shard.verifier.protocol import error_text
 
-__all__ = ["MAX_DRAFT_TOKENS", "MAX_VOUCHERS"]  # bounds shared with credit, re-exported for the wire format's readers
+__all__ = [
+    "MAX_DRAFT_TOKENS",
+    "MAX_SESSION_DRAFT_TOKENS",
+    "MAX_VOUCHERS",
+]  # bounds shared with credit, re-exported for the wire format's readers
 
 VERSION = 1
 MAX_WORK_ID = 128
@@ -126,7 +130,7 @@ class Draft:
     work_id: WorkId
     position: Position
     text: DraftText | None = None
-    tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_DRAFT_TOKENS)] | None = None
+    tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_SESSION_DRAFT_TOKENS)] | None = None
     seq: DraftSeq = 0  # in a drafting session, the scout's number for this draft (1, 2, ...): its receipt's ref
     v: Version = VERSION
 

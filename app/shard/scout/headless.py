@@ -27,7 +27,15 @@ from shard.coop import model_transfer
 from shard.credit import receipts
 from shard.credit.ledger import Ledger, LedgerError
 from shard.network import pairing
-from shard.network.messages import MAX_DRAFT_CHARS, MAX_DRAFT_TOKENS, Draft, MessageError, Progress, Verdict, Work
+from shard.network.messages import (
+    MAX_DRAFT_CHARS,
+    MAX_SESSION_DRAFT_TOKENS,
+    Draft,
+    MessageError,
+    Progress,
+    Verdict,
+    Work,
+)
 from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
@@ -152,7 +160,7 @@ class Standing:
         keep (1 / (1 - rate)) twice over, since by the time a draft arrives the Oracle has moved on
         by about one such run; plus a few. A good scout drafts the most one draft holds."""
         run = 1 / max(1e-3, 1 - self.rate)
-        return max(4, min(MAX_DRAFT_TOKENS, round(2 * run) + 2))
+        return max(4, min(MAX_SESSION_DRAFT_TOKENS, round(2 * run) + 2))
 
     def useless_draft(self) -> None:
         """A draft of which nothing was kept (checked or not): rest, if its guesses are mostly wrong
@@ -190,7 +198,9 @@ class DraftSession:
     seq: int = 0
     sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
     in_flight: int = 0
-    cap: int = MAX_DRAFT_TOKENS  # how far ahead at most: 0 once the request ended, less where the model ends its text
+    cap: int = (
+        MAX_SESSION_DRAFT_TOKENS  # how far ahead at most: 0 once the request ended, less where the model ends its text
+    )
     standing: Standing = field(default_factory=Standing)  # shared by the sessions of one Oracle
     heard_at: float = field(default_factory=time.monotonic)
     started_at: float = field(default_factory=time.monotonic)
@@ -531,7 +541,7 @@ class Scout:
 
     def _send(self, session: DraftSession) -> None:
         assert self.drafter is not None
-        guess = session.guess[:MAX_DRAFT_TOKENS]
+        guess = session.guess[:MAX_SESSION_DRAFT_TOKENS]
         session.sent = (session.epoch, session.position + len(guess))
         if session.rest > 0:  # its last drafts were of no use: spare the Oracle (progress counts the rest down)
             return
