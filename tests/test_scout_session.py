@@ -95,3 +95,18 @@ def test_standings_are_bounded() -> None:
         standing_for(standings, f"o{i}")
     assert len(standings) == MAX_STANDINGS and "o0" not in standings
     assert standing_for(standings, "o0") is not first
+
+
+def test_a_scout_that_often_disagrees_keeps_fewer_drafts_in_flight() -> None:
+    from shard.scout.headless import MAX_IN_FLIGHT, Scout
+
+    s = _session()
+    for _ in range(20):
+        _agree(s, 4, False)
+    assert s.max_in_flight() == MAX_IN_FLIGHT
+    s.guess, s.in_flight = [1, 2], MAX_IN_FLIGHT - 1
+    assert Scout._sendable(s)
+    for _ in range(10):
+        _agree(s, 2, True)
+    s.guess = [1, 2]
+    assert s.max_in_flight() == MAX_IN_FLIGHT - 1 and not Scout._sendable(s)

@@ -53,6 +53,7 @@ MAX_SESSIONS = 64
 MAX_WORK_TOPICS = 8  # the sidecar's limit on `PUT /work-topics`
 REST_BELOW = 0.4  # a scout whose guesses agree less often than this with its Oracle rests after a useless draft
 SKILL_DECAY = 0.95  # per scored guess token: the agreement is about the last ~20 of them
+SURE = 0.9  # agreement at which a scout keeps MAX_IN_FLIGHT drafts on their way (else one fewer)
 MAX_STANDINGS = 64  # Oracles whose standing (agreement, rest) the scout remembers across requests
 
 
@@ -217,6 +218,12 @@ class DraftSession:
     @property
     def rest(self) -> int:
         return self.standing.rest
+
+    def max_in_flight(self) -> int:
+        """Drafts on their way at once: a scout that often disagrees with the Oracle keeps one fewer,
+        since every draft on its way when the Oracle decides otherwise is read and answered "missed"
+        (measured: a 70% scout's drafts were missed 44 times in two 64-token runs, 3 in flight)."""
+        return MAX_IN_FLIGHT if self.standing.rate >= SURE else MAX_IN_FLIGHT - 1
 
     def drafting(self) -> bool:
         """Whether the model should grow the guess now: not while resting, nor once far enough ahead."""
@@ -517,7 +524,9 @@ class Scout:
     def _sendable(s: DraftSession) -> bool:
         # Only a guess that reaches further than the last one sent (or replaces it) is news to the Oracle.
         epoch, end = s.sent
-        return bool(s.guess) and s.in_flight < MAX_IN_FLIGHT and (s.epoch != epoch or s.position + len(s.guess) > end)
+        return (
+            bool(s.guess) and s.in_flight < s.max_in_flight() and (s.epoch != epoch or s.position + len(s.guess) > end)
+        )
 
     async def _draft_more(self, session: DraftSession) -> None:
         """One model call that grows the session's guess by up to CHUNK tokens, then a draft of the
