@@ -104,9 +104,27 @@ def test_a_scout_that_often_disagrees_keeps_fewer_drafts_in_flight() -> None:
     for _ in range(20):
         _agree(s, 4, False)
     assert s.max_in_flight() == MAX_IN_FLIGHT
-    s.guess, s.in_flight = [1, 2], MAX_IN_FLIGHT - 1
+    s.guess, s.in_flight = [1, 2], {s.epoch: MAX_IN_FLIGHT - 1}
     assert Scout._sendable(s)
     for _ in range(10):
         _agree(s, 2, True)
-    s.guess = [1, 2]
+    s.guess, s.in_flight = [1, 2], {s.epoch: MAX_IN_FLIGHT - 1}
     assert s.max_in_flight() == MAX_IN_FLIGHT - 1 and not Scout._sendable(s)
+
+
+def test_drafts_of_a_dropped_guess_do_not_hold_back_the_corrected_one() -> None:
+    """Drafts on their way when the Oracle decided otherwise will be answered "missed": the scout
+    sends its corrected guess at once instead of waiting a step for those answers."""
+    from shard.scout.headless import MAX_IN_FLIGHT, Scout
+
+    s = _session()
+    s.guess = [107, 108, 109]
+    s.in_flight = {s.epoch: MAX_IN_FLIGHT}
+    assert not Scout._sendable(s)
+    s.advance([1], "", None)  # the Oracle decided otherwise: the guess is dropped
+    s.guess = [50, 51]  # the corrected guess
+    assert Scout._sendable(s)
+    s.in_flight[s.epoch] = MAX_IN_FLIGHT - 1
+    s.epoch += 1
+    s.in_flight[s.epoch] = 2  # at most 2 x MAX_IN_FLIGHT on their way in all
+    assert not Scout._sendable(s)
