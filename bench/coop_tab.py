@@ -11,13 +11,14 @@ equal to plain's):
   plain                no drafting at all (--no-lookup, no sidecar)
   tab (wllama)         the tab drafts with the model on every request (`pace=0`), no Oracle lookup
   tab (page default)   the page as a user opens it (lookup first; the model while it keeps ahead)
+  tab (wllama, no lookup)   only with --runs ...,model: the model's drafts alone (`lookup_first=0`)
 Before the rows, SmolLM2 itself is timed natively (llama.cpp, 1 thread, CPU 0, the same requests
 and timing as the rows) so the Oracle's slowdown is measured, not assumed; each tab row also prints
 the tab's own drafting speed (model tokens / model-call time, in the page) against the Oracle's
 plain speed, and where the page's time went (its model calls, what wllama read again, round trips).
 
     .venv/bin/python bench/coop_tab.py [--slowdown 8] [--workload chat] [--tokens 64] [--rounds 1]
-        [--quant Q8_0] [--runs plain,wllama,default] [--page "chunk=2&follow_pace=1"]
+        [--quant Q8_0] [--runs plain,wllama,default,model] [--page "chunk=2&follow_pace=1"]
     .venv/bin/python bench/coop_bench.py --tab 8 ...     (the same rows in coop_bench's table)
 
 Needs the sidecar, web-scout/dist and node_modules (bash scripts/setup) and /usr/bin/chromium.
@@ -129,6 +130,7 @@ RUNS = {
     "plain": ("plain", None),
     "wllama": ("tab (wllama) @ 0 ms", "pace=0&threads=1"),
     "default": ("tab (page default) @ 0 ms", "threads=1"),
+    "model": ("tab (wllama, no lookup) @ 0 ms", "pace=0&lookup_first=0&threads=1"),  # the model's drafts alone
 }
 
 
