@@ -19,6 +19,7 @@ plain speed, and where the page's time went (its model calls, what wllama read a
 
     .venv/bin/python bench/coop_tab.py [--slowdown 8] [--workload chat] [--tokens 64] [--rounds 1]
         [--quant Q8_0] [--runs plain,wllama,default,model] [--page "chunk=2&follow_pace=1"]
+        [--idle-type BF16] [--vs-tab 8 --tab-tps 7.4]     (an Oracle slower than the tab, not only native)
     .venv/bin/python bench/coop_bench.py --tab 8 ...     (the same rows in coop_bench's table)
 
 Needs the sidecar, web-scout/dist and node_modules (bash scripts/setup) and /usr/bin/chromium.
@@ -113,6 +114,35 @@ def native_speed(model: Path, prompts: list[str], tokens: int) -> float:
     return statistics.mean(speeds)
 
 
+def step_time(model: Path, steps: int = 12) -> float:
+    """Seconds per single-token decode step of `model` (llama.cpp, 1 thread, CPU 0)."""
+    import time
+
+    import llama_cpp
+
+    with on_cpu(0):
+        llm = llama_cpp.Llama(str(model), n_ctx=256, n_threads=1, n_threads_batch=1, verbose=False)
+        tokens = llm.tokenize(b"Once upon a time")
+        llm.eval(tokens)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            llm.eval(tokens[-1:])
+        dt = (time.perf_counter() - t0) / steps
+        llm.close()
+    return dt
+
+
+def layer_cost(model: Path, tmp: Path, idle_type: str, idle: int = 48) -> float:
+    """What one idle layer of `idle_type` adds to a decode step, in steps of `model` itself (measured
+    on a small twin, so the big one is sized for this machine's cores)."""
+    probe = write_twin(model, tmp / f"probe-{idle_type}.gguf", idle, idle_type=idle_type)
+    try:
+        base = step_time(model)
+        return max(1e-4, (step_time(probe) - base) / base / idle)
+    finally:
+        probe.unlink()
+
+
 def page_timing(s: dict[str, Any]) -> str:
     """Where the page's time went (ScoutState.timing in web-scout/src/scout.ts), in one line."""
     t = s.get("timing") or {}
@@ -143,17 +173,31 @@ def tab_rows(
     rounds: int = 1,
     runs: tuple[str, ...] = ("plain", "wllama", "default"),
     page_extra: str = "",
+    idle_type: str = "",
 ) -> list[dict[str, Any]]:
     """coop_bench rows for an exact `slowdown`x twin of `model`: plain, and the tab as its scout
     (`runs`: which of RUNS; plain first, the others are compared with it). `page_extra`: more of
-    the page's URL options (web-scout/src/main.ts), e.g. `chunk=4`."""
+    the page's URL options (web-scout/src/main.ts), e.g. `chunk=4`. `idle_type` (e.g. BF16): the
+    twin's idle layers are zero matrices of that type, each costing more than a copied layer (see
+    layer_cost), so slowdowns past what 512 copied layers give (~7.6x) are reachable."""
     import gguf
 
     layers = int(gguf.GGUFReader(str(model)).fields["llama.block_count"].contents())
-    # as coop_bench: step time ~ 0.59 + 0.0137 x layers; llama.cpp refuses more than 512 layers
-    idle = min(max(1, round((slowdown - 1) / 0.0137)), MAX_LAYERS - layers)
-    twin = write_twin(model, tmp / f"tab-exact-{slowdown:g}.gguf", idle)
-    oracle_name = f"exact {0.59 + 0.0137 * (layers + idle):.1f}x, browser tab"
+    if idle_type:
+        per_layer = layer_cost(model, tmp, idle_type)
+        print(f"an idle {idle_type} layer costs {per_layer:.4f} native steps (measured)", file=sys.stderr)
+    else:
+        per_layer = 0.0137  # as coop_bench: step time ~ 0.59 + 0.0137 x layers
+    # llama.cpp refuses more than 512 layers
+    idle = min(max(1, round((slowdown - 1) / per_layer)), MAX_LAYERS - layers)
+    if idle == MAX_LAYERS - layers and 1 + per_layer * idle < slowdown:
+        print(
+            f"{slowdown:.1f}x is out of reach in {MAX_LAYERS} layers: about {1 + per_layer * idle:.1f}x",
+            file=sys.stderr,
+        )
+    twin = write_twin(model, tmp / f"tab-exact-{slowdown:g}.gguf", idle, idle_type=idle_type)
+    estimate = 1 + per_layer * idle if idle_type else 0.59 + 0.0137 * (layers + idle)
+    oracle_name = f"exact {estimate:.1f}x{f' ({idle} idle {idle_type} layers)' if idle_type else ''}, browser tab"
     prompts = WORKLOADS[workload]
     rows: list[dict[str, Any]] = []
     reference: list[str] = []
@@ -217,6 +261,24 @@ def main() -> None:
     cache = Path(os.environ.get("SHARD_TEST_DATA", Path.home() / ".cache" / "shard" / "test-data"))
     ap.add_argument("--model", type=Path, default=models.default_model_path(cache), help="the draft model (SmolLM2)")
     ap.add_argument("--slowdown", type=float, default=8.0, help="the Oracle twin is about this many times slower")
+    ap.add_argument(
+        "--idle-type",
+        default="",
+        help="the twin's idle layers as zero matrices of this type (BF16: each ~2x a Q8_0 layer, 7 MB), "
+        "for Oracles slower than 512 copied layers give; '' copies SmolLM2's layers",
+    )
+    ap.add_argument(
+        "--vs-tab",
+        type=float,
+        default=0.0,
+        help="aim the twin at this many times slower than the tab drafts (--tab-tps): overrides --slowdown",
+    )
+    ap.add_argument(
+        "--tab-tps",
+        type=float,
+        default=0.0,
+        help="the tab's drafting speed (tok/s; e2e/wllama-speed.mjs or a tab row's 'model' figure) for --vs-tab",
+    )
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=1)
@@ -233,7 +295,14 @@ def main() -> None:
 
             model = requantize(model, tmp / f"smollm2-{args.quant}.gguf", args.quant)
         runs = tuple(r for r in args.runs.split(",") if r)
-        rows = tab_rows(model, tmp, args.slowdown, args.workload, args.tokens, args.rounds, runs, args.page)
+        slowdown = args.slowdown
+        if args.vs_tab:
+            if args.tab_tps <= 0:
+                ap.error("--vs-tab needs --tab-tps")
+            # the Oracle at tab_tps / vs_tab; its slowdown vs native from SmolLM2's own speed here
+            slowdown = native_speed(model, WORKLOADS[args.workload], args.tokens) * args.vs_tab / args.tab_tps
+            print(f"aiming at {slowdown:.1f}x slower than native ({args.vs_tab:g}x the tab)", file=sys.stderr)
+        rows = tab_rows(model, tmp, slowdown, args.workload, args.tokens, args.rounds, runs, args.page, args.idle_type)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     if args.timeline:
@@ -245,9 +314,11 @@ def main() -> None:
         f"(SmolLM2); workload {args.workload}, {args.tokens} tokens x {args.rounds} round(s) x 3 prompts, greedy\n"
         f"Measured: SmolLM2 natively {native:.2f} tok/s; "
         f"the Oracle plain {plain:.2f} tok/s, {native / plain:.1f}x slower"
+        + (f" ({args.tab_tps / plain:.1f}x slower than the tab's {args.tab_tps:g} tok/s given)" if args.tab_tps else "")
         + "".join(
             f"; {r['run']}: the tab drafted at {r['tab_tps']} tok/s, {r['tab_tps'] / plain:.2f}x the Oracle's plain "
-            f"speed, {native / r['tab_tps']:.1f}x slower than native"
+            f"speed (the Oracle {r['tab_tps'] / plain:.1f}x slower than the tab), {native / r['tab_tps']:.1f}x "
+            "slower than native"
             for r in rows[1:]
             if r.get("tab_tps")
         )
