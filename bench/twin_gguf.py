@@ -12,6 +12,16 @@ block scales (and Q4_1's minimums), F32/F16 tensors directly.
     .venv/bin/python bench/twin_gguf.py SRC DST --idle 60 [--noise 0.05]
     .venv/bin/python bench/twin_gguf.py SRC DST --idle 0 --scramble     # an all-wrong drafter
     .venv/bin/python bench/twin_gguf.py SRC DST --quant Q8_0            # SRC in another type, no twin
+    .venv/bin/python bench/twin_gguf.py SRC DST --idle 482 --idle-type BF16   # idle layers that cost more
+
+`idle_type` stores the idle layers' matrices as zeros of another type (their norms copied): all of
+their outputs are zero, so the logits are unchanged, and a layer's cost per token follows its type.
+llama.cpp's llama architecture reads one FFN width for all layers (`hparams.n_ff()`, not the per-layer
+array), so a layer cannot be made wider; past 512 layers only the type makes a twin slower. Measured
+on this CPU (1 thread, SmolLM2 Q8_0 twins): an idle BF16 layer costs ~1.7-2x a Q8_0 one (7 MB; 482
+of them, 3.6 GB, made a twin 22x slower than SmolLM2 in bench/coop_tab.py), F32 about the same at twice the size;
+batches of 8 tokens cost ~2.2 single steps in BF16 (tiled kernels, like Q8_0's), where MXFP4 costs
+4.6 (and Q2_0, NVFP4 fall back to scalar code on x86): those would overstate verification.
 
 `requantize(src, dst, "Q8_0")` rewrites a model in another llama.cpp type first (llama.cpp's own
 quantizer): on x86 and ARM CPUs, ggml multiplies Q8_0 and Q4_0 weights by a batch of tokens with
@@ -51,10 +61,31 @@ def _scaled(data: np.ndarray, type_name: str, factor: float) -> np.ndarray:
     return raw
 
 
-def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scramble: bool = False) -> Path:
-    """`scramble`: shuffle the rows of the token embeddings (tied to the output layer): the same
-    tokenizer (and vocabulary fingerprint), a model whose every guess is wrong (an all-wrong scout)."""
+def _zeros(data: np.ndarray, type_name: str, idle_type: str) -> tuple[np.ndarray, object]:
+    """A zero matrix of `data`'s shape (as `type_name`) stored as `idle_type`, and that type."""
     import gguf
+
+    src_type, dst_type = gguf.GGMLQuantizationType[type_name], gguf.GGMLQuantizationType[idle_type]
+    shape = gguf.quant_shape_from_byte_shape(data.shape, src_type) if data.dtype == np.uint8 else data.shape
+    block, size = gguf.GGML_QUANT_SIZES[dst_type]
+    if shape[-1] % block:
+        raise ValueError(f"rows of {shape[-1]} values do not fit {idle_type} blocks of {block}")
+    # all-zero bytes are zero weights in every type used here (floats, or zero block scales)
+    return np.zeros((*shape[:-1], shape[-1] // block * size), np.uint8), dst_type
+
+
+def write_twin(
+    src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scramble: bool = False, idle_type: str = ""
+) -> Path:
+    """`scramble`: shuffle the rows of the token embeddings (tied to the output layer): the same
+    tokenizer (and vocabulary fingerprint), a model whose every guess is wrong (an all-wrong scout).
+    `idle_type` (e.g. F32, BF16; "" copies the source layers): the idle layers' matrices are zeros
+    stored in that type, so each idle layer costs more (or less) per token than a copied one; only
+    with `noise` 0 (their outputs stay zero, the logits unchanged)."""
+    import gguf
+
+    if idle_type and noise:
+        raise ValueError("idle_type makes the idle layers all zero: only for an exact twin (noise 0)")
 
     reader = gguf.GGUFReader(str(src))
     arch = str(reader.fields["general.architecture"].contents())
@@ -83,11 +114,17 @@ def write_twin(src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scram
         m = LAYER.match(name)
         if m:
             layer_tensors.setdefault(int(m.group(1)), []).append((m.group(2), data, ttype))
+    zeros: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, object]] = {}  # one per shape: GBs of layers
     for i in range(idle_layers):
         source = layer_tensors[i % n_layer]
         for suffix, data, ttype in source:
             name = f"blk.{n_layer + i}.{suffix}"
-            if OUTPUTS.match(name):
+            if idle_type and data.ndim == 2:  # a matrix (the norms are vectors: copied)
+                key = (suffix, data.shape)
+                if key not in zeros:
+                    zeros[key] = _zeros(data, ttype.name, idle_type)  # type: ignore[attr-defined]
+                data, ttype = zeros[key]
+            elif OUTPUTS.match(name):
                 data = _scaled(data, ttype.name, noise)  # type: ignore[attr-defined]
             tensors.append((name, data, ttype))
     for name, data, ttype in tensors:
@@ -120,13 +157,14 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--idle", type=int, default=60)
     ap.add_argument("--noise", type=float, default=0.0)
+    ap.add_argument("--idle-type", default="", help="idle layers as zero matrices of this type (F32, BF16, ...)")
     ap.add_argument("--scramble", action="store_true", help="an all-wrong drafter with the same tokenizer")
     ap.add_argument("--quant", default="", help="only rewrite SRC as this type (Q8_0, Q4_0) into DST")
     args = ap.parse_args()
     if args.quant:
         requantize(args.src, args.dst, args.quant)
         return
-    write_twin(args.src, args.dst, args.idle, args.noise, args.scramble)
+    write_twin(args.src, args.dst, args.idle, args.noise, args.scramble, args.idle_type)
 
 
 if __name__ == "__main__":

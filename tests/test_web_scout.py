@@ -227,6 +227,13 @@ def test_the_browser_scout_drafts_and_the_oracle_credits_it(smol_oracle: ServedN
         sessions = final["sessions"]
         assert sessions["progress"] > 0 and sessions["progressUsed"] > 0, sessions
         assert sessions["maxSeq"] > 1 and sessions["acceptedAfterFirst"] > 0, sessions
+        # where the tab's time went (bench/coop_tab.py prints it): its model calls with wllama's own
+        # figures, the drafts' round trips, and the events in order
+        timing = final["timing"]
+        assert timing["modelCalls"] > 0 and timing["predictedTokens"] > 0 and timing["roundTrips"] > 0, timing
+        kinds = [e[1] for e in final["timeline"]]
+        assert {"work", "progress", "model", "send", "verdict"} <= set(kinds), kinds
+        assert [e[0] for e in final["timeline"]] == sorted(e[0] for e in final["timeline"])
     finally:
         browser.stop()
 

@@ -36,6 +36,11 @@ export interface DrafterConfig {
   lookupFirst: boolean
   /** run the model only while it drafts faster than the Oracle decodes (see scout.ts) */
   paceModel: boolean
+  /** tokens per model call in a drafting session (progress and verdicts are read between calls) */
+  chunk: number
+  /** draft ahead of where the Oracle is thought to be now, at its pace, and hold back drafts it has
+   * likely passed (session.ts `lag`); false: ahead of where it was last heard from */
+  followPace: boolean
 }
 
 export const now = (): number => (typeof performance !== 'undefined' ? performance.now() : Date.now())

@@ -51,7 +51,9 @@ async function main (): Promise<void> {
     webllmModelUrl: params.get('webllm_url'),
     webllmLibUrl: params.get('webllm_lib'),
     lookupFirst: params.get('lookup_first') !== '0',
-    paceModel: params.get('pace') !== '0'
+    paceModel: params.get('pace') !== '0',
+    chunk: Math.max(1, Math.min(16, Number(params.get('chunk') ?? 2) || 2)),
+    followPace: params.get('follow_pace') !== '0'
   }
   const model = config.ggufUrl !== null ? decodeURIComponent(config.ggufUrl.split('/').pop() ?? '') : 'prompt lookup'
   const scout = new Scout(config, [prefer === 'lookup' ? 'prompt-lookup' : model])

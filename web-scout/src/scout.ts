@@ -14,7 +14,7 @@ import { verifyPeerSignature } from './signature'
 
 export const AGENT = 'shard-web-scout/0.1.0'
 const MAX_REQUESTS = 64 // requests whose pace is followed
-const CHUNK = 2 // tokens drafted per model call: progress and verdicts are read between calls
+const TIMELINE = 400 // events kept in state.timeline
 // The model drafter runs only when it can keep ahead of the Oracle: a draft the Oracle has already
 // passed is stale, and on the Oracle's own machine the model's CPU time slows the Oracle down.
 // The Oracle's pace comes from the work stream (position gained per second of the same request).
@@ -43,6 +43,14 @@ export interface ScoutState {
   accepted: number
   credit: number // accepted tokens backed by the Oracle's signed receipt, one unit each (like app/shard/coop/scout.py)
   last: { work_id: string, text: string, source: string, outcome: string, accepted: number, proposed: number } | null
+  /** where the tab's time goes (for bench/coop_tab.py): model calls (wall ms, and wllama's own
+   * prompt/predicted counts and ms: prompt tokens are the ones it had to read again), draft round
+   * trips (send to verdict), and the ms the drafter sat idle between calls */
+  timing: { modelCalls: number, modelMs: number, promptTokens: number, promptMs: number, predictedTokens: number, predictedMs: number, roundTrips: number, roundTripMs: number, idleMs: number }
+  /** the newest events, [ms since the page started, what, ...figures]: 'work' position,
+   * 'progress' position tokens, 'model' ms promptTokens predictedTokens, 'send' seq position
+   * chars lag, 'verdict' seq outcome accepted proposed ms */
+  timeline: Array<Array<number | string>>
   log: string[]
 }
 
@@ -82,11 +90,18 @@ export class Scout {
       accepted: 0,
       credit: 0,
       last: null,
+      timing: { modelCalls: 0, modelMs: 0, promptTokens: 0, promptMs: 0, predictedTokens: 0, predictedMs: 0, roundTrips: 0, roundTripMs: 0, idleMs: 0 },
+      timeline: [],
       log: []
     }
   }
 
   onChange (fn: Listener): void { this.listeners.push(fn) }
+  private event (...what: Array<number | string>): void {
+    this.state.timeline.push([Math.round(performance.now()), ...what])
+    if (this.state.timeline.length > TIMELINE) this.state.timeline.shift()
+  }
+
   private changed (): void { for (const fn of this.listeners) fn(this.state) }
   log (line: string): void {
     this.state.log.push(`${new Date().toISOString().slice(11, 19)} ${line}`)
@@ -186,6 +201,7 @@ export class Scout {
     st.received++
     st[via]++
     const key = requestKey(work.work_id)
+    this.event('work', work.position)
     this.notePace(key, work.position)
     const old = this.sessions.map.get(key)
     if (old !== undefined && old.oracle === from) {
@@ -199,6 +215,7 @@ export class Scout {
 
   private onProgress (from: string, progress: Progress): void {
     this.state.sessions.progress++
+    this.event('progress', progress.position, progress.tokens.length)
     this.notePace(requestKey(progress.work_id), progress.position + progress.tokens.length)
     if (this.sessions.onProgress(from, progress, performance.now())) this.state.sessions.progressUsed++
     this.noteSessions()
@@ -248,16 +265,23 @@ export class Scout {
   /** Keep drafting for the newest session that wants more, one model call at a time, and send
    * each session's guess when it reaches further; returns when no session has anything to do
    * (the next work, progress or verdict wakes it). */
+  private idleSince: number | null = null
+
   private async pump (): Promise<void> {
     if (this.drafting || !this.state.drafter.loaded) return
     this.drafting = true
+    const chunk = this.config.chunk
     try {
       for (;;) {
-        const s = this.sessions.next(CHUNK, performance.now())
+        const s = this.sessions.next(chunk, performance.now())
         if (s === null) break
-        const job = s.want(CHUNK)
+        s.pace = this.config.followPace ? this.state.oracleTokensPerSecond : null
+        const job = s.want(chunk, performance.now())
         if (job !== null) {
+          if (this.idleSince !== null) this.state.timing.idleMs += Math.round(performance.now() - this.idleSince)
+          this.idleSince = null
           const reply = await this.draftText(job.prompt, job.maxTokens, this.modelAllowed())
+          this.idleSince = performance.now()
           if (reply.error !== undefined) {
             this.log(`draft failed: ${reply.error}`)
             s.grew(job.prompt, '', 0, 'error') // no more for this text
@@ -266,8 +290,11 @@ export class Scout {
             s.grew(job.prompt, reply.text, reply.tokens, reply.source)
           }
         }
-        const draft = s.nextDraft()
-        if (draft !== null) void this.send(s, draft)
+        const draft = s.nextDraft(performance.now())
+        if (draft !== null) {
+          this.event('send', draft.seq ?? 0, draft.position, (draft.text ?? '').length, s.lag(performance.now()))
+          void this.send(s, draft)
+        }
       }
     } finally {
       this.drafting = false
@@ -286,6 +313,15 @@ export class Scout {
 
   private noteSpeed (r: DraftReply): void {
     this.state.drafts.lastMs = Math.round(r.ms)
+    const t = this.state.timing
+    const w = r.timings ?? {}
+    t.modelCalls++
+    t.modelMs += Math.round(r.ms)
+    t.promptTokens += w.prompt_n ?? 0
+    t.promptMs += Math.round(w.prompt_ms ?? 0)
+    t.predictedTokens += w.predicted_n ?? 0
+    t.predictedMs += Math.round(w.predicted_ms ?? 0)
+    this.event('model', Math.round(r.ms), w.prompt_n ?? 0, w.predicted_n ?? r.tokens)
     if (r.source !== 'lookup' && r.tokens > 0) {
       const d = this.state.drafter
       d.modelTokens += r.tokens
@@ -303,6 +339,7 @@ export class Scout {
     this.state.sessions.maxSeq = Math.max(this.state.sessions.maxSeq, draft.seq ?? 0)
     this.changed()
     let verdict: Verdict | null = null
+    const t0 = performance.now()
     try {
       // Drafts go direct only: on the open result topic any peer could copy one and send it first for
       // the pay, so Oracles ignore drafts there (docs/security.md). No connection: not delivered.
@@ -311,6 +348,10 @@ export class Scout {
       const want = { oracle, self: this.net.peerId, ref: draftRef(draft), offered }
       const credit = verdict.accepted > 0 ? await receiptCredit(verdict.receipt, want, verifyPeerSignature) : 0
       if (verdict.accepted > 0 && credit === 0) this.log(`the verdict for ${draft.work_id} has no valid receipt: not counted`)
+      const ms = Math.round(performance.now() - t0)
+      this.state.timing.roundTrips++
+      this.state.timing.roundTripMs += ms
+      this.event('verdict', draft.seq ?? 0, verdict.outcome === 'ignored' ? `ignored:${verdict.reason}` : verdict.outcome, verdict.accepted, verdict.proposed, ms)
       this.state.verdicts[verdict.outcome] = (this.state.verdicts[verdict.outcome] ?? 0) + 1
       this.state.proposed += verdict.proposed
       this.state.accepted += verdict.accepted

@@ -7,7 +7,9 @@
 // the guess moves the guess's start on, one that disagrees drops it. The guess is sent again (a
 // numbered draft, `seq` 1, 2, ...) whenever it reaches further than the last one sent, with at most
 // MAX_IN_FLIGHT on their way. How far ahead it drafts follows the verdicts; a `finished` verdict
-// ends the session. Pure logic (no worker, no network): the scout (scout.ts) drives it.
+// ends the session. Given the Oracle's pace, the session also guesses how far the Oracle has got
+// since it was last heard from (`lag`): it drafts ahead of that point, and holds back a guess that
+// does not reach past it (the Oracle would only answer `stale`). Pure logic (no worker, no network): the scout (scout.ts) drives it.
 
 import { MAX_DRAFT_CHARS, MAX_DRAFT_TOKENS, VERSION, requestKey, type Draft, type Progress, type Verdict, type Work } from './messages'
 
@@ -45,6 +47,8 @@ export class DraftSession {
   backoff = 1
   done = false // a `finished` verdict: the request ended
   heardAt: number
+  movedAt: number // when the Oracle's position last moved (the scout's clock, ms)
+  pace: number | null = null // the Oracle's decoding pace (tokens/s), set by the scout; null: unknown
   source = '' // the drafter of the guess's newest part
   private dry: string | null = null // a prompt the drafter had nothing more to say after
   private readonly marks = new Map<number, number>() // position -> length of `text` there
@@ -54,6 +58,7 @@ export class DraftSession {
     this.text = work.context
     this.position = work.position
     this.heardAt = now
+    this.movedAt = now
     this.mark()
   }
 
@@ -80,7 +85,15 @@ export class DraftSession {
     }
     this.text += newText
     this.position += n
+    this.movedAt = this.heardAt
     this.mark()
+  }
+
+  /** About how many tokens the Oracle has decided since it was last heard to move, at its pace
+   * (0 without a pace or a time; at most a full draft). */
+  lag (now?: number): number {
+    if (this.pace === null || now === undefined || !(this.pace > 0)) return 0
+    return Math.min(MAX_DRAFT_TOKENS, Math.floor((this.pace * Math.max(0, now - this.movedAt)) / 1000))
   }
 
   /** A progress message from the session's Oracle; false when it was of no use (a gap: the next
@@ -118,15 +131,17 @@ export class DraftSession {
     }
     this.text = work.context
     this.position = work.position
+    this.movedAt = now
     this.marks.clear()
     this.mark()
     this.drop()
   }
 
-  /** The next model call, or null when the guess is long enough (or the drafter has nothing more). */
-  want (chunk: number): DraftJob | null {
+  /** The next model call, or null when the guess is long enough (or the drafter has nothing more):
+   * `ahead` tokens past where the Oracle is now (`lag`, when `now` is given). */
+  want (chunk: number, now?: number): DraftJob | null {
     if (this.done) return null
-    const n = Math.min(chunk, this.ahead - this.guessTokens)
+    const n = Math.min(chunk, this.ahead + this.lag(now) - this.guessTokens)
     if (n <= 0) return null
     const prompt = this.text + this.guess
     return prompt === this.dry ? null : { prompt, maxTokens: n }
@@ -151,16 +166,18 @@ export class DraftSession {
 
   private reach (guess: string): number { return this.text.length + guess.length }
 
-  /** Whether the guess may go out now: it reaches further than the last draft (or replaces it). */
-  sendable (): boolean {
+  /** Whether the guess may go out now: it reaches further than the last draft (or replaces it), and
+   * past where the Oracle is thought to be now (else it would arrive stale: draft on instead). */
+  sendable (now?: number): boolean {
     if (this.done || this.guess.length === 0 || this.inFlight >= MAX_IN_FLIGHT) return false
+    if (this.guessTokens <= this.lag(now)) return false
     const text = cutDraft(this.guess)
     return text.length > 0 && (this.epoch !== this.sent.epoch || this.reach(text) > this.sent.end)
   }
 
   /** The draft to send now (counted in flight until `answered`), or null. */
-  nextDraft (): Draft | null {
-    if (!this.sendable()) return null
+  nextDraft (now?: number): Draft | null {
+    if (!this.sendable(now)) return null
     const text = cutDraft(this.guess)
     this.sent = { epoch: this.epoch, end: this.reach(text) }
     if (this.rest > 0) { // its last drafts were of no use: spare the Oracle this one
@@ -194,7 +211,7 @@ export class DraftSession {
   }
 
   /** Whether the scout has something to do for this session: draft further, or send. */
-  busy (chunk: number): boolean { return this.want(chunk) !== null || this.sendable() }
+  busy (chunk: number, now?: number): boolean { return this.want(chunk, now) !== null || this.sendable(now) }
 }
 
 /** The sessions of one scout, by request (bounded, idle ones dropped). */
@@ -233,7 +250,7 @@ export class Sessions {
     }
     const all = [...this.map.values()]
     for (let i = all.length - 1; i >= 0; i--) {
-      if (all[i].busy(chunk)) return all[i]
+      if (all[i].busy(chunk, now)) return all[i]
     }
     return null
   }

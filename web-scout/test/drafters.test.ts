@@ -12,7 +12,7 @@ class FakeModel implements Drafter {
 
 const config: DrafterConfig = {
   prefer: 'auto', ggufUrl: null, wllamaWasmUrl: '/x.wasm', nThreads: 1, nCtx: 512,
-  webllmModel: 'm', webllmModelUrl: null, webllmLibUrl: null, lookupFirst: true, paceModel: true
+  webllmModel: 'm', webllmModelUrl: null, webllmLibUrl: null, lookupFirst: true, paceModel: true, chunk: 2, followPace: true
 }
 
 describe('drafter glue', () => {

@@ -114,6 +114,27 @@ describe('a drafting session', () => {
     expect(s.nextDraft()).toBeNull()
   })
 
+  it('at the Oracle\'s pace, drafts ahead of where it is now and holds back a guess it has likely passed', () => {
+    const s = new DraftSession(ORACLE, work(1, 'ctx', 3), 1000)
+    s.pace = 10 // tokens/s: 100 ms a token
+    grow(s, ' a b', 2) // two tokens of guess
+    expect(s.lag(1000)).toBe(0)
+    expect(s.lag(1300)).toBe(3) // 300 ms unheard: about 3 tokens decided since
+    expect(s.nextDraft(1300)).toBeNull() // 2 tokens from position 3 would arrive stale
+    expect(s.seq).toBe(0)
+    expect(s.want(2, 1300)).toEqual({ prompt: 'ctx a b', maxTokens: 2 }) // it drafts on instead
+    s.guessTokens = START_AHEAD // far ahead of the last known position...
+    expect(s.want(2, 1000)).toBeNull()
+    expect(s.want(2, 1300)?.maxTokens).toBe(2) // ...but not of where the Oracle is now
+    s.guessTokens = 4
+    expect(s.nextDraft(1300)).toMatchObject({ position: 3, text: ' a b', seq: 1 }) // reaches past it: sent
+    expect(s.progress(progress(3, ' a', 1), 1350)).toBe(true) // heard: the lag starts again from there
+    expect(s.lag(1350)).toBe(0)
+    expect(s.lag(1000_000)).toBe(16) // never more than a full draft
+    s.pace = null
+    expect(s.lag(2000)).toBe(0) // no pace known: where it was last heard
+  })
+
   it('asks the drafter nothing more where it had nothing to say, until the text moves', () => {
     const s = new DraftSession(ORACLE, work(1, 'ctx', 3), 0)
     const prompt = grow(s, '', 0)

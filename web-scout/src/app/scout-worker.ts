@@ -58,7 +58,9 @@ async function run (msg: ScoutStart): Promise<void> {
     webllmModelUrl: null,
     webllmLibUrl: null,
     lookupFirst: true,
-    paceModel: true
+    paceModel: true,
+    chunk: 2,
+    followPace: true
   }
   const model = choice.prefer === 'lookup' || config.ggufUrl === null ? 'prompt-lookup' : decodeURIComponent(config.ggufUrl.split('/').pop() ?? '')
   const scout = new Scout(config, [model])
