@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { MAX_DRAFT_CHARS, MessageError, decodeJson, encodeJson, makeDraft, parseDraft, parseHandshake, parseVerdict, pairProof, parseWork, requestKey } from '../src/messages'
+import { MAX_DRAFT_CHARS, MAX_SESSION_DRAFT_TOKENS, MessageError, decodeJson, encodeJson, makeDraft, parseDraft, parseHandshake, parseVerdict, pairProof, parseWork, requestKey } from '../src/messages'
 
 const work = { v: 1, work_id: 'abcd.3', model: 'smol', context: 'Hello', position: 7, max_draft: 8, deadline_ms: 1_700_000_000_000 }
 
@@ -50,7 +50,8 @@ describe('Draft', () => {
     expect(() => parseDraft({ work_id: 'a', position: 1 })).toThrow(MessageError)
     expect(() => parseDraft({ work_id: 'a', position: 1, text: 'x', tokens: [1] })).toThrow(MessageError)
     expect(parseDraft({ work_id: 'a', position: 1, tokens: [1, 2] }).tokens).toEqual([1, 2])
-    expect(() => parseDraft({ work_id: 'a', position: 1, tokens: new Array(17).fill(1) })).toThrow(MessageError)
+    expect(parseDraft({ work_id: 'a', position: 1, tokens: new Array(MAX_SESSION_DRAFT_TOKENS).fill(1) }).tokens).toHaveLength(32)
+    expect(() => parseDraft({ work_id: 'a', position: 1, tokens: new Array(MAX_SESSION_DRAFT_TOKENS + 1).fill(1) })).toThrow(MessageError)
     expect(() => parseDraft({ work_id: 'a', position: 1, text: 'x'.repeat(513) })).toThrow(MessageError)
   })
 })
