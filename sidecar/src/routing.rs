@@ -76,7 +76,9 @@ pub fn disconnected(kad: &mut Kad) -> Vec<PeerId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use libp2p::core::ConnectedPoint;
     use libp2p::identity::Keypair;
+    use libp2p::swarm::{behaviour::ConnectionEstablished, ConnectionId, FromSwarm, NetworkBehaviour};
 
     fn addr(i: usize) -> Multiaddr {
         format!("/ip4/10.0.{}.{}/tcp/4001", i / 250, i % 250).parse().unwrap()
@@ -104,8 +106,18 @@ mod tests {
         for (i, p) in peers[..KBUCKET_SIZE].iter().enumerate() {
             assert!(add(&mut kad, p, addr(i)), "room in the bucket for entry {i}");
         }
-        // the library would make the newcomer pending and dial the oldest (disconnected) entry
-        assert!(!add(&mut kad, &peers[KBUCKET_SIZE], addr(KBUCKET_SIZE)));
+        // the newcomer is connected (identify reports addresses on a connection): the library
+        // would make it pending and dial the oldest, disconnected, entry to see if it is alive
+        let newcomer = peers[KBUCKET_SIZE];
+        let endpoint = ConnectedPoint::Listener { local_addr: addr(1000), send_back_addr: addr(1001) };
+        kad.on_swarm_event(FromSwarm::ConnectionEstablished(ConnectionEstablished {
+            peer_id: newcomer,
+            connection_id: ConnectionId::new_unchecked(1),
+            endpoint: &endpoint,
+            failed_addresses: &[],
+            other_established: 0,
+        }));
+        assert!(!add(&mut kad, &newcomer, addr(KBUCKET_SIZE)));
         let b = kad.kbucket(peers[0]).unwrap();
         assert!(!b.has_pending(), "a pending entry means a probe dial was queued");
         assert_eq!(b.num_entries(), KBUCKET_SIZE);
@@ -113,7 +125,7 @@ mod tests {
         assert!(add(&mut kad, &peers[0], addr(999)));
         // an unreachable peer leaves the table and makes room
         forget_unreachable(&mut kad, &peers[1]);
-        assert!(add(&mut kad, &peers[KBUCKET_SIZE], addr(KBUCKET_SIZE)));
+        assert!(add(&mut kad, &newcomer, addr(KBUCKET_SIZE)));
     }
 
     #[test]
