@@ -49,6 +49,8 @@ pub const GOSSIP_QUEUE_LEN: usize = 256;
 /// Between two Kademlia routing table refreshes (a walk dials peers we are not connected to, which
 /// then sit above their targets and prune: the library's own every 5 min churned the mesh).
 pub const KAD_REFRESH: Duration = Duration::from_secs(1800);
+/// Between two housekeeping turns (expiries); every fifth one also prunes and saves (`maintain`).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Most inbound connections still in their noise handshake at once.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -708,7 +710,9 @@ impl EventLoop {
     pub async fn run(mut self) {
         let mut reconnect = tokio::time::interval(self.reconnect);
         reconnect.tick().await;
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        // once a second: each wake-up polls every behaviour, and at 4/s an idle daemon with no
+        // peers spent 0.3% of a core (bench/mesh_scale.py: idle CPU); deadlines here are 5 s
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut kad_refresh = tokio::time::interval(KAD_REFRESH);
         kad_refresh.tick().await;
         let mut kad_bootstrapped = false;
@@ -807,7 +811,7 @@ impl EventLoop {
         }
         self.pending_out.retain(|_, tx| !tx.is_closed());
         self.ticks += 1;
-        if self.ticks.is_multiple_of(20) {
+        if self.ticks.is_multiple_of(5) {
             self.maintain();
         }
     }
