@@ -1,23 +1,23 @@
 //! The Kademlia routing table: who goes in, and the probe dials it must not make.
 //!
-//! With libp2p-kad's default (`BucketInserts::OnConnected`) every peer that connects is offered
-//! to the table, and when the peer's bucket is full and its oldest entry is disconnected, the
-//! library dials that entry to see whether it is still alive. In a mesh that prunes to a target
+//! With libp2p-kad's default (`BucketInserts::OnConnected`) every peer that connects is offered to
+//! the table, and when the peer's bucket is full and its oldest entry is disconnected, the library
+//! dials that entry to see whether it is still alive. In a mesh that prunes to a target
 //! (connmgr.rs) most entries are disconnected but alive, so the probe succeeds and opens a
 //! connection nobody wants: it is pruned, which leaves another disconnected entry, and the next
-//! connection probes again, on this node and on the probed one (measured with
-//! bench/mesh_scale.py at N=100: ~200 connections opened by each node in 5 minutes, 4 of them its
-//! own dials, with 1.3 walks per node). So inserts are manual: a peer goes in (with the addresses
-//! identify reports, or the one we dialed) only while its bucket has room, and a full bucket is
-//! left as it is, with no probe. A peer none of whose addresses answers a dial leaves the table
-//! ([`forget_unreachable`]), which makes room where the library's probe would have.
+//! connection probes again, on this node and on the probed one. So inserts are manual: a peer goes
+//! in (with the addresses identify reports, or the one we dialed) only while its bucket has room,
+//! and a full bucket is left as it is, with no probe. A peer none of whose addresses answers a dial
+//! leaves the table ([`forget_unreachable`]), which makes room where the library's probe would
+//! have.
 //!
-//! Walks: a bootstrap is a lookup of our own id followed by a lookup in every bucket farther
-//! away; at N=100 that dialed most of the network (each node ~99 connections per walk, which it
-//! then trims, and the library bootstraps by itself while its table has fewer than 20 entries,
-//! which every joining node's has). The event loop ends each bootstrap after its first step
-//! (net.rs; not the half-hourly refresh), and a node short of peers dials disconnected table
-//! entries ([`disconnected`]) before it walks at all.
+//! Walks: a bootstrap is a lookup of our own id followed by a lookup in every bucket farther away;
+//! at N=100 that dialed most of the network, which the walker then trims (measured with
+//! bench/mesh_scale.py: ~414 connections opened per node in 4 minutes, 4 of them its own dials,
+//! with 1.3 walks per node; ~90 with the walks cut), and the library bootstraps by itself while its
+//! table has fewer than 20 entries, which every joining node's has. The event loop ends each
+//! bootstrap after its first step (net.rs; not the half-hourly refresh), and a node short of peers
+//! dials disconnected table entries ([`disconnected`]) before it walks at all.
 
 use libp2p::{kad, Multiaddr, PeerId, StreamProtocol};
 use std::num::NonZeroUsize;
