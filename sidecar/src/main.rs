@@ -11,6 +11,7 @@ mod origin;
 mod peerstore;
 mod providers;
 mod reach;
+mod routing;
 mod topics;
 mod util;
 mod webrtc_direct;

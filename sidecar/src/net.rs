@@ -6,6 +6,7 @@ use crate::{
     peerstore::PeerStore,
     providers::Providers,
     reach::{self, Reach},
+    routing,
 };
 use futures::StreamExt;
 use libp2p::{
@@ -48,6 +49,8 @@ pub const GOSSIP_QUEUE_LEN: usize = 256;
 /// Between two Kademlia routing table refreshes (a walk dials peers we are not connected to, which
 /// then sit above their targets and prune: the library's own every 5 min churned the mesh).
 pub const KAD_REFRESH: Duration = Duration::from_secs(1800);
+/// Between two housekeeping turns (expiries); every fifth one also prunes and saves (`maintain`).
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
 /// Most inbound connections still in their noise handshake at once.
 pub const MAX_PENDING_INCOMING: u32 = 128;
 
@@ -106,6 +109,10 @@ pub struct Stats {
     /// Kademlia bootstraps (random walks) finished: ours and the library's automatic ones; each
     /// dials peers we are not connected to.
     pub kad_walks: AtomicU64,
+    /// Bootstrap steps (bucket refreshes) ended before they dialed anyone (routing.rs).
+    pub kad_steps_cut: AtomicU64,
+    /// Dials of peers from the routing table while below the low watermark (instead of a walk).
+    pub dials_table: AtomicU64,
 }
 
 impl Stats {
@@ -137,6 +144,8 @@ impl Stats {
                 "dials_bootstrap": g(&self.dials_bootstrap),
                 "dials_discovery": g(&self.dials_discovery),
                 "kad_walks": g(&self.kad_walks),
+                "kad_steps_cut": g(&self.kad_steps_cut),
+                "dials_table": g(&self.dials_table),
             },
         })
     }
@@ -244,6 +253,8 @@ pub struct EventLoop {
     providers: Providers,
     reach: Reach,
     limits: connmgr::Limits,
+    /// our half-hourly full bootstrap (every other one is cut to its first step: routing.rs)
+    kad_refresh: Option<kad::QueryId>,
     ticks: u64,
     /// peers we are disconnecting to prune (the close is counted as pruning)
     pruning: HashSet<PeerId>,
@@ -320,10 +331,8 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
                     .map_err(|e| format!("gossipsub: {e}"))?;
             let (params, thresholds) = score_params();
             gossipsub.with_peer_score(params, thresholds).map_err(|e| format!("peer score: {e}"))?;
-            let mut kad_cfg = kad::Config::new(StreamProtocol::new(PROTO_KAD));
-            kad_cfg.set_query_timeout(Duration::from_secs(30));
-            // refreshed by the event loop instead (KAD_REFRESH, and walks below the low watermark)
-            kad_cfg.set_periodic_bootstrap_interval(None);
+            // manual inserts, no periodic walk (routing.rs)
+            let kad_cfg = routing::config(PROTO_KAD);
             let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
             kad.set_mode(Some(kad::Mode::Server));
             let mdns = if mdns_on {
@@ -639,6 +648,7 @@ impl EventLoop {
             providers: Providers::default(),
             reach: Reach::new(cfg.relay_server),
             limits: connmgr::Limits::new(cfg.target_peers),
+            kad_refresh: None,
             ticks: 0,
             pruning: HashSet::new(),
             work_topics: Default::default(),
@@ -678,7 +688,7 @@ impl EventLoop {
                 if p == self.peer_id() {
                     continue;
                 }
-                self.swarm.behaviour_mut().kad.add_address(&p, bare.clone());
+                routing::add(&mut self.swarm.behaviour_mut().kad, &p, bare.clone());
                 if self.swarm.is_connected(&p) {
                     continue;
                 }
@@ -700,7 +710,9 @@ impl EventLoop {
     pub async fn run(mut self) {
         let mut reconnect = tokio::time::interval(self.reconnect);
         reconnect.tick().await;
-        let mut housekeeping = tokio::time::interval(Duration::from_millis(250));
+        // once a second: each wake-up polls every behaviour, and at 4/s an idle daemon with no
+        // peers spent 0.3% of a core (bench/mesh_scale.py: idle CPU); deadlines here are 5 s
+        let mut housekeeping = tokio::time::interval(HOUSEKEEPING);
         let mut kad_refresh = tokio::time::interval(KAD_REFRESH);
         kad_refresh.tick().await;
         let mut kad_bootstrapped = false;
@@ -750,11 +762,14 @@ impl EventLoop {
                 Wake::Reconnect => {
                     // below the low watermark only: a bootstrap node that pruned us is not
                     // redialed while we have other peers (it would prune us again: churn)
+                    let mut from_table = 0;
                     if self.limits.may_dial(self.peers.len()) {
                         self.dial_bootstrap();
+                        from_table = self.dial_from_table();
                     }
-                    // a random walk finds peers that joined (or became reachable) since
-                    if self.limits.may_walk(self.peers.len(), util::now_s()) {
+                    // a random walk finds peers that joined (or became reachable) since; only
+                    // when the routing table has no one left to dial (a walk dials tens)
+                    if from_table == 0 && self.limits.may_walk(self.peers.len(), util::now_s()) {
                         // one lookup of our own id (a bootstrap also refreshes every bucket: at
                         // N=100 it dialed ~65 peers)
                         let me = self.peer_id();
@@ -766,7 +781,7 @@ impl EventLoop {
                 }
                 Wake::Housekeeping => self.housekeeping(),
                 Wake::KadRefresh => {
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                    self.kad_refresh = self.swarm.behaviour_mut().kad.bootstrap().ok();
                 }
             }
             self.stats.loop_busy_us.fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
@@ -796,7 +811,7 @@ impl EventLoop {
         }
         self.pending_out.retain(|_, tx| !tx.is_closed());
         self.ticks += 1;
-        if self.ticks.is_multiple_of(20) {
+        if self.ticks.is_multiple_of(5) {
             self.maintain();
         }
     }
@@ -1089,6 +1104,10 @@ impl EventLoop {
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 if let Some(p) = peer_id {
                     self.limits.dial_done(&p);
+                    // every address it was tried on failed: make room in its bucket (routing.rs)
+                    if matches!(error, libp2p::swarm::DialError::Transport(_)) && !self.swarm.is_connected(&p) {
+                        routing::forget_unreachable(&mut self.swarm.behaviour_mut().kad, &p);
+                    }
                 }
                 tracing::debug!("dial {peer_id:?} failed: {error}");
             }
@@ -1115,9 +1134,13 @@ impl EventLoop {
                     // a remote peer's loopback addresses would reach this machine, not it
                     let remote = conn_addr.as_ref().is_some_and(|c| !is_loopback(c));
                     for a in info.listen_addrs.into_iter().filter(|a| !(remote && is_loopback(a))).take(16) {
-                        self.swarm.behaviour_mut().kad.add_address(&peer_id, a);
+                        routing::add(&mut self.swarm.behaviour_mut().kad, &peer_id, a);
                     }
                 }
+            }
+            // a peer we dialed that speaks Kademlia (manual inserts: routing.rs)
+            BehaviourEvent::Kad(kad::Event::RoutablePeer { peer, address }) => {
+                routing::add(&mut self.swarm.behaviour_mut().kad, &peer, address);
             }
             BehaviourEvent::Kad(kad::Event::RoutingUpdated { peer, .. })
                 if peer != self.peer_id()
@@ -1129,7 +1152,7 @@ impl EventLoop {
             }
             BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
                 for (peer, addr) in list {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+                    routing::add(&mut self.swarm.behaviour_mut().kad, &peer, addr.clone());
                     if !self.swarm.is_connected(&peer)
                         && self.limits.dial_discovered(peer, self.peers.len(), util::now_s())
                     {
@@ -1141,6 +1164,19 @@ impl EventLoop {
             BehaviourEvent::Ping(ping::Event { peer, result: Ok(rtt), .. }) => {
                 if let Some(st) = self.peers.get_mut(&peer) {
                     st.latency_ms = Some((rtt.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0);
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id,
+                result: kad::QueryResult::Bootstrap(_),
+                step,
+                ..
+            }) if !step.last && self.kad_refresh != Some(id) => {
+                // the lookup of our own id is done; the bucket refreshes that follow would dial
+                // most of a small network (routing.rs): end each one before it sends a request
+                self.stats.kad_steps_cut.fetch_add(1, Ordering::Relaxed);
+                if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    q.finish();
                 }
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -1350,6 +1386,23 @@ impl EventLoop {
         }
     }
 
+    /// Below the low watermark: dials peers the routing table knows and we are not connected to
+    /// (as many as connmgr allows), so no walk is needed while the table has some. Returns how
+    /// many it dialed.
+    fn dial_from_table(&mut self) -> usize {
+        let now = util::now_s();
+        let mut dialed = 0;
+        for peer in routing::disconnected(&mut self.swarm.behaviour_mut().kad) {
+            if self.swarm.is_connected(&peer) || !self.limits.dial_discovered(peer, self.peers.len(), now) {
+                continue;
+            }
+            self.stats.dials_table.fetch_add(1, Ordering::Relaxed);
+            dialed += 1;
+            let _ = self.swarm.dial(peer);
+        }
+        dialed
+    }
+
     /// Dials the peers remembered from earlier runs (a rejoin with no bootstrap address).
     fn dial_remembered(&mut self) {
         let me = self.peer_id();
@@ -1358,7 +1411,7 @@ impl EventLoop {
                 continue;
             }
             for a in &addrs {
-                self.swarm.behaviour_mut().kad.add_address(&peer, a.clone());
+                routing::add(&mut self.swarm.behaviour_mut().kad, &peer, a.clone());
             }
             let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer).addresses(addrs).build();
             if let Err(e) = self.swarm.dial(opts) {

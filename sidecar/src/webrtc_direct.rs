@@ -7,10 +7,14 @@
 //! page or a peer saved, stays the same across restarts.
 
 use libp2p::core::muxing::StreamMuxerBox;
-use libp2p::core::transport::{Boxed, OptionalTransport, Transport};
-use libp2p::{identity, PeerId};
+use libp2p::core::transport::{
+    Boxed, DialOpts, ListenerId, OptionalTransport, Transport, TransportError, TransportEvent,
+};
+use libp2p::{identity, Multiaddr, PeerId};
 use libp2p_webrtc::tokio::Certificate;
 use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 pub const CERT_FILE: &str = "webrtc-cert.pem";
 
@@ -47,16 +51,49 @@ fn generate() -> Result<Certificate, String> {
 }
 
 /// The swarm's WebRTC-direct transport, or one that accepts no address when `cert` is None
-/// (the listener is off).
+/// (the listener is off). It only listens: browsers dial it, a daemon reaches another daemon
+/// over TCP or QUIC.
 pub fn transport(key: &identity::Keypair, cert: Option<Certificate>) -> Boxed<(PeerId, StreamMuxerBox)> {
     let inner = cert.map(|c| {
-        libp2p_webrtc::tokio::Transport::new(key.clone(), c).map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn)))
+        ListenOnly(
+            libp2p_webrtc::tokio::Transport::new(key.clone(), c)
+                .map(|(peer, conn), _| (peer, StreamMuxerBox::new(conn))),
+        )
     });
     let optional = match inner {
         Some(t) => OptionalTransport::some(t),
         None => OptionalTransport::none(),
     };
     optional.boxed()
+}
+
+/// A transport that accepts connections but dials none. The swarm dials every address it knows
+/// of a peer at once and keeps the first connection: each daemon-to-daemon dial also started a
+/// webrtc-rs peer connection whose ICE agent and tasks outlived the dial (docs/scale.md: at N=30
+/// ~5.5 MB of each daemon's own memory and half its idle CPU).
+struct ListenOnly<T>(T);
+
+impl<T: Transport + Unpin> Transport for ListenOnly<T> {
+    type Output = T::Output;
+    type Error = T::Error;
+    type ListenerUpgrade = T::ListenerUpgrade;
+    type Dial = T::Dial;
+
+    fn listen_on(&mut self, id: ListenerId, addr: Multiaddr) -> Result<(), TransportError<Self::Error>> {
+        self.0.listen_on(id, addr)
+    }
+
+    fn remove_listener(&mut self, id: ListenerId) -> bool {
+        self.0.remove_listener(id)
+    }
+
+    fn dial(&mut self, addr: Multiaddr, _opts: DialOpts) -> Result<Self::Dial, TransportError<Self::Error>> {
+        Err(TransportError::MultiaddrNotSupported(addr))
+    }
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<TransportEvent<Self::ListenerUpgrade, Self::Error>> {
+        Pin::new(&mut self.get_mut().0).poll(cx)
+    }
 }
 
 /// The listener's setting: its UDP port (0: any) and certificate.
@@ -94,6 +131,22 @@ mod tests {
         assert_ne!(first.fingerprint(), elsewhere.fingerprint());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(scratch("elsewhere")).ok();
+    }
+
+    #[tokio::test]
+    async fn the_transport_listens_but_never_dials() {
+        use libp2p::core::transport::PortUse;
+        use libp2p::core::Endpoint;
+        use libp2p::multiaddr::Protocol;
+        let key = identity::Keypair::generate_ed25519();
+        let mut t = transport(&key, Some(generate().unwrap()));
+        let listen: Multiaddr = "/ip4/127.0.0.1/udp/0/webrtc-direct".parse().unwrap();
+        assert!(t.listen_on(ListenerId::next(), listen).is_ok());
+        // a well-formed address of another node: the WebRTC transport itself would dial it
+        let other = generate().unwrap().fingerprint().to_multihash();
+        let addr = "/ip4/127.0.0.1/udp/9/webrtc-direct".parse::<Multiaddr>().unwrap().with(Protocol::Certhash(other));
+        let opts = DialOpts { role: Endpoint::Dialer, port_use: PortUse::Reuse };
+        assert!(matches!(t.dial(addr, opts), Err(TransportError::MultiaddrNotSupported(_))));
     }
 
     #[test]
