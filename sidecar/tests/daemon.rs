@@ -686,9 +686,12 @@ fn peers_connect_over_websocket_and_quic() {
     }
 }
 
-/// Issue 15: WebRTC-direct, for browsers that may not open ws://. A second daemon dials the
-/// first's `webrtc_addrs` one (rust-libp2p dials it too), the address keeps its certhash across a
-/// restart with the same data dir, a busy port falls back, and `--no-webrtc` turns it off.
+/// Issue 15: WebRTC-direct, for browsers that may not open ws://. The listener is announced in
+/// `webrtc_addrs`; a daemon never dials such an address (each such dial left a webrtc-rs peer
+/// connection running beside the TCP/QUIC one: ~5.5 MB and half the idle CPU per daemon), so a
+/// second daemon given only it stays apart (browsers dial it: web-scout/test/interop.test.ts and
+/// tests/test_nat_webrtc.py); the address keeps its certhash across a restart with the same data
+/// dir, a busy port falls back, and `--no-webrtc` turns it off.
 #[test]
 fn peers_connect_over_webrtc_direct() {
     let dir = tmpdir("webrtc");
@@ -700,17 +703,11 @@ fn peers_connect_over_webrtc_direct() {
     assert!(rtc.starts_with(&format!("/ip4/127.0.0.1/udp/{port}/webrtc-direct/certhash/")), "{rtc}");
     assert!(rtc.ends_with(&format!("/p2p/{}", a.peer_id)), "{rtc}");
     let b = start(&["--bootstrap".into(), rtc.clone()]);
+    std::thread::sleep(Duration::from_secs(3));
+    let (_, v) = b.get("/peers");
     assert!(
-        wait_until(Duration::from_secs(20), || {
-            let (_, v) = b.get("/peers");
-            v["peers"].as_array().unwrap().iter().any(|p| {
-                p["peer_id"] == json!(a.peer_id)
-                    && p["handshake"] == json!(true)
-                    && p["addrs"].as_array().unwrap().iter().any(|x| x.as_str().unwrap().contains("/webrtc-direct"))
-            })
-        }),
-        "no webrtc-direct connection with a handshake: {}",
-        b.get("/peers").1
+        v["peers"].as_array().unwrap().iter().all(|p| p["peer_id"] != json!(a.peer_id)),
+        "a daemon dialed a WebRTC-direct address: {v}"
     );
     // a busy port is replaced by another (without --strict-ports)
     let busy = start(&["--webrtc-port".into(), port.to_string()]);
