@@ -29,7 +29,8 @@ default --noise 0.1 (4x twin: 71 / 75 / 92% on the three chat prompts), 76% at 0
         [--repeats 2] [--quant Q8_0] [--tab 8]   (--tab: the browser tab's rows, bench/coop_tab.py)
     COOP_BENCH_DEBUG=1 .venv/bin/python bench/coop_bench.py --quick --logs DIR ...
         (keeps each run's Oracle and scout logs; the scout's log has each drafting session's timeline:
-        progress received, drafts sent, verdicts, in ms since the session began)
+        progress received, drafts sent, verdicts, in ms since the session began; the Oracle's, each
+        check of a scout's draft: tokens offered, their confidence, tokens checked and kept)
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
@@ -144,6 +145,7 @@ class Run:
                 "1",
                 "--threads",
                 str(threads),
+                *(["--log-level", "DEBUG"] if os.environ.get("COOP_BENCH_DEBUG") and scout else []),
                 *flags,
             ],
             stdout=self.log,
@@ -241,15 +243,19 @@ def ignored_by_reason(base: str) -> dict[str, float]:
     }
 
 
-def oracles_for(model: Path, tmp: Path, slowdowns: list[float], noise: float) -> list[tuple[str, Path]]:
-    """SmolLM2 itself (the scout's own speed), then per slowdown its exact twin and (noise > 0) its noisy one."""
+def oracles_for(
+    model: Path, tmp: Path, slowdowns: list[float], noise: float, twins: set[str]
+) -> list[tuple[str, Path]]:
+    """SmolLM2 itself (the scout's own speed), then per slowdown its exact twin and (noise > 0) its
+    noisy one, those of `twins`."""
     from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
 
     oracles = [("SmolLM2 itself", model)]
     for x in slowdowns:
         idle = max(1, round((x - 1) / IDLE_LAYER_COST))
-        oracles.append((f"exact {x:g}x", write_twin(model, tmp / f"exact-{x:g}.gguf", idle)))
-        if noise:
+        if "exact" in twins:
+            oracles.append((f"exact {x:g}x", write_twin(model, tmp / f"exact-{x:g}.gguf", idle)))
+        if noise and "noisy" in twins:
             # the same total drift for every slowdown: the noise is spread over the idle layers
             oracles.append(
                 (f"noisy {x:g}x", write_twin(model, tmp / f"noisy-{x:g}.gguf", idle, noise=noise * 30 / idle))
@@ -339,6 +345,7 @@ def main() -> None:
         default=0.1,  # 0.3 made SmolLM2's twin repeat itself (lookup then accepted 98%): no real pair does that
         help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
     )
+    ap.add_argument("--twins", default="exact,noisy", help="comma list: which twins to measure (exact, noisy)")
     ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
     ap.add_argument("--tokens", type=int, default=None, help="completion tokens per request (64; --quick: 32)")
@@ -385,7 +392,7 @@ def main() -> None:
             args.model = requantize(args.model, tmp / f"smollm2-{args.quant}.gguf", args.quant)
         wrong = write_scrambled(args.model, tmp)
         slowdowns = [float(v) for v in args.slowdowns.split(",") if v]
-        for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise):
+        for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise, set(args.twins.split(","))):
             reference: list[str] = []
             partner: Run | None = None  # --paired: plain, kept running beside the other rows
             try:

@@ -1104,6 +1104,48 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
         peer.stop()
 
 
+def test_14_a_draft_whose_confidence_does_not_fit_its_tokens_is_refused(slow_twin_model: Path, tmp_path: Path) -> None:
+    """A draft may state each token's confidence (the Oracle then checks a sure run further): one
+    whose list does not fit its tokens, or holds more than 100%, or comes with a text, is refused as
+    invalid at the node, never handed to the verifier (a draft of the live request, else refused
+    for that first)."""
+    peer = HostilePeer(tmp_path / "scout", roles=("scout",))
+    oracle = start_node(
+        slow_twin_model,
+        tmp_path / "o",
+        "--privacy",
+        "anyone",
+        "--no-lookup",
+        "--parallel",
+        "1",
+        "--bootstrap",
+        peer.addr(),
+        sidecar=True,
+        env={"SHARD_GOLDEN_RATE": "0"},
+    )
+    try:
+        oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
+        answers: list[Any] = []
+
+        def lie(draft: dict[str, Any]) -> Any:
+            n = len(draft["tokens"])
+            for confidence in ([100] * (n + 1), [101] * n, ["high"] * n):
+                answers.append(
+                    peer.post(
+                        "/send-verify", {"peer_id": oracle_id, "request": {**draft, "confidence": confidence}}
+                    ).json()["response"]
+                )
+            text = {k: v for k, v in draft.items() if k != "tokens"} | {"text": " x", "confidence": [100]}
+            answers.append(peer.post("/send-verify", {"peer_id": oracle_id, "request": text}).json()["response"])
+            return answers
+
+        perfect_drafts(oracle, peer, lie, lambda sent: len(sent) >= 1)
+        assert answers and all(a["outcome"] == "ignored" and a["reason"] == "invalid" for a in answers), answers
+    finally:
+        oracle.stop()
+        peer.stop()
+
+
 def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: Path, tmp_path: Path) -> None:
     """Every subscriber reads the result topic, so a draft there could be sent first over the direct
     protocol by a copier, who was then paid for it. Drafts go direct only: one on gossip is not checked

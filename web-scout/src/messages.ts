@@ -37,6 +37,8 @@ export interface Draft {
   tokens?: number[]
   /** the draft's number in a drafting session (1, 2, ...): its receipt is about `<work_id>#<seq>` */
   seq?: number
+  /** with `tokens`: each one's probability under the scout's model, a whole percent (the Oracle measures what it is worth) */
+  confidence?: number[]
 }
 
 /** The tokens an Oracle decided for a request, streamed to its scouts (a drafting session's news). */
@@ -165,6 +167,14 @@ export function parseDraft (d: unknown): Draft {
   if (hasText) draft.text = str(o, 'text', MAX_DRAFT_CHARS)
   else draft.tokens = tokenList(o, 'tokens', MAX_SESSION_DRAFT_TOKENS) ?? undefined
   if (o.seq !== undefined) draft.seq = int(o, 'seq', 0, MAX_DRAFT_SEQ)
+  if (o.confidence !== undefined && o.confidence !== null) {
+    const c = o.confidence
+    if (draft.tokens === undefined || !Array.isArray(c) || c.length !== draft.tokens.length ||
+        !c.every(p => typeof p === 'number' && Number.isInteger(p) && p >= 0 && p <= 100)) {
+      throw new MessageError("'confidence' must give each of the draft's 'tokens' one percent")
+    }
+    draft.confidence = c as number[]
+  }
   return draft
 }
 

@@ -397,8 +397,11 @@ class CoopGenerator:
                     position=draft.position,
                     text=draft.text,
                     tokens=draft.tokens,
-                    limit=pace.limit,
+                    # A draft that states its tokens' confidence is cut by the engine, token by token
+                    # (policy.Calibration); the pace's length cut it short where the scout was sure.
+                    limit=pace.limit if draft.confidence is None else 0,
                     source=sender,
+                    confidence=draft.confidence,
                 )
             )
         except ShardError as exc:

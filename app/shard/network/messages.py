@@ -68,6 +68,7 @@ ModelId = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_NAME_CHARS
 Version = Annotated[int, Strict(), Field(ge=VERSION, le=VERSION, description="the message version")]
 Hex64 = Annotated[str, Strict(), Field(pattern=r"^[0-9a-fA-F]{1,64}$")]
 DraftSeq = Annotated[int, Strict(), Field(ge=0, le=MAX_DRAFT_SEQ)]
+Percent = Annotated[int, Strict(), Field(ge=0, le=100)]
 ProgressText = Annotated[str, Strict(), Field(max_length=MAX_PROGRESS_CHARS)]
 
 T = TypeVar("T")
@@ -132,6 +133,9 @@ class Draft:
     text: DraftText | None = None
     tokens: Annotated[list[TokenId], Field(min_length=1, max_length=MAX_SESSION_DRAFT_TOKENS)] | None = None
     seq: DraftSeq = 0  # in a drafting session, the scout's number for this draft (1, 2, ...): its receipt's ref
+    # With `tokens`: each token's probability under the scout's model, in percent. The Oracle reads it
+    # only as a bin, each bin's acceptance measured (verifier/policy.py Calibration): a lie gains nothing.
+    confidence: Annotated[list[Percent], Field(max_length=MAX_SESSION_DRAFT_TOKENS)] | None = None
     v: Version = VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,7 +150,10 @@ class Draft:
     def from_dict(cls, d: Any) -> Draft:
         if isinstance(d, dict) and (d.get("text") is None) == (d.get("tokens") is None):
             raise MessageError("give exactly one of 'text' or 'tokens'")
-        return parse(cls, d)
+        draft = parse(cls, d)
+        if draft.confidence is not None and (draft.tokens is None or len(draft.confidence) != len(draft.tokens)):
+            raise MessageError("'confidence' must give each of the draft's 'tokens' one percent")
+        return draft
 
 
 @dataclass(frozen=True)

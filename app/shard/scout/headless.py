@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from shard import __version__
 from shard.config import Settings
 from shard.coop import model_transfer
@@ -40,19 +42,20 @@ from shard.network.peers import PEER_EVENTS, PeerTable, reconcile
 from shard.network.sidecar import Sidecar, SidecarError, find_daemon
 from shard.supervisor import ChildState, SupervisorEvent
 from shard.verifier.model import vocab_fingerprint
+from shard.verifier.policy import Acceptance
 
 log = logging.getLogger("shard.scout")
 
 # Drafts of one session on their way: one is checked while the newer ones wait in the Oracle's inbox
 # (where each newer one supersedes the older). With 2, a scout's grown guess waited for a verdict
 # and the Oracle's next step took the older, shorter draft (measured: 3-5 tokens checked of 16).
-MAX_IN_FLIGHT = 3
+MAX_IN_FLIGHT = 8
 CHUNK = 2  # tokens drafted per model call: progress and verdicts are read between calls
 SESSION_IDLE_S = 10.0  # a session with no news for this long has ended (or its Oracle went away)
 MAX_SESSIONS = 64
 MAX_WORK_TOPICS = 8  # the sidecar's limit on `PUT /work-topics`
 REST_BELOW = 0.4  # a scout whose guesses agree less often than this with its Oracle rests after a useless draft
-SKILL_DECAY = 0.95  # per scored guess token: the agreement is about the last ~20 of them
+SKILL_DECAY = 0.95  # per scored guess token
 SURE = 0.9  # agreement at which a scout keeps MAX_IN_FLIGHT drafts on their way (else one fewer)
 MAX_STANDINGS = 64  # Oracles whose standing (agreement, rest) the scout remembers across requests
 
@@ -76,26 +79,33 @@ class LlamaDrafter:
     With the Oracle's tokenizer it drafts in token ids (exact); otherwise in text."""
 
     def __init__(self, model_path: Path, n_ctx: int = 4096, n_threads: int = 0, name: str = "") -> None:
-        from llama_cpp import Llama
+        from llama_cpp import Llama, llama_get_logits_ith
 
+        self._logits_ith = llama_get_logits_ith
         self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
         self.name = name or model_path.name
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 
-    def extend(self, context: list[int], n: int) -> list[int]:
-        """Up to n greedy tokens after `context` (this model's ids); the prompt cache makes a
-        context that grew by a few tokens cost only those tokens."""
+    def extend(self, context: list[int], n: int) -> tuple[list[int], list[int]]:
+        """Up to n greedy tokens after `context` (this model's ids), and each one's probability
+        under this model in percent (the draft's `confidence`); the prompt cache makes a context
+        that grew by a few tokens cost only those tokens."""
         context = context[-(self.llm.n_ctx() - n - 1) :]
         out: list[int] = []
+        confidence: list[int] = []
         if not context or n <= 0:
-            return out
+            return out, confidence
+        n_vocab = self.llm.n_vocab()
         for tok in self.llm.generate(context, top_k=1, temp=0.0, reset=True):
             if self.llm.token_eos() == tok:
                 break
+            # the logits the token was drawn from (those of the batch's last row, until the next eval)
+            logits = np.ctypeslib.as_array(self._logits_ith(self.llm._ctx.ctx, -1), shape=(n_vocab,))
             out.append(int(tok))
+            confidence.append(int(100 / float(np.exp(logits - logits[tok]).sum())))
             if len(out) >= n:
                 break
-        return out
+        return out, confidence
 
     def exact(self, work: Work) -> bool:
         """Whether this model shares the work's tokenizer (drafts in the Oracle's token ids)."""
@@ -140,21 +150,18 @@ class Standing:
     (an all-wrong scout is not tried afresh at each request), and a good scout starts its next
     request drafting far ahead instead of ramping up again."""
 
-    kept: float = 1.8  # a prior worth 2 scored tokens at 90%: a new scout is tried
-    missed: float = 0.2
+    # how often its guesses agree: a prior worth 2 scored tokens at 90% (a new scout is tried), then
+    # about the last 20 scored tokens
+    agreement: Acceptance = field(default_factory=lambda: Acceptance(0.9, 2.0, SKILL_DECAY))
     rest: int = 0  # Oracle steps to sit out (no drafting, no sending): after a useless draft (1, 2, 4 ... 32)
     backoff: int = 1
 
     @property
     def rate(self) -> float:
-        total = self.kept + self.missed
-        return self.kept / total if total > 0 else 0.0
+        return self.agreement.rate
 
     def record(self, kept: int, missed: bool) -> None:
-        for _ in range(kept):
-            self.kept, self.missed = self.kept * SKILL_DECAY + 1, self.missed * SKILL_DECAY
-        if missed:
-            self.kept, self.missed = self.kept * SKILL_DECAY, self.missed * SKILL_DECAY + 1
+        self.agreement.record(kept, missed)
 
     def ahead(self) -> int:
         """How far ahead of the Oracle's known position to guess: about the run of tokens its drafts
@@ -195,6 +202,7 @@ class DraftSession:
     position: int  # the Oracle's position (its token count) at the end of `confirmed`
     text: str = ""
     guess: list[int] = field(default_factory=list)
+    confidence: list[int] = field(default_factory=list)  # the guess's tokens' probabilities (percent), as drafted
     epoch: int = 0  # bumped whenever the guess is dropped: a model call made before is discarded
     seq: int = 0
     sent: tuple[int, int] = (-1, 0)  # (epoch, where its guess ended) of the last draft sent
@@ -251,16 +259,16 @@ class DraftSession:
             self.text += text
             new = tokenize(self.text)
             self.confirmed, new = new, []
-            self.guess, self.epoch = [], self.epoch + 1  # another tokenizer: redraft from the new text
+            self.drop_guess()  # another tokenizer: redraft from the new text
             return
         n = min(len(new), len(self.guess))
         if n:
             kept = _common_prefix(self.guess[:n], new[:n])
             self.standing.record(kept, kept < n)
-        if self.guess[: len(new)] == new:
-            self.guess = self.guess[len(new) :]  # the guess was right so far: it stays ahead
+        if self.guess[: len(new)] == new:  # the guess was right so far: it stays ahead
+            self.guess, self.confidence = self.guess[len(new) :], self.confidence[len(new) :]
         else:
-            self.guess, self.epoch = [], self.epoch + 1
+            self.drop_guess()
         self.confirmed = self.confirmed + new
 
     def on_verdict(self, verdict: Verdict) -> bool:
@@ -298,7 +306,10 @@ class DraftSession:
             self.text = work.context
             self.confirmed = tokenize(work.context)
         self.work, self.position = work, work.position
-        self.guess, self.epoch = [], self.epoch + 1
+        self.drop_guess()
+
+    def drop_guess(self) -> None:
+        self.guess, self.confidence, self.epoch = [], [], self.epoch + 1
 
 
 class Scout:
@@ -544,13 +555,16 @@ class Scout:
         if want > 0:
             epoch, context = session.epoch, session.confirmed + session.guess
             try:
-                new = await asyncio.get_running_loop().run_in_executor(None, self.drafter.extend, context, want)
+                new, confidence = await asyncio.get_running_loop().run_in_executor(
+                    None, self.drafter.extend, context, want
+                )
             except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
                 log.warning("cannot draft for %s: %s", session.work.work_id, exc)
                 session.cap = 0
                 return
             if session.epoch == epoch:  # the guess was not dropped meanwhile (it may have moved on)
                 session.guess += new
+                session.confidence += confidence
             if not new and session.epoch == epoch:
                 session.cap = len(session.guess)  # the model ended its text here: nothing further to guess
         if self._sendable(session):
@@ -564,7 +578,14 @@ class Scout:
             return
         session.seq += 1
         if session.exact:
-            draft = Draft(session.work.work_id, session.position, tokens=guess, seq=session.seq)
+            confidence = session.confidence[: len(guess)]
+            draft = Draft(
+                session.work.work_id,
+                session.position,
+                tokens=guess,
+                seq=session.seq,
+                confidence=confidence if len(confidence) == len(guess) else None,
+            )
         else:
             text = self.drafter.text(guess)[:MAX_DRAFT_CHARS]
             if not text:

@@ -26,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import llama_cpp
 import numpy as np
@@ -35,12 +35,23 @@ from llama_cpp import _internals
 from shard import errors
 from shard.verifier.memory import anonymous_mappings, release_zero_pages
 from shard.verifier.model import Model, default_threads
-from shard.verifier.policy import EXPLORE_EVERY, GROW_EVERY, SIZES, Acceptance, CostCurve, Shadow, allot, calibrate
+from shard.verifier.policy import (
+    EXPLORE_EVERY,
+    GROW_EVERY,
+    SIZES,
+    Acceptance,
+    Calibration,
+    CostCurve,
+    Shadow,
+    allot,
+    calibrate,
+)
 from shard.verifier.protocol import Sampling
 from shard.verifier.sampling import GrammarMask, TokenChooser
 from shard.verifier.textstream import TextStream
 
 log = logging.getLogger("shard.verifier.engine")
+T = TypeVar("T")
 
 MAX_DRAFT = 16
 EXTERNAL_PRIOR = 0.9  # a scout drafts with a model of the same family: usually right at first
@@ -65,6 +76,7 @@ class ExternalDraft:
     done: Callable[[int, int, str], None]
     limit: int = 0  # check at most this many new tokens of it (0: as many as fit)
     source: str = ""  # who drafted it: its acceptance is learned per source, across jobs
+    confidence: list[int] | None = None  # per token, its drafter's stated probability (percent): see Calibration
 
     @property
     def key(self) -> str:
@@ -181,6 +193,7 @@ class Engine:
         # on the kind of work; each scout's is its own record (a scout first heard of starts at
         # EXTERNAL_PRIOR), so a scout whose drafts keep missing is not checked again in the next job.
         self.acceptance = {"lookup": Acceptance(0.5)}
+        self.calibration: dict[str, Calibration] = {}  # per scout that states its confidence
         # The KV cache was allocated for every slot's full context, and cleared: keep only what is
         # used (in host memory: a GPU's buffers are not ours to scan). At once, so the peak is brief.
         self.released_bytes = 0 if model.gpu_offload else release_zero_pages(mappings_before)
@@ -381,7 +394,7 @@ class Engine:
         if not draft:
             return [], ""
         if source not in job.shadows:
-            job.shadows[source] = Shadow(len(job.tokens), list(draft))
+            job.shadows[source] = Shadow(len(job.tokens), list(draft), self._confidence(job, source, len(draft)))
         self.counters["draft_offered" if source == "lookup" else "external_offered"] += len(draft)
         return draft, source
 
@@ -404,16 +417,36 @@ class Engine:
         return acc.rate
 
     def _engine_acceptance(self, source: str) -> Acceptance:
-        """The engine-wide record of `source` (bounded: the least recently heard scouts are forgotten)."""
-        acc = self.acceptance.get(source)
-        if acc is None:
-            acc = self.acceptance[source] = Acceptance(EXTERNAL_PRIOR)
-            while len(self.acceptance) > MAX_SOURCES:
-                oldest = next(k for k in self.acceptance if k != "lookup")
-                del self.acceptance[oldest]
-        elif source != "lookup":  # most recently heard last
-            self.acceptance[source] = self.acceptance.pop(source)
-        return acc
+        """The engine-wide record of `source`."""
+        return _remembered(self.acceptance, source, lambda: Acceptance(EXTERNAL_PRIOR))
+
+    def _calibration(self, source: str) -> Calibration:
+        return _remembered(self.calibration, source, lambda: Calibration(EXTERNAL_PRIOR))
+
+    def _confidence(self, job: Job, source: str, n: int) -> list[int] | None:
+        """The stated confidence of the n tokens the job's current scout draft offers (None: it states none)."""
+        ext = job.external
+        if not source.startswith("external") or ext is None or ext.confidence is None:
+            return None
+        offset = len(job.tokens) - ext.position
+        return ext.confidence[offset : offset + n]
+
+    def _rates(self, job: Job, source: str, n: int) -> list[float]:
+        """Each of the n offered tokens' chance to be kept if the ones before it were: by its stated
+        confidence where the source states one, else the source's rate in this job."""
+        confidence = self._confidence(job, source, n)
+        if confidence:
+            return self._calibration(source).rates(confidence)
+        return [self._rate(job, source)] * n
+
+    def _record(self, job: Job, source: str, kept: int, missed: bool, confidence: list[int] | None) -> None:
+        """A proposal of `source` had `kept` tokens right, then (`missed`) one wrong."""
+        self._rate(job, source)
+        job.acceptance[source].record(kept, missed)
+        if source != "external":  # a draft of no named source (a test's) is not remembered
+            self._engine_acceptance(source).record(kept, missed)
+            if confidence:
+                self._calibration(source).record(confidence, kept, missed)
 
     def _choose_drafts(self, rows: list[tuple[Slot, list[int], list[int] | None, str]], n: int) -> None:
         """Cut each offered draft to what pays in a batch that holds n tokens without them (policy.py)."""
@@ -425,7 +458,7 @@ class Engine:
             self.curve,
             n,
             emitting,
-            [(self._rate(rows[i][0].running(), rows[i][3]), len(rows[i][2] or ())) for i in offered],
+            [self._rates(rows[i][0].running(), rows[i][3], len(rows[i][2] or ())) for i in offered],
             self.n_batch - n,
             explore=self.counters["steps"] % EXPLORE_EVERY == 0,
             grow=self.counters["steps"] % GROW_EVERY == 0,
@@ -448,10 +481,8 @@ class Engine:
             if kept or missed:
                 if missed:
                     job.missed_at[source] = shadow.position + shadow.scored
-                self._rate(job, source)
-                job.acceptance[source].record(kept, missed)
-                if source != "external":  # a draft of no named source (a test's) is not remembered
-                    self._engine_acceptance(source).record(kept, missed)
+                confidence = shadow.confidence[shadow.scored - kept :] if shadow.confidence else None
+                self._record(job, source, kept, missed, confidence)
 
     def _take_external(self, job: Job, limit: int) -> tuple[list[int], str]:
         """The newest draft in the inbox that still fits what was generated, cut to what is new (a
@@ -474,10 +505,7 @@ class Engine:
                 wrong_at = ext.position + kept
                 if wrong_at > job.missed_at.get(ext.key, -1):
                     job.missed_at[ext.key] = wrong_at
-                    self._rate(job, ext.key)
-                    job.acceptance[ext.key].record(kept, True)
-                    if ext.source:
-                        self._engine_acceptance(ext.key).record(kept, True)
+                    self._record(job, ext.key, kept, True, ext.confidence)
                 ext.done(0, 0, "missed")
                 continue
             if offset < 0 or offset >= len(ext.tokens):
@@ -517,6 +545,17 @@ class Engine:
         if len(draft) > n_draft_ok:
             llama_cpp.llama_memory_seq_rm(self.ctx.memory, slot.seq_id, job.n_past, -1)
         if job.external is not None:
+            if log.isEnabledFor(logging.DEBUG):  # the bench's timeline (bench/coop_bench.py, COOP_BENCH_DEBUG)
+                ext, at = job.external, len(job.tokens)
+                log.debug(
+                    "step %d at %d: a scout's draft offered %d, checked %d, kept %d; confidence %s",
+                    self.counters["steps"],
+                    at,
+                    len(ext.tokens) - (at - ext.position),
+                    len(draft),
+                    n_draft_ok,
+                    ext.confidence[at - ext.position :] if ext.confidence else "-",
+                )
             self.counters["external_checks"] += 1 if draft else 0
             self.counters["external_proposed"] += len(draft)
             self.counters["external_accepted"] += n_draft_ok
@@ -685,6 +724,16 @@ def _usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
         return os.cpu_count() or 1
+
+
+def _remembered(table: dict[str, T], key: str, make: Callable[[], T]) -> T:
+    """table[key] (made if new), as the most recently used: beyond MAX_SOURCES, the least recently
+    used are forgotten (prompt lookup's never)."""
+    value = table.pop(key, None)
+    table[key] = value = make() if value is None else value
+    while len(table) > MAX_SOURCES:
+        del table[next(k for k in table if k != "lookup")]
+    return value
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 MIN_GAIN = 0.05  # a draft token worth less than this (in expected tokens) is never checked: noise
 DECAY = 0.9  # per outcome: a source's acceptance is about its last ~10 outcomes
@@ -30,6 +30,7 @@ GROW_EVERY = 8  # steps: a draft that pays is checked twice as far as seems best
 PROBE_GAIN = 0.5  # ... and one that seems not to pay, but whose first token is this likely, is checked for one token
 CALIBRATE_STEPS = 12  # the calibration's time budget, in one-token steps (a slow model gets more seconds)
 MAX_CALIBRATE_S = 3.0
+CONFIDENCE_BINS = (40, 60, 80, 95)  # a draft token's stated confidence (percent) falls in one of 5 bins
 
 
 class CostCurve:
@@ -90,11 +91,13 @@ class CostCurve:
 
 class Acceptance:
     """A source's per-token acceptance: the chance its next draft token is kept when the ones
-    before it were, from recent outcomes (kept tokens are successes, the first miss a failure)."""
+    before it were, from recent outcomes (kept tokens are successes, the first miss a failure).
+    `decay` per outcome sets how far back it remembers (0.9: about the last 10)."""
 
-    def __init__(self, rate: float, weight: float = PRIOR_WEIGHT) -> None:
+    def __init__(self, rate: float, weight: float = PRIOR_WEIGHT, decay: float = DECAY) -> None:
         self.kept = rate * weight
         self.missed = (1 - rate) * weight
+        self.decay = decay
 
     @property
     def rate(self) -> float:
@@ -103,11 +106,39 @@ class Acceptance:
 
     def record(self, kept: int, missed: bool) -> None:
         for _ in range(kept):
-            self.kept = self.kept * DECAY + 1
-            self.missed *= DECAY
+            self.kept = self.kept * self.decay + 1
+            self.missed *= self.decay
         if missed:
-            self.kept *= DECAY
-            self.missed = self.missed * DECAY + 1
+            self.kept *= self.decay
+            self.missed = self.missed * self.decay + 1
+
+
+def confidence_bin(confidence: int) -> int:
+    return bisect.bisect_right(CONFIDENCE_BINS, confidence)
+
+
+class Calibration:
+    """A source's acceptance by the confidence it states for each draft token (its model's
+    probability for it, in percent): the statement only picks a bin, and each bin's rate is
+    measured like any source's, from the target's tokens. A scout that claims certainty for bad
+    guesses is read at its measured rate; an honest one is checked far where it is sure and not
+    past its first unsure token (measured: SmolLM2's greedy token agreed with its noisy twin's 49%
+    of the time below 40%, 70% at 40-60%, 96-100% above 60%; one rate for all of them cut a 77%
+    scout's drafts to 3 tokens through runs of 30 sure ones)."""
+
+    def __init__(self, prior: float) -> None:
+        self.bins = [Acceptance(prior) for _ in range(len(CONFIDENCE_BINS) + 1)]
+
+    def rates(self, confidence: Sequence[int]) -> list[float]:
+        return [self.bins[confidence_bin(c)].rate for c in confidence]
+
+    def record(self, confidence: Sequence[int], kept: int, missed: bool) -> None:
+        """The outcome of a draft whose tokens had `confidence`: the first `kept` were kept, then
+        (`missed`) the next was not."""
+        for c in confidence[:kept]:
+            self.bins[confidence_bin(c)].record(1, False)
+        if missed and kept < len(confidence):
+            self.bins[confidence_bin(confidence[kept])].record(0, True)
 
 
 class Shadow:
@@ -115,10 +146,10 @@ class Shadow:
     would have scored it (the output never depends on drafts, so this is exact), checked or not,
     as soon as it is generated."""
 
-    __slots__ = ("position", "tokens", "scored")
+    __slots__ = ("position", "tokens", "scored", "confidence")
 
-    def __init__(self, position: int, tokens: list[int]) -> None:
-        self.position, self.tokens, self.scored = position, tokens, 0
+    def __init__(self, position: int, tokens: list[int], confidence: list[int] | None = None) -> None:
+        self.position, self.tokens, self.scored, self.confidence = position, tokens, 0, confidence
 
     def advance(self, generated: list[int]) -> tuple[int, bool, bool]:
         """(newly kept tokens, missed, decided): the tokens generated since the last call that
@@ -136,14 +167,15 @@ def allot(
     curve: CostCurve,
     base_tokens: int,
     emitting: int,
-    offers: list[tuple[float, int]],
+    offers: Sequence[Sequence[float]],
     room: int,
     explore: bool = False,
     grow: bool = False,
 ) -> list[int]:
     """How many tokens of each offer to check this step. `base_tokens`: tokens the batch holds
     anyway (prompt chunks, each stream's last token); `emitting`: streams that put out a token this
-    step; offers: (per-token acceptance, tokens offered) per slot. Greedy by expected gain, keeping
+    step; offers: per slot, each offered token's acceptance (the chance it is kept if the ones
+    before it were). Greedy by expected gain, keeping
     the prefix that gives the most expected tokens per second. `explore`: check at least the best
     token worth MIN_GAIN, so that the cost of one more token is measured again now and then (a
     size measured once on a busy moment would otherwise stay too dear forever). `grow`: check
@@ -155,13 +187,13 @@ def allot(
     calibration under a load spike made C(2) look 3x C(1), and a 95% scout's 16-token drafts were
     all declined for a whole request, with `explore` only every 64 steps)."""
     gains: list[tuple[float, int]] = []
-    for i, (rate, length) in enumerate(offers):
-        g = rate
-        for _ in range(length):
+    for i, rates in enumerate(offers):
+        g = 1.0
+        for rate in rates:
+            g *= rate
             if g < MIN_GAIN:
                 break
             gains.append((g, i))
-            g *= rate
     take = [0] * len(offers)
     if not gains or emitting <= 0:
         return take

@@ -328,6 +328,7 @@ class DraftRequest:
     tokens: list[int] | None = None
     limit: int = 0  # check at most this many of its tokens (0: no limit); the node paces each scout
     source: str = ""  # who drafted it (a scout's peer id): the engine learns each source's acceptance
+    confidence: list[int] | None = None  # with tokens: each one's stated probability, in percent (policy.Calibration)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -348,7 +349,23 @@ class DraftRequest:
             tokens=token_ids(d, "tokens") if d.get("tokens") is not None else None,
             limit=_int(d, "limit", 0, 0, 1 << 16),
             source=_source(d),
+            confidence=_confidence(d),
         )
+
+
+def _confidence(d: dict[str, Any]) -> list[int] | None:
+    v = d.get("confidence")
+    if v is None:
+        return None
+    tokens = d.get("tokens")
+    if (
+        not isinstance(v, list)
+        or not isinstance(tokens, list)
+        or len(v) != len(tokens)
+        or not all(type(c) is int and 0 <= c <= 100 for c in v)
+    ):
+        raise ProtocolError("'confidence' must give each of the draft's tokens a whole percent (0 to 100)")
+    return v
 
 
 def _source(d: dict[str, Any]) -> str:
