@@ -289,3 +289,15 @@ def test_receipts_from_another_oracle_lift_a_newcomer_above_a_consumer(
         contributor.stop()
         consumer.stop()
         y.stop()
+
+
+def test_a_checked_window_starts_between_two_words_never_inside_indentation() -> None:
+    """The local check reads the text before its window as context, tokenized here: a start inside
+    a run of spaces cut a token of several (SmolLM2 has "\\n   " for code's indentation) and the
+    context then differed from the Oracle's; an honest answer was flagged in CI."""
+    from shard.remote.check import window_start
+
+    text = "def f(n):\n    if n <= 1:\n        return n\n    return f(n - 1) + f(n - 2)\n" * 12
+    starts = {window_start(text) for _ in range(400)}
+    assert len(starts) > 10
+    assert all(s == 0 or (text[s] == " " and not text[s - 1].isspace() and not text[s + 1].isspace()) for s in starts)

@@ -25,9 +25,16 @@ CHECK_CHARS = 4 * CHECK_TOKENS  # a window starts at least this far from the ans
 
 
 def window_start(text: str) -> int:
-    """Where the checked window starts: 0, or a random space (a word starts there: the text before
-    it tokenizes as the Oracle's did) that leaves about CHECK_TOKENS tokens after it."""
-    starts = [0] + [i for i, c in enumerate(text) if c == " " and len(text) - i >= CHECK_CHARS]
+    """Where the checked window starts: 0, or a random space between two words (a word starts
+    there: the text before it tokenizes as the Oracle's did) that leaves about CHECK_TOKENS tokens
+    after it. Not a space next to other white space: in a run of them (code's indentation) a token
+    of several spaces can span the cut, and the text before it then tokenized otherwise than the
+    Oracle's (an honest answer to "def fibonacci(n):" at temperature 1.4 was flagged once in CI)."""
+    starts = [0] + [
+        i
+        for i in range(1, len(text) - CHECK_CHARS + 1)
+        if text[i] == " " and not text[i - 1].isspace() and not text[i + 1].isspace()
+    ]
     return random.choice(starts)
 
 
