@@ -1024,6 +1024,24 @@ def test_5_the_websocket_listener_refuses_pages_from_other_origins(tiny_model: P
 # -- 15: a shadow-paused scout cannot tell; drafts on gossip are worth nothing --------------------
 
 
+def drafting_oracle(model: Path, tmp_path: Path, scout: HostilePeer, *flags: str) -> ServedNode:
+    """An Oracle that takes drafts from `scout` (any peer, no lookup, one slot, no golden tickets)."""
+    return start_node(
+        model,
+        tmp_path / "o",
+        *flags,
+        "--privacy",
+        "anyone",
+        "--no-lookup",
+        "--parallel",
+        "1",
+        "--bootstrap",
+        scout.addr(),
+        sidecar=True,
+        env={"SHARD_GOLDEN_RATE": "0"},
+    )
+
+
 def perfect_drafts(
     oracle: ServedNode, peer: HostilePeer, send: Callable[[dict[str, Any]], Any], enough: Callable[[list[Any]], bool]
 ) -> list[Any]:
@@ -1070,21 +1088,7 @@ def test_15_a_shadow_paused_scouts_drafts_are_checked_like_anyones(slow_twin_mod
     for _ in range(3):
         ledger.record_golden(peer.peer_id, 8, 0)  # it failed three golden tickets: shadow-paused
     ledger.close()
-    oracle = start_node(
-        slow_twin_model,
-        tmp_path / "o",
-        "--data-dir",
-        str(data),
-        "--privacy",
-        "anyone",
-        "--no-lookup",
-        "--parallel",
-        "1",
-        "--bootstrap",
-        peer.addr(),
-        sidecar=True,
-        env={"SHARD_GOLDEN_RATE": "0"},
-    )
+    oracle = drafting_oracle(slow_twin_model, tmp_path, peer, "--data-dir", str(data))
     try:
         oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         verdicts = perfect_drafts(
@@ -1110,19 +1114,7 @@ def test_14_a_draft_whose_confidence_does_not_fit_its_tokens_is_refused(slow_twi
     invalid at the node, never handed to the verifier (a draft of the live request, else refused
     for that first)."""
     peer = HostilePeer(tmp_path / "scout", roles=("scout",))
-    oracle = start_node(
-        slow_twin_model,
-        tmp_path / "o",
-        "--privacy",
-        "anyone",
-        "--no-lookup",
-        "--parallel",
-        "1",
-        "--bootstrap",
-        peer.addr(),
-        sidecar=True,
-        env={"SHARD_GOLDEN_RATE": "0"},
-    )
+    oracle = drafting_oracle(slow_twin_model, tmp_path, peer)
     try:
         oracle_id = oracle.tcp_addr().rsplit("/p2p/", 1)[1]
         answers: list[Any] = []
@@ -1151,19 +1143,7 @@ def test_15_drafts_on_the_open_result_topic_are_worth_nothing(slow_twin_model: P
     protocol by a copier, who was then paid for it. Drafts go direct only: one on gossip is not checked
     or paid (the web scout no longer publishes any), so there is nothing worth copying."""
     author = HostilePeer(tmp_path / "author", roles=("scout",))
-    oracle = start_node(
-        slow_twin_model,
-        tmp_path / "o",
-        "--privacy",
-        "anyone",
-        "--no-lookup",
-        "--parallel",
-        "1",
-        "--bootstrap",
-        author.addr(),
-        sidecar=True,
-        env={"SHARD_GOLDEN_RATE": "0"},
-    )
+    oracle = drafting_oracle(slow_twin_model, tmp_path, author)
     try:
         wait_for(
             lambda: author.post(

@@ -5,6 +5,7 @@ the plain output, and sampled output keeps the target model's distribution."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import queue
 import threading
@@ -57,6 +58,18 @@ def _run(engine: Engine, job: Job, on_token: Any = None) -> dict[str, Any]:
             raise AssertionError(e["message"])
         if e["type"] == "end":
             return {"tokens": e["tokens"], "usage": e["usage"]}
+
+
+@contextlib.contextmanager
+def flat_cost_curve(engine: Engine) -> Iterator[None]:
+    """A fixed, GPU-like cost curve (each draft token 10% of a step), this machine's timings aside."""
+    saved = engine.curve
+    engine.curve = fixed = curve({n: 0.010 * (1 + 0.1 * (n - 1)) for n in CPU})
+    fixed.observe = lambda n, seconds: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        engine.curve = saved
 
 
 class Verdicts:
@@ -188,10 +201,7 @@ def test_a_scout_whose_drafts_all_miss_stops_being_checked(
     (with a flat, GPU-like cost curve, where even a fair guess would pay)."""
     prompt, ref = reference
     answer = prompt + ref
-    saved = engine.curve
-    engine.curve = fixed = curve({n: 0.010 * (1 + 0.1 * (n - 1)) for n in CPU})
-    fixed.observe = lambda n, seconds: None  # type: ignore[method-assign]  # this machine's timings aside
-    try:
+    with flat_cost_curve(engine):
         checked: list[int] = []
         for _ in range(4):
             verdicts = Verdicts()
@@ -207,8 +217,6 @@ def test_a_scout_whose_drafts_all_miss_stops_being_checked(
             checked.append(sum(1 for p, *_ in verdicts.seen if p))
         assert checked[0] <= 10, checked  # a handful of misses, then its drafts are not admitted
         assert sum(checked[1:]) <= 1, checked  # the next jobs remember it (one exploration check at most)
-    finally:
-        engine.curve = saved
 
 
 def test_a_late_draft_that_guessed_the_past_wrong_is_a_miss(
@@ -458,10 +466,7 @@ def test_a_scout_that_claims_certainty_for_wrong_guesses_gets_them_checked_no_fu
     check beyond one now and then (on a curve where a trusted 100% has all 4 checked at every step)."""
     prompt, ref = reference
     answer = prompt + ref
-    saved = engine.curve
-    engine.curve = fixed = curve({n: 0.010 * (1 + 0.1 * (n - 1)) for n in CPU})
-    fixed.observe = lambda n, seconds: None  # type: ignore[method-assign]  # this machine's timings aside
-    try:
+    with flat_cost_curve(engine):
         verdicts = Verdicts()
 
         def lie(job: Job) -> None:
@@ -474,5 +479,3 @@ def test_a_scout_that_claims_certainty_for_wrong_guesses_gets_them_checked_no_fu
         assert _run(engine, job, on_token=lie)["tokens"] == ref
         checked = [p for p, *_ in verdicts.seen if p]
         assert len(verdicts.seen) >= N // 2 and sum(checked) <= 16, verdicts.seen  # trusted: 4 a step, 80 or more
-    finally:
-        engine.curve = saved
