@@ -554,7 +554,7 @@ class Engine:
                     len(ext.tokens) - (at - ext.position),
                     len(draft),
                     n_draft_ok,
-                    ext.confidence[at - ext.position :] if ext.confidence else "-",
+                    self._confidence(job, ext.key, len(ext.tokens)) or "-",
                 )
             self.counters["external_checks"] += 1 if draft else 0
             self.counters["external_proposed"] += len(draft)

@@ -264,9 +264,10 @@ async def draft(request: web.Request) -> web.Response:
         loop.call_soon_threadsafe(settle)
 
     # Under its sender's name: the engine learns each scout's acceptance across jobs by it.
-    n = protocol.MAX_TOKENS_PER_REQUEST
-    confidence = req.confidence[:n] if req.confidence is not None and req.tokens is not None else None
-    ext = ExternalDraft(req.position, tokens[:n], done, req.limit, req.source, confidence)
+    # (a stated confidence came with `tokens`, as many: protocol.DraftRequest checked it)
+    ext = ExternalDraft(
+        req.position, tokens[: protocol.MAX_TOKENS_PER_REQUEST], done, req.limit, req.source, req.confidence
+    )
     job.inbox.append(ext)
     if req.job not in request.app[STATE].jobs:  # the job ended while this draft was being queued
         done(0, 0, "finished")
