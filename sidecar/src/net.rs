@@ -390,7 +390,15 @@ async fn build_swarm(cfg: &NetConfig) -> Result<Swarm<Behaviour>, String> {
             })
         })
         .map_err(|e| format!("behaviour: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
+        .with_swarm_config(|c| {
+            // A new stream (every request: a draft, a progress message, a verdict) sends its data
+            // with its protocol's name instead of waiting a round trip for the peer to confirm it
+            // (multistream-select's V1Lazy; a peer that refuses the protocol fails the request as
+            // before). Measured at 20 ms RTT: a scout's draft reached the Oracle 45 ms after it was
+            // sent (1.5 round trips; at 0 ms, 11 ms); with V1Lazy, 21 ms.
+            c.with_idle_connection_timeout(Duration::from_secs(300))
+                .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+        })
         .build();
     Ok(swarm)
 }
