@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,13 @@ class LlamaDrafter:
         self.name = name or model_path.name
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 
-    def extend(self, context: list[int], n: int) -> tuple[list[int], list[int]]:
+    def extend(
+        self, context: list[int], n: int, wanted: Callable[[], bool] = lambda: True
+    ) -> tuple[list[int], list[int]]:
         """Up to n greedy tokens after `context` (this model's ids), and each one's probability
         under this model in percent (the draft's `confidence`); the prompt cache makes a context
-        that grew by a few tokens cost only those tokens."""
+        that grew by a few tokens cost only those tokens. It stops early once `wanted()` is false
+        (the Oracle decided otherwise meanwhile: the next token would cost a decode for nothing)."""
         context = context[-(self.llm.n_ctx() - n - 1) :]
         out: list[int] = []
         confidence: list[int] = []
@@ -104,7 +108,7 @@ class LlamaDrafter:
             logits = np.ctypeslib.as_array(self._logits_ith(self.llm._ctx.ctx, -1), shape=(n_vocab,))
             out.append(int(tok))
             confidence.append(int(100 / float(np.exp(logits - logits[tok]).sum())))
-            if len(out) >= n:
+            if len(out) >= n or not wanted():
                 break
         return out, confidence
 
@@ -557,7 +561,7 @@ class Scout:
             epoch, context = session.epoch, session.confirmed + session.guess
             try:
                 new, confidence = await asyncio.get_running_loop().run_in_executor(
-                    None, self.drafter.extend, context, want
+                    None, self.drafter.extend, context, want, lambda: session.epoch == epoch
                 )
             except (ValueError, RuntimeError) as exc:  # llama.cpp refusing what a peer sent
                 log.warning("cannot draft for %s: %s", session.work.work_id, exc)
