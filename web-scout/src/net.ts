@@ -18,7 +18,7 @@ import { webRTCDirect } from '@libp2p/webrtc'
 import { webSockets } from '@libp2p/websockets'
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import { createLibp2p, type Libp2p } from 'libp2p'
-import type { Connection, PeerId, Stream } from '@libp2p/interface'
+import type { Connection, PeerId, Stream, StreamCloseEvent, StreamMessageEvent } from '@libp2p/interface'
 import { decodeJson, encodeJson, isProgress, MessageError, parseHandshake, parseProgress, parseWork, type HandshakeInfo, type Progress, type Work } from './messages'
 
 export const PROTO_HANDSHAKE = '/shard/1.0.0/handshake'
@@ -69,20 +69,41 @@ function concat (chunks: Uint8Array[], total: number): Uint8Array {
   return out
 }
 
-/** Everything the remote writes until it closes its side, at most `limit` bytes. */
+/** Everything the remote writes until it closes its side, at most `limit` bytes.
+ * Not js-libp2p's async iterator: a dialer that sends its protocol, request and close in one go
+ * (rust-libp2p's multistream-select V1Lazy) can close before our handler runs; the stream has then
+ * already ended (`readableEnded`) while the request still waits in its buffer, pushed back by the
+ * protocol negotiation, and the iterator waits for an end that already passed. */
 export async function readAll (stream: Stream, limit: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = []
   let total = 0
-  for await (const chunk of stream) {
-    const bytes = chunk instanceof Uint8Array ? chunk : chunk.subarray()
-    total += bytes.length
-    if (total > limit) {
-      stream.abort(new Error('message too large'))
-      throw new MessageError(`message over ${limit} bytes`)
+  const drained = (): boolean => stream.readableEnded && stream.readBufferLength === 0
+  return await new Promise((resolve, reject) => {
+    const finish = (err?: Error): void => {
+      stream.removeEventListener('message', onMessage)
+      stream.removeEventListener('end', onEnd)
+      stream.removeEventListener('close', onClose)
+      if (err != null) reject(err)
+      else resolve(concat(chunks, total))
     }
-    chunks.push(bytes)
-  }
-  return concat(chunks, total)
+    const onMessage = (evt: StreamMessageEvent): void => {
+      const bytes = evt.data instanceof Uint8Array ? evt.data : evt.data.subarray()
+      total += bytes.length
+      if (total > limit) {
+        finish(new MessageError(`message over ${limit} bytes`))
+        stream.abort(new Error('message too large'))
+        return
+      }
+      chunks.push(bytes)
+      if (drained()) finish()
+    }
+    const onEnd = (): void => finish()
+    const onClose = (evt: StreamCloseEvent): void => finish(evt.error)
+    if (drained()) { finish(); return }
+    stream.addEventListener('message', onMessage)
+    stream.addEventListener('end', onEnd)
+    stream.addEventListener('close', onClose)
+  })
 }
 
 async function writeAndClose (stream: Stream, bytes: Uint8Array): Promise<void> {
