@@ -27,6 +27,8 @@ default --noise 0.1 (4x twin: 71 / 75 / 92% on the three chat prompts), 76% at 0
     .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
     .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
         [--repeats 2] [--quant Q8_0] [--tab 8]   (--tab: the browser tab's rows, bench/coop_tab.py)
+    .venv/bin/python bench/coop_bench.py --quick --busy-core ...   (also: each row against plain timed while
+        SmolLM2 decodes on the scout's CPU, bench/busy_core.py; on the plain row, plain idle over plain busy)
     COOP_BENCH_DEBUG=1 .venv/bin/python bench/coop_bench.py --quick --logs DIR ...
         (keeps each run's Oracle and scout logs; the scout's log has each drafting session's timeline:
         progress received, drafts sent, verdicts, in ms since the session began; the Oracle's, each
@@ -42,6 +44,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -293,21 +296,50 @@ def speed_of(run: Run, prompts: list[str], tokens: int, texts: list[str]) -> flo
     return n_all / dt_all
 
 
-def measure(run: Run, prompts: list[str], tokens: int, repeats: int, partner: Run | None = None) -> dict[str, object]:
+class BusyCore:
+    """bench/busy_core.py on the scout's CPU, paused (SIGSTOP) except while plain is timed beside it."""
+
+    def __init__(self, model: Path) -> None:
+        self.proc = subprocess.Popen(
+            [*pin(1), sys.executable, str(ROOT / "bench" / "busy_core.py"), str(model)], stdout=subprocess.PIPE
+        )
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == b"ready", "busy_core.py failed"
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def speed_beside(self, run: Run, prompts: list[str], tokens: int) -> float:
+        self.proc.send_signal(signal.SIGCONT)
+        try:
+            return speed_of(run, prompts, tokens, [])
+        finally:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGCONT)
+        stop(self.proc, 10)
+
+
+def measure(
+    run: Run, prompts: list[str], tokens: int, repeats: int, partner: Run | None = None, busy: BusyCore | None = None
+) -> dict[str, object]:
     """Each repeat runs every prompt once; tok/s per repeat, counters over all of them. With a
     `partner` (plain, on the same Oracle file and core, idle meanwhile), each repeat runs it
     right before: the ratio of the two is measured under the same load (this machine's load moves
-    tok/s by tens of percent from one minute to the next)."""
+    tok/s by tens of percent from one minute to the next). With `busy`, each repeat also times
+    plain (the partner, or the plain row itself) while busy_core.py decodes on the scout's CPU."""
     run.complete(prompts[0], 8)  # warm-up (and the scout's first session)
     before, ignored_before = run.counters(), ignored_by_reason(run.base)
     speeds: list[float] = []
     ratios: list[float] = []
+    busy_ratios: list[float] = []
     texts: list[str] = []
     for _ in range(repeats):
         base = speed_of(partner, prompts, tokens, []) if partner is not None else 0.0
+        busy_base = busy.speed_beside(partner or run, prompts, tokens) if busy is not None else 0.0
         speeds.append(speed_of(run, prompts, tokens, texts))
         if base:
             ratios.append(speeds[-1] / base)
+        if busy_base:
+            busy_ratios.append(speeds[-1] / busy_base)
     after, ignored_after = run.counters(), ignored_by_reason(run.base)
     d = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     ignored = {k: v - ignored_before.get(k, 0) for k, v in ignored_after.items()}
@@ -326,6 +358,7 @@ def measure(run: Run, prompts: list[str], tokens: int, repeats: int, partner: Ru
         "scout_steps": d.get("external_checks", 0) / steps if steps else None,
         "stale": ignored.get("stale", 0),
         "ratios": ratios,
+        "busy_ratios": busy_ratios,
         "detail": {
             "ignored": {k: v for k, v in ignored.items() if v},
             **{k: v for k, v in d.items() if v},
@@ -374,23 +407,32 @@ def main() -> None:
         action="store_true",
         help="keep plain running beside each other row and time them in turn: ratios under the same load",
     )
+    ap.add_argument(
+        "--busy-core",
+        action="store_true",
+        help="(implies --paired) also time plain while SmolLM2 decodes on the scout's CPU (bench/busy_core.py), "
+        "the load a scout puts on a shared 2-core machine; column 'vs plain beside a busy core'",
+    )
     args = ap.parse_args()
     if args.quick:
         args.tokens, args.prompts = args.tokens or 32, 1
         args.latencies = "20" if args.latencies == ap.get_default("latencies") else args.latencies
         args.skip = ",".join(x for x in (args.skip, "scout+lookup") if x)
     args.tokens = args.tokens or 64
+    args.paired = args.paired or args.busy_core  # the busy core's timings are of the paired plain
 
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-bench-"))
     latencies = [float(x) for x in args.latencies.split(",") if x]
     prompts = WORKLOADS[args.workload][: max(1, args.prompts)]
     rows: list[dict[str, object]] = []
+    busy: BusyCore | None = None
     try:
         if args.quant:
             from twin_gguf import requantize
 
             args.model = requantize(args.model, tmp / f"smollm2-{args.quant}.gguf", args.quant)
         wrong = write_scrambled(args.model, tmp)
+        busy = BusyCore(args.model) if args.busy_core else None
         slowdowns = [float(v) for v in args.slowdowns.split(",") if v]
         for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise, set(args.twins.split(","))):
             reference: list[str] = []
@@ -399,7 +441,7 @@ def main() -> None:
                 for name, flags, scout, latency in configs_for(oracle, args, wrong, latencies):
                     run = Run(name, oracle, tmp, args.threads, flags, scout, latency)
                     try:
-                        row = measure(run, prompts, args.tokens, args.repeats, partner)
+                        row = measure(run, prompts, args.tokens, args.repeats, partner, busy)
                     finally:
                         if args.paired and name == "plain":
                             partner = run
@@ -414,6 +456,8 @@ def main() -> None:
 
             rows += tab_rows(args.model, tmp, args.tab, args.workload, args.tokens, args.repeats)
     finally:
+        if busy is not None:
+            busy.stop()
         if args.logs:  # each run's Oracle and scout logs (the scout's debug timeline: COOP_BENCH_DEBUG=1)
             args.logs.mkdir(parents=True, exist_ok=True)
             for log_file in tmp.glob("*.log"):
@@ -432,7 +476,12 @@ def report(
     rows.append(row)
     runs = " / ".join(f"{v:.2f}" for v in row["speeds"])  # type: ignore[attr-defined]
     paired = " / ".join(f"{v:.2f}" for v in row["ratios"])  # type: ignore[attr-defined]
-    print(f"{oracle_name} / {name}: {runs} tok/s, paired {paired} {row.pop('detail')}", file=sys.stderr, flush=True)
+    busy = " / ".join(f"{v:.2f}" for v in row["busy_ratios"])  # type: ignore[attr-defined]
+    print(
+        f"{oracle_name} / {name}: {runs} tok/s, paired {paired}, beside a busy core {busy} {row.pop('detail')}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def write_scrambled(model: Path, tmp: Path) -> Path:
@@ -451,9 +500,9 @@ def print_table(rows: list[dict[str, object]], args: argparse.Namespace, n_promp
     print(
         "| Oracle | run | tok/s (mean) | each run | vs plain | vs lookup | acceptance | mean accepted per check "
         "| tokens per step | steps checking a scout draft | stale scout drafts | scout's share of accepted "
-        "| same text | scout's model / Oracle, plain (measured) |"
+        "| same text | scout's model / Oracle, plain (measured) | vs plain beside a busy core |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     base = {(r["oracle"], r["run"]): r["speed"] for r in rows}
     scout_speed = base.get(("SmolLM2 itself", "plain"))
 
@@ -475,12 +524,14 @@ def print_table(rows: list[dict[str, object]], args: argparse.Namespace, n_promp
             plain = speed / statistics.mean(ratios)
         scouted = "scout" in str(r["run"])
         stale = f"{float(r['stale']):g}" if scouted and "stale" in r else "-"  # type: ignore[arg-type]
+        busy_ratios: list[float] = r.get("busy_ratios", [])  # type: ignore[assignment]
+        vs_busy = f"{statistics.mean(busy_ratios):.2f}x" if busy_ratios else "-"
         print(
             f"| {r['oracle']} | {r['run']} | {speed:.2f} | {runs} | {speed / plain:.2f}x | {vs_lookup} | "
             f"{pct(r['acceptance'])} | {num(r.get('mean_accepted'))} | {num(r['tokens_per_step'])} | "
             f"{pct(r.get('scout_steps')) if scouted else '-'} | {stale} | "
             f"{pct(r['scout_share'])} | {'yes' if r['same'] else 'NO'} | "
-            f"{f'{float(scout_speed) / speed:.2f}x' if scout_speed and r['run'] == 'plain' else '-'} |"  # type: ignore[arg-type]
+            f"{f'{float(scout_speed) / speed:.2f}x' if scout_speed and r['run'] == 'plain' else '-'} | {vs_busy} |"  # type: ignore[arg-type]
         )
 
 
