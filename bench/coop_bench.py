@@ -303,7 +303,9 @@ class BusyCore:
         self.proc = subprocess.Popen(
             [*pin(1), sys.executable, str(ROOT / "bench" / "busy_core.py"), str(model)], stdout=subprocess.PIPE
         )
-        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == b"ready", "busy_core.py failed"
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"bench/busy_core.py could not load {model}")
         self.proc.send_signal(signal.SIGSTOP)
 
     def speed_beside(self, run: Run, prompts: list[str], tokens: int) -> float:
