@@ -85,7 +85,13 @@ class LlamaDrafter:
         from llama_cpp import Llama, llama_get_logits_ith
 
         self._logits_ith = llama_get_logits_ith
-        self.llm = Llama(model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, verbose=False)
+        # Flash attention, as the verifier's context has it (llama.cpp's default; llama-cpp-python's
+        # Llama turns it off unless asked). Attention computed the other way rounds differently: a
+        # scout with the Oracle's own model then disagreed with it where two tokens nearly tie (SmolLM2:
+        # its greedy text parted from the verifier's within 0-24 tokens; the same after 64 with it on).
+        self.llm = Llama(
+            model_path=str(model_path), n_ctx=n_ctx, n_threads=n_threads or None, flash_attn=True, verbose=False
+        )
         self.name = name or model_path.name
         self.vocab = vocab_fingerprint(self.llm._model.vocab, self.llm.n_vocab())
 

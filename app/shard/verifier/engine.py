@@ -174,6 +174,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._running = True
+        self._last_decode = 0.0  # when the last decode ended (the debug timeline)
         self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
         # *_offered: draft tokens a source offered; *_proposed: those the policy had checked.
         self.counters = {
@@ -357,7 +358,17 @@ class Engine:
         rc = llama_cpp.llama_decode(self.ctx.ctx, b)
         if rc == 0:
             llama_cpp.llama_synchronize(self.ctx.ctx)  # decoding is asynchronous on a GPU
-            self.curve.observe(n, time.perf_counter() - t0)  # what a step of n tokens costs
+            t1 = time.perf_counter()
+            self.curve.observe(n, t1 - t0)  # what a step of n tokens costs
+            if log.isEnabledFor(logging.DEBUG):  # the bench's timeline: each decode, and the time since the last
+                log.debug(
+                    "step %d: %d tokens, decode %.1f ms, %.1f ms after the last",
+                    self.counters["steps"] + 1,
+                    n,
+                    (t1 - t0) * 1000,
+                    (t0 - self._last_decode) * 1000,
+                )
+            self._last_decode = t1
         if rc != 0:
             reason = "the KV cache is full" if rc == 1 else f"llama_decode failed with code {rc}"
             for slot, *_ in plan:
