@@ -85,6 +85,9 @@ export class WllamaDrafter implements Drafter {
       n_threads: cfg.nThreads,
       n_batch: 512,
       n_gpu_layers: 0,
+      // flash attention ("auto"), as the Oracle's verifier computes attention: a tab drafting with the
+      // Oracle's own model otherwise parts from its greedy text where two tokens nearly tie
+      flash_attn: true,
       useCache: false, // the node serves the file from this machine: no need to copy it into the Cache API
       progressCallback: ({ loaded, total }: { loaded: number, total: number }) => progress(loaded, total)
     })
