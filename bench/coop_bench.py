@@ -32,7 +32,8 @@ default --noise 0.1 (4x twin: 71 / 75 / 92% on the three chat prompts), 76% at 0
     COOP_BENCH_DEBUG=1 .venv/bin/python bench/coop_bench.py --quick --logs DIR ...
         (keeps each run's Oracle and scout logs; the scout's log has each drafting session's timeline:
         progress received, drafts sent, verdicts, in ms since the session began; the Oracle's, each
-        check of a scout's draft: tokens offered, their confidence, tokens checked and kept)
+        decode's tokens and time and each check of a scout's draft: tokens offered, their confidence,
+        tokens checked and kept)
 
 Greedy decoding everywhere; every run's texts are checked equal to plain's (drafts never change
 the output). Needs the sidecar built (`bash scripts/setup`).
