@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from policy_helpers import CPU, FreeChecks, curve
+from shard.scout.headless import LlamaDrafter
 from shard.verifier.engine import EXTERNAL_PRIOR, Engine, ExternalDraft, Job
 from shard.verifier.model import Model, ModelOptions
 from shard.verifier.protocol import Sampling
@@ -479,3 +480,19 @@ def test_a_scout_that_claims_certainty_for_wrong_guesses_gets_them_checked_no_fu
         assert _run(engine, job, on_token=lie)["tokens"] == ref
         checked = [p for p, *_ in verdicts.seen if p]
         assert len(verdicts.seen) >= N // 2 and sum(checked) <= 16, verdicts.seen  # trusted: 4 a step, 80 or more
+
+
+def test_a_scout_with_the_oracles_own_model_drafts_the_verifiers_greedy_text(smollm2: Path) -> None:
+    """The scout computes attention as the verifier does (flash attention): computed the other way,
+    SmolLM2's greedy text from the drafter parted from the verifier's within 0-24 tokens on these
+    prompts, and an exact pair (the twins of bench/coop_bench.py) disagreed where tokens nearly tie."""
+    engine = Engine(Model(ModelOptions(str(smollm2), n_ctx=512, parallel=1, n_threads=1)))
+    drafter = LlamaDrafter(smollm2, n_ctx=512, n_threads=1)
+    try:
+        for text in ("What are three good habits for staying healthy?", "Explain how a bicycle works in simple terms."):
+            prompt = engine.model.tokenize(engine.model.render_chat([{"role": "user", "content": text}]))
+            done = _run(engine, Job(prompt=prompt, params=GREEDY, emit=lambda e: None, max_tokens=48))
+            guess, _ = drafter.extend(prompt, 48)
+            assert guess == done["tokens"], f"{text!r}: the drafter's text parts from the verifier's"
+    finally:
+        engine.close()

@@ -3,16 +3,11 @@ rests follow its measured agreement with the Oracle's tokens, kept per Oracle ac
 
 from __future__ import annotations
 
-import queue
 from pathlib import Path
-from typing import Any
 
 from shard.limits import MAX_DRAFT_TOKENS, MAX_SESSION_DRAFT_TOKENS
 from shard.network.messages import Verdict, Work
 from shard.scout.headless import DraftSession, LlamaDrafter, Standing, standing_for
-from shard.verifier.engine import Engine, Job
-from shard.verifier.model import Model, ModelOptions
-from shard.verifier.protocol import Sampling
 
 
 def _session(standing: Standing | None = None, key: str = "k") -> DraftSession:
@@ -153,22 +148,3 @@ def test_a_model_call_stops_once_its_guess_is_dropped(tiny_model: Path) -> None:
 
     cut, confidence = drafter.extend(context, 6, wanted)
     assert cut == whole[:2] and len(confidence) == 2
-
-
-def test_a_scout_with_the_oracles_own_model_drafts_the_verifiers_greedy_text(smollm2: Path) -> None:
-    """The scout computes attention as the verifier does (flash attention): computed the other way,
-    SmolLM2's greedy text from the drafter parted from the verifier's within 0-24 tokens on these
-    prompts, and an exact pair (the twins of bench/coop_bench.py) disagreed where tokens nearly tie."""
-    engine = Engine(Model(ModelOptions(str(smollm2), n_ctx=512, parallel=1, n_threads=1)))
-    drafter = LlamaDrafter(smollm2, n_ctx=512, n_threads=1)
-    try:
-        for text in ("What are three good habits for staying healthy?", "Explain how a bicycle works in simple terms."):
-            prompt = engine.model.tokenize(engine.model.render_chat([{"role": "user", "content": text}]))
-            events: queue.Queue[dict[str, Any]] = queue.Queue()
-            engine.submit(Job(prompt=prompt, params=Sampling(temperature=0.0), emit=events.put, max_tokens=48))
-            while (end := events.get(timeout=120))["type"] != "end":
-                pass
-            guess, _ = drafter.extend(prompt, 48)
-            assert guess == end["tokens"], f"{text!r}: the drafter's text parts from the verifier's"
-    finally:
-        engine.close()

@@ -174,7 +174,7 @@ class Engine:
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._running = True
-        self._last_decode = 0.0  # when the last decode ended (the debug timeline)
+        self._last_decode = time.perf_counter()  # when the last decode ended (the debug timeline)
         self._rr = 0  # round-robin start, so prompt chunks share the batch fairly
         # *_offered: draft tokens a source offered; *_proposed: those the policy had checked.
         self.counters = {
