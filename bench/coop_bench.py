@@ -27,6 +27,9 @@ default --noise 0.1 (4x twin: 71 / 75 / 92% on the three chat prompts), 76% at 0
     .venv/bin/python bench/coop_bench.py --quick       # 2x/4x/8x, exact and noisy, 20 ms, 2 runs per row
     .venv/bin/python bench/coop_bench.py [--slowdowns 2,4,8] [--noise 0.1] [--latencies 0,20,50] [--tokens 64]
         [--repeats 2] [--quant Q8_0] [--tab 8]   (--tab: the browser tab's rows, bench/coop_tab.py)
+    .venv/bin/python bench/coop_bench.py --quick --idle-type F32 ...   (twins whose idle layers are F32:
+        one thread streams them from memory, so checking a batch of tokens costs less than on Q8_0 layers,
+        as on a big Oracle)
     .venv/bin/python bench/coop_bench.py --quick --busy-core ...   (also: each row against plain timed while
         SmolLM2 decodes on the scout's CPU, bench/busy_core.py; on the plain row, plain idle over plain busy)
     COOP_BENCH_DEBUG=1 .venv/bin/python bench/coop_bench.py --quick --logs DIR ...
@@ -83,7 +86,9 @@ WORKLOADS = {
 # An idle layer's share of SmolLM2's (Q8_0, 30 layers) one-token step, measured: 219 idle layers made
 # plain decoding 6.46x slower (43.7 -> 6.8 tok/s, quiet machine), not the 4x that 0.0137 assumed.
 # The table prints each twin's measured ratio to the scout's model; this only aims the twins at it.
-IDLE_LAYER_COST = 0.0249
+# Constants, not measured per run: the number of idle layers sets a noisy twin's text (its noise is
+# spread over them), so a twin measured afresh each run would be another pair each time.
+IDLE_LAYER_COST = {"": 0.0249, "F32": 0.060}  # by idle layers' type ("": copies of SmolLM2's Q8_0 layers)
 NET = ("--control-port", "0", "--tcp-port", "0", "--p2p-host", "127.0.0.1", "--no-mdns")
 
 
@@ -248,22 +253,24 @@ def ignored_by_reason(base: str) -> dict[str, float]:
 
 
 def oracles_for(
-    model: Path, tmp: Path, slowdowns: list[float], noise: float, twins: set[str]
+    model: Path, tmp: Path, slowdowns: list[float], noise: float, twins: set[str], idle_type: str = ""
 ) -> list[tuple[str, Path]]:
     """SmolLM2 itself (the scout's own speed), then per slowdown its exact twin and (noise > 0) its
-    noisy one, those of `twins`."""
+    noisy one, those of `twins`; `idle_type`: their idle layers' type (twin_gguf.py, IDLE_LAYER_COST)."""
     from twin_gguf import write_twin  # beside this script (its folder is on sys.path when run)
 
+    per_layer = IDLE_LAYER_COST[idle_type]
     oracles = [("SmolLM2 itself", model)]
+    kind = f", {idle_type} idle layers" if idle_type else ""
     for x in slowdowns:
-        idle = max(1, round((x - 1) / IDLE_LAYER_COST))
+        idle = max(1, round((x - 1) / per_layer))
         if "exact" in twins:
-            oracles.append((f"exact {x:g}x", write_twin(model, tmp / f"exact-{x:g}.gguf", idle)))
+            twin = write_twin(model, tmp / f"exact-{x:g}.gguf", idle, idle_type=idle_type)
+            oracles.append((f"exact {x:g}x{kind}", twin))
         if noise and "noisy" in twins:
             # the same total drift for every slowdown: the noise is spread over the idle layers
-            oracles.append(
-                (f"noisy {x:g}x", write_twin(model, tmp / f"noisy-{x:g}.gguf", idle, noise=noise * 30 / idle))
-            )
+            twin = write_twin(model, tmp / f"noisy-{x:g}.gguf", idle, noise=noise * 30 / idle, idle_type=idle_type)
+            oracles.append((f"noisy {x:g}x{kind}", twin))
     return oracles
 
 
@@ -382,6 +389,12 @@ def main() -> None:
         help="the noisy twin's output scale for 30 idle layers, spread over its idle layers (0: no noisy twin)",
     )
     ap.add_argument("--twins", default="exact,noisy", help="comma list: which twins to measure (exact, noisy)")
+    ap.add_argument(
+        "--idle-type",
+        default="",
+        choices=sorted(IDLE_LAYER_COST),
+        help="the twins' idle layers in this type (F32: a memory-bound Oracle; '': copies of SmolLM2's, Q8_0)",
+    )
     ap.add_argument("--latencies", default="0,20,50", help="comma list of added round-trip ms for the scout")
     ap.add_argument("--workload", choices=sorted(WORKLOADS), default="chat")
     ap.add_argument("--tokens", type=int, default=None, help="completion tokens per request (64; --quick: 32)")
@@ -437,7 +450,9 @@ def main() -> None:
         wrong = write_scrambled(args.model, tmp)
         busy = BusyCore(args.model) if args.busy_core else None
         slowdowns = [float(v) for v in args.slowdowns.split(",") if v]
-        for oracle_name, oracle in oracles_for(args.model, tmp, slowdowns, args.noise, set(args.twins.split(","))):
+        for oracle_name, oracle in oracles_for(
+            args.model, tmp, slowdowns, args.noise, set(args.twins.split(",")), args.idle_type
+        ):
             reference: list[str] = []
             partner: Run | None = None  # --paired: plain, kept running beside the other rows
             try:

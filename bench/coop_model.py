@@ -9,7 +9,7 @@ the processes cost: coop_bench.py's real runs reach a part of the ceiling printe
                Oracle stood before its last step): what a real scout's news costs it, at best
   --no-confidence  drafts state no confidence: each is checked as far as the scout's one rate pays
 
-    .venv/bin/python bench/coop_model.py [--twin noisy|exact] [--slowdown 4] [--lag] [--no-confidence]
+    .venv/bin/python bench/coop_model.py [--twin noisy|exact] [--slowdown 4] [--lag] [--no-confidence] [--idle-type F32]
 
 Prints, per prompt: steps, draft tokens checked and kept, the modelled time and the modelled
 speed-up against plain decoding (every token its own one-token step); then the confidence bins'
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--lag", action="store_true")
     ap.add_argument("--no-confidence", action="store_true")
+    ap.add_argument("--idle-type", default="", help="as coop_bench.py's")
     args = ap.parse_args()
     os.sched_setaffinity(0, {0})  # one core, as the Oracle's in coop_bench.py (the drafter waits its turn)
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-model-"))
@@ -87,8 +88,8 @@ def main() -> None:
         from twin_gguf import requantize
 
         model = requantize(args.model, tmp / "smollm2-Q8_0.gguf", "Q8_0")
-        twins = dict(oracles_for(model, tmp, [args.slowdown], args.noise, {args.twin}))
-        twin = twins[f"{args.twin} {args.slowdown:g}x"]
+        oracles = oracles_for(model, tmp, [args.slowdown], args.noise, {args.twin}, args.idle_type)
+        twin = next(path for name, path in oracles if name.startswith(args.twin))
         engine = Engine(Model(ModelOptions(str(twin), n_ctx=1024, parallel=1, n_threads=1)))
         drafter = LlamaDrafter(model, n_ctx=1024, n_threads=1)
         print(f"{args.twin} {args.slowdown:g}x twin, lag {args.lag}, confidence {not args.no_confidence}")

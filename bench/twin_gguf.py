@@ -14,8 +14,11 @@ block scales (and Q4_1's minimums), F32/F16 tensors directly.
     .venv/bin/python bench/twin_gguf.py SRC DST --quant Q8_0            # SRC in another type, no twin
     .venv/bin/python bench/twin_gguf.py SRC DST --idle 482 --idle-type BF16   # idle layers that cost more
 
-`idle_type` stores the idle layers' matrices as zeros of another type (their norms copied): all of
-their outputs are zero, so the logits are unchanged, and a layer's cost per token follows its type.
+`idle_type` stores the idle layers' matrices in another type (their norms copied): zeros for an exact
+twin (the logits unchanged), the source's values for a noisy one; a layer's cost per token, and what
+checking a batch of tokens costs, follow its type (F32: one thread streams its weights from memory
+and multiplies a batch of tokens by them nearly as fast as one token, like a big Oracle; see
+bench/README.md).
 llama.cpp's llama architecture reads one FFN width for all layers (`hparams.n_ff()`, not the per-layer
 array), so a layer cannot be made wider; past 512 layers only the type makes a twin slower. Measured
 on this CPU (1 thread, SmolLM2 Q8_0 twins): an idle BF16 layer costs ~1.7-2x a Q8_0 one (7 MB; 482
@@ -74,18 +77,27 @@ def _zeros(data: np.ndarray, type_name: str, idle_type: str) -> tuple[np.ndarray
     return np.zeros((*shape[:-1], shape[-1] // block * size), np.uint8), dst_type
 
 
+def _converted(data: np.ndarray, type_name: str, idle_type: str, factor: float) -> tuple[np.ndarray, object]:
+    """`data` (a matrix stored as `type_name`) times `factor`, stored as `idle_type`, and that type."""
+    import gguf
+
+    values = gguf.quants.dequantize(data, gguf.GGMLQuantizationType[type_name]) * np.float32(factor)
+    dst_type = gguf.GGMLQuantizationType[idle_type]
+    if idle_type == "F32":
+        return values.astype(np.float32), dst_type
+    return gguf.quants.quantize(values.astype(np.float32), dst_type), dst_type
+
+
 def write_twin(
     src: Path, dst: Path, idle_layers: int, noise: float = 0.0, scramble: bool = False, idle_type: str = ""
 ) -> Path:
     """`scramble`: shuffle the rows of the token embeddings (tied to the output layer): the same
     tokenizer (and vocabulary fingerprint), a model whose every guess is wrong (an all-wrong scout).
-    `idle_type` (e.g. F32, BF16; "" copies the source layers): the idle layers' matrices are zeros
-    stored in that type, so each idle layer costs more (or less) per token than a copied one; only
-    with `noise` 0 (their outputs stay zero, the logits unchanged)."""
+    `idle_type` (e.g. F32, BF16; "" copies the source layers): the idle layers' matrices are stored
+    in that type (zeros for an exact twin; for a noisy one, the source's values), so each idle layer
+    costs more (or less) per token than a copied one, and checking a batch of tokens costs what that
+    type's kernels make it cost."""
     import gguf
-
-    if idle_type and noise:
-        raise ValueError("idle_type makes the idle layers all zero: only for an exact twin (noise 0)")
 
     reader = gguf.GGUFReader(str(src))
     arch = str(reader.fields["general.architecture"].contents())
@@ -114,16 +126,22 @@ def write_twin(
         m = LAYER.match(name)
         if m:
             layer_tensors.setdefault(int(m.group(1)), []).append((m.group(2), data, ttype))
-    zeros: dict[tuple[str, tuple[int, ...]], tuple[np.ndarray, object]] = {}  # one per shape: GBs of layers
+    # One zero matrix per shape (an exact twin's GBs of layers), one converted copy per source matrix.
+    stored: dict[tuple[object, ...], tuple[np.ndarray, object]] = {}
     for i in range(idle_layers):
         source = layer_tensors[i % n_layer]
         for suffix, data, ttype in source:
             name = f"blk.{n_layer + i}.{suffix}"
             if idle_type and data.ndim == 2:  # a matrix (the norms are vectors: copied)
-                key = (suffix, data.shape)
-                if key not in zeros:
-                    zeros[key] = _zeros(data, ttype.name, idle_type)  # type: ignore[attr-defined]
-                data, ttype = zeros[key]
+                factor = noise if OUTPUTS.match(name) else 1.0
+                key: tuple[object, ...] = (suffix, data.shape) if not noise else (i % n_layer, suffix)
+                if key not in stored:
+                    stored[key] = (
+                        _converted(data, ttype.name, idle_type, factor)  # type: ignore[attr-defined]
+                        if noise
+                        else _zeros(data, ttype.name, idle_type)  # type: ignore[attr-defined]
+                    )
+                data, ttype = stored[key]
             elif OUTPUTS.match(name):
                 data = _scaled(data, ttype.name, noise)  # type: ignore[attr-defined]
             tensors.append((name, data, ttype))
@@ -157,7 +175,7 @@ def main() -> None:
     ap.add_argument("dst", type=Path)
     ap.add_argument("--idle", type=int, default=60)
     ap.add_argument("--noise", type=float, default=0.0)
-    ap.add_argument("--idle-type", default="", help="idle layers as zero matrices of this type (F32, BF16, ...)")
+    ap.add_argument("--idle-type", default="", help="idle layers' matrices in this type (F32, BF16, ...)")
     ap.add_argument("--scramble", action="store_true", help="an all-wrong drafter with the same tokenizer")
     ap.add_argument("--quant", default="", help="only rewrite SRC as this type (Q8_0, Q4_0) into DST")
     args = ap.parse_args()
