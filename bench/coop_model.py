@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from coop_bench import WORKLOADS, oracles_for
+from coop_bench import IDLE_LAYER_COST, WORKLOADS, oracles_for
 from shard import models
 from shard.scout.headless import LlamaDrafter
 from shard.verifier.engine import Engine, ExternalDraft, Job
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--lag", action="store_true")
     ap.add_argument("--no-confidence", action="store_true")
-    ap.add_argument("--idle-type", default="", help="as coop_bench.py's")
+    ap.add_argument("--idle-type", default="", choices=sorted(IDLE_LAYER_COST), help="as coop_bench.py's")
     args = ap.parse_args()
     os.sched_setaffinity(0, {0})  # one core, as the Oracle's in coop_bench.py (the drafter waits its turn)
     tmp = Path(tempfile.mkdtemp(prefix="shard-coop-model-"))
